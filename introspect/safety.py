@@ -1,0 +1,109 @@
+"""Safety rules: every finding has a registered rule with a stable code and a default severity.
+
+Format modules declare their rules at import time with `rule(...)` and raise or return findings
+made from them; the rules that hold for every image (truncation, polyglots, declared-format
+mismatch, virtual size bounds...) are declared here. A `Policy` can move any code to another
+severity, and a report-only policy records findings without rejecting.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from introspect.model import Finding, Frozen, Severity, Verdict
+
+RULES: dict[str, Rule] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A named check. `summary` says what fired, for `introspect rules` and the README."""
+
+    code: str
+    severity: Severity
+    summary: str
+
+    def finding(self, message: str) -> Finding:
+        return Finding(code=self.code, severity=self.severity, message=message)
+
+
+def rule(code: str, severity: Severity, summary: str) -> Rule:
+    """Declare and register a rule; a code can be declared only once."""
+    if code in RULES:
+        raise ValueError(f"rule {code!r} is declared twice")
+    declared = Rule(code, severity, summary)
+    RULES[code] = declared
+    return declared
+
+
+# Rules that hold for every image. Format-specific rules live beside their parser.
+EMPTY = rule("image.empty", Severity.REJECT, "the file is empty")
+TRUNCATED = rule("image.truncated", Severity.REJECT, "a structure runs past the end of the file")
+READ_BUDGET = rule("image.read_budget", Severity.REJECT, "parsing would exceed the read budget")
+POLYGLOT = rule("image.polyglot", Severity.REJECT, "the file is valid as two or more formats")
+FORMAT_MISMATCH = rule(
+    "image.format_mismatch", Severity.REJECT, "the declared disk_format differs from the content"
+)
+VIRTUAL_SIZE_ZERO = rule("image.virtual_size_zero", Severity.REJECT, "the virtual size is zero")
+VIRTUAL_SIZE_LIMIT = rule(
+    "image.virtual_size_limit", Severity.REJECT, "the virtual size is beyond the policy's limit"
+)
+NOT_A_DISK = rule(
+    "raw.not_a_disk_image", Severity.REJECT, "libmagic names the content as something other than a disk"
+)
+INTERNAL_ERROR = rule(
+    "introspect.internal_error", Severity.REJECT, "a bug in introspect; the image could not be judged"
+)
+QEMU_DISAGREES = rule(
+    "qemu.disagrees", Severity.REJECT, "qemu-img info reads the image differently from introspect"
+)
+QEMU_FAILED = rule("qemu.failed", Severity.WARN, "qemu-img info could not read the image")
+
+DEFAULT_VMDK_CREATE_TYPES = frozenset({"monolithicSparse", "streamOptimized"})
+TIB = 1 << 40
+
+
+class Policy(Frozen):
+    """What the operator decided. Severities can be overridden by exact code or glob (`vmdk.*`)."""
+
+    severity: dict[str, Severity] = Field(default_factory=dict)
+    report_only: bool = False
+    vmdk_create_types: frozenset[str] = DEFAULT_VMDK_CREATE_TYPES
+    max_virtual_size: int = 64 * TIB
+
+    def severity_of(self, finding: Finding) -> Severity:
+        if finding.code in self.severity:
+            return self.severity[finding.code]
+        for pattern, severity in self.severity.items():
+            if fnmatch.fnmatchcase(finding.code, pattern):
+                return severity
+        return finding.severity
+
+    def apply(self, findings: Iterable[Finding]) -> list[Finding]:
+        """The findings with their severities under this policy, each code once, in order."""
+        seen: set[tuple[str, str]] = set()
+        applied = []
+        for finding in findings:
+            key = (finding.code, finding.message)
+            if key in seen:
+                continue
+            seen.add(key)
+            severity = self.severity_of(finding)
+            applied.append(finding if severity == finding.severity else finding.model_copy(
+                update={"severity": severity}
+            ))
+        return applied
+
+    def verdict(self, findings: Iterable[Finding], *, parsed: bool) -> Verdict:
+        if not parsed:
+            return Verdict.ERROR
+        if not self.report_only and any(f.severity == Severity.REJECT for f in findings):
+            return Verdict.REJECTED
+        return Verdict.OK
+
+
+DEFAULT_POLICY = Policy()

@@ -1,0 +1,217 @@
+"""Where an image's bytes come from, and the one metered reader every parser goes through.
+
+A `ByteSource` is random access to bytes: a local file (`os.pread`, no seek state), bytes in
+memory, a slice of another source (an OVA member), or an HTTP range reader (the Glance catalog).
+Parsers never touch a source directly: they get a `Reader`, which enforces the inspection's
+`Budget`, counts reads and bytes for the report, serves repeated reads of the head and tail
+from memory, and raises `TruncatedImage` when a structure runs past the end of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from introspect.errors import BudgetExceeded, TruncatedImage, UsageError
+
+KIB = 1024
+MIB = 1024 * KIB
+
+#: Every probe sees the first HEAD_SIZE bytes: enough for the ISO 9660 primary volume descriptor
+#: (at 32 KiB), a GPT and its 128 entries, a LUKS2 header with its default 12 KiB JSON area, a
+#: VMDK sparse header with its embedded descriptor, and every other format's header.
+HEAD_SIZE = 64 * KIB
+#: ...and the last TAIL_SIZE bytes: a fixed VHD's footer, a DMG's koly block.
+TAIL_SIZE = 512
+
+
+class ByteSource(ABC):
+    """Random access to an image's bytes. Implementations need not count or bound anything."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Length in bytes."""
+
+    @abstractmethod
+    def pread(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset`; fewer only at the end of the data."""
+
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing
+        """Release what the source holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FileSource(ByteSource):
+    """A local file, read with `os.pread` so that nothing depends on a file position."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = os.fspath(path)
+        try:
+            self._fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise UsageError(f"{self.name}: no such file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{self.name}: is a directory") from None
+        except OSError as error:
+            raise UsageError(f"{self.name}: {error.strerror}") from None
+        except PermissionError:
+            raise UsageError(f"{self.name}: permission denied") from None
+        mode = os.fstat(self._fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            os.close(self._fd)
+            raise UsageError(f"{self.name}: not a regular file or block device")
+        self._size = os.lseek(self._fd, 0, os.SEEK_END)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        chunks = []
+        while length > 0:
+            chunk = os.pread(self._fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class BytesSource(ByteSource):
+    """Bytes in memory (tests, fuzzing, decompressed heads)."""
+
+    def __init__(self, data: bytes, name: str = "<bytes>") -> None:
+        self._data = data
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + length]
+
+
+class OpenFileSource(ByteSource):
+    """An open binary file object the caller owns (we never close it)."""
+
+    def __init__(self, file: object, name: str | None = None) -> None:
+        fileno = getattr(file, "fileno", None)
+        if fileno is None:
+            raise UsageError("an open file must have a fileno(); pass a path or a ByteSource instead")
+        self._fd: int = fileno()
+        self.name = name or str(getattr(file, "name", "<file>"))
+        self._size = os.fstat(self._fd).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return os.pread(self._fd, length, offset)
+
+
+class SliceSource(ByteSource):
+    """`length` bytes of another source from `start`: one member of an archive, seen as a file."""
+
+    def __init__(self, parent: ByteSource, start: int, length: int, name: str) -> None:
+        self._parent = parent
+        self._start = start
+        self._length = max(0, min(length, parent.size - start))
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return self._length
+
+    def pread(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._length - offset))
+        return self._parent.pread(self._start + offset, length) if length else b""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How much one inspection may read. A well-formed image of any format needs far less."""
+
+    max_bytes: int = 8 * MIB
+    max_reads: int = 64
+    max_read_size: int = 4 * MIB
+
+
+class Reader:
+    """The one metered way to read an image: budgeted, counted, cached for head and tail.
+
+    `read` returns exactly the bytes asked for or raises `TruncatedImage`; `read_upto` may
+    return fewer at the end of the file. Both raise `BudgetExceeded` past the budget.
+    """
+
+    def __init__(self, source: ByteSource, budget: Budget | None = None) -> None:
+        self.source = source
+        self.budget = budget or Budget()
+        self.size = source.size
+        self.bytes_read = 0
+        self.reads = 0
+        self._cache: list[tuple[int, bytes]] = []
+
+    def read(self, offset: int, length: int, what: str) -> bytes:
+        data = self.read_upto(offset, length, what)
+        if len(data) < length:
+            raise TruncatedImage(what, offset=offset, length=length, size=self.size)
+        return data
+
+    def read_upto(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or length < 0:
+            raise TruncatedImage(what, offset=offset, length=length, size=self.size)
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        for start, data in self._cache:
+            if start <= offset and offset + length <= start + len(data):
+                return data[offset - start : offset - start + length]
+        if length > self.budget.max_read_size:
+            raise BudgetExceeded(what, limit=f"{length} bytes in one read, at most {self.budget.max_read_size}")
+        if self.reads + 1 > self.budget.max_reads:
+            raise BudgetExceeded(what, limit=f"at most {self.budget.max_reads} reads")
+        if self.bytes_read + length > self.budget.max_bytes:
+            raise BudgetExceeded(what, limit=f"at most {self.budget.max_bytes} bytes")
+        data = self.source.pread(offset, length)
+        self.reads += 1
+        self.bytes_read += len(data)
+        return data
+
+    def keep(self, offset: int, data: bytes) -> None:
+        """Remember bytes already read (the head, the tail) so parsers re-read them for free."""
+        self._cache.append((offset, data))
+
+    def head(self) -> bytes:
+        """The first HEAD_SIZE bytes (or the whole file), read once."""
+        data = self.read_upto(0, HEAD_SIZE, "head")
+        self.keep(0, data)
+        return data
+
+    def tail(self) -> bytes:
+        """The last TAIL_SIZE bytes, read once (free when the head already covers them)."""
+        start = max(0, self.size - TAIL_SIZE)
+        data = self.read_upto(start, self.size - start, "tail")
+        self.keep(start, data)
+        return data
