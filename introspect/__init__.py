@@ -1,12 +1,19 @@
 """introspect: read the metadata a VM disk image carries about itself, safely, in a few small reads.
 
-    >>> import introspect
-    >>> report = introspect.inspect("disk.vmdk")
-    >>> report.properties["vmware_adaptertype"]
-    'lsiLogic'
+>>> import introspect
+>>> report = introspect.inspect("disk.vmdk")
+>>> report.properties["vmware_adaptertype"]
+'lsiLogic'
 """
 
-from introspect.errors import BadField, BudgetExceeded, ImageError, IntrospectError, TruncatedImage, UsageError
+from introspect.errors import (
+    BadField,
+    BudgetExceeded,
+    ImageError,
+    IntrospectError,
+    TruncatedImage,
+    UsageError,
+)
 from introspect.inspector import inspect
 from introspect.model import Finding, Geometry, Severity, Verdict
 from introspect.report import INSPECTOR_VERSION, Report

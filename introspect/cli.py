@@ -1,16 +1,176 @@
-"""The `introspect` command. Library commands live here; other packages (the pipeline in
-`workers/`) add theirs through the `introspect.commands` entry point group."""
+"""The `introspect` command. Library commands live here (inspect, schema, rules); other packages
+(the pipeline in `workers/`) add theirs through the `introspect.commands` entry point group, so
+the library never imports the service side.
+
+Exit status everywhere: 0 when every report is ok, 1 when any is rejected or error, 2 on a usage
+error (click's own, or a path that cannot be read). Errors are one line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from introspect.errors import UsageError
+from introspect.formats import BY_NAME, canonical_name
+from introspect.inspector import inspect as inspect_image
+from introspect.model import Severity, Verdict
+from introspect.report import Report
+from introspect.safety import RULES, Policy
+
+USAGE_ERROR = 2
+#: Properties worth a column in the table; the rest is in --json.
+SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
+VERDICT_STYLE = {Verdict.OK: "green", Verdict.REJECTED: "red", Verdict.ERROR: "magenta"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Read what VM disk images say about themselves, and keep it as image properties."""
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _paths(arguments: tuple[str, ...]) -> Iterator[str]:
+    """Each argument, with directories expanded to the regular files under them, sorted."""
+    for argument in arguments:
+        if Path(argument).is_dir():
+            for root, dirs, files in os.walk(argument):
+                dirs.sort()
+                for name in sorted(files):
+                    yield str(Path(root) / name)
+        else:
+            yield argument
+
+
+def _policy(policy_file: str | None, report_only: bool, severities: tuple[str, ...]) -> Policy:
+    data: dict[str, object] = {}
+    if policy_file:
+        try:
+            data = json.loads(Path(policy_file).read_text())
+        except (OSError, ValueError) as error:
+            raise click.BadParameter(f"{policy_file}: {error}", param_hint="--policy") from None
+    overrides = dict(data.get("severity", {}))  # type: ignore[call-overload]
+    for item in severities:
+        code, _, level = item.partition("=")
+        try:
+            overrides[code] = Severity(level)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: expected CODE=reject|warn|info", param_hint="--severity"
+            ) from None
+    data["severity"] = overrides
+    if report_only:
+        data["report_only"] = True
+    try:
+        return Policy.model_validate(data)
+    except ValueError as error:
+        raise click.BadParameter(str(error).splitlines()[0], param_hint="--policy") from None
+
+
+def _row(report: Report) -> tuple[str, ...]:
+    shown = ", ".join(report.properties[k] for k in SHOWN_PROPERTIES if k in report.properties)
+    codes = ", ".join(f.code for f in report.findings if f.severity != Severity.INFO)
+    return (
+        report.source,
+        report.format or "-",
+        _human(report.virtual_size),
+        f"[{VERDICT_STYLE[report.verdict]}]{report.verdict.value}[/]",
+        shown,
+        codes,
+    )
+
+
+@main.command("inspect")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One Report JSON object per line.")
+@click.option("--expect", metavar="FORMAT", help="The disk_format the images were declared with.")
+@click.option("--cross-check", is_flag=True, help="Also run a caged `qemu-img info` and compare.")
+@click.option("--policy", "policy_file", metavar="FILE", help="A JSON policy (see `introspect rules`).")
+@click.option("--report-only", is_flag=True, help="Record findings without rejecting.")
+@click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL", help="Override a rule.")
+@click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")
+def inspect_command(
+    paths: tuple[str, ...],
+    as_json: bool,
+    expect: str | None,
+    cross_check: bool,
+    policy_file: str | None,
+    report_only: bool,
+    severities: tuple[str, ...],
+    verbose: bool,
+) -> None:
+    """Inspect image files (directories are walked) and print what they say about themselves."""
+    if expect is not None and canonical_name(expect) not in BY_NAME:
+        raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
+    policy = _policy(policy_file, report_only, severities)
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    failed = usage_failed = False
+    table = None if as_json else _table()
+    notes: list[str] = []
+    for path in _paths(paths):
+        try:
+            report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
+        except UsageError as error:
+            err.print(f"introspect: {error}", markup=False)
+            usage_failed = True
+            continue
+        failed |= report.verdict != Verdict.OK
+        if as_json:
+            sys.stdout.write(report.model_dump_json() + "\n")
+            continue
+        assert table is not None
+        table.add_row(*_row(report))
+        if verbose:
+            notes.extend(f"{report.source}: {f.severity} {f.code}: {f.message}" for f in report.findings)
+    if table is not None and table.row_count:
+        out.print(table)
+        for note in notes:
+            out.print(note, markup=False)
+    sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
+
+
+def _table() -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("image", "format", "virtual size", "verdict", "vmware / firmware", "findings"):
+        table.add_column(column, overflow="fold")
+    return table
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the Report that `inspect --json` prints."""
+    click.echo(json.dumps(Report.model_json_schema(), indent=2))
+
+
+@main.command()
+def rules() -> None:
+    """List every rule a finding can come from, with its default severity."""
+    table = Table(box=None, header_style="bold")
+    for column in ("code", "severity", "what fired"):
+        table.add_column(column)
+    for code in sorted(RULES):
+        rule = RULES[code]
+        table.add_row(code, rule.severity.value, rule.summary)
+    Console().print(table)
 
 
 def _load_plugins() -> None:

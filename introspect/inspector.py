@@ -19,7 +19,7 @@ from introspect.detect import detect
 from introspect.errors import ImageError, UsageError
 from introspect.formats import BY_NAME, canonical_name
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Verdict
+from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
 from introspect.safety import (
     DEFAULT_POLICY,
@@ -27,6 +27,7 @@ from introspect.safety import (
     FORMAT_MISMATCH,
     INTERNAL_ERROR,
     POLYGLOT,
+    QEMU_SKIPPED,
     VIRTUAL_SIZE_LIMIT,
     VIRTUAL_SIZE_ZERO,
     Policy,
@@ -83,10 +84,17 @@ def _inspect(
     reader: Reader, *, name: str, expect: str | None, policy: Policy, cross_check_path: str | None
 ) -> Report:
     if reader.size == 0:
-        findings = policy.apply([EMPTY.finding("the file is empty: nothing was uploaded")])
         return Report(
-            source=name, format=None, size=0, virtual_size=None, verdict=Verdict.ERROR,
-            findings=findings, properties={}, details=None, bytes_read=0, reads=0,
+            source=name,
+            format=None,
+            size=0,
+            virtual_size=None,
+            verdict=Verdict.ERROR,
+            findings=policy.apply([EMPTY.finding("the file is empty: nothing was uploaded")]),
+            properties={},
+            details=None,
+            bytes_read=0,
+            reads=0,
         )
     head = Head(reader.head(), reader.tail(), reader.size)
     detection = detect(head)
@@ -94,21 +102,25 @@ def _inspect(
     findings: list[Finding] = []
     if detection.polyglot:
         names = ", ".join(f.name for f in (fmt, *detection.others))
-        findings.append(POLYGLOT.finding(
-            f"the file carries the signatures of several formats ({names}); a polyglot can be read "
-            "one way by the checker and another by the hypervisor: rebuild the image with one tool"
-        ))
+        findings.append(
+            POLYGLOT.finding(
+                f"the file carries the signatures of several formats ({names}); a polyglot can be read "
+                "one way by the checker and another by the hypervisor: rebuild the image with one tool"
+            )
+        )
     if expect is not None and expect != fmt.name and fmt.name not in SATISFIES.get(expect, ()):
-        findings.append(FORMAT_MISMATCH.finding(
-            f"declared as {expect} but the content is {fmt.name}: set disk_format={fmt.name}, "
-            f"or convert with `qemu-img convert -O {expect}`"
-        ))
+        findings.append(
+            FORMAT_MISMATCH.finding(
+                f"declared as {expect} but the content is {fmt.name}: set disk_format={fmt.name}, "
+                f"or convert with `qemu-img convert -O {expect}`"
+            )
+        )
     inspection = _parse(fmt, reader, policy, findings)
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
-        if cross_check_path is not None and fmt.qemu_name is not None:
-            findings.extend(qemu.cross_check(cross_check_path, fmt.qemu_name, inspection.virtual_size))
     findings = policy.apply(findings)
+    if inspection is not None and cross_check_path is not None:
+        findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, findings)))
     parsed = inspection is not None
     return Report(
         source=name,
@@ -118,7 +130,8 @@ def _inspect(
         verdict=policy.verdict(findings, parsed=parsed),
         findings=findings,
         properties=props.properties_of(fmt.name, inspection.details, inspection.virtual_size)
-        if inspection else {},
+        if inspection
+        else {},
         details=inspection.details if inspection else None,
         bytes_read=reader.bytes_read,
         reads=reader.reads,
@@ -137,18 +150,39 @@ def _parse(
     except ImageError as error:
         findings.append(error.rule.finding(str(error)))
         return None
-    except Exception as error:  # noqa: BLE001 - one image must never stop a batch
-        findings.append(INTERNAL_ERROR.finding(
-            f"introspect failed on this {fmt.name} image ({type(error).__name__}: {error}); "
-            "please report it with the file"
-        ))
+    except Exception as error:
+        findings.append(
+            INTERNAL_ERROR.finding(
+                f"introspect failed on this {fmt.name} image ({type(error).__name__}: {error}); "
+                "please report it with the file"
+            )
+        )
         return None
     return inspection
 
 
+def _cross_check(
+    path: str, fmt: Format[Any], inspection: Inspection[Any], findings: list[Finding]
+) -> list[Finding]:
+    """qemu-img's opinion, asked only when nothing already rejects the image (it would follow
+    the very backing files and extents we refuse)."""
+    if fmt.qemu_name is None:
+        return [QEMU_SKIPPED.finding(f"not cross-checked: qemu-img cannot read {fmt.name} images")]
+    rejecting = [f.code for f in findings if f.severity == Severity.REJECT]
+    if rejecting:
+        return [
+            QEMU_SKIPPED.finding(
+                f"not cross-checked: {', '.join(rejecting)} already rejects it, and qemu-img would act on it"
+            )
+        ]
+    return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)
+
+
 def _size_findings(virtual_size: int | None, policy: Policy) -> Iterator[Finding]:
     if virtual_size == 0:
-        yield VIRTUAL_SIZE_ZERO.finding("the image declares a virtual size of 0 bytes: nothing can boot from it")
+        yield VIRTUAL_SIZE_ZERO.finding(
+            "the image declares a virtual size of 0 bytes: nothing can boot from it"
+        )
     elif virtual_size is not None and virtual_size > policy.max_virtual_size:
         yield VIRTUAL_SIZE_LIMIT.finding(
             f"the virtual size {virtual_size} bytes is beyond the policy's limit of "

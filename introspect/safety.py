@@ -61,6 +61,7 @@ INTERNAL_ERROR = rule(
 QEMU_DISAGREES = rule(
     "qemu.disagrees", Severity.REJECT, "qemu-img info reads the image differently from introspect"
 )
+QEMU_SKIPPED = rule("qemu.skipped", Severity.INFO, "the cross-check with qemu-img was not run")
 QEMU_FAILED = rule("qemu.failed", Severity.WARN, "qemu-img info could not read the image")
 
 DEFAULT_VMDK_CREATE_TYPES = frozenset({"monolithicSparse", "streamOptimized"})
@@ -93,9 +94,9 @@ class Policy(Frozen):
                 continue
             seen.add(key)
             severity = self.severity_of(finding)
-            applied.append(finding if severity == finding.severity else finding.model_copy(
-                update={"severity": severity}
-            ))
+            applied.append(
+                finding if severity == finding.severity else finding.model_copy(update={"severity": severity})
+            )
         return applied
 
     def verdict(self, findings: Iterable[Finding], *, parsed: bool) -> Verdict:

@@ -189,7 +189,9 @@ class Reader:
             if start <= offset and offset + length <= start + len(data):
                 return data[offset - start : offset - start + length]
         if length > self.budget.max_read_size:
-            raise BudgetExceeded(what, limit=f"{length} bytes in one read, at most {self.budget.max_read_size}")
+            raise BudgetExceeded(
+                what, limit=f"{length} bytes in one read, at most {self.budget.max_read_size}"
+            )
         if self.reads + 1 > self.budget.max_reads:
             raise BudgetExceeded(what, limit=f"at most {self.budget.max_reads} reads")
         if self.bytes_read + length > self.budget.max_bytes:

@@ -1,0 +1,67 @@
+# introspect: `make demo` shows the whole story on embedded defaults; `make test` runs everything.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3.11
+# Debian packages the fixtures, the cross-check and the tests need: tool -> package.
+TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso:xorriso \
+	sgdisk:gdisk sfdisk:fdisk cryptsetup:cryptsetup-bin mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs \
+	zstd:zstd redis-server:redis-server /usr/lib/ISOLINUX/isolinux.bin:isolinux \
+	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## install the system tools (qemu-img, genisoimage, sgdisk...) that are missing
+	@missing=""; for pair in $(TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+		if ! command -v $$tool >/dev/null 2>&1 && [ ! -e $$tool ]; then missing="$$missing $$pkg"; fi; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e '.[pipeline,dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create .venv and install introspect with its CLI at .venv/bin/introspect
+
+.PHONY: fixtures
+fixtures: tools ## build fixtures/build/ with real tools (only what changed)
+	fixtures/build.sh
+
+.PHONY: lint
+lint: venv ## ruff over everything, mypy --strict over introspect/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+.PHONY: test
+test: venv tools fixtures lint ## the whole suite: lint, types, formats, pipeline, Glance
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: venv tools ## the main job on embedded defaults: no broker, SQLite, local store
+	$(PY) -m workers.demo
+
+.PHONY: bench
+bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img info vs oslo.utils
+	$(PIP) install -q 'oslo.utils>=7'
+	$(PY) -m tests.bench.bench_inspect
+
+.PHONY: bench-pipeline
+bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task
+	$(PY) -m tests.bench.bench_pipeline
+
+.PHONY: clean
+clean: ## remove the venv, built fixtures and caches
+	rm -rf $(VENV) fixtures/build .pytest_cache .mypy_cache .ruff_cache .hypothesis
