@@ -1,0 +1,124 @@
+"""`make bench`: introspect against `qemu-img info` and oslo.utils' format inspector, one run, same files.
+
+For every image under fixtures/build that qemu-img recorded (IMAGE.qemu-img.json beside it):
+- introspect in-process: `introspect.inspect(path)`, repeated, images/s and bytes read (Report counts);
+- introspect CLI: one `introspect inspect --json` process over the whole batch;
+- qemu-img info: one caged-free `qemu-img info -f FMT --output=json` process per image (its best case);
+- oslo.utils: `format_inspector.detect_file_format(path)` in-process, bytes read from /proc/self/io.
+Prints a markdown table (README "Benchmark"). Not a test: numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import introspect
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "fixtures" / "build"
+REPEAT = int(os.environ.get("BENCH_REPEAT", "20"))
+
+
+def images() -> list[tuple[Path, str]]:
+    found = []
+    for sidecar in sorted(FIXTURES.glob("*/*.qemu-img.json")):
+        image = sidecar.with_name(sidecar.name.removesuffix(".qemu-img.json"))
+        if image.is_file():
+            found.append((image, json.loads(sidecar.read_text())["format"]))
+    return found
+
+
+def rchar() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("no rchar in /proc/self/io")
+
+
+def bench_introspect(paths: list[Path]) -> tuple[float, float, dict[Path, introspect.Report]]:
+    reports = {p: introspect.inspect(p) for p in paths}  # warm-up, and the reports to compare
+    start = time.perf_counter()
+    for _ in range(REPEAT):
+        for path in paths:
+            introspect.inspect(path)
+    elapsed = time.perf_counter() - start
+    mean_bytes = sum(r.bytes_read for r in reports.values()) / len(paths)
+    return REPEAT * len(paths) / elapsed, mean_bytes, reports
+
+
+def bench_cli(paths: list[Path]) -> float:
+    command = [str(Path(sys.executable).with_name("introspect")), "inspect", "--json", *map(str, paths)]
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def bench_qemu(pairs: list[tuple[Path, str]]) -> float:
+    start = time.perf_counter()
+    for path, fmt in pairs:
+        subprocess.run(
+            ["qemu-img", "info", "-f", fmt, "--force-share", "--output=json", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+    return len(pairs) / (time.perf_counter() - start)
+
+
+def bench_oslo(paths: list[Path]) -> tuple[float, float] | None:
+    try:
+        from oslo_utils.imageutils import format_inspector
+    except ImportError:
+        return None
+    before = rchar()
+    for path in paths:
+        format_inspector.detect_file_format(str(path))
+    mean_bytes = (rchar() - before) / len(paths)
+    start = time.perf_counter()
+    for _ in range(max(1, REPEAT // 4)):
+        for path in paths:
+            format_inspector.detect_file_format(str(path))
+    return max(1, REPEAT // 4) * len(paths) / (time.perf_counter() - start), mean_bytes
+
+
+def main() -> None:
+    pairs = images()
+    if not pairs:
+        sys.exit("bench: no fixtures with qemu-img records under fixtures/build: run `make fixtures`")
+    paths = [p for p, _ in pairs]
+    rate, mean_bytes, reports = bench_introspect(paths)
+    cli_rate = bench_cli(paths)
+    qemu_rate = bench_qemu(pairs)
+    oslo = bench_oslo(paths)
+    print(f"{len(paths)} images from fixtures/build (qemu-img recorded each), {REPEAT} in-process passes\n")
+    print("| tool | images/s | × qemu-img info | mean bytes read per image |")
+    print("|---|---:|---:|---:|")
+    print(f"| introspect (in-process) | {rate:,.0f} | {rate / qemu_rate:,.0f}× | {mean_bytes:,.0f} |")
+    print(
+        f"| introspect (CLI, one process for the batch) | {cli_rate:,.0f} | {cli_rate / qemu_rate:,.0f}× | same |"
+    )
+    print(f"| qemu-img info (one process per image) | {qemu_rate:,.0f} | 1× | n/a |")
+    if oslo:
+        print(
+            f"| oslo.utils format_inspector (in-process) | {oslo[0]:,.0f} | {oslo[0] / qemu_rate:,.0f}× "
+            f"| {oslo[1]:,.0f} |"
+        )
+    else:
+        print("| oslo.utils format_inspector | not installed | | |")
+    print("\nBytes read do not depend on the virtual size:\n")
+    print("| image | virtual size | reads | bytes read |")
+    print("|---|---:|---:|---:|")
+    biggest = sorted(reports.values(), key=lambda r: -(r.virtual_size or 0))[:4]
+    smallest = sorted(reports.values(), key=lambda r: r.virtual_size or 0)[:0]
+    for report in [*biggest, *smallest]:
+        name = Path(report.source).relative_to(FIXTURES)
+        print(f"| {name} | {report.virtual_size:,} | {report.reads} | {report.bytes_read:,} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The metered reader: budgets, counts, truncation, the head/tail cache, and each error's message."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from introspect.errors import BudgetExceeded, TruncatedImage, UsageError
+from introspect.sources import HEAD_SIZE, Budget, BytesSource, FileSource, Reader, SliceSource
+
+
+def make_raw(tmp_path, size: int):
+    """A real raw image, made by qemu-img (all zeros), of `size` bytes."""
+    path = tmp_path / "disk.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), str(size)], check=True)
+    return path
+
+
+def test_file_source_reads_with_pread_and_counts(tmp_path):
+    path = make_raw(tmp_path, 1 << 20)
+    with FileSource(path) as source:
+        reader = Reader(source)
+        assert reader.size == 1 << 20
+        assert reader.read(4096, 512, "sector") == b"\0" * 512
+        assert reader.read(4096, 512, "sector") == b"\0" * 512
+        assert (reader.reads, reader.bytes_read) == (2, 1024)
+
+
+def test_head_and_tail_are_cached(tmp_path):
+    path = make_raw(tmp_path, 1 << 20)
+    with FileSource(path) as source:
+        reader = Reader(source)
+        reader.head()
+        reader.tail()
+        assert reader.reads == 2
+        reader.read(100, 200, "inside the head")
+        reader.read((1 << 20) - 100, 100, "inside the tail")
+        assert reader.reads == 2
+        assert reader.bytes_read == HEAD_SIZE + 512
+
+
+def test_small_file_tail_comes_from_the_head():
+    reader = Reader(BytesSource(b"x" * 1000))
+    reader.head()
+    assert reader.tail() == b"x" * 512
+    assert reader.reads == 1
+
+
+def test_truncated_read_says_what_and_where():
+    reader = Reader(BytesSource(b"\1" * 100, "cut.qcow2"))
+    with pytest.raises(TruncatedImage) as caught:
+        reader.read(72, 40, "qcow2 header")
+    assert str(caught.value) == (
+        "the qcow2 header needs bytes 72..112 but the file ends at 100: "
+        "the image was cut short; upload it again (at offset 72)"
+    )
+    assert caught.value.rule.code == "image.truncated"
+
+
+def test_read_upto_is_short_only_at_the_end():
+    reader = Reader(BytesSource(b"abcdef"))
+    assert reader.read_upto(4, 100, "end") == b"ef"
+    assert reader.read_upto(10, 5, "past the end") == b""
+
+
+@pytest.mark.parametrize(
+    ("budget", "reads", "message"),
+    [
+        (Budget(max_read_size=1024), [(0, 2048)], "(2048 bytes in one read, at most 1024)"),
+        (Budget(max_reads=2), [(0, 1), (10, 1), (20, 1)], "(at most 2 reads)"),
+        (Budget(max_bytes=3000), [(0, 2000), (4000, 2000)], "(at most 3000 bytes)"),
+    ],
+)
+def test_budget_is_enforced(budget, reads, message):
+    reader = Reader(BytesSource(bytes(10_000)), budget)
+    with pytest.raises(BudgetExceeded) as caught:
+        for offset, length in reads:
+            reader.read(offset, length, "grain table")
+    assert str(caught.value) == (
+        f"reading the grain table would exceed the inspection budget {message}; a well-formed image "
+        "never needs this much, so the file is treated as hostile"
+    )
+    assert caught.value.rule.code == "image.read_budget"
+
+
+def test_negative_offsets_are_truncation_not_python_slicing():
+    reader = Reader(BytesSource(bytes(100)))
+    with pytest.raises(TruncatedImage):
+        reader.read(-512, 512, "footer")
+
+
+def test_slice_source_is_a_window(tmp_path):
+    parent = BytesSource(bytes(range(256)) * 4)
+    window = SliceSource(parent, 256, 100, "member")
+    assert window.size == 100
+    assert window.pread(0, 4) == bytes([0, 1, 2, 3])
+    assert window.pread(98, 10) == bytes([98, 99])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.qcow2", "no such file"),
+        (lambda d: d, "not a regular file or block device"),
+    ],
+)
+def test_file_source_usage_errors(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(UsageError) as caught:
+        FileSource(path)
+    assert str(caught.value) == f"{path}: {message}"
