@@ -100,7 +100,8 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     print(f"| introspect (in-process) | {rate:,.0f} | {rate / qemu_rate:,.0f}× | {mean_bytes:,.0f} |")
     print(
-        f"| introspect (CLI, one process for the batch) | {cli_rate:,.0f} | {cli_rate / qemu_rate:,.0f}× | same |"
+        f"| introspect (CLI, one process for the batch) | {cli_rate:,.0f} "
+        f"| {cli_rate / qemu_rate:,.0f}× | same |"
     )
     print(f"| qemu-img info (one process per image) | {qemu_rate:,.0f} | 1× | n/a |")
     if oslo:
