@@ -1,26 +1,184 @@
-"""QEMU copy-on-write version 1 (qemu block/qcow.c)."""
+"""QEMU copy-on-write version 1: a 48-byte header, then the backing file name and the L1 table.
+
+qcow v1 has no written spec; its header is `QCowHeader` in qemu's block/qcow.c, and the limits
+below are the ones qemu's `qcow_open()` enforces (the image is judged as qemu would judge it).
+It shares its magic and leading version field with qcow2 (declared there): version 1 is qcow.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Self
 
+from pydantic import Field
+
+from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
+from introspect.formats.qcow2 import MAGIC_VERSION, QCOW1_VERSION, QCOW_MAGIC
+from introspect.model import Finding, Frozen, Severity
+from introspect.safety import Policy, rule
 from introspect.sources import Reader
+
+BAD_HEADER = rule("qcow.bad_header", Severity.REJECT, "a qcow header field holds a value qemu refuses")
+BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file")
+AES_ENCRYPTION = rule("qcow.aes_encryption", Severity.REJECT, "the image uses qcow's AES-CBC encryption")
+
+CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
+
+#: qemu's bounds: clusters of 512 bytes to 64 KiB, L2 tables of 512 bytes to 64 KiB (8-byte
+#: entries, so 2^6 to 2^13 of them), an L1 table of at most INT_MAX bytes.
+MIN_CLUSTER_BITS = 9
+MAX_CLUSTER_BITS = 16
+L2E_SIZE = 8
+L1E_SIZE = 8
+MIN_L2_BITS = MIN_CLUSTER_BITS - 3
+MAX_L2_BITS = MAX_CLUSTER_BITS - 3
+MAX_L1_ENTRIES = (2**31 - 1) // L1E_SIZE
+#: qemu refuses images of 0 or 1 byte ("must be at least 2 bytes").
+MIN_SIZE = 2
+#: The backing file name is read into qemu's 1024-byte buffer, NUL included.
+MAX_BACKING_FILE_SIZE = 1023
+CRYPT_METHODS: dict[int, Literal["none", "aes"]] = {0: "none", 1: "aes"}
+SECTOR_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class QCowHeader:
+    """The qcow version 1 header (block/qcow.c `QCowHeader`), big-endian."""
+
+    magic: bytes
+    version: int
+    backing_file_offset: int
+    backing_file_size: int
+    mtime: int
+    size: int
+    cluster_bits: int
+    l2_bits: int
+    padding: int
+    crypt_method: int
+    l1_table_offset: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">4s I Q I I Q B B H I Q")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(
+            self.magic, self.version, self.backing_file_offset, self.backing_file_size, self.mtime,
+            self.size, self.cluster_bits, self.l2_bits, self.padding, self.crypt_method,
+            self.l1_table_offset,
+        )
 
 
 class QcowDetails(Frozen):
+    """A qcow version 1 header, as the image states it."""
+
     format: Literal["qcow"] = "qcow"
+    version: int
+    size: int = Field(description="the header's virtual disk size field, in bytes")
+    cluster_bits: int
+    cluster_size: int
+    l2_bits: int = Field(description="log2 of the entries in an L2 table")
+    encryption: Literal["none", "aes"]
+    mtime: int = Field(description="the header's mtime field (qemu writes the backing file's, or 0)")
+    l1_table_offset: int
+    l1_size: int = Field(description="entries in the L1 table, from the size, cluster and L2 bits")
+    backing_file: str | None
+    backing_file_offset: int
+    backing_file_size: int
 
 
 def probe(head: Head) -> bool:
-    return head.data[:8] == b"QFI\xfb\x00\x00\x00\x01"
+    if len(head.data) < MAGIC_VERSION.size:
+        return False
+    return MAGIC_VERSION.unpack_from(head.data) == (QCOW_MAGIC, QCOW1_VERSION)
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QcowDetails]:
-    raise NotImplementedError("qcow")
+    header = QCowHeader.from_bytes(reader.read(0, QCowHeader.STRUCT.size, "qcow header"))
+    if header.size < MIN_SIZE:
+        raise BadField(BAD_HEADER, "size", header.size, f"at least {MIN_SIZE} bytes", advice=CONVERT)
+    if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
+        raise BadField(
+            BAD_HEADER, "cluster_bits", header.cluster_bits,
+            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512-byte to 64 KiB clusters)", advice=CONVERT,
+        )
+    if not MIN_L2_BITS <= header.l2_bits <= MAX_L2_BITS:
+        raise BadField(
+            BAD_HEADER, "l2_bits", header.l2_bits,
+            f"{MIN_L2_BITS}..{MAX_L2_BITS} (512-byte to 64 KiB L2 tables)", advice=CONVERT,
+        )
+    encryption = CRYPT_METHODS.get(header.crypt_method)
+    if encryption is None:
+        raise BadField(BAD_HEADER, "crypt_method", header.crypt_method, "0 (none) or 1 (AES)", advice=CONVERT)
+    bytes_per_l1_entry = 1 << (header.cluster_bits + header.l2_bits)
+    l1_size = -(-header.size // bytes_per_l1_entry)
+    if l1_size > MAX_L1_ENTRIES:
+        raise BadField(
+            BAD_HEADER, "size", header.size,
+            f"at most {MAX_L1_ENTRIES * bytes_per_l1_entry} bytes with these cluster and L2 sizes",
+            advice=CONVERT,
+        )
+    if header.l1_table_offset + l1_size * L1E_SIZE > reader.size:
+        raise TruncatedImage(
+            "qcow L1 table", offset=header.l1_table_offset, length=l1_size * L1E_SIZE, size=reader.size
+        )
+    details = QcowDetails(
+        version=header.version,
+        size=header.size,
+        cluster_bits=header.cluster_bits,
+        cluster_size=1 << header.cluster_bits,
+        l2_bits=header.l2_bits,
+        encryption=encryption,
+        mtime=header.mtime,
+        l1_table_offset=header.l1_table_offset,
+        l1_size=l1_size,
+        backing_file=_backing_file(reader, header),
+        backing_file_offset=header.backing_file_offset,
+        backing_file_size=header.backing_file_size,
+    )
+    # qemu counts the disk in whole 512-byte sectors (bs->total_sectors = size / 512).
+    return Inspection(details, header.size - header.size % SECTOR_SIZE)
 
 
-FORMAT = Format(name="qcow", qemu_name="qcow", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def _backing_file(reader: Reader, header: QCowHeader) -> str | None:
+    """The backing file name: recorded, never opened."""
+    if header.backing_file_offset == 0:
+        return None
+    if header.backing_file_size > MAX_BACKING_FILE_SIZE:
+        raise BadField(
+            BAD_HEADER, "backing_file_size", header.backing_file_size,
+            f"at most {MAX_BACKING_FILE_SIZE} bytes", advice=CONVERT,
+        )
+    name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow backing file name")
+    # qemu copies the name as a C string: it ends at the first NUL.
+    return name.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def check_backing_file(details: QcowDetails, policy: Policy) -> Iterable[Finding]:
+    if details.backing_file is not None:
+        yield BACKING_FILE.finding(
+            f"the image needs the backing file {details.backing_file!r}, which is not part of the "
+            "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
+        )
+
+
+def check_aes_encryption(details: QcowDetails, policy: Policy) -> Iterable[Finding]:
+    if details.encryption == "aes":
+        yield AES_ENCRYPTION.finding(
+            "the image uses qcow's AES-CBC encryption, which is insecure and which qemu's system "
+            "emulators refuse: convert it with `qemu-img convert -O qcow2 -o encrypt.format=luks`"
+        )
+
+
+FORMAT = Format(
+    name="qcow",
+    qemu_name="qcow",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_backing_file, check_aes_encryption),
+)

@@ -1,26 +1,813 @@
-"""QEMU copy-on-write v2 and v3 (qemu docs/interop/qcow2.txt)."""
+"""QEMU copy-on-write, versions 2 and 3: the header, its v3 fields and its header extensions.
+
+Spec: qemu docs/interop/qcow2.txt, sections "Header", "Additional fields (version 3 and
+higher)", "Header extensions", "String header extensions", "Feature name table", "Bitmaps
+extension" and "Full disk encryption header pointer". Where qemu refuses values the spec leaves
+open (cluster sizes, table sizes, name lengths), the limit is named after qemu's own
+(block/qcow2.h, block/qcow2.c) and the image is judged as qemu would judge it when opening it.
+
+Everything this module needs lies in the first cluster (header, extensions, backing file name),
+which the reader already holds for any cluster of 64 KiB or less: a parse costs no reads beyond
+the head, whatever the virtual size.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Self
 
+from pydantic import Field
+
+from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
+from introspect.model import Finding, Frozen, Severity
+from introspect.safety import Policy, rule
 from introspect.sources import Reader
+
+BAD_HEADER = rule("qcow2.bad_header", Severity.REJECT, "a qcow2 header field holds a value qemu refuses")
+BAD_EXTENSION = rule(
+    "qcow2.bad_header_extension", Severity.REJECT, "a qcow2 header extension is malformed"
+)
+UNKNOWN_INCOMPATIBLE = rule(
+    "qcow2.unknown_incompatible_features",
+    Severity.REJECT,
+    "the image sets incompatible feature bits the spec does not define",
+)
+CORRUPT = rule("qcow2.corrupt", Severity.REJECT, "the image is marked corrupt (incompatible bit 1)")
+DIRTY = rule("qcow2.dirty", Severity.WARN, "the image was not closed cleanly (incompatible bit 0)")
+BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file")
+DATA_FILE = rule("qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file")
+AES_ENCRYPTION = rule(
+    "qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption"
+)
+
+RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-img"
+
+# --- Header (spec "Header", bytes 0-71: all of a version 2 header) ------------------------------
+
+QCOW_MAGIC = b"QFI\xfb"
+#: qcow version 1 shares the magic; it is its own format (introspect.formats.qcow).
+QCOW1_VERSION = 1
+#: magic and version, the two fields every qcow version starts with: all a probe looks at.
+MAGIC_VERSION = struct.Struct(">4s I")
+SUPPORTED_VERSIONS = (2, 3)
+#: qemu's MIN_CLUSTER_BITS / MAX_CLUSTER_BITS (block/qcow2.h): 512 bytes to 2 MiB.
+MIN_CLUSTER_BITS = 9
+MAX_CLUSTER_BITS = 21
+#: "Must not be longer than 1023 bytes" (backing_file_size).
+MAX_BACKING_FILE_SIZE = 1023
+#: crypt_method values.
+CRYPT_METHODS: dict[int, Literal["none", "aes", "luks"]] = {0: "none", 1: "aes", 2: "luks"}
+CRYPT_LUKS = 2
+#: qemu's QCOW_MAX_L1_SIZE (32 MiB of 8-byte entries), QCOW_MAX_REFTABLE_SIZE (8 MiB) and
+#: QCOW_MAX_SNAPSHOTS; a snapshot table entry is at least 40 bytes (spec "Snapshots").
+L1E_SIZE = 8
+MAX_L1_ENTRIES = (32 << 20) // L1E_SIZE
+MAX_REFTABLE_SIZE = 8 << 20
+MAX_SNAPSHOTS = 65536
+MIN_SNAPSHOT_ENTRY_SIZE = 40
+#: Bytes per L2 entry, and per extended L2 entry (spec "Extended L2 Entries").
+L2E_SIZE = 8
+EXTENDED_L2E_SIZE = 16
+#: An image with extended L2 entries has 32 subclusters per cluster, each at least 512 bytes:
+#: "cluster_bits must be at least 14".
+SUBCLUSTER_BITS = 5
+MIN_EXTENDED_L2_CLUSTER_BITS = MIN_CLUSTER_BITS + SUBCLUSTER_BITS
+SECTOR_SIZE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class QCowHeader:
+    """The header every version has (spec "Header", bytes 0-71)."""
+
+    magic: bytes
+    version: int
+    backing_file_offset: int
+    backing_file_size: int
+    cluster_bits: int
+    size: int
+    crypt_method: int
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    snapshots_offset: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">4s I Q I I Q I I Q Q I I Q")
+    OFFSET: ClassVar[int] = 0
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(
+            self.magic, self.version, self.backing_file_offset, self.backing_file_size, self.cluster_bits,
+            self.size, self.crypt_method, self.l1_size, self.l1_table_offset, self.refcount_table_offset,
+            self.refcount_table_clusters, self.nb_snapshots, self.snapshots_offset,
+        )
+
+
+#: "For version 2, the header is exactly 72 bytes in length".
+V2_HEADER_LENGTH = QCowHeader.STRUCT.size
+
+
+# --- Version 3 fields (spec "Header", bytes 72-103) --------------------------------------------
+
+#: incompatible_features bit numbers.
+DIRTY_BIT = 0
+CORRUPT_BIT = 1
+DATA_FILE_BIT = 2
+COMPRESSION_TYPE_BIT = 3
+EXTENDED_L2_BIT = 4
+INCOMPAT_DIRTY = 1 << DIRTY_BIT
+INCOMPAT_CORRUPT = 1 << CORRUPT_BIT
+INCOMPAT_DATA_FILE = 1 << DATA_FILE_BIT
+INCOMPAT_COMPRESSION = 1 << COMPRESSION_TYPE_BIT
+INCOMPAT_EXTENDED_L2 = 1 << EXTENDED_L2_BIT
+INCOMPATIBLE_NAMES = {
+    DIRTY_BIT: "dirty",
+    CORRUPT_BIT: "corrupt",
+    DATA_FILE_BIT: "external_data_file",
+    COMPRESSION_TYPE_BIT: "compression_type",
+    EXTENDED_L2_BIT: "extended_l2",
+}
+#: compatible_features bit numbers.
+LAZY_REFCOUNTS_BIT = 0
+COMPAT_LAZY_REFCOUNTS = 1 << LAZY_REFCOUNTS_BIT
+COMPATIBLE_NAMES = {LAZY_REFCOUNTS_BIT: "lazy_refcounts"}
+#: autoclear_features bit numbers.
+BITMAPS_BIT = 0
+RAW_EXTERNAL_DATA_BIT = 1
+AUTOCLEAR_BITMAPS = 1 << BITMAPS_BIT
+AUTOCLEAR_DATA_FILE_RAW = 1 << RAW_EXTERNAL_DATA_BIT
+AUTOCLEAR_NAMES = {BITMAPS_BIT: "bitmaps", RAW_EXTERNAL_DATA_BIT: "raw_external_data"}
+
+#: refcount_order "may not exceed 6"; version 2 images assume 4.
+MAX_REFCOUNT_ORDER = 6
+V2_REFCOUNT_ORDER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class QCowHeaderV3:
+    """The fields version 3 adds up to header_length (spec "Header", bytes 72-103)."""
+
+    incompatible_features: int
+    compatible_features: int
+    autoclear_features: int
+    refcount_order: int
+    header_length: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">Q Q Q I I")
+    OFFSET: ClassVar[int] = V2_HEADER_LENGTH
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(
+            self.incompatible_features, self.compatible_features, self.autoclear_features,
+            self.refcount_order, self.header_length,
+        )
+
+
+#: "For version 3 ... the header length is at least 104 bytes".
+V3_MIN_HEADER_LENGTH = QCowHeaderV3.OFFSET + QCowHeaderV3.STRUCT.size
+
+
+# --- Additional fields (spec "Additional fields (version 3 and higher)", byte 104 on) ---------
+
+COMPRESSION_TYPES: dict[int, Literal["zlib", "zstd"]] = {0: "zlib", 1: "zstd"}
+COMPRESSION_ZLIB = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AdditionalFields:
+    """Optional v3 fields; each one is present only when header_length goes past its offset."""
+
+    compression_type: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">B")
+    OFFSET: ClassVar[int] = V3_MIN_HEADER_LENGTH
+    #: compression_type sits at byte 104: present when header_length > 104.
+    COMPRESSION_TYPE_OFFSET: ClassVar[int] = OFFSET
+
+    @classmethod
+    def from_bytes(cls, data: bytes, header_length: int) -> Self:
+        """The fields header_length covers; absent ones take their default (zero)."""
+        if header_length <= cls.COMPRESSION_TYPE_OFFSET:
+            return cls(compression_type=COMPRESSION_ZLIB)
+        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(self.compression_type)
+
+
+# --- Header extensions (spec "Header extensions") -----------------------------------------------
+
+EXT_END = 0x00000000
+EXT_BACKING_FORMAT = 0xE2792ACA
+EXT_FEATURE_TABLE = 0x6803F857
+EXT_BITMAPS = 0x23852875
+EXT_CRYPTO_HEADER = 0x0537BE77
+EXT_DATA_FILE = 0x44415441
+#: "Unless stated otherwise, each header extension type shall appear at most once": a second
+#: copy of a known one (which backing format is it?) is refused; unknown ones are only skipped.
+KNOWN_EXTENSIONS = frozenset(
+    {EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE}
+)
+#: Each extension's data is padded "to the next multiple of 8".
+EXT_ALIGNMENT = 8
+#: Five types are defined and each appears at most once; more than this many is hostile.
+MAX_HEADER_EXTENSIONS = 64
+#: qemu keeps the backing format in a 16-byte buffer, NUL included (bs->backing_format).
+MAX_BACKING_FORMAT_LENGTH = 15
+#: The data file name is recorded up to this many bytes (the limit of a backing file name).
+MAX_DATA_FILE_NAME = 1023
+#: Distinct unknown extension types recorded.
+MAX_UNKNOWN_EXTENSIONS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderExtension:
+    """One header extension's type and data length (spec "Header extensions")."""
+
+    type: int
+    length: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">I I")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(self.type, self.length)
+
+
+FEATURE_TYPES = {0: "incompatible", 1: "compatible", 2: "autoclear"}
+#: Three bitmaps of 64 bits each: no table needs more entries to name them all.
+MAX_FEATURE_NAMES = 3 * 64
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureNameEntry:
+    """One entry of the feature name table (spec "Feature name table")."""
+
+    type: int
+    bit: int
+    name: bytes
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">B B 46s")
+
+
+#: qemu's QCOW2_MAX_BITMAPS and QCOW2_MAX_BITMAP_DIRECTORY_SIZE (block/qcow2.h).
+MAX_BITMAPS = 65535
+MAX_BITMAP_DIRECTORY_SIZE = 1024 * MAX_BITMAPS
+
+
+@dataclass(frozen=True, slots=True)
+class BitmapsExtensionData:
+    """The bitmaps extension (spec "Bitmaps extension")."""
+
+    nb_bitmaps: int
+    reserved: int
+    bitmap_directory_size: int
+    bitmap_directory_offset: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">I I Q Q")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(
+            self.nb_bitmaps, self.reserved, self.bitmap_directory_size, self.bitmap_directory_offset
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoHeaderExtension:
+    """Where the LUKS header lives (spec "Full disk encryption header pointer")."""
+
+    offset: int
+    length: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">Q Q")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(self.offset, self.length)
+
+
+# --- Details ------------------------------------------------------------------------------------
+
+
+class FeatureBits(Frozen):
+    """One feature bitmap: its value, the bits the spec names, and the bits it does not."""
+
+    value: int
+    names: list[str]
+    unknown_bits: list[int]
+
+
+class FeatureName(Frozen):
+    """An entry of the image's own feature name table."""
+
+    type: str = Field(description="incompatible, compatible, autoclear, or 'type N' for another")
+    bit: int
+    name: str
+
+
+class Bitmaps(Frozen):
+    """The bitmaps extension; `consistent` is the autoclear bit that vouches for it."""
+
+    nb_bitmaps: int
+    bitmap_directory_size: int
+    bitmap_directory_offset: int
+    consistent: bool
+
+
+class CryptoHeader(Frozen):
+    """Where the image keeps its LUKS header, and how long that header is."""
+
+    offset: int
+    length: int
 
 
 class Qcow2Details(Frozen):
+    """A qcow2 image's header and header extensions, as the image states them."""
+
     format: Literal["qcow2"] = "qcow2"
+    version: int
+    cluster_bits: int
+    cluster_size: int
+    size: int = Field(description="the header's virtual disk size field, in bytes")
+    encryption: Literal["none", "aes", "luks"]
+    header_length: int
+    incompatible_features: FeatureBits
+    compatible_features: FeatureBits
+    autoclear_features: FeatureBits
+    dirty: bool
+    corrupt: bool
+    lazy_refcounts: bool
+    extended_l2: bool
+    data_file_raw: bool
+    refcount_order: int
+    refcount_bits: int
+    compression_type: Literal["zlib", "zstd"]
+    l1_size: int
+    l1_table_offset: int
+    refcount_table_offset: int
+    refcount_table_clusters: int
+    nb_snapshots: int
+    snapshots_offset: int
+    backing_file: str | None
+    backing_file_offset: int
+    backing_file_size: int
+    backing_format: str | None
+    data_file: str | None
+    feature_names: list[FeatureName]
+    bitmaps: Bitmaps | None
+    crypto_header: CryptoHeader | None
+    unknown_extensions: list[int] = Field(description="types of extensions the spec does not define")
+
+
+# --- Parsing --------------------------------------------------------------------------------------
 
 
 def probe(head: Head) -> bool:
-    return head.data[:4] == b"QFI\xfb" and head.data[4:8] != b"\x00\x00\x00\x01"
+    """The magic with any version but 1: a truncated header or an unsupported version is still
+    qcow2, and the parse says what is wrong with it."""
+    if len(head.data) < MAGIC_VERSION.size:
+        return False
+    magic, version = MAGIC_VERSION.unpack_from(head.data)
+    return bool(magic == QCOW_MAGIC and version != QCOW1_VERSION)
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[Qcow2Details]:
-    raise NotImplementedError("qcow2")
+    data = reader.read(0, V2_HEADER_LENGTH, "qcow2 header")
+    header = QCowHeader.from_bytes(data)
+    _check_header(header)
+    cluster_size = 1 << header.cluster_bits
+    if header.version >= 3:
+        v3 = QCowHeaderV3.from_bytes(reader.read(0, V3_MIN_HEADER_LENGTH, "qcow2 version 3 header"))
+        _check_header_length(v3.header_length, cluster_size)
+        covered = min(v3.header_length, AdditionalFields.OFFSET + AdditionalFields.STRUCT.size)
+        additional = AdditionalFields.from_bytes(reader.read(0, covered, "qcow2 header"), v3.header_length)
+    else:
+        # What the spec says a version 2 image implies: no feature bits, 16-bit refcounts.
+        v3 = QCowHeaderV3(
+            incompatible_features=0, compatible_features=0, autoclear_features=0,
+            refcount_order=V2_REFCOUNT_ORDER, header_length=V2_HEADER_LENGTH,
+        )
+        additional = AdditionalFields(compression_type=COMPRESSION_ZLIB)
+    compression = _compression_type(additional, v3)
+    _check_v3_fields(header, v3)
+    _check_tables(reader, header, v3)
+    ext_end = header.backing_file_offset or cluster_size
+    extensions = _read_extensions(reader, header, v3, ext_end)
+    if header.crypt_method == CRYPT_LUKS and extensions.crypto_header is None:
+        raise BadField(
+            BAD_EXTENSION, "full disk encryption header extension", None,
+            "one when crypt_method is 2 (LUKS)", advice=RECREATE,
+        )
+    if v3.autoclear_features & AUTOCLEAR_DATA_FILE_RAW and not v3.incompatible_features & INCOMPAT_DATA_FILE:
+        raise BadField(
+            BAD_HEADER, "autoclear_features", v3.autoclear_features,
+            "the raw external data bit only with the external data file bit", advice=RECREATE,
+        )
+    backing_file = _backing_file(reader, header, cluster_size)
+    details = Qcow2Details(
+        version=header.version,
+        cluster_bits=header.cluster_bits,
+        cluster_size=cluster_size,
+        size=header.size,
+        encryption=CRYPT_METHODS[header.crypt_method],
+        header_length=v3.header_length,
+        incompatible_features=feature_bits(v3.incompatible_features, INCOMPATIBLE_NAMES),
+        compatible_features=feature_bits(v3.compatible_features, COMPATIBLE_NAMES),
+        autoclear_features=feature_bits(v3.autoclear_features, AUTOCLEAR_NAMES),
+        dirty=bool(v3.incompatible_features & INCOMPAT_DIRTY),
+        corrupt=bool(v3.incompatible_features & INCOMPAT_CORRUPT),
+        lazy_refcounts=bool(v3.compatible_features & COMPAT_LAZY_REFCOUNTS),
+        extended_l2=bool(v3.incompatible_features & INCOMPAT_EXTENDED_L2),
+        data_file_raw=bool(v3.autoclear_features & AUTOCLEAR_DATA_FILE_RAW),
+        refcount_order=v3.refcount_order,
+        refcount_bits=1 << v3.refcount_order,
+        compression_type=compression,
+        l1_size=header.l1_size,
+        l1_table_offset=header.l1_table_offset,
+        refcount_table_offset=header.refcount_table_offset,
+        refcount_table_clusters=header.refcount_table_clusters,
+        nb_snapshots=header.nb_snapshots,
+        snapshots_offset=header.snapshots_offset,
+        backing_file=backing_file,
+        backing_file_offset=header.backing_file_offset,
+        backing_file_size=header.backing_file_size,
+        backing_format=extensions.backing_format,
+        data_file=extensions.data_file,
+        feature_names=extensions.feature_names,
+        bitmaps=extensions.bitmaps,
+        crypto_header=extensions.crypto_header,
+        unknown_extensions=extensions.unknown,
+    )
+    # qemu counts the disk in whole 512-byte sectors (bs->total_sectors = size / 512).
+    virtual_size = header.size - header.size % SECTOR_SIZE
+    return Inspection(details, virtual_size, list(_structural_findings(details)))
 
 
-FORMAT = Format(name="qcow2", qemu_name="qcow2", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def _check_header(header: QCowHeader) -> None:
+    if header.version not in SUPPORTED_VERSIONS:
+        raise BadField(
+            BAD_HEADER, "version", header.version, "2 or 3", offset=QCowHeader.OFFSET, advice=RECREATE
+        )
+    if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
+        raise BadField(
+            BAD_HEADER, "cluster_bits", header.cluster_bits,
+            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512 bytes to 2 MiB clusters)", advice=RECREATE,
+        )
+    if header.crypt_method not in CRYPT_METHODS:
+        raise BadField(
+            BAD_HEADER, "crypt_method", header.crypt_method, "0 (none), 1 (AES) or 2 (LUKS)", advice=RECREATE
+        )
+    cluster_size = 1 << header.cluster_bits
+    if header.backing_file_offset > cluster_size:
+        raise BadField(
+            BAD_HEADER, "backing_file_offset", header.backing_file_offset,
+            f"within the first cluster (at most {cluster_size})", advice=RECREATE,
+        )
+
+
+def _check_header_length(header_length: int, cluster_size: int) -> None:
+    if not V3_MIN_HEADER_LENGTH <= header_length <= cluster_size:
+        raise BadField(
+            BAD_HEADER, "header_length", header_length,
+            f"{V3_MIN_HEADER_LENGTH}..{cluster_size} (at least the version 3 fields, within the first "
+            "cluster)", advice=RECREATE,
+        )
+
+
+def _compression_type(additional: AdditionalFields, v3: QCowHeaderV3) -> Literal["zlib", "zstd"]:
+    """The compression type, consistent with the incompatible bit that announces it."""
+    compression = COMPRESSION_TYPES.get(additional.compression_type)
+    if compression is None:
+        raise BadField(
+            BAD_HEADER, "compression_type", additional.compression_type, "0 (zlib) or 1 (zstd)",
+            offset=AdditionalFields.COMPRESSION_TYPE_OFFSET, advice=RECREATE,
+        )
+    announced = bool(v3.incompatible_features & INCOMPAT_COMPRESSION)
+    if announced != (additional.compression_type != COMPRESSION_ZLIB):
+        state = "clear" if announced else "set"
+        raise BadField(
+            BAD_HEADER, "incompatible_features", v3.incompatible_features,
+            f"bit {COMPRESSION_TYPE_BIT} (compression type) {state}, since the compression type is "
+            f"{compression} (header_length {v3.header_length})", offset=QCowHeaderV3.OFFSET, advice=RECREATE,
+        )
+    return compression
+
+
+def _check_v3_fields(header: QCowHeader, v3: QCowHeaderV3) -> None:
+    if v3.refcount_order > MAX_REFCOUNT_ORDER:
+        raise BadField(
+            BAD_HEADER, "refcount_order", v3.refcount_order,
+            f"at most {MAX_REFCOUNT_ORDER} (64-bit refcounts)", advice=RECREATE,
+        )
+    extended_l2 = v3.incompatible_features & INCOMPAT_EXTENDED_L2
+    if extended_l2 and header.cluster_bits < MIN_EXTENDED_L2_CLUSTER_BITS:
+        raise BadField(
+            BAD_HEADER, "cluster_bits", header.cluster_bits,
+            f"at least {MIN_EXTENDED_L2_CLUSTER_BITS} with extended L2 entries (subclusters of 512 bytes "
+            "or more)", advice=RECREATE,
+        )
+
+
+def _check_tables(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> None:
+    """The tables the header points at: sizes within qemu's limits and big enough for the
+    virtual size, offsets cluster-aligned, and inside the file (a cut upload ends before them)."""
+    cluster_size = 1 << header.cluster_bits
+    l2_entry_size = EXTENDED_L2E_SIZE if v3.incompatible_features & INCOMPAT_EXTENDED_L2 else L2E_SIZE
+    bytes_per_l1_entry = cluster_size * (cluster_size // l2_entry_size)
+    needed = -(-header.size // bytes_per_l1_entry)
+    if header.l1_size > MAX_L1_ENTRIES:
+        raise BadField(
+            BAD_HEADER, "l1_size", header.l1_size, f"at most {MAX_L1_ENTRIES} entries", advice=RECREATE
+        )
+    if header.l1_size < needed:
+        raise BadField(
+            BAD_HEADER, "l1_size", header.l1_size,
+            f"at least {needed} entries to map a virtual size of {header.size} bytes", advice=RECREATE,
+        )
+    if header.refcount_table_clusters == 0:
+        raise BadField(BAD_HEADER, "refcount_table_clusters", 0, "at least 1", advice=RECREATE)
+    if header.refcount_table_clusters > MAX_REFTABLE_SIZE // cluster_size:
+        raise BadField(
+            BAD_HEADER, "refcount_table_clusters", header.refcount_table_clusters,
+            f"at most {MAX_REFTABLE_SIZE // cluster_size} ({MAX_REFTABLE_SIZE} bytes)", advice=RECREATE,
+        )
+    if header.nb_snapshots > MAX_SNAPSHOTS:
+        raise BadField(
+            BAD_HEADER, "nb_snapshots", header.nb_snapshots, f"at most {MAX_SNAPSHOTS}", advice=RECREATE
+        )
+    tables = (
+        ("active L1 table", "l1_table_offset", header.l1_table_offset, header.l1_size * L1E_SIZE),
+        ("refcount table", "refcount_table_offset", header.refcount_table_offset,
+         header.refcount_table_clusters * cluster_size),
+        ("snapshot table", "snapshots_offset", header.snapshots_offset,
+         header.nb_snapshots * MIN_SNAPSHOT_ENTRY_SIZE),
+    )
+    for what, name, offset, length in tables:
+        if offset % cluster_size:
+            raise BadField(
+                BAD_HEADER, name, offset, f"a multiple of the cluster size {cluster_size}", advice=RECREATE
+            )
+        _check_inside(reader, what, offset, length)
+
+
+def _check_inside(reader: Reader, what: str, offset: int, length: int) -> None:
+    """A structure the image points at must lie in the file: if not, the upload was cut short."""
+    if length and offset + length > reader.size:
+        raise TruncatedImage(what, offset=offset, length=length, size=reader.size)
+
+
+@dataclass(slots=True)
+class _Extensions:
+    """What the header extensions said, gathered during one walk."""
+
+    backing_format: str | None = None
+    data_file: str | None = None
+    feature_names: list[FeatureName] = field(default_factory=list)
+    bitmaps: Bitmaps | None = None
+    crypto_header: CryptoHeader | None = None
+    unknown: list[int] = field(default_factory=list)
+
+
+def _walk_extensions(reader: Reader, start: int, end: int) -> Iterator[tuple[HeaderExtension, int]]:
+    """Each extension and the offset of its data, from `start` up to the END marker; none may
+    reach past `end` (the backing file name, or the end of the first cluster)."""
+    offset = start
+    for count in range(MAX_HEADER_EXTENSIONS + 1):
+        if offset >= end:
+            return
+        if end - offset < HeaderExtension.STRUCT.size:
+            raise BadField(
+                BAD_EXTENSION, "room for a header extension", end - offset,
+                f"at least {HeaderExtension.STRUCT.size} bytes for its type and length",
+                offset=offset, advice=RECREATE,
+            )
+        ext = HeaderExtension.from_bytes(
+            reader.read(offset, HeaderExtension.STRUCT.size, "qcow2 header extension")
+        )
+        data_offset = offset + HeaderExtension.STRUCT.size
+        if ext.type == EXT_END:
+            return
+        if count == MAX_HEADER_EXTENSIONS:
+            raise BadField(
+                BAD_EXTENSION, "number of header extensions", count + 1,
+                f"at most {MAX_HEADER_EXTENSIONS} before the end marker", offset=offset, advice=RECREATE,
+            )
+        if ext.length > end - data_offset:
+            raise BadField(
+                BAD_EXTENSION, f"length of header extension {ext.type:#010x}", ext.length,
+                f"at most {end - data_offset} (the extensions must end by byte {end})",
+                offset=offset, advice=RECREATE,
+            )
+        yield ext, data_offset
+        offset = data_offset + -(-ext.length // EXT_ALIGNMENT) * EXT_ALIGNMENT
+
+
+def _read_extensions(reader: Reader, header: QCowHeader, v3: QCowHeaderV3, end: int) -> _Extensions:
+    found = _Extensions()
+    seen: set[int] = set()
+    for ext, offset in _walk_extensions(reader, v3.header_length, end):
+        if ext.type in seen:
+            raise BadField(
+                BAD_EXTENSION, f"count of header extension {ext.type:#010x}", 2, "at most 1",
+                offset=offset, advice=RECREATE,
+            )
+        if ext.type in KNOWN_EXTENSIONS:
+            seen.add(ext.type)
+        if ext.type == EXT_BACKING_FORMAT:
+            if ext.length > MAX_BACKING_FORMAT_LENGTH:
+                raise BadField(
+                    BAD_EXTENSION, "backing file format name length", ext.length,
+                    f"at most {MAX_BACKING_FORMAT_LENGTH} bytes", offset=offset, advice=RECREATE,
+                )
+            found.backing_format = _string(reader.read(offset, ext.length, "qcow2 backing file format name"))
+        elif ext.type == EXT_DATA_FILE:
+            length = min(ext.length, MAX_DATA_FILE_NAME)
+            found.data_file = _string(reader.read(offset, length, "qcow2 external data file name"))
+        elif ext.type == EXT_FEATURE_TABLE:
+            found.feature_names = _feature_names(reader, offset, ext.length)
+        elif ext.type == EXT_BITMAPS:
+            found.bitmaps = _bitmaps(reader, offset, ext.length, v3, 1 << header.cluster_bits)
+        elif ext.type == EXT_CRYPTO_HEADER:
+            found.crypto_header = _crypto_header(reader, offset, ext.length, header)
+        elif len(found.unknown) < MAX_UNKNOWN_EXTENSIONS:
+            found.unknown.append(ext.type)
+    return found
+
+
+def _feature_names(reader: Reader, offset: int, length: int) -> list[FeatureName]:
+    size = FeatureNameEntry.STRUCT.size
+    count = min(length // size, MAX_FEATURE_NAMES)
+    table = reader.read(offset, count * size, "qcow2 feature name table")
+    entries = (FeatureNameEntry(*fields) for fields in FeatureNameEntry.STRUCT.iter_unpack(table))
+    return [
+        FeatureName(type=FEATURE_TYPES.get(e.type, f"type {e.type}"), bit=e.bit, name=_string(e.name))
+        for e in entries
+    ]
+
+
+def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster_size: int) -> Bitmaps:
+    """The bitmaps extension, checked as qemu checks it when the autoclear bit vouches for it."""
+    if length != BitmapsExtensionData.STRUCT.size:
+        raise BadField(
+            BAD_EXTENSION, "bitmaps extension length", length, f"{BitmapsExtensionData.STRUCT.size}",
+            offset=offset, advice=RECREATE,
+        )
+    ext = BitmapsExtensionData.from_bytes(reader.read(offset, length, "qcow2 bitmaps extension"))
+    consistent = bool(v3.autoclear_features & AUTOCLEAR_BITMAPS)
+    if consistent:
+        checks = (
+            ("reserved", ext.reserved, ext.reserved == 0, "0"),
+            ("nb_bitmaps", ext.nb_bitmaps, 1 <= ext.nb_bitmaps <= MAX_BITMAPS, f"1..{MAX_BITMAPS}"),
+            ("bitmap_directory_size", ext.bitmap_directory_size,
+             ext.bitmap_directory_size <= MAX_BITMAP_DIRECTORY_SIZE,
+             f"at most {MAX_BITMAP_DIRECTORY_SIZE}"),
+            ("bitmap_directory_offset", ext.bitmap_directory_offset,
+             ext.bitmap_directory_offset % cluster_size == 0,
+             f"a multiple of the cluster size {cluster_size}"),
+        )
+        for name, actual, ok, expected in checks:
+            if not ok:
+                raise BadField(
+                    BAD_EXTENSION, f"bitmaps extension {name}", actual, expected,
+                    offset=offset, advice=RECREATE,
+                )
+        _check_inside(
+            reader, "qcow2 bitmap directory", ext.bitmap_directory_offset, ext.bitmap_directory_size
+        )
+    return Bitmaps(
+        nb_bitmaps=ext.nb_bitmaps,
+        bitmap_directory_size=ext.bitmap_directory_size,
+        bitmap_directory_offset=ext.bitmap_directory_offset,
+        consistent=consistent,
+    )
+
+
+def _crypto_header(reader: Reader, offset: int, length: int, header: QCowHeader) -> CryptoHeader:
+    if header.crypt_method != CRYPT_LUKS:
+        raise BadField(
+            BAD_EXTENSION, "full disk encryption header extension", CRYPT_METHODS[header.crypt_method],
+            "only with crypt_method 2 (LUKS)", offset=offset, advice=RECREATE,
+        )
+    if length != CryptoHeaderExtension.STRUCT.size:
+        raise BadField(
+            BAD_EXTENSION, "full disk encryption header extension length", length,
+            f"{CryptoHeaderExtension.STRUCT.size}", offset=offset, advice=RECREATE,
+        )
+    ext = CryptoHeaderExtension.from_bytes(reader.read(offset, length, "qcow2 encryption header pointer"))
+    cluster_size = 1 << header.cluster_bits
+    if ext.offset % cluster_size:
+        raise BadField(
+            BAD_EXTENSION, "encryption header offset", ext.offset,
+            f"a multiple of the cluster size {cluster_size}", offset=offset, advice=RECREATE,
+        )
+    _check_inside(reader, "qcow2 LUKS header", ext.offset, ext.length)
+    return CryptoHeader(offset=ext.offset, length=ext.length)
+
+
+def _backing_file(reader: Reader, header: QCowHeader, cluster_size: int) -> str | None:
+    """The backing file name: recorded, never opened. qemu refuses names over 1023 bytes or
+    running past the first cluster."""
+    if header.backing_file_offset == 0:
+        return None
+    limit = min(MAX_BACKING_FILE_SIZE, cluster_size - header.backing_file_offset)
+    if header.backing_file_size > limit:
+        raise BadField(
+            BAD_HEADER, "backing_file_size", header.backing_file_size,
+            f"at most {limit} bytes (1023, and within the first cluster)", advice=RECREATE,
+        )
+    name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow2 backing file name")
+    return _string(name)
+
+
+def _string(data: bytes) -> str:
+    """A name as qemu sees it: up to the first NUL (qemu copies it as a C string)."""
+    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def feature_bits(value: int, names: dict[int, str]) -> FeatureBits:
+    """A feature bitmap split into the bits `names` knows and the ones it does not."""
+    bits = [bit for bit in range(64) if value >> bit & 1]
+    return FeatureBits(
+        value=value,
+        names=[names[bit] for bit in bits if bit in names],
+        unknown_bits=[bit for bit in bits if bit not in names],
+    )
+
+
+def _structural_findings(details: Qcow2Details) -> Iterator[Finding]:
+    unknown = details.incompatible_features.unknown_bits
+    if unknown:
+        table = {f.bit: f.name for f in details.feature_names if f.type == "incompatible"}
+        named = ", ".join(f"{bit} ({table[bit]!r})" if bit in table else str(bit) for bit in unknown)
+        yield UNKNOWN_INCOMPATIBLE.finding(
+            f"the image sets incompatible feature bits the qcow2 spec does not define ({named}): no "
+            "qemu that lacks them can open it; convert it with `qemu-img convert -O qcow2` where it opens"
+        )
+    if details.corrupt:
+        yield CORRUPT.finding(
+            "the image is marked corrupt: qemu will not write to it; repair it with "
+            "`qemu-img check -r all`, or re-export it from its source"
+        )
+    if details.dirty:
+        yield DIRTY.finding(
+            "the image was not closed cleanly (dirty bit): its refcounts may be stale; "
+            "run `qemu-img check -r all` on it before use"
+        )
+
+
+def check_backing_file(details: Qcow2Details, policy: Policy) -> Iterable[Finding]:
+    if details.backing_file is not None:
+        fmt = f" (format {details.backing_format})" if details.backing_format else ""
+        yield BACKING_FILE.finding(
+            f"the image needs the backing file {details.backing_file!r}{fmt}, which is not part of the "
+            "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
+        )
+
+
+def check_data_file(details: Qcow2Details, policy: Policy) -> Iterable[Finding]:
+    has_bit = INCOMPATIBLE_NAMES[DATA_FILE_BIT] in details.incompatible_features.names
+    if details.data_file is not None or has_bit:
+        name = repr(details.data_file) if details.data_file is not None else "(name not recorded)"
+        yield DATA_FILE.finding(
+            f"the image keeps its guest data in the external data file {name}, which is not part of "
+            "the upload: make it self-contained with `qemu-img convert -O qcow2` and upload the result"
+        )
+
+
+def check_aes_encryption(details: Qcow2Details, policy: Policy) -> Iterable[Finding]:
+    if details.encryption == "aes":
+        yield AES_ENCRYPTION.finding(
+            "the image uses qcow2's legacy AES-CBC encryption, which is insecure and which qemu's "
+            "system emulators refuse: re-encrypt it with `qemu-img convert -O qcow2 -o encrypt.format=luks`"
+        )
+
+
+FORMAT = Format(
+    name="qcow2",
+    qemu_name="qcow2",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_backing_file, check_data_file, check_aes_encryption),
+)

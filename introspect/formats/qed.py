@@ -1,26 +1,228 @@
-"""QEMU enhanced disk (qemu docs/interop/qed_spec.txt)."""
+"""QEMU enhanced disk: a 64-byte little-endian header and, within the header clusters, the
+backing file name.
+
+Spec: qemu docs/interop/qed_spec.txt (qed_spec.rst), sections "Header", "Field descriptions" and
+"Feature bits". Where qemu's `bdrv_qed_do_open()` (block/qed.c) refuses more than the spec says,
+the limit is named after qemu's and the image is judged as qemu would judge it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Self
 
+from pydantic import Field
+
+from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
+from introspect.formats.qcow2 import FeatureBits, feature_bits
+from introspect.model import Finding, Frozen, Severity
+from introspect.safety import Policy, rule
 from introspect.sources import Reader
+
+BAD_HEADER = rule("qed.bad_header", Severity.REJECT, "a qed header field holds a value the spec forbids")
+UNKNOWN_FEATURES = rule(
+    "qed.unknown_features", Severity.REJECT, "the image sets feature bits the qed spec does not define"
+)
+NEED_CHECK = rule("qed.need_check", Severity.WARN, "the image was not closed cleanly (QED_F_NEED_CHECK)")
+BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file")
+
+CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
+
+QED_MAGIC = b"QED\0"
+#: "cluster_size must be a power of 2 in range [2^12, 2^26]".
+MIN_CLUSTER_SIZE = 1 << 12
+MAX_CLUSTER_SIZE = 1 << 26
+#: "table_size must be a power of 2 in range [1, 16]".
+MIN_TABLE_SIZE = 1
+MAX_TABLE_SIZE = 16
+#: "image_size ... must be a multiple of 512 bytes"; a table entry is a uint64_t.
+SECTOR_SIZE = 512
+TABLE_ENTRY_SIZE = 8
+#: qemu computes header_size * cluster_size in 32 bits and refuses what overflows.
+MAX_HEADER_BYTES = 2**32 - 1
+#: qemu reads the backing file name into a PATH_MAX (4096-byte) buffer, NUL included.
+MAX_BACKING_FILENAME_SIZE = 4095
+
+#: Feature bits ("Feature bits").
+BACKING_FILE_BIT = 0
+NEED_CHECK_BIT = 1
+BACKING_FORMAT_NO_PROBE_BIT = 2
+QED_F_BACKING_FILE = 1 << BACKING_FILE_BIT
+QED_F_NEED_CHECK = 1 << NEED_CHECK_BIT
+QED_F_BACKING_FORMAT_NO_PROBE = 1 << BACKING_FORMAT_NO_PROBE_BIT
+FEATURE_NAMES = {
+    BACKING_FILE_BIT: "backing_file",
+    NEED_CHECK_BIT: "need_check",
+    BACKING_FORMAT_NO_PROBE_BIT: "backing_format_no_probe",
+}
+#: "There are currently no defined compat_features or autoclear_features bits."
+NO_NAMES: dict[int, str] = {}
+#: QED_F_BACKING_FORMAT_NO_PROBE says the backing file is raw.
+NO_PROBE_FORMAT = "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class QEDHeader:
+    """The qed header ("Header"), little-endian."""
+
+    magic: bytes
+    cluster_size: int
+    table_size: int
+    header_size: int
+    features: int
+    compat_features: int
+    autoclear_features: int
+    l1_table_offset: int
+    image_size: int
+    backing_filename_offset: int
+    backing_filename_size: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct("<4s I I I Q Q Q Q Q I I")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*cls.STRUCT.unpack_from(data))
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(
+            self.magic, self.cluster_size, self.table_size, self.header_size, self.features,
+            self.compat_features, self.autoclear_features, self.l1_table_offset, self.image_size,
+            self.backing_filename_offset, self.backing_filename_size,
+        )
 
 
 class QedDetails(Frozen):
+    """A qed header, as the image states it."""
+
     format: Literal["qed"] = "qed"
+    cluster_size: int
+    table_size: int = Field(description="clusters per L1 or L2 table")
+    header_size: int = Field(description="clusters the header and its strings occupy")
+    features: FeatureBits
+    compat_features: FeatureBits
+    autoclear_features: FeatureBits
+    need_check: bool
+    image_size: int
+    l1_table_offset: int
+    backing_file: str | None
+    backing_filename_offset: int
+    backing_filename_size: int
+    backing_format: str | None = Field(description="'raw' when QED_F_BACKING_FORMAT_NO_PROBE says so")
 
 
 def probe(head: Head) -> bool:
-    return head.data[:4] == b"QED\x00"
+    return head.data[: len(QED_MAGIC)] == QED_MAGIC
+
+
+def _power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
-    raise NotImplementedError("qed")
+    header = QEDHeader.from_bytes(reader.read(0, QEDHeader.STRUCT.size, "qed header"))
+    cluster_size_ok = MIN_CLUSTER_SIZE <= header.cluster_size <= MAX_CLUSTER_SIZE
+    if not (_power_of_two(header.cluster_size) and cluster_size_ok):
+        raise BadField(
+            BAD_HEADER, "cluster_size", header.cluster_size,
+            f"a power of 2 from {MIN_CLUSTER_SIZE} to {MAX_CLUSTER_SIZE}", advice=CONVERT,
+        )
+    if not (_power_of_two(header.table_size) and MIN_TABLE_SIZE <= header.table_size <= MAX_TABLE_SIZE):
+        raise BadField(
+            BAD_HEADER, "table_size", header.table_size,
+            f"a power of 2 from {MIN_TABLE_SIZE} to {MAX_TABLE_SIZE}", advice=CONVERT,
+        )
+    entries = header.table_size * header.cluster_size // TABLE_ENTRY_SIZE
+    max_image_size = entries * entries * header.cluster_size
+    if header.image_size % SECTOR_SIZE or header.image_size > max_image_size:
+        raise BadField(
+            BAD_HEADER, "image_size", header.image_size,
+            f"a multiple of {SECTOR_SIZE} of at most {max_image_size} bytes", advice=CONVERT,
+        )
+    header_bytes = header.header_size * header.cluster_size
+    if header_bytes > MAX_HEADER_BYTES:
+        raise BadField(
+            BAD_HEADER, "header_size", header.header_size,
+            f"at most {MAX_HEADER_BYTES // header.cluster_size} clusters", advice=CONVERT,
+        )
+    _check_l1_table(reader, header, header_bytes)
+    backing_file = _backing_file(reader, header, header_bytes)
+    no_probe = backing_file is not None and header.features & QED_F_BACKING_FORMAT_NO_PROBE
+    details = QedDetails(
+        cluster_size=header.cluster_size,
+        table_size=header.table_size,
+        header_size=header.header_size,
+        features=feature_bits(header.features, FEATURE_NAMES),
+        compat_features=feature_bits(header.compat_features, NO_NAMES),
+        autoclear_features=feature_bits(header.autoclear_features, NO_NAMES),
+        need_check=bool(header.features & QED_F_NEED_CHECK),
+        image_size=header.image_size,
+        l1_table_offset=header.l1_table_offset,
+        backing_file=backing_file,
+        backing_filename_offset=header.backing_filename_offset,
+        backing_filename_size=header.backing_filename_size,
+        backing_format=NO_PROBE_FORMAT if no_probe else None,
+    )
+    return Inspection(details, header.image_size, list(_structural_findings(details)))
 
 
-FORMAT = Format(name="qed", qemu_name="qed", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def _check_l1_table(reader: Reader, header: QEDHeader, header_bytes: int) -> None:
+    """The L1 table: cluster-aligned, after the header clusters, and inside the file."""
+    offset = header.l1_table_offset
+    if offset % header.cluster_size or offset < header_bytes:
+        raise BadField(
+            BAD_HEADER, "l1_table_offset", offset,
+            f"a multiple of the cluster size {header.cluster_size}, past the header ({header_bytes} bytes)",
+            advice=CONVERT,
+        )
+    length = header.table_size * header.cluster_size
+    if offset + length > reader.size:
+        raise TruncatedImage("qed L1 table", offset=offset, length=length, size=reader.size)
+
+
+def _backing_file(reader: Reader, header: QEDHeader, header_bytes: int) -> str | None:
+    """The backing file name, which must lie within the header clusters: recorded, never opened."""
+    if not header.features & QED_F_BACKING_FILE:
+        return None
+    end = header.backing_filename_offset + header.backing_filename_size
+    if end > header_bytes:
+        raise BadField(
+            BAD_HEADER, "backing_filename_offset + backing_filename_size", end,
+            f"within the header clusters (at most {header_bytes})", advice=CONVERT,
+        )
+    if header.backing_filename_size > MAX_BACKING_FILENAME_SIZE:
+        raise BadField(
+            BAD_HEADER, "backing_filename_size", header.backing_filename_size,
+            f"at most {MAX_BACKING_FILENAME_SIZE} bytes", advice=CONVERT,
+        )
+    name = reader.read(header.backing_filename_offset, header.backing_filename_size, "qed backing file name")
+    # qemu copies the name as a C string: it ends at the first NUL.
+    return name.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def _structural_findings(details: QedDetails) -> Iterator[Finding]:
+    if details.features.unknown_bits:
+        bits = ", ".join(map(str, details.features.unknown_bits))
+        yield UNKNOWN_FEATURES.finding(
+            f"the image sets feature bits the qed spec does not define ({bits}): qemu refuses to open "
+            "it; re-export it from its source, e.g. as qcow2"
+        )
+    if details.need_check:
+        yield NEED_CHECK.finding(
+            "the image was not closed cleanly (QED_F_NEED_CHECK): its tables may be inconsistent; "
+            "run `qemu-img check -r all` on it before use"
+        )
+
+
+def check_backing_file(details: QedDetails, policy: Policy) -> Iterable[Finding]:
+    if details.backing_file is not None:
+        fmt = f" (format {details.backing_format})" if details.backing_format else ""
+        yield BACKING_FILE.finding(
+            f"the image needs the backing file {details.backing_file!r}{fmt}, which is not part of the "
+            "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
+        )
+
+
+FORMAT = Format(name="qed", qemu_name="qed", probe=probe, inspect=inspect, checks=(check_backing_file,))

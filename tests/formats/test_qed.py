@@ -1,0 +1,186 @@
+"""qed, against what `qemu-img info` recorded for images qemu-img itself made."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import introspect
+from introspect.formats import qed
+from introspect.formats.qed import QEDHeader
+from introspect.model import Severity, Verdict
+from tests.conftest import fixture_group
+from tests.tools import qemu_info
+
+IMAGES = ["qed-1g3m", "qed-1t", "qed-small-clusters", "qed-base", "qed-backed", "qed-backed-raw"]
+
+
+@pytest.fixture(scope="module")
+def group() -> Path:
+    return fixture_group("qcow")
+
+
+def image(group: Path, name: str) -> Path:
+    return group / f"{name}.qed"
+
+
+def patched(group: Path, tmp_path: Path, name: str, grow: int = 0, **changes: Any) -> Path:
+    """A copy of fixture NAME with header fields changed through the header's own pack(), and
+    `grow` zero bytes appended."""
+    data = bytearray(image(group, name).read_bytes()) + bytes(grow)
+    header = dataclasses.replace(QEDHeader.from_bytes(bytes(data)), **changes).pack()
+    data[: len(header)] = header
+    path = tmp_path / f"{name}-patched.qed"
+    path.write_bytes(data)
+    return path
+
+
+def codes(report: introspect.Report) -> list[str]:
+    return [finding.code for finding in report.findings]
+
+
+def test_every_recorded_image_is_tested(group: Path) -> None:
+    suffix = ".qed.qemu-img.json"
+    assert {p.name.removesuffix(suffix) for p in group.glob(f"*{suffix}")} == set(IMAGES)
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_details_match_qemu_img(group: Path, name: str) -> None:
+    path = image(group, name)
+    info = qemu_info(path)
+    report = introspect.inspect(path)
+    details = report.details
+    assert report.format == "qed"
+    assert isinstance(details, qed.QedDetails)
+    assert report.virtual_size == info["virtual-size"]
+    assert details.image_size == info["virtual-size"]
+    assert details.cluster_size == info["cluster-size"]
+    assert details.backing_file == info.get("backing-filename")
+    assert details.backing_format == info.get("backing-filename-format")
+    assert ("backing_file" in details.features.names) == ("backing-filename" in info)
+    assert details.need_check == info["dirty-flag"]
+
+
+def test_reads_do_not_depend_on_virtual_size(group: Path) -> None:
+    a = introspect.inspect(image(group, "qed-1g3m"))
+    b = introspect.inspect(image(group, "qed-1t"))
+    assert b.virtual_size == 1 << 40
+    assert (a.reads, a.bytes_read) == (b.reads, b.bytes_read)
+    assert b.reads <= 2
+    assert b.bytes_read <= 64 * 1024 + 512
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("qed-backed", "backing file 'qed-base.qed', which"),
+        ("qed-backed-raw", "backing file 'qed-base.raw' (format raw)"),
+    ],
+)
+def test_backing_file_is_rejected(group: Path, name: str, needle: str) -> None:
+    report = introspect.inspect(image(group, name))
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["qed.backing_file"]
+    assert needle in report.findings[0].message
+    assert "qemu-img convert -O qcow2" in report.findings[0].message
+
+
+@pytest.mark.parametrize("name", ["qed-1g3m", "qed-1t", "qed-small-clusters", "qed-base"])
+def test_plain_images_are_ok(group: Path, name: str) -> None:
+    report = introspect.inspect(image(group, name))
+    assert report.verdict == Verdict.OK
+    assert report.findings == []
+
+
+def test_need_check_warns(group: Path, tmp_path: Path) -> None:
+    report = introspect.inspect(patched(group, tmp_path, "qed-base", features=qed.QED_F_NEED_CHECK))
+    assert report.verdict == Verdict.OK
+    assert codes(report) == ["qed.need_check"]
+    assert report.findings[0].severity == Severity.WARN
+    assert "run `qemu-img check -r all`" in report.findings[0].message
+
+
+def test_unknown_feature_bits_reject_and_are_listed(group: Path, tmp_path: Path) -> None:
+    report = introspect.inspect(patched(group, tmp_path, "qed-base", features=1 << 7, compat_features=1 << 3))
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["qed.unknown_features"]
+    assert "(7)" in report.findings[0].message
+    assert isinstance(report.details, qed.QedDetails)
+    assert report.details.features.unknown_bits == [7]
+    assert report.details.compat_features.unknown_bits == [3]
+
+
+def test_no_probe_without_backing_file_names_no_format(group: Path, tmp_path: Path) -> None:
+    report = introspect.inspect(
+        patched(group, tmp_path, "qed-base", features=qed.QED_F_BACKING_FORMAT_NO_PROBE)
+    )
+    assert isinstance(report.details, qed.QedDetails)
+    assert report.details.backing_file is None
+    assert report.details.backing_format is None
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "message"),
+    [
+        ("qed-base", {"cluster_size": 3 << 12}, "cluster_size is 12288, expected a power of 2 from 4096"),
+        ("qed-base", {"cluster_size": 1 << 27}, "cluster_size is 134217728, expected a power of 2 from 4096"),
+        ("qed-base", {"table_size": 3}, "table_size is 3, expected a power of 2 from 1 to 16"),
+        ("qed-base", {"table_size": 32}, "table_size is 32, expected a power of 2 from 1 to 16"),
+        ("qed-base", {"image_size": 7 * 2**20 + 1}, "image_size is 7340033, expected a multiple of 512"),
+        ("qed-base", {"header_size": 1 << 16}, "header_size is 65536, expected at most 65535 clusters"),
+        ("qed-base", {"l1_table_offset": 4096}, "l1_table_offset is 4096, expected a multiple of the"),
+        ("qed-base", {"l1_table_offset": 0}, "l1_table_offset is 0, expected a multiple of the cluster"),
+        ("qed-backed", {"backing_filename_offset": 65530},
+         "backing_filename_offset + backing_filename_size is 65542, expected within the header clusters"),
+    ],
+)  # fmt: skip
+def test_values_qemu_refuses_are_bad_fields(
+    group: Path, tmp_path: Path, name: str, changes: dict[str, int], message: str
+) -> None:
+    report = introspect.inspect(patched(group, tmp_path, name, **changes))
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["qed.bad_header"]
+    assert report.findings[0].message.startswith(message)
+    assert report.findings[0].message.endswith(f": {qed.CONVERT}")
+
+
+def test_backing_file_name_longer_than_qemu_reads_is_refused(group: Path, tmp_path: Path) -> None:
+    """4096 bytes do not fit qemu's PATH_MAX buffer with its NUL. Two header clusters make room
+    for them, and the L1 table moves one cluster on to stay past the header."""
+    original = QEDHeader.from_bytes(image(group, "qed-backed").read_bytes())
+    path = patched(
+        group, tmp_path, "qed-backed", grow=original.cluster_size, header_size=2,
+        l1_table_offset=original.l1_table_offset + original.cluster_size, backing_filename_size=4096,
+    )  # fmt: skip
+    report = introspect.inspect(path)
+    assert codes(report) == ["qed.bad_header"]
+    assert report.findings[0].message == (
+        f"backing_filename_size is 4096, expected at most 4095 bytes: {qed.CONVERT}"
+    )
+
+
+def test_image_cut_before_its_l1_table_is_truncated(group: Path, tmp_path: Path) -> None:
+    data = image(group, "qed-1t").read_bytes()
+    header = QEDHeader.from_bytes(data)
+    path = tmp_path / "cut.qed"
+    path.write_bytes(data[: header.l1_table_offset + 8])
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["image.truncated"]
+    end = header.l1_table_offset + header.table_size * header.cluster_size
+    assert report.findings[0].message.startswith(
+        f"the qed L1 table needs bytes {header.l1_table_offset}..{end} but the file ends at "
+        f"{header.l1_table_offset + 8}"
+    )
+
+
+def test_truncated_header_is_an_error(tmp_path: Path, group: Path) -> None:
+    path = tmp_path / "cut.qed"
+    path.write_bytes(image(group, "qed-base").read_bytes()[:20])
+    report = introspect.inspect(path)
+    assert report.format == "qed"
+    assert codes(report) == ["image.truncated"]
+    assert report.findings[0].message.startswith("the qed header needs bytes 0..64 but the file ends at 20")
