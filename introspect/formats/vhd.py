@@ -1,26 +1,553 @@
-"""Microsoft Virtual Hard Disk (VHD Image Format Specification)."""
+"""Microsoft Virtual Hard Disk (VHD), as qemu calls it `vpc`.
+
+Spec: Microsoft "Virtual Hard Disk Image Format Specification" v1.0 (2006): "Hard Disk Footer
+Format", "Dynamic Disk Header Format" (with its parent locator entries) and "Appendix: CHS
+Calculation". Every VHD ends with a 512-byte footer (older tools wrote 511 bytes); dynamic and
+differencing disks also keep a copy at offset 0 and point from it to a 1024-byte dynamic disk
+header. All fields are big-endian.
+
+What qemu-img (7.2, `block/vpc.c`) does, which decides `virtual_size`: it reads the footer at
+offset 0 and falls back to the one at the end (then the disk is fixed for qemu), refuses a footer
+whose checksum is wrong, and sizes the disk by its CHS geometry unless the creator application is
+one known to write a reliable current size (Hyper-V, Disk2vhd, XenServer, XenConverter, qemu with
+`force_size`) or the geometry is the CHS maximum, in which case it uses the footer's current size.
+qemu 10.0 inverted that table (CHS only for "vpc " and "qemu", current size for everyone else,
+Azure's "wa\\0\\0" included); `CURRENT_SIZE_CREATORS` follows the qemu-img this project runs (7.2),
+and a test runs that qemu-img on rewritten creators to prove it.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Self
 
+from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
+from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.safety import Policy, rule
 from introspect.sources import Reader
+
+# --- Rules -----------------------------------------------------------------------------------
+
+INVALID = rule("vhd.invalid", Severity.REJECT, "a VHD structure holds a value the spec does not allow")
+DIFFERENCING = rule("vhd.differencing", Severity.REJECT, "the VHD is a differencing disk with a parent")
+FOOTER_CHECKSUM = rule(
+    "vhd.footer_checksum", Severity.REJECT, "the footer qemu reads has a wrong checksum (qemu refuses it)"
+)
+FOOTER_COPY_CHECKSUM = rule(
+    "vhd.footer_copy_checksum", Severity.WARN, "the other copy of the footer has a wrong checksum"
+)
+FOOTER_MISMATCH = rule("vhd.footer_mismatch", Severity.WARN, "the footers at offset 0 and at the end differ")
+OLD_FOOTER = rule("vhd.old_footer", Severity.WARN, "the footer at the end is the old 511-byte form")
+DYNAMIC_HEADER_CHECKSUM = rule(
+    "vhd.dynamic_header_checksum", Severity.WARN, "the dynamic disk header has a wrong checksum"
+)
+SAVED_STATE = rule("vhd.saved_state", Severity.WARN, "the disk was left in a saved state")
+
+# --- Hard Disk Footer (spec: "Hard Disk Footer Format") --------------------------------------
+
+FOOTER_SIZE = 512
+#: Virtual PC before 2004 wrote a 511-byte footer; the spec says to accept it.
+OLD_FOOTER_SIZE = 511
+FOOTER_COOKIE = b"conectix"
+#: Cookie, Features, File Format Version, Data Offset, Time Stamp, Creator Application, Creator
+#: Version, Creator Host OS, Original Size, Current Size, Disk Geometry (cylinder u16, heads u8,
+#: sectors per track u8), Disk Type, Checksum, Unique Id, Saved State; 427 reserved bytes follow.
+HARD_DISK_FOOTER = struct.Struct(">8sIIQI4sI4sQQHBBII16sB")
+#: Byte offset of the Checksum field, which the checksum skips.
+FOOTER_CHECKSUM_OFFSET = 64
+FEATURE_TEMPORARY_BIT = 0
+FEATURE_TEMPORARY = 1 << FEATURE_TEMPORARY_BIT
+DiskType = Literal["fixed", "dynamic", "differencing"]
+DISK_TYPES: dict[int, DiskType] = {2: "fixed", 3: "dynamic", 4: "differencing"}
+#: Time stamps count seconds from 2000-01-01 00:00:00 UTC.
+TIMESTAMP_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+SECTOR_SIZE = 512
+#: The CHS maximum of the spec's appendix: 65535 cylinders, 16 heads, 255 sectors per track.
+MAX_GEOMETRY = (65535, 16, 255)
+#: The spec's largest disk (2040 GiB, in sectors); qemu refuses anything larger.
+MAX_SECTORS = 0xFF000000
+#: Creator applications whose Current Size qemu 7.2 trusts over the CHS geometry ("win " Hyper-V,
+#: "qem2" qemu with force_size, "d2v " Disk2vhd, "CTXS" XenConverter, "tap\0" XenServer).
+CURRENT_SIZE_CREATORS = frozenset({b"win ", b"qem2", b"d2v ", b"CTXS", b"tap\0"})
+
+
+@dataclass(frozen=True, slots=True)
+class HardDiskFooter:
+    """The footer, as stored (spec: "Hard Disk Footer Format")."""
+
+    cookie: bytes
+    features: int
+    file_format_version: int
+    data_offset: int
+    time_stamp: int
+    creator_application: bytes
+    creator_version: int
+    creator_host_os: bytes
+    original_size: int
+    current_size: int
+    cylinders: int
+    heads: int
+    sectors_per_track: int
+    disk_type: int
+    checksum: int
+    unique_id: bytes
+    saved_state: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*HARD_DISK_FOOTER.unpack_from(data))
+
+
+# --- Dynamic Disk Header (spec: "Dynamic Disk Header Format") --------------------------------
+
+DYNAMIC_HEADER_SIZE = 1024
+DYNAMIC_HEADER_COOKIE = b"cxsparse"
+#: Cookie, Data Offset, Table Offset, Header Version, Max Table Entries, Block Size, Checksum,
+#: Parent Unique ID, Parent Time Stamp, Reserved, Parent Unicode Name (UTF-16BE); then 8 parent
+#: locator entries and 256 reserved bytes.
+DYNAMIC_DISK_HEADER = struct.Struct(">8sQQIIII16sII512s")
+#: Byte offset of the Checksum field within the header.
+DYNAMIC_HEADER_CHECKSUM_OFFSET = 36
+#: Platform Code, Platform Data Space, Platform Data Length, Reserved, Platform Data Offset.
+PARENT_LOCATOR_ENTRY = struct.Struct(">4sIIIQ")
+PARENT_LOCATOR_OFFSET = DYNAMIC_DISK_HEADER.size
+PARENT_LOCATOR_COUNT = 8
+#: A block holds at least one sector (qemu's floor); the spec's default is 2 MiB.
+MIN_BLOCK_SIZE = SECTOR_SIZE
+#: Upper bound of the parent name as stored: 512 bytes of UTF-16 are at most 256 characters.
+PARENT_NAME_BYTES = 512
+BAT_ENTRY_SIZE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLocatorEntry:
+    """Where a differencing disk's parent may be found (recorded, never read or opened)."""
+
+    platform_code: bytes
+    platform_data_space: int
+    platform_data_length: int
+    reserved: int
+    platform_data_offset: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int) -> Self:
+        return cls(*PARENT_LOCATOR_ENTRY.unpack_from(data, offset))
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicDiskHeader:
+    """The dynamic disk header, as stored (spec: "Dynamic Disk Header Format")."""
+
+    cookie: bytes
+    data_offset: int
+    table_offset: int
+    header_version: int
+    max_table_entries: int
+    block_size: int
+    checksum: int
+    parent_unique_id: bytes
+    parent_time_stamp: int
+    reserved: int
+    parent_unicode_name: bytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*DYNAMIC_DISK_HEADER.unpack_from(data))
+
+
+def parent_locators(data: bytes) -> Iterator[ParentLocatorEntry]:
+    """The 8 parent locator entries that follow the header's fixed fields."""
+    for index in range(PARENT_LOCATOR_COUNT):
+        yield ParentLocatorEntry.from_bytes(data, PARENT_LOCATOR_OFFSET + index * PARENT_LOCATOR_ENTRY.size)
+
+
+def checksum(data: bytes, checksum_offset: int) -> int:
+    """One's complement of the byte sum, the checksum field counted as zero (spec, "Checksum")."""
+    total = sum(data) - sum(data[checksum_offset : checksum_offset + 4])
+    return ~total & 0xFFFFFFFF
+
+
+# --- Details ----------------------------------------------------------------------------------
+
+
+class VhdFooter(Frozen):
+    """The hard disk footer qemu reads (offset 0 when present, else the end of the file)."""
+
+    cookie: str
+    features: int
+    temporary: bool
+    file_format_version: int
+    data_offset: int
+    timestamp: int
+    timestamp_utc: str
+    creator_application: str
+    creator_version: str
+    creator_host_os: str
+    original_size: int
+    current_size: int
+    geometry: Geometry
+    disk_type: DiskType
+    checksum: int
+    checksum_valid: bool
+    uuid: str
+    saved_state: bool
+
+
+class VhdParentLocator(Frozen):
+    """One used parent locator entry: where the parent's name is stored (never read)."""
+
+    platform_code: str
+    platform_data_space: int
+    platform_data_length: int
+    platform_data_offset: int
+
+
+class VhdDynamicHeader(Frozen):
+    """The dynamic disk header of a dynamic or differencing VHD."""
+
+    offset: int
+    cookie: str
+    data_offset: int
+    table_offset: int
+    header_version: int
+    max_table_entries: int
+    block_size: int
+    checksum: int
+    checksum_valid: bool
+    parent_uuid: str | None
+    parent_timestamp: int
+    parent_unicode_name: str | None
+    parent_locators: list[VhdParentLocator]
 
 
 class VhdDetails(Frozen):
+    """A VHD's footer(s) and dynamic header, and how its virtual size was derived."""
+
     format: Literal["vhd"] = "vhd"
+    version: int
+    footer: VhdFooter
+    footer_at_start: bool
+    footer_at_end: bool
+    footer_end_length: int | None
+    footers_match: bool | None
+    footer_copy_checksum_valid: bool | None
+    disk_type: DiskType
+    geometry: Geometry
+    uuid: str
+    chs_size: int
+    current_size: int
+    size_from: Literal["chs", "current_size"]
+    block_size: int | None
+    dynamic_header: VhdDynamicHeader | None
+    backing_file: str | None
+
+
+# --- Parsing ----------------------------------------------------------------------------------
 
 
 def probe(head: Head) -> bool:
-    return head.data[:8] == b"conectix" or head.tail[-512:-504] == b"conectix"
+    return (
+        head.data.startswith(FOOTER_COOKIE)
+        or head.tail[-FOOTER_SIZE:].startswith(FOOTER_COOKIE)
+        or head.tail[-OLD_FOOTER_SIZE:].startswith(FOOTER_COOKIE)
+    )
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("ascii", errors="replace")
+
+
+def _uuid(raw: bytes) -> str | None:
+    return None if raw == bytes(16) else str(uuid.UUID(bytes=raw))
+
+
+def _utf16_name(raw: bytes) -> str | None:
+    """A NUL-terminated UTF-16BE name, capped by its field size, decoded leniently."""
+    name = raw[:PARENT_NAME_BYTES].decode("utf-16-be", errors="replace").split("\0", 1)[0]
+    return name or None
+
+
+@dataclass(frozen=True, slots=True)
+class _FooterCopy:
+    footer: HardDiskFooter
+    offset: int
+    length: int
+    checksum_valid: bool
+
+
+def _read_footer(data: bytes, offset: int) -> _FooterCopy:
+    length = len(data)
+    footer = HardDiskFooter.from_bytes(data.ljust(FOOTER_SIZE, b"\0"))
+    return _FooterCopy(footer, offset, length, checksum(data, FOOTER_CHECKSUM_OFFSET) == footer.checksum)
+
+
+def _find_footers(reader: Reader) -> tuple[_FooterCopy | None, _FooterCopy | None]:
+    """The copy at offset 0 (dynamic disks) and the one at the end (every disk), if present."""
+    start = None
+    if reader.read_upto(0, len(FOOTER_COOKIE), "footer cookie") == FOOTER_COOKIE:
+        start = _read_footer(reader.read(0, FOOTER_SIZE, "hard disk footer at offset 0"), 0)
+    end = None
+    tail = reader.tail()
+    for length in (FOOTER_SIZE, OLD_FOOTER_SIZE):
+        if len(tail) >= length and tail[-length:].startswith(FOOTER_COOKIE):
+            end = _read_footer(tail[-length:], reader.size - length)
+            break
+    return start, end
+
+
+def _footer_model(copy: _FooterCopy) -> VhdFooter:
+    f = copy.footer
+    disk_type = DISK_TYPES.get(f.disk_type)
+    if disk_type is None:
+        raise BadField(
+            INVALID,
+            "footer disk type",
+            f.disk_type,
+            "2 (fixed), 3 (dynamic) or 4 (differencing)",
+            offset=copy.offset,
+            advice="the footer is corrupt; re-export the disk from the tool that made it",
+        )
+    return VhdFooter(
+        cookie=_text(f.cookie),
+        features=f.features,
+        temporary=bool(f.features & FEATURE_TEMPORARY),
+        file_format_version=f.file_format_version,
+        data_offset=f.data_offset,
+        timestamp=f.time_stamp,
+        timestamp_utc=(TIMESTAMP_EPOCH + timedelta(seconds=f.time_stamp)).isoformat(),
+        creator_application=_text(f.creator_application),
+        creator_version=f"{f.creator_version >> 16}.{f.creator_version & 0xFFFF}",
+        creator_host_os=_text(f.creator_host_os),
+        original_size=f.original_size,
+        current_size=f.current_size,
+        geometry=Geometry(cylinders=f.cylinders, heads=f.heads, sectors=f.sectors_per_track),
+        disk_type=disk_type,
+        checksum=f.checksum,
+        checksum_valid=copy.checksum_valid,
+        uuid=str(uuid.UUID(bytes=f.unique_id)),
+        saved_state=bool(f.saved_state),
+    )
+
+
+def virtual_sectors(footer: HardDiskFooter) -> tuple[int, Literal["chs", "current_size"]]:
+    """Disk size in sectors exactly as qemu 7.2's vpc_open computes it, and which field it used."""
+    chs = footer.cylinders * footer.heads * footer.sectors_per_track
+    geometry = (footer.cylinders, footer.heads, footer.sectors_per_track)
+    if footer.creator_application in CURRENT_SIZE_CREATORS or geometry == MAX_GEOMETRY:
+        return footer.current_size // SECTOR_SIZE, "current_size"
+    return chs, "chs"
+
+
+def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynamicHeader:
+    offset = copy.footer.data_offset
+    last = reader.size - DYNAMIC_HEADER_SIZE
+    if offset > last:
+        raise BadField(
+            INVALID,
+            "footer data offset",
+            offset,
+            f"the offset of the dynamic disk header, at most {last}",
+            offset=copy.offset,
+            advice="the footer is corrupt or the image was cut short; upload it again",
+        )
+    data = reader.read(offset, DYNAMIC_HEADER_SIZE, "dynamic disk header")
+    h = DynamicDiskHeader.from_bytes(data)
+    if h.cookie != DYNAMIC_HEADER_COOKIE:
+        raise BadField(
+            INVALID,
+            "dynamic disk header cookie",
+            h.cookie,
+            repr(DYNAMIC_HEADER_COOKIE),
+            offset=offset,
+            advice="the footer points at something else; the image is corrupt",
+        )
+    block_size = h.block_size
+    if block_size < MIN_BLOCK_SIZE or block_size & (block_size - 1):
+        raise BadField(
+            INVALID,
+            "dynamic disk header block size",
+            block_size,
+            f"a power of two of at least {MIN_BLOCK_SIZE} bytes",
+            offset=offset,
+            advice="the dynamic header is corrupt; qemu refuses it",
+        )
+    max_entries = -(-MAX_SECTORS * SECTOR_SIZE // block_size)
+    needed = -(-sectors * SECTOR_SIZE // block_size)
+    if not needed <= h.max_table_entries <= max_entries:
+        raise BadField(
+            INVALID,
+            "dynamic disk header max table entries",
+            h.max_table_entries,
+            f"between {needed} (to cover the disk) and {max_entries} (2040 GiB in {block_size}-byte blocks)",
+            offset=offset,
+            advice="the block allocation table does not fit the disk; the image is corrupt",
+        )
+    table_end = -(-(h.table_offset + h.max_table_entries * BAT_ENTRY_SIZE) // SECTOR_SIZE) * SECTOR_SIZE
+    if table_end > reader.size:
+        raise TruncatedImage(
+            "block allocation table",
+            offset=h.table_offset,
+            length=table_end - h.table_offset,
+            size=reader.size,
+        )
+    locators = [
+        VhdParentLocator(
+            platform_code=_text(entry.platform_code),
+            platform_data_space=entry.platform_data_space,
+            platform_data_length=entry.platform_data_length,
+            platform_data_offset=entry.platform_data_offset,
+        )
+        for entry in parent_locators(data)
+        if entry.platform_code.strip(b"\0")
+    ]
+    return VhdDynamicHeader(
+        offset=offset,
+        cookie=_text(h.cookie),
+        data_offset=h.data_offset,
+        table_offset=h.table_offset,
+        header_version=h.header_version,
+        max_table_entries=h.max_table_entries,
+        block_size=block_size,
+        checksum=h.checksum,
+        checksum_valid=checksum(data, DYNAMIC_HEADER_CHECKSUM_OFFSET) == h.checksum,
+        parent_uuid=_uuid(h.parent_unique_id),
+        parent_timestamp=h.parent_time_stamp,
+        parent_unicode_name=_utf16_name(h.parent_unicode_name),
+        parent_locators=locators,
+    )
+
+
+def _footer_findings(
+    primary: _FooterCopy, other: _FooterCopy | None, end: _FooterCopy | None
+) -> Iterator[Finding]:
+    where = "at offset 0" if primary.offset == 0 else "at the end of the file"
+    if not primary.checksum_valid:
+        yield FOOTER_CHECKSUM.finding(
+            f"the VHD footer {where} has a wrong checksum, so qemu refuses the image: re-export it from "
+            "the tool that made it"
+        )
+    if other is not None and not other.checksum_valid:
+        yield FOOTER_COPY_CHECKSUM.finding(
+            "the copy of the VHD footer at the end of the file has a wrong checksum: convert the image with "
+            "`qemu-img convert -O vpc` to rewrite both copies"
+        )
+    if other is not None and other.footer != primary.footer:
+        yield FOOTER_MISMATCH.finding(
+            "the VHD footers at offset 0 and at the end of the file differ; qemu reads the one at offset 0: "
+            "convert the image with `qemu-img convert -O vpc` to rewrite both copies"
+        )
+    if end is not None and end.length == OLD_FOOTER_SIZE:
+        yield OLD_FOOTER.finding(
+            "the VHD ends with the old 511-byte footer, which qemu does not read: re-export the disk with a "
+            "current tool, or convert it with `qemu-img convert -O vpc`"
+        )
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
-    raise NotImplementedError("vhd")
+    start, end = _find_footers(reader)
+    primary = start or end
+    if primary is None:
+        raise BadField(
+            INVALID,
+            "hard disk footer cookie",
+            "missing",
+            repr(FOOTER_COOKIE),
+            offset=0,
+            advice="this is not a VHD",
+        )
+    other = end if primary is start else None
+    footer_model = _footer_model(primary)
+    footer = primary.footer
+    if start is None and footer_model.disk_type != "fixed":
+        raise BadField(
+            INVALID,
+            "footer at offset 0",
+            "missing",
+            f"a copy of the footer for a {footer_model.disk_type} disk",
+            offset=0,
+            advice="qemu would read this image as a fixed disk and return its raw bytes; "
+            "the image is corrupt",
+        )
+    if start is not None and footer_model.disk_type == "fixed":
+        raise BadField(
+            INVALID,
+            "footer disk type at offset 0",
+            "fixed",
+            "dynamic or differencing (a footer at offset 0 marks a dynamic disk)",
+            offset=0,
+            advice="qemu refuses this image; the image is corrupt",
+        )
+    sectors, size_from = virtual_sectors(footer)
+    if sectors > MAX_SECTORS:
+        raise BadField(
+            INVALID,
+            "disk size",
+            sectors * SECTOR_SIZE,
+            f"at most {MAX_SECTORS * SECTOR_SIZE} bytes (2040 GiB, the VHD maximum)",
+            offset=primary.offset,
+            advice="use VHDX or qcow2 for disks this large",
+        )
+    if footer_model.disk_type == "fixed" and reader.size < sectors * SECTOR_SIZE + primary.length:
+        # A fixed disk is its data followed by the footer: the file must hold both.
+        raise TruncatedImage(
+            "fixed disk (data and footer)",
+            offset=0,
+            length=sectors * SECTOR_SIZE + primary.length,
+            size=reader.size,
+        )
+    dynamic = None if footer_model.disk_type == "fixed" else _dynamic_header(reader, primary, sectors)
+    findings = list(_footer_findings(primary, other, end))
+    if dynamic is not None and not dynamic.checksum_valid:
+        findings.append(
+            DYNAMIC_HEADER_CHECKSUM.finding(
+                "the VHD dynamic disk header has a wrong checksum: convert the image with "
+                "`qemu-img convert -O vpc` to rewrite it"
+            )
+        )
+    if footer_model.saved_state:
+        findings.append(
+            SAVED_STATE.finding(
+                "the VHD was left in a saved state by the VM that used it: resume and shut down that VM, "
+                "or discard its saved state, before uploading"
+            )
+        )
+    details = VhdDetails(
+        version=footer.file_format_version >> 16,
+        footer=footer_model,
+        footer_at_start=start is not None,
+        footer_at_end=end is not None,
+        footer_end_length=end.length if end else None,
+        footers_match=None if other is None else other.footer == footer,
+        footer_copy_checksum_valid=None if other is None else other.checksum_valid,
+        disk_type=footer_model.disk_type,
+        geometry=footer_model.geometry,
+        uuid=footer_model.uuid,
+        chs_size=footer.cylinders * footer.heads * footer.sectors_per_track * SECTOR_SIZE,
+        current_size=footer.current_size,
+        size_from=size_from,
+        block_size=dynamic.block_size if dynamic else None,
+        dynamic_header=dynamic,
+        backing_file=dynamic.parent_unicode_name
+        if dynamic and footer_model.disk_type == "differencing"
+        else None,
+    )
+    return Inspection(details=details, virtual_size=sectors * SECTOR_SIZE, findings=findings)
 
 
-FORMAT = Format(name="vhd", qemu_name="vpc", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def check_differencing(details: VhdDetails, policy: Policy) -> Iterator[Finding]:
+    """A differencing disk is only half a disk: its parent (never opened) holds the rest."""
+    if details.disk_type == "differencing":
+        parent = details.backing_file or "an unnamed parent"
+        yield DIFFERENCING.finding(
+            f"the VHD is a differencing disk whose parent is {parent!r}, which is not uploaded with it: "
+            "flatten the chain first (merge it in Hyper-V, or `qemu-img convert -O vpc` on the host that "
+            "has the parent)"
+        )
+
+
+FORMAT = Format(name="vhd", qemu_name="vpc", probe=probe, inspect=inspect, checks=(check_differencing,))

@@ -1,26 +1,830 @@
-"""Microsoft VHDX ([MS-VHDX])."""
+"""Microsoft VHDX, as specified in [MS-VHDX] "Virtual Hard Disk v2 (VHDX) File Format".
+
+Layout ([MS-VHDX] 2.2 "Header Section"): the first 1 MiB holds the file type identifier (at 0),
+two headers (at 64 KiB and 128 KiB, each checksummed with CRC-32C over its 4 KiB) and two copies
+of the region table (at 192 KiB and 256 KiB, each checksummed over its 64 KiB). The region table
+locates the BAT and the metadata region; the metadata table (2.6.1) locates the metadata items
+(2.6.2): file parameters, virtual disk size, page 83 data, logical and physical sector size, and
+the parent locator of a differencing disk. Everything is little-endian; GUIDs are Microsoft GUIDs
+(first three fields little-endian).
+
+Like qemu-img (7.2, `block/vhdx.c`): the current header is the valid one with the higher sequence
+number (two identical headers, as Disk2vhd writes, are accepted); only the first region table is
+used (a corrupt first copy is an error, a corrupt second copy a warning); the virtual size is the
+Virtual Disk Size item.
+
+Reads: the head (file type identifier), one read of 256 KiB for both headers and both region
+tables, and one read of the metadata table with the 64 KiB after it, where every known writer
+(Hyper-V, qemu) puts the items; an item placed elsewhere costs one more small read.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import itertools
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Self
 
+import google_crc32c
+
+from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
+from introspect.model import Finding, Frozen, Severity
+from introspect.safety import Policy, rule
 from introspect.sources import Reader
+
+# --- Rules -----------------------------------------------------------------------------------
+
+INVALID = rule("vhdx.invalid", Severity.REJECT, "a VHDX structure holds a value the spec does not allow")
+DIFFERENCING = rule("vhdx.differencing", Severity.REJECT, "the VHDX is a differencing disk with a parent")
+HEADER_CHECKSUM = rule(
+    "vhdx.header_checksum", Severity.WARN, "one of the two VHDX headers is corrupt; the other one is used"
+)
+REGION_TABLE_COPY = rule(
+    "vhdx.region_table_copy", Severity.WARN, "the second copy of the region table is corrupt"
+)
+UNKNOWN_REQUIRED_REGION = rule(
+    "vhdx.unknown_required_region", Severity.REJECT, "a region marked required is not one the spec defines"
+)
+UNKNOWN_REQUIRED_METADATA = rule(
+    "vhdx.unknown_required_metadata",
+    Severity.REJECT,
+    "a metadata item marked required is not one the spec defines",
+)
+LOG_PENDING = rule("vhdx.log_pending", Severity.WARN, "the log is active: the image was not closed cleanly")
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def crc32c_valid(data: bytes, checksum_offset: int, stored: int) -> bool:
+    """CRC-32C over `data` with its 4-byte checksum field counted as zero ([MS-VHDX] 2.2.2)."""
+    zeroed = data[:checksum_offset] + bytes(4) + data[checksum_offset + 4 :]
+    return int(google_crc32c.value(zeroed)) == stored
+
+
+def ms_guid(raw: bytes) -> str:
+    """A Microsoft GUID (Data1..Data3 little-endian) as a canonical lowercase string."""
+    return str(uuid.UUID(bytes_le=raw))
+
+
+def _utf16(raw: bytes) -> str:
+    return raw.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+
+
+# --- File Type Identifier ([MS-VHDX] 2.2.1) --------------------------------------------------
+
+FILE_TYPE_IDENTIFIER_OFFSET = 0
+FILE_TYPE_SIGNATURE = b"vhdxfile"
+#: Signature, Creator (UTF-16LE, 512 bytes, diagnostic only).
+FILE_TYPE_IDENTIFIER = struct.Struct("<8s512s")
+
+
+@dataclass(frozen=True, slots=True)
+class FileTypeIdentifier:
+    """The file type identifier: signature and the name of the tool that made the file."""
+
+    signature: bytes
+    creator: bytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*FILE_TYPE_IDENTIFIER.unpack_from(data, FILE_TYPE_IDENTIFIER_OFFSET))
+
+
+# --- Headers ([MS-VHDX] 2.2.2) ---------------------------------------------------------------
+
+HEADER_1_OFFSET = 64 * KIB
+HEADER_2_OFFSET = 128 * KIB
+HEADER_OFFSETS = (HEADER_1_OFFSET, HEADER_2_OFFSET)
+#: The checksum covers the whole 4 KiB header, not just its fields.
+HEADER_SIZE = 4 * KIB
+HEADER_SIGNATURE = b"head"
+HEADER_VERSION = 1
+#: Signature, Checksum, SequenceNumber, FileWriteGuid, DataWriteGuid, LogGuid, LogVersion,
+#: Version, LogLength, LogOffset; 4016 reserved bytes follow.
+HEADER = struct.Struct("<4sIQ16s16s16sHHIQ")
+HEADER_CHECKSUM_OFFSET = 4
+
+
+@dataclass(frozen=True, slots=True)
+class VhdxHeaderRecord:
+    """One header as stored."""
+
+    signature: bytes
+    checksum: int
+    sequence_number: int
+    file_write_guid: bytes
+    data_write_guid: bytes
+    log_guid: bytes
+    log_version: int
+    version: int
+    log_length: int
+    log_offset: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*HEADER.unpack_from(data))
+
+
+# --- Region table ([MS-VHDX] 2.2.3) ----------------------------------------------------------
+
+REGION_TABLE_1_OFFSET = 192 * KIB
+REGION_TABLE_2_OFFSET = 256 * KIB
+REGION_TABLE_OFFSETS = (REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET)
+REGION_TABLE_SIZE = 64 * KIB
+REGION_TABLE_SIGNATURE = b"regi"
+#: Signature, Checksum, EntryCount, Reserved.
+REGION_TABLE_HEADER = struct.Struct("<4sIII")
+REGION_TABLE_CHECKSUM_OFFSET = 4
+#: Guid, FileOffset, Length, Required:1 + Reserved:31.
+REGION_TABLE_ENTRY = struct.Struct("<16sQII")
+REGION_ENTRY_REQUIRED_BIT = 0
+REGION_ENTRY_REQUIRED = 1 << REGION_ENTRY_REQUIRED_BIT
+#: "EntryCount ... MUST be less than or equal to 2047."
+MAX_REGION_ENTRIES = 2047
+BAT_GUID = "2dc27766-f623-4200-9d64-115e9bfd4a08"
+METADATA_REGION_GUID = "8b7ca206-4790-4b9a-b8fe-575f050f886e"
+KNOWN_REGIONS = {BAT_GUID: "bat", METADATA_REGION_GUID: "metadata"}
+#: The header section: file type identifier, headers and region tables ([MS-VHDX] 2.2).
+HEADER_SECTION_SIZE = 1 * MIB
+#: One read covers both headers and both region tables.
+HEADERS_READ_OFFSET = HEADER_1_OFFSET
+HEADERS_READ_LENGTH = REGION_TABLE_2_OFFSET + REGION_TABLE_SIZE - HEADER_1_OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class RegionTableHeader:
+    """The region table header as stored."""
+
+    signature: bytes
+    checksum: int
+    entry_count: int
+    reserved: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*REGION_TABLE_HEADER.unpack_from(data))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionTableEntry:
+    """One region table entry as stored."""
+
+    guid: bytes
+    file_offset: int
+    length: int
+    flags: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int) -> Self:
+        return cls(*REGION_TABLE_ENTRY.unpack_from(data, offset))
+
+
+# --- Metadata region ([MS-VHDX] 2.6) ---------------------------------------------------------
+
+METADATA_TABLE_SIZE = 64 * KIB
+METADATA_TABLE_SIGNATURE = b"metadata"
+#: Signature, Reserved, EntryCount, Reserved2 (20 bytes).
+METADATA_TABLE_HEADER = struct.Struct("<8sHH20s")
+#: ItemId, Offset, Length, IsUser:1 IsVirtualDisk:1 IsRequired:1 Reserved:29, Reserved2.
+METADATA_TABLE_ENTRY = struct.Struct("<16sIIII")
+IS_USER_BIT = 0
+IS_VIRTUAL_DISK_BIT = 1
+IS_REQUIRED_BIT = 2
+IS_USER = 1 << IS_USER_BIT
+IS_VIRTUAL_DISK = 1 << IS_VIRTUAL_DISK_BIT
+IS_REQUIRED = 1 << IS_REQUIRED_BIT
+#: "EntryCount ... MUST be less than or equal to 2047."
+MAX_METADATA_ENTRIES = 2047
+#: "Length ... MUST be less than or equal to 1 MB."
+MAX_METADATA_ITEM = 1 * MIB
+#: Recorded in the details (all are checked): real images have two regions and about six items.
+MAX_RECORDED_ENTRIES = 64
+#: Bytes read after the table in the same read: Hyper-V and qemu put every item there.
+METADATA_ITEMS_WINDOW = 64 * KIB
+
+FILE_PARAMETERS_GUID = "caa16737-fa36-4d43-b3b6-33f0aa44e76b"
+VIRTUAL_DISK_SIZE_GUID = "2fa54224-cd1b-4876-b211-5dbed83bf4b8"
+PAGE_83_DATA_GUID = "beca12ab-b2e6-4523-93ef-c309e000c746"
+LOGICAL_SECTOR_SIZE_GUID = "8141bf1d-a96f-4709-ba47-f233a8faab5f"
+PHYSICAL_SECTOR_SIZE_GUID = "cda348c7-445d-4471-9cc9-e9885251c556"
+PARENT_LOCATOR_GUID = "a8d35f2d-b30b-454d-abf7-d3d84834ab0c"
+KNOWN_METADATA = {
+    FILE_PARAMETERS_GUID: "file_parameters",
+    VIRTUAL_DISK_SIZE_GUID: "virtual_disk_size",
+    PAGE_83_DATA_GUID: "page_83_data",
+    LOGICAL_SECTOR_SIZE_GUID: "logical_sector_size",
+    PHYSICAL_SECTOR_SIZE_GUID: "physical_sector_size",
+    PARENT_LOCATOR_GUID: "parent_locator",
+}
+#: Every VHDX has these five; the parent locator only when HasParent is set (2.6.2).
+REQUIRED_METADATA = (
+    FILE_PARAMETERS_GUID,
+    VIRTUAL_DISK_SIZE_GUID,
+    PAGE_83_DATA_GUID,
+    LOGICAL_SECTOR_SIZE_GUID,
+    PHYSICAL_SECTOR_SIZE_GUID,
+)
+
+#: File Parameters (2.6.2.1): BlockSize, LeaveBlockAllocated:1 HasParent:1 Reserved:30.
+FILE_PARAMETERS = struct.Struct("<II")
+LEAVE_BLOCK_ALLOCATED_BIT = 0
+HAS_PARENT_BIT = 1
+LEAVE_BLOCK_ALLOCATED = 1 << LEAVE_BLOCK_ALLOCATED_BIT
+HAS_PARENT = 1 << HAS_PARENT_BIT
+#: "BlockSize ... MUST be a power of 2 ... at least 1 MB and at most 256 MB."
+MIN_BLOCK_SIZE = 1 * MIB
+MAX_BLOCK_SIZE = 256 * MIB
+#: Virtual Disk Size (2.6.2.2).
+VIRTUAL_DISK_SIZE = struct.Struct("<Q")
+#: Page 83 Data (2.6.2.3): the virtual disk's SCSI page 83 identifier, a GUID.
+PAGE_83_DATA = struct.Struct("<16s")
+#: Logical Sector Size (2.6.2.4) and Physical Sector Size (2.6.2.5): 512 or 4096.
+LOGICAL_SECTOR_SIZE = struct.Struct("<I")
+PHYSICAL_SECTOR_SIZE = struct.Struct("<I")
+SECTOR_SIZES = (512, 4096)
+#: Parent Locator header (2.6.2.6.1): LocatorType, Reserved, KeyValueCount.
+PARENT_LOCATOR_HEADER = struct.Struct("<16sHH")
+#: Parent locator entry (2.6.2.6.2): KeyOffset, ValueOffset, KeyLength, ValueLength.
+PARENT_LOCATOR_ENTRY = struct.Struct("<IIHH")
+VHDX_PARENT_LOCATOR_TYPE = "b04aefb7-d19e-4a81-b789-25b8e9445913"
+#: The spec's VHDX locator has five keys; more than this many is not a locator we record.
+MAX_PARENT_LOCATOR_ENTRIES = 32
+#: A recorded key or value is capped (the spec's paths fit in far less).
+MAX_LOCATOR_STRING_BYTES = 2048
+#: Keys that name the parent, in the order a reader tries them (2.6.2.6.3).
+PARENT_PATH_KEYS = ("relative_path", "volume_path", "absolute_win32_path")
+#: The BAT interleaves one sector bitmap block per chunk (2.5): 2^23 sectors per chunk.
+SECTORS_PER_CHUNK = 1 << 23
+BAT_ENTRY_SIZE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataTableHeader:
+    """The metadata table header as stored."""
+
+    signature: bytes
+    reserved: int
+    entry_count: int
+    reserved2: bytes
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*METADATA_TABLE_HEADER.unpack_from(data))
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataTableEntry:
+    """One metadata table entry as stored; Offset is relative to the metadata region."""
+
+    item_id: bytes
+    offset: int
+    length: int
+    flags: int
+    reserved2: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int) -> Self:
+        return cls(*METADATA_TABLE_ENTRY.unpack_from(data, offset))
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLocatorHeader:
+    """The parent locator item's header as stored."""
+
+    locator_type: bytes
+    reserved: int
+    key_value_count: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        return cls(*PARENT_LOCATOR_HEADER.unpack_from(data))
+
+
+@dataclass(frozen=True, slots=True)
+class ParentLocatorEntry:
+    """One key/value pair of a parent locator; offsets are relative to the item."""
+
+    key_offset: int
+    value_offset: int
+    key_length: int
+    value_length: int
+
+    @classmethod
+    def from_bytes(cls, data: bytes, offset: int) -> Self:
+        return cls(*PARENT_LOCATOR_ENTRY.unpack_from(data, offset))
+
+
+# --- Details ----------------------------------------------------------------------------------
+
+
+class VhdxHeader(Frozen):
+    """One of the two headers, and whether it is valid (signature, version 1, CRC-32C)."""
+
+    offset: int
+    signature: str
+    checksum: int
+    checksum_valid: bool
+    valid: bool
+    sequence_number: int
+    file_write_guid: str
+    data_write_guid: str
+    log_guid: str
+    log_version: int
+    version: int
+    log_length: int
+    log_offset: int
+
+
+class VhdxRegionTable(Frozen):
+    """One copy of the region table's header, and whether it is valid."""
+
+    offset: int
+    signature: str
+    checksum: int
+    checksum_valid: bool
+    entry_count: int
+    valid: bool
+
+
+class VhdxRegion(Frozen):
+    """A region table entry: which object (BAT, metadata, unknown) lives where."""
+
+    guid: str
+    name: str | None
+    file_offset: int
+    length: int
+    required: bool
+
+
+class VhdxMetadataItem(Frozen):
+    """A metadata table entry: which item lives where in the metadata region."""
+
+    item_id: str
+    name: str | None
+    offset: int
+    length: int
+    is_user: bool
+    is_virtual_disk: bool
+    is_required: bool
+
+
+class VhdxParentLocatorEntry(Frozen):
+    """One key/value pair of the parent locator (recorded, never followed)."""
+
+    key: str
+    value: str
+
+
+class VhdxParentLocator(Frozen):
+    """Where a differencing disk says its parent is."""
+
+    locator_type: str
+    key_value_count: int
+    entries: list[VhdxParentLocatorEntry]
 
 
 class VhdxDetails(Frozen):
+    """A VHDX's headers, region table, metadata table and known metadata items."""
+
     format: Literal["vhdx"] = "vhdx"
+    version: int
+    creator: str
+    headers: list[VhdxHeader]
+    current_header: int
+    region_tables: list[VhdxRegionTable]
+    regions: list[VhdxRegion]
+    metadata_offset: int
+    metadata_entry_count: int
+    metadata_items: list[VhdxMetadataItem]
+    block_size: int
+    leave_blocks_allocated: bool
+    has_parent: bool
+    virtual_disk_size: int
+    logical_sector_size: int
+    physical_sector_size: int
+    virtual_disk_id: str
+    uuid: str
+    parent_locator: VhdxParentLocator | None
+    backing_file: str | None
+
+
+# --- Parsing ----------------------------------------------------------------------------------
 
 
 def probe(head: Head) -> bool:
-    return head.data[:8] == b"vhdxfile"
+    return head.data.startswith(FILE_TYPE_SIGNATURE)
+
+
+def _header(section: bytes, offset: int) -> VhdxHeader:
+    data = section[offset - HEADERS_READ_OFFSET :][:HEADER_SIZE]
+    h = VhdxHeaderRecord.from_bytes(data)
+    checksum_valid = crc32c_valid(data, HEADER_CHECKSUM_OFFSET, h.checksum)
+    return VhdxHeader(
+        offset=offset,
+        signature=h.signature.decode("ascii", errors="replace"),
+        checksum=h.checksum,
+        checksum_valid=checksum_valid,
+        valid=checksum_valid and h.signature == HEADER_SIGNATURE and h.version == HEADER_VERSION,
+        sequence_number=h.sequence_number,
+        file_write_guid=ms_guid(h.file_write_guid),
+        data_write_guid=ms_guid(h.data_write_guid),
+        log_guid=ms_guid(h.log_guid),
+        log_version=h.log_version,
+        version=h.version,
+        log_length=h.log_length,
+        log_offset=h.log_offset,
+    )
+
+
+def _current_header(section: bytes, headers: list[VhdxHeader]) -> int:
+    """Index of the current header: the valid one, or the valid one with the higher sequence."""
+    first, second = headers
+    if not first.valid and not second.valid:
+        raise BadField(
+            INVALID,
+            "headers",
+            "both corrupt",
+            "at least one header with signature 'head', version 1 and a valid CRC-32C",
+            offset=HEADER_1_OFFSET,
+            advice="no valid VHDX header was found; the image is corrupt, re-export it from Hyper-V",
+        )
+    if first.valid != second.valid:
+        return 0 if first.valid else 1
+    if first.sequence_number != second.sequence_number:
+        return 0 if first.sequence_number > second.sequence_number else 1
+    # Disk2vhd writes two identical headers; qemu accepts that, and only that, tie.
+    raw = [section[o - HEADERS_READ_OFFSET :][: HEADER.size] for o in HEADER_OFFSETS]
+    if raw[0] != raw[1]:
+        raise BadField(
+            INVALID,
+            "header sequence numbers",
+            first.sequence_number,
+            "different in the two headers, or identical headers",
+            offset=HEADER_2_OFFSET,
+            advice="neither header is current; the image is corrupt",
+        )
+    return 0
+
+
+def _region_table(section: bytes, offset: int) -> tuple[VhdxRegionTable, bytes]:
+    data = section[offset - HEADERS_READ_OFFSET :][:REGION_TABLE_SIZE]
+    h = RegionTableHeader.from_bytes(data)
+    checksum_valid = crc32c_valid(data, REGION_TABLE_CHECKSUM_OFFSET, h.checksum)
+    table = VhdxRegionTable(
+        offset=offset,
+        signature=h.signature.decode("ascii", errors="replace"),
+        checksum=h.checksum,
+        checksum_valid=checksum_valid,
+        entry_count=h.entry_count,
+        valid=checksum_valid
+        and h.signature == REGION_TABLE_SIGNATURE
+        and h.entry_count <= MAX_REGION_ENTRIES,
+    )
+    return table, data
+
+
+def _regions(data: bytes, entry_count: int) -> list[VhdxRegion]:
+    regions = []
+    for index in range(entry_count):
+        entry = RegionTableEntry.from_bytes(data, REGION_TABLE_HEADER.size + index * REGION_TABLE_ENTRY.size)
+        guid = ms_guid(entry.guid)
+        regions.append(
+            VhdxRegion(
+                guid=guid,
+                name=KNOWN_REGIONS.get(guid),
+                file_offset=entry.file_offset,
+                length=entry.length,
+                required=bool(entry.flags & REGION_ENTRY_REQUIRED),
+            )
+        )
+    for name in KNOWN_REGIONS.values():
+        count = sum(1 for r in regions if r.name == name)
+        if count != 1:
+            raise BadField(
+                INVALID,
+                f"{name} region entries",
+                count,
+                "exactly one",
+                offset=REGION_TABLE_1_OFFSET,
+                advice="the region table is corrupt; re-export the image from Hyper-V",
+            )
+    return regions
+
+
+def _check_overlaps(regions: list[VhdxRegion], header: VhdxHeader) -> None:
+    """Regions, the log and the header section must not overlap (qemu refuses overlaps)."""
+    spans = [(0, HEADER_SECTION_SIZE, "header section")]
+    if header.log_length:
+        spans.append((header.log_offset, header.log_offset + header.log_length, "log"))
+    spans += [(r.file_offset, r.file_offset + r.length, r.name or r.guid) for r in regions if r.length]
+    spans.sort()
+    for (_, end, name), (start, _, other) in itertools.pairwise(spans):
+        if start < end:
+            raise BadField(
+                INVALID,
+                f"{other} region offset",
+                start,
+                f"at or after {end}, where the {name} ends",
+                offset=REGION_TABLE_1_OFFSET,
+                advice="regions overlap; the image is corrupt",
+            )
+
+
+def _metadata_items(table: bytes, entry_count: int, offset: int) -> list[VhdxMetadataItem]:
+    items = []
+    for index in range(entry_count):
+        entry = MetadataTableEntry.from_bytes(
+            table, METADATA_TABLE_HEADER.size + index * METADATA_TABLE_ENTRY.size
+        )
+        item_id = ms_guid(entry.item_id)
+        items.append(
+            VhdxMetadataItem(
+                item_id=item_id,
+                name=KNOWN_METADATA.get(item_id),
+                offset=entry.offset,
+                length=entry.length,
+                is_user=bool(entry.flags & IS_USER),
+                is_virtual_disk=bool(entry.flags & IS_VIRTUAL_DISK),
+                is_required=bool(entry.flags & IS_REQUIRED),
+            )
+        )
+    for item_id, name in KNOWN_METADATA.items():
+        count = sum(1 for i in items if i.item_id == item_id)
+        if count > 1 or (count == 0 and item_id in REQUIRED_METADATA):
+            raise BadField(
+                INVALID,
+                f"{name} metadata entries",
+                count,
+                "exactly one",
+                offset=offset,
+                advice="the metadata table is corrupt; re-export the image from Hyper-V",
+            )
+    return items
+
+
+@dataclass(slots=True)
+class _MetadataRegion:
+    """The metadata region: where it starts, how long it says it is, and the bytes read so far."""
+
+    reader: Reader
+    offset: int
+    length: int
+    window: bytes
+
+    def item(self, item: VhdxMetadataItem, needed: int) -> bytes:
+        """The item's bytes (at least `needed`, at most MAX_METADATA_ITEM), from the window if there."""
+        name = item.name or item.item_id
+        if item.length < needed:
+            raise BadField(
+                INVALID,
+                f"{name} metadata length",
+                item.length,
+                f"at least {needed} bytes",
+                offset=self.offset,
+                advice="the metadata table is corrupt",
+            )
+        length = min(item.length, MAX_METADATA_ITEM)
+        if item.offset < METADATA_TABLE_SIZE or item.offset + length > self.length:
+            raise BadField(
+                INVALID,
+                f"{name} metadata offset",
+                item.offset,
+                f"an item after the {METADATA_TABLE_SIZE}-byte table and inside the {self.length}-byte "
+                "metadata region",
+                offset=self.offset,
+                advice="the metadata table is corrupt",
+            )
+        if item.offset + length <= len(self.window):
+            return self.window[item.offset : item.offset + length]
+        return self.reader.read(self.offset + item.offset, length, f"{name} metadata item")
+
+
+def _parent_locator(data: bytes) -> VhdxParentLocator:
+    h = ParentLocatorHeader.from_bytes(data)
+    fits = (len(data) - PARENT_LOCATOR_HEADER.size) // PARENT_LOCATOR_ENTRY.size
+    entries = []
+    for index in range(min(h.key_value_count, fits, MAX_PARENT_LOCATOR_ENTRIES)):
+        e = ParentLocatorEntry.from_bytes(
+            data, PARENT_LOCATOR_HEADER.size + index * PARENT_LOCATOR_ENTRY.size
+        )
+        key = data[e.key_offset : e.key_offset + min(e.key_length, MAX_LOCATOR_STRING_BYTES)]
+        value = data[e.value_offset : e.value_offset + min(e.value_length, MAX_LOCATOR_STRING_BYTES)]
+        entries.append(VhdxParentLocatorEntry(key=_utf16(key), value=_utf16(value)))
+    return VhdxParentLocator(
+        locator_type=ms_guid(h.locator_type), key_value_count=h.key_value_count, entries=entries
+    )
+
+
+def _bat_entries(virtual_disk_size: int, block_size: int, logical_sector_size: int, has_parent: bool) -> int:
+    """How many BAT entries the disk needs (2.5: payload blocks plus one bitmap per chunk)."""
+    chunk_ratio = SECTORS_PER_CHUNK * logical_sector_size // block_size
+    data_blocks = -(-virtual_disk_size // block_size)
+    if has_parent:
+        return -(-data_blocks // chunk_ratio) * (chunk_ratio + 1)
+    return data_blocks + max(0, data_blocks - 1) // chunk_ratio
+
+
+def _table_findings(
+    headers: list[VhdxHeader],
+    tables: list[VhdxRegionTable],
+    regions: list[VhdxRegion],
+    items: list[VhdxMetadataItem],
+    current: VhdxHeader,
+) -> Iterator[Finding]:
+    for header in headers:
+        if not header.valid:
+            yield HEADER_CHECKSUM.finding(
+                f"the VHDX header at offset {header.offset} is corrupt (bad signature, version or "
+                "CRC-32C) and the other one is used: open and close the image once in Hyper-V, or "
+                "convert it with `qemu-img convert -O vhdx`, to rewrite both"
+            )
+    second = tables[1]
+    if not second.valid:
+        yield REGION_TABLE_COPY.finding(
+            f"the copy of the VHDX region table at offset {second.offset} is corrupt: open and close the "
+            "image once in Hyper-V, or convert it with `qemu-img convert -O vhdx`, to rewrite it"
+        )
+    for region in regions:
+        if region.required and region.name is None:
+            yield UNKNOWN_REQUIRED_REGION.finding(
+                f"the VHDX has a required region {region.guid} that no reader but its maker understands, so "
+                "qemu refuses it: convert it with Hyper-V's Convert-VHD to a plain VHDX"
+            )
+    for item in items:
+        if item.is_required and item.name is None:
+            yield UNKNOWN_REQUIRED_METADATA.finding(
+                f"the VHDX has a required metadata item {item.item_id} that no reader but its maker "
+                "understands, so qemu refuses it: convert it with Hyper-V's Convert-VHD to a plain VHDX"
+            )
+    if current.log_guid != str(uuid.UUID(int=0)):
+        yield LOG_PENDING.finding(
+            "the VHDX log is active, so the image was not closed cleanly; open it once in Hyper-V or run "
+            "`qemu-img check -r all` on it, then upload it again"
+        )
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
-    raise NotImplementedError("vhdx")
+    identifier = FileTypeIdentifier.from_bytes(
+        reader.read(0, FILE_TYPE_IDENTIFIER.size, "file type identifier")
+    )
+    section = reader.read(HEADERS_READ_OFFSET, HEADERS_READ_LENGTH, "header section")
+    headers = [_header(section, offset) for offset in HEADER_OFFSETS]
+    current_index = _current_header(section, headers)
+    current = headers[current_index]
+
+    (first, first_data), (second, _) = (_region_table(section, o) for o in REGION_TABLE_OFFSETS)
+    if not first.valid:
+        state = "valid" if first.checksum_valid else "wrong"
+        raise BadField(
+            INVALID,
+            "region table",
+            f"signature {first.signature!r}, {first.entry_count} entries, {state} CRC-32C",
+            f"signature 'regi', at most {MAX_REGION_ENTRIES} entries and a valid CRC-32C",
+            offset=REGION_TABLE_1_OFFSET,
+            advice="qemu reads only this copy and refuses the image; open and close it once in Hyper-V "
+            "to repair it from the second copy, then upload it again",
+        )
+    regions = _regions(first_data, first.entry_count)
+    _check_overlaps(regions, current)
+    metadata_region = next(r for r in regions if r.name == "metadata")
+    bat_region = next(r for r in regions if r.name == "bat")
+
+    meta_offset = metadata_region.file_offset
+    window = reader.read_upto(meta_offset, METADATA_TABLE_SIZE + METADATA_ITEMS_WINDOW, "metadata table")
+    if len(window) < METADATA_TABLE_SIZE:
+        raise TruncatedImage(
+            "metadata table", offset=meta_offset, length=METADATA_TABLE_SIZE, size=reader.size
+        )
+    table = MetadataTableHeader.from_bytes(window)
+    if table.signature != METADATA_TABLE_SIGNATURE:
+        raise BadField(
+            INVALID,
+            "metadata table signature",
+            table.signature,
+            repr(METADATA_TABLE_SIGNATURE),
+            offset=meta_offset,
+            advice="the metadata region entry points elsewhere; the image is corrupt",
+        )
+    if table.entry_count > MAX_METADATA_ENTRIES:
+        raise BadField(
+            INVALID,
+            "metadata table entry count",
+            table.entry_count,
+            f"at most {MAX_METADATA_ENTRIES}",
+            offset=meta_offset,
+            advice="the metadata table is corrupt",
+        )
+    items = _metadata_items(window, table.entry_count, meta_offset)
+    by_id = {item.item_id: item for item in items}
+    region = _MetadataRegion(reader, meta_offset, metadata_region.length, window)
+
+    block_size, parameter_flags = FILE_PARAMETERS.unpack_from(
+        region.item(by_id[FILE_PARAMETERS_GUID], FILE_PARAMETERS.size)
+    )
+    (virtual_disk_size,) = VIRTUAL_DISK_SIZE.unpack_from(
+        region.item(by_id[VIRTUAL_DISK_SIZE_GUID], VIRTUAL_DISK_SIZE.size)
+    )
+    (page_83,) = PAGE_83_DATA.unpack_from(region.item(by_id[PAGE_83_DATA_GUID], PAGE_83_DATA.size))
+    (logical_sector_size,) = LOGICAL_SECTOR_SIZE.unpack_from(
+        region.item(by_id[LOGICAL_SECTOR_SIZE_GUID], LOGICAL_SECTOR_SIZE.size)
+    )
+    (physical_sector_size,) = PHYSICAL_SECTOR_SIZE.unpack_from(
+        region.item(by_id[PHYSICAL_SECTOR_SIZE_GUID], PHYSICAL_SECTOR_SIZE.size)
+    )
+    has_parent = bool(parameter_flags & HAS_PARENT)
+
+    if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
+        raise BadField(
+            INVALID,
+            "file parameters block size",
+            block_size,
+            f"a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}",
+            offset=meta_offset,
+            advice="the metadata is corrupt; qemu refuses it",
+        )
+    if logical_sector_size not in SECTOR_SIZES:
+        raise BadField(
+            INVALID,
+            "logical sector size",
+            logical_sector_size,
+            "512 or 4096",
+            offset=meta_offset,
+            advice="the metadata is corrupt",
+        )
+    if virtual_disk_size % logical_sector_size:
+        raise BadField(
+            INVALID,
+            "virtual disk size",
+            virtual_disk_size,
+            f"a multiple of the logical sector size {logical_sector_size}",
+            offset=meta_offset,
+            advice="the metadata is corrupt",
+        )
+    bat_entries = _bat_entries(virtual_disk_size, block_size, logical_sector_size, has_parent)
+    if bat_entries * BAT_ENTRY_SIZE > bat_region.length:
+        raise BadField(
+            INVALID,
+            "BAT region length",
+            bat_region.length,
+            f"at least {bat_entries * BAT_ENTRY_SIZE} bytes for {bat_entries} entries",
+            offset=REGION_TABLE_1_OFFSET,
+            advice="the BAT cannot cover the disk; the image is corrupt",
+        )
+
+    locator = None
+    if PARENT_LOCATOR_GUID in by_id:
+        locator = _parent_locator(region.item(by_id[PARENT_LOCATOR_GUID], PARENT_LOCATOR_HEADER.size))
+    elif has_parent:
+        raise BadField(
+            INVALID,
+            "parent locator",
+            "missing",
+            "a parent locator when HasParent is set",
+            offset=meta_offset,
+            advice="the metadata is corrupt",
+        )
+    values = {e.key: e.value for e in locator.entries} if locator else {}
+    backing_file = next((values[k] for k in PARENT_PATH_KEYS if values.get(k)), None) if has_parent else None
+
+    virtual_disk_id = ms_guid(page_83)
+    details = VhdxDetails(
+        version=current.version,
+        creator=_utf16(identifier.creator),
+        headers=headers,
+        current_header=current_index,
+        region_tables=[first, second],
+        regions=regions[:MAX_RECORDED_ENTRIES],
+        metadata_offset=meta_offset,
+        metadata_entry_count=table.entry_count,
+        metadata_items=items[:MAX_RECORDED_ENTRIES],
+        block_size=block_size,
+        leave_blocks_allocated=bool(parameter_flags & LEAVE_BLOCK_ALLOCATED),
+        has_parent=has_parent,
+        virtual_disk_size=virtual_disk_size,
+        logical_sector_size=logical_sector_size,
+        physical_sector_size=physical_sector_size,
+        virtual_disk_id=virtual_disk_id,
+        uuid=virtual_disk_id,
+        parent_locator=locator,
+        backing_file=backing_file,
+    )
+    findings = list(_table_findings(headers, [first, second], regions, items, current))
+    return Inspection(details=details, virtual_size=virtual_disk_size, findings=findings)
 
 
-FORMAT = Format(name="vhdx", qemu_name="vhdx", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def check_differencing(details: VhdxDetails, policy: Policy) -> Iterator[Finding]:
+    """A differencing disk is only half a disk: its parent (never opened) holds the rest."""
+    if details.has_parent:
+        parent = details.backing_file or "an unnamed parent"
+        yield DIFFERENCING.finding(
+            f"the VHDX is a differencing disk whose parent is {parent!r}, which is not uploaded with it: "
+            "flatten the chain first (merge it in Hyper-V, or `qemu-img convert -O vhdx` on the host that "
+            "has the parent)"
+        )
+
+
+FORMAT = Format(name="vhdx", qemu_name="vhdx", probe=probe, inspect=inspect, checks=(check_differencing,))

@@ -1,0 +1,343 @@
+"""VHD (qemu's vpc): every qemu-img-built fixture against what `qemu-img info` recorded, and
+corrupted copies made by rewriting fields through the structures declared in the parser."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+import introspect
+from introspect import qemu
+from introspect.formats import vhd
+from introspect.model import Verdict
+from tests.conftest import fixture_group
+from tests.tools import qemu_info
+
+GROUP = fixture_group("vhd")
+IMAGES = sorted(GROUP.glob("*.vhd"))
+IDS = [p.name for p in IMAGES]
+
+
+def codes(report: introspect.Report) -> list[str]:
+    return [f.code for f in report.findings]
+
+
+def message(report: introspect.Report, code: str) -> str:
+    return next(f.message for f in report.findings if f.code == code)
+
+
+def copy(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    shutil.copyfile(GROUP / name, target)
+    return target
+
+
+def rewrite_footers(path: Path, *, which: tuple[str, ...] = ("start", "end"), fix: bool = True, **fields):
+    """Set footer fields in the copies named by `which`, with a correct checksum when `fix`."""
+    data = bytearray(path.read_bytes())
+    offsets = {"start": 0, "end": len(data) - vhd.FOOTER_SIZE}
+    for where in which:
+        at = offsets[where]
+        if data[at : at + len(vhd.FOOTER_COOKIE)] != vhd.FOOTER_COOKIE:
+            continue
+        footer = dataclasses.replace(vhd.HardDiskFooter.from_bytes(data[at : at + vhd.FOOTER_SIZE]), **fields)
+        vhd.HARD_DISK_FOOTER.pack_into(data, at, *dataclasses.astuple(footer))
+        if fix:
+            total = vhd.checksum(bytes(data[at : at + vhd.FOOTER_SIZE]), vhd.FOOTER_CHECKSUM_OFFSET)
+            footer = dataclasses.replace(footer, checksum=total)
+            vhd.HARD_DISK_FOOTER.pack_into(data, at, *dataclasses.astuple(footer))
+    path.write_bytes(bytes(data))
+
+
+def rewrite_dynamic_header(path: Path, *, fix: bool = True, **fields) -> None:
+    data = bytearray(path.read_bytes())
+    at = vhd.HardDiskFooter.from_bytes(data).data_offset
+    header = dataclasses.replace(
+        vhd.DynamicDiskHeader.from_bytes(data[at : at + vhd.DYNAMIC_HEADER_SIZE]), **fields
+    )
+    vhd.DYNAMIC_DISK_HEADER.pack_into(data, at, *dataclasses.astuple(header))
+    if fix:
+        total = vhd.checksum(
+            bytes(data[at : at + vhd.DYNAMIC_HEADER_SIZE]), vhd.DYNAMIC_HEADER_CHECKSUM_OFFSET
+        )
+        header = dataclasses.replace(header, checksum=total)
+        vhd.DYNAMIC_DISK_HEADER.pack_into(data, at, *dataclasses.astuple(header))
+    path.write_bytes(bytes(data))
+
+
+def test_the_group_has_fixed_and_dynamic_images():
+    assert {p.stem.split("-")[0] for p in IMAGES} >= {"dynamic", "fixed", "converted"}
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IDS)
+def test_what_qemu_img_reports(image):
+    info = qemu_info(image)
+    report = introspect.inspect(image)
+    assert report.format == "vhd"
+    assert report.verdict == Verdict.OK, report.findings
+    assert report.findings == []
+    assert report.virtual_size == info["virtual-size"]
+    # qemu-img reports a cluster size (the dynamic header's block size) for every non-fixed VHD.
+    assert report.details.block_size == info.get("cluster-size")
+    assert (report.details.dynamic_header is None) == ("cluster-size" not in info)
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IDS)
+def test_footers_and_checksums(image):
+    details = introspect.inspect(image).details
+    assert details.footer.checksum_valid
+    assert details.footer.cookie == "conectix"
+    assert details.footer_at_end and details.footer_end_length == vhd.FOOTER_SIZE
+    if image.name.startswith("fixed"):
+        # A fixed VHD carries its footer only at the end of the file.
+        assert details.disk_type == "fixed"
+        assert not details.footer_at_start
+        assert details.footers_match is None and details.footer_copy_checksum_valid is None
+    else:
+        assert details.disk_type == "dynamic"
+        assert details.footer_at_start
+        assert details.footers_match and details.footer_copy_checksum_valid
+        assert details.dynamic_header.checksum_valid
+        assert details.dynamic_header.cookie == "cxsparse"
+        assert details.dynamic_header.offset == details.footer.data_offset
+        assert details.dynamic_header.parent_locators == []
+        assert details.dynamic_header.parent_uuid is None
+    assert details.backing_file is None
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=IDS)
+def test_size_source_follows_qemu(image):
+    """force_size=on writes creator "qem2" and the CHS maximum; beyond the CHS maximum (127 GiB)
+    qemu writes the maximum geometry too; otherwise the size is the geometry's."""
+    details = introspect.inspect(image).details
+    geometry = details.geometry
+    assert details.chs_size == geometry.cylinders * geometry.heads * geometry.sectors * 512
+    if "force" in image.name:
+        assert details.footer.creator_application == "qem2"
+    if "force" in image.name or "2040G" in image.name:
+        assert (geometry.cylinders, geometry.heads, geometry.sectors) == vhd.MAX_GEOMETRY
+        assert details.size_from == "current_size"
+        assert qemu_info(image)["virtual-size"] == details.current_size
+    else:
+        assert details.footer.creator_application == "qemu"
+        assert details.size_from == "chs"
+        assert qemu_info(image)["virtual-size"] == details.chs_size
+
+
+@pytest.mark.parametrize(
+    ("small", "big"),
+    [("converted.vhd", "dynamic-2040G.vhd"), ("fixed-7M.vhd", "fixed-force-1G+3M.vhd")],
+)
+def test_reads_are_bounded_and_independent_of_the_virtual_size(small, big):
+    a, b = introspect.inspect(GROUP / small), introspect.inspect(GROUP / big)
+    assert qemu_info(GROUP / big)["virtual-size"] > 100 * qemu_info(GROUP / small)["virtual-size"]
+    assert a.reads == b.reads <= 2
+    assert a.bytes_read <= 64 * 1024 + 512 and b.bytes_read <= 64 * 1024 + 512
+
+
+def test_bad_footer_checksum_is_rejected(tmp_path):
+    image = copy("fixed-7M.vhd", tmp_path)
+    rewrite_footers(image, fix=False, creator_host_os=b"Mac ")
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["vhd.footer_checksum"]
+    assert message(report, "vhd.footer_checksum").startswith(
+        "the VHD footer at the end of the file has a wrong checksum, so qemu refuses the image"
+    )
+    assert not report.details.footer.checksum_valid
+    assert report.virtual_size == qemu_info(GROUP / "fixed-7M.vhd")["virtual-size"]
+
+
+def test_bad_checksum_of_the_tail_copy_only_warns(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, which=("end",), fix=False, creator_host_os=b"Mac ")
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.OK
+    assert codes(report) == ["vhd.footer_copy_checksum", "vhd.footer_mismatch"]
+    assert "convert the image with `qemu-img convert -O vpc`" in message(report, "vhd.footer_copy_checksum")
+    assert report.details.footer.checksum_valid and report.details.footer_copy_checksum_valid is False
+
+
+def test_footers_that_disagree_warn(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, which=("end",), time_stamp=0)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.OK
+    assert codes(report) == ["vhd.footer_mismatch"]
+    assert message(report, "vhd.footer_mismatch").startswith(
+        "the VHD footers at offset 0 and at the end of the file differ; qemu reads the one at offset 0"
+    )
+    assert report.details.footers_match is False
+
+
+def test_differencing_disk_is_rejected_and_its_parent_recorded(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, disk_type=4)
+    name = "C:\\VMs\\parent.vhd"
+    rewrite_dynamic_header(
+        image, parent_unicode_name=name.encode("utf-16-be"), parent_unique_id=bytes(range(16))
+    )
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["vhd.differencing"]
+    assert message(report, "vhd.differencing") == (
+        f"the VHD is a differencing disk whose parent is {name!r}, which is not uploaded with it: "
+        "flatten the chain first (merge it in Hyper-V, or `qemu-img convert -O vpc` on the host that "
+        "has the parent)"
+    )
+    assert report.details.backing_file == name
+    assert report.details.dynamic_header.parent_uuid == "00010203-0405-0607-0809-0a0b0c0d0e0f"
+
+
+def test_bad_dynamic_header_checksum_warns(tmp_path):
+    image = copy("dynamic-129M+3.vhd", tmp_path)
+    rewrite_dynamic_header(image, fix=False, parent_time_stamp=1)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.OK
+    assert codes(report) == ["vhd.dynamic_header_checksum"]
+    assert not report.details.dynamic_header.checksum_valid
+
+
+def test_saved_state_warns(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, saved_state=1)
+    report = introspect.inspect(image)
+    assert codes(report) == ["vhd.saved_state"]
+    assert report.details.footer.saved_state
+
+
+def test_old_511_byte_footer_is_read(tmp_path):
+    image = copy("fixed-7M.vhd", tmp_path)
+    with image.open("r+b") as f:
+        f.truncate(image.stat().st_size - 1)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.OK
+    assert codes(report) == ["vhd.old_footer"]
+    assert report.details.footer_end_length == vhd.OLD_FOOTER_SIZE and report.details.footer.checksum_valid
+    assert report.virtual_size == qemu_info(GROUP / "fixed-7M.vhd")["virtual-size"]
+
+
+def test_current_size_creators_use_current_size(tmp_path):
+    """Hyper-V ("win ") writes a reliable Current Size and a geometry that rounds down; qemu uses
+    the former for it. Checked against the virtual size qemu-img recorded for the original."""
+    image = copy("dynamic-7M.vhd", tmp_path)
+    recorded = qemu_info(GROUP / "dynamic-7M.vhd")["virtual-size"]
+    rewrite_footers(image, creator_application=b"win ", current_size=recorded - 1024)
+    report = introspect.inspect(image)
+    assert report.details.size_from == "current_size"
+    assert report.virtual_size == recorded - 1024
+    assert report.details.chs_size == recorded
+
+
+def test_invalid_disk_type_is_an_error(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, disk_type=6)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["vhd.invalid"]
+    assert message(report, "vhd.invalid") == (
+        "footer disk type is 6, expected 2 (fixed), 3 (dynamic) or 4 (differencing): the footer is corrupt; "
+        "re-export the disk from the tool that made it (at offset 0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        (
+            {"block_size": 3 * 1024 * 1024},
+            "dynamic disk header block size is 3145728, expected a power of two",
+        ),
+        (
+            {"block_size": 256},
+            "dynamic disk header block size is 256, expected a power of two of at least 512",
+        ),
+        (
+            {"max_table_entries": 0xFFFFFFFF},
+            "dynamic disk header max table entries is 4294967295, expected between 4",
+        ),
+        (
+            {"max_table_entries": 1},
+            "dynamic disk header max table entries is 1, expected between 4 (to cover",
+        ),
+        ({"cookie": b"cxspar5e"}, "dynamic disk header cookie is b'cxspar5e', expected b'cxsparse'"),
+    ],
+)
+def test_bad_dynamic_header_fields_are_errors(tmp_path, fields, text):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_dynamic_header(image, **fields)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["vhd.invalid"]
+    assert message(report, "vhd.invalid").startswith(text)
+
+
+def test_data_offset_past_the_end_is_an_error(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    rewrite_footers(image, data_offset=1 << 50)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert message(report, "vhd.invalid").startswith(
+        f"footer data offset is {1 << 50}, expected the offset of"
+    )
+
+
+def test_too_large_for_vhd_is_an_error(tmp_path):
+    image = copy("dynamic-force-7M.vhd", tmp_path)
+    rewrite_footers(image, current_size=(vhd.MAX_SECTORS + 1) * 512)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert "(2040 GiB, the VHD maximum): use VHDX or qcow2 for disks this large" in message(
+        report, "vhd.invalid"
+    )
+
+
+def test_truncated_block_allocation_table(tmp_path):
+    image = copy("dynamic-2040G.vhd", tmp_path)
+    with image.open("r+b") as f:
+        f.truncate(64 * 1024)
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["image.truncated"]
+    assert message(report, "image.truncated").startswith("the block allocation table needs bytes 1536..")
+    assert "the image was cut short; upload it again" in message(report, "image.truncated")
+
+
+def test_dynamic_disk_without_its_head_footer_is_an_error(tmp_path):
+    image = copy("dynamic-7M.vhd", tmp_path)
+    data = bytearray(image.read_bytes())
+    data[: vhd.FOOTER_SIZE] = bytes(vhd.FOOTER_SIZE)
+    image.write_bytes(bytes(data))
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert message(report, "vhd.invalid").startswith("footer at offset 0 is 'missing'")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(
+    ("creator", "size_delta"),
+    [(b"win ", -1024), (b"d2v ", 512 * 1000), (b"tap\0", -512), (b"vpc ", -1024), (b"vs  ", 4096)],
+)
+def test_size_rule_matches_the_real_qemu_img(tmp_path, creator, size_delta):
+    """The creator table decides between CHS and Current Size: run the installed qemu-img on each."""
+    image = copy("dynamic-7M.vhd", tmp_path)
+    current = qemu_info(GROUP / "dynamic-7M.vhd")["virtual-size"] + size_delta
+    rewrite_footers(image, creator_application=creator, current_size=current)
+    report = introspect.inspect(image)
+    assert report.virtual_size == qemu.info(str(image), "vpc").virtual_size
+
+
+def test_fixed_disk_shorter_than_its_size_is_truncated(tmp_path):
+    image = copy("fixed-7M.vhd", tmp_path)
+    recorded = qemu_info(GROUP / "fixed-7M.vhd")["virtual-size"]
+    data = image.read_bytes()
+    image.write_bytes(data[: 1024 * 1024] + data[-vhd.FOOTER_SIZE :])
+    report = introspect.inspect(image)
+    assert report.verdict == Verdict.ERROR
+    assert message(report, "image.truncated").startswith(
+        f"the fixed disk (data and footer) needs bytes 0..{recorded + vhd.FOOTER_SIZE} but the file "
+        f"ends at {1024 * 1024 + vhd.FOOTER_SIZE}"
+    )
