@@ -11,7 +11,8 @@ PYTHON ?= python3.11
 TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso:xorriso \
 	sgdisk:gdisk sfdisk:fdisk cryptsetup:cryptsetup-bin mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs \
 	zstd:zstd redis-server:redis-server /usr/lib/ISOLINUX/isolinux.bin:isolinux \
-	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1
+	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1 \
+	/usr/lib/python3/dist-packages/VMDKstream.py:python3-vmdkstream
 PYTEST_ARGS ?=
 
 .PHONY: help
