@@ -203,7 +203,8 @@ class Reader:
 
     def keep(self, offset: int, data: bytes) -> None:
         """Remember bytes already read (the head, the tail) so parsers re-read them for free."""
-        self._cache.append((offset, data))
+        if (offset, len(data)) not in {(start, len(kept)) for start, kept in self._cache}:
+            self._cache.append((offset, data))
 
     def head(self) -> bytes:
         """The first HEAD_SIZE bytes (or the whole file), read once."""

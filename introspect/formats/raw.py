@@ -1,17 +1,109 @@
-"""Raw disks: no container format. MBR/GPT partition tables, else libmagic's word for the content."""
+"""Raw disks: no container format. MBR/GPT partition tables, else libmagic's word for the content.
+
+A file is `raw` when no probed format claims it. That is not a verdict that it is a disk: an
+upload that saved an HTML error page, a tarball or a compressed image is also "raw" to qemu. So
+the content must look like a disk: a partition table (see `introspect.formats.partitions`), or
+what libmagic calls data of no known type (`application/octet-stream`: zeros, as
+`qemu-img create -f raw` makes, and most filesystems), or a filesystem or boot sector by name.
+Anything else gets `raw.not_a_disk_image`, with libmagic's description and what to do.
+
+The virtual size of a raw disk is its file size rounded up to whole 512-byte sectors, as
+`qemu-img info -f raw` says (qemu's block layer counts in sectors: `bdrv_refresh_total_sectors`).
+"""
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from typing import Literal
 
+import magic
+from pydantic import Field
+
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Frozen
-from introspect.safety import Policy
-from introspect.sources import Reader
+from introspect.formats.partitions import (
+    LOGICAL_BLOCK_SIZE,
+    Gpt,
+    Mbr,
+    PartitionTable,
+    boot_evidence,
+    firmware_from,
+    read_partition_table,
+)
+from introspect.model import Finding, Firmware, Frozen, Severity
+from introspect.safety import NOT_A_DISK, Policy, rule
+from introspect.sources import HEAD_SIZE, Reader
+
+PARTITION_BEYOND_END = rule(
+    "raw.partition_beyond_end", Severity.WARN, "a partition ends past the end of the raw disk"
+)
+
+#: libmagic's MIME type for bytes it cannot name: zeros, and most filesystems' superblocks.
+OCTET_STREAM = "application/octet-stream"
+#: libmagic descriptions that name a disk, a filesystem or a boot sector (its magic database words).
+DISK_DESCRIPTION = re.compile(
+    r"filesystem|file system|boot sector|partition table|swap file|LVM2 PV|Squashfs|"
+    r"\bXFS\b|BTRFS|NTFS|FAT \(|ISO 9660|UDF|LUKS|ZFS|^data$",
+    re.IGNORECASE,
+)
+#: What to tell the uploader, by the MIME type libmagic gives (prefix match, first wins).
+ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("text/html", "application/xhtml"),
+        "the upload saved a web page (an error or login page?): check the URL",
+    ),
+    (
+        ("application/gzip", "application/x-xz", "application/zstd", "application/x-bzip2",
+         "application/x-lzma", "application/x-lz4", "application/x-compress", "application/x-lzip"),
+        "the image is compressed: decompress it, or upload it with the matching container format",
+    ),
+    (
+        ("application/x-tar", "application/zip", "application/x-7z", "application/x-rar",
+         "application/vnd.rar", "application/x-cpio"),
+        "this is an archive: extract the disk image from it (an OVA is uploaded with container_format=ova)",
+    ),
+    (
+        ("application/x-executable", "application/x-sharedlib", "application/x-pie-executable",
+         "application/x-dosexec", "application/x-mach-binary", "application/x-object"),
+        "this is a program, not a disk: upload the disk image itself",
+    ),
+    (("image/", "video/", "audio/"), "this is a media file, not a disk: upload the disk image itself"),
+    (("application/pdf", "text/", "application/json", "application/xml"),
+     "this is a document, not a disk: upload the disk image itself"),
+)
+DEFAULT_ADVICE = "upload the disk image itself, or declare the format it really has"
+#: qemu's block layer sector (BDRV_SECTOR_SIZE): every length it reports is a whole number of them.
+QEMU_SECTOR_SIZE = 512
+#: Descriptions are one line from libmagic; keep what the report stores bounded.
+MAX_DESCRIPTION = 1023
 
 
 class RawDetails(Frozen):
+    """A raw disk: its partition table, firmware evidence, and libmagic's view of its first bytes."""
+
     format: Literal["raw"] = "raw"
+    partition_table: PartitionTable | None = None
+    firmware: Firmware | None = None
+    magic: str = Field(description="libmagic's description of the first 64 KiB")
+    mime: str = Field(description="libmagic's MIME type of the first 64 KiB")
+
+
+@cache
+def _magic(*, mime: bool) -> magic.Magic:
+    """One libmagic handle per kind, opened on first use (loading the database costs ~10 ms);
+    python-magic serialises calls on a handle with its own lock."""
+    return magic.Magic(mime=mime)
+
+
+def describe(head: bytes) -> tuple[str, str]:
+    """libmagic's description and MIME type of the bytes."""
+    description = str(_magic(mime=False).from_buffer(head))[:MAX_DESCRIPTION]
+    return description, str(_magic(mime=True).from_buffer(head))
+
+
+def qemu_virtual_size(file_size: int) -> int:
+    """What `qemu-img info -f raw` reports as virtual-size for a file of this size."""
+    return -(-file_size // QEMU_SECTOR_SIZE) * QEMU_SECTOR_SIZE
 
 
 def probe(head: Head) -> bool:
@@ -20,8 +112,55 @@ def probe(head: Head) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[RawDetails]:
-    raise NotImplementedError("raw")
+    head = reader.read_upto(0, HEAD_SIZE, "head")
+    table, findings = read_partition_table(reader)
+    description, mime = describe(head)
+    bios, uefi = boot_evidence(table)
+    details = RawDetails(
+        partition_table=table,
+        firmware=firmware_from(bios, uefi),
+        magic=description,
+        mime=mime,
+    )
+    if table is None and mime != OCTET_STREAM and not DISK_DESCRIPTION.search(description):
+        findings.append(NOT_A_DISK.finding(
+            f"libmagic says the content is {description!r} ({mime}), not a disk image: {_advice(mime)}"
+        ))
+    findings.extend(_beyond_end(table, reader.size))
+    return Inspection(details=details, virtual_size=qemu_virtual_size(reader.size), findings=findings)
 
 
-FORMAT = Format(name="raw", qemu_name="raw", probe=probe, inspect=inspect, checks=None,
-                no_checks_because="TODO")
+def _advice(mime: str) -> str:
+    for prefixes, advice in ADVICE:
+        if mime.startswith(prefixes):
+            return advice
+    return DEFAULT_ADVICE
+
+
+def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
+    """Partitions that end past the end of the file: the guest would see them cut short."""
+    if isinstance(table, Gpt):
+        ends = {p.number: (p.ending_lba + 1) * table.sector_size for p in table.partitions}
+    elif isinstance(table, Mbr):
+        ends = {p.number: (p.starting_lba + p.size_in_lba) * LOGICAL_BLOCK_SIZE for p in table.partitions}
+    else:
+        return []
+    beyond = sorted(number for number, end in ends.items() if end > size)
+    if not beyond:
+        return []
+    numbers = ", ".join(map(str, beyond))
+    return [PARTITION_BEYOND_END.finding(
+        f"partition(s) {numbers} end past the end of the file ({size} bytes): the image was cut short "
+        "(download it again) or shrunk (grow it back with `qemu-img resize`)"
+    )]
+
+
+FORMAT = Format(
+    name="raw",
+    qemu_name="raw",
+    probe=probe,
+    inspect=inspect,
+    checks=None,
+    no_checks_because="a raw disk names no other file and has no options to allow or refuse; "
+    "what its content says (partition tables, libmagic) is judged while parsing",
+)
