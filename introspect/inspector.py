@@ -17,7 +17,7 @@ from introspect import properties as props
 from introspect import qemu
 from introspect.detect import detect
 from introspect.errors import ImageError, UsageError
-from introspect.formats import BY_NAME, canonical_name
+from introspect.formats import BY_NAME, canonical_name, compressed
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
@@ -28,6 +28,7 @@ from introspect.safety import (
     INTERNAL_ERROR,
     POLYGLOT,
     QEMU_SKIPPED,
+    TRUNCATED,
     VIRTUAL_SIZE_LIMIT,
     VIRTUAL_SIZE_ZERO,
     Policy,
@@ -38,6 +39,11 @@ Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 
 #: Declared formats that the content may satisfy without being the same word: an ISO is a
 #: raw image to everyone who reads it byte by byte.
+#: Formats whose virtual size is the file's size: unknown inside a partly decompressed stream.
+SIZED_BY_FILE = frozenset({"raw", "iso"})
+#: The size a partially decompressed image claims: past any offset a header can hold.
+UNKNOWN_END = 1 << 62
+
 SATISFIES: dict[str, frozenset[str]] = {"raw": frozenset({"raw", "iso"})}
 
 
@@ -97,11 +103,14 @@ def _inspect(
             reads=0,
         )
     head = Head(reader.head(), reader.tail(), reader.size)
+    wrapper = compressed.sniff(head.data)
+    if wrapper is not None:
+        return _inspect_compressed(reader, wrapper, name=name, expect=expect, policy=policy)
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
     if detection.polyglot:
-        names = ", ".join(f.name for f in (fmt, *detection.others))
+        names = ", ".join(detection.names)
         findings.append(
             POLYGLOT.finding(
                 f"the file carries the signatures of several formats ({names}); a polyglot can be read "
@@ -136,6 +145,90 @@ def _inspect(
         bytes_read=reader.bytes_read,
         reads=reader.reads,
     )
+
+
+def _inspect_compressed(
+    reader: Reader, kind: compressed.Compression, *, name: str, expect: str | None, policy: Policy
+) -> Report:
+    """An image inside gzip/xz/zstd/bzip2: inspect the decompressed head, report the wrapper as
+    container_format. Only a bounded head is decompressed, so what needs the image's end (a raw
+    disk's size, a fixed VHD's footer) is unknown unless the whole stream fit."""
+    findings: list[Finding] = []
+    try:
+        inner = compressed.open_decompressed(reader, kind)
+    except ImageError as error:
+        inner, findings = None, [error.rule.finding(str(error))]
+    if inner is None:
+        findings = findings or [compressed.cannot_decompress(kind)]
+        return Report(
+            source=name,
+            format=None,
+            container_format=kind,
+            size=reader.size,
+            virtual_size=None,
+            verdict=Verdict.ERROR,
+            findings=policy.apply(findings),
+            properties={},
+            details=None,
+            bytes_read=reader.bytes_read,
+            reads=reader.reads,
+        )
+    if inner.complete:
+        report = _inspect(Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None)
+        virtual_size = report.virtual_size
+    else:
+        # The image goes on past what was decompressed: let parsers believe in an end they cannot
+        # see, so that tables declared past the head are not "truncated"; a read that needs them
+        # is reported as what it is, a partial inspection.
+        report = _inspect(
+            Reader(_EndUnknown(inner)), name=name, expect=expect, policy=policy, cross_check_path=None
+        )
+        sized_by_file = report.format in SIZED_BY_FILE
+        virtual_size = None if sized_by_file else report.virtual_size
+        needed_more = [f for f in report.findings if f.code == TRUNCATED.code]
+        unknowable = {TRUNCATED.code} | ({VIRTUAL_SIZE_LIMIT.code} if sized_by_file else set())
+        report = report.model_copy(
+            update={"findings": [f for f in report.findings if f.code not in unknowable]}
+        )
+        findings.append(
+            compressed.PARTIAL.finding(
+                f"only the first {inner.size} decompressed bytes were read"
+                + (f" and the image needs more ({needed_more[0].message})" if needed_more else "")
+                + "; facts that need the end of the image (a raw disk's size, a trailing footer) are "
+                "unknown: decompress it to inspect it whole"
+            )
+        )
+    all_findings = [*report.findings, *policy.apply(findings)]
+    properties = dict(report.properties)
+    if report.format is not None:
+        properties["introspect_container_format"] = kind
+    return report.model_copy(
+        update={
+            "container_format": kind,
+            "size": reader.size,
+            "virtual_size": virtual_size,
+            "findings": all_findings,
+            "verdict": policy.verdict(all_findings, parsed=report.verdict != Verdict.ERROR),
+            "properties": properties,
+            "bytes_read": reader.bytes_read,
+            "reads": reader.reads,
+        }
+    )
+
+
+class _EndUnknown(ByteSource):
+    """A decompressed head whose image goes on: its size is unknown, so it claims the largest."""
+
+    def __init__(self, head: ByteSource) -> None:
+        self._head = head
+        self.name = head.name
+
+    @property
+    def size(self) -> int:
+        return UNKNOWN_END
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._head.pread(offset, length)
 
 
 def _parse(

@@ -406,6 +406,22 @@ def read_partition_table(reader: Reader) -> tuple[Mbr | Gpt | None, list[Finding
     return _with_logical_partitions(reader, mbr, findings), findings
 
 
+def table_in_head(head: bytes) -> str | None:
+    """"gpt" or "mbr" when a file's first blocks hold a partition table a raw reader would use:
+    a GPT header whose CRC32 checks out, or a valid MBR with a partition. Partition tables are
+    not probed formats, so this is how a qcow2 or VMDK that is also a GPT disk is caught."""
+    for sector_size in SECTOR_SIZES:
+        offset = PRIMARY_HEADER_LBA * sector_size
+        block = head[offset : offset + sector_size]
+        if len(block) >= MIN_HEADER_SIZE and block.startswith(GPT_SIGNATURE):
+            fields = GptHeaderFields.from_bytes(block)
+            if MIN_HEADER_SIZE <= fields.header_size <= sector_size and (
+                header_crc32(block, fields.header_size) == fields.header_crc32
+            ):
+                return "gpt"
+    return "mbr" if _mbr(head[:LOGICAL_BLOCK_SIZE]) is not None else None
+
+
 def _mbr(sector: bytes) -> Mbr | None:
     if len(sector) < LEGACY_MBR.size:
         return None
