@@ -9,12 +9,13 @@ from memory, and raises `TruncatedImage` when a structure runs past the end of t
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 from introspect.errors import BudgetExceeded, TruncatedImage, UsageError
 
@@ -113,22 +114,38 @@ class BytesSource(ByteSource):
 
 
 class OpenFileSource(ByteSource):
-    """An open binary file object the caller owns (we never close it)."""
+    """An open binary file the caller owns (we never close it): read with `os.pread` when it has
+    a descriptor, else with seek and read (io.BytesIO, a spooled upload), restoring its position."""
 
-    def __init__(self, file: object, name: str | None = None) -> None:
-        fileno = getattr(file, "fileno", None)
-        if fileno is None:
-            raise UsageError("an open file must have a fileno(); pass a path or a ByteSource instead")
-        self._fd: int = fileno()
+    def __init__(self, file: IO[bytes], name: str | None = None) -> None:
+        self._file = file
         self.name = name or str(getattr(file, "name", "<file>"))
-        self._size = os.fstat(self._fd).st_size
+        try:
+            self._fd: int | None = file.fileno()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            self._fd = None
+        if self._fd is not None:
+            self._size = os.fstat(self._fd).st_size
+        elif file.seekable():
+            position = file.tell()
+            self._size = file.seek(0, os.SEEK_END)
+            file.seek(position)
+        else:
+            raise UsageError(f"{self.name}: cannot seek in this file; pass a path or a ByteSource")
 
     @property
     def size(self) -> int:
         return self._size
 
     def pread(self, offset: int, length: int) -> bytes:
-        return os.pread(self._fd, length, offset)
+        if self._fd is not None:
+            return os.pread(self._fd, length, offset)
+        position = self._file.tell()
+        try:
+            self._file.seek(offset)
+            return self._file.read(length)
+        finally:
+            self._file.seek(position)
 
 
 class SliceSource(ByteSource):

@@ -1,0 +1,174 @@
+"""introspect.inspect(): detection, wrappers, declared formats, policy, cross-check, the safety net."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import subprocess
+
+import pytest
+
+import introspect
+from introspect import detect
+from introspect.formats import qcow2
+from introspect.model import Severity, Verdict
+from introspect.safety import Policy
+from tests.conftest import fixture_group
+from tests.tools import qemu_info
+
+
+def replace_qcow2_parser(monkeypatch, parser):
+    """Detection hands qcow2 files to `parser` instead of the real one (for the two tests below)."""
+    swapped = tuple(dataclasses.replace(f, inspect=parser) if f is qcow2.FORMAT else f for f in detect.PROBED)
+    monkeypatch.setattr(detect, "PROBED", swapped)
+
+
+def make(tmp_path, fmt: str, size: str, *options: str):
+    path = tmp_path / f"disk.{fmt}"
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *options, str(path), size], check=True)
+    return path
+
+
+WRAPPED = [
+    (image, wrapper)
+    for image in ("wrapped-1g3m.qcow2", "wrapped-1t.qcow2")
+    for wrapper in ("gz", "xz", "zst", "bz2")
+] + [("wrapped-1g3m.qcow2", "members.gz")]
+
+
+@pytest.mark.parametrize(("image", "wrapper"), WRAPPED)
+def test_compressed_qcow2_is_read_through_its_wrapper(image, wrapper):
+    plain = fixture_group("named") / image
+    report = introspect.inspect(plain.with_name(f"{image}.{wrapper}"))
+    assert report.format == "qcow2"
+    assert (
+        report.container_format
+        == {"gz": "gzip", "members.gz": "gzip", "xz": "xz", "zst": "zstd", "bz2": "bz2"}[wrapper]
+    )
+    assert report.virtual_size == qemu_info(plain)["virtual-size"]
+    assert report.verdict == Verdict.OK
+    assert report.properties["introspect_container_format"] == report.container_format
+
+
+def test_a_gzip_bomb_is_read_only_up_to_the_cap():
+    report = introspect.inspect(fixture_group("named") / "zeros-256m.raw.gz")
+    assert (report.format, report.container_format, report.virtual_size) == ("raw", "gzip", None)
+    assert [f.code for f in report.findings] == ["compressed.partial"]
+    assert report.bytes_read < 1 << 20
+
+
+def test_declared_format_mismatch(tmp_path):
+    report = introspect.inspect(make(tmp_path, "qcow2", "1G"), expect="raw")
+    assert report.verdict == Verdict.REJECTED
+    (finding,) = [f for f in report.findings if f.code == "image.format_mismatch"]
+    assert finding.message == (
+        "declared as raw but the content is qcow2: set disk_format=qcow2, "
+        "or convert with `qemu-img convert -O raw`"
+    )
+
+
+@pytest.mark.parametrize(("declared", "image"), [("raw", "plain.iso"), ("iso", "plain.iso")])
+def test_an_iso_satisfies_raw(declared, image):
+    report = introspect.inspect(fixture_group("iso") / image, expect=declared)
+    assert report.verdict == Verdict.OK
+
+
+def test_qemu_names_are_accepted_for_expect(tmp_path):
+    report = introspect.inspect(make(tmp_path, "vpc", "7M"), expect="vpc")
+    assert (report.format, report.verdict) == ("vhd", Verdict.OK)
+
+
+def test_unknown_expected_format_is_a_usage_error(tmp_path):
+    with pytest.raises(introspect.UsageError, match="unknown format 'qcow3'"):
+        introspect.inspect(make(tmp_path, "qcow2", "1G"), expect="qcow3")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.img"
+    path.touch()
+    report = introspect.inspect(path)
+    assert (report.format, report.verdict, report.reads) == (None, Verdict.ERROR, 0)
+    assert report.findings[0].message == "the file is empty: nothing was uploaded"
+
+
+def test_open_file_and_byte_source(tmp_path):
+    path = make(tmp_path, "qcow2", "3G")
+    with path.open("rb") as handle:
+        from_file = introspect.inspect(handle)
+    from_bytes = introspect.inspect(introspect.BytesSource(path.read_bytes(), "in-memory"))
+    assert from_file.virtual_size == from_bytes.virtual_size == 3 << 30
+    assert from_bytes.source == "in-memory"
+
+
+def test_policy_demotes_and_report_only(tmp_path):
+    base = make(tmp_path, "qcow2", "1G")
+    child = tmp_path / "child.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(child)], check=True
+    )
+    assert introspect.inspect(child).verdict == Verdict.REJECTED
+    demoted = introspect.inspect(child, policy=Policy(severity={"qcow2.*": Severity.WARN}))
+    assert demoted.verdict == Verdict.OK
+    assert [f.severity for f in demoted.findings if f.code == "qcow2.backing_file"] == [Severity.WARN]
+    recorded = introspect.inspect(child, policy=Policy(report_only=True))
+    assert recorded.verdict == Verdict.OK
+    assert [f.severity for f in recorded.findings if f.code == "qcow2.backing_file"] == [Severity.REJECT]
+
+
+def test_virtual_size_limit(tmp_path):
+    report = introspect.inspect(make(tmp_path, "qcow2", "2T"), policy=Policy(max_virtual_size=1 << 40))
+    assert [f.code for f in report.findings] == ["image.virtual_size_limit"]
+
+
+@pytest.mark.qemu
+def test_cross_check_agrees_and_skips_what_qemu_would_follow(tmp_path):
+    base = make(tmp_path, "qcow2", "1G")
+    assert introspect.inspect(base, cross_check=True).findings == []
+    child = tmp_path / "child.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(child)], check=True
+    )
+    codes = [f.code for f in introspect.inspect(child, cross_check=True).findings]
+    assert codes == ["qcow2.backing_file", "qemu.skipped"]
+
+
+@pytest.mark.qemu
+def test_cross_check_reports_a_disagreement(tmp_path, monkeypatch):
+    """A parser that misreads the size (simulated by wrapping the real one) is caught by qemu-img."""
+    path = make(tmp_path, "qcow2", "1G")
+    real = qcow2.FORMAT.inspect
+
+    def misread(reader, policy):
+        inspection = real(reader, policy)
+        inspection.virtual_size += 512
+        return inspection
+
+    replace_qcow2_parser(monkeypatch, misread)
+    report = introspect.inspect(path, cross_check=True)
+    assert [f.code for f in report.findings] == ["qemu.disagrees"]
+    assert report.findings[0].message.startswith(
+        f"qemu-img says the virtual size is {1 << 30} bytes, introspect read {(1 << 30) + 512}"
+    )
+    assert report.verdict == Verdict.REJECTED
+
+
+def test_a_parser_bug_is_an_error_verdict_not_an_exception(tmp_path, monkeypatch):
+    def broken(reader, policy):
+        raise ZeroDivisionError("division by zero")
+
+    replace_qcow2_parser(monkeypatch, broken)
+    report = introspect.inspect(make(tmp_path, "qcow2", "1G"))
+    assert report.verdict == Verdict.ERROR
+    assert report.findings[0].message == (
+        "introspect failed on this qcow2 image (ZeroDivisionError: division by zero); "
+        "please report it with the file"
+    )
+
+
+def test_file_objects_without_a_descriptor(tmp_path):
+    path = make(tmp_path, "qcow2", "3G")
+    handle = io.BytesIO(path.read_bytes())
+    handle.seek(7)
+    report = introspect.inspect(handle)
+    assert (report.format, report.virtual_size) == ("qcow2", 3 << 30)
+    assert handle.tell() == 7
