@@ -1,0 +1,138 @@
+"""The `introspect` command as a user runs it: a real process, exit codes, JSON lines, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fixture_group
+from tests.tools import qemu_info
+
+INTROSPECT = str(Path(sys.executable).with_name("introspect"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([INTROSPECT, *args], capture_output=True, text=True, timeout=120)
+
+
+def qcow2(tmp_path, name="disk.qcow2", size="1G", *options):
+    path = tmp_path / name
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *options, str(path), size], check=True)
+    return path
+
+
+def test_json_lines_one_per_image_and_exit_0(tmp_path):
+    a, b = qcow2(tmp_path, "a.qcow2", "1G"), qcow2(tmp_path, "b.qcow2", "2G")
+    result = run("inspect", "--json", str(a), str(b))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["source"], r["virtual_size"]) for r in lines] == [(str(a), 1 << 30), (str(b), 2 << 30)]
+    assert result.stderr == ""
+
+
+def test_a_directory_is_walked(tmp_path):
+    qcow2(tmp_path, "a.qcow2")
+    (tmp_path / "sub").mkdir()
+    qcow2(tmp_path / "sub", "b.qcow2")
+    result = run("inspect", "--json", str(tmp_path))
+    assert [Path(json.loads(line)["source"]).name for line in result.stdout.splitlines()] == [
+        "a.qcow2",
+        "b.qcow2",
+    ]
+
+
+def test_rejected_image_exits_1_and_the_table_names_the_rule(tmp_path):
+    base = qcow2(tmp_path, "base.qcow2")
+    child = qcow2(tmp_path, "child.qcow2", "1G", "-b", str(base), "-F", "qcow2")
+    result = run("inspect", str(base), str(child))
+    assert result.returncode == 1
+    row = next(line for line in result.stdout.splitlines() if line.startswith(str(child)))
+    assert "rejected" in row and "qcow2.backing_file" in row
+
+
+def test_verbose_prints_the_message(tmp_path):
+    empty = tmp_path / "empty.img"
+    empty.touch()
+    result = run("inspect", "-v", str(empty))
+    assert f"{empty}: reject image.empty: the file is empty: nothing was uploaded" in result.stdout
+    assert result.returncode == 1
+
+
+def test_missing_path_is_one_line_and_exit_2(tmp_path):
+    good = qcow2(tmp_path)
+    result = run("inspect", "--json", str(tmp_path / "nope.qcow2"), str(good))
+    assert result.returncode == 2
+    assert result.stderr == f"introspect: {tmp_path / 'nope.qcow2'}: no such file\n"
+    assert len(result.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["inspect", "--expect", "qcow3", "x"], "unknown format 'qcow3'"),
+        (["inspect", "--severity", "qcow2.dirty=fatal", "x"], "expected CODE=reject|warn|info"),
+        (["inspect"], "Missing argument 'PATHS...'"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_expect_and_severity_options(tmp_path):
+    path = qcow2(tmp_path)
+    assert run("inspect", "--expect", "raw", str(path)).returncode == 1
+    demoted = run(
+        "inspect", "--json", "--expect", "raw", "--severity", "image.format_mismatch=warn", str(path)
+    )
+    assert demoted.returncode == 0
+    assert json.loads(demoted.stdout)["findings"][0]["severity"] == "warn"
+
+
+def test_policy_file(tmp_path):
+    base = qcow2(tmp_path, "base.qcow2")
+    child = qcow2(tmp_path, "child.qcow2", "1G", "-b", str(base), "-F", "qcow2")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"severity": {"qcow2.backing_file": "info"}}))
+    assert run("inspect", "--policy", str(policy), str(child)).returncode == 0
+    policy.write_text("{not json")
+    result = run("inspect", "--policy", str(policy), str(child))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.qemu
+def test_cross_check_from_the_command_line():
+    image = fixture_group("vhd") / next(p.name for p in sorted(fixture_group("vhd").glob("*.vhd")))
+    result = run("inspect", "--json", "--cross-check", str(image))
+    report = json.loads(result.stdout)
+    assert report["virtual_size"] == qemu_info(image)["virtual-size"]
+    assert not [f for f in report["findings"] if f["code"].startswith("qemu.")]
+
+
+def test_schema_is_the_reports_json_schema():
+    result = run("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Report"
+    assert {"format", "verdict", "findings", "properties", "details", "bytes_read", "reads"} <= schema[
+        "properties"
+    ].keys()
+
+
+def test_rules_lists_every_code():
+    result = run("rules")
+    for code in ("image.polyglot", "qcow2.backing_file", "vmdk.extent_path", "gpt.header_crc"):
+        assert code in result.stdout
+
+
+def test_thousands_of_paths_in_one_process(tmp_path):
+    image = qcow2(tmp_path)
+    args = [str(image)] * 3000
+    result = run("inspect", "--json", *args)
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 3000
