@@ -10,7 +10,8 @@ catalog with a property quota keeps the ones that decide how a VM boots.
   vmfsThin, or a preallocated type with ddb.thinProvisioned = 1 -> thin).
 - vmware_adaptertype, hw_disk_bus, hw_scsi_model: from ddb.adapterType (see ADAPTERS).
 - hw_firmware_type: uefi or bios, only when the partition table or El Torito points one way.
-- introspect_geometry_cylinders/heads/sectors: VMDK ddb.geometry.*, VHD CHS, VDI geometry.
+- introspect_geometry_cylinders/heads/sectors: VMDK ddb.geometry.*, VHD CHS, VDI geometry
+  (not ploop's, whose tracks are clusters).
 - introspect_vmdk_create_type, introspect_virtual_hw_version: the VMDK descriptor.
 - introspect_format_version, introspect_cluster_size, introspect_block_size: the header.
 - introspect_encryption: qcow2's encryption method, or luks.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from introspect.formats.luks import LuksDetails
+from introspect.formats.parallels import ParallelsDetails
 from introspect.formats.qcow2 import Qcow2Details
 from introspect.formats.vmdk import VmdkDetails
 from introspect.model import Firmware, Geometry
@@ -60,7 +62,8 @@ def properties_of(format_name: str, details: BaseModel, virtual_size: int | None
     if isinstance(firmware, Firmware) and firmware.hw_firmware_type:
         properties["hw_firmware_type"] = firmware.hw_firmware_type
     geometry = getattr(details, "geometry", None)
-    if isinstance(geometry, Geometry):
+    # ploop's "geometry" counts cluster-sized tracks, not a disk's CHS: nothing a guest would use.
+    if isinstance(geometry, Geometry) and not isinstance(details, ParallelsDetails):
         properties["introspect_geometry_cylinders"] = str(geometry.cylinders)
         properties["introspect_geometry_heads"] = str(geometry.heads)
         properties["introspect_geometry_sectors"] = str(geometry.sectors)
