@@ -58,7 +58,7 @@ demo: venv tools ## the main job on embedded defaults: no broker, SQLite, local 
 
 .PHONY: bench
 bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img info vs oslo.utils
-	$(PIP) install -q 'oslo.utils>=7'
+	$(PIP) install -q 'oslo.utils>=7' cryptography
 	$(PY) -m tests.bench.bench_inspect
 
 .PHONY: bench-pipeline

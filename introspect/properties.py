@@ -58,10 +58,11 @@ def properties_of(format_name: str, details: BaseModel, virtual_size: int | None
     properties = {"disk_format": format_name}
     if isinstance(details, VmdkDetails):
         properties.update(vmdk_properties(details))
-    firmware = getattr(details, "firmware", None)
+    fields = vars(details)  # a model's field values (getattr on a missing one is slow in pydantic)
+    firmware = fields.get("firmware")
     if isinstance(firmware, Firmware) and firmware.hw_firmware_type:
         properties["hw_firmware_type"] = firmware.hw_firmware_type
-    geometry = getattr(details, "geometry", None)
+    geometry = fields.get("geometry")
     # ploop's "geometry" counts cluster-sized tracks, not a disk's CHS: nothing a guest would use.
     if isinstance(geometry, Geometry) and not isinstance(details, ParallelsDetails):
         properties["introspect_geometry_cylinders"] = str(geometry.cylinders)
@@ -77,7 +78,7 @@ def properties_of(format_name: str, details: BaseModel, virtual_size: int | None
         ("cluster_size", "introspect_cluster_size"),
         ("block_size", "introspect_block_size"),
     ):
-        value = getattr(details, field, None)
+        value = fields.get(field)
         if isinstance(value, int) and not isinstance(value, bool):
             properties[key] = str(value)
     if isinstance(details, Qcow2Details) and details.encryption != "none":

@@ -53,6 +53,7 @@ LOGICAL_BLOCK_SIZE = 512
 #: BootCode[440], UniqueMBRDiskSignature, Unknown, PartitionRecord[4] (16 bytes each), Signature.
 LEGACY_MBR = struct.Struct("<440sIH64sH")
 MBR_SIGNATURE = 0xAA55
+MBR_SIGNATURE_BYTES = MBR_SIGNATURE.to_bytes(2, "little")
 #: Table 5-2: BootIndicator, StartingCHS, OSType, EndingCHS, StartingLBA, SizeInLBA.
 PARTITION_RECORD = struct.Struct("<B3sB3sII")
 PARTITION_RECORDS = 4
@@ -412,13 +413,17 @@ def table_in_head(head: bytes) -> str | None:
     not probed formats, so this is how a qcow2 or VMDK that is also a GPT disk is caught."""
     for sector_size in SECTOR_SIZES:
         offset = PRIMARY_HEADER_LBA * sector_size
+        if not head.startswith(GPT_SIGNATURE, offset):
+            continue
         block = head[offset : offset + sector_size]
-        if len(block) >= MIN_HEADER_SIZE and block.startswith(GPT_SIGNATURE):
+        if len(block) >= MIN_HEADER_SIZE:
             fields = GptHeaderFields.from_bytes(block)
             if MIN_HEADER_SIZE <= fields.header_size <= sector_size and (
                 header_crc32(block, fields.header_size) == fields.header_crc32
             ):
                 return "gpt"
+    if not head.startswith(MBR_SIGNATURE_BYTES, LEGACY_MBR.size - len(MBR_SIGNATURE_BYTES)):
+        return None
     return "mbr" if _mbr(head[:LOGICAL_BLOCK_SIZE]) is not None else None
 
 

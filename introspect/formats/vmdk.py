@@ -402,12 +402,17 @@ def probe(head: Head) -> bool:
     return head.data[:4] in (MAGIC, COWD_MAGIC) or _looks_like_descriptor(head.data)
 
 
+#: The probe judges the first bytes only: a descriptor's header lines (version, CID, createType)
+#: come first, and the parser checks the whole text anyway.
+PROBE_WINDOW = 4096
+
+
 def _looks_like_descriptor(data: bytes) -> bool:
     """Text (NUL padding allowed at the end) whose leading comments include `# Disk DescriptorFile`
     or whose first other line is `version=N`, and that says `createType=`."""
     if data[:1] not in (b"#", b"v", b" ", b"\t", b"\r", b"\n"):
         return False
-    text = data.rstrip(b"\0")
+    text = data[:PROBE_WINDOW].rstrip(b"\0")
     if len(text.translate(None, CONTROL_BYTES)) != len(text) or b"createType" not in text:
         return False
     for line in text.split(b"\n", PROBE_MAX_LINES)[:PROBE_MAX_LINES]:

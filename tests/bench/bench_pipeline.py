@@ -1,0 +1,238 @@
+"""Pipeline benchmark (a script, not a test): `python -m tests.bench.bench_pipeline [--images N]`.
+
+In one run, for each catalog (SQLite, PostgreSQL), through the same Redis and the same worker
+settings (`celery -A workers.app worker`, acks late, prefetch 1):
+
+  (a) the ceiling: a no-op task with the same arguments as introspect_image;
+  (b) introspect_image on N small qemu-img images (a few made once, then copied).
+
+Each batch is published to a queue nobody consumes yet; the clock starts when the worker is told
+to consume it (`add_consumer`) and stops when the queue and Redis' unacked set are both empty
+(tasks are acknowledged late, so empty means done). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+NOOP_TASK = "tests.bench.bench_pipeline.noop"
+#: The small set every image is a copy of: name -> qemu-img create arguments.
+RECIPES: dict[str, list[str]] = {
+    "small.qcow2": ["-f", "qcow2", "{path}", "7M"],
+    "stream.vmdk": ["-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=streamOptimized", "{path}", "129M"],
+    "disk.vhd": ["-f", "vpc", "{path}", "7M"],
+    "disk.vdi": ["-f", "vdi", "{path}", "7M"],
+    "backed.qcow2": ["-f", "qcow2", "-b", "small.qcow2", "-F", "qcow2", "{path}"],
+}
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+WARMUP = 100
+
+
+def make_images(directory: Path, count: int) -> list[Path]:
+    """`count` image files: the small set made once by qemu-img, then copied."""
+    originals = directory / "originals"
+    originals.mkdir()
+    for name, recipe in RECIPES.items():
+        args = [arg.format(path=originals / name) for arg in recipe]
+        subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=originals)
+    copies = directory / "copies"
+    copies.mkdir()
+    names = list(RECIPES)
+    paths = []
+    for n in range(count):
+        name = names[n % len(names)]
+        path = copies / f"{n:06d}-{name}"
+        shutil.copyfile(originals / name, path)
+        paths.append(path)
+    return paths
+
+
+def register(catalog_url: str, paths: list[Path]) -> list[uuid.UUID]:
+    """Images with data, waiting for their inspection (what `introspect import` leaves behind)."""
+    from sqlalchemy import insert
+
+    from workers.catalog import Status, open_catalog
+    from workers.catalog.models import images, utcnow
+
+    catalog = open_catalog(catalog_url)
+    now = utcnow()
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "name": path.name,
+            "status": Status.SAVING,
+            "location": path.as_uri(),
+            "size": path.stat().st_size,
+            "created_at": now,
+            "updated_at": now,
+            "deliveries": 0,
+        }
+        for path in paths
+    ]
+    with catalog.engine.begin() as connection:
+        connection.execute(insert(images), rows)
+    return [row["id"] for row in rows]
+
+
+class Bench:
+    """One worker on one catalog; runs batches of tasks through it and times them."""
+
+    def __init__(self, env: dict[str, str], directory: Path, concurrency: int) -> None:
+        import redis
+
+        self.env = env
+        self.prefix = env["INTROSPECT_BROKER_KEY_PREFIX"]
+        self.redis = redis.Redis.from_url(env["INTROSPECT_BROKER_URL"])
+        self.hostname = f"bench-{secrets.token_hex(3)}@localhost"
+        log = (directory / f"worker-{self.hostname}.log").open("wb")
+        self.worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--loglevel",
+                "WARNING",
+                "--include",
+                "tests.bench.bench_pipeline",
+                "--queues",
+                f"idle-{secrets.token_hex(3)}",
+                "--hostname",
+                self.hostname,
+                "--concurrency",
+                str(concurrency),
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        from workers.app import app
+
+        self.app = app
+        deadline = time.monotonic() + 60
+        while not app.control.ping(destination=[self.hostname], timeout=0.5):
+            if time.monotonic() > deadline or self.worker.poll() is not None:
+                raise RuntimeError(f"the benchmark worker did not start; see {log.name}")
+
+    def run(self, task: str, ids: list[Any]) -> float:
+        """Tasks per second for one batch."""
+        queue = f"bench-{secrets.token_hex(4)}"
+        with self.app.producer_or_acquire() as producer:
+            for image_id in ids:
+                self.app.send_task(
+                    task, args=[str(image_id)], kwargs={"job_id": None}, queue=queue, producer=producer
+                )
+        started = time.perf_counter()
+        self.app.control.add_consumer(queue, destination=[self.hostname], reply=True, timeout=5)
+        while self.redis.llen(self.prefix + queue) or self.redis.hlen(self.prefix + "unacked"):
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        self.app.control.cancel_consumer(queue, destination=[self.hostname], reply=True, timeout=5)
+        return len(ids) / elapsed
+
+    def stop(self) -> None:
+        self.worker.terminate()
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+
+
+def claim_redis(host: str, port: int) -> tuple[int, Any]:
+    from tests.workers.services import claim_redis_db
+
+    return claim_redis_db(host, port)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="images per catalog (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--catalogs", default="sqlite,postgresql")
+    args = parser.parse_args()
+
+    from sqlalchemy import create_engine, text
+
+    from tests.workers.services import CLAIM_KEY
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    db, client = claim_redis("127.0.0.1", 6379)
+    prefix = f"bench-{secrets.token_hex(4)}:"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")} | {
+        "INTROSPECT_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
+        "INTROSPECT_BROKER_KEY_PREFIX": prefix,
+        "INTROSPECT_DATA_DIR": str(directory / "data"),
+    }
+    os.environ.update(env)  # before workers.app is imported: the publisher uses the same settings
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    schema = f"bench_{secrets.token_hex(4)}"
+    rows = []
+    try:
+        paths = make_images(directory, args.images + WARMUP)
+        for name in args.catalogs.split(","):
+            if name == "postgresql":
+                with admin.connect() as connection:
+                    connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+                url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+            else:
+                url = f"sqlite:///{directory / 'catalog.sqlite'}"
+            ids = register(url, paths)
+            bench = Bench(env | {"INTROSPECT_DATABASE_URL": url}, directory, args.concurrency)
+            try:
+                bench.run(NOOP_TASK, ids[:WARMUP])
+                bench.run("workers.tasks.introspect_image", ids[:WARMUP])
+                ceiling = bench.run(NOOP_TASK, ids[WARMUP:])
+                pipeline = bench.run("workers.tasks.introspect_image", ids[WARMUP:])
+            finally:
+                bench.stop()
+            from workers.catalog import open_catalog
+
+            counts = open_catalog(url).counts()
+            done = sum(counts.get(status, 0) for status in ("active", "rejected", "error"))
+            if done != len(ids):
+                raise RuntimeError(f"{name}: only {done} of {len(ids)} images were inspected: {counts}")
+            rows.append((name, ceiling, pipeline))
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.delete(CLAIM_KEY)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    print(f"\n{args.images} images per catalog, {args.concurrency} worker processes, Redis broker\n")
+    print("| catalog | no-op task (tasks/s) | introspect_image (images/s) | pipeline / no-op |")
+    print("|---|---:|---:|---:|")
+    for name, ceiling, pipeline in rows:
+        print(f"| {name} | {ceiling:.0f} | {pipeline:.0f} | {pipeline / ceiling:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
+else:
+    # Imported by the benchmark's worker (`--include tests.bench.bench_pipeline`): the ceiling is
+    # a task with the same options as introspect_image that does nothing.
+    from workers.app import app as _app
+    from workers.tasks import RETRY_OPTIONS
+
+    @_app.task(name=NOOP_TASK, bind=True, **RETRY_OPTIONS)
+    def noop(self: Any, image_id: str, job_id: str | None = None) -> dict[str, Any]:
+        return {"image_id": image_id}
