@@ -34,6 +34,9 @@ from introspect.safety import rule
 from introspect.sources import HEAD_SIZE, MIB, ByteSource, Reader
 
 CORRUPT = rule("compressed.corrupt", Severity.REJECT, "the compressed stream around the image is damaged")
+PARTIAL = rule(
+    "compressed.partial", Severity.INFO, "only the head of a compressed image was decompressed"
+)
 UNSUPPORTED = rule(
     "compressed.unsupported", Severity.REJECT,
     "the image is compressed with a method this installation cannot decompress",
