@@ -26,7 +26,8 @@ from introspect.sources import Reader
 
 BAD_HEADER = rule("bochs.bad_header", Severity.REJECT, "a Bochs header field holds a value qemu refuses")
 NOT_GROWING = rule(
-    "bochs.not_growing", Severity.REJECT,
+    "bochs.not_growing",
+    Severity.REJECT,
     "the image is a Bochs Undoable/Volatile redolog (an overlay of a base image), which qemu cannot open",
 )
 
@@ -135,7 +136,10 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
         raise BadField(BAD_HEADER, "type", _c_string(standard.type), repr(REDOLOG_TYPE), advice=CONVERT)
     if standard.version not in (HEADER_VERSION, HEADER_V1):
         raise BadField(
-            BAD_HEADER, "version", hex(standard.version), f"{HEADER_VERSION:#x} or {HEADER_V1:#x}",
+            BAD_HEADER,
+            "version",
+            hex(standard.version),
+            f"{HEADER_VERSION:#x} or {HEADER_V1:#x}",
             advice=CONVERT,
         )
     redolog = RedologHeader.from_bytes(data, standard.version)
@@ -146,7 +150,10 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
     extent = redolog.extent
     if not (MIN_EXTENT_SIZE <= extent <= MAX_EXTENT_SIZE and extent & (extent - 1) == 0):
         raise BadField(
-            BAD_HEADER, "extent", extent, f"a power of two from {MIN_EXTENT_SIZE} to {MAX_EXTENT_SIZE}",
+            BAD_HEADER,
+            "extent",
+            extent,
+            f"a power of two from {MIN_EXTENT_SIZE} to {MAX_EXTENT_SIZE}",
             advice=CONVERT,
         )
     total_sectors = redolog.disk // SECTOR_SIZE
@@ -154,8 +161,11 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
     needed = -(-total_sectors // sectors_per_extent)
     if redolog.catalog < needed:
         raise BadField(
-            BAD_HEADER, "catalog", redolog.catalog,
-            f"at least {needed} entries to map a disk of {redolog.disk} bytes", advice=CONVERT,
+            BAD_HEADER,
+            "catalog",
+            redolog.catalog,
+            f"at least {needed} entries to map a disk of {redolog.disk} bytes",
+            advice=CONVERT,
         )
     catalog_length = redolog.catalog * CATALOG_ENTRY_SIZE
     if standard.header + catalog_length > reader.size:

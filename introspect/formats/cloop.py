@@ -88,8 +88,11 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[CloopDetails]:
     head = CloopHead.from_bytes(data)
     if head.block_size == 0 or head.block_size % SECTOR_SIZE or head.block_size > MAX_BLOCK_SIZE:
         raise BadField(
-            BAD_HEADER, "block_size", head.block_size,
-            f"a non-zero multiple of {SECTOR_SIZE} of at most {MAX_BLOCK_SIZE}", advice=CONVERT,
+            BAD_HEADER,
+            "block_size",
+            head.block_size,
+            f"a non-zero multiple of {SECTOR_SIZE} of at most {MAX_BLOCK_SIZE}",
+            advice=CONVERT,
         )
     if head.num_blocks > MAX_BLOCKS:
         raise BadField(BAD_HEADER, "num_blocks", head.num_blocks, f"at most {MAX_BLOCKS}", advice=CONVERT)
@@ -103,8 +106,12 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[CloopDetails]:
     (last,) = OFFSET.unpack(reader.read(last_at, OFFSET_SIZE, "cloop last block offset"))
     if last < first:
         raise BadField(
-            BAD_HEADER, f"offsets[{head.num_blocks}]", last, f"at least offsets[0] ({first})",
-            offset=last_at, advice=CONVERT,
+            BAD_HEADER,
+            f"offsets[{head.num_blocks}]",
+            last,
+            f"at least offsets[0] ({first})",
+            offset=last_at,
+            advice=CONVERT,
         )
     if last > reader.size:
         raise TruncatedImage("cloop block data", offset=first, length=last - first, size=reader.size)
@@ -122,7 +129,10 @@ def _version(data: bytes) -> int:
     version = (int(line[1]), int(line[2]))
     if version != SUPPORTED_VERSION:
         raise BadField(
-            UNSUPPORTED_VERSION, "preamble version", f"{version[0]}.{version[1]}", "2.0",
+            UNSUPPORTED_VERSION,
+            "preamble version",
+            f"{version[0]}.{version[1]}",
+            "2.0",
             advice="qemu reads only cloop V2.0 images: rebuild it with `create_compressed_fs` "
             "from cloop-utils, or upload the uncompressed ISO",
         )
@@ -130,7 +140,11 @@ def _version(data: bytes) -> int:
 
 
 FORMAT = Format(
-    name="cloop", qemu_name="cloop", probe=probe, inspect=inspect, checks=None,
+    name="cloop",
+    qemu_name="cloop",
+    probe=probe,
+    inspect=inspect,
+    checks=None,
     no_checks_because="a cloop image names no other file and has no options to allow or refuse; "
     "its structural limits are enforced while parsing",
 )

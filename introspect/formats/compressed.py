@@ -34,11 +34,10 @@ from introspect.safety import rule
 from introspect.sources import HEAD_SIZE, MIB, ByteSource, Reader
 
 CORRUPT = rule("compressed.corrupt", Severity.REJECT, "the compressed stream around the image is damaged")
-PARTIAL = rule(
-    "compressed.partial", Severity.INFO, "only the head of a compressed image was decompressed"
-)
+PARTIAL = rule("compressed.partial", Severity.INFO, "only the head of a compressed image was decompressed")
 UNSUPPORTED = rule(
-    "compressed.unsupported", Severity.REJECT,
+    "compressed.unsupported",
+    Severity.REJECT,
     "the image is compressed with a method this installation cannot decompress",
 )
 
@@ -131,8 +130,10 @@ def sniff(head: bytes) -> Compression | None:
         return "zstd"
     if len(head) >= Bzip2StreamHeader.STRUCT.size:
         bzip2 = Bzip2StreamHeader.from_bytes(head)
-        if bzip2.magic == BZIP2_MAGIC and bzip2.level in BZIP2_LEVELS and (
-            bzip2.block_magic == BZIP2_BLOCK_MAGIC
+        if (
+            bzip2.magic == BZIP2_MAGIC
+            and bzip2.level in BZIP2_LEVELS
+            and (bzip2.block_magic == BZIP2_BLOCK_MAGIC)
         ):
             return "bz2"
     return None
@@ -206,7 +207,10 @@ def open_decompressed(
             CORRUPT, f"the {kind} stream", str(error), f"valid {kind} data", advice=ADVICE
         ) from None
     return DecompressedHead(
-        data[:max_output], name=reader.source.name, kind=kind, complete=ended and len(data) <= max_output,
+        data[:max_output],
+        name=reader.source.name,
+        kind=kind,
+        complete=ended and len(data) <= max_output,
         compressed_read=source.offset,
     )
 

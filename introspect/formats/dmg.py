@@ -93,12 +93,30 @@ class UDIFResourceFile:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.signature, self.version, self.header_size, self.flags, self.running_data_fork_offset,
-            self.data_fork_offset, self.data_fork_length, self.rsrc_fork_offset, self.rsrc_fork_length,
-            self.segment_number, self.segment_count, self.segment_id, self.data_checksum_type,
-            self.data_checksum_size, self.data_checksum, self.xml_offset, self.xml_length, self.reserved1,
-            self.master_checksum_type, self.master_checksum_size, self.master_checksum, self.image_variant,
-            self.sector_count, self.reserved2,
+            self.signature,
+            self.version,
+            self.header_size,
+            self.flags,
+            self.running_data_fork_offset,
+            self.data_fork_offset,
+            self.data_fork_length,
+            self.rsrc_fork_offset,
+            self.rsrc_fork_length,
+            self.segment_number,
+            self.segment_count,
+            self.segment_id,
+            self.data_checksum_type,
+            self.data_checksum_size,
+            self.data_checksum,
+            self.xml_offset,
+            self.xml_length,
+            self.reserved1,
+            self.master_checksum_type,
+            self.master_checksum_size,
+            self.master_checksum,
+            self.image_variant,
+            self.sector_count,
+            self.reserved2,
         )
 
 
@@ -152,14 +170,21 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[DmgDetails]:
     _check_fork("XML", koly.xml_offset, koly.xml_length, koly_offset - 1, koly_offset)
     if koly.rsrc_fork_length == 0 and not 0 < koly.xml_length <= MAX_PLIST_LENGTH:
         raise BadField(
-            BAD_TRAILER, "XMLLength", koly.xml_length,
+            BAD_TRAILER,
+            "XMLLength",
+            koly.xml_length,
             f"from 1 to {MAX_PLIST_LENGTH} bytes of property list when there is no resource fork",
-            offset=koly_offset, advice=CONVERT,
+            offset=koly_offset,
+            advice=CONVERT,
         )
     if koly.sector_count > MAX_SECTOR_COUNT:
         raise BadField(
-            BAD_TRAILER, "SectorCount", koly.sector_count, f"at most {MAX_SECTOR_COUNT}",
-            offset=koly_offset, advice=CONVERT,
+            BAD_TRAILER,
+            "SectorCount",
+            koly.sector_count,
+            f"at most {MAX_SECTOR_COUNT}",
+            offset=koly_offset,
+            advice=CONVERT,
         )
     details = DmgDetails(
         version=koly.version,
@@ -184,11 +209,13 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[DmgDetails]:
     )
     findings = []
     if koly.version != UDIF_VERSION or koly.header_size != KOLY_SIZE:
-        findings.append(UNKNOWN_VERSION.finding(
-            f"the koly trailer says version {koly.version} with a {koly.header_size}-byte header, not UDIF "
-            f"version {UDIF_VERSION} with {KOLY_SIZE} bytes: the image comes from an unknown tool, so check "
-            "it with `qemu-img info -f dmg` or re-create it with `hdiutil convert -format UDZO`"
-        ))
+        findings.append(
+            UNKNOWN_VERSION.finding(
+                f"the koly trailer says version {koly.version} with a {koly.header_size}-byte header, not UDIF "
+                f"version {UDIF_VERSION} with {KOLY_SIZE} bytes: the image comes from an unknown tool, so check "
+                "it with `qemu-img info -f dmg` or re-create it with `hdiutil convert -format UDZO`"
+            )
+        )
     return Inspection(details, koly.sector_count * SECTOR_SIZE, findings)
 
 
@@ -196,12 +223,18 @@ def _check_fork(name: str, offset: int, length: int, max_offset: int, koly_offse
     """A fork starts at most at `max_offset` and ends before the trailer."""
     if offset > max_offset:
         raise BadField(
-            BAD_TRAILER, f"{name}Offset", offset, f"at most {max_offset}, before the koly trailer",
-            offset=koly_offset, advice=CONVERT,
+            BAD_TRAILER,
+            f"{name}Offset",
+            offset,
+            f"at most {max_offset}, before the koly trailer",
+            offset=koly_offset,
+            advice=CONVERT,
         )
     if length > koly_offset - offset:
         raise BadField(
-            BAD_TRAILER, f"{name}Offset + {name}Length", offset + length,
+            BAD_TRAILER,
+            f"{name}Offset + {name}Length",
+            offset + length,
             f"at most {koly_offset}, where the koly trailer starts: bytes before the trailer are missing, "
             "so the file was cut or spliced; upload it again",
             offset=koly_offset,

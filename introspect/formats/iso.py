@@ -202,7 +202,13 @@ class DecDatetime:
             return None
         try:
             when = datetime(
-                year, month, day, hour, minute, second, hundredths * 10_000,
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                hundredths * 10_000,
                 tzinfo=timezone(timedelta(minutes=self.gmt_offset * GMT_OFFSET_MINUTES)),
             )
         except ValueError:
@@ -390,13 +396,18 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[IsoDetails]:
     reader.read(VOLUME_DESCRIPTOR_SET_SECTOR * SECTOR_SIZE, SECTOR_SIZE, "first volume descriptor")
     volumes = _walk(reader)
     if not volumes.ended:
-        findings.append(DESCRIPTOR_CAP.finding(
-            f"the volume recognition sequence goes on past {MAX_VOLUME_DESCRIPTORS} sectors without "
-            "ending, and only those were read: rebuild the ISO with xorriso or genisoimage"
-        ))
+        findings.append(
+            DESCRIPTOR_CAP.finding(
+                f"the volume recognition sequence goes on past {MAX_VOLUME_DESCRIPTORS} sectors without "
+                "ending, and only those were read: rebuild the ISO with xorriso or genisoimage"
+            )
+        )
     if volumes.primary is None and not volumes.udf:
         raise BadField(
-            NO_PRIMARY, "volume descriptor set", volumes.descriptors, "a primary volume descriptor (type 1)",
+            NO_PRIMARY,
+            "volume descriptor set",
+            volumes.descriptors,
+            "a primary volume descriptor (type 1)",
             offset=VOLUME_DESCRIPTOR_SET_SECTOR * SECTOR_SIZE,
             advice="no system can mount this ISO; rebuild it with xorriso or genisoimage",
         )
@@ -405,15 +416,17 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[IsoDetails]:
     el_torito = _el_torito(reader, catalog, findings) if catalog is not None else None
     table, table_findings = read_partition_table(reader)
     findings.extend(table_findings)
-    details = IsoDetails.model_validate({
-        "descriptors": volumes.descriptors,
-        **primary,
-        **_joliet(volumes.joliet),
-        "el_torito": el_torito,
-        "udf": volumes.udf,
-        "partition_table": table,
-        "firmware": _firmware(el_torito, table),
-    })
+    details = IsoDetails.model_validate(
+        {
+            "descriptors": volumes.descriptors,
+            **primary,
+            **_joliet(volumes.joliet),
+            "el_torito": el_torito,
+            "udf": volumes.udf,
+            "partition_table": table,
+            "firmware": _firmware(el_torito, table),
+        }
+    )
     return Inspection(details=details, virtual_size=qemu_virtual_size(reader.size), findings=findings)
 
 
@@ -488,10 +501,12 @@ def _both(le: int, be: bytes, name: str, findings: list[Finding]) -> int:
     """A both-byte-order number (ECMA-119 §7.2.3, §7.3.3): Linux and libisofs read the
     little-endian half; a different big-endian half is a finding, not a guess."""
     if int.from_bytes(be, "big") != le:
-        findings.append(BOTH_BYTE_ORDERS.finding(
-            f"the primary volume descriptor's {name} is {le} little-endian but {int.from_bytes(be, 'big')} "
-            "big-endian: readers may disagree on the volume; rebuild the ISO with xorriso or genisoimage"
-        ))
+        findings.append(
+            BOTH_BYTE_ORDERS.finding(
+                f"the primary volume descriptor's {name} is {le} little-endian but {int.from_bytes(be, 'big')} "
+                "big-endian: readers may disagree on the volume; rebuild the ISO with xorriso or genisoimage"
+            )
+        )
     return le
 
 
@@ -500,16 +515,20 @@ def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding])
     block = _both(pvd.logical_block_size, pvd.logical_block_size_be, "logical block size", findings)
     volume_size: int | None = space * block
     if block not in VALID_LOGICAL_BLOCK_SIZES:
-        findings.append(BLOCK_SIZE.finding(
-            f"the logical block size is {block}, not 512, 1024 or 2048 (ECMA-119 §6.1.2), so the volume "
-            "size is unknown: rebuild the ISO with xorriso or genisoimage"
-        ))
+        findings.append(
+            BLOCK_SIZE.finding(
+                f"the logical block size is {block}, not 512, 1024 or 2048 (ECMA-119 §6.1.2), so the volume "
+                "size is unknown: rebuild the ISO with xorriso or genisoimage"
+            )
+        )
         volume_size = None
     elif space * block > file_size:
-        findings.append(TRUNCATED_VOLUME.finding(
-            f"the primary volume descriptor says the volume is {space * block} bytes but the file has "
-            f"{file_size}: the ISO was probably cut short; download it again and check its checksum"
-        ))
+        findings.append(
+            TRUNCATED_VOLUME.finding(
+                f"the primary volume descriptor says the volume is {space * block} bytes but the file has "
+                f"{file_size}: the ISO was probably cut short; download it again and check its checksum"
+            )
+        )
     return {
         "system_id": _text(pvd.system_identifier),
         "volume_id": _text(pvd.volume_identifier),
@@ -541,24 +560,30 @@ def _joliet(svd: VolumeDescriptorBody | None) -> dict[str, object]:
 def _el_torito(reader: Reader, catalog_sector: int, findings: list[Finding]) -> ElTorito:
     catalog = reader.read_upto(catalog_sector * SECTOR_SIZE, BOOT_CATALOG_SIZE, "El Torito boot catalog")
     if len(catalog) < CATALOG_ENTRY_SIZE * 2:
-        findings.append(CATALOG_INVALID.finding(
-            f"the El Torito boot catalog at sector {catalog_sector} lies past the end of the file, so "
-            "nothing can boot from this ISO: download it again"
-        ))
+        findings.append(
+            CATALOG_INVALID.finding(
+                f"the El Torito boot catalog at sector {catalog_sector} lies past the end of the file, so "
+                "nothing can boot from this ISO: download it again"
+            )
+        )
         return ElTorito(boot_catalog_sector=catalog_sector, id_string=None, checksum_valid=False, entries=[])
     validation = ValidationEntry.from_bytes(catalog)
     if validation.header_id != VALIDATION_HEADER_ID or (validation.key_55, validation.key_aa) != KEY_BYTES:
-        findings.append(CATALOG_INVALID.finding(
-            f"the El Torito boot catalog at sector {catalog_sector} does not start with a validation "
-            "entry (header 01, key 55 AA), so nothing can boot from this ISO: rebuild it with xorriso"
-        ))
+        findings.append(
+            CATALOG_INVALID.finding(
+                f"the El Torito boot catalog at sector {catalog_sector} does not start with a validation "
+                "entry (header 01, key 55 AA), so nothing can boot from this ISO: rebuild it with xorriso"
+            )
+        )
         return ElTorito(boot_catalog_sector=catalog_sector, id_string=None, checksum_valid=False, entries=[])
     checksum_valid = sum(VALIDATION_ENTRY_WORDS.unpack_from(catalog)) & 0xFFFF == 0
     if not checksum_valid:
-        findings.append(CATALOG_CHECKSUM.finding(
-            "the El Torito validation entry's checksum is wrong: BIOS firmware may refuse to boot this "
-            "ISO; rebuild it with xorriso or genisoimage"
-        ))
+        findings.append(
+            CATALOG_CHECKSUM.finding(
+                "the El Torito validation entry's checksum is wrong: BIOS firmware may refuse to boot this "
+                "ISO; rebuild it with xorriso or genisoimage"
+            )
+        )
     return ElTorito(
         boot_catalog_sector=catalog_sector,
         id_string=_text(validation.id_string),
@@ -593,10 +618,12 @@ def _boot_entries(catalog: bytes, default_platform: int, findings: list[Finding]
                     break
                 extended = extension[1] & CONTINUATION
         if listed < header.number_of_section_entries:
-            findings.append(CATALOG_CAP.finding(
-                f"an El Torito section declares {header.number_of_section_entries} entries but the boot "
-                f"catalog's first {BOOT_CATALOG_SIZE} bytes hold {listed}: only those are listed"
-            ))
+            findings.append(
+                CATALOG_CAP.finding(
+                    f"an El Torito section declares {header.number_of_section_entries} entries but the boot "
+                    f"catalog's first {BOOT_CATALOG_SIZE} bytes hold {listed}: only those are listed"
+                )
+            )
             return
         if header.header_indicator == HEADER_FINAL:
             return

@@ -37,16 +37,19 @@ HEADER_CHECKSUM = rule(
     "luks.header_checksum", Severity.REJECT, "the LUKS2 header checksum does not match its contents"
 )
 SECONDARY_HEADER = rule(
-    "luks.secondary_header", Severity.WARN,
+    "luks.secondary_header",
+    Severity.WARN,
     "the LUKS2 secondary header is missing or differs from the primary",
 )
 NO_KEY_SLOT = rule("luks.no_key_slot", Severity.WARN, "no LUKS key slot is active: nothing can unlock it")
 SEGMENT = rule(
-    "luks.segment", Severity.REJECT,
+    "luks.segment",
+    Severity.REJECT,
     "the encrypted data is not one crypt segment in this file (detached header, reencryption, unknown type)",
 )
 QEMU_UNSUPPORTED = rule(
-    "luks.qemu_unsupported", Severity.WARN,
+    "luks.qemu_unsupported",
+    Severity.WARN,
     "qemu's luks driver cannot open this volume (LUKS2, or its cipher)",
 )
 
@@ -283,9 +286,15 @@ def _luks1(reader: Reader) -> Inspection[LuksDetails]:
     _check_luks1_slots(header, slots)
     keyslots = [
         LuksKeyslot(
-            id=index, active=slot.active == LUKS_KEY_ENABLED, type=None, key_size=header.key_bytes,
-            area_offset=slot.key_material_offset * LUKS_SECTOR_SIZE, area_size=None, encryption=None,
-            kdf="pbkdf2", iterations=slot.iterations if slot.active == LUKS_KEY_ENABLED else None,
+            id=index,
+            active=slot.active == LUKS_KEY_ENABLED,
+            type=None,
+            key_size=header.key_bytes,
+            area_offset=slot.key_material_offset * LUKS_SECTOR_SIZE,
+            area_size=None,
+            encryption=None,
+            kdf="pbkdf2",
+            iterations=slot.iterations if slot.active == LUKS_KEY_ENABLED else None,
             stripes=slot.stripes,
         )
         for index, slot in enumerate(slots)
@@ -328,7 +337,10 @@ def _check_luks1_slots(header: Luks1Header, slots: list[Luks1KeySlot]) -> None:
     first = -(-Luks1Header.STRUCT.size // LUKS_SECTOR_SIZE)
     if 0 < header.payload_offset < first:
         raise BadField(
-            BAD_HEADER, "payload-offset", header.payload_offset, f"at least {first} sectors, after the phdr",
+            BAD_HEADER,
+            "payload-offset",
+            header.payload_offset,
+            f"at least {first} sectors, after the phdr",
             offset=0,
         )
     material = -(-header.key_bytes * LUKS_STRIPES // LUKS_SECTOR_SIZE)
@@ -337,7 +349,9 @@ def _check_luks1_slots(header: Luks1Header, slots: list[Luks1KeySlot]) -> None:
         field = f"key slot {index}"
         if slot.active not in (LUKS_KEY_ENABLED, LUKS_KEY_DISABLED):
             raise BadField(
-                BAD_HEADER, f"{field} active", hex(slot.active),
+                BAD_HEADER,
+                f"{field} active",
+                hex(slot.active),
                 f"{LUKS_KEY_ENABLED:#010x} (enabled) or {LUKS_KEY_DISABLED:#010x} (disabled)",
             )
         if slot.stripes != LUKS_STRIPES:
@@ -351,13 +365,17 @@ def _check_luks1_slots(header: Luks1Header, slots: list[Luks1KeySlot]) -> None:
             )
         if header.payload_offset and end > header.payload_offset:
             raise BadField(
-                BAD_HEADER, f"{field} key material end", end,
+                BAD_HEADER,
+                f"{field} key material end",
+                end,
                 f"at most payload-offset ({header.payload_offset} sectors)",
             )
         for other, other_start, other_end in areas:
             if start < other_end and other_start < end:
                 raise BadField(
-                    BAD_HEADER, f"{field} key material", f"sectors {start}..{end}",
+                    BAD_HEADER,
+                    f"{field} key material",
+                    f"sectors {start}..{end}",
                     f"apart from key slot {other}'s sectors {other_start}..{other_end}",
                 )
         areas.append((index, start, end))
@@ -392,7 +410,11 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
     )
     if header.hdr_size not in LUKS2_HDR_SIZES:
         raise BadField(
-            BAD_HEADER, "hdr_size", header.hdr_size, "a power of two from 16 KiB to 4 MiB", offset=0,
+            BAD_HEADER,
+            "hdr_size",
+            header.hdr_size,
+            "a power of two from 16 KiB to 4 MiB",
+            offset=0,
             advice="the JSON area is not read past the spec's largest size",
         )
     if header.hdr_offset != Luks2BinaryHeader.OFFSET:
@@ -401,11 +423,13 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
     findings = []
     checksum_alg = _text(header.checksum_alg)
     if not _checksum_matches(header, area, checksum_alg):
-        findings.append(HEADER_CHECKSUM.finding(
-            f"the primary LUKS2 header's {checksum_alg} checksum does not match its contents: it was damaged "
-            "or edited after cryptsetup wrote it; run `cryptsetup repair` (it restores the header from the "
-            "secondary copy) or re-create the volume"
-        ))
+        findings.append(
+            HEADER_CHECKSUM.finding(
+                f"the primary LUKS2 header's {checksum_alg} checksum does not match its contents: it was damaged "
+                "or edited after cryptsetup wrote it; run `cryptsetup repair` (it restores the header from the "
+                "secondary copy) or re-create the volume"
+            )
+        )
     findings.extend(_secondary_findings(reader, header))
     metadata = _json(area[LUKS2_HDR_BIN_LEN:], header.hdr_size - LUKS2_HDR_BIN_LEN)
     keyslots = [_keyslot(i, v) for i, v in _entries(metadata, "keyslots", LUKS2_KEYSLOTS_MAX)]
@@ -415,7 +439,9 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
     config = _config(metadata)
     if config.json_size != header.hdr_size - LUKS2_HDR_BIN_LEN:
         raise BadField(
-            BAD_HEADER, "config.json_size", config.json_size,
+            BAD_HEADER,
+            "config.json_size",
+            config.json_size,
             f"hdr_size - {LUKS2_HDR_BIN_LEN} = {header.hdr_size - LUKS2_HDR_BIN_LEN}",
         )
     segment = segments[0] if segments else None
@@ -446,11 +472,13 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
         config=config,
     )
     findings.extend(_key_slot_findings(details))
-    findings.append(QEMU_UNSUPPORTED.finding(
-        "qemu's luks driver opens LUKS1 only, so `qemu-img` and a qemu-attached disk cannot use this LUKS2 "
-        "volume: attach it through dm-crypt, or convert it with `cryptsetup convert --type luks1` "
-        "(possible when its key slots use pbkdf2)"
-    ))
+    findings.append(
+        QEMU_UNSUPPORTED.finding(
+            "qemu's luks driver opens LUKS1 only, so `qemu-img` and a qemu-attached disk cannot use this LUKS2 "
+            "volume: attach it through dm-crypt, or convert it with `cryptsetup convert --type luks1` "
+            "(possible when its key slots use pbkdf2)"
+        )
+    )
     virtual_size = _luks2_payload(reader, details, findings)
     return Inspection(details=details, virtual_size=virtual_size, findings=findings)
 
@@ -459,7 +487,10 @@ def _checksum_matches(header: Luks2BinaryHeader, area: bytes, algorithm: str) ->
     """csum is the checksum_alg digest of the hdr_size bytes with csum itself zeroed."""
     if algorithm not in CHECKSUM_ALGORITHMS:
         raise BadField(
-            BAD_HEADER, "checksum_alg", algorithm, f"one of {', '.join(sorted(CHECKSUM_ALGORITHMS))}",
+            BAD_HEADER,
+            "checksum_alg",
+            algorithm,
+            f"one of {', '.join(sorted(CHECKSUM_ALGORITHMS))}",
             offset=0,
         )
     digest = hashlib.new(algorithm)
@@ -499,16 +530,20 @@ def _luks2_payload(reader: Reader, details: LuksDetails, findings: list[Finding]
     """The size of the one crypt segment, or None (with a finding) when there is no such thing."""
     config = details.config
     if config and config.requirements:
-        findings.append(SEGMENT.finding(
-            f"the volume has mandatory requirements ({', '.join(config.requirements)}), such as an "
-            "unfinished reencryption: finish it with `cryptsetup reencrypt --resume-only` before uploading"
-        ))
+        findings.append(
+            SEGMENT.finding(
+                f"the volume has mandatory requirements ({', '.join(config.requirements)}), such as an "
+                "unfinished reencryption: finish it with `cryptsetup reencrypt --resume-only` before uploading"
+            )
+        )
     if len(details.segments) != 1 or details.segments[0].type != "crypt":
         kinds = ", ".join(str(s.type) for s in details.segments) or "none"
-        findings.append(SEGMENT.finding(
-            f"the volume's data segments are [{kinds}], not one crypt segment: a reencryption is in progress "
-            "or the layout is unknown; finish it with `cryptsetup reencrypt --resume-only` before uploading"
-        ))
+        findings.append(
+            SEGMENT.finding(
+                f"the volume's data segments are [{kinds}], not one crypt segment: a reencryption is in progress "
+                "or the layout is unknown; finish it with `cryptsetup reencrypt --resume-only` before uploading"
+            )
+        )
         return None
     segment = details.segments[0]
     keyslots_size = config.keyslots_size if config and config.keyslots_size else 0
@@ -518,7 +553,9 @@ def _luks2_payload(reader: Reader, details: LuksDetails, findings: list[Finding]
         return None
     if segment.offset < metadata_end:
         raise BadField(
-            BAD_HEADER, f"segments.{segment.id}.offset", segment.offset,
+            BAD_HEADER,
+            f"segments.{segment.id}.offset",
+            segment.offset,
             f"at least {metadata_end}, after both headers and the keyslots area",
         )
     if segment.size is None:
@@ -542,7 +579,9 @@ def _json(area: bytes, area_size: int) -> dict[str, Any]:
     end = area.find(b"\0", 0, area_size)
     if end < 0:
         raise BadField(
-            BAD_HEADER, "JSON area", f"{area_size} bytes without a NUL",
+            BAD_HEADER,
+            "JSON area",
+            f"{area_size} bytes without a NUL",
             "JSON text ending with a NUL inside the area",
             offset=LUKS2_HDR_BIN_LEN,
         )
@@ -676,8 +715,13 @@ def _ids(value: object, where: str, limit: int) -> list[int]:
         return []
     if len(value) > limit:
         raise BadField(BAD_HEADER, where, f"{len(value)} entries", f"at most {limit}")
-    return sorted({int(item) for item in value if isinstance(item, str) and item.isascii() and item.isdigit()
-                   and len(item) <= len(str(limit))})
+    return sorted(
+        {
+            int(item)
+            for item in value
+            if isinstance(item, str) and item.isascii() and item.isdigit() and len(item) <= len(str(limit))
+        }
+    )
 
 
 # Shared ----------------------------------------------------------------------------------------
@@ -727,6 +771,10 @@ def _show(value: object) -> str:
 
 
 FORMAT = Format(
-    name="luks", qemu_name="luks", probe=probe, inspect=inspect, checks=None,
+    name="luks",
+    qemu_name="luks",
+    probe=probe,
+    inspect=inspect,
+    checks=None,
     no_checks_because="a LUKS header names no other file (a detached header is a finding of its own)",
 )

@@ -164,7 +164,9 @@ def _check_data(reader: Reader, header: ParallelsHeader, extended: bool) -> None
         )
     if header.ext_off and (header.ext_off * SECTOR_SIZE + cluster > reader.size):
         raise TruncatedImage(
-            "Parallels Format Extension cluster", offset=header.ext_off * SECTOR_SIZE, length=cluster,
+            "Parallels Format Extension cluster",
+            offset=header.ext_off * SECTOR_SIZE,
+            length=cluster,
             size=reader.size,
         )
     in_head = min(header.bat_entries, (HEAD_SIZE - BAT_OFFSET) // BAT_ENTRY.size)
@@ -178,7 +180,9 @@ def _check_data(reader: Reader, header: ParallelsHeader, extended: bool) -> None
     if top and (top * unit + header.tracks) * SECTOR_SIZE > reader.size:
         index = entries.index(top)
         raise TruncatedImage(
-            f"cluster that BAT entry {index} points to", offset=top * unit * SECTOR_SIZE, length=cluster,
+            f"cluster that BAT entry {index} points to",
+            offset=top * unit * SECTOR_SIZE,
+            length=cluster,
             size=reader.size,
         )
 
@@ -208,6 +212,10 @@ def _findings(header: ParallelsHeader, details: ParallelsDetails, extended: bool
 
 
 FORMAT = Format(
-    name="ploop", qemu_name="parallels", probe=probe, inspect=inspect, checks=None,
+    name="ploop",
+    qemu_name="parallels",
+    probe=probe,
+    inspect=inspect,
+    checks=None,
     no_checks_because="a Parallels/ploop image names no other file: no backing or data file to refer to",
 )

@@ -125,7 +125,6 @@ class PartitionRecord:
     starting_lba: int
     size_in_lba: int
 
-
     @property
     def used(self) -> bool:
         """libfdisk and Linux count a record as a partition when its size is not zero."""
@@ -141,7 +140,6 @@ class LegacyMbr:
     unknown: int
     partition_records: tuple[PartitionRecord, ...]
     signature: int
-
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -203,7 +201,6 @@ class GptHeaderFields:
     number_of_partition_entries: int
     size_of_partition_entry: int
     partition_entry_array_crc32: int
-
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
@@ -280,7 +277,6 @@ class GptPartitionEntry:
     ending_lba: int
     attributes: int
     partition_name: bytes
-
 
     @classmethod
     def from_bytes(cls, data: bytes, offset: int = 0) -> Self:
@@ -408,7 +404,7 @@ def read_partition_table(reader: Reader) -> tuple[Mbr | Gpt | None, list[Finding
 
 
 def table_in_head(head: bytes) -> str | None:
-    """"gpt" or "mbr" when a file's first blocks hold a partition table a raw reader would use:
+    """ "gpt" or "mbr" when a file's first blocks hold a partition table a raw reader would use:
     a GPT header whose CRC32 checks out, or a valid MBR with a partition. Partition tables are
     not probed formats, so this is how a qcow2 or VMDK that is also a GPT disk is caught."""
     for sector_size in SECTOR_SIZES:
@@ -489,10 +485,12 @@ def _logical_partitions(reader: Reader, extended_lba: int, findings: list[Findin
         sector = reader.read_upto(ebr_lba * LOGICAL_BLOCK_SIZE, LOGICAL_BLOCK_SIZE, "extended boot record")
         ebr = LegacyMbr.from_bytes(sector) if len(sector) == LOGICAL_BLOCK_SIZE else None
         if ebr is None or not ebr.valid:
-            findings.append(MBR_EBR_CHAIN.finding(
-                f"the extended boot record at LBA {ebr_lba} is missing or invalid, so the logical "
-                "partitions from there on are not listed: check the table with `sfdisk --verify`"
-            ))
+            findings.append(
+                MBR_EBR_CHAIN.finding(
+                    f"the extended boot record at LBA {ebr_lba} is missing or invalid, so the logical "
+                    "partitions from there on are not listed: check the table with `sfdisk --verify`"
+                )
+            )
             return
         entry, link = ebr.partition_records[0], ebr.partition_records[1]
         if entry.used:
@@ -502,36 +500,46 @@ def _logical_partitions(reader: Reader, extended_lba: int, findings: list[Findin
             return
         ebr_lba = extended_lba + link.starting_lba
         if ebr_lba in seen:
-            findings.append(MBR_EBR_CHAIN.finding(
-                f"the chain of extended boot records loops back to LBA {ebr_lba}: repartition the "
-                "extended partition with `sfdisk` or `fdisk`"
-            ))
+            findings.append(
+                MBR_EBR_CHAIN.finding(
+                    f"the chain of extended boot records loops back to LBA {ebr_lba}: repartition the "
+                    "extended partition with `sfdisk` or `fdisk`"
+                )
+            )
             return
-    findings.append(MBR_EBR_CHAIN.finding(
-        f"the extended partition chains more than {MAX_LOGICAL_PARTITIONS} logical partitions, only "
-        "those are listed: a real installer never makes this many, so check where the image came from"
-    ))
+    findings.append(
+        MBR_EBR_CHAIN.finding(
+            f"the extended partition chains more than {MAX_LOGICAL_PARTITIONS} logical partitions, only "
+            "those are listed: a real installer never makes this many, so check where the image came from"
+        )
+    )
 
 
 def _gpt(reader: Reader, block: bytes, sector_size: int, mbr: Mbr | None, findings: list[Finding]) -> Gpt:
     fields = GptHeaderFields.from_bytes(block)
     crc_size = min(max(fields.header_size, MIN_HEADER_SIZE), sector_size)
     if crc_size != fields.header_size:
-        findings.append(GPT_OUT_OF_SPEC.finding(
-            f"the GPT HeaderSize is {fields.header_size}, outside {MIN_HEADER_SIZE}..{sector_size}: "
-            "rewrite the table with `sgdisk` (e.g. `sgdisk -e`)"
-        ))
+        findings.append(
+            GPT_OUT_OF_SPEC.finding(
+                f"the GPT HeaderSize is {fields.header_size}, outside {MIN_HEADER_SIZE}..{sector_size}: "
+                "rewrite the table with `sgdisk` (e.g. `sgdisk -e`)"
+            )
+        )
     header_crc_valid = header_crc32(block, crc_size) == fields.header_crc32
     if not header_crc_valid:
-        findings.append(GPT_HEADER_CRC.finding(
-            "the primary GPT header's CRC32 does not match: firmware will fall back to the backup "
-            "header; repair the table with `sgdisk -v` and `sgdisk -e`"
-        ))
+        findings.append(
+            GPT_HEADER_CRC.finding(
+                "the primary GPT header's CRC32 does not match: firmware will fall back to the backup "
+                "header; repair the table with `sgdisk -v` and `sgdisk -e`"
+            )
+        )
     if fields.my_lba != PRIMARY_HEADER_LBA:
-        findings.append(GPT_OUT_OF_SPEC.finding(
-            f"the primary GPT header says it is at LBA {fields.my_lba}, not {PRIMARY_HEADER_LBA}: "
-            "rewrite the table with `sgdisk`"
-        ))
+        findings.append(
+            GPT_OUT_OF_SPEC.finding(
+                f"the primary GPT header says it is at LBA {fields.my_lba}, not {PRIMARY_HEADER_LBA}: "
+                "rewrite the table with `sgdisk`"
+            )
+        )
     array, array_crc_valid = _entry_array(reader, fields, sector_size, findings)
     partitions = list(_gpt_partitions(array, fields, findings))
     return Gpt(
@@ -565,35 +573,43 @@ def _entry_array(
     checked because the array was not read whole)."""
     size = fields.size_of_partition_entry
     if size < MIN_PARTITION_ENTRY_SIZE or size > MAX_PARTITION_ENTRY_SIZE or size % PARTITION_ENTRY_ALIGN:
-        findings.append(GPT_OUT_OF_SPEC.finding(
-            f"the GPT SizeOfPartitionEntry is {size}, not a multiple of {PARTITION_ENTRY_ALIGN} in "
-            f"{MIN_PARTITION_ENTRY_SIZE}..{MAX_PARTITION_ENTRY_SIZE}, so no partition is listed: "
-            "rewrite the table with `sgdisk`"
-        ))
+        findings.append(
+            GPT_OUT_OF_SPEC.finding(
+                f"the GPT SizeOfPartitionEntry is {size}, not a multiple of {PARTITION_ENTRY_ALIGN} in "
+                f"{MIN_PARTITION_ENTRY_SIZE}..{MAX_PARTITION_ENTRY_SIZE}, so no partition is listed: "
+                "rewrite the table with `sgdisk`"
+            )
+        )
         return b"", None
     count = fields.number_of_partition_entries
     if count > MAX_PARTITION_ENTRIES:
-        findings.append(GPT_OUT_OF_SPEC.finding(
-            f"the GPT declares {count} partition entries, more than the {MAX_PARTITION_ENTRIES} read, "
-            "so its CRC is not checked: rewrite the table with `sgdisk`"
-        ))
+        findings.append(
+            GPT_OUT_OF_SPEC.finding(
+                f"the GPT declares {count} partition entries, more than the {MAX_PARTITION_ENTRIES} read, "
+                "so its CRC is not checked: rewrite the table with `sgdisk`"
+            )
+        )
         count = MAX_PARTITION_ENTRIES
     offset = fields.partition_entry_lba * sector_size
     array = reader.read_upto(offset, count * size, "GPT partition entry array")
     if len(array) < count * size:
-        findings.append(GPT_OUT_OF_SPEC.finding(
-            f"the GPT partition entry array at LBA {fields.partition_entry_lba} runs past the end of "
-            "the file, so only the entries before the end are listed: the image was cut short"
-        ))
+        findings.append(
+            GPT_OUT_OF_SPEC.finding(
+                f"the GPT partition entry array at LBA {fields.partition_entry_lba} runs past the end of "
+                "the file, so only the entries before the end are listed: the image was cut short"
+            )
+        )
         return array, None
     if count != fields.number_of_partition_entries:
         return array, None
     valid = zlib.crc32(array) == fields.partition_entry_array_crc32
     if not valid:
-        findings.append(GPT_ENTRIES_CRC.finding(
-            "the GPT partition entry array's CRC32 does not match the header: firmware will use the "
-            "backup array; repair the table with `sgdisk -v` and `sgdisk -e`"
-        ))
+        findings.append(
+            GPT_ENTRIES_CRC.finding(
+                "the GPT partition entry array's CRC32 does not match the header: firmware will use the "
+                "backup array; repair the table with `sgdisk -v` and `sgdisk -e`"
+            )
+        )
     return array, valid
 
 
@@ -620,11 +636,13 @@ def _gpt_partitions(array: bytes, fields: GptHeaderFields, findings: list[Findin
         )
     if outside:
         numbers = ", ".join(map(str, outside))
-        findings.append(GPT_OUTSIDE_USABLE.finding(
-            f"GPT partition(s) {numbers} lie outside the usable LBAs {fields.first_usable_lba}.."
-            f"{fields.last_usable_lba} the header declares (as xorriso's -isohybrid-gpt-basdat writes), "
-            "or end before they start: partitioning tools may refuse to edit this table"
-        ))
+        findings.append(
+            GPT_OUTSIDE_USABLE.finding(
+                f"GPT partition(s) {numbers} lie outside the usable LBAs {fields.first_usable_lba}.."
+                f"{fields.last_usable_lba} the header declares (as xorriso's -isohybrid-gpt-basdat writes), "
+                "or end before they start: partitioning tools may refuse to edit this table"
+            )
+        )
 
 
 def _backup(reader: Reader, primary: GptHeaderFields, sector_size: int, findings: list[Finding]) -> GptBackup:
@@ -642,15 +660,19 @@ def _backup(reader: Reader, primary: GptHeaderFields, sector_size: int, findings
             break
     if not backup.valid:
         state = "invalid" if backup.present else "missing"
-        findings.append(GPT_BACKUP.finding(
-            f"the backup GPT header at LBA {backup.lba} is {state}: the image may be cut short; "
-            "if it is complete, rebuild the backup with `sgdisk -e`"
-        ))
+        findings.append(
+            GPT_BACKUP.finding(
+                f"the backup GPT header at LBA {backup.lba} is {state}: the image may be cut short; "
+                "if it is complete, rebuild the backup with `sgdisk -e`"
+            )
+        )
     elif backup.lba != last_lba:
-        findings.append(GPT_BACKUP.finding(
-            f"the backup GPT header is at LBA {backup.lba}, not at the last LBA {last_lba}: the disk was "
-            "grown after partitioning; move it with `sgdisk -e` (cloud-init's growpart also does)"
-        ))
+        findings.append(
+            GPT_BACKUP.finding(
+                f"the backup GPT header is at LBA {backup.lba}, not at the last LBA {last_lba}: the disk was "
+                "grown after partitioning; move it with `sgdisk -e` (cloud-init's growpart also does)"
+            )
+        )
     return backup
 
 

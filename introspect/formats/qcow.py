@@ -68,8 +68,16 @@ class QCowHeader:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.magic, self.version, self.backing_file_offset, self.backing_file_size, self.mtime,
-            self.size, self.cluster_bits, self.l2_bits, self.padding, self.crypt_method,
+            self.magic,
+            self.version,
+            self.backing_file_offset,
+            self.backing_file_size,
+            self.mtime,
+            self.size,
+            self.cluster_bits,
+            self.l2_bits,
+            self.padding,
+            self.crypt_method,
             self.l1_table_offset,
         )
 
@@ -104,13 +112,19 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QcowDetails]:
         raise BadField(BAD_HEADER, "size", header.size, f"at least {MIN_SIZE} bytes", advice=CONVERT)
     if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
         raise BadField(
-            BAD_HEADER, "cluster_bits", header.cluster_bits,
-            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512-byte to 64 KiB clusters)", advice=CONVERT,
+            BAD_HEADER,
+            "cluster_bits",
+            header.cluster_bits,
+            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512-byte to 64 KiB clusters)",
+            advice=CONVERT,
         )
     if not MIN_L2_BITS <= header.l2_bits <= MAX_L2_BITS:
         raise BadField(
-            BAD_HEADER, "l2_bits", header.l2_bits,
-            f"{MIN_L2_BITS}..{MAX_L2_BITS} (512-byte to 64 KiB L2 tables)", advice=CONVERT,
+            BAD_HEADER,
+            "l2_bits",
+            header.l2_bits,
+            f"{MIN_L2_BITS}..{MAX_L2_BITS} (512-byte to 64 KiB L2 tables)",
+            advice=CONVERT,
         )
     encryption = CRYPT_METHODS.get(header.crypt_method)
     if encryption is None:
@@ -119,7 +133,9 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QcowDetails]:
     l1_size = -(-header.size // bytes_per_l1_entry)
     if l1_size > MAX_L1_ENTRIES:
         raise BadField(
-            BAD_HEADER, "size", header.size,
+            BAD_HEADER,
+            "size",
+            header.size,
             f"at most {MAX_L1_ENTRIES * bytes_per_l1_entry} bytes with these cluster and L2 sizes",
             advice=CONVERT,
         )
@@ -151,8 +167,11 @@ def _backing_file(reader: Reader, header: QCowHeader) -> str | None:
         return None
     if header.backing_file_size > MAX_BACKING_FILE_SIZE:
         raise BadField(
-            BAD_HEADER, "backing_file_size", header.backing_file_size,
-            f"at most {MAX_BACKING_FILE_SIZE} bytes", advice=CONVERT,
+            BAD_HEADER,
+            "backing_file_size",
+            header.backing_file_size,
+            f"at most {MAX_BACKING_FILE_SIZE} bytes",
+            advice=CONVERT,
         )
     name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow backing file name")
     # qemu copies the name as a C string: it ends at the first NUL.

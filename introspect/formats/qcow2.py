@@ -27,9 +27,7 @@ from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
 BAD_HEADER = rule("qcow2.bad_header", Severity.REJECT, "a qcow2 header field holds a value qemu refuses")
-BAD_EXTENSION = rule(
-    "qcow2.bad_header_extension", Severity.REJECT, "a qcow2 header extension is malformed"
-)
+BAD_EXTENSION = rule("qcow2.bad_header_extension", Severity.REJECT, "a qcow2 header extension is malformed")
 UNKNOWN_INCOMPATIBLE = rule(
     "qcow2.unknown_incompatible_features",
     Severity.REJECT,
@@ -39,9 +37,7 @@ CORRUPT = rule("qcow2.corrupt", Severity.REJECT, "the image is marked corrupt (i
 DIRTY = rule("qcow2.dirty", Severity.WARN, "the image was not closed cleanly (incompatible bit 0)")
 BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file")
 DATA_FILE = rule("qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file")
-AES_ENCRYPTION = rule(
-    "qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption"
-)
+AES_ENCRYPTION = rule("qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption")
 
 RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-img"
 
@@ -105,9 +101,19 @@ class QCowHeader:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.magic, self.version, self.backing_file_offset, self.backing_file_size, self.cluster_bits,
-            self.size, self.crypt_method, self.l1_size, self.l1_table_offset, self.refcount_table_offset,
-            self.refcount_table_clusters, self.nb_snapshots, self.snapshots_offset,
+            self.magic,
+            self.version,
+            self.backing_file_offset,
+            self.backing_file_size,
+            self.cluster_bits,
+            self.size,
+            self.crypt_method,
+            self.l1_size,
+            self.l1_table_offset,
+            self.refcount_table_offset,
+            self.refcount_table_clusters,
+            self.nb_snapshots,
+            self.snapshots_offset,
         )
 
 
@@ -170,8 +176,11 @@ class QCowHeaderV3:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.incompatible_features, self.compatible_features, self.autoclear_features,
-            self.refcount_order, self.header_length,
+            self.incompatible_features,
+            self.compatible_features,
+            self.autoclear_features,
+            self.refcount_order,
+            self.header_length,
         )
 
 
@@ -406,8 +415,11 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[Qcow2Details]:
     else:
         # What the spec says a version 2 image implies: no feature bits, 16-bit refcounts.
         v3 = QCowHeaderV3(
-            incompatible_features=0, compatible_features=0, autoclear_features=0,
-            refcount_order=V2_REFCOUNT_ORDER, header_length=V2_HEADER_LENGTH,
+            incompatible_features=0,
+            compatible_features=0,
+            autoclear_features=0,
+            refcount_order=V2_REFCOUNT_ORDER,
+            header_length=V2_HEADER_LENGTH,
         )
         additional = AdditionalFields(compression_type=COMPRESSION_ZLIB)
     compression = _compression_type(additional, v3)
@@ -417,13 +429,19 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[Qcow2Details]:
     extensions = _read_extensions(reader, header, v3, ext_end)
     if header.crypt_method == CRYPT_LUKS and extensions.crypto_header is None:
         raise BadField(
-            BAD_EXTENSION, "full disk encryption header extension", None,
-            "one when crypt_method is 2 (LUKS)", advice=RECREATE,
+            BAD_EXTENSION,
+            "full disk encryption header extension",
+            None,
+            "one when crypt_method is 2 (LUKS)",
+            advice=RECREATE,
         )
     if v3.autoclear_features & AUTOCLEAR_DATA_FILE_RAW and not v3.incompatible_features & INCOMPAT_DATA_FILE:
         raise BadField(
-            BAD_HEADER, "autoclear_features", v3.autoclear_features,
-            "the raw external data bit only with the external data file bit", advice=RECREATE,
+            BAD_HEADER,
+            "autoclear_features",
+            v3.autoclear_features,
+            "the raw external data bit only with the external data file bit",
+            advice=RECREATE,
         )
     backing_file = _backing_file(reader, header, cluster_size)
     details = Qcow2Details(
@@ -472,8 +490,11 @@ def _check_header(header: QCowHeader) -> None:
         )
     if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
         raise BadField(
-            BAD_HEADER, "cluster_bits", header.cluster_bits,
-            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512 bytes to 2 MiB clusters)", advice=RECREATE,
+            BAD_HEADER,
+            "cluster_bits",
+            header.cluster_bits,
+            f"{MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS} (512 bytes to 2 MiB clusters)",
+            advice=RECREATE,
         )
     if header.crypt_method not in CRYPT_METHODS:
         raise BadField(
@@ -482,17 +503,23 @@ def _check_header(header: QCowHeader) -> None:
     cluster_size = 1 << header.cluster_bits
     if header.backing_file_offset > cluster_size:
         raise BadField(
-            BAD_HEADER, "backing_file_offset", header.backing_file_offset,
-            f"within the first cluster (at most {cluster_size})", advice=RECREATE,
+            BAD_HEADER,
+            "backing_file_offset",
+            header.backing_file_offset,
+            f"within the first cluster (at most {cluster_size})",
+            advice=RECREATE,
         )
 
 
 def _check_header_length(header_length: int, cluster_size: int) -> None:
     if not V3_MIN_HEADER_LENGTH <= header_length <= cluster_size:
         raise BadField(
-            BAD_HEADER, "header_length", header_length,
+            BAD_HEADER,
+            "header_length",
+            header_length,
             f"{V3_MIN_HEADER_LENGTH}..{cluster_size} (at least the version 3 fields, within the first "
-            "cluster)", advice=RECREATE,
+            "cluster)",
+            advice=RECREATE,
         )
 
 
@@ -501,16 +528,24 @@ def _compression_type(additional: AdditionalFields, v3: QCowHeaderV3) -> Literal
     compression = COMPRESSION_TYPES.get(additional.compression_type)
     if compression is None:
         raise BadField(
-            BAD_HEADER, "compression_type", additional.compression_type, "0 (zlib) or 1 (zstd)",
-            offset=AdditionalFields.COMPRESSION_TYPE_OFFSET, advice=RECREATE,
+            BAD_HEADER,
+            "compression_type",
+            additional.compression_type,
+            "0 (zlib) or 1 (zstd)",
+            offset=AdditionalFields.COMPRESSION_TYPE_OFFSET,
+            advice=RECREATE,
         )
     announced = bool(v3.incompatible_features & INCOMPAT_COMPRESSION)
     if announced != (additional.compression_type != COMPRESSION_ZLIB):
         state = "clear" if announced else "set"
         raise BadField(
-            BAD_HEADER, "incompatible_features", v3.incompatible_features,
+            BAD_HEADER,
+            "incompatible_features",
+            v3.incompatible_features,
             f"bit {COMPRESSION_TYPE_BIT} (compression type) {state}, since the compression type is "
-            f"{compression} (header_length {v3.header_length})", offset=QCowHeaderV3.OFFSET, advice=RECREATE,
+            f"{compression} (header_length {v3.header_length})",
+            offset=QCowHeaderV3.OFFSET,
+            advice=RECREATE,
         )
     return compression
 
@@ -518,15 +553,21 @@ def _compression_type(additional: AdditionalFields, v3: QCowHeaderV3) -> Literal
 def _check_v3_fields(header: QCowHeader, v3: QCowHeaderV3) -> None:
     if v3.refcount_order > MAX_REFCOUNT_ORDER:
         raise BadField(
-            BAD_HEADER, "refcount_order", v3.refcount_order,
-            f"at most {MAX_REFCOUNT_ORDER} (64-bit refcounts)", advice=RECREATE,
+            BAD_HEADER,
+            "refcount_order",
+            v3.refcount_order,
+            f"at most {MAX_REFCOUNT_ORDER} (64-bit refcounts)",
+            advice=RECREATE,
         )
     extended_l2 = v3.incompatible_features & INCOMPAT_EXTENDED_L2
     if extended_l2 and header.cluster_bits < MIN_EXTENDED_L2_CLUSTER_BITS:
         raise BadField(
-            BAD_HEADER, "cluster_bits", header.cluster_bits,
+            BAD_HEADER,
+            "cluster_bits",
+            header.cluster_bits,
             f"at least {MIN_EXTENDED_L2_CLUSTER_BITS} with extended L2 entries (subclusters of 512 bytes "
-            "or more)", advice=RECREATE,
+            "or more)",
+            advice=RECREATE,
         )
 
 
@@ -543,15 +584,21 @@ def _check_tables(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> None:
         )
     if header.l1_size < needed:
         raise BadField(
-            BAD_HEADER, "l1_size", header.l1_size,
-            f"at least {needed} entries to map a virtual size of {header.size} bytes", advice=RECREATE,
+            BAD_HEADER,
+            "l1_size",
+            header.l1_size,
+            f"at least {needed} entries to map a virtual size of {header.size} bytes",
+            advice=RECREATE,
         )
     if header.refcount_table_clusters == 0:
         raise BadField(BAD_HEADER, "refcount_table_clusters", 0, "at least 1", advice=RECREATE)
     if header.refcount_table_clusters > MAX_REFTABLE_SIZE // cluster_size:
         raise BadField(
-            BAD_HEADER, "refcount_table_clusters", header.refcount_table_clusters,
-            f"at most {MAX_REFTABLE_SIZE // cluster_size} ({MAX_REFTABLE_SIZE} bytes)", advice=RECREATE,
+            BAD_HEADER,
+            "refcount_table_clusters",
+            header.refcount_table_clusters,
+            f"at most {MAX_REFTABLE_SIZE // cluster_size} ({MAX_REFTABLE_SIZE} bytes)",
+            advice=RECREATE,
         )
     if header.nb_snapshots > MAX_SNAPSHOTS:
         raise BadField(
@@ -559,10 +606,18 @@ def _check_tables(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> None:
         )
     tables = (
         ("active L1 table", "l1_table_offset", header.l1_table_offset, header.l1_size * L1E_SIZE),
-        ("refcount table", "refcount_table_offset", header.refcount_table_offset,
-         header.refcount_table_clusters * cluster_size),
-        ("snapshot table", "snapshots_offset", header.snapshots_offset,
-         header.nb_snapshots * MIN_SNAPSHOT_ENTRY_SIZE),
+        (
+            "refcount table",
+            "refcount_table_offset",
+            header.refcount_table_offset,
+            header.refcount_table_clusters * cluster_size,
+        ),
+        (
+            "snapshot table",
+            "snapshots_offset",
+            header.snapshots_offset,
+            header.nb_snapshots * MIN_SNAPSHOT_ENTRY_SIZE,
+        ),
     )
     for what, name, offset, length in tables:
         if offset % cluster_size:
@@ -599,9 +654,12 @@ def _walk_extensions(reader: Reader, start: int, end: int) -> Iterator[tuple[Hea
             return
         if end - offset < HeaderExtension.STRUCT.size:
             raise BadField(
-                BAD_EXTENSION, "room for a header extension", end - offset,
+                BAD_EXTENSION,
+                "room for a header extension",
+                end - offset,
                 f"at least {HeaderExtension.STRUCT.size} bytes for its type and length",
-                offset=offset, advice=RECREATE,
+                offset=offset,
+                advice=RECREATE,
             )
         ext = HeaderExtension.from_bytes(
             reader.read(offset, HeaderExtension.STRUCT.size, "qcow2 header extension")
@@ -611,14 +669,21 @@ def _walk_extensions(reader: Reader, start: int, end: int) -> Iterator[tuple[Hea
             return
         if count == MAX_HEADER_EXTENSIONS:
             raise BadField(
-                BAD_EXTENSION, "number of header extensions", count + 1,
-                f"at most {MAX_HEADER_EXTENSIONS} before the end marker", offset=offset, advice=RECREATE,
+                BAD_EXTENSION,
+                "number of header extensions",
+                count + 1,
+                f"at most {MAX_HEADER_EXTENSIONS} before the end marker",
+                offset=offset,
+                advice=RECREATE,
             )
         if ext.length > end - data_offset:
             raise BadField(
-                BAD_EXTENSION, f"length of header extension {ext.type:#010x}", ext.length,
+                BAD_EXTENSION,
+                f"length of header extension {ext.type:#010x}",
+                ext.length,
                 f"at most {end - data_offset} (the extensions must end by byte {end})",
-                offset=offset, advice=RECREATE,
+                offset=offset,
+                advice=RECREATE,
             )
         yield ext, data_offset
         offset = data_offset + -(-ext.length // EXT_ALIGNMENT) * EXT_ALIGNMENT
@@ -630,16 +695,24 @@ def _read_extensions(reader: Reader, header: QCowHeader, v3: QCowHeaderV3, end: 
     for ext, offset in _walk_extensions(reader, v3.header_length, end):
         if ext.type in seen:
             raise BadField(
-                BAD_EXTENSION, f"count of header extension {ext.type:#010x}", 2, "at most 1",
-                offset=offset, advice=RECREATE,
+                BAD_EXTENSION,
+                f"count of header extension {ext.type:#010x}",
+                2,
+                "at most 1",
+                offset=offset,
+                advice=RECREATE,
             )
         if ext.type in KNOWN_EXTENSIONS:
             seen.add(ext.type)
         if ext.type == EXT_BACKING_FORMAT:
             if ext.length > MAX_BACKING_FORMAT_LENGTH:
                 raise BadField(
-                    BAD_EXTENSION, "backing file format name length", ext.length,
-                    f"at most {MAX_BACKING_FORMAT_LENGTH} bytes", offset=offset, advice=RECREATE,
+                    BAD_EXTENSION,
+                    "backing file format name length",
+                    ext.length,
+                    f"at most {MAX_BACKING_FORMAT_LENGTH} bytes",
+                    offset=offset,
+                    advice=RECREATE,
                 )
             found.backing_format = _string(reader.read(offset, ext.length, "qcow2 backing file format name"))
         elif ext.type == EXT_DATA_FILE:
@@ -671,8 +744,12 @@ def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster
     """The bitmaps extension, checked as qemu checks it when the autoclear bit vouches for it."""
     if length != BitmapsExtensionData.STRUCT.size:
         raise BadField(
-            BAD_EXTENSION, "bitmaps extension length", length, f"{BitmapsExtensionData.STRUCT.size}",
-            offset=offset, advice=RECREATE,
+            BAD_EXTENSION,
+            "bitmaps extension length",
+            length,
+            f"{BitmapsExtensionData.STRUCT.size}",
+            offset=offset,
+            advice=RECREATE,
         )
     ext = BitmapsExtensionData.from_bytes(reader.read(offset, length, "qcow2 bitmaps extension"))
     consistent = bool(v3.autoclear_features & AUTOCLEAR_BITMAPS)
@@ -680,18 +757,28 @@ def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster
         checks = (
             ("reserved", ext.reserved, ext.reserved == 0, "0"),
             ("nb_bitmaps", ext.nb_bitmaps, 1 <= ext.nb_bitmaps <= MAX_BITMAPS, f"1..{MAX_BITMAPS}"),
-            ("bitmap_directory_size", ext.bitmap_directory_size,
-             ext.bitmap_directory_size <= MAX_BITMAP_DIRECTORY_SIZE,
-             f"at most {MAX_BITMAP_DIRECTORY_SIZE}"),
-            ("bitmap_directory_offset", ext.bitmap_directory_offset,
-             ext.bitmap_directory_offset % cluster_size == 0,
-             f"a multiple of the cluster size {cluster_size}"),
+            (
+                "bitmap_directory_size",
+                ext.bitmap_directory_size,
+                ext.bitmap_directory_size <= MAX_BITMAP_DIRECTORY_SIZE,
+                f"at most {MAX_BITMAP_DIRECTORY_SIZE}",
+            ),
+            (
+                "bitmap_directory_offset",
+                ext.bitmap_directory_offset,
+                ext.bitmap_directory_offset % cluster_size == 0,
+                f"a multiple of the cluster size {cluster_size}",
+            ),
         )
         for name, actual, ok, expected in checks:
             if not ok:
                 raise BadField(
-                    BAD_EXTENSION, f"bitmaps extension {name}", actual, expected,
-                    offset=offset, advice=RECREATE,
+                    BAD_EXTENSION,
+                    f"bitmaps extension {name}",
+                    actual,
+                    expected,
+                    offset=offset,
+                    advice=RECREATE,
                 )
         _check_inside(
             reader, "qcow2 bitmap directory", ext.bitmap_directory_offset, ext.bitmap_directory_size
@@ -707,20 +794,32 @@ def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster
 def _crypto_header(reader: Reader, offset: int, length: int, header: QCowHeader) -> CryptoHeader:
     if header.crypt_method != CRYPT_LUKS:
         raise BadField(
-            BAD_EXTENSION, "full disk encryption header extension", CRYPT_METHODS[header.crypt_method],
-            "only with crypt_method 2 (LUKS)", offset=offset, advice=RECREATE,
+            BAD_EXTENSION,
+            "full disk encryption header extension",
+            CRYPT_METHODS[header.crypt_method],
+            "only with crypt_method 2 (LUKS)",
+            offset=offset,
+            advice=RECREATE,
         )
     if length != CryptoHeaderExtension.STRUCT.size:
         raise BadField(
-            BAD_EXTENSION, "full disk encryption header extension length", length,
-            f"{CryptoHeaderExtension.STRUCT.size}", offset=offset, advice=RECREATE,
+            BAD_EXTENSION,
+            "full disk encryption header extension length",
+            length,
+            f"{CryptoHeaderExtension.STRUCT.size}",
+            offset=offset,
+            advice=RECREATE,
         )
     ext = CryptoHeaderExtension.from_bytes(reader.read(offset, length, "qcow2 encryption header pointer"))
     cluster_size = 1 << header.cluster_bits
     if ext.offset % cluster_size:
         raise BadField(
-            BAD_EXTENSION, "encryption header offset", ext.offset,
-            f"a multiple of the cluster size {cluster_size}", offset=offset, advice=RECREATE,
+            BAD_EXTENSION,
+            "encryption header offset",
+            ext.offset,
+            f"a multiple of the cluster size {cluster_size}",
+            offset=offset,
+            advice=RECREATE,
         )
     _check_inside(reader, "qcow2 LUKS header", ext.offset, ext.length)
     return CryptoHeader(offset=ext.offset, length=ext.length)
@@ -734,8 +833,11 @@ def _backing_file(reader: Reader, header: QCowHeader, cluster_size: int) -> str 
     limit = min(MAX_BACKING_FILE_SIZE, cluster_size - header.backing_file_offset)
     if header.backing_file_size > limit:
         raise BadField(
-            BAD_HEADER, "backing_file_size", header.backing_file_size,
-            f"at most {limit} bytes (1023, and within the first cluster)", advice=RECREATE,
+            BAD_HEADER,
+            "backing_file_size",
+            header.backing_file_size,
+            f"at most {limit} bytes (1023, and within the first cluster)",
+            advice=RECREATE,
         )
     name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow2 backing file name")
     return _string(name)

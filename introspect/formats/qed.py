@@ -88,9 +88,17 @@ class QEDHeader:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.magic, self.cluster_size, self.table_size, self.header_size, self.features,
-            self.compat_features, self.autoclear_features, self.l1_table_offset, self.image_size,
-            self.backing_filename_offset, self.backing_filename_size,
+            self.magic,
+            self.cluster_size,
+            self.table_size,
+            self.header_size,
+            self.features,
+            self.compat_features,
+            self.autoclear_features,
+            self.l1_table_offset,
+            self.image_size,
+            self.backing_filename_offset,
+            self.backing_filename_size,
         )
 
 
@@ -126,26 +134,38 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
     cluster_size_ok = MIN_CLUSTER_SIZE <= header.cluster_size <= MAX_CLUSTER_SIZE
     if not (_power_of_two(header.cluster_size) and cluster_size_ok):
         raise BadField(
-            BAD_HEADER, "cluster_size", header.cluster_size,
-            f"a power of 2 from {MIN_CLUSTER_SIZE} to {MAX_CLUSTER_SIZE}", advice=CONVERT,
+            BAD_HEADER,
+            "cluster_size",
+            header.cluster_size,
+            f"a power of 2 from {MIN_CLUSTER_SIZE} to {MAX_CLUSTER_SIZE}",
+            advice=CONVERT,
         )
     if not (_power_of_two(header.table_size) and MIN_TABLE_SIZE <= header.table_size <= MAX_TABLE_SIZE):
         raise BadField(
-            BAD_HEADER, "table_size", header.table_size,
-            f"a power of 2 from {MIN_TABLE_SIZE} to {MAX_TABLE_SIZE}", advice=CONVERT,
+            BAD_HEADER,
+            "table_size",
+            header.table_size,
+            f"a power of 2 from {MIN_TABLE_SIZE} to {MAX_TABLE_SIZE}",
+            advice=CONVERT,
         )
     entries = header.table_size * header.cluster_size // TABLE_ENTRY_SIZE
     max_image_size = entries * entries * header.cluster_size
     if header.image_size % SECTOR_SIZE or header.image_size > max_image_size:
         raise BadField(
-            BAD_HEADER, "image_size", header.image_size,
-            f"a multiple of {SECTOR_SIZE} of at most {max_image_size} bytes", advice=CONVERT,
+            BAD_HEADER,
+            "image_size",
+            header.image_size,
+            f"a multiple of {SECTOR_SIZE} of at most {max_image_size} bytes",
+            advice=CONVERT,
         )
     header_bytes = header.header_size * header.cluster_size
     if header_bytes > MAX_HEADER_BYTES:
         raise BadField(
-            BAD_HEADER, "header_size", header.header_size,
-            f"at most {MAX_HEADER_BYTES // header.cluster_size} clusters", advice=CONVERT,
+            BAD_HEADER,
+            "header_size",
+            header.header_size,
+            f"at most {MAX_HEADER_BYTES // header.cluster_size} clusters",
+            advice=CONVERT,
         )
     _check_l1_table(reader, header, header_bytes)
     backing_file = _backing_file(reader, header, header_bytes)
@@ -173,7 +193,9 @@ def _check_l1_table(reader: Reader, header: QEDHeader, header_bytes: int) -> Non
     offset = header.l1_table_offset
     if offset % header.cluster_size or offset < header_bytes:
         raise BadField(
-            BAD_HEADER, "l1_table_offset", offset,
+            BAD_HEADER,
+            "l1_table_offset",
+            offset,
             f"a multiple of the cluster size {header.cluster_size}, past the header ({header_bytes} bytes)",
             advice=CONVERT,
         )
@@ -189,13 +211,19 @@ def _backing_file(reader: Reader, header: QEDHeader, header_bytes: int) -> str |
     end = header.backing_filename_offset + header.backing_filename_size
     if end > header_bytes:
         raise BadField(
-            BAD_HEADER, "backing_filename_offset + backing_filename_size", end,
-            f"within the header clusters (at most {header_bytes})", advice=CONVERT,
+            BAD_HEADER,
+            "backing_filename_offset + backing_filename_size",
+            end,
+            f"within the header clusters (at most {header_bytes})",
+            advice=CONVERT,
         )
     if header.backing_filename_size > MAX_BACKING_FILENAME_SIZE:
         raise BadField(
-            BAD_HEADER, "backing_filename_size", header.backing_filename_size,
-            f"at most {MAX_BACKING_FILENAME_SIZE} bytes", advice=CONVERT,
+            BAD_HEADER,
+            "backing_filename_size",
+            header.backing_filename_size,
+            f"at most {MAX_BACKING_FILENAME_SIZE} bytes",
+            advice=CONVERT,
         )
     name = reader.read(header.backing_filename_offset, header.backing_filename_size, "qed backing file name")
     # qemu copies the name as a C string: it ends at the first NUL.

@@ -53,23 +53,45 @@ ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
         "the upload saved a web page (an error or login page?): check the URL",
     ),
     (
-        ("application/gzip", "application/x-xz", "application/zstd", "application/x-bzip2",
-         "application/x-lzma", "application/x-lz4", "application/x-compress", "application/x-lzip"),
+        (
+            "application/gzip",
+            "application/x-xz",
+            "application/zstd",
+            "application/x-bzip2",
+            "application/x-lzma",
+            "application/x-lz4",
+            "application/x-compress",
+            "application/x-lzip",
+        ),
         "the image is compressed: decompress it, or upload it with the matching container format",
     ),
     (
-        ("application/x-tar", "application/zip", "application/x-7z", "application/x-rar",
-         "application/vnd.rar", "application/x-cpio"),
+        (
+            "application/x-tar",
+            "application/zip",
+            "application/x-7z",
+            "application/x-rar",
+            "application/vnd.rar",
+            "application/x-cpio",
+        ),
         "this is an archive: extract the disk image from it (an OVA is uploaded with container_format=ova)",
     ),
     (
-        ("application/x-executable", "application/x-sharedlib", "application/x-pie-executable",
-         "application/x-dosexec", "application/x-mach-binary", "application/x-object"),
+        (
+            "application/x-executable",
+            "application/x-sharedlib",
+            "application/x-pie-executable",
+            "application/x-dosexec",
+            "application/x-mach-binary",
+            "application/x-object",
+        ),
         "this is a program, not a disk: upload the disk image itself",
     ),
     (("image/", "video/", "audio/"), "this is a media file, not a disk: upload the disk image itself"),
-    (("application/pdf", "text/", "application/json", "application/xml"),
-     "this is a document, not a disk: upload the disk image itself"),
+    (
+        ("application/pdf", "text/", "application/json", "application/xml"),
+        "this is a document, not a disk: upload the disk image itself",
+    ),
 )
 DEFAULT_ADVICE = "upload the disk image itself, or declare the format it really has"
 #: qemu's block layer sector (BDRV_SECTOR_SIZE): every length it reports is a whole number of them.
@@ -128,9 +150,11 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[RawDetails]:
     if table is None and description != UNNAMED_DATA and not DISK_DESCRIPTION.search(description):
         mime = mime_type(head)
         if mime != OCTET_STREAM:
-            findings.append(NOT_A_DISK.finding(
-                f"libmagic says the content is {description!r} ({mime}), not a disk image: {_advice(mime)}"
-            ))
+            findings.append(
+                NOT_A_DISK.finding(
+                    f"libmagic says the content is {description!r} ({mime}), not a disk image: {_advice(mime)}"
+                )
+            )
     bios, uefi = boot_evidence(table)
     details = RawDetails(
         partition_table=table,
@@ -161,10 +185,12 @@ def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
     if not beyond:
         return []
     numbers = ", ".join(map(str, beyond))
-    return [PARTITION_BEYOND_END.finding(
-        f"partition(s) {numbers} end past the end of the file ({size} bytes): the image was cut short "
-        "(download it again) or shrunk (grow it back with `qemu-img resize`)"
-    )]
+    return [
+        PARTITION_BEYOND_END.finding(
+            f"partition(s) {numbers} end past the end of the file ({size} bytes): the image was cut short "
+            "(download it again) or shrunk (grow it back with `qemu-img resize`)"
+        )
+    ]
 
 
 FORMAT = Format(

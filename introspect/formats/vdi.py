@@ -249,7 +249,11 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VdiDetails]:
         details = _version1(reader, pre)
     else:
         raise BadField(
-            BAD_HEADER, "version", f"{major}.{minor}", "0.x or 1.x", offset=0,
+            BAD_HEADER,
+            "version",
+            f"{major}.{minor}",
+            "0.x or 1.x",
+            offset=0,
             advice="this is not a VDI any VirtualBox release wrote",
         )
     _check_layout(reader, details)
@@ -295,14 +299,19 @@ def _version1(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
     offset = VdiHeader1.OFFSET
     if header.offset_blocks < VdiHeader1.OFFSET + V1_HEADER_MIN:
         raise BadField(
-            BAD_HEADER, "offBlocks", header.offset_blocks,
-            f"at least {VdiHeader1.OFFSET + V1_HEADER_MIN}, after the header", offset=offset,
+            BAD_HEADER,
+            "offBlocks",
+            header.offset_blocks,
+            f"at least {VdiHeader1.OFFSET + V1_HEADER_MIN}, after the header",
+            offset=offset,
         )
     # The header runs from after the pre-header up to the block map, at most.
     header_max = header.offset_blocks - VdiHeader1.OFFSET
     if not V1_HEADER_MIN <= header.header_size <= header_max:
         raise BadField(
-            BAD_HEADER, "cbHeader", header.header_size,
+            BAD_HEADER,
+            "cbHeader",
+            header.header_size,
             f"{V1_HEADER_MIN}..{header_max} (from sizeof(VDIHEADER1) to where the block map starts)",
             offset=offset,
         )
@@ -310,7 +319,10 @@ def _version1(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
     map_end = header.offset_blocks + header.blocks * VDI_BLOCK_POINTER_SIZE
     if header.offset_data < map_end:
         raise BadField(
-            BAD_HEADER, "offData", header.offset_data, f"at least {map_end}, after the block map",
+            BAD_HEADER,
+            "offData",
+            header.offset_data,
+            f"at least {map_end}, after the block map",
             offset=offset,
         )
     lchs = None
@@ -348,7 +360,10 @@ def _version1(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
 def _image_type(value: int) -> Literal["dynamic", "static", "undo", "diff"]:
     if value not in IMAGE_TYPES:
         raise BadField(
-            BAD_HEADER, "u32Type", value, "1 (dynamic), 2 (static), 3 (undo) or 4 (diff)",
+            BAD_HEADER,
+            "u32Type",
+            value,
+            "1 (dynamic), 2 (static), 3 (undo) or 4 (diff)",
             offset=VdiPreHeader.STRUCT.size,
         )
     return IMAGE_TYPES[value]
@@ -367,8 +382,11 @@ def _check_counts(blocks: int, allocated: int, block_size: int, disk_size: int) 
         raise BadField(BAD_HEADER, "cbBlock", block_size, "a power of two", offset=offset)
     if disk_size > blocks * block_size:
         raise BadField(
-            BAD_HEADER, "cbDisk", disk_size,
-            f"at most cBlocks * cbBlock = {blocks * block_size}, what the block map can hold", offset=offset,
+            BAD_HEADER,
+            "cbDisk",
+            disk_size,
+            f"at most cBlocks * cbBlock = {blocks * block_size}, what the block map can hold",
+            offset=offset,
         )
 
 
@@ -383,7 +401,9 @@ def _check_layout(reader: Reader, details: VdiDetails) -> None:
     if details.offset_data + data_length > reader.size:
         raise TruncatedImage(
             f"VDI data area of {details.blocks_allocated} allocated blocks",
-            offset=details.offset_data, length=data_length, size=reader.size,
+            offset=details.offset_data,
+            length=data_length,
+            size=reader.size,
         )
 
 

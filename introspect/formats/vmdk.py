@@ -159,10 +159,22 @@ class SparseExtentHeader:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.magic_number, self.version, self.flags, self.capacity, self.grain_size,
-            self.descriptor_offset, self.descriptor_size, self.num_gtes_per_gt, self.rgd_offset,
-            self.gd_offset, self.over_head, self.unclean_shutdown, self.single_end_line_char,
-            self.non_end_line_char, self.double_end_line_char1, self.double_end_line_char2,
+            self.magic_number,
+            self.version,
+            self.flags,
+            self.capacity,
+            self.grain_size,
+            self.descriptor_offset,
+            self.descriptor_size,
+            self.num_gtes_per_gt,
+            self.rgd_offset,
+            self.gd_offset,
+            self.over_head,
+            self.unclean_shutdown,
+            self.single_end_line_char,
+            self.non_end_line_char,
+            self.double_end_line_char1,
+            self.double_end_line_char2,
             self.compress_algorithm,
         )
 
@@ -230,8 +242,14 @@ class CowdHeader:
 
     def pack(self) -> bytes:
         return self.STRUCT.pack(
-            self.magic_number, self.version, self.flags, self.num_sectors, self.grain_size,
-            self.gd_offset, self.num_gd_entries, self.free_sector,
+            self.magic_number,
+            self.version,
+            self.flags,
+            self.num_sectors,
+            self.grain_size,
+            self.gd_offset,
+            self.num_gd_entries,
+            self.free_sector,
         )
 
 
@@ -267,10 +285,18 @@ KEY_IS_NATIVE_SNAPSHOT = "isNativeSnapshot"
 KEY_CREATE_TYPE = "createType"
 KEY_PARENT_FILE_NAME_HINT = "parentFileNameHint"
 KEY_CHANGE_TRACK_PATH = "changeTrackPath"
-HEADER_KEYS = frozenset({
-    KEY_VERSION, KEY_ENCODING, KEY_CID, KEY_PARENT_CID, KEY_IS_NATIVE_SNAPSHOT, KEY_CREATE_TYPE,
-    KEY_PARENT_FILE_NAME_HINT, KEY_CHANGE_TRACK_PATH,
-})
+HEADER_KEYS = frozenset(
+    {
+        KEY_VERSION,
+        KEY_ENCODING,
+        KEY_CID,
+        KEY_PARENT_CID,
+        KEY_IS_NATIVE_SNAPSHOT,
+        KEY_CREATE_TYPE,
+        KEY_PARENT_FILE_NAME_HINT,
+        KEY_CHANGE_TRACK_PATH,
+    }
+)
 #: The words qemu looks for with strstr(): the first occurrence in the text must be their own line.
 QEMU_SEARCHED_KEYS = (KEY_CID, KEY_PARENT_CID, KEY_CREATE_TYPE, KEY_PARENT_FILE_NAME_HINT)
 DDB_PREFIX = "ddb."
@@ -278,7 +304,7 @@ DDB_PREFIX = "ddb."
 NO_PARENT_CID = 0xFFFFFFFF
 
 EXTENT_LINE = re.compile(
-    r'(?P<access>[A-Z]+)\s+(?P<sectors>[0-9]{1,20})\s+(?P<type>[A-Z]+)'
+    r"(?P<access>[A-Z]+)\s+(?P<sectors>[0-9]{1,20})\s+(?P<type>[A-Z]+)"
     r'(?:\s+"(?P<name>[^"]*)"(?:\s+(?P<offset>[0-9]{1,20}))?)?',
     re.ASCII,
 )
@@ -439,10 +465,12 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
     text = reader.read_upto(0, DESCRIPTOR_MAX_SIZE, "descriptor file")
     findings: list[Finding] = []
     if reader.size > DESCRIPTOR_MAX_SIZE:
-        findings.append(DESCRIPTOR_LIMIT.finding(
-            f"the descriptor file is {reader.size} bytes, more than the {DESCRIPTOR_MAX_SIZE} qemu reads: "
-            f"what lies beyond is seen by VMware but not by qemu; {CONVERT}"
-        ))
+        findings.append(
+            DESCRIPTOR_LIMIT.finding(
+                f"the descriptor file is {reader.size} bytes, more than the {DESCRIPTOR_MAX_SIZE} qemu reads: "
+                f"what lies beyond is seen by VMware but not by qemu; {CONVERT}"
+            )
+        )
     return _descriptor_inspection(text, findings, header=None)
 
 
@@ -460,24 +488,30 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
     _check_header(effective, reader.size, "footer" if footer else "header")
     findings: list[Finding] = []
     if effective.unclean_shutdown:
-        findings.append(UNCLEAN_SHUTDOWN.finding(
-            "the sparse extent's uncleanShutdown flag is set: it was not closed cleanly and its grain "
-            "tables may be stale; check it with `qemu-img check -f vmdk` or re-export it from VMware"
-        ))
+        findings.append(
+            UNCLEAN_SHUTDOWN.finding(
+                "the sparse extent's uncleanShutdown flag is set: it was not closed cleanly and its grain "
+                "tables may be stale; check it with `qemu-img check -f vmdk` or re-export it from VMware"
+            )
+        )
     descriptor = None
     if effective.descriptor_offset:
         if effective.descriptor_offset != QEMU_DESCRIPTOR_SECTOR:
-            findings.append(DESCRIPTOR_LOCATION.finding(
-                f"the embedded descriptor is at sector {effective.descriptor_offset}, but qemu reads CID "
-                f"and parentFileNameHint at sector {QEMU_DESCRIPTOR_SECTOR}: the two readers may see "
-                f"different disks; {CONVERT}"
-            ))
+            findings.append(
+                DESCRIPTOR_LOCATION.finding(
+                    f"the embedded descriptor is at sector {effective.descriptor_offset}, but qemu reads CID "
+                    f"and parentFileNameHint at sector {QEMU_DESCRIPTOR_SECTOR}: the two readers may see "
+                    f"different disks; {CONVERT}"
+                )
+            )
         length = effective.descriptor_size * SECTOR_SIZE
         if length > DESCRIPTOR_MAX_SIZE:
-            findings.append(DESCRIPTOR_LIMIT.finding(
-                f"the embedded descriptor is {length} bytes, more than the {DESCRIPTOR_MAX_SIZE} qemu "
-                f"reads; {CONVERT}"
-            ))
+            findings.append(
+                DESCRIPTOR_LIMIT.finding(
+                    f"the embedded descriptor is {length} bytes, more than the {DESCRIPTOR_MAX_SIZE} qemu "
+                    f"reads; {CONVERT}"
+                )
+            )
         raw = reader.read(
             _descriptor_start(effective, reader.size), min(length, DESCRIPTOR_MAX_SIZE), "embedded descriptor"
         )
@@ -486,12 +520,15 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
             findings.extend(descriptor_findings)
     if descriptor is None:
         # qemu's twoGbMaxExtentSparse extents have a descriptor area, left empty.
-        findings.append(NO_DESCRIPTOR.finding(
-            "the sparse extent has no embedded descriptor (it is one extent of a split disk): qemu "
-            f"cannot open it alone and nothing says which adapter or geometry the disk had; {CONVERT}"
-        ))
+        findings.append(
+            NO_DESCRIPTOR.finding(
+                "the sparse extent has no embedded descriptor (it is one extent of a split disk): qemu "
+                f"cannot open it alone and nothing says which adapter or geometry the disk had; {CONVERT}"
+            )
+        )
     details = _details(
-        "sparse", descriptor,
+        "sparse",
+        descriptor,
         version=effective.version,
         cluster_size=effective.grain_size * SECTOR_SIZE,
         header=_header_info(header),
@@ -504,13 +541,18 @@ def _descriptor_start(header: SparseExtentHeader, size: int) -> int:
     offset = header.descriptor_offset * SECTOR_SIZE
     if offset >= size:
         raise BadField(
-            BAD_HEADER, "descriptorOffset", header.descriptor_offset,
+            BAD_HEADER,
+            "descriptorOffset",
+            header.descriptor_offset,
             f"a sector inside the file (it has {size // SECTOR_SIZE} sectors)",
             advice="the image is truncated or corrupt; upload it again",
         )
     if header.descriptor_size == 0:
         raise BadField(
-            BAD_HEADER, "descriptorSize", 0, "at least 1 sector when descriptorOffset is set",
+            BAD_HEADER,
+            "descriptorSize",
+            0,
+            "at least 1 sector when descriptorOffset is set",
             advice="the image is corrupt; re-export it",
         )
     return offset
@@ -521,7 +563,9 @@ def _read_footer(reader: Reader) -> SparseExtentHeader:
     footer and end-of-stream marker in the last three sectors, which qemu reads instead of the header."""
     if reader.size % SECTOR_SIZE or reader.size < FOOTER_MARKER_FROM_END + SECTOR_SIZE:
         raise BadField(
-            BAD_HEADER, "file size", reader.size,
+            BAD_HEADER,
+            "file size",
+            reader.size,
             "a whole number of sectors, with room for the header and the footer (gdOffset is GD_AT_END)",
             advice="the stream-optimized image is truncated; upload it again",
         )
@@ -541,19 +585,30 @@ def _read_footer(reader: Reader) -> SparseExtentHeader:
     for field, actual, expected, offset in checks:
         if actual != expected:
             raise BadField(
-                BAD_HEADER, field, actual, str(expected), offset=offset,
+                BAD_HEADER,
+                field,
+                actual,
+                str(expected),
+                offset=offset,
                 advice="the stream-optimized image is truncated or corrupt; upload it again",
             )
     if footer.magic_number != MAGIC:
         raise BadField(
-            BAD_HEADER, "footer magicNumber", footer.magic_number, repr(MAGIC),
+            BAD_HEADER,
+            "footer magicNumber",
+            footer.magic_number,
+            repr(MAGIC),
             offset=reader.size - FOOTER_FROM_END,
             advice="the stream-optimized image is truncated or corrupt; upload it again",
         )
     if footer.gd_offset == GD_AT_END:
         raise BadField(
-            BAD_HEADER, "footer gdOffset", footer.gd_offset, "the grain directory's sector, not GD_AT_END",
-            offset=reader.size - FOOTER_FROM_END, advice="the image is corrupt; re-export it",
+            BAD_HEADER,
+            "footer gdOffset",
+            footer.gd_offset,
+            "the grain directory's sector, not GD_AT_END",
+            offset=reader.size - FOOTER_FROM_END,
+            advice="the image is corrupt; re-export it",
         )
     return footer
 
@@ -562,73 +617,135 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
     """Clamp every field qemu uses before anything is computed from it (qemu's vmdk_open_vmdk4)."""
     corrupt = "the image is corrupt; re-export it"
     if header.version not in SUPPORTED_VERSIONS:
-        raise BadField(BAD_HEADER, f"{where} version", header.version, "1, 2 or 3",
-                       advice="qemu cannot open it; re-export it")
+        raise BadField(
+            BAD_HEADER,
+            f"{where} version",
+            header.version,
+            "1, 2 or 3",
+            advice="qemu cannot open it; re-export it",
+        )
     if header.flags & FLAG_VALID_NEWLINE_DETECTION:
-        chars = (header.single_end_line_char, header.non_end_line_char,
-                 header.double_end_line_char1, header.double_end_line_char2)
+        chars = (
+            header.single_end_line_char,
+            header.non_end_line_char,
+            header.double_end_line_char1,
+            header.double_end_line_char2,
+        )
         if chars != NEWLINE_DETECTION_CHARS:
             raise BadField(
-                BAD_HEADER, f"{where} newline detection characters", b"".join(chars),
+                BAD_HEADER,
+                f"{where} newline detection characters",
+                b"".join(chars),
                 repr(b"".join(NEWLINE_DETECTION_CHARS)),
                 advice="the file went through a text-mode transfer that rewrote its bytes; "
                 "upload it again in binary mode",
             )
-    if header.grain_size == 0 or header.grain_size & (header.grain_size - 1) or (
-        header.grain_size > MAX_GRAIN_SECTORS
+    if (
+        header.grain_size == 0
+        or header.grain_size & (header.grain_size - 1)
+        or (header.grain_size > MAX_GRAIN_SECTORS)
     ):
-        raise BadField(BAD_HEADER, f"{where} grainSize", header.grain_size,
-                       f"a power of two of at most {MAX_GRAIN_SECTORS} sectors", advice=corrupt)
+        raise BadField(
+            BAD_HEADER,
+            f"{where} grainSize",
+            header.grain_size,
+            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
+            advice=corrupt,
+        )
     if not 1 <= header.num_gtes_per_gt <= MAX_GTES_PER_GT:
-        raise BadField(BAD_HEADER, f"{where} numGTEsPerGT", header.num_gtes_per_gt,
-                       f"1 to {MAX_GTES_PER_GT}", advice=corrupt)
+        raise BadField(
+            BAD_HEADER,
+            f"{where} numGTEsPerGT",
+            header.num_gtes_per_gt,
+            f"1 to {MAX_GTES_PER_GT}",
+            advice=corrupt,
+        )
     sectors_per_gd_entry = header.num_gtes_per_gt * header.grain_size
     if header.capacity > MAX_CAPACITY_SECTORS or -(-header.capacity // sectors_per_gd_entry) > MAX_GD_ENTRIES:
         raise BadField(
-            BAD_HEADER, f"{where} capacity", header.capacity,
+            BAD_HEADER,
+            f"{where} capacity",
+            header.capacity,
             f"at most {MAX_GD_ENTRIES} grain directory entries of {sectors_per_gd_entry} sectors "
-            f"and at most {MAX_CAPACITY_SECTORS} sectors", advice=corrupt,
+            f"and at most {MAX_CAPACITY_SECTORS} sectors",
+            advice=corrupt,
         )
     if header.compress_algorithm not in COMPRESS_ALGORITHMS:
-        raise BadField(BAD_HEADER, f"{where} compressAlgorithm", header.compress_algorithm,
-                       "0 (none) or 1 (deflate)", advice=corrupt)
+        raise BadField(
+            BAD_HEADER,
+            f"{where} compressAlgorithm",
+            header.compress_algorithm,
+            "0 (none) or 1 (deflate)",
+            advice=corrupt,
+        )
     sectors = size // SECTOR_SIZE
     if not 0 < header.gd_offset < sectors:
-        raise BadField(BAD_HEADER, f"{where} gdOffset", header.gd_offset,
-                       f"a sector inside the file, after the header (it has {sectors})",
-                       advice="the image is truncated or corrupt; upload it again")
+        raise BadField(
+            BAD_HEADER,
+            f"{where} gdOffset",
+            header.gd_offset,
+            f"a sector inside the file, after the header (it has {sectors})",
+            advice="the image is truncated or corrupt; upload it again",
+        )
     if header.flags & FLAG_REDUNDANT_GRAIN_TABLE and header.rgd_offset >= sectors:
-        raise BadField(BAD_HEADER, f"{where} rgdOffset", header.rgd_offset,
-                       f"a sector inside the file (it has {sectors})",
-                       advice="the image is truncated or corrupt; upload it again")
+        raise BadField(
+            BAD_HEADER,
+            f"{where} rgdOffset",
+            header.rgd_offset,
+            f"a sector inside the file (it has {sectors})",
+            advice="the image is truncated or corrupt; upload it again",
+        )
     if header.over_head > sectors:
         # qemu: "File truncated, expecting at least N bytes".
-        raise TruncatedImage("sparse extent metadata (overHead)", offset=0,
-                             length=header.over_head * SECTOR_SIZE, size=size)
+        raise TruncatedImage(
+            "sparse extent metadata (overHead)", offset=0, length=header.over_head * SECTOR_SIZE, size=size
+        )
 
 
 def _inspect_cowd(reader: Reader) -> Inspection[VmdkDetails]:
     header = CowdHeader.from_bytes(reader.read(0, COWD_HEADER_SIZE, "ESX sparse extent header"))
     corrupt = "the image is corrupt; re-export it"
-    if header.grain_size == 0 or header.grain_size & (header.grain_size - 1) or (
-        header.grain_size > MAX_GRAIN_SECTORS
+    if (
+        header.grain_size == 0
+        or header.grain_size & (header.grain_size - 1)
+        or (header.grain_size > MAX_GRAIN_SECTORS)
     ):
-        raise BadField(BAD_HEADER, "COWD grainSize", header.grain_size,
-                       f"a power of two of at most {MAX_GRAIN_SECTORS} sectors", advice=corrupt)
+        raise BadField(
+            BAD_HEADER,
+            "COWD grainSize",
+            header.grain_size,
+            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
+            advice=corrupt,
+        )
     if header.num_gd_entries > MAX_GD_ENTRIES:
-        raise BadField(BAD_HEADER, "COWD numGDEntries", header.num_gd_entries,
-                       f"at most {MAX_GD_ENTRIES}", advice=corrupt)
+        raise BadField(
+            BAD_HEADER,
+            "COWD numGDEntries",
+            header.num_gd_entries,
+            f"at most {MAX_GD_ENTRIES}",
+            advice=corrupt,
+        )
     if not COWD_HEADER_SIZE <= header.gd_offset * SECTOR_SIZE < reader.size:
-        raise BadField(BAD_HEADER, "COWD gdOffset", header.gd_offset,
-                       f"a sector inside the file, after the header (it has {reader.size // SECTOR_SIZE})",
-                       advice="the image is truncated or corrupt; upload it again")
+        raise BadField(
+            BAD_HEADER,
+            "COWD gdOffset",
+            header.gd_offset,
+            f"a sector inside the file, after the header (it has {reader.size // SECTOR_SIZE})",
+            advice="the image is truncated or corrupt; upload it again",
+        )
     info = EsxSparseHeaderInfo(
-        version=header.version, flags=header.flags, capacity=header.num_sectors,
-        grain_size=header.grain_size, gd_offset=header.gd_offset,
-        num_gd_entries=header.num_gd_entries, free_sector=header.free_sector,
+        version=header.version,
+        flags=header.flags,
+        capacity=header.num_sectors,
+        grain_size=header.grain_size,
+        gd_offset=header.gd_offset,
+        num_gd_entries=header.num_gd_entries,
+        free_sector=header.free_sector,
     )
     details = VmdkDetails(
-        layout="esx_sparse", version=header.version, cluster_size=header.grain_size * SECTOR_SIZE,
+        layout="esx_sparse",
+        version=header.version,
+        cluster_size=header.grain_size * SECTOR_SIZE,
         esx_sparse_header=info,
     )
     return Inspection(details, header.num_sectors * SECTOR_SIZE)
@@ -664,7 +781,8 @@ def _descriptor_inspection(
     descriptor, descriptor_findings = parse_descriptor(raw)
     findings.extend(descriptor_findings)
     virtual_size = SECTOR_SIZE * sum(
-        extent.sectors for extent in descriptor.extents
+        extent.sectors
+        for extent in descriptor.extents
         if extent.access == "RW" and extent.type in QEMU_EXTENT_TYPES
     )
     details = _details("descriptor", descriptor, version=descriptor.version, cluster_size=None, header=header)
@@ -757,17 +875,21 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     nul = raw.find(b"\0")
     if nul >= 0:
         raw = raw[:nul]
-        findings.append(DESCRIPTOR_SYNTAX.finding(
-            f"the descriptor has a NUL byte at {nul} followed by more data: qemu stops reading there, "
-            f"other readers may not; {CONVERT}"
-        ))
+        findings.append(
+            DESCRIPTOR_SYNTAX.finding(
+                f"the descriptor has a NUL byte at {nul} followed by more data: qemu stops reading there, "
+                f"other readers may not; {CONVERT}"
+            )
+        )
     text = raw.decode("utf-8", errors="replace")
     lines = text.split("\n", MAX_DESCRIPTOR_LINES)
     if len(lines) > MAX_DESCRIPTOR_LINES:
         lines = lines[:MAX_DESCRIPTOR_LINES]
-        findings.append(DESCRIPTOR_LIMIT.finding(
-            f"the descriptor has more than {MAX_DESCRIPTOR_LINES} lines; only those were read; {CONVERT}"
-        ))
+        findings.append(
+            DESCRIPTOR_LIMIT.finding(
+                f"the descriptor has more than {MAX_DESCRIPTOR_LINES} lines; only those were read; {CONVERT}"
+            )
+        )
     header: dict[str, str] = {}
     header_positions: dict[str, int] = {}
     ddb: dict[str, str] = {}
@@ -816,9 +938,11 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     findings.extend(_problem_findings(problems))
     version = header.get(KEY_VERSION)
     if version is not None and _number(version) is None:
-        findings.append(DESCRIPTOR_SYNTAX.finding(
-            f"the descriptor's version is {version[:QUOTE_LENGTH]!r}, not a number; {CONVERT}"
-        ))
+        findings.append(
+            DESCRIPTOR_SYNTAX.finding(
+                f"the descriptor's version is {version[:QUOTE_LENGTH]!r}, not a number; {CONVERT}"
+            )
+        )
     hint = header.get(KEY_PARENT_FILE_NAME_HINT)
     track = header.get(KEY_CHANGE_TRACK_PATH)
     descriptor = VmdkDescriptor(

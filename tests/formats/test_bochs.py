@@ -60,9 +60,11 @@ def test_version_1_header_reads_the_disk_size_where_qemu_does(named):
     report = introspect.inspect(image)
     assert report.verdict == "ok"
     assert report.details.version == HEADER_V1 >> 16
-    assert report.virtual_size == qemu_info(image)["virtual-size"] == qemu_info(named / "growing-10m.bochs")[
-        "virtual-size"
-    ]
+    assert (
+        report.virtual_size
+        == qemu_info(image)["virtual-size"]
+        == qemu_info(named / "growing-10m.bochs")["virtual-size"]
+    )
 
 
 def test_undoable_redolog_is_named_and_rejected_as_qemu_refuses_it(named):

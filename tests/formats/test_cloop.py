@@ -130,5 +130,6 @@ def test_cut_blocks_are_truncated(named, tmp_path):
     image.write_bytes(original.read_bytes()[: size - 1000])
     finding = _only_finding(image)
     assert finding.code == "image.truncated"
-    assert re.match(rf"the cloop block data needs bytes \d+\.\.{size} but the file ends at {size - 1000}",
-                    finding.message)
+    assert re.match(
+        rf"the cloop block data needs bytes \d+\.\.{size} but the file ends at {size - 1000}", finding.message
+    )

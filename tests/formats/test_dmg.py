@@ -128,8 +128,10 @@ def test_trailer_without_its_forks_is_an_error(named, tmp_path):
     image.write_bytes((named / "payload-7m3s.dmg").read_bytes()[-KOLY_SIZE:])
     finding = _error(image)
     assert finding.code == "dmg.bad_trailer"
-    assert re.match(r"DataForkOffset \+ DataForkLength is \d+, expected at most 0, where the koly trailer",
-                    finding.message)
+    assert re.match(
+        r"DataForkOffset \+ DataForkLength is \d+, expected at most 0, where the koly trailer",
+        finding.message,
+    )
     assert "upload it again" in finding.message
 
 

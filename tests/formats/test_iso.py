@@ -22,8 +22,16 @@ from introspect.sources import Budget
 from tests.conftest import fixture_group
 from tests.tools import qemu_info, recorded
 
-ISOS = ["plain.iso", "bios.iso", "floppy.iso", "biosefi.iso", "udf.iso", "hybrid-mbr.iso", "hybrid-gpt.iso",
-        "hybrid-esp.iso"]
+ISOS = [
+    "plain.iso",
+    "bios.iso",
+    "floppy.iso",
+    "biosefi.iso",
+    "udf.iso",
+    "hybrid-mbr.iso",
+    "hybrid-gpt.iso",
+    "hybrid-esp.iso",
+]
 HYBRIDS = ["hybrid-mbr.iso", "hybrid-gpt.iso", "hybrid-esp.iso"]
 #: isoinfo -d's labels for the primary volume descriptor's identifiers.
 ISOINFO_IDS = {
@@ -42,8 +50,13 @@ ISOINFO_DATES = {
 }
 #: xorriso -report_el_torito's words: platform (El Torito platform ID) and emulation.
 XORRISO_PLATFORMS = {"BIOS": 0x00, "PPC": 0x01, "Mac": 0x02, "UEFI": 0xEF}
-XORRISO_EMULATIONS = {"none": "no_emulation", "fd1.2": "floppy_1.2m", "fd1.4": "floppy_1.44m",
-                      "fd2.8": "floppy_2.88m", "hd": "hard_disk"}
+XORRISO_EMULATIONS = {
+    "none": "no_emulation",
+    "fd1.2": "floppy_1.2m",
+    "fd1.4": "floppy_1.44m",
+    "fd2.8": "floppy_2.88m",
+    "hd": "hard_disk",
+}
 ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 
 
@@ -90,10 +103,15 @@ def sysarea_gpt(name: str) -> dict[int, dict[str, str]]:
 
 def sysarea_mbr(name: str) -> list[tuple[int, int, int, int, int]]:
     """'MBR partition      :   1   0x80  0x00            0         2048': N, status, type, start, blocks."""
-    rows = re.findall(r"^MBR partition\s+:\s+(\d+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(\d+)\s+(\d+)$",
-                      recorded(image(name), "sysarea.txt"), re.MULTILINE)
-    return [(int(n), int(status, 16), int(kind, 16), int(start), int(blocks))
-            for n, status, kind, start, blocks in rows]
+    rows = re.findall(
+        r"^MBR partition\s+:\s+(\d+)\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(\d+)\s+(\d+)$",
+        recorded(image(name), "sysarea.txt"),
+        re.MULTILINE,
+    )
+    return [
+        (int(n), int(status, 16), int(kind, 16), int(start), int(blocks))
+        for n, status, kind, start, blocks in rows
+    ]
 
 
 def xorriso_guid(raw_hex: str) -> str:
@@ -187,8 +205,15 @@ def test_el_torito_matches_xorriso(name):
         (e.platform_id, e.bootable, e.emulation, e.load_segment, e.system_type, e.sector_count, e.load_rba)
         for e in details.el_torito.entries
     ] == [
-        (XORRISO_PLATFORMS[platform], bootable == "y", XORRISO_EMULATIONS[emulation], int(segment, 16),
-         int(system, 16), int(count), int(lba))
+        (
+            XORRISO_PLATFORMS[platform],
+            bootable == "y",
+            XORRISO_EMULATIONS[emulation],
+            int(segment, 16),
+            int(system, 16),
+            int(count),
+            int(lba),
+        )
         for _, platform, bootable, emulation, segment, system, count, lba in xorriso_boot_images(name)
     ]
 
@@ -204,8 +229,11 @@ def test_firmware_from_el_torito_and_partitions(name):
     table = json.loads(sfdisk_path.read_text())["partitiontable"] if sfdisk_path.exists() else None
     if table and table["label"] == "gpt":
         uefi += sum(1 for p in table["partitions"] if p["type"] == ESP)
-    elif table and "MBR isohybrid" in recorded(image(name), "sysarea.txt") and " GPT" not in \
-            recorded(image(name), "sysarea.txt"):
+    elif (
+        table
+        and "MBR isohybrid" in recorded(image(name), "sysarea.txt")
+        and " GPT" not in recorded(image(name), "sysarea.txt")
+    ):
         bios += sum(1 for p in table["partitions"] if p.get("bootable"))
     firmware = introspect.inspect(image(name)).details.firmware
     if not bios and not uefi:
@@ -254,18 +282,28 @@ def test_hybrid_partition_table_matches_xorriso_and_sfdisk(name):
     assert isinstance(table, Gpt) == bool(gpt_rows)
     mbr = table.mbr if isinstance(table, Gpt) else table
     assert isinstance(mbr, Mbr)
-    mbr_rows = [(p.number, p.boot_indicator, p.os_type, p.starting_lba, p.size_in_lba)
-                for p in mbr.partitions]
+    mbr_rows = [
+        (p.number, p.boot_indicator, p.os_type, p.starting_lba, p.size_in_lba) for p in mbr.partitions
+    ]
     assert mbr_rows == sysarea_mbr(name)
     if isinstance(table, Gpt):
         ours = [
-            (p.number, p.starting_lba, p.ending_lba - p.starting_lba + 1, p.partition_type_guid,
-             p.partition_name)
+            (
+                p.number,
+                p.starting_lba,
+                p.ending_lba - p.starting_lba + 1,
+                p.partition_type_guid,
+                p.partition_name,
+            )
             for p in table.partitions
         ]
         assert ours == [
-            (n, *map(int, row["start and size"].split()), xorriso_guid(row["type GUID"]),
-             row["partname local"])
+            (
+                n,
+                *map(int, row["start and size"].split()),
+                xorriso_guid(row["type GUID"]),
+                row["partname local"],
+            )
             for n, row in sorted(gpt_rows.items())
         ]
     expected = json.loads(recorded(image(name), "sfdisk.json"))["partitiontable"]
@@ -278,7 +316,9 @@ def test_hybrid_partition_table_matches_xorriso_and_sfdisk(name):
             assert ours.partition_name == theirs["name"]
         else:
             assert (ours.size_in_lba, ours.os_type, ours.bootable) == (
-                theirs["size"], int(theirs["type"], 16), theirs.get("bootable", False)
+                theirs["size"],
+                int(theirs["type"], 16),
+                theirs.get("bootable", False),
             )
 
 

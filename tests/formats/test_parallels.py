@@ -42,7 +42,10 @@ def _qemu_live(image):
     """What the real qemu-img says about an image made in the test: (info, error text)."""
     done = subprocess.run(
         ["qemu-img", "info", "-f", "parallels", "--output=json", str(image)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     return (json.loads(done.stdout) if done.returncode == 0 else None), done.stderr
 
@@ -52,7 +55,10 @@ def _qemu_check(image):
     past the end of the file (later releases refuse it), but check reports the corruption."""
     done = subprocess.run(
         ["qemu-img", "check", "-f", "parallels", str(image)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     return done.returncode, done.stdout + done.stderr
 

@@ -149,8 +149,14 @@ def test_gpt_4k_sectors_matches_fdisk():
     assert table.header.disk_guid == re.search(r"Disk identifier: (\S+)", text).group(1).lower()
     rows = re.findall(r"^\S+?(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)$", text, re.MULTILINE)
     assert [
-        (p.number, p.starting_lba, p.ending_lba, p.partition_type_guid, p.partition_name,
-         p.unique_partition_guid)
+        (
+            p.number,
+            p.starting_lba,
+            p.ending_lba,
+            p.partition_type_guid,
+            p.partition_name,
+            p.unique_partition_guid,
+        )
         for p in table.partitions
     ] == [
         (int(n), int(start), int(end), kind.lower(), label, unique.lower())
@@ -266,9 +272,7 @@ def test_mbr_matches_sfdisk(name):
     assert isinstance(table, Mbr)
     assert table.unique_mbr_disk_signature == int(expected["id"], 16)
     assert not table.protective
-    assert [
-        (p.number, p.starting_lba, p.size_in_lba, p.os_type, p.bootable) for p in table.partitions
-    ] == [
+    assert [(p.number, p.starting_lba, p.size_in_lba, p.os_type, p.bootable) for p in table.partitions] == [
         (partition_number(p["node"]), p["start"], p["size"], int(p["type"], 16), p.get("bootable", False))
         for p in expected["partitions"]
     ]
@@ -290,13 +294,20 @@ def test_mbr_chs_matches_file(name):
     assert len(described) == len(primaries) == 4
     for (n, kind, sc, sh, ss, ec, eh, es, start, size), part in zip(described, primaries, strict=True):
         assert (part.number, part.os_type, part.starting_lba, part.size_in_lba) == (
-            int(n), int(kind, 16), int(start), int(size)
+            int(n),
+            int(kind, 16),
+            int(start),
+            int(size),
         )
         assert (part.starting_chs.cylinder, part.starting_chs.head, part.starting_chs.sector) == (
-            int(sc, 16), int(sh), int(ss)
+            int(sc, 16),
+            int(sh),
+            int(ss),
         )
         assert (part.ending_chs.cylinder, part.ending_chs.head, part.ending_chs.sector) == (
-            int(ec, 16), int(eh), int(es)
+            int(ec, 16),
+            int(eh),
+            int(es),
         )
 
 

@@ -27,8 +27,15 @@ NOT_DISKS = {
 #: compressed), these reach raw only when the wrapper is not opened, so raw's own verdict on them
 #: is tested through the format's parser directly.
 COMPRESSED = ["page.html.gz", "page.html.xz", "page.html.zst", "page.html.bz2"]
-PARTITIONED = ["gpt-129m.img", "gpt-1t.img", "gpt-4k.img", "gpt-grown.img", "gpt-cut.img", "mbr.img",
-               "mbr-boot.img"]
+PARTITIONED = [
+    "gpt-129m.img",
+    "gpt-1t.img",
+    "gpt-4k.img",
+    "gpt-grown.img",
+    "gpt-cut.img",
+    "mbr.img",
+    "mbr-boot.img",
+]
 
 
 def image(name: str) -> Path:

@@ -41,7 +41,10 @@ def _qemu_live(image):
     """What the real qemu-img says about an image made in the test: (info, error text)."""
     done = subprocess.run(
         ["qemu-img", "info", "-f", "vdi", "--output=json", str(image)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     return (json.loads(done.stdout) if done.returncode == 0 else None), done.stderr
 
@@ -144,10 +147,17 @@ def test_version_0_header_is_parsed_and_qemu_refuses_it(group, tmp_path):
     pre = vdi.VdiPreHeader.from_bytes(source)
     v1 = vdi.VdiHeader1.from_bytes(source[vdi.VdiHeader1.OFFSET :])
     v0 = vdi.VdiHeader0(
-        type=v1.type, flags=v1.flags, comment=b"made from dynamic-7m.vdi".ljust(256, b"\0"),
-        legacy_geometry=v1.legacy_geometry, disk_size=v1.disk_size, block_size=v1.block_size,
-        blocks=v1.blocks, blocks_allocated=v1.blocks_allocated, uuid_create=v1.uuid_create,
-        uuid_modify=v1.uuid_modify, uuid_linkage=v1.uuid_linkage,
+        type=v1.type,
+        flags=v1.flags,
+        comment=b"made from dynamic-7m.vdi".ljust(256, b"\0"),
+        legacy_geometry=v1.legacy_geometry,
+        disk_size=v1.disk_size,
+        block_size=v1.block_size,
+        blocks=v1.blocks,
+        blocks_allocated=v1.blocks_allocated,
+        uuid_create=v1.uuid_create,
+        uuid_modify=v1.uuid_modify,
+        uuid_linkage=v1.uuid_linkage,
     )
     block_map = b"\xff" * (v1.blocks * vdi.VDI_BLOCK_POINTER_SIZE)
     image = tmp_path / "v0.vdi"

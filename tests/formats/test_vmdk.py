@@ -269,9 +269,9 @@ def test_probe_rejects_binary_and_plain_text(group: Path) -> None:
         flat = extent.read(65536)
     for data in (
         flat,
-        b"#!/bin/sh\nversion=1\ncreateType=\"x\"\n\x00\x01\x02binary",
+        b'#!/bin/sh\nversion=1\ncreateType="x"\n\x00\x01\x02binary',
         descriptor.replace(b"createType", b"kind"),
-        b"hello\nversion=1\ncreateType=\"monolithicFlat\"\n",
+        b'hello\nversion=1\ncreateType="monolithicFlat"\n',
         descriptor[:40] + b"\x07" + descriptor[40:],
     ):
         assert not vmdk.probe(Head(data, data[-512:], len(data))), data[:60]
@@ -322,7 +322,9 @@ def test_disk_database_shortcuts(group: Path, tmp_path: Path) -> None:
     assert details.thin_provisioned is True
     assert details.bios_geometry is not None
     assert (details.bios_geometry.cylinders, details.bios_geometry.heads, details.bios_geometry.sectors) == (
-        1024, 255, 63
+        1024,
+        255,
+        63,
     )
     assert details.long_content_id == "0123456789abcdef0123456789abcdef"
     assert "vmdk.descriptor_unknown_key" not in codes(report)
@@ -332,12 +334,14 @@ def test_unknown_key_warns_and_unknown_line_rejects(group: Path, tmp_path: Path)
     path = edited(group, tmp_path, "monolithicFlat-ide", "#DDB\n", '#DDB\nfancyKey="1"\nthis is not vmdk\n')
     report = introspect.inspect(path)
     unknown = [f for f in report.findings if f.code == "vmdk.descriptor_unknown_key"]
-    assert [(f.severity, f.message) for f in unknown] == [(
-        Severity.WARN,
-        "1 descriptor line(s) have a key the VMDK spec does not list (first: 'fancyKey=\"1\"'); check "
-        "where the image comes from, or re-export as streamOptimized or convert with "
-        "`qemu-img convert -O vmdk -o subformat=streamOptimized`",
-    )]
+    assert [(f.severity, f.message) for f in unknown] == [
+        (
+            Severity.WARN,
+            "1 descriptor line(s) have a key the VMDK spec does not list (first: 'fancyKey=\"1\"'); check "
+            "where the image comes from, or re-export as streamOptimized or convert with "
+            "`qemu-img convert -O vmdk -o subformat=streamOptimized`",
+        )
+    ]
     assert messages(report, "vmdk.descriptor_syntax") == [
         "1 descriptor line(s) are neither a comment, `key = value` nor an extent (first: "
         "'this is not vmdk'): a hypervisor may read them differently; re-export as streamOptimized or "
