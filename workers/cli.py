@@ -1,7 +1,676 @@
-"""Pipeline commands for `introspect` (placeholder until the pipeline lands)."""
+"""The pipeline's commands, added to `introspect` through the `introspect.commands` entry point:
+import, images (list/show/history/set/unset), rerun, delete, download, db upgrade, worker, status.
+
+`--inline` (or INTROSPECT_EAGER=1) runs the task code in this process instead of queueing it,
+so everything works with no broker. Bad input is one line on stderr and exit status 1, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+from introspect.errors import IntrospectError
+from introspect.formats import BY_NAME, canonical_name
+from workers import pipeline
+from workers.catalog import DONE, Catalog, ImageRecord, Selection, Status, open_catalog, upgrade
+from workers.catalog.sql import current_revision
+from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+from workers.settings import Settings, get_settings, mask
+from workers.store import LocalStore, check_location, open_location, size_of
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+STATUS_STYLE = {
+    Status.ACTIVE: "green",
+    Status.REJECTED: "red",
+    Status.ERROR: "magenta",
+    Status.IMPORTING: "cyan",
+    Status.SAVING: "cyan",
+    Status.QUEUED: "dim",
+}
+POLL = 0.2
+COPY_CHUNK = 1 << 20
+
+
+def friendly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors an operator can act on into one line and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (PipelineError, IntrospectError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _catalog(settings: Settings) -> Catalog:
+    return open_catalog(settings.catalog_url)
+
+
+def _store(settings: Settings) -> LocalStore:
+    return LocalStore(settings.image_dir)
+
+
+def _inline(flag: bool, settings: Settings) -> bool:
+    return flag or settings.eager
+
+
+inline_option = click.option(
+    "--inline",
+    is_flag=True,
+    help="Run the inspection in this process (no broker needed); also INTROSPECT_EAGER=1.",
+)
+
+
+# -- running tasks ------------------------------------------------------------------------------
+
+
+def _run_inline(catalog: Catalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None) -> None:
+    """The task's code, called directly: the same thing a worker does, in this process."""
+    for image_id in ids:
+        try:
+            pipeline.introspect_image(
+                catalog,
+                image_id,
+                task_id=f"inline-{uuid.uuid4().hex}",
+                job_id=job_id,
+                delivery_limit=settings.delivery_limit,
+            )
+        except (NotFound, NoData, InvalidTransition) as error:
+            err.print(f"skipped {image_id}: {error}")
+
+
+def _submit(
+    catalog: Catalog, settings: Settings, ids: list[uuid.UUID], *, inline: bool, job_id: str | None = None
+) -> None:
+    if inline:
+        _run_inline(catalog, settings, ids, job_id)
+        return
+    from workers.tasks import enqueue  # Celery only when something is queued
+
+    enqueue(ids, job_id=job_id)
+
+
+def _wait(
+    total: int, done: Callable[[], int], republish: Callable[[], None], *, settings: Settings, label: str
+) -> None:
+    """Poll until `done()` reaches `total`, with a progress bar. With no progress for the stall
+    timeout, publish the unfinished ones again (a broker restart can lose queued messages; a
+    duplicate is harmless, the tasks are idempotent)."""
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task(label, total=total)
+        last, last_change = -1, time.monotonic()
+        while True:
+            finished = done()
+            progress.update(bar, completed=finished)
+            if finished >= total:
+                return
+            now = time.monotonic()
+            if finished != last:
+                last, last_change = finished, now
+            elif now - last_change > settings.stall_timeout:
+                stalled = f"no progress for {settings.stall_timeout:g}s"
+                progress.console.print(f"{stalled}: publishing the unfinished inspections again")
+                republish()
+                last_change = now
+            time.sleep(POLL)
+
+
+# -- import -------------------------------------------------------------------------------------
+
+
+def _check_format(disk_format: str | None) -> str | None:
+    if disk_format is None:
+        return None
+    name = canonical_name(disk_format)
+    if name not in BY_NAME:
+        raise click.BadParameter(f"{disk_format!r}: known formats are {', '.join(sorted(BY_NAME))}")
+    return name
+
+
+@click.command("import")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--location",
+    "locations",
+    multiple=True,
+    metavar="URI",
+    help="Register an image read in place (file://, http://, https://) instead of copying it.",
+)
+@click.option("--name", help="Image name (default: the file name).")
+@click.option("--disk-format", help="The declared format; a mismatch with the content is a finding.")
+@click.option("--owner", default=None, help="Owner recorded on the image (default: you).")
+@click.option("--wait", is_flag=True, help="Wait for the inspections and show the properties.")
+@inline_option
+@friendly
+def import_command(
+    files: tuple[Path, ...],
+    locations: tuple[str, ...],
+    name: str | None,
+    disk_format: str | None,
+    owner: str | None,
+    wait: bool,
+    inline: bool,
+) -> None:
+    """Create images, upload their bytes to the store (or register a location), queue inspections."""
+    if not files and not locations:
+        raise click.UsageError("give FILE arguments or --location URI")
+    settings = get_settings()
+    declared = _check_format(disk_format)
+    for file in files:
+        if not file.is_file():
+            raise PipelineError(f"{file}: no such file")
+    for location in locations:
+        check_location(location)
+    catalog, store = _catalog(settings), _store(settings)
+    inline = _inline(inline, settings)
+    if not inline:
+        _ping_broker(settings)  # before uploading anything
+    owner = owner or getpass.getuser()
+    ids: list[uuid.UUID] = []
+    for file in files:
+        image_id = catalog.create(name=name or file.name, disk_format=declared, owner=owner)
+        catalog.start_upload(image_id)
+        try:
+            with file.open("rb") as stream:
+                stored = store.add(image_id, stream)
+        except BaseException:
+            catalog.delete(image_id)
+            raise
+        catalog.set_data(image_id, location=stored.location, size=stored.size, checksum=stored.checksum)
+        err.print(f"{image_id}  {file}  {stored.size} bytes  sha256 {stored.checksum}")
+        ids.append(image_id)
+    for location in locations:
+        size = size_of(location)
+        image_id = catalog.create(name=name or location.rsplit("/", 1)[-1], disk_format=declared, owner=owner)
+        catalog.start_upload(image_id)
+        catalog.set_data(image_id, location=location, size=size, checksum=None)
+        err.print(f"{image_id}  {location}  {size} bytes (read in place)")
+        ids.append(image_id)
+    try:
+        _submit(catalog, settings, ids, inline=inline)
+    except BrokerUnavailable as error:
+        later = " ".join(map(str, ids))
+        message = f"{error}; the images stay `saving`: queue them later with `introspect rerun {later}`"
+        raise BrokerUnavailable(message) from None
+    if not inline and not wait:
+        err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}")
+        return
+    if not inline:
+
+        def finished() -> int:
+            return sum(status in DONE for status in catalog.statuses(ids).values())
+
+        def republish() -> None:
+            missing = [i for i, status in catalog.statuses(ids).items() if status not in DONE]
+            _submit(catalog, settings, missing, inline=False)
+
+        _wait(len(ids), finished, republish, settings=settings, label="inspecting")
+    for image_id in ids:
+        _show(catalog, catalog.get(image_id), as_json=False)
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+
+@click.group("images")
+def images_group() -> None:
+    """List, show and override images in the catalog."""
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _status(status: Status) -> str:
+    return f"[{STATUS_STYLE[status]}]{status}[/]"
+
+
+def _record_json(record: ImageRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json", exclude={"claim_token"})
+
+
+@images_group.command("list")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
+@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="disk_format (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@friendly
+def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
+    """Images in the catalog, oldest id first."""
+    catalog = _catalog(get_settings())
+    records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
+    if as_json:
+        for record in records:
+            out.print_json(json.dumps(_record_json(record)), indent=None)
+        return
+    table = Table(
+        Column("id", no_wrap=True, min_width=36),
+        "name",
+        "status",
+        "disk_format",
+        "size",
+        "virtual size",
+        "inspector",
+        "updated",
+    )
+    for record in records:
+        table.add_row(
+            str(record.id),
+            record.name or "",
+            _status(record.status),
+            record.disk_format or "-",
+            _human(record.size),
+            _human(record.virtual_size),
+            str(record.inspector_version or "-"),
+            record.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+def _show(catalog: Catalog, record: ImageRecord, *, as_json: bool) -> None:
+    props = catalog.properties(record.id)
+    if as_json:
+        data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
+        out.print_json(json.dumps(data), indent=None)
+        return
+    out.print(f"[bold]{record.id}[/]  {record.name or ''}  {_status(record.status)}")
+    facts = {
+        "disk_format": record.disk_format,
+        "container_format": record.container_format,
+        "size": record.size,
+        "virtual_size": record.virtual_size,
+        "checksum (sha256)": record.checksum,
+        "location": record.location,
+        "owner": record.owner,
+        "verdict": record.verdict,
+        "inspector_version": record.inspector_version,
+        "inspected_at": record.inspected_at,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+    for key, value in facts.items():
+        if value is not None:
+            out.print(f"  {key:18} {value}")
+    for finding in record.findings or ():
+        out.print(f"  [red]{finding['severity']}[/] {finding['code']}: {finding['message']}")
+    for problem in record.mismatches:
+        out.print(f"  [yellow]mismatch[/] {problem}")
+    table = Table("key", "value", "source", "introspected", "admin")
+    for prop in props:
+        found, admin = prop.introspected, prop.admin
+        introspected = (
+            f"{found.value} (v{found.inspector_version}, {found.task_id}, {found.set_at:%Y-%m-%d %H:%M:%S})"
+            if found
+            else "-"
+        )
+        admin_value = f"{admin.value} (by {admin.set_by}, {admin.set_at:%Y-%m-%d %H:%M:%S})" if admin else "-"
+        table.add_row(prop.key, prop.value, str(prop.source), introspected, admin_value)
+    out.print(table)
+
+
+@images_group.command("show")
+@click.argument("image_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def show_command(image_id: str, as_json: bool) -> None:
+    """One image: its record, findings, and every property with its source and version."""
+    catalog = _catalog(get_settings())
+    _show(catalog, catalog.get(image_id), as_json=as_json)
+
+
+@images_group.command("history")
+@click.argument("image_id")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def history_command(image_id: str, as_json: bool) -> None:
+    """Every change of every property of one image: who, when, which task."""
+    changes = _catalog(get_settings()).history(image_id)
+    if as_json:
+        for change in changes:
+            out.print_json(json.dumps(change.model_dump(mode="json")), indent=None)
+        return
+    table = Table("when", "key", "old", "new", "source", "who", "task")
+    for change in changes:
+        table.add_row(
+            f"{change.at:%Y-%m-%d %H:%M:%S}",
+            change.key,
+            change.old or "-",
+            change.new or "-",
+            str(change.source),
+            change.actor,
+            change.task_id or "-",
+        )
+    out.print(table)
+
+
+def _pairs(items: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+@images_group.command("set")
+@click.argument("image_id")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--user", default=None, help="Who is setting it (default: you).")
+@friendly
+def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None:
+    """Admin overrides: they win over introspected values and survive every re-run."""
+    _catalog(get_settings()).set_admin(image_id, _pairs(pairs), actor=user or getpass.getuser())
+
+
+@images_group.command("unset")
+@click.argument("image_id")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.option("--user", default=None, help="Who is clearing it (default: you).")
+@friendly
+def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> None:
+    """Drop admin overrides: the introspected value shows again."""
+    _catalog(get_settings()).unset_admin(image_id, keys, actor=user or getpass.getuser())
+
+
+# -- rerun ----------------------------------------------------------------------------------------
+
+
+@click.command("rerun")
+@click.argument("image_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every image with data.")
+@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable).")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
+@click.option("--inspector-older-than", type=int, metavar="V", help="Inspected by a version older than V.")
+@click.option("--failed", is_flag=True, help="Images whose last inspection ended in error.")
+@click.option("--dry-run", is_flag=True, help="List what would be re-run, and every declared/found mismatch.")
+@click.option("--wait", is_flag=True, help="Show progress until every re-run is done, then a summary.")
+@inline_option
+@friendly
+def rerun_command(
+    image_ids: tuple[str, ...],
+    everything: bool,
+    formats: tuple[str, ...],
+    statuses: tuple[str, ...],
+    inspector_older_than: int | None,
+    failed: bool,
+    dry_run: bool,
+    wait: bool,
+    inline: bool,
+) -> None:
+    """Inspect images again (after a parser upgrade, a policy change, a failure)."""
+    settings = get_settings()
+    try:
+        ids = [uuid.UUID(image_id) for image_id in image_ids]
+    except ValueError:
+        raise NotFound(next(i for i in image_ids if not _is_uuid(i))) from None
+    selection = Selection(
+        all=everything,
+        ids=ids,
+        formats=[canonical_name(f) for f in formats],
+        statuses=[Status(s) for s in statuses],
+        inspector_older_than=inspector_older_than,
+        failed=failed,
+    )
+    catalog = _catalog(settings)
+    for image_id in ids:
+        catalog.get(image_id)  # an unknown id is an error, not silently nothing
+    if dry_run:
+        _dry_run(catalog, selection, settings)
+        return
+    inline = _inline(inline, settings)
+    if not inline:
+        _ping_broker(settings)
+    job_id = uuid.uuid4().hex
+    total = pipeline.fan_out(
+        catalog,
+        selection,
+        lambda page: _submit(catalog, settings, page, inline=inline, job_id=job_id),
+        batch=settings.rerun_batch,
+    )
+    err.print(f"{'ran' if inline else 'queued'} {total} inspection(s) (job {job_id})")
+    if wait and not inline:
+
+        def finished() -> int:
+            return sum(catalog.job_progress(job_id).values())
+
+        def republish() -> None:
+            for page in catalog.select_ids(selection, batch=settings.rerun_batch, exclude_job=job_id):
+                _submit(catalog, settings, page, inline=False, job_id=job_id)
+
+        _wait(total, finished, republish, settings=settings, label="re-running")
+    if wait or inline:
+        table = Table("status", "images")
+        for status, count in sorted(catalog.job_progress(job_id).items()):
+            table.add_row(_status(Status(status)), str(count))
+        out.print(table)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _dry_run(catalog: Catalog, selection: Selection, settings: Settings) -> None:
+    count = 0
+    for page in catalog.select_ids(selection, batch=settings.rerun_batch):
+        for image_id in page:
+            out.print(f"would re-run {image_id}")
+        count += len(page)
+    out.print(f"{count} image(s) would be re-run")
+    mismatched = 0
+    for record in catalog.mismatched(batch=settings.rerun_batch):
+        out.print(f"mismatch {record.id}: {'; '.join(record.mismatches)}")
+        mismatched += 1
+    out.print(f"{mismatched} image(s) disagree with their last inspection")
+
+
+# -- delete, download -----------------------------------------------------------------------------
+
+
+@click.command("delete")
+@click.argument("image_id")
+@friendly
+def delete_command(image_id: str) -> None:
+    """Delete an image: its record, properties, history, and its file if the store holds it."""
+    settings = get_settings()
+    record = _catalog(settings).delete(image_id)
+    if record.location:
+        _store(settings).delete(record.location)
+    err.print(f"deleted {record.id}")
+
+
+@click.command("download")
+@click.argument("image_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (default: ./NAME; '-' for standard output).",
+)
+@friendly
+def download_command(image_id: str, output: Path | None) -> None:
+    """Copy an image's bytes out of the store (or from its location)."""
+    record = _catalog(get_settings()).get(image_id)
+    if record.location is None:
+        raise NoData(f"image {record.id} has no data ({record.status})")
+    target = output or Path(record.name or str(record.id)).name
+    with open_location(record.location) as source:
+        if str(target) == "-":
+            _copy(source.pread, source.size, sys.stdout.buffer.write)
+            return
+        directory = Path(target).resolve().parent
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{Path(target).name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                _copy(source.pread, source.size, file.write)
+            shutil.move(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    err.print(f"{record.id} -> {target}")
+
+
+def _copy(pread: Callable[[int, int], bytes], size: int, write: Callable[[bytes], Any]) -> None:
+    offset = 0
+    while offset < size:
+        chunk = pread(offset, min(COPY_CHUNK, size - offset))
+        if not chunk:
+            raise NoData(f"the image data ended at {offset} of {size} bytes")
+        write(chunk)
+        offset += len(chunk)
+
+
+# -- db, worker, status ---------------------------------------------------------------------------
+
+
+@click.group("db")
+def db_group() -> None:
+    """The catalog database."""
+
+
+@db_group.command("upgrade")
+@friendly
+def db_upgrade_command() -> None:
+    """Apply the catalog's migrations (they also run on first use)."""
+    from workers.catalog.sql import describe, make_engine
+
+    engine = make_engine(get_settings().catalog_url)
+    ran = upgrade(engine)
+    out.print(f"{describe(engine)}: {'upgraded to' if ran else 'already at'} {current_revision(engine)}")
+
+
+@click.command("worker")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
+@click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@friendly
+def worker_command(
+    concurrency: int | None, queues: str | None, loglevel: str, celery_args: tuple[str, ...]
+) -> None:
+    """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
+    settings = get_settings()
+    _catalog(settings)  # reachable and migrated, or one clear line now rather than a retry loop later
+    _ping_broker(settings)
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "--loglevel",
+        loglevel,
+        "--queues",
+        queues or settings.queue,
+        "--hostname",
+        f"introspect-{os.getpid()}@%h",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    argv += list(celery_args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def _ping_broker(settings: Settings) -> None:
+    from workers.app import app
+
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=0, interval_start=0, timeout=2)
+    except Exception as error:
+        raise BrokerUnavailable(f"cannot reach the broker at {mask(settings.broker_url)}: {error}") from None
+
+
+@click.command("status")
+@click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+@friendly
+def status_command(timeout: float) -> None:
+    """Broker reachability, live workers, queue depth, and images by status."""
+    from workers.app import app
+
+    settings = get_settings()
+    reachable = True
+    try:
+        _ping_broker(settings)
+        out.print(f"broker   {mask(settings.broker_url)}: [green]reachable[/]")
+    except BrokerUnavailable as error:
+        reachable = False
+        out.print(f"broker   [red]{error}[/]")
+    if reachable:
+        replies = app.control.inspect(timeout=timeout).ping() or {}
+        out.print(f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else ""))
+        out.print(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting")
+    catalog = _catalog(settings)
+    counts = catalog.counts()
+    summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
+    out.print(f"catalog  {catalog.url}: {summary}")
+    if not reachable:
+        raise SystemExit(1)
+
+
+def _queue_depth(app: Any, queue: str) -> int:
+    from kombu.exceptions import ChannelError
+
+    with app.connection_for_read() as connection:
+        try:
+            _, depth, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+        except ChannelError:
+            return 0  # never declared: nothing was ever queued there
+    return int(depth)
 
 
 def register(group: click.Group) -> None:
     """Add the pipeline's commands to the `introspect` group."""
+    for command in (
+        import_command,
+        images_group,
+        rerun_command,
+        delete_command,
+        download_command,
+        db_group,
+        worker_command,
+        status_command,
+    ):
+        group.add_command(command)
+
+
+__all__ = ["register"]

@@ -1,0 +1,310 @@
+"""The SQL catalog, on SQLite and on PostgreSQL (every test runs on both)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from itertools import product
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from workers.catalog import TRANSITIONS, Catalog, Outcome, Selection, Source, Status
+from workers.catalog.models import Base
+from workers.catalog.sql import head_revision, make_engine, open_catalog, upgrade
+from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+
+
+def outcome(properties: dict[str, str], *, status: Status = Status.ACTIVE, version: int = 1, **extra):
+    return Outcome(
+        status=status,
+        verdict={Status.ACTIVE: "ok", Status.REJECTED: "rejected"}.get(status, "error"),
+        findings=[],
+        inspected_format=extra.pop("inspected_format", "qcow2"),
+        inspected_virtual_size=extra.pop("inspected_virtual_size", 7 << 20),
+        inspector_version=version,
+        properties=properties,
+        **extra,
+    )
+
+
+def saved(catalog: Catalog, **create) -> uuid.UUID:
+    """An image with data, waiting for its first inspection (`saving`)."""
+    image_id = catalog.create(**create)
+    catalog.start_upload(image_id)
+    catalog.set_data(image_id, location="file:///nowhere", size=1, checksum="0" * 64)
+    return image_id
+
+
+def inspected(catalog: Catalog, image_id: uuid.UUID, properties: dict[str, str], **extra) -> bool:
+    claim = catalog.claim(image_id, token=uuid.uuid4().hex, task_id="task-1")
+    return catalog.finish(claim, outcome(properties, **extra), task_id="task-1")
+
+
+def walk_to(catalog: Catalog, status: Status) -> uuid.UUID:
+    """An image brought to `status` through allowed moves only."""
+    if status == Status.QUEUED:
+        return catalog.create()
+    if status == Status.SAVING:
+        return saved(catalog)
+    image_id = saved(catalog)
+    claim = catalog.claim(image_id, token="t", task_id=None)
+    if status != Status.IMPORTING:
+        catalog.finish(claim, outcome({}, status=status), task_id=None)
+    return image_id
+
+
+def test_migrations_create_exactly_the_models(catalog: Catalog):
+    with catalog.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() == head_revision()
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_upgrade_runs_once(catalog: Catalog):
+    assert upgrade(catalog.engine) is False
+
+
+def test_a_new_image_is_queued_with_what_was_declared(catalog: Catalog):
+    image_id = catalog.create(name="disk", disk_format="vmdk", container_format="bare", owner="ops")
+    record = catalog.get(image_id)
+    assert (record.name, record.status, record.disk_format) == ("disk", Status.QUEUED, "vmdk")
+    assert record.owner == "ops"
+    assert record.created_at == record.updated_at
+    assert record.size is None and record.virtual_size is None and record.deliveries == 0
+
+
+@pytest.mark.parametrize("image_id", [str(uuid.UUID(int=7)), "not-a-uuid"])
+def test_unknown_image_id(catalog: Catalog, image_id: str):
+    message = f"no image with id {image_id}: `introspect images list` shows the ids"
+    with pytest.raises(NotFound, match=f"^{re.escape(message)}$"):
+        catalog.get(image_id)
+    with pytest.raises(NotFound):
+        catalog.set_admin(image_id, {"a": "b"}, actor="me")
+
+
+@pytest.mark.parametrize(("seen", "to"), list(product(Status, Status)), ids=lambda s: str(s))
+def test_every_transition_is_checked_against_the_table(catalog: Catalog, seen: Status, to: Status):
+    image_id = walk_to(catalog, seen)
+    assert catalog.get(image_id).status == seen
+    if to in TRANSITIONS[seen]:
+        assert catalog.transition(image_id, to) == seen
+        assert catalog.get(image_id).status == to
+    else:
+        with pytest.raises(InvalidTransition, match=f"^image {image_id} is {seen}: it cannot become {to}$"):
+            catalog.transition(image_id, to)
+        assert catalog.get(image_id).status == seen
+
+
+def test_no_state_is_skipped_on_the_way_in(catalog: Catalog):
+    image_id = catalog.create()
+    with pytest.raises(NoData, match="has no data yet"):
+        catalog.claim(image_id, token="t", task_id=None)
+    with pytest.raises(InvalidTransition, match="can only be set while saving"):
+        catalog.set_data(image_id, location="file:///x", size=1, checksum=None)
+
+
+def test_an_inspection_writes_back_once_and_only_with_its_own_claim(catalog: Catalog):
+    image_id = saved(catalog)
+    stale = catalog.claim(image_id, token="first", task_id="a")
+    newer = catalog.claim(image_id, token="second", task_id="b")  # a redelivery took over
+    assert newer.deliveries == 2
+    assert catalog.finish(stale, outcome({"k": "stale"}), task_id="a") is False
+    assert catalog.finish(newer, outcome({"k": "new"}), task_id="b") is True
+    assert catalog.finish(newer, outcome({"k": "again"}), task_id="b") is False  # never active twice
+    record = catalog.get(image_id)
+    assert (record.status, record.deliveries, record.claim_token) == (Status.ACTIVE, 0, None)
+    assert catalog.effective(image_id) == {"k": "new"}
+    assert [(c.key, c.new, c.task_id) for c in catalog.history(image_id)] == [("k", "new", "b")]
+
+
+def test_concurrent_claims_take_the_image_one_at_a_time(catalog: Catalog):
+    image_id = saved(catalog)
+    barrier = threading.Barrier(8)
+    claims = []
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        claims.append(catalog.claim(image_id, token=f"t{n}", task_id=None))
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(c.deliveries for c in claims) == list(range(1, 9))
+    winners = [c for c in claims if catalog.finish(c, outcome({}), task_id=None)]
+    assert len(winners) == 1
+    assert winners[0].deliveries == 8
+
+
+def test_release_gives_a_delivery_back(catalog: Catalog):
+    image_id = saved(catalog)
+    claim = catalog.claim(image_id, token="t", task_id=None)
+    catalog.release(claim)
+    assert catalog.get(image_id).deliveries == 0
+    assert catalog.claim(image_id, token="u", task_id=None).deliveries == 1
+
+
+def test_write_back_replaces_introspected_values_and_keeps_admin_ones(catalog: Catalog):
+    image_id = saved(catalog)
+    inspected(catalog, image_id, {"disk_format": "qcow2", "a": "1", "b": "2", "c": "3"})
+    catalog.set_admin(image_id, {"a": "admin-a", "c": "admin-c", "d": "admin-d"}, actor="alice")
+    inspected(catalog, image_id, {"disk_format": "qcow2", "a": "10", "e": "5"})  # b and c disappeared
+    assert catalog.effective(image_id) == {
+        "disk_format": "qcow2",
+        "a": "admin-a",
+        "c": "admin-c",
+        "d": "admin-d",
+        "e": "5",
+    }
+    assert catalog.introspected(image_id) == {"disk_format": "qcow2", "a": "10", "e": "5"}
+    shown = {p.key: p for p in catalog.properties(image_id)}
+    assert shown["a"].source == Source.ADMIN and shown["a"].introspected.value == "10"
+    assert shown["a"].admin.set_by == "alice"
+    assert shown["e"].source == Source.INTROSPECTED and shown["e"].introspected.inspector_version == 1
+    assert shown["e"].introspected.task_id == "task-1"
+    catalog.unset_admin(image_id, ["a", "c"], actor="bob")
+    assert catalog.effective(image_id) == {"disk_format": "qcow2", "a": "10", "d": "admin-d", "e": "5"}
+    changes = [(c.key, c.old, c.new, c.source, c.actor) for c in catalog.history(image_id)]
+    assert changes == [
+        ("disk_format", None, "qcow2", Source.INTROSPECTED, "introspect"),
+        ("a", None, "1", Source.INTROSPECTED, "introspect"),
+        ("b", None, "2", Source.INTROSPECTED, "introspect"),
+        ("c", None, "3", Source.INTROSPECTED, "introspect"),
+        ("a", None, "admin-a", Source.ADMIN, "alice"),
+        ("c", None, "admin-c", Source.ADMIN, "alice"),
+        ("d", None, "admin-d", Source.ADMIN, "alice"),
+        ("a", "1", "10", Source.INTROSPECTED, "introspect"),
+        ("e", None, "5", Source.INTROSPECTED, "introspect"),
+        ("b", "2", None, Source.INTROSPECTED, "introspect"),
+        ("c", "3", None, Source.INTROSPECTED, "introspect"),
+        ("a", "admin-a", None, Source.ADMIN, "bob"),
+        ("c", "admin-c", None, Source.ADMIN, "bob"),
+    ]
+
+
+def test_the_same_inspection_twice_gives_the_same_catalog_and_no_audit_rows(catalog: Catalog):
+    image_id = saved(catalog)
+    inspected(catalog, image_id, {"a": "1", "b": "2"})
+    before = (catalog.values(image_id), catalog.history(image_id))
+    inspected(catalog, image_id, {"a": "1", "b": "2"})
+    assert (catalog.values(image_id), catalog.history(image_id)) == before
+
+
+def test_a_new_inspector_version_is_recorded_without_an_audit_row(catalog: Catalog):
+    image_id = saved(catalog)
+    inspected(catalog, image_id, {"a": "1"})
+    inspected(catalog, image_id, {"a": "1"}, version=2)
+    assert [v.inspector_version for v in catalog.values(image_id)] == [2]
+    assert len(catalog.history(image_id)) == 1
+
+
+def test_setting_the_same_admin_value_again_is_not_a_change(catalog: Catalog):
+    image_id = saved(catalog)
+    catalog.set_admin(image_id, {"a": "x"}, actor="alice")
+    catalog.set_admin(image_id, {"a": "x"}, actor="alice")
+    assert len(catalog.history(image_id)) == 1
+
+
+def test_unset_of_a_key_the_admin_never_set(catalog: Catalog):
+    image_id = saved(catalog)
+    with pytest.raises(PipelineError, match=f"^image {image_id} has no admin value for nope: "):
+        catalog.unset_admin(image_id, ["nope"], actor="alice")
+
+
+def test_declared_format_and_virtual_size_are_adopted_once_and_never_rewritten(catalog: Catalog):
+    image_id = saved(catalog)
+    inspected(catalog, image_id, {}, adopt_format="qcow2", adopt_virtual_size=7 << 20)
+    inspected(
+        catalog,
+        image_id,
+        {},
+        adopt_format="vmdk",
+        adopt_virtual_size=9 << 20,
+        inspected_format="vmdk",
+        inspected_virtual_size=9 << 20,
+    )
+    record = catalog.get(image_id)
+    assert (record.disk_format, record.virtual_size) == ("qcow2", 7 << 20)
+    assert record.mismatches == [
+        "disk_format qcow2 but the content is vmdk",
+        f"virtual_size {7 << 20} but the content says {9 << 20}",
+    ]
+    assert [r.id for r in catalog.mismatched()] == [image_id]
+
+
+def test_a_raw_image_that_is_an_iso_is_no_mismatch(catalog: Catalog):
+    image_id = saved(catalog, disk_format="raw")
+    inspected(catalog, image_id, {}, inspected_format="iso")
+    assert catalog.get(image_id).mismatches == []
+    assert list(catalog.mismatched()) == []
+
+
+def test_selections_walk_the_catalog_a_page_at_a_time(catalog: Catalog):
+    ids = []
+    for n in range(23):
+        image_id = saved(catalog, disk_format="vmdk" if n % 3 == 0 else "qcow2")
+        if n % 2 == 0:
+            inspected(
+                catalog,
+                image_id,
+                {},
+                status=Status.ERROR if n % 4 == 0 else Status.ACTIVE,
+                version=1 if n < 10 else 2,
+            )
+        ids.append(image_id)
+    catalog.create()  # queued: nothing to inspect, never selected
+    pages = list(catalog.select_ids(Selection(all=True), batch=5))
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    assert [i for page in pages for i in page] == sorted(ids)
+
+    def chosen(**criteria) -> set[uuid.UUID]:
+        return {i for page in catalog.select_ids(Selection(**criteria), batch=4) for i in page}
+
+    assert chosen(formats=["vmdk"]) == {ids[n] for n in range(23) if n % 3 == 0}
+    assert chosen(failed=True) == {ids[n] for n in range(0, 23, 4)}
+    assert chosen(statuses=[Status.SAVING]) == {ids[n] for n in range(1, 23, 2)}
+    assert chosen(inspector_older_than=2) == {ids[n] for n in range(23) if n % 2 == 1 or n < 10}
+    assert chosen(ids=[ids[3], ids[4]], formats=["vmdk"]) == {ids[3]}
+    assert catalog.count(Selection(failed=True)) == 6
+    with pytest.raises(PipelineError, match=r"^say what to re-run: --all, --format F"):
+        catalog.count(Selection())
+
+
+def test_images_by_status_and_deletion(catalog: Catalog):
+    first = saved(catalog)
+    inspected(catalog, first, {"a": "1"})
+    saved(catalog)
+    catalog.create()
+    assert catalog.counts() == {"active": 1, "saving": 1, "queued": 1}
+    assert [r.status for r in catalog.images(statuses=["active", "queued"])] != []
+    catalog.set_admin(first, {"b": "2"}, actor="alice")
+    assert catalog.delete(first).id == first
+    with pytest.raises(NotFound):
+        catalog.history(first)
+    assert catalog.counts() == {"saving": 1, "queued": 1}
+
+
+def test_open_catalog_migrates_on_first_use_and_is_cached_per_process(catalog_url: str):
+    opened = open_catalog(catalog_url)
+    assert opened is open_catalog(catalog_url)
+    assert opened.counts() == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://postgres:secret@127.0.0.1:1/test",
+            "postgresql+psycopg://postgres:***@127.0.0.1:1/test",
+        ),
+        ("sqlite:////proc/no/such/dir/catalog.sqlite", "sqlite:////proc/no/such/dir/catalog.sqlite"),
+    ],
+)
+def test_an_unreachable_database_is_one_clear_error(url: str, shown: str):
+    message = f"^the catalog database {re.escape(shown)} is unavailable: "
+    with pytest.raises(CatalogUnavailable, match=message):
+        upgrade(make_engine(url))

@@ -1,0 +1,158 @@
+"""Real services for the pipeline tests and the benchmark: a claimed Redis database, the
+`introspect` command and `introspect worker` processes in a deployment of their own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+INTROSPECT = str(Path(sys.executable).with_name("introspect"))
+CLAIM_KEY = "introspect-tests:claim"
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisDb:
+    """A Redis database this session claimed, and the key prefix everything it creates carries."""
+
+    host: str
+    port: int
+    db: int
+    prefix: str
+    client: redis.Redis = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+    def cleanup(self) -> None:
+        """Delete the keys this session created, and nothing else."""
+        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+        if keys:
+            self.client.delete(*keys)
+
+
+def claim_redis_db(host: str, port: int) -> tuple[int, redis.Redis]:
+    """Claim an empty database 1..15 with a SET NX key, as rq's tests find an empty one."""
+    token = secrets.token_hex(8)
+    for db in range(1, 16):
+        client = redis.Redis(host=host, port=port, db=db)
+        if client.dbsize() != 0:
+            continue
+        if client.set(CLAIM_KEY, token, nx=True, ex=3600) and client.dbsize() == 1:
+            return db, client
+        if client.get(CLAIM_KEY) == token.encode():
+            client.delete(CLAIM_KEY)
+    raise RuntimeError(f"no empty Redis database among 1..15 on {host}:{port}")
+
+
+# -- workers and the command line -----------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """One pipeline: its environment (broker, queue, catalog, store) and the commands run in it."""
+
+    env: dict[str, str]
+    data_dir: Path
+
+    def introspect(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the real `introspect` command in this deployment."""
+        result = subprocess.run(
+            [INTROSPECT, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"introspect {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+
+def deployment_env(
+    data_dir: Path, *, broker_url: str, prefix: str, queue: str, database_url: str | None, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")}
+    env |= {
+        "INTROSPECT_BROKER_URL": broker_url,
+        "INTROSPECT_BROKER_KEY_PREFIX": prefix,
+        "INTROSPECT_QUEUE": queue,
+        "INTROSPECT_DATA_DIR": str(data_dir),
+        "INTROSPECT_STALL_TIMEOUT": "5",
+        "COLUMNS": "200",
+        **extra,
+    }
+    if database_url:
+        env["INTROSPECT_DATABASE_URL"] = database_url
+    return env
+
+
+@dataclass
+class Worker:
+    """A running `introspect worker`, its log, and its prefork children."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except FileNotFoundError:
+            return []
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"the worker did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # children it forked and that outlived it (killed parents leave orphans)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_worker(env: dict[str, str], log: Path, *args: str) -> Worker:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [INTROSPECT, "worker", "--loglevel", "INFO", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = Worker(process, log)
+    worker.wait_ready()
+    return worker
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

@@ -1,0 +1,19 @@
+"""The Celery app. Configuration is a module (workers.celeryconfig) read from the settings;
+`introspect worker` and `celery -A workers.app worker` start the same workers."""
+
+from __future__ import annotations
+
+import gc
+
+from celery import Celery  # type: ignore[import-untyped]  # celery ships no types
+from celery.signals import worker_process_init  # type: ignore[import-untyped]
+
+app = Celery("introspect", include=["workers.tasks"])
+app.config_from_object("workers.celeryconfig")
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _freeze_imported_objects(**_: object) -> None:
+    """Everything imported so far lives as long as the process: keep it out of the garbage
+    collector's scans (each task allocates enough to trigger collections over the whole heap)."""
+    gc.freeze()

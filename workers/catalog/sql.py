@@ -1,0 +1,835 @@
+"""The SQL catalog: SQLite by default, PostgreSQL for many workers (SQLAlchemy 2.x Core).
+
+Every status change is a compare-and-swap (`UPDATE ... WHERE status = :seen`) checked against
+`TRANSITIONS`; an inspection's write-back is a compare-and-swap on the claim token it was given,
+so a stale delivery can never overwrite a newer one, and it touches only `introspected`
+property rows, so it can never lose an admin's write. Migrations (Alembic) run on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Engine,
+    Insert,
+    String,
+    Uuid,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
+from workers.catalog.records import (
+    Change,
+    Claim,
+    ImageRecord,
+    Outcome,
+    Property,
+    PropertyValue,
+    Selection,
+)
+from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: pg_advisory_xact_lock key that serializes concurrent upgrades of one PostgreSQL database.
+MIGRATION_LOCK = 0x696E7472  # "intr"
+#: How long a SQLite transaction waits for the write lock, and its first and longest pause.
+SQLITE_LOCK_TIMEOUT = 60.0
+SQLITE_FIRST_WAIT = 0.00005
+SQLITE_LONGEST_WAIT = 0.002
+#: A status compare-and-swap that keeps losing to other writers gives up after this many tries.
+CAS_ATTEMPTS = 5
+#: Where an inspection may start from (the statuses whose transitions include `importing`).
+CLAIMABLE = sorted(status for status, targets in TRANSITIONS.items() if Status.IMPORTING in targets)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """`postgresql://` means psycopg 3 here (the driver the pipeline extra installs)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (pysqlite's own transaction handling
+    # defers the write lock, and a deferred reader that later writes fails at once with "database
+    # is locked" instead of waiting).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; no fsync per commit in WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock ourselves. SQLite's own busy handler sleeps
+    1, 2, 5, 10... ms between tries, far longer than our transactions hold the lock (well under a
+    millisecond), so two busy workers would spend most of their time asleep."""
+    raw: Any = connection.connection.driver_connection
+    if connection.get_execution_options().get("sqlite_deferred"):
+        raw.execute("BEGIN")
+        return
+    deadline = time.monotonic() + SQLITE_LOCK_TIMEOUT
+    delay = SQLITE_FIRST_WAIT
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, SQLITE_LONGEST_WAIT)
+        else:
+            return
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine for `url`, with SQLite made safe for several processes."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            directory = Path(parsed.database).parent
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                shown = parsed.render_as_string(hide_password=True)
+                reason = f"cannot create {directory}: {error.strerror}"
+                raise CatalogUnavailable(f"the catalog database {shown} is unavailable: {reason}") from None
+        engine = create_engine(parsed, connect_args={"timeout": 0})  # see _sqlite_begin
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    # No pre-ping: it would cost a round trip per transaction. A connection the server dropped
+    # fails its next statement, SQLAlchemy discards it, and the caller (a task) retries.
+    return create_engine(parsed)
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with _guarded(engine), engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> bool:
+    """Bring the schema to the newest migration; True when something ran. Safe to call from many
+    processes at once (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    with _guarded(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        if MigrationContext.configure(connection).get_current_revision() == head_revision():
+            return False
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        return True
+
+
+def describe(engine: Engine) -> str:
+    """The database URL without its password, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def _guarded(engine: Engine) -> Iterator[None]:
+    """The database being unreachable (or locked past the timeout) is transient: say which one."""
+    try:
+        yield
+    except OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        message = f"the catalog database {describe(engine)} is unavailable: {reason}"
+        raise CatalogUnavailable(message) from error
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        raise CatalogUnavailable(f"the catalog database {describe(engine)} dropped the connection") from error
+
+
+#: The whole write-back as one statement on PostgreSQL (one round trip, in autocommit): every
+#: part of a WITH sees the same snapshot, so `old` is what the image had before this statement,
+#: and nothing but the `images` update happens unless that update won the claim. It does what
+#: the step-by-step path in `Catalog.finish` does on SQLite (audit rows in the same order: the
+#: new values in the report's order, then the keys that disappeared, sorted); the tests run both.
+FINISH_POSTGRESQL = text("""
+WITH won AS (
+    UPDATE images SET
+        status = :b_status, verdict = :b_verdict, findings = :b_findings,
+        inspected_format = :b_format, inspected_virtual_size = :b_vsize,
+        inspector_version = :b_version, inspected_at = :b_now, inspection_task = :b_task,
+        job_id = :b_job, claim_token = NULL, deliveries = 0, updated_at = :b_now,
+        disk_format = COALESCE(disk_format, :b_adopt_format),
+        virtual_size = COALESCE(virtual_size, :b_adopt_vsize)
+    WHERE id = :b_id AND status = 'importing' AND claim_token = :b_token
+    RETURNING id
+),
+new AS (
+    SELECT key, value, ord
+    FROM unnest(CAST(:b_keys AS TEXT[]), CAST(:b_values AS TEXT[])) WITH ORDINALITY AS t(key, value, ord)
+),
+old AS (
+    SELECT key, value, inspector_version FROM image_properties
+    WHERE image_id = :b_id AND source = 'introspected' AND EXISTS (SELECT FROM won)
+),
+upserted AS (
+    INSERT INTO image_properties (image_id, key, source, value, inspector_version, task_id, set_by, set_at)
+    SELECT :b_id, new.key, 'introspected', new.value, :b_version, :b_task, NULL, :b_now
+    FROM new LEFT JOIN old ON old.key = new.key
+    WHERE EXISTS (SELECT FROM won)
+        AND (old.key IS NULL OR old.value <> new.value OR old.inspector_version IS DISTINCT FROM :b_version)
+    ON CONFLICT (image_id, key, source) DO UPDATE SET
+        value = EXCLUDED.value, inspector_version = EXCLUDED.inspector_version,
+        task_id = EXCLUDED.task_id, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at
+),
+deleted AS (
+    DELETE FROM image_properties
+    WHERE image_id = :b_id AND source = 'introspected' AND EXISTS (SELECT FROM won)
+        AND key <> ALL (CAST(:b_keys AS TEXT[]))
+),
+audited AS (
+    INSERT INTO property_history (image_id, key, old, new, source, actor, at, task_id)
+    SELECT :b_id, COALESCE(new.key, old.key), old.value, new.value, 'introspected', 'introspect', :b_now, :b_task
+    FROM new FULL JOIN old ON old.key = new.key
+    WHERE EXISTS (SELECT FROM won) AND old.value IS DISTINCT FROM new.value
+    ORDER BY new.ord NULLS LAST, old.key
+)
+SELECT count(*) FROM won
+""").bindparams(
+    bindparam("b_id", type_=Uuid),
+    bindparam("b_findings", type_=JSON),
+    bindparam("b_now", type_=DateTime(timezone=True)),
+)
+
+_CATALOGS: dict[tuple[int, str], Catalog] = {}
+_CATALOGS_LOCK = threading.Lock()
+
+
+def open_catalog(url: str | URL) -> Catalog:
+    """The process's catalog for `url`, migrated on first use. Cached per process id, so that a
+    forked worker child never shares its parent's connections."""
+    key = (os.getpid(), str(url))
+    with _CATALOGS_LOCK:
+        catalog = _CATALOGS.get(key)
+        if catalog is None:
+            engine = make_engine(url)
+            upgrade(engine)
+            catalog = _CATALOGS[key] = Catalog(engine)
+        return catalog
+
+
+def _upsert(engine: Engine) -> Insert:
+    """INSERT ... ON CONFLICT (image, key, source) DO UPDATE of the value columns only. With
+    RETURNING, SQLAlchemy sends a list of rows as one multi-row INSERT ("insertmanyvalues"): one
+    round trip, where a plain executemany costs one per row (or a pipeline sync with psycopg)."""
+    dialect_insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(properties)
+    return statement.on_conflict_do_update(
+        index_elements=[properties.c.image_id, properties.c.key, properties.c.source],
+        set_={
+            column: statement.excluded[column]
+            for column in ("value", "inspector_version", "task_id", "set_by", "set_at")
+        },
+    ).returning(properties.c.key)
+
+
+class Catalog:
+    """Images, their properties and their history, in one SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # A pool of its own whose connections stay in autocommit: switching a pooled connection
+        # back and forth costs a SET round trip each way.
+        self._autocommit = (
+            create_engine(engine.url, isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+        self._property_upsert = _upsert(engine)
+        self._history_insert = insert(history).returning(history.c.id)  # one round trip, see _upsert
+        self._claim = (
+            update(images)
+            .where(images.c.id == bindparam("b_id"), images.c.status.in_(CLAIMABLE))
+            .values(
+                status=Status.IMPORTING,
+                claim_token=bindparam("b_token"),
+                deliveries=images.c.deliveries + 1,
+                updated_at=bindparam("b_now"),
+            )
+            .returning(images.c.deliveries, images.c.location, images.c.disk_format, images.c.virtual_size)
+        )
+        # The write-back's statements, built once: an inspection's cost is mostly these.
+        self._finish = (
+            update(images)
+            .where(
+                images.c.id == bindparam("b_id"),
+                images.c.status == Status.IMPORTING,
+                images.c.claim_token == bindparam("b_token"),
+            )
+            .values(
+                status=bindparam("b_status"),
+                verdict=bindparam("b_verdict"),
+                findings=bindparam("b_findings", type_=images.c.findings.type),
+                inspected_format=bindparam("b_format"),
+                inspected_virtual_size=bindparam("b_vsize"),
+                inspector_version=bindparam("b_version"),
+                inspected_at=bindparam("b_now", type_=images.c.inspected_at.type),
+                inspection_task=bindparam("b_task"),
+                job_id=bindparam("b_job"),
+                claim_token=None,
+                deliveries=0,
+                updated_at=bindparam("b_now", type_=images.c.updated_at.type),
+                # only an image that declared nothing adopts what its first inspection found
+                disk_format=func.coalesce(images.c.disk_format, bindparam("b_adopt_format", type_=String)),
+                virtual_size=func.coalesce(
+                    images.c.virtual_size, bindparam("b_adopt_vsize", type_=BigInteger)
+                ),
+            )
+        )
+        self._introspected = select(
+            properties.c.key, properties.c.value, properties.c.inspector_version
+        ).where(properties.c.image_id == bindparam("b_id"), properties.c.source == Source.INTROSPECTED)
+
+    @property
+    def url(self) -> str:
+        return describe(self.engine)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with _guarded(self.engine), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A read-only transaction: on SQLite a deferred one, which takes no write lock (in WAL
+        mode readers and the writer never wait for each other)."""
+        with _guarded(self.engine), self.engine.connect() as connection:
+            connection.execution_options(sqlite_deferred=True)
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _statement(self) -> Iterator[Connection]:
+        """For one statement that is atomic on its own: on PostgreSQL, in autocommit (no BEGIN and
+        COMMIT round trips); on SQLite, in the usual (local, cheap) transaction."""
+        if self._autocommit is None:
+            with self._transaction() as connection:
+                yield connection
+            return
+        with _guarded(self.engine), self._autocommit.connect() as connection:
+            yield connection
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str | None = None,
+        disk_format: str | None = None,
+        container_format: str | None = None,
+        owner: str | None = None,
+    ) -> uuid.UUID:
+        """A new image record, `queued` (no data yet)."""
+        image_id = uuid.uuid4()
+        now = utcnow()
+        with self._transaction() as connection:
+            connection.execute(
+                insert(images).values(
+                    id=image_id,
+                    name=name,
+                    status=Status.QUEUED,
+                    disk_format=disk_format,
+                    container_format=container_format,
+                    owner=owner,
+                    created_at=now,
+                    updated_at=now,
+                    deliveries=0,
+                )
+            )
+        return image_id
+
+    def get(self, image_id: uuid.UUID | str) -> ImageRecord:
+        image_id = _uuid(image_id)
+        with self._transaction() as connection:
+            row = connection.execute(select(images).where(images.c.id == image_id)).first()
+        if row is None:
+            raise NotFound(image_id)
+        return ImageRecord.model_validate(row._asdict())
+
+    def images(
+        self, *, statuses: Iterable[str] = (), formats: Iterable[str] = (), batch: int = 500
+    ) -> Iterator[ImageRecord]:
+        """Every image matching, oldest id first, fetched a page at a time."""
+        clause = _filters(statuses=list(statuses), formats=list(formats))
+        for page in self._pages(select(images).where(clause), batch):
+            for row in page:
+                yield ImageRecord.model_validate(row._asdict())
+
+    def transition(self, image_id: uuid.UUID, to: Status, **values: Any) -> Status:
+        """Move the image to `to` if the table allows it from where it is; returns where it was."""
+        for _ in range(CAS_ATTEMPTS):
+            with self._transaction() as connection:
+                seen = _status(connection, image_id)
+                if to not in TRANSITIONS[seen]:
+                    raise InvalidTransition(f"image {image_id} is {seen}: it cannot become {to}")
+                moved = connection.execute(
+                    update(images)
+                    .where(images.c.id == image_id, images.c.status == seen)
+                    .values(status=to, updated_at=utcnow(), **values)
+                ).rowcount
+            if moved == 1:
+                return seen
+        raise InvalidTransition(f"image {image_id}: other writers keep changing its status; try again")
+
+    def start_upload(self, image_id: uuid.UUID) -> None:
+        self.transition(image_id, Status.SAVING)
+
+    def set_data(self, image_id: uuid.UUID, *, location: str, size: int | None, checksum: str | None) -> None:
+        """Record where the bytes are, once they are all there (the image stays `saving` until an
+        inspection claims it)."""
+        with self._transaction() as connection:
+            seen = _status(connection, image_id)
+            if seen != Status.SAVING:
+                raise InvalidTransition(f"image {image_id} is {seen}: its data can only be set while saving")
+            connection.execute(
+                update(images)
+                .where(images.c.id == image_id, images.c.status == Status.SAVING)
+                .values(location=location, size=size, checksum=checksum, updated_at=utcnow())
+            )
+
+    def delete(self, image_id: uuid.UUID | str) -> ImageRecord:
+        """Remove the image with its properties and history; returns what it was."""
+        record = self.get(image_id)
+        with self._transaction() as connection:
+            for table in (history, properties):
+                connection.execute(delete(table).where(table.c.image_id == record.id))
+            connection.execute(delete(images).where(images.c.id == record.id))
+        return record
+
+    def counts(self) -> dict[str, int]:
+        """Images by status."""
+        with self._transaction() as connection:
+            rows = connection.execute(select(images.c.status, func.count()).group_by(images.c.status))
+            return {status: count for status, count in rows}
+
+    # -- inspections ----------------------------------------------------------------------------
+
+    def claim(self, image_id: uuid.UUID | str, *, token: str, task_id: str | None) -> Claim:
+        """Take the image for an inspection: -> `importing`, a fresh claim token, one more delivery
+        counted (committed before anything is read, so a worker that dies still counts).
+
+        One conditional UPDATE: it moves the image only from a status whose transitions include
+        `importing`, so checking and moving are one atomic step (and one round trip)."""
+        image_id = _uuid(image_id)
+        with self._statement() as connection:
+            row = connection.execute(
+                self._claim, {"b_id": image_id, "b_token": token, "b_now": utcnow()}
+            ).first()
+        if row is not None:
+            return Claim(image_id=image_id, token=token, **row._asdict())
+        with self._transaction() as connection:
+            seen = _status(connection, image_id)
+        if seen == Status.QUEUED:
+            raise NoData(f"image {image_id} has no data yet (queued): upload it before inspecting")
+        raise InvalidTransition(f"image {image_id} is {seen}: it cannot be inspected")
+
+    def release(self, claim: Claim) -> None:
+        """An inspection that stops for a transient fault (it will be retried) gives its delivery
+        back, so that only deliveries that died count towards the poison limit."""
+        with self._transaction() as connection:
+            connection.execute(
+                update(images)
+                .where(
+                    images.c.id == claim.image_id,
+                    images.c.claim_token == claim.token,
+                    images.c.deliveries > 0,
+                )
+                .values(deliveries=images.c.deliveries - 1)
+            )
+
+    def finish(
+        self, claim: Claim, outcome: Outcome, *, task_id: str | None, job_id: str | None = None
+    ) -> bool:
+        """Write an inspection back in one transaction, if the claim is still ours (False if a newer
+        delivery took the image over). Introspected values are replaced, introspected keys that
+        disappeared are dropped, admin rows are never touched; audit rows only for real changes."""
+        if outcome.status not in DONE:
+            raise InvalidTransition(f"an inspection cannot end in {outcome.status}")
+        now = utcnow()
+        params = {
+            "b_id": claim.image_id,
+            "b_token": claim.token,
+            "b_status": outcome.status,
+            "b_verdict": outcome.verdict,
+            "b_findings": outcome.findings,
+            "b_format": outcome.inspected_format,
+            "b_vsize": outcome.inspected_virtual_size,
+            "b_version": outcome.inspector_version,
+            "b_now": now,
+            "b_task": task_id,
+            "b_job": job_id,
+            "b_adopt_format": outcome.adopt_format,
+            "b_adopt_vsize": outcome.adopt_virtual_size,
+        }
+        if self.engine.dialect.name == "postgresql":
+            params |= {"b_keys": list(outcome.properties), "b_values": list(outcome.properties.values())}
+            with self._statement() as connection:
+                return bool(connection.execute(FINISH_POSTGRESQL, params).scalar_one())
+        # SQLite serializes writers, so the lock is held for the writes only. Reading first is
+        # safe: the claim was ours when we read (we read after claiming), and the write below
+        # happens only if it still is, i.e. if no other inspection claimed the image since, and
+        # only inspections write `introspected` rows.
+        with self._reading() as connection:
+            old = {
+                key: (value, version)
+                for key, value, version in connection.execute(self._introspected, {"b_id": claim.image_id})
+            }
+        rows, changes, gone = _write_back(claim.image_id, old, outcome, task_id, now)
+        with self._transaction() as connection:
+            if connection.execute(self._finish, params).rowcount != 1:
+                return False
+            if rows:
+                connection.execute(self._property_upsert, rows)
+            if gone:
+                connection.execute(
+                    delete(properties).where(
+                        properties.c.image_id == claim.image_id,
+                        properties.c.source == Source.INTROSPECTED,
+                        properties.c.key.in_(gone),
+                    )
+                )
+            if changes:
+                connection.execute(self._history_insert, changes)
+        return True
+
+    # -- properties -----------------------------------------------------------------------------
+
+    def values(self, image_id: uuid.UUID | str) -> list[PropertyValue]:
+        """Every stored value of every key, both sources."""
+        image_id = _uuid(image_id)
+        with self._transaction() as connection:
+            _status(connection, image_id)
+            rows = connection.execute(
+                select(properties).where(properties.c.image_id == image_id).order_by(properties.c.key)
+            )
+            return [PropertyValue.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+
+    def properties(self, image_id: uuid.UUID | str) -> list[Property]:
+        """Each key with its effective value: the admin's when there is one."""
+        by_key: dict[str, dict[Source, PropertyValue]] = {}
+        for value in self.values(image_id):
+            by_key.setdefault(value.key, {})[value.source] = value
+        result = []
+        for key, sources in by_key.items():
+            winner = sources.get(Source.ADMIN) or sources[Source.INTROSPECTED]
+            result.append(
+                Property(
+                    key=key,
+                    value=winner.value,
+                    source=winner.source,
+                    introspected=sources.get(Source.INTROSPECTED),
+                    admin=sources.get(Source.ADMIN),
+                )
+            )
+        return result
+
+    def effective(self, image_id: uuid.UUID | str) -> dict[str, str]:
+        return {prop.key: prop.value for prop in self.properties(image_id)}
+
+    def introspected(self, image_id: uuid.UUID | str) -> dict[str, str]:
+        return {v.key: v.value for v in self.values(image_id) if v.source == Source.INTROSPECTED}
+
+    def set_admin(self, image_id: uuid.UUID | str, values: Mapping[str, str], *, actor: str) -> None:
+        """Admin overrides: only `admin` rows are written, so no inspection can undo them."""
+        image_id = _uuid(image_id)
+        now = utcnow()
+        with self._transaction() as connection:
+            _status(connection, image_id)
+            old = _admin_values(connection, image_id, values)
+            rows = [
+                {
+                    "image_id": image_id,
+                    "key": key,
+                    "source": Source.ADMIN,
+                    "value": value,
+                    "inspector_version": None,
+                    "task_id": None,
+                    "set_by": actor,
+                    "set_at": now,
+                }
+                for key, value in values.items()
+            ]
+            changes = [
+                _change(image_id, key, old.get(key), value, Source.ADMIN, None, now, actor=actor)
+                for key, value in values.items()
+                if old.get(key) != value
+            ]
+            if rows:
+                connection.execute(self._property_upsert, rows)
+            if changes:
+                connection.execute(self._history_insert, changes)
+
+    def unset_admin(self, image_id: uuid.UUID | str, keys: Iterable[str], *, actor: str) -> None:
+        """Drop admin overrides: the introspected value (if any) is effective again."""
+        image_id = _uuid(image_id)
+        keys = list(keys)
+        now = utcnow()
+        with self._transaction() as connection:
+            _status(connection, image_id)
+            old = _admin_values(connection, image_id, keys)
+            missing = [key for key in keys if key not in old]
+            if missing:
+                raise PipelineError(
+                    f"image {image_id} has no admin value for {', '.join(missing)}: "
+                    "`introspect images show` lists which keys an admin set"
+                )
+            connection.execute(
+                delete(properties).where(
+                    properties.c.image_id == image_id,
+                    properties.c.source == Source.ADMIN,
+                    properties.c.key.in_(keys),
+                )
+            )
+            connection.execute(
+                insert(history),
+                [
+                    _change(image_id, key, old[key], None, Source.ADMIN, None, now, actor=actor)
+                    for key in keys
+                ],
+            )
+
+    def history(self, image_id: uuid.UUID | str) -> list[Change]:
+        image_id = _uuid(image_id)
+        with self._transaction() as connection:
+            _status(connection, image_id)
+            rows = connection.execute(
+                select(history).where(history.c.image_id == image_id).order_by(history.c.id)
+            )
+            return [Change.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+
+    # -- selections (re-runs) -------------------------------------------------------------------
+
+    def select_ids(
+        self, selection: Selection, *, batch: int = 500, exclude_job: str | None = None
+    ) -> Iterator[list[uuid.UUID]]:
+        """The ids a re-run takes, a page at a time (keyset pagination: memory is one page);
+        `exclude_job` leaves out those a job already finished."""
+        query = select(images.c.id).where(_selection(selection))
+        if exclude_job is not None:
+            query = query.where(or_(images.c.job_id.is_(None), images.c.job_id != exclude_job))
+        for page in self._pages(query, batch):
+            yield [row.id for row in page]
+
+    def count(self, selection: Selection) -> int:
+        with self._transaction() as connection:
+            return int(connection.execute(select(func.count()).where(_selection(selection))).scalar_one())
+
+    def mismatched(self, *, batch: int = 500) -> Iterator[ImageRecord]:
+        """Images whose declared disk_format/virtual_size disagree with their last inspection."""
+        query = select(images).where(
+            images.c.inspected_at.is_not(None),
+            or_(
+                images.c.disk_format != images.c.inspected_format,
+                images.c.virtual_size != images.c.inspected_virtual_size,
+            ),
+        )
+        for page in self._pages(query, batch):
+            for row in page:
+                record = ImageRecord.model_validate(row._asdict())
+                if record.mismatches:
+                    yield record
+
+    def job_progress(self, job_id: str) -> dict[str, int]:
+        """Images finished by a re-run job, by status."""
+        with self._transaction() as connection:
+            rows = connection.execute(
+                select(images.c.status, func.count())
+                .where(images.c.job_id == job_id)
+                .group_by(images.c.status)
+            )
+            return {status: count for status, count in rows}
+
+    def statuses(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Status]:
+        ids = list(ids)
+        with self._transaction() as connection:
+            rows = connection.execute(select(images.c.id, images.c.status).where(images.c.id.in_(ids)))
+            return {image_id: Status(status) for image_id, status in rows}
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _pages(self, query: Any, batch: int) -> Iterator[list[Any]]:
+        last: uuid.UUID | None = None
+        while True:
+            page_query = query.order_by(images.c.id).limit(batch)
+            if last is not None:
+                page_query = page_query.where(images.c.id > last)
+            with self._transaction() as connection:
+                page = list(connection.execute(page_query))
+            if not page:
+                return
+            yield page
+            last = page[-1].id
+
+
+def _status(connection: Connection, image_id: uuid.UUID) -> Status:
+    status = connection.execute(select(images.c.status).where(images.c.id == image_id)).scalar()
+    if status is None:
+        raise NotFound(image_id)
+    return Status(status)
+
+
+def _admin_values(connection: Connection, image_id: uuid.UUID, keys: Iterable[str]) -> dict[str, str]:
+    rows = connection.execute(
+        select(properties.c.key, properties.c.value).where(
+            properties.c.image_id == image_id,
+            properties.c.source == Source.ADMIN,
+            properties.c.key.in_(list(keys)),
+        )
+    )
+    return {key: value for key, value in rows}
+
+
+def _write_back(
+    image_id: uuid.UUID,
+    old: dict[str, tuple[str, int | None]],
+    outcome: Outcome,
+    task_id: str | None,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """The introspected rows to upsert, the audit rows, and the keys that disappeared."""
+    rows, changes = [], []
+    for key, value in outcome.properties.items():
+        previous = old.get(key)
+        if previous == (value, outcome.inspector_version):
+            continue
+        rows.append(
+            {
+                "image_id": image_id,
+                "key": key,
+                "source": Source.INTROSPECTED,
+                "value": value,
+                "inspector_version": outcome.inspector_version,
+                "task_id": task_id,
+                "set_by": None,
+                "set_at": now,
+            }
+        )
+        if previous is None or previous[0] != value:
+            old_value = previous[0] if previous else None
+            changes.append(_change(image_id, key, old_value, value, Source.INTROSPECTED, task_id, now))
+    gone = sorted(key for key in old if key not in outcome.properties)
+    changes.extend(
+        _change(image_id, key, old[key][0], None, Source.INTROSPECTED, task_id, now) for key in gone
+    )
+    return rows, changes, gone
+
+
+def _uuid(image_id: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(image_id, uuid.UUID):
+        return image_id
+    try:
+        return uuid.UUID(image_id)
+    except ValueError:
+        raise NotFound(image_id) from None
+
+
+def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if key not in keys}
+
+
+def _change(
+    image_id: uuid.UUID,
+    key: str,
+    old: str | None,
+    new: str | None,
+    source: Source,
+    task_id: str | None,
+    at: Any,
+    *,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "image_id": image_id,
+        "key": key,
+        "old": old,
+        "new": new,
+        "source": source,
+        "actor": actor or ("introspect" if source == Source.INTROSPECTED else "admin"),
+        "at": at,
+        "task_id": task_id,
+    }
+
+
+def _filters(*, statuses: list[str], formats: list[str]) -> ColumnElement[bool]:
+    clause: ColumnElement[bool] = true()
+    if statuses:
+        clause = clause & images.c.status.in_(statuses)
+    if formats:
+        clause = clause & images.c.disk_format.in_(formats)
+    return clause
+
+
+def _selection(selection: Selection) -> ColumnElement[bool]:
+    if selection.empty:
+        raise PipelineError(
+            "say what to re-run: --all, --format F, --status S, --inspector-older-than V, --failed "
+            "or image ids"
+        )
+    # An image still `queued` has nothing to inspect; every other status can be re-run.
+    clause = images.c.status != Status.QUEUED
+    clause = clause & _filters(statuses=[str(s) for s in selection.statuses], formats=selection.formats)
+    if selection.ids:
+        clause = clause & images.c.id.in_(selection.ids)
+    if selection.failed:
+        clause = clause & (images.c.status == Status.ERROR)
+    if selection.inspector_older_than is not None:
+        clause = clause & or_(
+            images.c.inspector_version.is_(None), images.c.inspector_version < selection.inspector_older_than
+        )
+    return clause

@@ -1,0 +1,52 @@
+"""Celery configuration (`app.config_from_object("workers.celeryconfig")`), from the settings.
+
+Delivery is at-least-once and tasks are idempotent: acknowledged late, one message reserved per
+process, a message whose worker process died goes back to the queue; the per-image delivery
+counter in the catalog stops a poison image from looping (see workers/pipeline.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+# With Redis, a message reserved by a worker stays in the `unacked` hash until it is acked, and
+# only comes back to the queue after `visibility_timeout` seconds. When a worker *child* dies,
+# reject_on_worker_lost requeues its task at once; the timeout matters when the whole worker
+# (or its machine) is gone: its tasks come back after this long, instead of Redis' one-hour
+# default. It must stay longer than any message legitimately stays unacked: the hard time limit
+# of a task, and the longest retry countdown (a worker holds a countdown message unacked until
+# its ETA; a timeout shorter than the countdown would hand it to a second worker meanwhile).
+broker_transport_options: dict[str, Any] = {
+    "visibility_timeout": _settings.visibility_timeout,
+    "global_keyprefix": _settings.broker_key_prefix,
+}
+if _settings.visibility_timeout <= _settings.task_time_limit + 30 + _settings.retry_backoff_max:
+    raise ValueError(
+        "INTROSPECT_VISIBILITY_TIMEOUT must exceed the task time limit plus the longest retry backoff, "
+        "or Redis hands running tasks to a second worker"
+    )
+
+task_default_queue = _settings.queue
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True  # results are in the catalog, not in a result backend
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# A broker that goes away takes its unacked messages with it (or gives them to another worker
+# after the visibility timeout): stop the tasks that were running; their retry is harmless.
+worker_cancel_long_running_tasks_on_connection_loss = True
+# A parser that loops gets SoftTimeLimitExceeded, which the library records as an `error`
+# verdict; the hard limit is the backstop that kills the process.
+task_soft_time_limit = _settings.task_time_limit
+task_time_limit = _settings.task_time_limit + 30
+# Publishing rides out a short broker restart instead of failing the import.
+task_publish_retry_policy = {"max_retries": 20, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+worker_send_task_events = False
+worker_hijack_root_logger = False

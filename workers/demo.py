@@ -1,0 +1,127 @@
+"""`make demo`: the pipeline on the embedded defaults (SQLite catalog, local store, tasks run
+inline: no broker, no services), driven through the real `introspect` command.
+
+Shows: import -> properties -> admin override -> re-run -> override kept -> unset -> the
+introspected value is back -> history -> the audit of declared vs found (`rerun --dry-run`).
+Images: made here with qemu-img (or, without it, taken from a built fixtures/ directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INTROSPECT = str(Path(sys.executable).with_name("introspect"))
+#: What qemu-img makes when fixtures/build is absent: name -> `qemu-img create` arguments.
+RECIPES: dict[str, list[str]] = {
+    "debian.qcow2": ["-f", "qcow2", "{path}", "1027M"],
+    "appliance.vmdk": [
+        "-f",
+        "vmdk",
+        "-o",
+        "adapter_type=lsilogic,subformat=streamOptimized",
+        "{path}",
+        "129M",
+    ],
+    "legacy.vhd": ["-f", "vpc", "{path}", "7M"],
+    "layered.qcow2": ["-f", "qcow2", "-b", "debian.qcow2", "-F", "qcow2", "{path}"],
+}
+#: Keys worth overriding in the demo, in order of preference (the first one the image has).
+OVERRIDABLE = ("hw_disk_bus", "vmware_adaptertype", "hw_scsi_model", "vmware_disktype", "hw_firmware_type")
+
+
+def images(directory: Path) -> list[Path]:
+    """A few ordinary images made here with qemu-img; without qemu-img, a few from fixtures/build."""
+    if shutil.which("qemu-img") is not None:
+        for name, recipe in RECIPES.items():
+            args = [arg.format(path=directory / name) for arg in recipe]
+            subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=directory)
+        return [directory / name for name in RECIPES]
+    built = sorted((ROOT / "fixtures" / "build").glob("*/*.qemu-img.json"))
+    if not built:
+        raise SystemExit("the demo needs qemu-img (Debian package qemu-utils) or a built fixtures/ directory")
+    return [record.with_name(record.name.removesuffix(".qemu-img.json")) for record in built[:4]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--keep", type=Path, help="Work in this directory and keep it (default: a temporary one)."
+    )
+    args = parser.parse_args()
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="introspect-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")}
+    env |= {"INTROSPECT_DATA_DIR": str(directory / "data"), "INTROSPECT_EAGER": "1", "COLUMNS": "160"}
+
+    def introspect(*arguments: str, show: bool = True) -> str:
+        if show:
+            print(f"\n$ introspect {' '.join(arguments)}", flush=True)
+        result = subprocess.run(
+            [INTROSPECT, *arguments], env=env, capture_output=True, text=True, check=False
+        )
+        if show:
+            sys.stdout.write(result.stdout)
+            sys.stdout.write(result.stderr)
+        if result.returncode != 0:
+            raise SystemExit(f"demo failed: introspect {' '.join(arguments)} exited {result.returncode}")
+        return result.stdout
+
+    try:
+        paths = images(directory)
+        introspect("import", "--wait", *map(str, paths))
+        introspect("images", "list")
+        records = [
+            json.loads(line) for line in introspect("images", "list", "--json", show=False).splitlines()
+        ]
+        chosen = records[0]
+        for record in records:
+            shown = json.loads(introspect("images", "show", record["id"], "--json", show=False))
+            if any(p["key"] in OVERRIDABLE for p in shown["properties"]):
+                chosen = record
+                break
+        image_id = chosen["id"]
+        props = {
+            p["key"]: p
+            for p in json.loads(introspect("images", "show", image_id, "--json", show=False))["properties"]
+        }
+        key = next((k for k in OVERRIDABLE if k in props), next(iter(props), "os_distro"))
+        introspected = props[key]["value"] if key in props else None
+        print(f"\n# {chosen['name']}: an admin overrides {key} (introspected: {introspected})")
+        introspect("images", "set", image_id, f"{key}=set-by-admin", "os_distro=debian")
+        print("\n# re-run every image: the admin's values win, the introspected ones are refreshed")
+        introspect("rerun", "--all")
+        after = {
+            p["key"]: p
+            for p in json.loads(introspect("images", "show", image_id, "--json", show=False))["properties"]
+        }
+        assert after[key]["value"] == "set-by-admin" and after[key]["source"] == "admin", after[key]
+        introspect("images", "show", image_id)
+        print(
+            f"\n# override kept after the re-run: {key} = {after[key]['value']} (source {after[key]['source']})"
+        )
+        introspect("images", "unset", image_id, key)
+        back = {
+            p["key"]: p
+            for p in json.loads(introspect("images", "show", image_id, "--json", show=False))["properties"]
+        }
+        if introspected is not None:
+            assert back[key]["value"] == introspected and back[key]["source"] == "introspected", back[key]
+            print(f"\n# unset: the introspected value is back: {key} = {back[key]['value']}")
+        introspect("images", "history", image_id)
+        introspect("rerun", "--all", "--dry-run")
+        print(f"\ndemo done; catalog and store in {directory / 'data'}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

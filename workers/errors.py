@@ -1,0 +1,55 @@
+"""Errors of the service side, as one small tree (the library's own are in introspect.errors).
+
+    PipelineError                 one clear line for the operator; the CLI prints it and exits 1
+     ├── NotFound                 no image with that id
+     ├── InvalidTransition        the status table forbids the move (or another worker moved it first)
+     ├── UnknownScheme            a location whose scheme no store serves
+     ├── NoData                   the image has no bytes to inspect yet (or they are gone)
+     └── Transient                the infrastructure failed, not the image: tasks retry these
+          ├── CatalogUnavailable  the database cannot be reached
+          ├── BrokerUnavailable   the broker cannot be reached
+          └── StoreUnavailable    reading the image's bytes failed for a reason that may pass
+
+A bad image is never an error here: the library turns it into a verdict, which is recorded.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Something the operator can act on; the message says what happened and what to do."""
+
+
+class NotFound(PipelineError):
+    """No image with that id."""
+
+    def __init__(self, image_id: object) -> None:
+        super().__init__(f"no image with id {image_id}: `introspect images list` shows the ids")
+
+
+class InvalidTransition(PipelineError):
+    """A status change the transition table does not allow, or that lost a race."""
+
+
+class UnknownScheme(PipelineError):
+    """A location the stores cannot read."""
+
+
+class NoData(PipelineError):
+    """The image has no bytes to inspect (still queued, or its data is gone)."""
+
+
+class Transient(PipelineError):
+    """A fault of the infrastructure that may pass: worth a retry with backoff."""
+
+
+class CatalogUnavailable(Transient):
+    """The catalog's database cannot be reached."""
+
+
+class BrokerUnavailable(Transient):
+    """The broker cannot be reached."""
+
+
+class StoreUnavailable(Transient):
+    """The image's bytes cannot be read right now."""

@@ -1,0 +1,76 @@
+"""Settings of the service side, from the environment (`INTROSPECT_*`), never read by the library.
+
+Defaults give a working single-machine setup with nothing to configure: a SQLite catalog and a
+local image store under the user's data directory, and Redis on localhost as the broker (needed
+only when tasks go through Celery; `--inline`/INTROSPECT_EAGER=1 runs them in-process).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return platformdirs.user_data_path("introspect", appauthor=False)
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI or the demo needs to find the catalog, the store and the broker."""
+
+    model_config = SettingsConfigDict(env_prefix="INTROSPECT_", frozen=True, extra="ignore")
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every key Celery/kombu create in Redis, so that deployments (and test runs) can
+    #: share one Redis database and clean up exactly their own keys.
+    broker_key_prefix: str = ""
+    queue: str = "introspect"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    store_dir: Path | None = None
+    eager: bool = False
+    #: Deliveries of one image's inspection that may end without the task finishing (the worker
+    #: process died) before the image gets an `error` verdict instead of another try.
+    delivery_limit: int = Field(3, ge=1)
+    #: Seconds before Redis hands an unacknowledged task to another worker; see workers/app.py.
+    visibility_timeout: int = Field(600, ge=10)
+    #: Hard time limit of one inspection (the worker kills the child past it).
+    task_time_limit: int = Field(120, ge=1)
+    #: Longest wait between two retries of a transient fault (exponential backoff with jitter).
+    retry_backoff_max: int = Field(60, ge=1)
+    max_retries: int = Field(8, ge=0)
+    #: Ids fetched per page when a re-run walks the catalog (keyset pagination).
+    rerun_batch: int = Field(500, ge=1)
+    #: Seconds a blocked `--wait` waits for progress before it publishes the missing tasks again
+    #: (a broker restart loses queued messages; tasks are idempotent, so a duplicate is harmless).
+    stall_timeout: float = Field(30.0, gt=0)
+
+    @property
+    def catalog_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'catalog.sqlite'}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.store_dir or self.data_dir / "images"
+
+
+def mask(url: str) -> str:
+    """A URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

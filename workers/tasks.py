@@ -1,0 +1,95 @@
+"""The tasks, thin: an image id in, a small dict out; the work is in workers/pipeline.py.
+
+Only infrastructure faults retry (backoff with jitter); a bad image is a verdict, recorded once.
+A task for an image that was deleted, or that cannot be inspected from its status, is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task  # type: ignore[import-untyped]  # celery ships no types
+
+from workers import pipeline
+from workers.app import app
+from workers.catalog import Selection, open_catalog
+from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, Transient
+from workers.settings import get_settings, mask
+
+log = logging.getLogger(__name__)
+
+#: What a retry may cure. Never an image error: the library turns those into verdicts.
+TRANSIENT: tuple[type[Exception], ...] = (
+    Transient,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
+#: The task cannot apply to this image any more: say so and drop the message.
+DROPPED = (NotFound, NoData, InvalidTransition)
+
+_settings = get_settings()
+RETRY_OPTIONS: dict[str, Any] = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 1,
+    "retry_backoff_max": _settings.retry_backoff_max,
+    "retry_jitter": True,
+    "max_retries": _settings.max_retries,
+}
+
+
+@app.task(name="workers.tasks.introspect_image", bind=True, **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
+def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> dict[str, Any]:
+    """Inspect one image and write its properties back."""
+    settings = get_settings()
+    try:
+        return pipeline.introspect_image(
+            open_catalog(settings.catalog_url),
+            image_id,
+            task_id=self.request.id,
+            job_id=job_id,
+            delivery_limit=settings.delivery_limit,
+        )
+    except DROPPED as error:
+        log.warning("dropped introspect_image(%s): %s", image_id, error)
+        return {"image_id": image_id, "dropped": str(error)}
+
+
+@app.task(name="workers.tasks.rerun", bind=True, **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
+def rerun(self: Task, selection: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
+    """Queue an inspection of every image in `selection`, a page of ids at a time."""
+    settings = get_settings()
+    catalog = open_catalog(settings.catalog_url)
+    chosen = Selection.model_validate(selection)
+    total = pipeline.fan_out(
+        catalog, chosen, lambda ids: enqueue(ids, job_id=job_id), batch=settings.rerun_batch
+    )
+    return {"job_id": job_id, "queued": total}
+
+
+def enqueue(image_ids: Iterable[object], *, job_id: str | None = None) -> int:
+    """Publish one introspect_image message per id, over one connection."""
+    settings = get_settings()
+    count = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for image_id in image_ids:
+                introspect_image.apply_async(
+                    args=[str(image_id)], kwargs={"job_id": job_id}, queue=settings.queue, producer=producer
+                )
+                count += 1
+    except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, OSError) as error:
+        raise BrokerUnavailable(f"cannot reach the broker at {broker_url()}: {error}") from error
+    return count
+
+
+def broker_url() -> str:
+    """The broker URL without its password, for messages."""
+    return mask(get_settings().broker_url)
