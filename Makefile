@@ -10,7 +10,7 @@ PYTHON ?= python3.11
 # Debian packages the fixtures, the cross-check and the tests need: tool -> package.
 TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso:xorriso \
 	sgdisk:gdisk sfdisk:fdisk cryptsetup:cryptsetup-bin mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs \
-	zstd:zstd redis-server:redis-server /usr/lib/ISOLINUX/isolinux.bin:isolinux \
+	zstd:zstd redis-server:redis-server rabbitmqctl:rabbitmq-server /usr/lib/ISOLINUX/isolinux.bin:isolinux \
 	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1 \
 	/usr/lib/python3/dist-packages/VMDKstream.py:python3-vmdkstream bximage:bximage \
 	create_compressed_fs:cloop-utils dmg2img:dmg2img xz:xz-utils bzip2:bzip2 file:file \
@@ -33,11 +33,15 @@ tools: ## install the system tools (qemu-img, genisoimage, sgdisk...) that are m
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -q -e '.[pipeline,dev]'
+	$(PIP) install -q -e '.[pipeline,glance,dev]'
 	@touch $@
 
 .PHONY: venv
 venv: $(VENV)/.installed ## create .venv and install introspect with its CLI at .venv/bin/introspect
+
+.PHONY: glance-venv
+glance-venv: venv ## build the cached Glance 33.0.0 venv the Glance tests run against (~/.cache/introspect)
+	$(PY) -m tests.glance.peer venv
 
 .PHONY: fixtures
 fixtures: tools ## build fixtures/build/ with real tools (only what changed)
@@ -49,7 +53,7 @@ lint: venv ## ruff over everything, mypy --strict over introspect/
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv tools fixtures lint ## the whole suite: lint, types, formats, pipeline, Glance
+test: venv tools fixtures lint glance-venv ## the whole suite: lint, types, formats, pipeline, Glance
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: demo
@@ -64,6 +68,10 @@ bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img in
 .PHONY: bench-pipeline
 bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task
 	$(PY) -m tests.bench.bench_pipeline
+
+.PHONY: bench-glance
+bench-glance: venv tools glance-venv ## bytes per image and images/s of a re-run against a real Glance
+	$(PY) -m tests.bench.bench_glance
 
 .PHONY: clean
 clean: ## remove the venv, built fixtures and caches

@@ -32,7 +32,35 @@ SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
 VERDICT_STYLE = {Verdict.OK: "green", Verdict.REJECTED: "red", Verdict.ERROR: "magenta"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginGroup(click.Group):
+    """The library's own commands, plus those other packages register under the entry point
+    group `introspect.commands`. Plugins load only when a command is not one of ours (or for
+    --help), so `introspect inspect` never pays for importing the pipeline's Celery/SQLAlchemy."""
+
+    _plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry in entry_points(group="introspect.commands"):
+            try:
+                register = entry.load()
+            except ImportError:
+                continue  # that extra is not installed: its commands are simply absent
+            register(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self._load_plugins()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Read what VM disk images say about themselves, and keep it as image properties."""
 
@@ -133,6 +161,10 @@ def inspect_command(
             err.print(f"introspect: {error}", markup=False)
             usage_failed = True
             continue
+        except OSError as error:
+            err.print(f"introspect: {path}: {error.strerror or error}", markup=False)
+            failed = True
+            continue
         failed |= report.verdict != Verdict.OK
         if as_json:
             sys.stdout.write(report.model_dump_json() + "\n")
@@ -171,15 +203,3 @@ def rules() -> None:
         rule = RULES[code]
         table.add_row(code, rule.severity.value, rule.summary)
     Console().print(table)
-
-
-def _load_plugins() -> None:
-    for entry in entry_points(group="introspect.commands"):
-        try:
-            register = entry.load()
-        except ImportError:
-            continue  # the pipeline extra is not installed: its commands are simply absent
-        register(main)
-
-
-_load_plugins()

@@ -3,7 +3,8 @@
 Order of work: read the head and tail once, detect, parse the detected format through the
 metered reader, run its safety checks and the rules every image gets, apply the policy, map
 the result to properties. An image that cannot be parsed yields an `error` verdict; only a
-caller's mistake (a path that does not exist) raises.
+caller's mistake (a path that does not exist) or a failing source (OSError: a disk or network
+fault, which says nothing of the image) raises.
 """
 
 from __future__ import annotations
@@ -243,6 +244,8 @@ def _parse(
     except ImageError as error:
         findings.append(error.rule.finding(str(error)))
         return None
+    except OSError:
+        raise  # the source failed (disk, network), not the image: the caller decides (retry)
     except Exception as error:
         findings.append(
             INTERNAL_ERROR.finding(

@@ -172,3 +172,22 @@ def test_file_objects_without_a_descriptor(tmp_path):
     report = introspect.inspect(handle)
     assert (report.format, report.virtual_size) == ("qcow2", 3 << 30)
     assert handle.tell() == 7
+
+
+def test_a_failing_source_raises_instead_of_blaming_the_image(tmp_path):
+    """EIO from a disk or a dropped connection says nothing of the image: the caller retries."""
+
+    class Failing(introspect.ByteSource):
+        name = "flaky"
+
+        @property
+        def size(self):
+            return 1 << 20
+
+        def pread(self, offset, length):
+            if offset > 0:
+                raise OSError(5, "Input/output error")
+            return make(tmp_path, "qcow2", "1G").read_bytes()[:length]
+
+    with pytest.raises(OSError, match="Input/output error"):
+        introspect.inspect(Failing())

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -29,11 +29,14 @@ from rich.table import Column, Table
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
 from workers import pipeline
-from workers.catalog import DONE, Catalog, ImageRecord, Selection, Status, open_catalog, upgrade
+from workers.catalog import DONE, Catalog, ImageRecord, Selection, Status, configured_catalog, upgrade
 from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, PipelineError
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, open_location, size_of
+
+if TYPE_CHECKING:
+    from workers.glance.catalog import GlanceCatalog
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,8 +68,8 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _catalog(settings: Settings) -> Catalog:
-    return open_catalog(settings.catalog_url)
+def _catalog(settings: Settings) -> Catalog | GlanceCatalog:
+    return configured_catalog(settings)
 
 
 def _store(settings: Settings) -> LocalStore:
@@ -87,7 +90,7 @@ inline_option = click.option(
 # -- running tasks ------------------------------------------------------------------------------
 
 
-def _run_inline(catalog: Catalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None) -> None:
+def _run_inline(catalog: Catalog | GlanceCatalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None) -> None:
     """The task's code, called directly: the same thing a worker does, in this process."""
     for image_id in ids:
         try:
@@ -103,7 +106,7 @@ def _run_inline(catalog: Catalog, settings: Settings, ids: Iterable[uuid.UUID], 
 
 
 def _submit(
-    catalog: Catalog, settings: Settings, ids: list[uuid.UUID], *, inline: bool, job_id: str | None = None
+    catalog: Catalog | GlanceCatalog, settings: Settings, ids: list[uuid.UUID], *, inline: bool, job_id: str | None = None
 ) -> None:
     if inline:
         _run_inline(catalog, settings, ids, job_id)
@@ -297,7 +300,7 @@ def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: b
     out.print(table)
 
 
-def _show(catalog: Catalog, record: ImageRecord, *, as_json: bool) -> None:
+def _show(catalog: Catalog | GlanceCatalog, record: ImageRecord, *, as_json: bool) -> None:
     props = catalog.properties(record.id)
     if as_json:
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
@@ -484,7 +487,7 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _dry_run(catalog: Catalog, selection: Selection, settings: Settings) -> None:
+def _dry_run(catalog: Catalog | GlanceCatalog, selection: Selection, settings: Settings) -> None:
     count = 0
     for page in catalog.select_ids(selection, batch=settings.rerun_batch):
         for image_id in page:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import introspect
 from introspect.errors import UsageError
@@ -21,6 +21,9 @@ from introspect.sources import ByteSource
 from workers.catalog import Catalog, Claim, Outcome, Selection, Status
 from workers.errors import NoData, PipelineError, StoreUnavailable, Transient
 from workers.store import open_location
+
+if TYPE_CHECKING:
+    from workers.glance.catalog import GlanceCatalog
 
 WORKER_LOST = rule(
     "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
@@ -38,7 +41,7 @@ STATUS_OF: dict[Verdict, Status] = {
 
 
 def introspect_image(
-    catalog: Catalog,
+    catalog: Catalog | GlanceCatalog,
     image_id: uuid.UUID | str,
     *,
     task_id: str | None,
@@ -61,8 +64,9 @@ def introspect_image(
             )
         )
     else:
+        opener: Callable[[str], ByteSource] = getattr(catalog, "open_location", open_location)
         try:
-            outcome = inspect_claimed(claim, policy or DEFAULT_POLICY)
+            outcome = inspect_claimed(claim, policy or DEFAULT_POLICY, opener=opener)
         except Transient:
             catalog.release(claim)
             raise
@@ -70,16 +74,23 @@ def introspect_image(
     return {"image_id": str(claim.image_id), "status": str(outcome.status), "written": written}
 
 
-def inspect_claimed(claim: Claim, policy: Policy) -> Outcome:
-    """Run the library on the claimed image's bytes and turn the report into what gets written."""
+def inspect_claimed(
+    claim: Claim, policy: Policy, *, opener: Callable[[str], ByteSource] = open_location
+) -> Outcome:
+    """Run the library on the claimed image's bytes and turn the report into what gets written.
+    `opener` turns the claim's location into bytes: the store's, or the catalog's own (Glance)."""
     if claim.location is None:
         return _outcome_of_error(
             DATA_MISSING.finding("the image has no location: its upload never finished; import it again")
         )
     try:
-        with open_location(claim.location) as opened:
+        with opener(claim.location) as opened:
             source = _Watched(opened)
-            report = introspect.inspect(source, expect=claim.disk_format, policy=policy)
+            try:
+                report = introspect.inspect(source, expect=claim.disk_format, policy=policy)
+            except OSError:
+                source.raise_fault()  # the store failed: StoreUnavailable, retried
+                raise
             source.raise_fault()
     except NoData as error:
         return _outcome_of_error(DATA_MISSING.finding(str(error)))
@@ -148,7 +159,7 @@ def _outcome_of_error(finding: Finding) -> Outcome:
 
 
 def fan_out(
-    catalog: Catalog, selection: Selection, enqueue: Callable[[list[uuid.UUID]], object], *, batch: int = 500
+    catalog: Catalog | GlanceCatalog, selection: Selection, enqueue: Callable[[list[uuid.UUID]], object], *, batch: int = 500
 ) -> int:
     """Hand every selected image to `enqueue`, a page of ids at a time (memory: one page)."""
     total = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -25,6 +26,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INTROSPECT_", frozen=True, extra="ignore")
 
+    #: Where images and their properties live: this project's SQL catalog, or an OpenStack Glance
+    #: (configured by INTROSPECT_GLANCE_*, see workers/glance/settings.py).
+    catalog: Literal["sql", "glance"] = "sql"
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every key Celery/kombu create in Redis, so that deployments (and test runs) can
     #: share one Redis database and clean up exactly their own keys.

@@ -17,7 +17,7 @@ from celery import Task  # type: ignore[import-untyped]  # celery ships no types
 
 from workers import pipeline
 from workers.app import app
-from workers.catalog import Selection, open_catalog
+from workers.catalog import Selection, configured_catalog
 from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, Transient
 from workers.settings import get_settings, mask
 
@@ -51,7 +51,7 @@ def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> di
     settings = get_settings()
     try:
         return pipeline.introspect_image(
-            open_catalog(settings.catalog_url),
+            configured_catalog(settings),
             image_id,
             task_id=self.request.id,
             job_id=job_id,
@@ -66,7 +66,7 @@ def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> di
 def rerun(self: Task, selection: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
     """Queue an inspection of every image in `selection`, a page of ids at a time."""
     settings = get_settings()
-    catalog = open_catalog(settings.catalog_url)
+    catalog = configured_catalog(settings)
     chosen = Selection.model_validate(selection)
     total = pipeline.fan_out(
         catalog, chosen, lambda ids: enqueue(ids, job_id=job_id), batch=settings.rerun_batch
