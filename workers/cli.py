@@ -32,6 +32,7 @@ from workers import pipeline
 from workers.catalog import DONE, Catalog, ImageRecord, Selection, Status, configured_catalog, upgrade
 from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, open_location, size_of
 
@@ -53,6 +54,22 @@ STATUS_STYLE = {
 }
 POLL = 0.2
 COPY_CHUNK = 1 << 20
+
+
+class ImageRefType(click.ParamType[str]):
+    """An image id, or its href as Nova and Glance write it (http://host:9292/v2/images/<id>, or
+    /v1/): every command takes either, and gets the id."""
+
+    name = "IMAGE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return parse_image_ref(str(value)).id
+        except ImageRefError as error:
+            self.fail(str(error), param, ctx)
+
+
+IMAGE_REF = ImageRefType()
 
 
 def friendly(command: Callable[P, R]) -> Callable[P, R]:
@@ -90,7 +107,9 @@ inline_option = click.option(
 # -- running tasks ------------------------------------------------------------------------------
 
 
-def _run_inline(catalog: Catalog | GlanceCatalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None) -> None:
+def _run_inline(
+    catalog: Catalog | GlanceCatalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None
+) -> None:
     """The task's code, called directly: the same thing a worker does, in this process."""
     for image_id in ids:
         try:
@@ -106,7 +125,12 @@ def _run_inline(catalog: Catalog | GlanceCatalog, settings: Settings, ids: Itera
 
 
 def _submit(
-    catalog: Catalog | GlanceCatalog, settings: Settings, ids: list[uuid.UUID], *, inline: bool, job_id: str | None = None
+    catalog: Catalog | GlanceCatalog,
+    settings: Settings,
+    ids: list[uuid.UUID],
+    *,
+    inline: bool,
+    job_id: str | None = None,
 ) -> None:
     if inline:
         _run_inline(catalog, settings, ids, job_id)
@@ -342,7 +366,7 @@ def _show(catalog: Catalog | GlanceCatalog, record: ImageRecord, *, as_json: boo
 
 
 @images_group.command("show")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def show_command(image_id: str, as_json: bool) -> None:
@@ -352,7 +376,7 @@ def show_command(image_id: str, as_json: bool) -> None:
 
 
 @images_group.command("history")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def history_command(image_id: str, as_json: bool) -> None:
@@ -387,7 +411,7 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
 
 
 @images_group.command("set")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @click.option("--user", default=None, help="Who is setting it (default: you).")
 @friendly
@@ -397,7 +421,7 @@ def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None
 
 
 @images_group.command("unset")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @click.argument("keys", nargs=-1, required=True, metavar="KEY...")
 @click.option("--user", default=None, help="Who is clearing it (default: you).")
 @friendly
@@ -410,7 +434,7 @@ def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> Non
 
 
 @click.command("rerun")
-@click.argument("image_ids", nargs=-1)
+@click.argument("image_ids", nargs=-1, type=IMAGE_REF)
 @click.option("--all", "everything", is_flag=True, help="Every image with data.")
 @click.option("--format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable).")
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
@@ -505,7 +529,7 @@ def _dry_run(catalog: Catalog | GlanceCatalog, selection: Selection, settings: S
 
 
 @click.command("delete")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @friendly
 def delete_command(image_id: str) -> None:
     """Delete an image: its record, properties, history, and its file if the store holds it."""
@@ -517,7 +541,7 @@ def delete_command(image_id: str) -> None:
 
 
 @click.command("download")
-@click.argument("image_id")
+@click.argument("image_id", type=IMAGE_REF)
 @click.option(
     "-o",
     "--output",

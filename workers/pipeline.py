@@ -159,7 +159,11 @@ def _outcome_of_error(finding: Finding) -> Outcome:
 
 
 def fan_out(
-    catalog: Catalog | GlanceCatalog, selection: Selection, enqueue: Callable[[list[uuid.UUID]], object], *, batch: int = 500
+    catalog: Catalog | GlanceCatalog,
+    selection: Selection,
+    enqueue: Callable[[list[uuid.UUID]], object],
+    *,
+    batch: int = 500,
 ) -> int:
     """Hand every selected image to `enqueue`, a page of ids at a time (memory: one page)."""
     total = 0

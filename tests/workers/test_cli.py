@@ -196,13 +196,27 @@ def failing(*args: str) -> Result:
         ("delete", UNKNOWN),
         ("download", UNKNOWN),
         ("rerun", UNKNOWN),
-        ("images", "show", "not-an-id"),
     ],
     ids=lambda a: " ".join(a[:2]),
 )
 def test_unknown_image_id(data_dir: Path, args: tuple[str, ...]):
     shown = re.escape(args[2] if len(args) > 2 and args[0] == "images" else args[1])
     assert re.fullmatch(NO_IMAGE.replace(re.escape(UNKNOWN), shown), failing(*args).stderr.strip())
+
+
+def test_not_an_image_reference_is_a_usage_error(data_dir: Path):
+    result = CliRunner().invoke(main, ["images", "show", "not-an-id"])
+    assert result.exit_code == 2
+    assert "'not-an-id' does not end in an image id (a UUID)" in result.output
+
+
+def test_an_href_names_its_image(data_dir: Path):
+    """Nova's and Glance's hrefs (v2 and v1) are accepted wherever an id is."""
+    for href in (
+        f"http://glance.example:9292/v2/images/{UNKNOWN}",
+        f"http://glance.example:9292/v1/images/{UNKNOWN}",
+    ):
+        assert re.fullmatch(NO_IMAGE, failing("images", "show", href).stderr.strip())
 
 
 def test_unknown_image_id_on_the_real_command(tmp_path: Path):

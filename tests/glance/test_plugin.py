@@ -1,0 +1,80 @@
+"""The `introspect` import plugin inside a real Glance's glance-direct flow: the image goes
+active with its properties already set; a hostile image (which Glance itself refuses) gets its
+verdict and is not left stuck in `importing`; an error of ours never blocks an import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import introspect
+from tests.glance.conftest import Admin
+from tests.glance.peer import Deployment
+from workers.glance.client import GlanceClient
+from workers.glance.inspection import State, desired_properties, inspect_image
+from workers.glance.ownership import MARKER, Marker
+from workers.glance.writeback import Status
+
+pytestmark = pytest.mark.glance
+
+
+@pytest.mark.parametrize("name", ["lsilogic.vmdk", "disk.qcow2", "disk.vhdx"])
+def test_import_goes_active_with_the_properties_set(
+    name: str, images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.imported(images[name])
+    image = admin.get(image_id)
+    assert image["status"] == "active"
+    want = desired_properties(introspect.inspect(images[name]))
+    assert {key: image.get(key) for key in want} == want
+    marker = Marker.read(image)
+    assert marker is not None and set(marker.keys) == set(want) and marker.data is None
+    # the first inspection after the import finds the same values and only completes the marker
+    outcome = inspect_image(client, image_id)
+    assert outcome.state == State.INSPECTED
+    assert (
+        outcome.write is not None and outcome.write.status == Status.UNCHANGED and not outcome.write.written
+    )
+    assert Marker.read(admin.get(image_id)).data == image["checksum"]  # type: ignore[union-attr]
+    assert inspect_image(client, image_id).state == State.SKIPPED
+
+
+def test_hostile_image_is_refused_and_not_left_importing(
+    images: dict[str, Path], admin: Admin, glance: Deployment
+) -> None:
+    image_id = admin.imported(images["backed.qcow2"])
+    image = admin.get(image_id)
+    assert image["status"] == "queued"  # not "importing": the owner can act on it
+    assert image["os_glance_failed_import"] == "fs"
+    assert image["introspect_verdict"] == "rejected"
+    assert "qcow2.backing_file" in image["introspect_findings"].split(",")
+    # Glance's own check refused the data after our task ran; our revert put the image back
+    # the owner can stage other data and import again, or delete it
+    again = admin.call(
+        "PUT", f"/v2/images/{image_id}/stage", content=images["disk.qcow2"].read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert again.status_code == 204, again.text
+    admin.delete(image_id)
+
+
+def test_an_error_of_ours_never_blocks_the_import(
+    images: dict[str, Path], admin: Admin, glance: Deployment
+) -> None:
+    # no room left for the plugin's properties: saving them fails inside Glance
+    image_id = admin.create("full", "qcow2")
+    filler = [{"op": "add", "path": f"/filler_{n:03d}", "value": "x"} for n in range(127)]
+    assert admin.patch(image_id, filler).status_code == 200
+    staged = admin.call(
+        "PUT", f"/v2/images/{image_id}/stage", content=images["disk.qcow2"].read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert staged.status_code == 204
+    started = admin.call("POST", f"/v2/images/{image_id}/import", json={"method": {"name": "glance-direct"}})
+    assert started.status_code == 202
+    image = admin.wait(
+        image_id, lambda image: image["status"] == "active" and not image.get("os_glance_import_task")
+    )
+    assert MARKER not in image
+    assert f"inspecting the staged data of image {image_id} failed; the import goes on" in glance.glance_log()

@@ -1,0 +1,256 @@
+"""Inspection and write-back against a real Glance: the properties are exactly what the library
+says for the same file, admins' values survive re-runs, and every refusal Glance can give
+(403, 409, 413, 404) ends in a clear outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import introspect
+from tests.glance.conftest import IMAGES, Admin
+from workers.glance.client import GlanceClient, HeaderIdentity
+from workers.glance.inspection import State, desired_properties, inspect_image
+from workers.glance.ownership import MARKER, Marker, digest
+from workers.glance.source import RangeCache
+from workers.glance.writeback import Status, write_back
+
+pytestmark = pytest.mark.glance
+
+KIB = 1024
+#: The source's granule: a parser's read is widened to whole blocks of this size.
+BLOCK = 64 * KIB
+
+
+def expected(path: Path) -> dict[str, str]:
+    """What the library says about the same file, as the properties a write-back must produce."""
+    return desired_properties(introspect.inspect(path))
+
+
+def properties_of(image: dict[str, object]) -> dict[str, str]:
+    """The image's properties that introspect could have written (drop Glance's own)."""
+    return {
+        key: value
+        for key, value in image.items()
+        if isinstance(value, str) and key in expected_keys(image) and key != MARKER
+    }
+
+
+def expected_keys(image: dict[str, object]) -> set[str]:
+    marker = Marker.read(image)
+    return set(marker.keys) if marker else set()
+
+
+@pytest.mark.parametrize("name", [image[0] for image in IMAGES])
+def test_upload_then_inspect_writes_exactly_what_the_library_says(
+    name: str, images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    path = images[name]
+    image_id = admin.uploaded(path)
+    outcome = inspect_image(client, image_id)
+    assert outcome.state == State.INSPECTED
+    assert outcome.write is not None and outcome.write.status == Status.WRITTEN, outcome.message
+    image = admin.get(image_id)
+    want = expected(path)
+    assert {key: image.get(key) for key in want} == want
+    assert properties_of(image) == want  # and nothing else is ours
+    # what Glance computed itself is untouched, and agrees with the library
+    assert image["disk_format"] == introspect.inspect(path).format
+    assert image["virtual_size"] == introspect.inspect(path).virtual_size
+    # a few ranges, not the image: at most one request per read the parser made (nearby reads
+    # share a block), each at most one block wider than the read
+    report = outcome.report
+    assert report is not None
+    assert 1 <= outcome.fetch.requests <= report.reads <= 4
+    assert outcome.fetch.bytes <= report.bytes_read + outcome.fetch.requests * BLOCK
+    assert outcome.fetch.bytes < path.stat().st_size // 4
+
+
+def test_vmdk_properties_carry_nova_names(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.uploaded(images["buslogic.vmdk"])
+    inspect_image(client, image_id)
+    image = admin.get(image_id)
+    descriptor = images["buslogic.vmdk"].read_bytes()[: 64 * KIB]
+    assert b'ddb.adapterType = "buslogic"' in descriptor  # what qemu-img wrote
+    assert image["vmware_adaptertype"] == "busLogic"
+    assert image["vmware_disktype"] == "streamOptimized"
+    assert image["hw_disk_bus"] == "scsi"
+    assert image["hw_scsi_model"] == "buslogic"
+
+
+def test_admin_value_survives_reruns_until_the_admin_removes_it(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.uploaded(images["lsilogic.vmdk"])
+    inspect_image(client, image_id)
+    assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
+
+    assert (
+        admin.patch(image_id, [{"op": "replace", "path": "/vmware_adaptertype", "value": "ide"}]).status_code
+        == 200
+    )
+    again = inspect_image(client, image_id, force=True)
+    assert again.write is not None and again.write.status == Status.UNCHANGED
+    assert again.write.kept == {"vmware_adaptertype": "ide"}
+    image = admin.get(image_id)
+    assert image["vmware_adaptertype"] == "ide"
+    assert "vmware_adaptertype" not in Marker.read(image).keys  # type: ignore[union-attr]
+
+    assert admin.patch(image_id, [{"op": "remove", "path": "/vmware_adaptertype"}]).status_code == 200
+    third = inspect_image(client, image_id, force=True)
+    assert third.write is not None and third.write.written == {"vmware_adaptertype": "lsiLogic"}
+    assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
+
+
+def test_value_set_before_introspect_ran_is_kept(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.uploaded(images["lsilogic.vmdk"], hw_disk_bus="ide")
+    outcome = inspect_image(client, image_id)
+    assert outcome.write is not None and outcome.write.kept == {"hw_disk_bus": "ide"}
+    image = admin.get(image_id)
+    assert image["hw_disk_bus"] == "ide"
+    assert image["hw_scsi_model"] == "lsilogic"
+
+
+def test_rerun_of_unchanged_image_costs_no_data_and_no_patch(
+    images: dict[str, Path], admin: Admin, client: GlanceClient, tmp_path: Path
+) -> None:
+    cache = RangeCache(tmp_path / "cache", 16 * 1024 * KIB)
+    image_id = admin.uploaded(images["disk.qcow2"])
+    first = inspect_image(client, image_id, cache=cache)
+    before = admin.get(image_id)
+    assert first.fetch.requests >= 1
+    skipped = inspect_image(client, image_id, cache=cache)
+    assert skipped.state == State.SKIPPED
+    forced = inspect_image(client, image_id, cache=cache, force=True)
+    assert forced.state == State.INSPECTED
+    assert forced.fetch.requests == 0 and forced.fetch.bytes == 0
+    assert forced.write is not None and forced.write.status == Status.UNCHANGED
+    assert admin.get(image_id)["updated_at"] == before["updated_at"]
+
+
+def test_member_cannot_change_or_remove_introspected_keys(
+    images: dict[str, Path], admin: Admin, member: Admin, client: GlanceClient
+) -> None:
+    image_id = member.uploaded(images["lsilogic.vmdk"])
+    inspect_image(client, image_id)
+    assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
+    for ops in (
+        [{"op": "replace", "path": "/vmware_adaptertype", "value": "ide"}],
+        [{"op": "remove", "path": "/vmware_adaptertype"}],
+        [{"op": "replace", "path": "/introspect_verdict", "value": "ok-trust-me"}],
+        [{"op": "add", "path": f"/{MARKER}", "value": "{}"}],
+    ):
+        refused = member.patch(image_id, ops)
+        assert refused.status_code == 403, refused.text
+        assert "is reserved" in refused.text
+    assert member.patch(image_id, [{"op": "add", "path": "/description", "value": "mine"}]).status_code == 200
+    image = admin.get(image_id)
+    assert image["vmware_adaptertype"] == "lsiLogic" and image["introspect_verdict"] == "ok"
+
+
+def test_write_back_as_a_member_is_forbidden_with_a_clear_message(
+    images: dict[str, Path], member: Admin, api: object
+) -> None:
+    image_id = member.uploaded(images["ide.vmdk"])
+    url = member.url
+    with GlanceClient([url], HeaderIdentity(["member", "reader"], "a" * 32, "alice")) as as_member:
+        outcome = inspect_image(as_member, image_id)
+    assert outcome.write is not None and outcome.write.status == Status.FORBIDDEN
+    assert "give introspect's user a role" in outcome.write.message
+    assert "hw_disk_bus" in outcome.write.forbidden  # dropped one by one until the marker itself was refused
+
+
+def test_key_removed_between_read_and_patch_is_read_again(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.uploaded(images["disk.qcow2"])
+    # introspect once owned a key it no longer produces...
+    stale_marker = Marker(keys={"introspect_old": digest("x")}, data="old", inspector="0").dumps()
+    ops = [
+        {"op": "add", "path": "/introspect_old", "value": "x"},
+        {"op": "add", "path": f"/{MARKER}", "value": stale_marker},
+    ]
+    assert admin.patch(image_id, ops).status_code == 200
+    snapshot = admin.get(image_id)
+    # ...and an admin removes it after our read: our `remove` gets 409, we read again
+    assert admin.patch(image_id, [{"op": "remove", "path": "/introspect_old"}]).status_code == 200
+    desired = expected(images["disk.qcow2"])
+    result = write_back(client, image_id, desired, data="new", inspector="1", image=snapshot)
+    assert result.status == Status.WRITTEN, result.message
+    assert result.removed == []
+    image = admin.get(image_id)
+    assert "introspect_old" not in image
+    assert {key: image[key] for key in desired} == desired
+
+
+def test_property_quota_writes_the_most_useful_keys_first(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    image_id = admin.uploaded(images["lsilogic.vmdk"])
+    quota = 128
+    desired = expected(images["lsilogic.vmdk"])
+    room = 5  # the marker and 4 keys
+    filler = [{"op": "add", "path": f"/filler_{n:03d}", "value": "x"} for n in range(quota - room)]
+    assert admin.patch(image_id, filler).status_code == 200
+    result = write_back(client, image_id, desired, data="d", inspector="1")
+    assert result.status == Status.WRITTEN, result.message
+    assert sorted(result.written) == ["hw_disk_bus", "hw_scsi_model", "vmware_adaptertype", "vmware_disktype"]
+    assert set(result.left_out) == desired.keys() - result.written.keys()
+    assert "left out by image_property_quota" in result.message
+    image = admin.get(image_id)
+    assert set(Marker.read(image).keys) == set(result.written)  # type: ignore[union-attr]
+
+
+def test_no_room_at_all_is_reported(images: dict[str, Path], admin: Admin, client: GlanceClient) -> None:
+    image_id = admin.uploaded(images["disk.vhd"])
+    filler = [{"op": "add", "path": f"/filler_{n:03d}", "value": "x"} for n in range(128)]
+    assert admin.patch(image_id, filler).status_code == 200
+    result = write_back(client, image_id, expected(images["disk.vhd"]), data="d", inspector="1")
+    assert result.status == Status.QUOTA
+    assert "no room for introspect's properties" in result.message
+    assert MARKER not in admin.get(image_id)
+
+
+def test_deleted_image_is_an_outcome(images: dict[str, Path], admin: Admin, client: GlanceClient) -> None:
+    image_id = admin.uploaded(images["disk.vdi"])
+    snapshot = admin.get(image_id)
+    admin.delete(image_id)
+    assert inspect_image(client, image_id).state == State.DELETED
+    result = write_back(
+        client, image_id, {"introspect_verdict": "ok"}, data="d", inspector="1", image=snapshot
+    )
+    assert result.status == Status.DELETED
+    assert "deleted while introspect wrote to it" in result.message
+
+
+def test_image_not_active_is_left_alone(admin: Admin, client: GlanceClient) -> None:
+    image_id = admin.create("queued", "qcow2")
+    outcome = inspect_image(client, image_id)
+    assert outcome.state == State.NOT_READY
+    assert "is queued, not active" in outcome.message
+    assert MARKER not in admin.get(image_id)
+
+
+def test_mismatch_with_what_glance_declares_is_a_finding_never_a_rewrite(
+    images: dict[str, Path], admin: Admin, client: GlanceClient
+) -> None:
+    # Glance takes qcow2 bytes declared raw (it then records the file size as virtual_size)
+    image_id = admin.uploaded(images["disk.qcow2"], disk_format_="raw")
+    declared = admin.get(image_id)
+    outcome = inspect_image(client, image_id)
+    assert outcome.report is not None
+    codes = [finding.code for finding in outcome.report.findings]
+    assert "image.format_mismatch" in codes and "glance.virtual_size_mismatch" in codes
+    image = admin.get(image_id)
+    assert (image["disk_format"], image["virtual_size"]) == ("raw", declared["virtual_size"])
+    assert image["introspect_verdict"] == "rejected"
+    assert image["introspect_format"] == "qcow2"
+    assert set(image["introspect_findings"].split(",")) >= {
+        "image.format_mismatch",
+        "glance.virtual_size_mismatch",
+    }

@@ -1,0 +1,207 @@
+"""`introspect glance ...`: inspect, listen, sync, show, against a Glance image API v2.
+
+Settings come from INTROSPECT_GLANCE_* and the usual OS_* variables (workers/glance/settings.py).
+Without `--inline`, `listen` and `sync` queue the pipeline's task for each image (the worker
+then reads it through the Glance catalog, INTROSPECT_CATALOG=glance); with it, the inspection
+runs in this process, so nothing but Glance (and, for `listen`, the notification broker) is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from introspect.errors import IntrospectError
+from workers.errors import PipelineError
+from workers.glance.client import GlanceClient
+from workers.glance.inspection import inspect_image
+from workers.glance.listener import Inline, Listener
+from workers.glance.ownership import ATTRIBUTES, MARKER, RESERVED_PREFIX, Marker, digest
+from workers.glance.refs import ImageRefError, parse_image_ref
+from workers.glance.settings import GlanceSettings, get_glance_settings
+from workers.glance.source import RangeCache
+from workers.glance.sync import parse_since, sync_pass
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(command: Callable[P, R]) -> Callable[P, R]:
+    """Errors an operator can act on become one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (PipelineError, IntrospectError, ImageRefError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _client(settings: GlanceSettings) -> GlanceClient:
+    return GlanceClient.from_settings(settings)
+
+
+def _cache(settings: GlanceSettings) -> RangeCache | None:
+    return RangeCache(settings.cache_dir, settings.cache_max_bytes) if settings.cache_max_bytes else None
+
+
+def _queue(image_id: str) -> None:
+    """Hand one image to the pipeline's workers (they read it through the Glance catalog)."""
+    from workers.tasks import enqueue
+
+    enqueue([image_id])
+
+
+inline_option = click.option(
+    "--inline", is_flag=True, help="Inspect in this process instead of queueing the pipeline's task."
+)
+
+
+@click.group("glance")
+def glance_group() -> None:
+    """Work with an OpenStack Glance: inspect its images and write the properties back."""
+
+
+@glance_group.command("inspect")
+@click.argument("refs", nargs=-1, required=True)
+@click.option(
+    "--force", is_flag=True, help="Inspect even when the marker says the data was already inspected."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@friendly
+def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Inspect images (ids or hrefs) now and write their properties back."""
+    settings = get_glance_settings()
+    failed = False
+    with _client(settings) as client:
+        cache = _cache(settings)
+        for ref in refs:
+            image_id = client.image_id(parse_image_ref(ref))
+            outcome = inspect_image(client, image_id, cache=cache, force=force, block=settings.read_block)
+            summary = outcome.summary()
+            failed = failed or summary.get("verdict") not in (None, "ok")
+            click.echo(json.dumps(summary) if as_json else f"{image_id}  {outcome.state}  {outcome.message}")
+    if failed:
+        raise SystemExit(1)
+
+
+@glance_group.command("show")
+@click.argument("ref")
+@friendly
+def show_command(ref: str) -> None:
+    """An image's properties, each with who set it: introspect, or someone else."""
+    settings = get_glance_settings()
+    with _client(settings) as client:
+        image = client.get_image(client.image_id(parse_image_ref(ref)))
+    marker = Marker.read(image)
+    owned = marker.keys if marker else {}
+    click.echo(f"{image['id']}  {image.get('name') or ''}  {image.get('status')}  {image.get('disk_format')}")
+    if marker:
+        click.echo(f"introspect wrote at {marker.at} (inspector {marker.inspector}, data {marker.data})")
+    for key in sorted(image):
+        value = image[key]
+        if (
+            key == MARKER
+            or key in ATTRIBUTES
+            or key.startswith(RESERVED_PREFIX)
+            or not isinstance(value, str)
+        ):
+            continue
+        if key not in owned:
+            source = "someone else's"
+        elif digest(value) == owned[key]:
+            source = "introspected"
+        else:
+            source = "changed by someone since introspect wrote it"
+        click.echo(f"  {key} = {value}  ({source})")
+
+
+@glance_group.command("listen")
+@inline_option
+@click.option("--queue", help="Our queue's name (INTROSPECT_GLANCE_QUEUE).")
+@friendly
+def listen_command(inline: bool, queue: str | None) -> None:
+    """Consume Glance's notifications and inspect each image once per change of its data."""
+    settings = get_glance_settings()
+    stop = _stop_on_signals()
+    with _client(settings) as client:
+        runner = Inline(client, cache=_cache(settings)) if inline else None
+        listener = Listener(client, runner if runner is not None else _queue)
+        listener.consume(
+            settings.transport_url,
+            exchange=settings.exchange,
+            topic=settings.topic,
+            queue=queue or settings.queue,
+            should_stop=stop,
+            idle=runner.idle if runner is not None else lambda: None,
+        )
+
+
+@glance_group.command("sync")
+@click.option("--since", help="Only images changed since this time (ISO 8601, UTC unless a zone is given).")
+@click.option(
+    "--watch", type=float, help="Repeat every this many seconds, each pass from where the last ended."
+)
+@click.option("--force", is_flag=True, help="Dispatch even images whose marker covers their current data.")
+@inline_option
+@friendly
+def sync_command(since: str | None, watch: float | None, force: bool, inline: bool) -> None:
+    """Poll Glance for images changed since T and inspect those not inspected for their data."""
+    settings = get_glance_settings()
+    stop = _stop_on_signals()
+    try:
+        start = parse_since(since) if since else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--since") from None
+    with _client(settings) as client:
+        cache = _cache(settings)
+
+        def dispatch(image: dict[str, Any]) -> None:
+            if inline:
+                outcome = inspect_image(client, str(image["id"]), cache=cache, force=force, image=image)
+                click.echo(f"{image['id']}  {outcome.state}  {outcome.message}")
+            else:
+                _queue(str(image["id"]))
+
+        while True:
+            done = sync_pass(client, dispatch, since=start, force=force)
+            click.echo(
+                f"{done.seen} images changed since {start or 'the beginning'}: "
+                f"{done.dispatched} {'inspected' if inline else 'queued'}, {done.up_to_date} up to date, "
+                f"{done.not_ready} not active yet"
+            )
+            start = done.newest
+            if watch is None or stop():
+                break
+            deadline = time.monotonic() + watch
+            while time.monotonic() < deadline and not stop():
+                time.sleep(min(0.5, watch))
+            if stop():
+                break
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """A flag SIGTERM and SIGINT raise, so a loop ends between two images, never inside one."""
+    stopped = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return lambda: stopped
+
+
+def register(group: click.Group) -> None:
+    """Add `introspect glance` to the `introspect` command group."""
+    group.add_command(glance_group)

@@ -1,0 +1,86 @@
+"""Settings of the Glance side, from the environment (`INTROSPECT_GLANCE_*`).
+
+Identity comes one of two ways:
+
+- keystone (the usual OpenStack settings): `OS_CLOUD` with clouds.yaml, or `OS_AUTH_URL` and the
+  other `OS_*` variables, loaded by keystoneauth1; the image endpoint is discovered from the
+  service catalog unless INTROSPECT_GLANCE_ENDPOINTS names it.
+- headers (a keystone-less Glance whose paste pipeline trusts X-* headers, as a test peer or a
+  Glance behind an authenticating proxy): INTROSPECT_GLANCE_ENDPOINTS plus the identity stated in
+  X-Identity-Status/X-Roles/X-Project-Id/X-User-Id.
+
+`auth = auto` (the default) picks keystone when any of OS_CLOUD, OS_AUTH_URL, OS_AUTH_TYPE is set.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KEYSTONE_VARIABLES = ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE")
+
+
+def _default_cache_dir() -> Path:
+    return platformdirs.user_cache_path("introspect", appauthor=False) / "glance-ranges"
+
+
+class GlanceSettings(BaseSettings):
+    """Where Glance is, who we are to it, and how hard to try."""
+
+    model_config = SettingsConfigDict(env_prefix="INTROSPECT_GLANCE_", frozen=True, extra="ignore")
+
+    #: Comma-separated Glance API endpoints (`http://host:9292`); requests go round-robin, and a
+    #: failed endpoint is skipped for `cooldown` seconds. Empty: discovered through keystone.
+    endpoints: Annotated[tuple[str, ...], NoDecode] = ()
+    auth: Literal["auto", "keystone", "headers"] = "auto"
+    #: Identity stated in headers (auth = headers). The write-back needs a role that may change
+    #: every image's properties: `admin` under Glance's default policies.
+    roles: Annotated[tuple[str, ...], NoDecode] = ("admin",)
+    project_id: str = "introspect"
+    user_id: str = "introspect"
+    #: keystone: which catalog entry to use.
+    interface: str = "public"
+    region_name: str | None = None
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    #: Seconds a failed endpoint is left alone.
+    cooldown: float = Field(30.0, ge=0)
+    #: Tries of one request over all endpoints (connection errors and 5xx), with a short backoff.
+    attempts: int = Field(4, ge=1)
+    #: The range cache: fetched ranges of image data, so a re-run of an unchanged image reads nothing.
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    #: Granule of a range request: a read is widened to whole blocks, so nearby reads of a parser
+    #: become one request.
+    read_block: int = Field(64 * 1024, ge=512)
+    #: Notifications (oslo.messaging, driver messagingv2): the broker Glance publishes to, its
+    #: control exchange, the topic, and the queue of our own bound to `<topic>.info`.
+    transport_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    exchange: str = "glance"
+    topic: str = "notifications"
+    queue: str = "introspect-glance"
+
+    @field_validator("endpoints", "roles", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def uses_keystone(self) -> bool:
+        if self.auth == "auto":
+            return any(os.environ.get(name) for name in KEYSTONE_VARIABLES)
+        return self.auth == "keystone"
+
+
+@cache
+def get_glance_settings() -> GlanceSettings:
+    """The process's Glance settings, read once from the environment."""
+    return GlanceSettings()
