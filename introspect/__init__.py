@@ -11,6 +11,7 @@ from introspect.errors import (
     BudgetExceeded,
     ImageError,
     IntrospectError,
+    SourceError,
     TruncatedImage,
     UsageError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Reader",
     "Report",
     "Severity",
+    "SourceError",
     "TruncatedImage",
     "UsageError",
     "Verdict",

@@ -5,6 +5,8 @@
      │    ├── TruncatedImage     a structure runs past the end of the file
      │    ├── BadField           a field holds a value the spec (or our clamp) does not allow
      │    └── BudgetExceeded     reading on would cost more than the inspection's byte/read budget
+     ├── SourceError             the bytes could not be read (a disk, a network): nothing is known
+     │                           of the image, so inspect() lets it through for the caller to retry
      └── UsageError              the caller asked for something we cannot do (no such file, bad argument)
 
 Anything else that escapes a parser is our bug. `inspect()` still turns it into an `error` verdict
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
 
 class IntrospectError(Exception):
     """Base of every error this library raises on purpose."""
+
+
+class SourceError(IntrospectError):
+    """A ByteSource could not deliver bytes for a reason outside the image (I/O error, dropped
+    connection, a server's 5xx). Sources raise it (or a subclass); `inspect()` re-raises it, as
+    it does OSError, instead of blaming the image."""
 
 
 class UsageError(IntrospectError):

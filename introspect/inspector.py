@@ -3,8 +3,8 @@
 Order of work: read the head and tail once, detect, parse the detected format through the
 metered reader, run its safety checks and the rules every image gets, apply the policy, map
 the result to properties. An image that cannot be parsed yields an `error` verdict; only a
-caller's mistake (a path that does not exist) or a failing source (OSError: a disk or network
-fault, which says nothing of the image) raises.
+caller's mistake (a path that does not exist) or a failing source (OSError or SourceError: a
+disk or network fault, which says nothing of the image) raises.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import IO, Any
 from introspect import properties as props
 from introspect import qemu
 from introspect.detect import detect
-from introspect.errors import ImageError, UsageError
+from introspect.errors import ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, compressed
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Severity, Verdict
@@ -244,7 +244,7 @@ def _parse(
     except ImageError as error:
         findings.append(error.rule.finding(str(error)))
         return None
-    except OSError:
+    except (OSError, SourceError):
         raise  # the source failed (disk, network), not the image: the caller decides (retry)
     except Exception as error:
         findings.append(

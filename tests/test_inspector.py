@@ -191,3 +191,20 @@ def test_a_failing_source_raises_instead_of_blaming_the_image(tmp_path):
 
     with pytest.raises(OSError, match="Input/output error"):
         introspect.inspect(Failing())
+
+
+def test_a_source_error_inside_a_parser_is_not_the_images_fault(tmp_path):
+    """A source that fails in the middle of a parse (a 503 from the server holding the image)."""
+    data = make(tmp_path, "vhdx", "1G").read_bytes()
+
+    class Unavailable(introspect.ByteSource):
+        name = "remote"
+        size = len(data)
+
+        def pread(self, offset, length):
+            if offset >= 64 * 1024 and offset != len(data) - 512:
+                raise introspect.SourceError("503 Service Unavailable")
+            return data[offset : offset + length]
+
+    with pytest.raises(introspect.SourceError, match="503"):
+        introspect.inspect(Unavailable())
