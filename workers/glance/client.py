@@ -40,6 +40,7 @@ from urllib.parse import quote
 
 import httpx
 
+from introspect.errors import SourceError
 from workers.errors import NotFound, PipelineError, Transient
 from workers.glance.refs import ImageRef, ImageRefError, normalize_endpoint
 from workers.glance.settings import GlanceSettings
@@ -57,8 +58,10 @@ MAX_PAGES = 1000
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
-class GlanceError(PipelineError):
-    """Glance refused a call (4xx). `status` and Glance's own words are kept."""
+class GlanceError(PipelineError, SourceError):
+    """Glance refused a call (4xx). `status` and Glance's own words are kept. A SourceError too:
+    raised from a range read (the image deleted, a policy), `introspect.inspect` lets it through
+    instead of judging the image by it."""
 
     def __init__(self, status: int, call: str, text: str) -> None:
         self.status = status
@@ -86,7 +89,7 @@ class QuotaExceeded(GlanceError):
     """413: the image would have more properties than image_property_quota allows."""
 
 
-class GlanceUnavailable(Transient):
+class GlanceUnavailable(Transient, SourceError):
     """No endpoint answered the call; each attempt's failure is in the message."""
 
 

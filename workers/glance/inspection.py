@@ -23,7 +23,6 @@ from introspect.formats import BY_NAME, canonical_name
 from introspect.model import Finding, Severity
 from introspect.report import INSPECTOR_VERSION, Report
 from introspect.safety import Policy, rule
-from introspect.sources import ByteSource
 from workers.glance.client import GlanceClient, ImageGone
 from workers.glance.ownership import already_inspected, data_identity, desired_properties, ready
 from workers.glance.source import FetchStats, GlanceSource, RangeCache
@@ -87,28 +86,6 @@ def catalog_findings(image: Mapping[str, Any], report: Report) -> list[Finding]:
     return []
 
 
-class ReadFailed(ByteSource):
-    """Wraps a source to remember the first error its reads raised: `introspect.inspect` turns
-    an exception inside a parser into an `internal_error` verdict, but a network failure says
-    nothing about the image, so the caller re-raises it instead."""
-
-    def __init__(self, inner: ByteSource) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.error: Exception | None = None
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def pread(self, offset: int, length: int) -> bytes:
-        try:
-            return self.inner.pread(offset, length)
-        except Exception as error:
-            self.error = self.error or error
-            raise
-
-
 def inspect_image(
     client: GlanceClient,
     image_id: str,
@@ -136,21 +113,14 @@ def inspect_image(
     source = GlanceSource(
         client, image_id, size=size, checksum=data_identity(image), cache=cache, block=block
     )
-    guarded = ReadFailed(source)
     declared = canonical_name(str(image.get("disk_format") or ""))
-    try:
-        report = introspect.inspect(
-            guarded,
-            expect=declared if declared in BY_NAME else None,
-            policy=policy,
-            name=f"glance:{image_id}",
-        )
-    except Exception:
-        if guarded.error is not None:
-            raise guarded.error from None
-        raise
-    if guarded.error is not None:
-        raise guarded.error
+    # a failed range read raises GlanceUnavailable or GlanceError (SourceErrors): not a verdict
+    report = introspect.inspect(
+        source,
+        expect=declared if declared in BY_NAME else None,
+        policy=policy,
+        name=f"glance:{image_id}",
+    )
     extra = catalog_findings(image, report)
     if extra:
         report = report.model_copy(update={"findings": [*report.findings, *extra]})
