@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from introspect.errors import UsageError
+from introspect.errors import SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name
 from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
@@ -163,6 +163,10 @@ def inspect_command(
             continue
         except OSError as error:
             err.print(f"introspect: {path}: {error.strerror or error}", markup=False)
+            failed = True
+            continue
+        except SourceError as error:
+            err.print(f"introspect: {error}", markup=False)
             failed = True
             continue
         failed |= report.verdict != Verdict.OK

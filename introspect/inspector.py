@@ -34,12 +34,23 @@ from introspect.safety import (
     VIRTUAL_SIZE_ZERO,
     Policy,
 )
-from introspect.sources import Budget, ByteSource, FileSource, OpenFileSource, Reader
+from introspect.sources import (
+    Budget,
+    ByteSource,
+    FileSource,
+    HttpSource,
+    OpenFileSource,
+    Reader,
+    is_url,
+)
 
 Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 
 #: Declared formats that the content may satisfy without being the same word: an ISO is a
 #: raw image to everyone who reads it byte by byte.
+#: The cross-check's "path" for a source that is not a local file (a URL, an open file, bytes).
+NOT_LOCAL = "<not a local file>"
+
 #: Formats whose virtual size is the file's size: unknown inside a partly decompressed stream.
 SIZED_BY_FILE = frozenset({"raw", "iso"})
 #: The size a partially decompressed image claims: past any offset a header can hold.
@@ -57,7 +68,8 @@ def inspect(
     cross_check: bool = False,
     name: str | None = None,
 ) -> Report:
-    """Inspect one image: a path, an open binary file, or a ByteSource.
+    """Inspect one image: a path, an http(s):// URL (read with Range requests), an open binary
+    file, or a ByteSource.
 
     `expect` is the disk_format the image was declared with; a different content is a finding.
     `cross_check` also runs `qemu-img info` on a local path and reports any disagreement.
@@ -67,12 +79,14 @@ def inspect(
     with _opened(source) as byte_source:
         reader = Reader(byte_source, budget)
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
+        if path is not None and is_url(path):
+            path = None  # qemu-img gets local files only
         return _inspect(
             reader,
             name=name or byte_source.name,
             expect=canonical_name(expect) if expect else None,
             policy=policy or DEFAULT_POLICY,
-            cross_check_path=path if cross_check else None,
+            cross_check_path=(path or NOT_LOCAL) if cross_check else None,
         )
 
 
@@ -80,6 +94,9 @@ def inspect(
 def _opened(source: Source) -> Iterator[ByteSource]:
     if isinstance(source, ByteSource):
         yield source
+    elif isinstance(source, str) and is_url(source):
+        with HttpSource(source) as remote:
+            yield remote
     elif isinstance(source, str | os.PathLike):
         with FileSource(source) as opened:
             yield opened
@@ -264,6 +281,8 @@ def _cross_check(
     the very backing files and extents we refuse)."""
     if fmt.qemu_name is None:
         return [QEMU_SKIPPED.finding(f"not cross-checked: qemu-img cannot read {fmt.name} images")]
+    if path is NOT_LOCAL:
+        return [QEMU_SKIPPED.finding("not cross-checked: qemu-img is given local files only")]
     rejecting = [f.code for f in findings if f.severity == Severity.REJECT]
     if rejecting:
         return [

@@ -1,7 +1,7 @@
 """Where an image's bytes come from, and the one metered reader every parser goes through.
 
-A `ByteSource` is random access to bytes: a local file (`os.pread`, no seek state), bytes in
-memory, a slice of another source (an OVA member), or an HTTP range reader (the Glance catalog).
+A `ByteSource` is random access to bytes: a local file (`os.pread`, no seek state), an open file,
+bytes in memory, a slice of another source, or an HTTP(S) URL read with Range requests.
 Parsers never touch a source directly: they get a `Reader`, which enforces the inspection's
 `Budget`, counts reads and bytes for the report, serves repeated reads of the head and tail
 from memory, and raises `TruncatedImage` when a structure runs past the end of the file.
@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Self
 
-from introspect.errors import BudgetExceeded, TruncatedImage, UsageError
+import httpx
+
+from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -164,6 +167,74 @@ class SliceSource(ByteSource):
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self._length - offset))
         return self._parent.pread(self._start + offset, length) if length else b""
+
+
+class HttpSource(ByteSource):
+    """An image served over HTTP(S), read with `Range: bytes=a-b` requests (RFC 9110 §14): only
+    the bytes the parsers ask for cross the network, never the image. The size comes from HEAD
+    (or a one-byte range). A server that cannot say its size or serve ranges is a UsageError
+    (nothing to retry); a transport failure or a 5xx/429 is a SourceError (retry later)."""
+
+    #: Answers that may pass on their own: the caller should retry, not judge the image.
+    TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+    CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+
+    def __init__(self, url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+        self.name = url
+        self._own_client = client is None
+        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        try:
+            self._size = self._measure()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _request(self, method: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        try:
+            response = self._client.request(method, self.name, headers=headers)
+        except httpx.TransportError as error:
+            raise SourceError(f"cannot read {self.name}: {error}") from error
+        if response.status_code in self.TRANSIENT_STATUS:
+            raise SourceError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
+        if response.status_code >= 400:
+            raise UsageError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
+        return response
+
+    def _measure(self) -> int:
+        head = self._request("HEAD")
+        length = head.headers.get("content-length")
+        if head.status_code == 200 and length is not None and length.isdigit():
+            return int(length)
+        probe = self._request("GET", {"Range": "bytes=0-0"})
+        match = self.CONTENT_RANGE.fullmatch(probe.headers.get("content-range", ""))
+        if probe.status_code != 206 or match is None:
+            raise UsageError(f"{self.name} says neither its size nor serves byte ranges")
+        return int(match.group(1))
+
+    def pread(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        if length == 0:
+            return b""
+        response = self._request("GET", {"Range": f"bytes={offset}-{offset + length - 1}"})
+        if response.status_code != 206:
+            raise UsageError(
+                f"{self.name} ignored a byte range request ({response.status_code}): serve it with "
+                "Range support, so that images are not downloaded whole"
+            )
+        return response.content[:length]
+
+    def close(self) -> None:
+        if self._own_client:
+            self._client.close()
+
+
+def is_url(name: str) -> bool:
+    """http:// and https:// names are read with HttpSource; anything else is a local path."""
+    return name.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True, slots=True)

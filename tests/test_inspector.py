@@ -208,3 +208,12 @@ def test_a_source_error_inside_a_parser_is_not_the_images_fault(tmp_path):
 
     with pytest.raises(introspect.SourceError, match="503"):
         introspect.inspect(Unavailable())
+
+
+def test_cross_check_needs_a_local_file(tmp_path):
+    path = make(tmp_path, "qcow2", "1G")
+    with path.open("rb") as handle:
+        report = introspect.inspect(handle, cross_check=True)
+    assert [(f.code, f.message) for f in report.findings] == [
+        ("qemu.skipped", "not cross-checked: qemu-img is given local files only")
+    ]

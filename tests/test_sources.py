@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 
-from introspect.errors import BudgetExceeded, TruncatedImage, UsageError
+import introspect
+from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
 from introspect.sources import HEAD_SIZE, Budget, BytesSource, FileSource, Reader, SliceSource
+from tests.workers.httpserver import serve
 
 
 def make_raw(tmp_path, size: int):
@@ -110,3 +113,29 @@ def test_file_source_usage_errors(tmp_path, make, message):
     with pytest.raises(UsageError) as caught:
         FileSource(path)
     assert str(caught.value) == f"{path}: {message}"
+
+
+def test_an_http_url_is_read_with_ranges_only(tmp_path):
+    """A 1 TiB qcow2 served over HTTP: a HEAD and two small ranges, never the image."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "big.qcow2"), "1T"], check=True)
+    with serve(tmp_path) as served:
+        report = introspect.inspect(served.url("big.qcow2"))
+    assert (report.format, report.virtual_size, report.verdict) == ("qcow2", 1 << 40, "ok")
+    assert [method for method, _, _ in served.requests] == ["HEAD", "GET", "GET"]
+    assert all(r is not None for method, _, r in served.requests if method == "GET")
+    assert served.bytes_sent == report.bytes_read < (tmp_path / "big.qcow2").stat().st_size
+
+
+def test_an_http_server_without_ranges_is_a_usage_error(tmp_path):
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "d.qcow2"), "1G"], check=True)
+    with serve(tmp_path) as served:
+        served.ranges = False
+        with pytest.raises(UsageError, match="ignored a byte range request \\(200\\)"):
+            introspect.inspect(served.url("d.qcow2"))
+        with pytest.raises(UsageError, match="answered 404 Not Found"):
+            introspect.inspect(served.url("missing.qcow2"))
+
+
+def test_an_http_server_that_is_down_is_a_source_error():
+    with pytest.raises(SourceError, match=re.escape("cannot read http://127.0.0.1:9/disk.qcow2")):
+        introspect.inspect("http://127.0.0.1:9/disk.qcow2")
