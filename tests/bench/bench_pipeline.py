@@ -8,7 +8,10 @@ settings (`celery -A workers.app worker`, acks late, prefetch 1):
 
 Each batch is published to a queue nobody consumes yet; the clock starts when the worker is told
 to consume it (`add_consumer`) and stops when the queue and Redis' unacked set are both empty
-(tasks are acknowledged late, so empty means done). Prints a markdown table.
+(tasks are acknowledged late, so empty means done). Prints a markdown table, and with `--cpu`
+where the CPU time went: milliseconds per task in the worker's main process, in its pool
+children, in PostgreSQL's server processes, in Redis, in this script, and the machine's idle time
+(from /proc, so Linux only; the machine may be shared: the "other" column is everything else).
 """
 
 from __future__ import annotations
@@ -37,6 +40,59 @@ RECIPES: dict[str, list[str]] = {
 }
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 WARMUP = 100
+#: How often the end of a batch is polled for: often enough to time a batch of a few seconds to
+#: within a percent, seldom enough that this script takes no CPU worth mentioning from the worker.
+POLL_INTERVAL = 0.01
+#: Set in the worker's environment by --profile: where each child writes its cProfile stats.
+PROFILE_ENV = "BENCH_PIPELINE_PROFILE"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: The CPU breakdown's columns, in order.
+CPU_GROUPS = ("worker main", "worker children", "postgres", "redis", "bench", "other", "iowait", "idle")
+
+
+def _proc_cpu(pid: int | str) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _proc_name(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
+def cpu_snapshot(worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far, by group (see CPU_GROUPS); "other", "iowait" and "idle" from /proc/stat."""
+    groups = dict.fromkeys(CPU_GROUPS, 0.0)
+    groups["worker main"] = _proc_cpu(worker_pid)
+    groups["worker children"] = sum(_proc_cpu(child) for child in _children(worker_pid))
+    for pid in (entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit()):
+        name = _proc_name(pid)
+        if name == "postgres":
+            groups["postgres"] += _proc_cpu(pid)
+        elif name == "redis-server":
+            groups["redis"] += _proc_cpu(pid)
+    groups["bench"] = _proc_cpu(os.getpid())
+    # the machine: every CPU's busy and idle time (idle + iowait), in clock ticks
+    ticks = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle, iowait = ticks[3], ticks[4]
+    groups["idle"], groups["iowait"] = idle / CLOCK_TICKS, iowait / CLOCK_TICKS
+    groups["other"] = (sum(ticks[:8]) - idle - iowait) / CLOCK_TICKS - sum(
+        groups[name] for name in ("worker main", "worker children", "postgres", "redis", "bench")
+    )
+    return groups
 
 
 def make_images(directory: Path, count: int) -> list[Path]:
@@ -88,10 +144,11 @@ def register(catalog_url: str, paths: list[Path]) -> list[uuid.UUID]:
 class Bench:
     """One worker on one catalog; runs batches of tasks through it and times them."""
 
-    def __init__(self, env: dict[str, str], directory: Path, concurrency: int) -> None:
+    def __init__(self, env: dict[str, str], directory: Path, concurrency: int | None) -> None:
         import redis
 
         self.env = env
+        self.cpu: dict[str, dict[str, float]] = {}
         self.prefix = env["INTROSPECT_BROKER_KEY_PREFIX"]
         self.redis = redis.Redis.from_url(env["INTROSPECT_BROKER_URL"])
         self.hostname = f"bench-{secrets.token_hex(3)}@localhost"
@@ -112,10 +169,9 @@ class Bench:
                 f"idle-{secrets.token_hex(3)}",
                 "--hostname",
                 self.hostname,
-                "--concurrency",
-                str(concurrency),
                 "--without-mingle",
                 "--without-gossip",
+                *(["--concurrency", str(concurrency)] if concurrency else []),
             ],
             env=env,
             stdout=log,
@@ -129,22 +185,36 @@ class Bench:
         while not app.control.ping(destination=[self.hostname], timeout=0.5):
             if time.monotonic() > deadline or self.worker.poll() is not None:
                 raise RuntimeError(f"the benchmark worker did not start; see {log.name}")
+        self.processes = len(_children(self.worker.pid))  # the pool, started before it answers
 
     def run(self, task: str, ids: list[Any]) -> float:
-        """Tasks per second for one batch."""
+        """Tasks per second for one batch; adds the CPU it took, by group, to `self.cpu[task]`."""
         queue = f"bench-{secrets.token_hex(4)}"
         with self.app.producer_or_acquire() as producer:
             for image_id in ids:
                 self.app.send_task(
                     task, args=[str(image_id)], kwargs={"job_id": None}, queue=queue, producer=producer
                 )
+        before = cpu_snapshot(self.worker.pid)
         started = time.perf_counter()
         self.app.control.add_consumer(queue, destination=[self.hostname], reply=True, timeout=5)
-        while self.redis.llen(self.prefix + queue) or self.redis.hlen(self.prefix + "unacked"):
-            time.sleep(0.005)
+        while any(self._pending(queue)):
+            time.sleep(POLL_INTERVAL)
         elapsed = time.perf_counter() - started
+        after = cpu_snapshot(self.worker.pid)
+        spent = self.cpu.setdefault(task, dict.fromkeys(CPU_GROUPS, 0.0) | {"tasks": 0.0})
+        for group in CPU_GROUPS:
+            spent[group] += after[group] - before[group]
+        spent["tasks"] += len(ids)
         self.app.control.cancel_consumer(queue, destination=[self.hostname], reply=True, timeout=5)
         return len(ids) / elapsed
+
+    def _pending(self, queue: str) -> list[int]:
+        """Messages still queued and still unacknowledged, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(self.prefix + queue)
+        pipe.hlen(self.prefix + "unacked")
+        return [int(count) for count in pipe.execute()]
 
     def stop(self) -> None:
         self.worker.terminate()
@@ -164,9 +234,20 @@ def claim_redis(host: str, port: int) -> tuple[int, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, help="images per catalog (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--concurrency", type=int, help="worker processes (default: the worker's own, workers/celeryconfig.py)"
+    )
     parser.add_argument("--catalogs", default="sqlite,postgresql")
     parser.add_argument("--rounds", type=int, default=3, help="alternating batches; medians are reported")
+    parser.add_argument(
+        "--cpu", action="store_true", help="also print where the CPU went (ms per task, by process group)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="cProfile (CPU time) every worker child into DIR/<catalog>-<pid>.prof (read with pstats)",
+    )
     args = parser.parse_args()
 
     from sqlalchemy import create_engine, text
@@ -185,6 +266,8 @@ def main() -> None:
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     schema = f"bench_{secrets.token_hex(4)}"
     rows = []
+    breakdowns: list[tuple[str, str, dict[str, float]]] = []
+    processes: set[int] = set()
     try:
         paths = make_images(directory, args.images + WARMUP)
         for name in args.catalogs.split(","):
@@ -196,11 +279,16 @@ def main() -> None:
                 url = f"sqlite:///{directory / 'catalog.sqlite'}"
             # every round inspects images never inspected before (rows share the copied files)
             ids = register(url, paths[:WARMUP] + paths[WARMUP:] * args.rounds)
-            bench = Bench(env | {"INTROSPECT_DATABASE_URL": url}, directory, args.concurrency)
+            worker_env = env | {"INTROSPECT_DATABASE_URL": url}
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                worker_env[PROFILE_ENV] = str(args.profile.resolve() / name)
+            bench = Bench(worker_env, directory, args.concurrency)
             ceilings, pipelines = [], []
             try:
                 bench.run(NOOP_TASK, ids[:WARMUP])
                 bench.run("workers.tasks.introspect_image", ids[:WARMUP])
+                bench.cpu.clear()  # the warm-up batches do not count
                 for round_ in range(args.rounds):
                     batch = ids[WARMUP + round_ * args.images : WARMUP + (round_ + 1) * args.images]
                     ceilings.append(bench.run(NOOP_TASK, batch))
@@ -215,6 +303,9 @@ def main() -> None:
             if done != len(ids):
                 raise RuntimeError(f"{name}: only {done} of {len(ids)} images were inspected: {counts}")
             rows.append((name, ceiling, pipeline))
+            processes.add(bench.processes)
+            breakdowns += [(name, "no-op", bench.cpu[NOOP_TASK])]
+            breakdowns += [(name, "introspect_image", bench.cpu["workers.tasks.introspect_image"])]
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
@@ -227,12 +318,19 @@ def main() -> None:
 
     print(
         f"\n{args.images} images per batch, median of {args.rounds} alternating batches, "
-        f"{args.concurrency} worker processes, Redis broker\n"
+        f"{'/'.join(map(str, sorted(processes)))} worker processes on {os.cpu_count()} CPUs, Redis broker\n"
     )
     print("| catalog | no-op task (tasks/s) | introspect_image (images/s) | pipeline / no-op |")
     print("|---|---:|---:|---:|")
     for name, ceiling, pipeline in rows:
         print(f"| {name} | {ceiling:.0f} | {pipeline:.0f} | {pipeline / ceiling:.0%} |")
+    if args.cpu:
+        print("\nCPU time per task (ms), all rounds; `iowait` and `idle` are the machine's, over all its CPUs\n")
+        print("| catalog | task | " + " | ".join(CPU_GROUPS) + " |")
+        print("|---|---|" + "---:|" * len(CPU_GROUPS))
+        for name, task, spent in breakdowns:
+            cells = " | ".join(f"{spent[group] / spent['tasks'] * 1000:.2f}" for group in CPU_GROUPS)
+            print(f"| {name} | {task} | {cells} |")
 
 
 if __name__ == "__main__":
@@ -246,3 +344,20 @@ else:
     @_app.task(name=NOOP_TASK, bind=True, **RETRY_OPTIONS)
     def noop(self: Any, image_id: str, job_id: str | None = None) -> dict[str, Any]:
         return {"image_id": image_id}
+
+    if os.environ.get(PROFILE_ENV):
+        import cProfile
+
+        from celery.signals import worker_process_init, worker_process_shutdown
+
+        # CPU time, not wall time: with more processes than CPUs, wall time counts the waits for one
+        _profile = cProfile.Profile(time.process_time)
+
+        @worker_process_init.connect
+        def _start_profile(**_: object) -> None:
+            _profile.enable()
+
+        @worker_process_shutdown.connect
+        def _dump_profile(**_: object) -> None:
+            _profile.disable()
+            _profile.dump_stats(f"{os.environ[PROFILE_ENV]}-{os.getpid()}.prof")

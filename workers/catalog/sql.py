@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
-    JSON,
-    BigInteger,
     ColumnElement,
     Connection,
-    DateTime,
     Engine,
     Insert,
-    String,
-    Uuid,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -96,13 +90,15 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
+    """The "begin" event of SQLite engines: BEGIN IMMEDIATE (see `_begin_immediate`)."""
+    raw: Any = connection.connection.driver_connection
+    _begin_immediate(raw)
+
+
+def _begin_immediate(raw: sqlite3.Connection) -> None:
     """BEGIN IMMEDIATE, waiting for the write lock ourselves. SQLite's own busy handler sleeps
     1, 2, 5, 10... ms between tries, far longer than our transactions hold the lock (well under a
     millisecond), so two busy workers would spend most of their time asleep."""
-    raw: Any = connection.connection.driver_connection
-    if connection.get_execution_options().get("sqlite_deferred"):
-        raw.execute("BEGIN")
-        return
     deadline = time.monotonic() + SQLITE_LOCK_TIMEOUT
     delay = SQLITE_FIRST_WAIT
     while True:
@@ -115,6 +111,19 @@ def _sqlite_begin(connection: Connection) -> None:
             delay = min(delay * 2, SQLITE_LONGEST_WAIT)
         else:
             return
+
+
+@contextmanager
+def _immediate(raw: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on a driver connection: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on
+    any exception (a time limit's included: the write lock must never outlive the transaction)."""
+    _begin_immediate(raw)
+    try:
+        yield
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
 
 
 def make_engine(url: str | URL) -> Engine:
@@ -187,59 +196,99 @@ def _guarded(engine: Engine) -> Iterator[None]:
         raise CatalogUnavailable(f"the catalog database {describe(engine)} dropped the connection") from error
 
 
+# -- the hot path: an inspection's claim and write-back ---------------------------------------------
+# Plain SQL sent straight to the driver (see `Catalog._driver`): SQLAlchemy's per-statement work
+# (execution context, events, parameter processing, result wrapping) cost more than the database's
+# own, and these statements run twice per image. Written with `:name` parameters, as `text()`
+# takes them; `_pyformat` rewrites them for psycopg. Everything else in this module uses Core.
+
+#: Take the image for an inspection: moves it only from a status whose transitions include
+#: `importing`, counts one more delivery, hands back what the inspection needs.
+CLAIM_SQL = f"""
+UPDATE images SET status = 'importing', claim_token = :token, deliveries = deliveries + 1, updated_at = :now
+WHERE id = :id AND status IN ({", ".join(f"'{status}'" for status in CLAIMABLE)})
+RETURNING deliveries, location, disk_format, virtual_size
+"""
+
+#: Write the inspection onto the image if the claim is still ours (the compare-and-swap on the
+#: claim token). Only an image that declared nothing adopts what its first inspection found.
+FINISH_IMAGE_SQL = """
+UPDATE images SET
+    status = :status, verdict = :verdict, findings = :findings,
+    inspected_format = :format, inspected_virtual_size = :vsize,
+    inspector_version = :version, inspected_at = :now, inspection_task = :task,
+    job_id = :job, claim_token = NULL, deliveries = 0, updated_at = :now,
+    disk_format = COALESCE(disk_format, :adopt_format),
+    virtual_size = COALESCE(virtual_size, :adopt_vsize)
+WHERE id = :id AND status = 'importing' AND claim_token = :token
+"""
+
 #: The whole write-back as one statement on PostgreSQL (one round trip, in autocommit): every
 #: part of a WITH sees the same snapshot, so `old` is what the image had before this statement,
 #: and nothing but the `images` update happens unless that update won the claim. It does what
-#: the step-by-step path in `Catalog.finish` does on SQLite (audit rows in the same order: the
+#: the step-by-step path in `Catalog._finish_sqlite` does (audit rows in the same order: the
 #: new values in the report's order, then the keys that disappeared, sorted); the tests run both.
-FINISH_POSTGRESQL = text("""
-WITH won AS (
-    UPDATE images SET
-        status = :b_status, verdict = :b_verdict, findings = :b_findings,
-        inspected_format = :b_format, inspected_virtual_size = :b_vsize,
-        inspector_version = :b_version, inspected_at = :b_now, inspection_task = :b_task,
-        job_id = :b_job, claim_token = NULL, deliveries = 0, updated_at = :b_now,
-        disk_format = COALESCE(disk_format, :b_adopt_format),
-        virtual_size = COALESCE(virtual_size, :b_adopt_vsize)
-    WHERE id = :b_id AND status = 'importing' AND claim_token = :b_token
-    RETURNING id
-),
+FINISH_POSTGRESQL = f"""
+WITH won AS ({FINISH_IMAGE_SQL} RETURNING id),
 new AS (
     SELECT key, value, ord
-    FROM unnest(CAST(:b_keys AS TEXT[]), CAST(:b_values AS TEXT[])) WITH ORDINALITY AS t(key, value, ord)
+    FROM unnest(CAST(:keys AS TEXT[]), CAST(:values AS TEXT[])) WITH ORDINALITY AS t(key, value, ord)
 ),
 old AS (
     SELECT key, value, inspector_version FROM image_properties
-    WHERE image_id = :b_id AND source = 'introspected' AND EXISTS (SELECT FROM won)
+    WHERE image_id = :id AND source = 'introspected' AND EXISTS (SELECT FROM won)
 ),
 upserted AS (
     INSERT INTO image_properties (image_id, key, source, value, inspector_version, task_id, set_by, set_at)
-    SELECT :b_id, new.key, 'introspected', new.value, :b_version, :b_task, NULL, :b_now
+    SELECT :id, new.key, 'introspected', new.value, :version, :task, NULL, :now
     FROM new LEFT JOIN old ON old.key = new.key
     WHERE EXISTS (SELECT FROM won)
-        AND (old.key IS NULL OR old.value <> new.value OR old.inspector_version IS DISTINCT FROM :b_version)
+        AND (old.key IS NULL OR old.value <> new.value OR old.inspector_version IS DISTINCT FROM :version)
     ON CONFLICT (image_id, key, source) DO UPDATE SET
         value = EXCLUDED.value, inspector_version = EXCLUDED.inspector_version,
         task_id = EXCLUDED.task_id, set_by = EXCLUDED.set_by, set_at = EXCLUDED.set_at
 ),
 deleted AS (
     DELETE FROM image_properties
-    WHERE image_id = :b_id AND source = 'introspected' AND EXISTS (SELECT FROM won)
-        AND key <> ALL (CAST(:b_keys AS TEXT[]))
+    WHERE image_id = :id AND source = 'introspected' AND EXISTS (SELECT FROM won)
+        AND key <> ALL (CAST(:keys AS TEXT[]))
 ),
 audited AS (
     INSERT INTO property_history (image_id, key, old, new, source, actor, at, task_id)
-    SELECT :b_id, COALESCE(new.key, old.key), old.value, new.value, 'introspected', 'introspect', :b_now, :b_task
+    SELECT :id, COALESCE(new.key, old.key), old.value, new.value, 'introspected', 'introspect', :now, :task
     FROM new FULL JOIN old ON old.key = new.key
     WHERE EXISTS (SELECT FROM won) AND old.value IS DISTINCT FROM new.value
     ORDER BY new.ord NULLS LAST, old.key
 )
 SELECT count(*) FROM won
-""").bindparams(
-    bindparam("b_id", type_=Uuid),
-    bindparam("b_findings", type_=JSON),
-    bindparam("b_now", type_=DateTime(timezone=True)),
-)
+"""
+
+# SQLite's steps of the write-back, run in one BEGIN IMMEDIATE transaction after FINISH_IMAGE_SQL
+# won the claim; the rows come from `_write_back` (the diff is computed in Python: SQLite is
+# in-process, so a statement costs no round trip).
+INTROSPECTED_SQLITE = """
+SELECT key, value, inspector_version FROM image_properties WHERE image_id = :id AND source = 'introspected'
+"""
+UPSERT_SQLITE = """
+INSERT INTO image_properties (image_id, key, source, value, inspector_version, task_id, set_by, set_at)
+VALUES (:image_id, :key, 'introspected', :value, :inspector_version, :task_id, NULL, :set_at)
+ON CONFLICT (image_id, key, source) DO UPDATE SET
+    value = excluded.value, inspector_version = excluded.inspector_version,
+    task_id = excluded.task_id, set_by = excluded.set_by, set_at = excluded.set_at
+"""
+DELETE_SQLITE = """
+DELETE FROM image_properties WHERE image_id = :image_id AND source = 'introspected' AND key = :key
+"""
+HISTORY_SQLITE = """
+INSERT INTO property_history (image_id, key, old, new, source, actor, at, task_id)
+VALUES (:image_id, :key, :old, :new, :source, :actor, :at, :task_id)
+"""
+
+
+def _pyformat(sql: str) -> str:
+    """`:name` parameters as psycopg's `%(name)s` (the SQL above has no `::` casts and no `%`)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+
 
 _CATALOGS: dict[tuple[int, str], Catalog] = {}
 _CATALOGS_LOCK = threading.Lock()
@@ -287,48 +336,14 @@ class Catalog:
         )
         self._property_upsert = _upsert(engine)
         self._history_insert = insert(history).returning(history.c.id)  # one round trip, see _upsert
-        self._claim = (
-            update(images)
-            .where(images.c.id == bindparam("b_id"), images.c.status.in_(CLAIMABLE))
-            .values(
-                status=Status.IMPORTING,
-                claim_token=bindparam("b_token"),
-                deliveries=images.c.deliveries + 1,
-                updated_at=bindparam("b_now"),
-            )
-            .returning(images.c.deliveries, images.c.location, images.c.disk_format, images.c.virtual_size)
-        )
-        # The write-back's statements, built once: an inspection's cost is mostly these.
-        self._finish = (
-            update(images)
-            .where(
-                images.c.id == bindparam("b_id"),
-                images.c.status == Status.IMPORTING,
-                images.c.claim_token == bindparam("b_token"),
-            )
-            .values(
-                status=bindparam("b_status"),
-                verdict=bindparam("b_verdict"),
-                findings=bindparam("b_findings", type_=images.c.findings.type),
-                inspected_format=bindparam("b_format"),
-                inspected_virtual_size=bindparam("b_vsize"),
-                inspector_version=bindparam("b_version"),
-                inspected_at=bindparam("b_now", type_=images.c.inspected_at.type),
-                inspection_task=bindparam("b_task"),
-                job_id=bindparam("b_job"),
-                claim_token=None,
-                deliveries=0,
-                updated_at=bindparam("b_now", type_=images.c.updated_at.type),
-                # only an image that declared nothing adopts what its first inspection found
-                disk_format=func.coalesce(images.c.disk_format, bindparam("b_adopt_format", type_=String)),
-                virtual_size=func.coalesce(
-                    images.c.virtual_size, bindparam("b_adopt_vsize", type_=BigInteger)
-                ),
-            )
-        )
-        self._introspected = select(
-            properties.c.key, properties.c.value, properties.c.inspector_version
-        ).where(properties.c.image_id == bindparam("b_id"), properties.c.source == Source.INTROSPECTED)
+        # The hot path's SQL in the driver's parameter style, and the conversions SQLAlchemy would
+        # apply to its parameters (so that a value is stored exactly as the Core path stores it).
+        postgres = engine.dialect.name == "postgresql"
+        self._claim_sql = _pyformat(CLAIM_SQL) if postgres else CLAIM_SQL
+        self._finish_sql = _pyformat(FINISH_POSTGRESQL) if postgres else FINISH_IMAGE_SQL
+        self._bind_id = _binder(images.c.id, engine)
+        self._bind_moment = _binder(images.c.updated_at, engine)
+        self._bind_json = _binder(images.c.findings, engine)
 
     @property
     def url(self) -> str:
@@ -346,24 +361,28 @@ class Catalog:
             yield connection
 
     @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        """A read-only transaction: on SQLite a deferred one, which takes no write lock (in WAL
-        mode readers and the writer never wait for each other)."""
-        with _guarded(self.engine), self.engine.connect() as connection:
-            connection.execution_options(sqlite_deferred=True)
-            with connection.begin():
-                yield connection
-
-    @contextmanager
-    def _statement(self) -> Iterator[Connection]:
-        """For one statement that is atomic on its own: on PostgreSQL, in autocommit (no BEGIN and
-        COMMIT round trips); on SQLite, in the usual (local, cheap) transaction."""
-        if self._autocommit is None:
-            with self._transaction() as connection:
-                yield connection
-            return
-        with _guarded(self.engine), self._autocommit.connect() as connection:
-            yield connection
+    def _driver(self) -> Iterator[Any]:
+        """A pooled connection of the driver itself (sqlite3 or psycopg), for the hot path's plain
+        SQL. On PostgreSQL it is in autocommit (no BEGIN and COMMIT round trips: each statement
+        there is atomic on its own); on SQLite the caller begins and commits. A driver error
+        becomes the exception SQLAlchemy would have raised, so `_guarded` treats it the same way
+        (a database that is gone or locked is CatalogUnavailable), and a connection the server
+        dropped is discarded."""
+        engine = self._autocommit or self.engine
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        with _guarded(self.engine):
+            pooled = engine.raw_connection()
+            try:
+                yield pooled.driver_connection
+            except dbapi_error as error:
+                gone = engine.dialect.is_disconnect(error, pooled.dbapi_connection, None)
+                if gone:
+                    pooled.invalidate(error)
+                raise DBAPIError.instance(
+                    None, None, error, dbapi_error, connection_invalidated=gone
+                ) from error
+            finally:
+                pooled.close()  # back to the pool, rolled back if a transaction was left open
 
     # -- images ---------------------------------------------------------------------------------
 
@@ -467,12 +486,24 @@ class Catalog:
         One conditional UPDATE: it moves the image only from a status whose transitions include
         `importing`, so checking and moving are one atomic step (and one round trip)."""
         image_id = _uuid(image_id)
-        with self._statement() as connection:
-            row = connection.execute(
-                self._claim, {"b_id": image_id, "b_token": token, "b_now": utcnow()}
-            ).first()
+        params = {"id": self._bind_id(image_id), "token": token, "now": self._bind_moment(utcnow())}
+        with self._driver() as raw:
+            if self._autocommit is not None:
+                row = raw.execute(self._claim_sql, params).fetchone()
+            else:
+                with _immediate(raw):
+                    rows = raw.execute(self._claim_sql, params).fetchall()  # all: the UPDATE completes
+                row = rows[0] if rows else None
         if row is not None:
-            return Claim(image_id=image_id, token=token, **row._asdict())
+            deliveries, location, disk_format, virtual_size = row
+            return Claim(
+                image_id=image_id,
+                token=token,
+                deliveries=deliveries,
+                location=location,
+                disk_format=disk_format,
+                virtual_size=virtual_size,
+            )
         with self._transaction() as connection:
             seen = _status(connection, image_id)
         if seen == Status.QUEUED:
@@ -501,51 +532,45 @@ class Catalog:
         disappeared are dropped, admin rows are never touched; audit rows only for real changes."""
         if outcome.status not in DONE:
             raise InvalidTransition(f"an inspection cannot end in {outcome.status}")
-        now = utcnow()
-        params = {
-            "b_id": claim.image_id,
-            "b_token": claim.token,
-            "b_status": outcome.status,
-            "b_verdict": outcome.verdict,
-            "b_findings": outcome.findings,
-            "b_format": outcome.inspected_format,
-            "b_vsize": outcome.inspected_virtual_size,
-            "b_version": outcome.inspector_version,
-            "b_now": now,
-            "b_task": task_id,
-            "b_job": job_id,
-            "b_adopt_format": outcome.adopt_format,
-            "b_adopt_vsize": outcome.adopt_virtual_size,
+        params: dict[str, Any] = {
+            "id": self._bind_id(claim.image_id),
+            "token": claim.token,
+            "status": str(outcome.status),
+            "verdict": outcome.verdict,
+            "findings": self._bind_json(outcome.findings),
+            "format": outcome.inspected_format,
+            "vsize": outcome.inspected_virtual_size,
+            "version": outcome.inspector_version,
+            "now": self._bind_moment(utcnow()),
+            "task": task_id,
+            "job": job_id,
+            "adopt_format": outcome.adopt_format,
+            "adopt_vsize": outcome.adopt_virtual_size,
         }
-        if self.engine.dialect.name == "postgresql":
-            params |= {"b_keys": list(outcome.properties), "b_values": list(outcome.properties.values())}
-            with self._statement() as connection:
-                return bool(connection.execute(FINISH_POSTGRESQL, params).scalar_one())
-        # SQLite serializes writers, so the lock is held for the writes only. Reading first is
-        # safe: the claim was ours when we read (we read after claiming), and the write below
-        # happens only if it still is, i.e. if no other inspection claimed the image since, and
-        # only inspections write `introspected` rows.
-        with self._reading() as connection:
+        with self._driver() as raw:
+            if self._autocommit is not None:
+                params |= {"keys": list(outcome.properties), "values": list(outcome.properties.values())}
+                return bool(raw.execute(self._finish_sql, params).fetchone()[0])
+            return self._finish_sqlite(raw, params, outcome)
+
+    def _finish_sqlite(self, raw: sqlite3.Connection, params: dict[str, Any], outcome: Outcome) -> bool:
+        """The write-back on SQLite, in one BEGIN IMMEDIATE transaction: the compare-and-swap on the
+        claim token first, then (only if it won) the introspected rows it replaces, read under the
+        same lock, so nothing can change them between the read and the write."""
+        with _immediate(raw):
+            if raw.execute(self._finish_sql, params).rowcount != 1:
+                return False  # a newer delivery holds the image: nothing was written
             old = {
                 key: (value, version)
-                for key, value, version in connection.execute(self._introspected, {"b_id": claim.image_id})
+                for key, value, version in raw.execute(INTROSPECTED_SQLITE, {"id": params["id"]})
             }
-        rows, changes, gone = _write_back(claim.image_id, old, outcome, task_id, now)
-        with self._transaction() as connection:
-            if connection.execute(self._finish, params).rowcount != 1:
-                return False
+            rows, changes, gone = _write_back(params["id"], old, outcome, params["task"], params["now"])
             if rows:
-                connection.execute(self._property_upsert, rows)
+                raw.executemany(UPSERT_SQLITE, rows)
             if gone:
-                connection.execute(
-                    delete(properties).where(
-                        properties.c.image_id == claim.image_id,
-                        properties.c.source == Source.INTROSPECTED,
-                        properties.c.key.in_(gone),
-                    )
-                )
+                raw.executemany(DELETE_SQLITE, [{"image_id": params["id"], "key": key} for key in gone])
             if changes:
-                connection.execute(self._history_insert, changes)
+                raw.executemany(HISTORY_SQLITE, changes)
         return True
 
     # -- properties -----------------------------------------------------------------------------
@@ -735,14 +760,27 @@ def _admin_values(connection: Connection, image_id: uuid.UUID, keys: Iterable[st
     return {key: value for key, value in rows}
 
 
+def _binder(column: Any, engine: Engine) -> Callable[[Any], Any]:
+    """What SQLAlchemy does to a parameter for `column` before handing it to the driver (SQLite:
+    a UUID as 32 hex digits, a datetime as text, JSON as text; psycopg: JSON wrapped)."""
+    dialect = engine.dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 def _write_back(
-    image_id: uuid.UUID,
+    image_id: Any,
     old: dict[str, tuple[str, int | None]],
     outcome: Outcome,
     task_id: str | None,
-    now: datetime,
+    now: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    """The introspected rows to upsert, the audit rows, and the keys that disappeared."""
+    """The introspected rows to upsert, the audit rows, and the keys that disappeared (`image_id`
+    and `now` are copied into the rows as given: as the driver takes them)."""
     rows, changes = [], []
     for key, value in outcome.properties.items():
         previous = old.get(key)

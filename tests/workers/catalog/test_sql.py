@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import uuid
 from itertools import product
@@ -10,7 +11,9 @@ from itertools import product
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import URL, create_engine, text
 
+from tests.workers.conftest import PG_ADMIN_URL
 from workers.catalog import TRANSITIONS, Catalog, Outcome, Selection, Source, Status
 from workers.catalog.models import Base
 from workers.catalog.sql import head_revision, make_engine, open_catalog, upgrade
@@ -21,7 +24,7 @@ def outcome(properties: dict[str, str], *, status: Status = Status.ACTIVE, versi
     return Outcome(
         status=status,
         verdict={Status.ACTIVE: "ok", Status.REJECTED: "rejected"}.get(status, "error"),
-        findings=[],
+        findings=extra.pop("findings", []),
         inspected_format=extra.pop("inspected_format", "qcow2"),
         inspected_virtual_size=extra.pop("inspected_virtual_size", 7 << 20),
         inspector_version=version,
@@ -308,3 +311,106 @@ def test_an_unreachable_database_is_one_clear_error(url: str, shown: str):
     message = f"^the catalog database {re.escape(shown)} is unavailable: "
     with pytest.raises(CatalogUnavailable, match=message):
         upgrade(make_engine(url))
+
+
+# -- the hot path (claim and write-back go straight to the driver): its failures --------------------
+
+
+def migrated(url: str | URL) -> Catalog:
+    """A catalog of its own on `url` (not the process's cached one): dispose it when done."""
+    engine = make_engine(url)
+    upgrade(engine)
+    return Catalog(engine)
+
+
+def test_the_write_back_stores_the_outcome_as_the_models_read_it(catalog: Catalog):
+    image_id = saved(catalog)
+    findings = [{"code": "qcow2.backing_file", "severity": "warn", "message": "a backing file"}]
+    claim = catalog.claim(image_id, token="t", task_id="task-9")
+    assert catalog.finish(claim, outcome({"a": "1"}, findings=findings), task_id="task-9", job_id="job-1")
+    record = catalog.get(image_id)
+    assert (record.verdict, record.findings, record.inspected_format) == ("ok", findings, "qcow2")
+    assert (record.inspection_task, record.job_id, record.inspector_version) == ("task-9", "job-1", 1)
+    assert record.inspected_at is not None and record.inspected_at.tzinfo is not None
+    assert record.inspected_at == record.updated_at >= record.created_at
+    (value,) = catalog.values(image_id)
+    assert (value.task_id, value.set_at, value.set_by) == ("task-9", record.inspected_at, None)
+    assert [(c.at, c.actor) for c in catalog.history(image_id)] == [(record.inspected_at, "introspect")]
+
+
+def test_a_write_back_interrupted_midway_writes_nothing_and_keeps_no_lock(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+):
+    """A time limit can stop a task anywhere: the write-back is all or nothing, and on SQLite
+    the write lock goes with the transaction."""
+    image_id = saved(catalog)
+    inspected(catalog, image_id, {"a": "1"})
+    claim = catalog.claim(image_id, token="t", task_id="task-2")
+
+    class Stopped(BaseException):
+        pass
+
+    def stop(*_: object) -> None:
+        raise Stopped
+
+    if catalog.engine.dialect.name == "sqlite":  # the diff runs between the claim's CAS and the rows
+        monkeypatch.setattr("workers.catalog.sql._write_back", stop)
+        with pytest.raises(Stopped):
+            catalog.finish(claim, outcome({"a": "2"}), task_id="task-2")
+        monkeypatch.undo()
+    other = migrated(catalog.engine.url)  # another process, as far as locks go
+    try:
+        assert other.get(image_id).claim_token == "t"  # still claimed by the interrupted delivery
+        assert other.introspected(image_id) == {"a": "1"}
+        other.set_admin(image_id, {"b": "x"}, actor="alice")  # takes the write lock at once
+    finally:
+        other.dispose()
+    assert catalog.finish(claim, outcome({"a": "2"}), task_id="task-2") is True
+    assert catalog.introspected(image_id) == {"a": "2"}
+
+
+def test_a_locked_sqlite_catalog_is_transient_and_counts_no_delivery(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    catalog = migrated(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    image_id = saved(catalog)
+    monkeypatch.setattr("workers.catalog.sql.SQLITE_LOCK_TIMEOUT", 0.05)
+    holder = sqlite3.connect(tmp_path / "catalog.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CatalogUnavailable, match=r"is unavailable: database is locked$"):
+            catalog.claim(image_id, token="t", task_id=None)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert catalog.get(image_id).deliveries == 0
+    assert catalog.claim(image_id, token="t", task_id=None).deliveries == 1
+    catalog.dispose()
+
+
+def test_a_dropped_postgresql_connection_is_transient_and_replaced(pg_schema: str):
+    """The server ends the catalog's connections between the claim and the write-back: the
+    write-back fails as CatalogUnavailable (the task retries), and the next one reconnects."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    catalog = migrated(f"{pg_schema}&application_name={name}")
+    image_id = saved(catalog)
+    claim = catalog.claim(image_id, token="t", task_id=None)
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            ended = connection.execute(
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"),
+                {"n": name},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    assert ended >= 1
+    with pytest.raises(CatalogUnavailable, match=r"^the catalog database postgresql"):
+        catalog.finish(claim, outcome({"a": "1"}), task_id=None)
+    assert catalog.finish(claim, outcome({"a": "1"}), task_id=None) is True
+    catalog.dispose()
+    reader = migrated(pg_schema)  # the catalog's other pool lost its connection too
+    try:
+        assert reader.introspected(image_id) == {"a": "1"}
+    finally:
+        reader.dispose()
