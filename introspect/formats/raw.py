@@ -124,7 +124,10 @@ def _magic(*, mime: bool) -> magic.Magic:
 
 
 def describe(head: bytes) -> str:
-    """libmagic's description of the bytes."""
+    """libmagic's description of the bytes. All zeros (a blank disk, as `qemu-img create -f raw`
+    makes) match no magic at all: libmagic says "data", and is spared the ~0.5 ms of asking."""
+    if head.count(0) == len(head):
+        return UNNAMED_DATA
     return str(_magic(mime=False).from_buffer(head))[:MAX_DESCRIPTION]
 
 

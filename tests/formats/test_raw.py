@@ -140,3 +140,12 @@ def test_raw_report_serialises():
     again = type(report).model_validate_json(report.model_dump_json())
     assert again == report
     assert again.details.partition_table.scheme == "gpt"
+
+
+def test_a_blank_disk_is_what_libmagic_calls_data():
+    """The all-zero shortcut agrees with libmagic itself (and with file(1)'s record)."""
+    import magic
+
+    head = image("zeros.raw").read_bytes()[:65536]
+    assert head.count(0) == len(head)
+    assert raw.describe(head) == magic.from_buffer(head) == recorded(image("zeros.raw"), "file.txt").strip()
