@@ -1,9 +1,14 @@
-"""The SQL catalog: SQLite by default, PostgreSQL for many workers (SQLAlchemy 2.x Core).
+"""The SQL catalog: SQLite by default, PostgreSQL for many workers (SQLAlchemy 2.x Core, except
+an inspection's claim and write-back: plain SQL handed to the driver, see "the hot path" below).
 
 Every status change is a compare-and-swap (`UPDATE ... WHERE status = :seen`) checked against
 `TRANSITIONS`; an inspection's write-back is a compare-and-swap on the claim token it was given,
 so a stale delivery can never overwrite a newer one, and it touches only `introspected`
 property rows, so it can never lose an admin's write. Migrations (Alembic) run on first use.
+
+SQLite runs in WAL mode with synchronous=NORMAL: a commit is atomic and survives any process
+dying (a killed worker included); only an OS crash or power loss may undo the last commits
+before the next checkpoint, never leaving the file inconsistent. PostgreSQL commits durably.
 """
 
 from __future__ import annotations
