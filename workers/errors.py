@@ -15,6 +15,8 @@ A bad image is never an error here: the library turns it into a verdict, which i
 
 from __future__ import annotations
 
+from introspect.errors import SourceError
+
 
 class PipelineError(Exception):
     """Something the operator can act on; the message says what happened and what to do."""
@@ -35,8 +37,9 @@ class UnknownScheme(PipelineError):
     """A location the stores cannot read."""
 
 
-class NoData(PipelineError):
-    """The image has no bytes to inspect (still queued, or its data is gone)."""
+class NoData(PipelineError, SourceError):
+    """The image has no bytes to inspect (still queued, or its data is gone). A SourceError too,
+    so that `introspect.inspect` lets it through rather than judging the image by it."""
 
 
 class Transient(PipelineError):
@@ -51,5 +54,5 @@ class BrokerUnavailable(Transient):
     """The broker cannot be reached."""
 
 
-class StoreUnavailable(Transient):
-    """The image's bytes cannot be read right now."""
+class StoreUnavailable(Transient, SourceError):
+    """The image's bytes cannot be read right now (a SourceError: inspect() lets it through)."""

@@ -19,7 +19,7 @@ from introspect.model import Finding, Severity, Verdict
 from introspect.safety import DEFAULT_POLICY, Policy, rule
 from introspect.sources import ByteSource
 from workers.catalog import Catalog, Claim, Outcome, Selection, Status
-from workers.errors import NoData, PipelineError, StoreUnavailable, Transient
+from workers.errors import NoData, StoreUnavailable, Transient
 from workers.store import open_location
 
 if TYPE_CHECKING:
@@ -84,14 +84,12 @@ def inspect_claimed(
             DATA_MISSING.finding("the image has no location: its upload never finished; import it again")
         )
     try:
+        # a store fault (StoreUnavailable, a Glance outage) is a SourceError: inspect() lets it
+        # through to the task, which retries; an OSError of the disk is one too
         with opener(claim.location) as opened:
-            source = _Watched(opened)
-            try:
-                report = introspect.inspect(source, expect=claim.disk_format, policy=policy)
-            except OSError:
-                source.raise_fault()  # the store failed: StoreUnavailable, retried
-                raise
-            source.raise_fault()
+            report = introspect.inspect(opened, expect=claim.disk_format, policy=policy)
+    except OSError as error:
+        raise StoreUnavailable(f"reading {claim.location} failed: {error}") from error
     except NoData as error:
         return _outcome_of_error(DATA_MISSING.finding(str(error)))
     except UsageError as error:
@@ -116,34 +114,6 @@ def inspect_claimed(
         adopt_format=report.format if parsed and claim.disk_format is None else None,
         adopt_virtual_size=report.virtual_size if parsed and claim.virtual_size is None else None,
     )
-
-
-class _Watched(ByteSource):
-    """Remembers a read that failed for a reason outside the image (network, disk, a vanished
-    file): `introspect.inspect` turns any exception inside a parser into a verdict, but a fault
-    of the store must be retried, not recorded as the image's fault."""
-
-    def __init__(self, inner: ByteSource) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.fault: Exception | None = None
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    def pread(self, offset: int, length: int) -> bytes:
-        try:
-            return self.inner.pread(offset, length)
-        except (PipelineError, OSError) as error:
-            self.fault = error
-            raise
-
-    def raise_fault(self) -> None:
-        if isinstance(self.fault, PipelineError):
-            raise self.fault
-        if self.fault is not None:
-            raise StoreUnavailable(f"reading {self.name} failed: {self.fault}") from self.fault
 
 
 def _outcome_of_error(finding: Finding) -> Outcome:
