@@ -24,6 +24,7 @@ class Served:
     bytes_sent: int = 0
     ranges: bool = True
     on_request: Callable[[str, str], None] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
@@ -66,8 +67,11 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(chunk)))
             self.end_headers()
             if body:
+                # Counted before writing: the client may read the last byte and assert before
+                # this thread runs again.
+                with served.lock:
+                    served.bytes_sent += len(chunk)
                 self.wfile.write(chunk)
-                served.bytes_sent += len(chunk)
 
         def do_HEAD(self) -> None:
             self._answer(body=False)
