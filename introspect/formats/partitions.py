@@ -617,9 +617,9 @@ def _gpt_partitions(array: bytes, fields: GptHeaderFields, findings: list[Findin
     size = fields.size_of_partition_entry
     outside: list[int] = []
     for index in range(len(array) // size if size else 0):
+        if array.startswith(UNUSED_ENTRY_GUID, index * size):
+            continue  # most of the 128 entries: skipped before unpacking
         entry = GptPartitionEntry.from_bytes(array, index * size)
-        if entry.partition_type_guid == UNUSED_ENTRY_GUID:
-            continue
         type_guid = guid(entry.partition_type_guid)
         number = index + 1
         if not fields.first_usable_lba <= entry.starting_lba <= entry.ending_lba <= fields.last_usable_lba:
