@@ -182,6 +182,23 @@ def kill_children(worker: Worker) -> list[int]:
     return killed
 
 
+def test_pool_processes_yield_to_the_main_process(lone_worker: tuple[Deployment, Worker]):
+    """INTROSPECT_WORKER_NICE (default 10) lowers every pool process, those that replace killed
+    ones too, and leaves the main process that hands the tasks out as it was."""
+    _, worker = lone_worker
+    main = os.getpriority(os.PRIO_PROCESS, worker.process.pid)
+    assert main == os.getpriority(os.PRIO_PROCESS, 0)  # the main process is as it was started
+
+    def priorities() -> list[int]:
+        try:
+            return [os.getpriority(os.PRIO_PROCESS, child) for child in worker.children()]
+        except ProcessLookupError:
+            return []  # a child that was just replaced
+
+    # a child lowers itself once it has started (worker_process_init), maybe after "ready."
+    wait_until(lambda: priorities() == [min(main + 10, 19)], timeout=30, what="a lowered pool process")
+
+
 def test_a_worker_killed_mid_task_loses_nothing(
     lone_worker: tuple[Deployment, Worker], images: dict[str, Path]
 ):
