@@ -6,6 +6,7 @@ import re
 import sqlite3
 import threading
 import uuid
+from datetime import UTC, datetime
 from itertools import product
 
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy import URL, create_engine, text
 from tests.workers.conftest import PG_ADMIN_URL
 from workers.catalog import TRANSITIONS, Catalog, Outcome, Selection, Source, Status
 from workers.catalog.models import Base
-from workers.catalog.sql import head_revision, make_engine, open_catalog, upgrade
+from workers.catalog.sql import CLAIM_POSTGRESQL, head_revision, make_engine, open_catalog, upgrade
 from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError
 
 
@@ -141,6 +142,25 @@ def test_concurrent_claims_take_the_image_one_at_a_time(catalog: Catalog):
     winners = [c for c in claims if catalog.finish(c, outcome({}), task_id=None)]
     assert len(winners) == 1
     assert winners[0].deliveries == 8
+
+
+def test_on_postgresql_only_the_claim_commits_asynchronously(pg_catalog: Catalog):
+    """The claim sets synchronous_commit off for its own transaction (what a server crash could
+    lose, a retry redoes); the session, and so the write-back, stays synchronous."""
+    catalog = pg_catalog
+    image_id = saved(catalog)
+    params = {"id": image_id, "token": "t", "now": datetime.now(UTC)}
+    with catalog.engine.connect() as connection:  # one explicit transaction, to look inside it
+        claimed = connection.execute(text(CLAIM_POSTGRESQL), params).all()
+        inside = connection.execute(text("SHOW synchronous_commit")).scalar_one()
+        connection.commit()
+        after = connection.execute(text("SHOW synchronous_commit")).scalar_one()
+    assert (len(claimed), inside, after) == (1, "off", "on")
+    claim = catalog.claim(image_id, token="u", task_id=None)  # the pooled driver path
+    assert claim.deliveries == 2
+    assert catalog.finish(claim, outcome({"k": "v"}), task_id=None) is True
+    with catalog.engine.connect() as connection:
+        assert connection.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
 
 
 def test_release_gives_a_delivery_back(catalog: Catalog):
@@ -399,7 +419,9 @@ def test_a_dropped_postgresql_connection_is_transient_and_replaced(pg_schema: st
     try:
         with admin.connect() as connection:
             ended = connection.execute(
-                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"),
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"
+                ),
                 {"n": name},
             ).scalar_one()
     finally:
