@@ -6,6 +6,9 @@ settings (`celery -A workers.app worker`, acks late, prefetch 1):
   (a) the ceiling: a no-op task with the same arguments as introspect_image;
   (b) introspect_image on N small qemu-img images (a few made once, then copied).
 
+The ratio is the median of each round's own ratio: the two batches of a round, run back to
+back, see the same machine, where a shared machine's load drifts between rounds.
+
 Each batch is published to a queue nobody consumes yet; the clock starts when the worker is told
 to consume it (`add_consumer`) and stops when the queue and Redis' unacked set are both empty
 (tasks are acknowledged late, so empty means done). Prints a markdown table, and with `--cpu`
@@ -233,12 +236,23 @@ def claim_redis(host: str, port: int) -> tuple[int, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="images per catalog (default 2000)")
+    parser.add_argument("--images", type=int, default=1000, help="images per batch (default 1000)")
     parser.add_argument(
-        "--concurrency", type=int, help="worker processes (default: the worker's own, workers/celeryconfig.py)"
+        "--concurrency",
+        type=int,
+        help="worker processes (default: the worker's own, workers/celeryconfig.py)",
+    )
+    parser.add_argument(
+        "--worker-nice", type=int, help="INTROSPECT_WORKER_NICE of the worker (default: the settings')"
     )
     parser.add_argument("--catalogs", default="sqlite,postgresql")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating batches; medians are reported")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="rounds of a no-op batch then an introspect_image batch; medians are reported, and the ratio "
+        "is the median of each round's own ratio (a round's two batches see the same machine)",
+    )
     parser.add_argument(
         "--cpu", action="store_true", help="also print where the CPU went (ms per task, by process group)"
     )
@@ -280,6 +294,8 @@ def main() -> None:
             # every round inspects images never inspected before (rows share the copied files)
             ids = register(url, paths[:WARMUP] + paths[WARMUP:] * args.rounds)
             worker_env = env | {"INTROSPECT_DATABASE_URL": url}
+            if args.worker_nice is not None:
+                worker_env["INTROSPECT_WORKER_NICE"] = str(args.worker_nice)
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 worker_env[PROFILE_ENV] = str(args.profile.resolve() / name)
@@ -296,13 +312,14 @@ def main() -> None:
             finally:
                 bench.stop()
             ceiling, pipeline = statistics.median(ceilings), statistics.median(pipelines)
+            ratios = [p / c for p, c in zip(pipelines, ceilings, strict=True)]
             from workers.catalog import open_catalog
 
             counts = open_catalog(url).counts()
             done = sum(counts.get(status, 0) for status in ("active", "rejected", "error"))
             if done != len(ids):
                 raise RuntimeError(f"{name}: only {done} of {len(ids)} images were inspected: {counts}")
-            rows.append((name, ceiling, pipeline))
+            rows.append((name, ceiling, pipeline, ratios))
             processes.add(bench.processes)
             breakdowns += [(name, "no-op", bench.cpu[NOOP_TASK])]
             breakdowns += [(name, "introspect_image", bench.cpu["workers.tasks.introspect_image"])]
@@ -317,15 +334,23 @@ def main() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
     print(
-        f"\n{args.images} images per batch, median of {args.rounds} alternating batches, "
+        f"\n{args.images} images per batch, medians of {args.rounds} rounds (a no-op batch, then an "
+        "introspect_image batch), "
         f"{'/'.join(map(str, sorted(processes)))} worker processes on {os.cpu_count()} CPUs, Redis broker\n"
     )
-    print("| catalog | no-op task (tasks/s) | introspect_image (images/s) | pipeline / no-op |")
+    print(
+        "| catalog | no-op task (tasks/s) | introspect_image (images/s) | pipeline / no-op, median (range) |"
+    )
     print("|---|---:|---:|---:|")
-    for name, ceiling, pipeline in rows:
-        print(f"| {name} | {ceiling:.0f} | {pipeline:.0f} | {pipeline / ceiling:.0%} |")
+    for name, ceiling, pipeline, ratios in rows:
+        print(
+            f"| {name} | {ceiling:.0f} | {pipeline:.0f} "
+            f"| {statistics.median(ratios):.0%} ({min(ratios):.0%}–{max(ratios):.0%}) |"
+        )
     if args.cpu:
-        print("\nCPU time per task (ms), all rounds; `iowait` and `idle` are the machine's, over all its CPUs\n")
+        print(
+            "\nCPU time per task (ms), all rounds; `iowait` and `idle` are the machine's, over all its CPUs\n"
+        )
         print("| catalog | task | " + " | ".join(CPU_GROUPS) + " |")
         print("|---|---|" + "---:|" * len(CPU_GROUPS))
         for name, task, spent in breakdowns:
