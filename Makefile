@@ -48,8 +48,9 @@ fixtures: tools ## build fixtures/build/ with real tools (only what changed)
 	fixtures/build.sh
 
 .PHONY: lint
-lint: venv ## ruff over everything, mypy --strict over introspect/
+lint: venv ## ruff (rules and format) over everything, mypy --strict over introspect/ and workers/
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 .PHONY: test

@@ -601,7 +601,9 @@ def db_upgrade_command() -> None:
 
 
 @click.command("worker")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 2 per CPU).")
+@click.option(
+    "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 2 per CPU)."
+)
 @click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
