@@ -43,10 +43,12 @@ worker_prefetch_multiplier = 1
 #: Processes per CPU (when `--concurrency` is not given). An inspection's CPU is a fraction of its
 #: time: the rest waits for the catalog (round trips, commits, SQLite's write lock) and for the
 #: worker's main process to acknowledge it and hand over the next message (one at a time: prefetch
-#: 1). With one process per CPU the CPUs idled a third of the time in tests/bench/bench_pipeline.py,
-#: with two about half as much, and the no-op ceiling did not move. Each process opens its own
-#: catalog connections: on a machine with many CPUs, mind PostgreSQL's max_connections.
-PROCESSES_PER_CPU = 2
+#: 1). In tests/bench/bench_pipeline.py on 2 CPUs, one process per CPU left the CPUs idle a third
+#: of the time; two, about half as much; three took the pipeline from 74% to 78% of the no-op
+#: ceiling on SQLite and from 69% to 74% on PostgreSQL (medians of three back-to-back pairs of
+#: runs), while the ceiling itself did not move. Each process holds up to two connections to a
+#: PostgreSQL catalog: on a machine with many CPUs, mind its max_connections (or set --concurrency).
+PROCESSES_PER_CPU = 3
 worker_concurrency = PROCESSES_PER_CPU * (os.cpu_count() or 1)
 # A broker that goes away takes its unacked messages with it (or gives them to another worker
 # after the visibility timeout): stop the tasks that were running; their retry is harmless.

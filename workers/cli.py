@@ -602,7 +602,7 @@ def db_upgrade_command() -> None:
 
 @click.command("worker")
 @click.option(
-    "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 2 per CPU)."
+    "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 3 per CPU)."
 )
 @click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
