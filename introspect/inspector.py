@@ -46,8 +46,6 @@ from introspect.sources import (
 
 Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 
-#: Declared formats that the content may satisfy without being the same word: an ISO is a
-#: raw image to everyone who reads it byte by byte.
 #: The cross-check's "path" for a source that is not a local file (a URL, an open file, bytes).
 NOT_LOCAL = "<not a local file>"
 
@@ -56,6 +54,8 @@ SIZED_BY_FILE = frozenset({"raw", "iso"})
 #: The size a partially decompressed image claims: past any offset a header can hold.
 UNKNOWN_END = 1 << 62
 
+#: Declared formats that the content may satisfy without being the same word: an ISO is a
+#: raw image to everyone who reads it byte by byte.
 SATISFIES: dict[str, frozenset[str]] = {"raw": frozenset({"raw", "iso"})}
 
 

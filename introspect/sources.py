@@ -14,6 +14,8 @@ import os
 import re
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Self
@@ -193,43 +195,63 @@ class HttpSource(ByteSource):
     def size(self) -> int:
         return self._size
 
-    def _request(self, method: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    @contextmanager
+    def _request(self, method: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """One request whose body is left unread: the caller reads what it asked for and no more
+        (a server that ignores a range, or lies in one, would otherwise send us the image)."""
         try:
-            response = self._client.request(method, self.name, headers=headers)
+            with self._client.stream(method, self.name, headers=headers) as response:
+                if response.status_code in self.TRANSIENT_STATUS:
+                    raise SourceError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
+                if response.status_code >= 400:
+                    raise UsageError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
+                yield response
         except httpx.TransportError as error:
             raise SourceError(f"cannot read {self.name}: {error}") from error
-        if response.status_code in self.TRANSIENT_STATUS:
-            raise SourceError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
-        if response.status_code >= 400:
-            raise UsageError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
-        return response
 
     def _measure(self) -> int:
-        head = self._request("HEAD")
-        length = head.headers.get("content-length")
-        if head.status_code == 200 and length is not None and length.isdigit():
-            return int(length)
-        probe = self._request("GET", {"Range": "bytes=0-0"})
-        match = self.CONTENT_RANGE.fullmatch(probe.headers.get("content-range", ""))
-        if probe.status_code != 206 or match is None:
-            raise UsageError(f"{self.name} says neither its size nor serves byte ranges")
-        return int(match.group(1))
+        with self._request("HEAD") as head:
+            length = head.headers.get("content-length")
+            if head.status_code == 200 and length is not None and length.isdigit():
+                return int(length)
+        with self._request("GET", {"Range": "bytes=0-0", **_AS_STORED}) as probe:
+            match = self.CONTENT_RANGE.fullmatch(probe.headers.get("content-range", ""))
+            if probe.status_code != 206 or match is None:
+                raise UsageError(f"{self.name} says neither its size nor serves byte ranges")
+            return int(match.group(1))
 
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self._size - offset))
         if length == 0:
             return b""
-        response = self._request("GET", {"Range": f"bytes={offset}-{offset + length - 1}"})
-        if response.status_code != 206:
-            raise UsageError(
-                f"{self.name} ignored a byte range request ({response.status_code}): serve it with "
-                "Range support, so that images are not downloaded whole"
-            )
-        return response.content[:length]
+        with self._request(
+            "GET", {"Range": f"bytes={offset}-{offset + length - 1}", **_AS_STORED}
+        ) as response:
+            if response.status_code != 206:
+                raise UsageError(
+                    f"{self.name} ignored a byte range request ({response.status_code}): serve it with "
+                    "Range support, so that images are not downloaded whole"
+                )
+            return _read_at_most(response, length)
 
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+
+
+#: Ranges of the bytes as stored: a compressed body could expand past any cap in one chunk.
+_AS_STORED = {"Accept-Encoding": "identity"}
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of a streamed body. A body of the size asked is read to its end
+    (so the connection can serve the next range); past `limit`, reading stops within a chunk."""
+    received = bytearray()
+    for chunk in response.iter_raw():
+        if len(received) == limit:
+            break  # more than was asked for: the rest stays unread
+        received += chunk[: limit - len(received)]
+    return bytes(received)
 
 
 def is_url(name: str) -> bool:

@@ -11,6 +11,7 @@ import introspect
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
 from introspect.sources import HEAD_SIZE, Budget, BytesSource, FileSource, Reader, SliceSource
 from tests.workers.httpserver import serve
+from tests.workers.services import wait_until
 
 
 def make_raw(tmp_path, size: int):
@@ -124,6 +125,20 @@ def test_an_http_url_is_read_with_ranges_only(tmp_path):
     assert [method for method, _, _ in served.requests] == ["HEAD", "GET", "GET"]
     assert all(r is not None for method, _, r in served.requests if method == "GET")
     assert served.bytes_sent == report.bytes_read < (tmp_path / "big.qcow2").stat().st_size
+
+
+def test_an_http_server_that_sends_more_than_the_range_is_not_read_on(tmp_path):
+    """A server that answers each range with the rest of the file (64 MiB of real data): the
+    client keeps what it asked for and hangs up, instead of taking the image into memory."""
+    image = tmp_path / "full.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full", str(image), "64M"], check=True
+    )
+    with serve(tmp_path) as served:
+        served.oversend = True
+        report = introspect.inspect(served.url(image.name))
+        wait_until(lambda: served.aborted >= 1, timeout=10, what="the over-long head body cut off")
+    assert report.model_dump(exclude={"source"}) == introspect.inspect(image).model_dump(exclude={"source"})
 
 
 def test_an_http_server_without_ranges_is_a_usage_error(tmp_path):

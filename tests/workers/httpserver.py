@@ -23,6 +23,10 @@ class Served:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, range
     bytes_sent: int = 0
     ranges: bool = True
+    #: Answer a range with 206 and its Content-Range, but send from its start to the end of file.
+    oversend: bool = False
+    #: Bodies the client stopped reading (the write failed when it closed the connection).
+    aborted: int = 0
     on_request: Callable[[str, str], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -58,7 +62,7 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             match = RANGE.fullmatch(self.headers.get("Range") or "") if served.ranges else None
             if match and body:
                 start, end = int(match.group(1)), min(int(match.group(2)), len(data) - 1)
-                chunk = data[start : end + 1]
+                chunk = data[start:] if served.oversend else data[start : end + 1]
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             else:
@@ -71,7 +75,11 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
                 # this thread runs again.
                 with served.lock:
                     served.bytes_sent += len(chunk)
-                self.wfile.write(chunk)
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    with served.lock:
+                        served.aborted += 1
 
         def do_HEAD(self) -> None:
             self._answer(body=False)
