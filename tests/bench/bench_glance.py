@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.glance.peer import ADMIN, Deployment, build_venv
+from tests.glance.peer import ADMIN, deployment
 from workers.glance.client import GlanceClient, HeaderIdentity
 from workers.glance.inspection import Outcome, inspect_image
 from workers.glance.source import RangeCache
@@ -105,10 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-glance-") as scratch:
         root = Path(scratch)
-        peer = Deployment(root / "glance", build_venv())
-        peer.configure()
-        api = peer.start_api()
-        try:
+        with deployment(root / "glance") as peer:
+            api = peer.apis[0]
             files = make_images(root)
             started = time.perf_counter()
             ids = upload(api.url, args.images, files)
@@ -129,8 +127,6 @@ def main() -> None:
                     )
                     print(describe(name, seconds, outcomes))
                 print(f"range cache: {cache.size()} bytes for {len(ids)} images")
-        finally:
-            peer.stop()
 
 
 if __name__ == "__main__":

@@ -33,14 +33,8 @@ from pathlib import Path
 from typing import Any
 
 NOOP_TASK = "tests.bench.bench_pipeline.noop"
-#: The small set every image is a copy of: name -> qemu-img create arguments.
-RECIPES: dict[str, list[str]] = {
-    "small.qcow2": ["-f", "qcow2", "{path}", "7M"],
-    "stream.vmdk": ["-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=streamOptimized", "{path}", "129M"],
-    "disk.vhd": ["-f", "vpc", "{path}", "7M"],
-    "disk.vdi": ["-f", "vdi", "{path}", "7M"],
-    "backed.qcow2": ["-f", "qcow2", "-b", "small.qcow2", "-F", "qcow2", "{path}"],
-}
+#: The small set every image is a copy of (names in tests.workers.services.IMAGE_RECIPES).
+RECIPES = ["small.qcow2", "stream.vmdk", "disk.vhd", "disk.vdi", "backed.qcow2"]
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 WARMUP = 100
 #: How often the end of a batch is polled for: often enough to time a batch of a few seconds to
@@ -100,19 +94,18 @@ def cpu_snapshot(worker_pid: int) -> dict[str, float]:
 
 def make_images(directory: Path, count: int) -> list[Path]:
     """`count` image files: the small set made once by qemu-img, then copied."""
+    from tests.workers.services import make_images as make_originals
+
     originals = directory / "originals"
     originals.mkdir()
-    for name, recipe in RECIPES.items():
-        args = [arg.format(path=originals / name) for arg in recipe]
-        subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=originals)
+    made = make_originals(originals, RECIPES)
     copies = directory / "copies"
     copies.mkdir()
-    names = list(RECIPES)
     paths = []
     for n in range(count):
-        name = names[n % len(names)]
+        name = RECIPES[n % len(RECIPES)]
         path = copies / f"{n:06d}-{name}"
-        shutil.copyfile(originals / name, path)
+        shutil.copyfile(made[name], path)
         paths.append(path)
     return paths
 

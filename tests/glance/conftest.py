@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, build_venv
+from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
 from workers.glance.client import GlanceClient, HeaderIdentity
 
 RABBIT = "127.0.0.1:5672"
@@ -103,19 +103,13 @@ def rabbit_vhost() -> Iterator[str]:
 def glance(tmp_path_factory: pytest.TempPathFactory, rabbit_vhost: str) -> Iterator[Deployment]:
     """One Glance for the session: property protections on, notifications to our vhost, the
     introspect import plugin enabled, one API process started (tests may start more)."""
-    peer = Deployment(
+    with deployment(
         tmp_path_factory.mktemp("glance"),
-        build_venv(),
         protections=True,
         transport_url=rabbit_vhost,
         import_plugins=("introspect",),
-    )
-    peer.configure()
-    try:
-        peer.start_api()
+    ) as peer:
         yield peer
-    finally:
-        peer.stop()
 
 
 @pytest.fixture(scope="session")

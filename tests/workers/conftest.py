@@ -4,24 +4,14 @@ claimed Redis database, real `introspect worker` processes."""
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.workers.services import (  # noqa: F401 - re-exported for the test modules
-    CLAIM_KEY,
-    INTROSPECT,
-    Deployment,
-    RedisDb,
-    Worker,
-    claim_redis_db,
-    deployment_env,
-    start_worker,
-    wait_until,
-)
+from tests.workers.services import CLAIM_KEY, RedisDb, claim_redis_db, make_images
 from workers.catalog import Catalog
 from workers.catalog.sql import make_engine, upgrade
 
@@ -54,51 +44,36 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_schema")
 
 
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
+@contextmanager
+def migrated_catalog(url: str) -> Iterator[Catalog]:
+    engine = make_engine(url)
     upgrade(engine)
     catalog = Catalog(engine)
-    yield catalog
-    catalog.dispose()
+    try:
+        yield catalog
+    finally:
+        catalog.dispose()
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    with migrated_catalog(catalog_url) as catalog:
+        yield catalog
 
 
 @pytest.fixture
 def pg_catalog(pg_schema: str) -> Iterator[Catalog]:
-    engine = make_engine(pg_schema)
-    upgrade(engine)
-    catalog = Catalog(engine)
-    yield catalog
-    catalog.dispose()
+    with migrated_catalog(pg_schema) as catalog:
+        yield catalog
 
 
 # -- images made by qemu-img ----------------------------------------------------------------------
 
-#: name -> qemu-img create arguments (odd virtual sizes; each format the parsers may know).
-IMAGE_RECIPES: dict[str, list[str]] = {
-    "small.qcow2": ["-f", "qcow2", "{path}", "7M"],
-    "huge.qcow2": ["-f", "qcow2", "-o", "cluster_size=65536", "{path}", "1T"],
-    "stream.vmdk": ["-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=streamOptimized", "{path}", "129M"],
-    "sparse.vmdk": ["-f", "vmdk", "{path}", "1027M"],
-    "disk.vhd": ["-f", "vpc", "{path}", "7M"],
-    "disk.vhdx": ["-f", "vhdx", "{path}", "7M"],
-    "disk.vdi": ["-f", "vdi", "{path}", "7M"],
-    "disk.qed": ["-f", "qed", "{path}", "7M"],
-    "backed.qcow2": ["-f", "qcow2", "-b", "small.qcow2", "-F", "qcow2", "{path}"],
-}
-
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small real images, made once per session with qemu-img (sparse, a few hundred KiB each)."""
-    directory = tmp_path_factory.mktemp("images")
-    made = {}
-    for name, recipe in IMAGE_RECIPES.items():
-        path = directory / name
-        args = [arg.format(path=path) for arg in recipe]
-        subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=directory)
-        made[name] = path
-    return made
+    """Small real images, made once per session with qemu-img (tests.workers.services.IMAGE_RECIPES)."""
+    return make_images(tmp_path_factory.mktemp("images"))
 
 
 # -- Redis ----------------------------------------------------------------------------------------

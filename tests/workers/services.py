@@ -1,5 +1,6 @@
-"""Real services for the pipeline tests and the benchmark: a claimed Redis database, the
-`introspect` command and `introspect worker` processes in a deployment of their own."""
+"""Real services for the pipeline tests and the benchmark: images made by qemu-img, a claimed
+Redis database, the `introspect` command and `introspect worker` processes in a deployment of
+their own."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 INTROSPECT = str(Path(sys.executable).with_name("introspect"))
 CLAIM_KEY = "introspect-tests:claim"
+
+#: name -> qemu-img create arguments (odd virtual sizes; each format the parsers may know).
+IMAGE_RECIPES: dict[str, list[str]] = {
+    "small.qcow2": ["-f", "qcow2", "{path}", "7M"],
+    "huge.qcow2": ["-f", "qcow2", "-o", "cluster_size=65536", "{path}", "1T"],
+    "stream.vmdk": ["-f", "vmdk", "-o", "adapter_type=lsilogic,subformat=streamOptimized", "{path}", "129M"],
+    "sparse.vmdk": ["-f", "vmdk", "{path}", "1027M"],
+    "disk.vhd": ["-f", "vpc", "{path}", "7M"],
+    "disk.vhdx": ["-f", "vhdx", "{path}", "7M"],
+    "disk.vdi": ["-f", "vdi", "{path}", "7M"],
+    "disk.qed": ["-f", "qed", "{path}", "7M"],
+    "backed.qcow2": ["-f", "qcow2", "-b", "small.qcow2", "-F", "qcow2", "{path}"],
+}
+
+
+def make_images(directory: Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Small real images (sparse, a few hundred KiB each) made by qemu-img in `directory`: those
+    of IMAGE_RECIPES named (all by default; backed.qcow2 needs small.qcow2 made before it)."""
+    made = {}
+    for name in names or list(IMAGE_RECIPES):
+        path = directory / name
+        args = [arg.format(path=path) for arg in IMAGE_RECIPES[name]]
+        subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=directory)
+        made[name] = path
+    return made
 
 
 # -- Redis ----------------------------------------------------------------------------------------

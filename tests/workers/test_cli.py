@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 import introspect
 from introspect.cli import main
-from tests.workers.conftest import INTROSPECT
+from tests.workers.services import INTROSPECT
 from workers.catalog import Catalog, open_catalog
 from workers.settings import get_settings
 

@@ -23,7 +23,8 @@ import pytest
 
 import introspect
 from introspect.model import Verdict
-from tests.workers.conftest import (
+from tests.workers.httpserver import serve
+from tests.workers.services import (
     INTROSPECT,
     Deployment,
     RedisDb,
@@ -33,7 +34,6 @@ from tests.workers.conftest import (
     start_worker,
     wait_until,
 )
-from tests.workers.httpserver import serve
 from workers import pipeline
 from workers.catalog import DONE, Catalog, Source, Status, open_catalog
 
