@@ -20,11 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
-
-import httpx
+from typing import IO, TYPE_CHECKING, Self
 
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -224,6 +225,8 @@ class HttpSource(ByteSource):
         cross_origin_redirects: bool = False,
         client: httpx.Client | None = None,
     ) -> None:
+        import httpx  # here, not at the top: only URLs pay its 0.2 s of import
+
         self.name = url
         self._url = httpx.URL(url)
         self._deadline = deadline
@@ -258,6 +261,8 @@ class HttpSource(ByteSource):
     def _request(self, method: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
         """One request whose body is left unread: the caller reads what it asked for and no more
         (a server that ignores a range, or lies in one, would otherwise send us the image)."""
+        import httpx
+
         try:
             for _ in range(self.MAX_REDIRECTS + 1):
                 left = self._remaining()
@@ -337,6 +342,8 @@ class HttpSource(ByteSource):
         """The first `limit` bytes of a streamed body. A body of the size asked is read to its end
         (so the connection can serve the next range); past `limit`, reading stops within a chunk.
         The deadline is checked between chunks: a server trickling a byte at a time stops there."""
+        import httpx
+
         received = bytearray()
         try:
             for chunk in response.iter_raw():
