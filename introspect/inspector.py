@@ -18,7 +18,8 @@ from introspect import properties as props
 from introspect import qemu
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
-from introspect.formats import BY_NAME, canonical_name, compressed
+from introspect.formats import BY_NAME, canonical_name, compressed, satisfies
+from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
@@ -50,13 +51,9 @@ Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 NOT_LOCAL = "<not a local file>"
 
 #: Formats whose virtual size is the file's size: unknown inside a partly decompressed stream.
-SIZED_BY_FILE = frozenset({"raw", "iso"})
+SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_file)
 #: The size a partially decompressed image claims: past any offset a header can hold.
 UNKNOWN_END = 1 << 62
-
-#: Declared formats that the content may satisfy without being the same word: an ISO is a
-#: raw image to everyone who reads it byte by byte.
-SATISFIES: dict[str, frozenset[str]] = {"raw": frozenset({"raw", "iso"})}
 
 
 def inspect(
@@ -135,7 +132,7 @@ def _inspect(
                 "one way by the checker and another by the hypervisor: rebuild the image with one tool"
             )
         )
-    if expect is not None and expect != fmt.name and fmt.name not in SATISFIES.get(expect, ()):
+    if expect is not None and not satisfies(expect, fmt.name):
         findings.append(
             FORMAT_MISMATCH.finding(
                 f"declared as {expect} but the content is {fmt.name}: set disk_format={fmt.name}, "
@@ -156,7 +153,7 @@ def _inspect(
         virtual_size=inspection.virtual_size if inspection else None,
         verdict=policy.verdict(findings, parsed=parsed),
         findings=findings,
-        properties=props.properties_of(fmt.name, inspection.details, inspection.virtual_size)
+        properties=props.merge(("format", props.format_layer(fmt, inspection.details))).values
         if inspection
         else {},
         details=inspection.details if inspection else None,

@@ -31,6 +31,7 @@ from introspect.formats.partitions import (
     read_partition_table,
 )
 from introspect.model import Finding, Firmware, Frozen, Severity
+from introspect.properties import firmware_properties
 from introspect.safety import NOT_A_DISK, Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 
@@ -199,6 +200,11 @@ def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
     ]
 
 
+def properties(details: RawDetails) -> dict[str, str]:
+    """Firmware, when the partition table points one way."""
+    return firmware_properties(details.firmware)
+
+
 FORMAT = Format(
     name="raw",
     qemu_name="raw",
@@ -207,4 +213,7 @@ FORMAT = Format(
     checks=None,
     no_checks_because="a raw disk names no other file and has no options to allow or refuse; "
     "what its content says (partition tables, libmagic) is judged while parsing",
+    details=RawDetails,
+    properties=properties,
+    sized_by_file=True,
 )
