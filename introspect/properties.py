@@ -44,26 +44,36 @@ Layer = Literal["format", "container", "guest"]
 
 @dataclass(frozen=True, slots=True)
 class Merged:
-    """Merged properties: the values (what the catalog gets), which layer gave each, and the
-    values a later layer replaced, as (key, layer, value)."""
+    """Merged properties: the values (what the catalog gets) and the layers they came from, which
+    say (worked out when asked, off the hot path) which layer gave each key and what was replaced."""
 
     values: dict[str, str]
-    origin: dict[str, Layer]
-    replaced: tuple[tuple[str, Layer, str], ...] = ()
+    layers: tuple[tuple[Layer, Mapping[str, str]], ...]
+
+    @property
+    def origin(self) -> dict[str, Layer]:
+        """The layer that gave each key its value."""
+        return {key: layer for layer, properties in self.layers for key in properties}
+
+    @property
+    def replaced(self) -> list[tuple[str, Layer, str]]:
+        """Values a later layer replaced with another, as (key, layer, value)."""
+        replaced = []
+        given: dict[str, tuple[Layer, str]] = {}
+        for layer, properties in self.layers:
+            for key, value in properties.items():
+                if key in given and given[key][1] != value:
+                    replaced.append((key, *given[key]))
+                given[key] = (layer, value)
+        return replaced
 
 
 def merge(*layers: tuple[Layer, Mapping[str, str]]) -> Merged:
     """The layers' properties in order; a later layer's value for a key replaces an earlier one's."""
     values: dict[str, str] = {}
-    origin: dict[str, Layer] = {}
-    replaced: list[tuple[str, Layer, str]] = []
-    for layer, properties in layers:
-        for key, value in properties.items():
-            if key in values and values[key] != value:
-                replaced.append((key, origin[key], values[key]))
-            values[key] = value
-            origin[key] = layer
-    return Merged(values, origin, tuple(replaced))
+    for _, properties in layers:
+        values.update(properties)
+    return Merged(values, layers)
 
 
 def format_layer(fmt: Format[Any], details: Any) -> dict[str, str]:

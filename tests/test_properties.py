@@ -192,7 +192,7 @@ def test_merge_keeps_order_and_says_which_layer_gave_each_key():
         "introspect_container_format": "container",
         "os_distro": "guest",
     }
-    assert merged.replaced == (("introspect_cluster_size", "format", "65536"),)
+    assert merged.replaced == [("introspect_cluster_size", "format", "65536")]
 
 
 def test_shared_helpers_say_nothing_without_evidence():
