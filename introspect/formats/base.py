@@ -21,7 +21,8 @@ its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
   head of the image can be read (inside a compressed stream).
 - `guest`: how to read the guest's disk through this format, or None (see below).
 
-Adding a format is this one module plus one line in `introspect.formats` (`PROBED`).
+Adding a format is this one module plus its entry in `introspect.formats` (its import, its place
+in `PROBED`).
 
 The guest view (`guest`, a `GuestOpener`) is the hook the guest layer (partition tables, LVM,
 filesystems: `introspect.guest`) reads the disk the VM sees through. `guest(reader, details)`
