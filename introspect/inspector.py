@@ -4,9 +4,9 @@ Order of work: read the head and tail once; when a container claims the head (a 
 wrapper; see `introspect.containers`), open it and inspect its boot member the same way, one
 level deeper; else detect, check the declared format (`satisfies()`), parse the detected format
 through the metered reader, run its safety checks and the rules every image gets, apply the
-policy, and merge the layers' properties. An image that cannot be parsed yields an `error` verdict; only a
-caller's mistake (a path that does not exist) or a failing source (OSError or SourceError: a
-disk or network fault, which says nothing of the image) raises.
+policy, and merge the layers' properties. An image that cannot be parsed yields an `error`
+verdict; only a caller's mistake (a path that does not exist) or a failing source (OSError or
+SourceError: a disk or network fault, which says nothing of the image) raises.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ RAW: Format[Any] = raw.FORMAT
 ALL: tuple[Format[Any], ...] = (*PROBED, RAW)
 BY_NAME: dict[str, Format[Any]] = {f.name: f for f in ALL}
 
-#: Declared disk_format -> the detected formats that satisfy it besides itself (`Format.satisfies`):
-#: {"raw": {"raw", "iso"}}.
+#: Declared disk_format -> the detected formats that satisfy it, when more than itself does (the
+#: formats that name it in `Format.satisfies`): {"raw": {"raw", "iso"}}.
 SATISFIES: dict[str, frozenset[str]] = {
     word: frozenset({word, *(f.name for f in ALL if word in f.satisfies)})
     for word in sorted({word for f in ALL for word in f.satisfies})
