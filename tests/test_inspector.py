@@ -10,6 +10,7 @@ import pytest
 
 import introspect
 from introspect import detect
+from introspect.containers import compressed
 from introspect.formats import qcow2
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
@@ -217,3 +218,36 @@ def test_cross_check_needs_a_local_file(tmp_path):
     assert [(f.code, f.message) for f in report.findings] == [
         ("qemu.skipped", "not cross-checked: qemu-img is given local files only")
     ]
+
+
+def test_a_partial_head_says_what_is_unknown():
+    """A raw disk's size is its file's, which a head of its decompressed stream cannot know."""
+    report = introspect.inspect(fixture_group("named") / "zeros-256m.raw.gz")
+    (finding,) = report.findings
+    assert finding.message == (
+        f"only the first {4 << 20} decompressed bytes were read; facts that need the end of the image "
+        "(a raw disk's size, a trailing footer) are unknown: decompress it to inspect it whole"
+    )
+    assert report.properties == {"disk_format": "raw", "introspect_container_format": "gzip"}
+
+
+def test_the_declared_format_is_checked_inside_a_container():
+    report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.gz", expect="raw")
+    assert (report.format, report.container_format, report.verdict) == ("qcow2", "gzip", Verdict.REJECTED)
+    assert [f.code for f in report.findings] == ["image.format_mismatch"]
+
+
+def test_a_damaged_container_is_an_error_verdict_naming_it(tmp_path):
+    wrapped = (fixture_group("named") / "wrapped-1g3m.qcow2.xz").read_bytes()
+    cut = tmp_path / "cut.xz"
+    cut.write_bytes(wrapped[: len(wrapped) // 2])
+    report = introspect.inspect(cut)
+    assert (report.format, report.container_format, report.verdict) == (None, "xz", Verdict.ERROR)
+    assert [f.code for f in report.findings] == ["image.truncated"]
+
+
+def test_a_container_this_installation_cannot_open(monkeypatch):
+    monkeypatch.setattr(compressed, "_zstandard", lambda: None)
+    report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.zst")
+    assert (report.format, report.container_format, report.verdict) == (None, "zstd", Verdict.ERROR)
+    assert [f.code for f in report.findings] == ["compressed.unsupported"]

@@ -22,6 +22,7 @@ from pydantic import Field
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -256,4 +257,17 @@ def check_segments(details: DmgDetails, policy: Policy) -> Iterator[Finding]:
         )
 
 
-FORMAT = Format(name="dmg", qemu_name="dmg", probe=probe, inspect=inspect, checks=(check_segments,))
+def properties(details: DmgDetails) -> dict[str, str]:
+    """The koly trailer's version."""
+    return header_properties(version=details.version)
+
+
+FORMAT = Format(
+    name="dmg",
+    qemu_name="dmg",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_segments,),
+    details=DmgDetails,
+    properties=properties,
+)

@@ -44,6 +44,7 @@ from introspect.formats.partitions import (
 )
 from introspect.formats.raw import qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
+from introspect.properties import firmware_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 
@@ -658,6 +659,11 @@ def _firmware(el_torito: ElTorito | None, table: Mbr | Gpt | None) -> Firmware |
     return firmware_from(bios, uefi)
 
 
+def properties(details: IsoDetails) -> dict[str, str]:
+    """Firmware from El Torito and a hybrid's partition table, and the logical block size."""
+    return {**firmware_properties(details.firmware), **header_properties(block_size=details.block_size)}
+
+
 FORMAT = Format(
     name="iso",
     qemu_name="raw",
@@ -666,4 +672,8 @@ FORMAT = Format(
     checks=None,
     no_checks_because="an ISO names no other file and has no options to allow or refuse; its "
     "structural findings come from the parse",
+    details=IsoDetails,
+    properties=properties,
+    satisfies=frozenset({"raw"}),
+    sized_by_file=True,
 )

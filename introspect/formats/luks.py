@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal, Self
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import KIB, Reader
 
@@ -770,6 +771,11 @@ def _show(value: object) -> str:
     return text if len(text) <= 64 else f"{text[:61]}..."
 
 
+def properties(details: LuksDetails) -> dict[str, str]:
+    """The LUKS version, and that the disk is encrypted (with LUKS itself)."""
+    return {**header_properties(version=details.version), "introspect_encryption": "luks"}
+
+
 FORMAT = Format(
     name="luks",
     qemu_name="luks",
@@ -777,4 +783,6 @@ FORMAT = Format(
     inspect=inspect,
     checks=None,
     no_checks_because="a LUKS header names no other file (a detached header is a finding of its own)",
+    details=LuksDetails,
+    properties=properties,
 )

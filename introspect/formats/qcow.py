@@ -18,6 +18,7 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.qcow2 import MAGIC_VERSION, QCOW1_VERSION, QCOW_MAGIC
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -194,10 +195,17 @@ def check_aes_encryption(details: QcowDetails, policy: Policy) -> Iterable[Findi
         )
 
 
+def properties(details: QcowDetails) -> dict[str, str]:
+    """The header's version and cluster size."""
+    return header_properties(version=details.version, cluster_size=details.cluster_size)
+
+
 FORMAT = Format(
     name="qcow",
     qemu_name="qcow",
     probe=probe,
     inspect=inspect,
     checks=(check_backing_file, check_aes_encryption),
+    details=QcowDetails,
+    properties=properties,
 )

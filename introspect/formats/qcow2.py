@@ -23,6 +23,7 @@ from pydantic import Field
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -906,10 +907,20 @@ def check_aes_encryption(details: Qcow2Details, policy: Policy) -> Iterable[Find
         )
 
 
+def properties(details: Qcow2Details) -> dict[str, str]:
+    """The header's version and cluster size, and its encryption method (aes, luks) when it has one."""
+    mapped = header_properties(version=details.version, cluster_size=details.cluster_size)
+    if details.encryption != "none":
+        mapped["introspect_encryption"] = details.encryption
+    return mapped
+
+
 FORMAT = Format(
     name="qcow2",
     qemu_name="qcow2",
     probe=probe,
     inspect=inspect,
     checks=(check_backing_file, check_data_file, check_aes_encryption),
+    details=Qcow2Details,
+    properties=properties,
 )

@@ -19,6 +19,7 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.qcow2 import FeatureBits, feature_bits
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -253,4 +254,17 @@ def check_backing_file(details: QedDetails, policy: Policy) -> Iterable[Finding]
         )
 
 
-FORMAT = Format(name="qed", qemu_name="qed", probe=probe, inspect=inspect, checks=(check_backing_file,))
+def properties(details: QedDetails) -> dict[str, str]:
+    """The header's cluster size (qed has no version field)."""
+    return header_properties(cluster_size=details.cluster_size)
+
+
+FORMAT = Format(
+    name="qed",
+    qemu_name="qed",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_backing_file,),
+    details=QedDetails,
+    properties=properties,
+)

@@ -28,6 +28,7 @@ from typing import Literal, Self
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -550,4 +551,20 @@ def check_differencing(details: VhdDetails, policy: Policy) -> Iterator[Finding]
         )
 
 
-FORMAT = Format(name="vhd", qemu_name="vpc", probe=probe, inspect=inspect, checks=(check_differencing,))
+def properties(details: VhdDetails) -> dict[str, str]:
+    """The footer's CHS geometry and version, and a dynamic disk's block size."""
+    return {
+        **geometry_properties(details.geometry),
+        **header_properties(version=details.version, block_size=details.block_size),
+    }
+
+
+FORMAT = Format(
+    name="vhd",
+    qemu_name="vpc",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_differencing,),
+    details=VhdDetails,
+    properties=properties,
+)

@@ -32,6 +32,7 @@ import google_crc32c
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
@@ -827,4 +828,17 @@ def check_differencing(details: VhdxDetails, policy: Policy) -> Iterator[Finding
         )
 
 
-FORMAT = Format(name="vhdx", qemu_name="vhdx", probe=probe, inspect=inspect, checks=(check_differencing,))
+def properties(details: VhdxDetails) -> dict[str, str]:
+    """The header's version and the block size."""
+    return header_properties(version=details.version, block_size=details.block_size)
+
+
+FORMAT = Format(
+    name="vhdx",
+    qemu_name="vhdx",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_differencing,),
+    details=VhdxDetails,
+    properties=properties,
+)
