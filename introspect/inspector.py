@@ -24,7 +24,7 @@ from introspect.errors import ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Severity, Verdict
+from introspect.model import Finding, Verdict
 from introspect.report import Report
 from introspect.safety import (
     DEFAULT_POLICY,
@@ -33,6 +33,7 @@ from introspect.safety import (
     INTERNAL_ERROR,
     POLYGLOT,
     QEMU_SKIPPED,
+    RULES,
     TRUNCATED,
     VIRTUAL_SIZE_LIMIT,
     VIRTUAL_SIZE_ZERO,
@@ -151,9 +152,10 @@ def _inspect(
     inspection = _parse(fmt, reader, policy, findings)
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
+    named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]
     findings = policy.apply(findings)
     if inspection is not None and cross_check_path is not None:
-        findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, findings)))
+        findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, named_files)))
     parsed = inspection is not None
     return Report(
         source=name,
@@ -300,19 +302,20 @@ def _parse(
 
 
 def _cross_check(
-    path: str, fmt: Format[Any], inspection: Inspection[Any], findings: list[Finding]
+    path: str, fmt: Format[Any], inspection: Inspection[Any], named_files: list[str]
 ) -> list[Finding]:
-    """qemu-img's opinion, asked only when nothing already rejects the image (it would follow
-    the very backing files and extents we refuse)."""
+    """qemu-img's opinion, asked only when the image names no file outside itself: qemu-img would
+    open the very backing files, data files and extents we refuse. `named_files` are the codes of
+    the rules that fired and say so (`Rule.names_files`), whatever severity a policy gave them."""
     if fmt.qemu_name is None:
         return [QEMU_SKIPPED.finding(f"not cross-checked: qemu-img cannot read {fmt.name} images")]
     if path is NOT_LOCAL:
         return [QEMU_SKIPPED.finding("not cross-checked: qemu-img is given local files only")]
-    rejecting = [f.code for f in findings if f.severity == Severity.REJECT]
-    if rejecting:
+    if named_files:
         return [
             QEMU_SKIPPED.finding(
-                f"not cross-checked: {', '.join(rejecting)} already rejects it, and qemu-img would act on it"
+                f"not cross-checked: the image names files outside itself ({', '.join(named_files)}), "
+                "which qemu-img would open"
             )
         ]
     return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import subprocess
+import time
 
 import pytest
 
 import introspect
-from introspect import detect
+from introspect import detect, qemu
 from introspect.containers import compressed
 from introspect.formats import qcow2
 from introspect.model import Severity, Verdict
@@ -131,6 +133,39 @@ def test_cross_check_agrees_and_skips_what_qemu_would_follow(tmp_path):
     )
     codes = [f.code for f in introspect.inspect(child, cross_check=True).findings]
     assert codes == ["qcow2.backing_file", "qemu.skipped"]
+
+
+def _flat_vmdk_naming(tmp_path, extent):
+    """A monolithicFlat VMDK made by qemu-img, its descriptor's extent renamed to `extent` (the
+    descriptor is a text file; the rename keeps its length rules). Its own flat extent is replaced
+    by a FIFO: a qemu-img that opened it would hang there until its timeout."""
+    descriptor = tmp_path / "disk.vmdk"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(descriptor), "64M"],
+        check=True,
+    )
+    flat = tmp_path / "disk-flat.vmdk"
+    flat.unlink()
+    os.mkfifo(flat)
+    text = descriptor.read_text()
+    assert '"disk-flat.vmdk"' in text
+    descriptor.write_text(text.replace('"disk-flat.vmdk"', f'"{extent}"'))
+    return descriptor
+
+
+@pytest.mark.qemu
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("extent", ["disk-flat.vmdk", "/etc/passwd", "../../../../dev/zero"])
+def test_cross_check_never_runs_on_an_image_naming_files_whatever_the_policy(tmp_path, extent):
+    """The decision rests on the safety fact (the image names a file), not on a severity a policy
+    may have lowered: with every vmdk.* rule demoted to info, qemu-img still never looks."""
+    image = _flat_vmdk_naming(tmp_path, extent)
+    started = time.monotonic()
+    report = introspect.inspect(image, cross_check=True, policy=Policy(severity={"vmdk.*": Severity.INFO}))
+    assert time.monotonic() - started < qemu.TIMEOUT_SECONDS
+    skipped = [f.message for f in report.findings if f.code == "qemu.skipped"]
+    assert len(skipped) == 1 and "names files outside itself (vmdk." in skipped[0], report.findings
+    assert not [f for f in report.findings if f.code in ("qemu.failed", "qemu.disagrees")]
 
 
 @pytest.mark.qemu

@@ -23,7 +23,7 @@ from introspect.safety import Policy, rule
 from introspect.sources import Reader
 
 BAD_HEADER = rule("qcow.bad_header", Severity.REJECT, "a qcow header field holds a value qemu refuses")
-BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file")
+BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
 AES_ENCRYPTION = rule("qcow.aes_encryption", Severity.REJECT, "the image uses qcow's AES-CBC encryption")
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"

@@ -36,8 +36,10 @@ UNKNOWN_INCOMPATIBLE = rule(
 )
 CORRUPT = rule("qcow2.corrupt", Severity.REJECT, "the image is marked corrupt (incompatible bit 1)")
 DIRTY = rule("qcow2.dirty", Severity.WARN, "the image was not closed cleanly (incompatible bit 0)")
-BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file")
-DATA_FILE = rule("qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file")
+BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
+DATA_FILE = rule(
+    "qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file", names_files=True
+)
 AES_ENCRYPTION = rule("qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption")
 
 RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-img"

@@ -28,7 +28,7 @@ UNKNOWN_FEATURES = rule(
     "qed.unknown_features", Severity.REJECT, "the image sets feature bits the qed spec does not define"
 )
 NEED_CHECK = rule("qed.need_check", Severity.WARN, "the image was not closed cleanly (QED_F_NEED_CHECK)")
-BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file")
+BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
 

@@ -35,7 +35,9 @@ from introspect.sources import Reader
 # --- Rules -----------------------------------------------------------------------------------
 
 INVALID = rule("vhd.invalid", Severity.REJECT, "a VHD structure holds a value the spec does not allow")
-DIFFERENCING = rule("vhd.differencing", Severity.REJECT, "the VHD is a differencing disk with a parent")
+DIFFERENCING = rule(
+    "vhd.differencing", Severity.REJECT, "the VHD is a differencing disk with a parent", names_files=True
+)
 FOOTER_CHECKSUM = rule(
     "vhd.footer_checksum", Severity.REJECT, "the footer qemu reads has a wrong checksum (qemu refuses it)"
 )

@@ -39,7 +39,9 @@ from introspect.sources import Reader
 # --- Rules -----------------------------------------------------------------------------------
 
 INVALID = rule("vhdx.invalid", Severity.REJECT, "a VHDX structure holds a value the spec does not allow")
-DIFFERENCING = rule("vhdx.differencing", Severity.REJECT, "the VHDX is a differencing disk with a parent")
+DIFFERENCING = rule(
+    "vhdx.differencing", Severity.REJECT, "the VHDX is a differencing disk with a parent", names_files=True
+)
 HEADER_CHECKSUM = rule(
     "vhdx.header_checksum", Severity.WARN, "one of the two VHDX headers is corrupt; the other one is used"
 )

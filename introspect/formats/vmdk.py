@@ -42,28 +42,43 @@ BAD_HEADER = rule(
     "vmdk.bad_header", Severity.REJECT, "a sparse extent header, footer or marker holds a value out of range"
 )
 EXTENT_PATH = rule(
-    "vmdk.extent_path", Severity.REJECT, "an extent file name is absolute, has `..`, or is too long"
+    "vmdk.extent_path",
+    Severity.REJECT,
+    "an extent file name is absolute, has `..`, or is too long",
+    names_files=True,
 )
 EXTENT_OUTSIDE = rule(
-    "vmdk.extent_outside", Severity.REJECT, "the descriptor's extents are not (only) this file"
+    "vmdk.extent_outside",
+    Severity.REJECT,
+    "the descriptor's extents are not (only) this file",
+    names_files=True,
 )
 CREATE_TYPE = rule(
     "vmdk.create_type", Severity.REJECT, "the descriptor's createType is outside the policy's allow-list"
 )
 DELTA_DISK = rule(
-    "vmdk.delta_disk", Severity.REJECT, "the disk is a delta of a parent disk (parentFileNameHint, parentCID)"
+    "vmdk.delta_disk",
+    Severity.REJECT,
+    "the disk is a delta of a parent disk (parentFileNameHint, parentCID)",
+    names_files=True,
 )
 ESX_SPARSE = rule(
     "vmdk.esx_sparse", Severity.REJECT, "the file is an ESX sparse (COWD) extent, a vmfsSparse redo log"
 )
 DESCRIPTOR_LIMIT = rule(
-    "vmdk.descriptor_limit", Severity.REJECT, "the descriptor is beyond a size, line, extent or key limit"
+    "vmdk.descriptor_limit",
+    Severity.REJECT,
+    "the descriptor is beyond a size, line, extent or key limit",
+    names_files=True,
 )
 # A line that is neither blank, a comment, `key = value` nor an extent is rejected (STYLE rule 9,
 # as oslo's check_descriptor does): qemu finds extents with a lenient sscanf and VMware has its own
 # parser, so a line we cannot classify may be an extent or a key to one of them.
 DESCRIPTOR_SYNTAX = rule(
-    "vmdk.descriptor_syntax", Severity.REJECT, "a descriptor line is not a comment, key = value or extent"
+    "vmdk.descriptor_syntax",
+    Severity.REJECT,
+    "a descriptor line is not a comment, key = value or extent",
+    names_files=True,
 )
 # A well-formed `key = value` line with a key the spec does not list only warns: no reader acts on a
 # key it does not know (qemu looks up four keys by name, VMware ignores what it does not use), and
