@@ -27,6 +27,7 @@ from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
 from introspect.report import Report
 from introspect.safety import RULES, Policy
+from introspect.text import literal
 
 USAGE_ERROR = 2
 #: Properties worth a column in the table; the rest is in --json.
@@ -129,17 +130,17 @@ def _policy(policy_file: str | None, report_only: bool, severities: tuple[str, .
 
 
 def _row(report: Report) -> tuple[Text, ...]:
-    """One table row. Every cell is literal Text: names and values come from images and users,
-    and must never be read as markup."""
+    """One table row. Every cell is literal Text, its control characters escaped: names and values
+    come from images and users, and are never read as markup or terminal sequences."""
     shown = ", ".join(report.properties[k] for k in SHOWN_PROPERTIES if k in report.properties)
     codes = ", ".join(f.code for f in report.findings if f.severity != Severity.INFO)
     return (
-        Text(report.source),
+        Text(literal(report.source)),
         Text(report.format or "-"),
         Text(_human(report.virtual_size)),
         Text(report.verdict.value, style=VERDICT_STYLE[report.verdict]),
-        Text(shown),
-        Text(codes),
+        Text(literal(shown)),
+        Text(literal(codes)),
     )
 
 
@@ -173,21 +174,21 @@ def inspect_command(
     rows = None if as_json else _Rows(out, [t for t in targets if not isinstance(t, EmptyDirectory)])
     for path in targets:
         if isinstance(path, EmptyDirectory):
-            err.print(f"introspect: {path}: the directory holds no file to inspect", markup=False)
+            err.print(f"introspect: {literal(path)}: the directory holds no file to inspect", markup=False)
             failed = True
             continue
         try:
             report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
         except UsageError as error:
-            err.print(f"introspect: {error}", markup=False)
+            err.print(f"introspect: {literal(str(error))}", markup=False)
             usage_failed = True
             continue
         except OSError as error:
-            err.print(f"introspect: {path}: {error.strerror or error}", markup=False)
+            err.print(f"introspect: {literal(path)}: {literal(str(error.strerror or error))}", markup=False)
             failed = True
             continue
         except SourceError as error:
-            err.print(f"introspect: {error}", markup=False)
+            err.print(f"introspect: {literal(str(error))}", markup=False)
             failed = True
             continue
         failed |= report.verdict != Verdict.OK
@@ -199,7 +200,11 @@ def inspect_command(
         rows.add(report)
         if verbose:
             for f in report.findings:
-                out.print(f"{report.source}: {f.severity} {f.code}: {f.message}", markup=False)
+                out.print(
+                    f"{literal(report.source)}: {f.severity} {f.code}: {literal(f.message)}",
+                    markup=False,
+                    soft_wrap=True,  # one line a finding, whatever its length: scripts read them
+                )
     sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
 
 

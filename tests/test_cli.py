@@ -187,3 +187,18 @@ def test_names_are_printed_literally_never_as_markup(tmp_path):
     result = run("inspect", str(evil))
     assert result.returncode == 0, result.stderr
     assert str(evil) in result.stdout
+
+
+def test_control_characters_and_markup_from_an_image_are_shown_escaped(tmp_path):
+    """A backing file name (recorded by qemu-img, never opened) with a clear-screen sequence, a
+    right-to-left override and unbalanced markup: printed as escapes, and the run goes on."""
+    backing = "\x1b[2J[/]evil\u202egnp.exe"
+    child = tmp_path / "child.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", str(child), "1G"],
+        check=True,
+    )
+    result = run("inspect", "-v", str(child))
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "'\\x1b[2J[/]evil\\u202egnp.exe'" in result.stdout  # as repr() quotes it
