@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient, HeaderIdentity
+from workers.pipeline import Inspection, introspect_image
 
 RABBIT = "127.0.0.1:5672"
 MIB = 1024 * 1024
@@ -122,6 +124,18 @@ def client(api: Api) -> Iterator[GlanceClient]:
     """The client under test, as the service: admin role, as Glance's default policies need."""
     with GlanceClient([api.url], HeaderIdentity(["admin"], "0" * 31 + "a", "introspect")) as made:
         yield made
+
+
+@pytest.fixture
+def catalog(client: GlanceClient) -> GlanceCatalog:
+    """The Glance catalog under test, over the service's client (no range cache)."""
+    return GlanceCatalog(client)
+
+
+def inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool = False) -> Inspection:
+    """What `glance inspect`, the listener and `sync --inline` run: the pipeline's inspection,
+    in this process, unforced unless asked."""
+    return introspect_image(catalog, image_id, task_id=None, force=force)
 
 
 @dataclass

@@ -14,10 +14,11 @@ import pytest
 
 import introspect
 from tests.glance.conftest import Admin
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
-from workers.glance.inspection import State, desired_properties
 from workers.glance.listener import BadNotification, Event, Inline, Listener, amqp_url, decode, mask, trigger
-from workers.glance.ownership import Marker
+from workers.glance.ownership import Marker, desired_properties
+from workers.pipeline import State
 
 
 def envelope(event_type: str, payload: dict[str, object]) -> bytes:
@@ -79,7 +80,7 @@ class Running:
     """A listener consuming in a thread, inspecting inline, until stopped."""
 
     def __init__(self, client: GlanceClient, transport_url: str) -> None:
-        self.inline = Inline(client)
+        self.inline = Inline(GlanceCatalog(client))
         self.listener = Listener(client, self.inline)
         self.ready = threading.Event()
         self.stop = threading.Event()
