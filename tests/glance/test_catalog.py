@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin
 from workers import pipeline
 from workers.errors import NotReady, PipelineError
 from workers.glance.catalog import CLAIM, GlanceCatalog

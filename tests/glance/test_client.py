@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.glance.conftest import Admin, inspect_now
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Api, Deployment, free_port
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
 from workers.glance.listener import BadNotification, Event, Inline, Listener, amqp_url, decode, mask, trigger

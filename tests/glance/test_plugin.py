@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import Admin, inspect_now
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Deployment
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.ownership import MARKER, Marker, desired_properties

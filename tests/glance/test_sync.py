@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import introspect
-from tests.glance.conftest import Admin, inspect_now
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Api
 from tests.workers.services import INTROSPECT, process_env
 from workers.glance.catalog import GlanceCatalog

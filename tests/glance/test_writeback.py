@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import IMAGES, Admin, inspect_now
+from tests.glance.fixtures import IMAGES, Admin, inspect_now
 from workers.errors import PipelineError
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient, HeaderIdentity

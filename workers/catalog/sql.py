@@ -786,7 +786,9 @@ class Catalog:
 
 def _refuse_up_to_date(record: ImageRecord) -> None:
     if record.status in DONE and record.inspector_version == INSPECTOR_VERSION:
-        raise UpToDate(f"image {record.id} was inspected by inspector version {INSPECTOR_VERSION} already")
+        raise UpToDate(
+            f"image {record.id}: its data was already inspected by inspector version {INSPECTOR_VERSION}"
+        )
 
 
 def _status(connection: Connection, image_id: uuid.UUID) -> Status:
@@ -901,11 +903,7 @@ def _filters(*, statuses: list[str], formats: list[str]) -> ColumnElement[bool]:
 
 
 def _selection(selection: Selection) -> ColumnElement[bool]:
-    if selection.empty:
-        raise PipelineError(
-            "say what to re-run: --all, --format F, --status S, --inspector-older-than V, --failed "
-            "or image ids"
-        )
+    selection.require()
     # An image still `queued` has nothing to inspect; every other status can be re-run.
     clause = images.c.status != Status.QUEUED
     clause = clause & _filters(statuses=[str(s) for s in selection.statuses], formats=selection.formats)

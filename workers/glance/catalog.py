@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from introspect.report import INSPECTOR_VERSION
 from introspect.safety import RULES
 from introspect.sources import ByteSource
 from workers.catalog import (
@@ -188,7 +189,11 @@ class GlanceCatalog:
 
     def _image(self, image_id: uuid.UUID | str) -> dict[str, Any]:
         try:
-            return self.client.get_image(str(image_id))
+            checked = uuid.UUID(str(image_id))  # as the SQL catalog: not an id is no such image
+        except ValueError:
+            raise NotFound(image_id) from None
+        try:
+            return self.client.get_image(str(checked))
         except ImageGone:
             raise NotFound(image_id) from None
 
@@ -252,7 +257,9 @@ class GlanceCatalog:
         if reason:
             raise InvalidTransition(f"image {image_id} is {status} in Glance: it cannot be inspected")
         if not force and already_inspected(image):
-            raise UpToDate(f"image {image_id}: its data was already inspected")
+            raise UpToDate(
+                f"image {image_id}: its data was already inspected by inspector version {INSPECTOR_VERSION}"
+            )
         deliveries = int(_claim_of(image).get("deliveries", 0)) + 1
         value = json.dumps({"token": token, "deliveries": deliveries, "task": task_id}, separators=(",", ":"))
         try:
@@ -402,6 +409,7 @@ class GlanceCatalog:
     # -- re-runs -------------------------------------------------------------------------------
 
     def _selected(self, selection: Selection, exclude_job: str | None = None) -> Iterator[ImageRecord]:
+        selection.require()
         if selection.ids:
             records: Iterable[ImageRecord] = (self.get(image_id) for image_id in selection.ids)
         else:
