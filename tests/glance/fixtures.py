@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ import pytest
 from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient, HeaderIdentity
-from workers.pipeline import Inspection, introspect_image
+from workers.glance.listener import Inline, Listener
+from workers.pipeline import Inspection, State, introspect_image
 
 RABBIT = "127.0.0.1:5672"
 #: (file name, qemu-img -O format, -o options, Glance disk_format)
@@ -176,3 +178,41 @@ def admin(api: Api) -> Admin:
 def member(api: Api) -> Admin:
     """A project member (member,reader): not an admin."""
     return Admin(api.url, dict(MEMBER))
+
+
+class Running:
+    """A listener consuming in a thread, inspecting inline, until stopped."""
+
+    def __init__(self, client: GlanceClient, transport_url: str) -> None:
+        self.inline = Inline(GlanceCatalog(client))
+        self.listener = Listener(client, self.inline)
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
+        self.thread = threading.Thread(target=self._run, args=(transport_url,), daemon=True)
+
+    def _run(self, transport_url: str) -> None:
+        def idle() -> None:
+            self.ready.set()
+            self.inline.idle()
+
+        try:
+            self.listener.consume(
+                transport_url, queue=self.queue, should_stop=self.stop.is_set, idle=idle, poll_seconds=0.05
+            )
+        except BaseException as error:  # shown by the test, not lost in the thread
+            self.errors.append(error)
+            self.ready.set()
+
+    def outcomes_for(self, image_id: str) -> list[State]:
+        return [outcome.state for outcome in self.inline.outcomes if outcome.image_id == image_id]
+
+
+def settle(running: Running, done: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():  # type: ignore[operator]
+        assert not running.errors, running.errors
+        assert time.monotonic() < deadline, "the listener did not get there in time"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the events that follow (our own write-back's image.update) arrive too
