@@ -51,14 +51,10 @@ class CatalogBackend(Protocol):
         ...
 
     def create(
-        self,
-        *,
-        name: str | None = None,
-        disk_format: str | None = None,
-        container_format: str | None = None,
-        owner: str | None = None,
+        self, *, name: str | None = None, disk_format: str | None = None, owner: str | None = None
     ) -> uuid.UUID:
-        """A new `queued` image (refused by a catalog that owns its images)."""
+        """A new `queued` image, as `introspect import` declares it (refused by a catalog that owns
+        its images)."""
         ...
 
     def start_upload(self, image_id: uuid.UUID) -> None: ...

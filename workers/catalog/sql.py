@@ -34,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Table,
     create_engine,
     delete,
     event,
@@ -51,15 +52,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from introspect.report import INSPECTOR_VERSION
 from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
-from workers.catalog.records import (
-    Change,
-    Claim,
-    ImageRecord,
-    Outcome,
-    Property,
-    PropertyValue,
-    Selection,
-)
+from workers.catalog.records import Change, Claim, ImageRecord, Outcome, Property, PropertyValue, Selection
 from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError, UpToDate
 from workers.store import open_location
 
@@ -619,13 +612,16 @@ class Catalog:
 
     def values(self, image_id: uuid.UUID | str) -> list[PropertyValue]:
         """Every stored value of every key, both sources."""
+        rows = self._rows_of(properties, image_id, properties.c.key)
+        return [PropertyValue.model_validate(row) for row in rows]
+
+    def _rows_of(self, table: Table, image_id: uuid.UUID | str, order: Any) -> list[dict[str, Any]]:
+        """One image's rows of `properties` or `history` (NotFound when there is no such image)."""
         image_id = _uuid(image_id)
         with self._transaction() as connection:
             _status(connection, image_id)
-            rows = connection.execute(
-                select(properties).where(properties.c.image_id == image_id).order_by(properties.c.key)
-            )
-            return [PropertyValue.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+            rows = connection.execute(select(table).where(table.c.image_id == image_id).order_by(order))
+            return [_without(row._asdict(), "image_id") for row in rows]
 
     def properties(self, image_id: uuid.UUID | str) -> list[Property]:
         """Each key with its effective value: the admin's when there is one."""
@@ -712,13 +708,7 @@ class Catalog:
             )
 
     def history(self, image_id: uuid.UUID | str) -> list[Change]:
-        image_id = _uuid(image_id)
-        with self._transaction() as connection:
-            _status(connection, image_id)
-            rows = connection.execute(
-                select(history).where(history.c.image_id == image_id).order_by(history.c.id)
-            )
-            return [Change.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+        return [Change.model_validate(row) for row in self._rows_of(history, image_id, history.c.id)]
 
     # -- selections (re-runs) -------------------------------------------------------------------
 
