@@ -2,6 +2,9 @@
 every trigger calls (the Celery task, `import --inline`, `rerun`, the Glance listener, `glance
 sync` inline or queued, `glance inspect`), so the findings, the verdict and what gets written
 cannot drift apart between them. Load the image, inspect it with the library, write the result back.
+(The Glance import plugin runs inside Glance's own process, where no catalog exists: it shares
+the write-back's properties, ownership.py's `desired`, and the first inspection after the import,
+by the listener or the poller, is this one.)
 
 The poison counter: `claim` counts a delivery (and commits) before any byte is read. An
 inspection that finishes, or stops for a transient fault, gives its count back; one that kills
