@@ -194,6 +194,7 @@ def glance_written(image: dict[str, Any]) -> dict[str, str]:
     return {key: image[key] for key in sorted(marker.keys)}
 
 
+@pytest.mark.glance
 def test_every_glance_trigger_writes_the_same(
     glance_settings: dict[str, str],
     redis_db: RedisDb,
