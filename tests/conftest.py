@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# The Glance peer's fixtures, registered here once for every suite that asks for them (the
+# Glance suite and the catalog contract suite share one Glance per run).
+from tests.glance.fixtures import admin, api, client, glance, member, rabbit_vhost  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -29,15 +29,13 @@ from rich.table import Column, Table
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
 from workers import pipeline
-from workers.catalog import DONE, Catalog, ImageRecord, Selection, Status, configured_catalog, upgrade
+from workers.backends import open_backend
+from workers.catalog import DONE, CatalogBackend, ImageRecord, Selection, Status, upgrade
 from workers.catalog.sql import current_revision
-from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.settings import Settings, get_settings, mask
-from workers.store import LocalStore, check_location, open_location, size_of
-
-if TYPE_CHECKING:
-    from workers.glance.catalog import GlanceCatalog
+from workers.store import LocalStore, check_location, size_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -85,8 +83,8 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _catalog(settings: Settings) -> Catalog | GlanceCatalog:
-    return configured_catalog(settings)
+def _catalog(settings: Settings) -> CatalogBackend:
+    return open_backend(settings)
 
 
 def _store(settings: Settings) -> LocalStore:
@@ -108,24 +106,23 @@ inline_option = click.option(
 
 
 def _run_inline(
-    catalog: Catalog | GlanceCatalog, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None
+    catalog: CatalogBackend, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None
 ) -> None:
     """The task's code, called directly: the same thing a worker does, in this process."""
     for image_id in ids:
-        try:
-            pipeline.introspect_image(
-                catalog,
-                image_id,
-                task_id=f"inline-{uuid.uuid4().hex}",
-                job_id=job_id,
-                delivery_limit=settings.delivery_limit,
-            )
-        except (NotFound, NoData, InvalidTransition) as error:
-            err.print(f"skipped {image_id}: {error}")
+        done = pipeline.introspect_image(
+            catalog,
+            image_id,
+            task_id=f"inline-{uuid.uuid4().hex}",
+            job_id=job_id,
+            delivery_limit=settings.delivery_limit,
+        )
+        if done.state != pipeline.State.INSPECTED:
+            err.print(f"skipped {image_id}: {done.message}")
 
 
 def _submit(
-    catalog: Catalog | GlanceCatalog,
+    catalog: CatalogBackend,
     settings: Settings,
     ids: list[uuid.UUID],
     *,
@@ -324,7 +321,7 @@ def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: b
     out.print(table)
 
 
-def _show(catalog: Catalog | GlanceCatalog, record: ImageRecord, *, as_json: bool) -> None:
+def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> None:
     props = catalog.properties(record.id)
     if as_json:
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
@@ -511,7 +508,7 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _dry_run(catalog: Catalog | GlanceCatalog, selection: Selection, settings: Settings) -> None:
+def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) -> None:
     count = 0
     for page in catalog.select_ids(selection, batch=settings.rerun_batch):
         for image_id in page:
@@ -551,11 +548,12 @@ def delete_command(image_id: str) -> None:
 @friendly
 def download_command(image_id: str, output: Path | None) -> None:
     """Copy an image's bytes out of the store (or from its location)."""
-    record = _catalog(get_settings()).get(image_id)
+    catalog = _catalog(get_settings())
+    record = catalog.get(image_id)
     if record.location is None:
         raise NoData(f"image {record.id} has no data ({record.status})")
     target = output or Path(record.name or str(record.id)).name
-    with open_location(record.location) as source:
+    with catalog.open_location(record.location) as source:
         if str(target) == "-":
             _copy(source.pread, source.size, sys.stdout.buffer.write)
             return

@@ -5,10 +5,12 @@
      ├── InvalidTransition        the status table forbids the move (or another worker moved it first)
      ├── UnknownScheme            a location whose scheme no store serves
      ├── NoData                   the image has no bytes to inspect yet (or they are gone)
+     ├── UpToDate                 an unforced inspection of data this inspector version already read
      └── Transient                the infrastructure failed, not the image: tasks retry these
           ├── CatalogUnavailable  the database cannot be reached
           ├── BrokerUnavailable   the broker cannot be reached
-          └── StoreUnavailable    reading the image's bytes failed for a reason that may pass
+          ├── StoreUnavailable    reading the image's bytes failed for a reason that may pass
+          └── NotReady            an upload or import still holds the image: try again later
 
 A bad image is never an error here: the library turns it into a verdict, which is recorded.
 """
@@ -42,6 +44,11 @@ class NoData(PipelineError, SourceError):
     so that `introspect.inspect` lets it through rather than judging the image by it."""
 
 
+class UpToDate(PipelineError):
+    """Not forced, and the catalog says this inspector version already read the image's current
+    data: nothing to do (the listener and the poller see most images many times)."""
+
+
 class Transient(PipelineError):
     """A fault of the infrastructure that may pass: worth a retry with backoff."""
 
@@ -56,3 +63,8 @@ class BrokerUnavailable(Transient):
 
 class StoreUnavailable(Transient, SourceError):
     """The image's bytes cannot be read right now (a SourceError: inspect() lets it through)."""
+
+
+class NotReady(Transient):
+    """An upload or import still holds the image (Glance writes lost or a stranded image when
+    properties are written then): the task retries later, the listener waits and tries again."""

@@ -1,35 +1,49 @@
-"""What a task does, as plain functions: the Celery tasks (workers/tasks.py) and `--inline` call
-the same code. Load the image, inspect it with the library, write the result back.
+"""One image inspected and its outcome written, against any catalog: `introspect_image` is what
+every trigger calls (the Celery task, `import --inline`, `rerun`, the Glance listener, `glance
+sync` inline or queued, `glance inspect`), so the findings, the verdict and what gets written
+cannot drift apart between them. Load the image, inspect it with the library, write the result back.
+(The Glance import plugin runs inside Glance's own process, where no catalog exists: it shares
+the write-back's properties, ownership.py's `desired`, and the first inspection after the import,
+by the listener or the poller, is this one.)
 
-The poison counter: `Catalog.claim` counts a delivery (and commits) before any byte is read. An
+The poison counter: `claim` counts a delivery (and commits) before any byte is read. An
 inspection that finishes, or stops for a transient fault, gives its count back; one that kills
 its worker cannot, so after `delivery_limit` deaths the next delivery records an `error` verdict
 instead of inspecting again.
+
+The virtual-size rule, the same on every path: when the catalog records a virtual_size and the
+content states another, the finding is `pipeline.virtual_size_changed`, severity reject (a
+policy may demote it), and the recorded value is never rewritten. In the SQL catalog the
+recorded value is the first inspection's: the bytes changed under the same image. In Glance it
+is Glance's own (its format inspector computes it at upload since 2023.x): two parsers disagree
+about the disk's size, which is the confusion a crafted image lives on (Nova sizes the disk by
+Glance's value, the hypervisor by the header), so it is rejected there too, not merely warned.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 import introspect
 from introspect.errors import UsageError
+from introspect.formats import BY_NAME, canonical_name
 from introspect.model import Finding, Severity, Verdict
 from introspect.safety import DEFAULT_POLICY, Policy, rule
 from introspect.sources import ByteSource
-from workers.catalog import Catalog, Claim, Outcome, Selection, Status
-from workers.errors import NoData, StoreUnavailable, Transient
-from workers.store import open_location
-
-if TYPE_CHECKING:
-    from workers.glance.catalog import GlanceCatalog
+from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
+from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
 
 WORKER_LOST = rule(
     "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
 )
 VIRTUAL_SIZE_CHANGED = rule(
-    "pipeline.virtual_size_changed", Severity.REJECT, "the content's virtual size differs from the recorded"
+    "pipeline.virtual_size_changed",
+    Severity.REJECT,
+    "the content's virtual size differs from the one the catalog records",
 )
 DATA_MISSING = rule("pipeline.data_missing", Severity.REJECT, "the image's data cannot be read")
 
@@ -40,21 +54,98 @@ STATUS_OF: dict[Verdict, Status] = {
 }
 
 
+class State(StrEnum):
+    """Where one call of `introspect_image` ended."""
+
+    INSPECTED = "inspected"  # inspected, and the outcome written (unless a newer delivery won)
+    SKIPPED = "skipped"  # not forced, and this inspector version already read the current data
+    NOT_INSPECTABLE = "not_inspectable"  # no data yet, or its status forbids an inspection
+    DELETED = "deleted"  # no such image (any more)
+
+
+class Fetched(Protocol):
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+
+@runtime_checkable
+class Fetching(Protocol):
+    """A source that counts what it fetched from its store (Glance's range source, whose cache
+    makes a re-run of unchanged data cost nothing): the count goes into the summary."""
+
+    @property
+    def stats(self) -> Fetched: ...
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What one call did: the state, and when inspected, the outcome written."""
+
+    image_id: str
+    state: State
+    message: str
+    outcome: Outcome | None = None
+    written: bool = False
+    data_requests: int | None = None
+    data_bytes: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Primitives only: what a task returns and `glance inspect --json` prints."""
+        out: dict[str, Any] = {"image_id": self.image_id, "state": str(self.state), "message": self.message}
+        if self.outcome is not None:
+            out |= {
+                "status": str(self.outcome.status),
+                "verdict": self.outcome.verdict,
+                "format": self.outcome.inspected_format,
+                "findings": [finding["code"] for finding in self.outcome.findings],
+                "written": self.written,
+            }
+        if self.data_requests is not None:
+            out |= {"data_requests": self.data_requests, "data_bytes": self.data_bytes}
+        return out
+
+
 def introspect_image(
-    catalog: Catalog | GlanceCatalog,
+    catalog: CatalogBackend,
     image_id: uuid.UUID | str,
     *,
     task_id: str | None,
     job_id: str | None = None,
     delivery_limit: int = 3,
     policy: Policy | None = None,
-) -> dict[str, Any]:
-    """Inspect one image and write the result back; returns a small summary for the task result.
+    force: bool = True,
+) -> Inspection:
+    """Inspect one image and write the result back (see the module docstring). Unforced, an
+    image whose current data this inspector version already read is skipped.
 
-    Raises `Transient` subclasses for faults worth a retry; everything about the image itself
-    ends up in the catalog as a verdict.
+    Raises `Transient` subclasses for faults worth a retry (`NotReady` among them); everything
+    about the image itself ends up in the catalog as a verdict, and an image that is gone or
+    cannot be inspected from its status is an `Inspection` that says so.
     """
-    claim = catalog.claim(image_id, token=uuid.uuid4().hex, task_id=task_id)
+    try:
+        return _claimed_and_written(catalog, image_id, task_id, job_id, delivery_limit, policy, force)
+    except NotFound as error:
+        return Inspection(str(image_id), State.DELETED, str(error))
+    except UpToDate as error:
+        return Inspection(str(image_id), State.SKIPPED, str(error))
+    except (NoData, InvalidTransition) as error:
+        return Inspection(str(image_id), State.NOT_INSPECTABLE, str(error))
+
+
+def _claimed_and_written(
+    catalog: CatalogBackend,
+    image_id: uuid.UUID | str,
+    task_id: str | None,
+    job_id: str | None,
+    delivery_limit: int,
+    policy: Policy | None,
+    force: bool,
+) -> Inspection:
+    claim = catalog.claim(image_id, token=uuid.uuid4().hex, task_id=task_id, force=force)
+    fetched: Fetched | None = None
     if claim.deliveries > delivery_limit:
         deaths = claim.deliveries - 1
         outcome = _outcome_of_error(
@@ -64,46 +155,60 @@ def introspect_image(
             )
         )
     else:
-        opener: Callable[[str], ByteSource] = getattr(catalog, "open_location", open_location)
         try:
-            outcome = inspect_claimed(claim, policy or DEFAULT_POLICY, opener=opener)
+            outcome, fetched = inspect_claimed(claim, policy or DEFAULT_POLICY, opener=catalog.open_location)
         except Transient:
             catalog.release(claim)
             raise
     written = catalog.finish(claim, outcome, task_id=task_id, job_id=job_id)
-    return {"image_id": str(claim.image_id), "status": str(outcome.status), "written": written}
+    message = f"image {claim.image_id}: {outcome.status}" + (
+        "" if written else ", not written: a newer delivery holds the image"
+    )
+    return Inspection(
+        str(claim.image_id),
+        State.INSPECTED,
+        message,
+        outcome=outcome,
+        written=written,
+        data_requests=fetched.requests if fetched else None,
+        data_bytes=fetched.bytes if fetched else None,
+    )
 
 
 def inspect_claimed(
-    claim: Claim, policy: Policy, *, opener: Callable[[str], ByteSource] = open_location
-) -> Outcome:
-    """Run the library on the claimed image's bytes and turn the report into what gets written.
-    `opener` turns the claim's location into bytes: the store's, or the catalog's own (Glance)."""
+    claim: Claim, policy: Policy, *, opener: Callable[[str], ByteSource]
+) -> tuple[Outcome, Fetched | None]:
+    """Run the library on the claimed image's bytes and turn the report into what gets written;
+    also what reading them fetched, when the source counts it. `opener` is the catalog's."""
     if claim.location is None:
         return _outcome_of_error(
             DATA_MISSING.finding("the image has no location: its upload never finished; import it again")
-        )
+        ), None
+    declared = canonical_name(claim.disk_format or "")
     try:
         # a store fault (StoreUnavailable, a Glance outage) is a SourceError: inspect() lets it
         # through to the task, which retries; an OSError of the disk is one too
         with opener(claim.location) as opened:
-            report = introspect.inspect(opened, expect=claim.disk_format, policy=policy)
+            report = introspect.inspect(
+                opened, expect=declared if declared in BY_NAME else None, policy=policy
+            )
     except OSError as error:
         raise StoreUnavailable(f"reading {claim.location} failed: {error}") from error
     except NoData as error:
-        return _outcome_of_error(DATA_MISSING.finding(str(error)))
+        return _outcome_of_error(DATA_MISSING.finding(str(error))), None
     except UsageError as error:
-        return _outcome_of_error(DATA_MISSING.finding(f"the image cannot be inspected: {error}"))
+        return _outcome_of_error(DATA_MISSING.finding(f"the image cannot be inspected: {error}")), None
     findings = list(report.findings)
     parsed = report.verdict != Verdict.ERROR
     if parsed and claim.virtual_size is not None and report.virtual_size != claim.virtual_size:
         changed = VIRTUAL_SIZE_CHANGED.finding(
-            f"the image was recorded with virtual_size {claim.virtual_size} but its content now says "
-            f"{report.virtual_size}: the bytes changed under the same image; import them as a new image"
+            f"the catalog records virtual_size {claim.virtual_size} but the image's content states "
+            f"{report.virtual_size}: the bytes changed under the same image, or the catalog read them "
+            "differently; neither is rewritten: check the image, and import it again as a new image"
         )
         findings.extend(policy.apply([changed]))
     verdict = policy.verdict(findings, parsed=parsed)
-    return Outcome(
+    outcome = Outcome(
         status=STATUS_OF[verdict],
         verdict=verdict,
         findings=[finding.model_dump(mode="json") for finding in findings],
@@ -114,6 +219,7 @@ def inspect_claimed(
         adopt_format=report.format if parsed and claim.disk_format is None else None,
         adopt_virtual_size=report.virtual_size if parsed and claim.virtual_size is None else None,
     )
+    return outcome, opened.stats if isinstance(opened, Fetching) else None
 
 
 def _outcome_of_error(finding: Finding) -> Outcome:
@@ -129,7 +235,7 @@ def _outcome_of_error(finding: Finding) -> Outcome:
 
 
 def fan_out(
-    catalog: Catalog | GlanceCatalog,
+    catalog: CatalogBackend,
     selection: Selection,
     enqueue: Callable[[list[uuid.UUID]], object],
     *,

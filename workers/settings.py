@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -26,9 +25,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INTROSPECT_", frozen=True, extra="ignore")
 
-    #: Where images and their properties live: this project's SQL catalog, or an OpenStack Glance
-    #: (configured by INTROSPECT_GLANCE_*, see workers/glance/settings.py).
-    catalog: Literal["sql", "glance"] = "sql"
+    #: Where images and their properties live, one of workers.backends.BACKENDS: this project's
+    #: SQL catalog (`sql`), or an OpenStack Glance (`glance`, configured by INTROSPECT_GLANCE_*,
+    #: see workers/glance/settings.py).
+    catalog: str = "sql"
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: Prefix of every key Celery/kombu create in Redis, so that deployments (and test runs) can
     #: share one Redis database and clean up exactly their own keys.

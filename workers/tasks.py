@@ -1,7 +1,8 @@
 """The tasks, thin: an image id in, a small dict out; the work is in workers/pipeline.py.
 
 Only infrastructure faults retry (backoff with jitter); a bad image is a verdict, recorded once.
-A task for an image that was deleted, or that cannot be inspected from its status, is dropped.
+A task for an image that was deleted, or that cannot be inspected from its status, is dropped
+(`introspect_image` says so in its summary).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from celery import Task  # type: ignore[import-untyped]  # celery ships no types
 
 from workers import pipeline
 from workers.app import app
-from workers.catalog import Selection, configured_catalog
-from workers.errors import BrokerUnavailable, InvalidTransition, NoData, NotFound, Transient
+from workers.backends import open_backend
+from workers.catalog import Selection
+from workers.errors import BrokerUnavailable, Transient
 from workers.settings import get_settings, mask
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,6 @@ TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.TimeoutError,
     kombu.exceptions.OperationalError,
 )
-#: The task cannot apply to this image any more: say so and drop the message.
-DROPPED = (NotFound, NoData, InvalidTransition)
-
 _settings = get_settings()
 RETRY_OPTIONS: dict[str, Any] = {
     "autoretry_for": TRANSIENT,
@@ -49,24 +48,23 @@ RETRY_OPTIONS: dict[str, Any] = {
 def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> dict[str, Any]:
     """Inspect one image and write its properties back."""
     settings = get_settings()
-    try:
-        return pipeline.introspect_image(
-            configured_catalog(settings),
-            image_id,
-            task_id=self.request.id,
-            job_id=job_id,
-            delivery_limit=settings.delivery_limit,
-        )
-    except DROPPED as error:
-        log.warning("dropped introspect_image(%s): %s", image_id, error)
-        return {"image_id": image_id, "dropped": str(error)}
+    done = pipeline.introspect_image(
+        open_backend(settings),
+        image_id,
+        task_id=self.request.id,
+        job_id=job_id,
+        delivery_limit=settings.delivery_limit,
+    )
+    if done.state != pipeline.State.INSPECTED:
+        log.warning("dropped introspect_image(%s): %s", image_id, done.message)
+    return done.summary()
 
 
 @app.task(name="workers.tasks.rerun", bind=True, **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
 def rerun(self: Task, selection: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
     """Queue an inspection of every image in `selection`, a page of ids at a time."""
     settings = get_settings()
-    catalog = configured_catalog(settings)
+    catalog = open_backend(settings)
     chosen = Selection.model_validate(selection)
     total = pipeline.fan_out(
         catalog, chosen, lambda ids: enqueue(ids, job_id=job_id), batch=settings.rerun_batch

@@ -259,12 +259,12 @@ def main() -> None:
 
     from sqlalchemy import create_engine, text
 
-    from tests.workers.services import CLAIM_KEY
+    from tests.workers.services import CLAIM_KEY, process_env
 
     directory = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     db, client = claim_redis("127.0.0.1", 6379)
     prefix = f"bench-{secrets.token_hex(4)}:"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")} | {
+    env = process_env() | {
         "INTROSPECT_BROKER_URL": f"redis://127.0.0.1:6379/{db}",
         "INTROSPECT_BROKER_KEY_PREFIX": prefix,
         "INTROSPECT_DATA_DIR": str(directory / "data"),

@@ -1,46 +1,22 @@
-"""Fixtures of the Glance suite: one real Glance 33.0.0 for the session (two API processes on
-demand), a RabbitMQ vhost of its own for the notifications, images made by qemu-img, and an
-admin that talks to Glance with plain HTTP (never through the code under test)."""
+"""Fixtures of the Glance suite: images made by qemu-img, and the Glance catalog under test. The
+Glance peer itself (`glance`, `api`, `client`, `admin`, `member`, `rabbit_vhost`) is in
+tests/glance/fixtures.py, registered for every suite by tests/conftest.py."""
 
 from __future__ import annotations
 
 import random
 import shutil
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
-from workers.glance.client import GlanceClient, HeaderIdentity
+from tests.glance.fixtures import IMAGES, run
+from workers.glance.catalog import GlanceCatalog
+from workers.glance.client import GlanceClient
 
-RABBIT = "127.0.0.1:5672"
 MIB = 1024 * 1024
 #: Virtual size of every fixture image: odd on purpose (1 GiB + 3 MiB).
 VIRTUAL_SIZE = 1024 * MIB + 3 * MIB
-#: (file name, qemu-img -O format, -o options, Glance disk_format)
-IMAGES = [
-    ("lsilogic.vmdk", "vmdk", "subformat=streamOptimized,adapter_type=lsilogic", "vmdk"),
-    ("buslogic.vmdk", "vmdk", "subformat=streamOptimized,adapter_type=buslogic", "vmdk"),
-    ("ide.vmdk", "vmdk", "subformat=streamOptimized,adapter_type=ide", "vmdk"),
-    ("sparse.vmdk", "vmdk", "subformat=monolithicSparse,adapter_type=lsilogic", "vmdk"),
-    ("disk.qcow2", "qcow2", "", "qcow2"),
-    ("disk.vhd", "vpc", "subformat=dynamic", "vhd"),
-    ("disk.vhdx", "vhdx", "", "vhdx"),
-    ("disk.vdi", "vdi", "", "vdi"),
-]
-
-
-def run(*command: str | Path) -> None:
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, command))} failed ({result.returncode}): {result.stderr.strip()}")
 
 
 @pytest.fixture(scope="session")
@@ -80,130 +56,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return made
 
 
-def disk_format(name: str) -> str:
-    return {image[0]: image[3] for image in IMAGES}.get(name, Path(name).suffix.lstrip("."))
-
-
-@pytest.fixture(scope="session")
-def rabbit_vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of this session's own (guest may use it), deleted afterwards; yields the
-    oslo.messaging transport URL."""
-    if shutil.which("rabbitmqctl") is None:
-        pytest.fail("rabbitmqctl is missing: the Glance suite needs the RabbitMQ on 127.0.0.1:5672")
-    vhost = f"introspect-test-{uuid.uuid4().hex[:8]}"
-    run("rabbitmqctl", "-q", "add_vhost", vhost)
-    try:
-        run("rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"rabbit://guest:guest@{RABBIT}/{vhost}"
-    finally:
-        run("rabbitmqctl", "-q", "delete_vhost", vhost)
-
-
-@pytest.fixture(scope="session")
-def glance(tmp_path_factory: pytest.TempPathFactory, rabbit_vhost: str) -> Iterator[Deployment]:
-    """One Glance for the session: property protections on, notifications to our vhost, the
-    introspect import plugin enabled, one API process started (tests may start more)."""
-    with deployment(
-        tmp_path_factory.mktemp("glance"),
-        protections=True,
-        transport_url=rabbit_vhost,
-        import_plugins=("introspect",),
-    ) as peer:
-        yield peer
-
-
-@pytest.fixture(scope="session")
-def api(glance: Deployment) -> Api:
-    return glance.apis[0]
-
-
 @pytest.fixture
-def client(api: Api) -> Iterator[GlanceClient]:
-    """The client under test, as the service: admin role, as Glance's default policies need."""
-    with GlanceClient([api.url], HeaderIdentity(["admin"], "0" * 31 + "a", "introspect")) as made:
-        yield made
-
-
-@dataclass
-class Admin:
-    """A person at Glance's API with curl: plain HTTP, independent of the code under test."""
-
-    url: str
-    headers: dict[str, str]
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
-
-    def create(self, name: str, disk_format: str, container_format: str = "bare", **properties: str) -> str:
-        body = {"name": name, "disk_format": disk_format, "container_format": container_format, **properties}
-        response = self.call("POST", "/v2/images", json=body)
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    def upload(self, image_id: str, path: Path) -> None:
-        response = self.call(
-            "PUT", f"/v2/images/{image_id}/file", content=path.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
-        assert response.status_code == 204, response.text
-
-    def uploaded(
-        self, path: Path, name: str | None = None, disk_format_: str | None = None, **props: str
-    ) -> str:
-        image_id = self.create(name or path.name, disk_format_ or disk_format(path.name), **props)
-        self.upload(image_id, path)
-        return image_id
-
-    def imported(self, path: Path, name: str | None = None, disk_format_: str | None = None) -> str:
-        """glance-direct: stage, import, and wait until the flow is over (lock dropped)."""
-        image_id = self.create(name or path.name, disk_format_ or disk_format(path.name))
-        staged = self.call(
-            "PUT", f"/v2/images/{image_id}/stage", content=path.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
-        assert staged.status_code == 204, staged.text
-        started = self.call(
-            "POST", f"/v2/images/{image_id}/import", json={"method": {"name": "glance-direct"}}
-        )
-        assert started.status_code == 202, started.text
-        self.wait(
-            image_id, lambda image: not image.get("os_glance_import_task") and image["status"] != "importing"
-        )
-        return image_id
-
-    def get(self, image_id: str) -> dict[str, Any]:
-        response = self.call("GET", f"/v2/images/{image_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def patch(self, image_id: str, ops: list[dict[str, str]]) -> httpx.Response:
-        return self.call(
-            "PATCH", f"/v2/images/{image_id}", json=ops,
-            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
-        )  # fmt: skip
-
-    def delete(self, image_id: str) -> None:
-        assert self.call("DELETE", f"/v2/images/{image_id}").status_code == 204
-
-    def wait(self, image_id: str, done: Any, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            image = self.get(image_id)
-            if done(image):
-                return image
-            if time.monotonic() > deadline:
-                pytest.fail(f"image {image_id} did not get there in {timeout} s: {image}")
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def admin(api: Api) -> Admin:
-    return Admin(api.url, dict(ADMIN))
-
-
-@pytest.fixture
-def member(api: Api) -> Admin:
-    """A project member (member,reader): not an admin."""
-    return Admin(api.url, dict(MEMBER))
+def catalog(client: GlanceClient) -> GlanceCatalog:
+    """The Glance catalog under test, over the service's client (no range cache)."""
+    return GlanceCatalog(client)

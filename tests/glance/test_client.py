@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Api, Deployment, free_port
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import (
     Endpoints,
     GlanceClient,
@@ -19,9 +20,9 @@ from workers.glance.client import (
     HeaderIdentity,
     keystone_identity,
 )
-from workers.glance.inspection import State, inspect_image
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings
+from workers.pipeline import State
 
 IDENTITY = HeaderIdentity(["admin"], "0" * 31 + "a", "introspect")
 
@@ -151,10 +152,11 @@ def test_run_completes_when_an_endpoint_dies_mid_run(
     ids = [admin.uploaded(images[name]) for name in names]
     transport = KillAfter(second_api, after=7)  # inside the third image's reads
     with GlanceClient([second_api.url, api.url], IDENTITY, cooldown=60, transport=transport) as client:
-        outcomes = [inspect_image(client, image_id) for image_id in ids]
+        catalog = GlanceCatalog(client)
+        outcomes = [inspect_now(catalog, image_id) for image_id in ids]
     assert not second_api.alive
     assert [outcome.state for outcome in outcomes] == [State.INSPECTED] * len(ids)
-    assert all(outcome.report is not None and outcome.report.verdict == "ok" for outcome in outcomes)
+    assert all(outcome.outcome is not None and outcome.outcome.verdict == "ok" for outcome in outcomes)
     assert client.stats.failovers >= 1
     assert client.stats.requests[second_api.url] >= 3  # it served its share before it died
     for image_id in ids:

@@ -4,20 +4,18 @@ image is inspected once per change of its data, however many events arrive."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import introspect
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin, Running, settle
 from workers.glance.client import GlanceClient
-from workers.glance.inspection import State, desired_properties
-from workers.glance.listener import BadNotification, Event, Inline, Listener, amqp_url, decode, mask, trigger
-from workers.glance.ownership import Marker
+from workers.glance.listener import BadNotification, Event, amqp_url, decode, mask, trigger
+from workers.glance.ownership import Marker, desired_properties
+from workers.pipeline import State
 
 
 def envelope(event_type: str, payload: dict[str, object]) -> bytes:
@@ -75,35 +73,6 @@ def test_transport_url_and_mask() -> None:
     assert mask("amqp://guest:secret@host:5672/v") == "amqp://guest:***@host:5672/v"
 
 
-class Running:
-    """A listener consuming in a thread, inspecting inline, until stopped."""
-
-    def __init__(self, client: GlanceClient, transport_url: str) -> None:
-        self.inline = Inline(client)
-        self.listener = Listener(client, self.inline)
-        self.ready = threading.Event()
-        self.stop = threading.Event()
-        self.errors: list[BaseException] = []
-        self.queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
-        self.thread = threading.Thread(target=self._run, args=(transport_url,), daemon=True)
-
-    def _run(self, transport_url: str) -> None:
-        def idle() -> None:
-            self.ready.set()
-            self.inline.idle()
-
-        try:
-            self.listener.consume(
-                transport_url, queue=self.queue, should_stop=self.stop.is_set, idle=idle, poll_seconds=0.05
-            )
-        except BaseException as error:  # shown by the test, not lost in the thread
-            self.errors.append(error)
-            self.ready.set()
-
-    def outcomes_for(self, image_id: str) -> list[State]:
-        return [outcome.state for outcome in self.inline.outcomes if outcome.image_id == image_id]
-
-
 @pytest.fixture
 def running(api: object, client: GlanceClient, rabbit_vhost: str, glance: object) -> Iterator[Running]:
     started = Running(client, rabbit_vhost)
@@ -114,15 +83,6 @@ def running(api: object, client: GlanceClient, rabbit_vhost: str, glance: object
     started.stop.set()
     started.thread.join(10)
     assert not started.errors, started.errors
-
-
-def settle(running: Running, done: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():  # type: ignore[operator]
-        assert not running.errors, running.errors
-        assert time.monotonic() < deadline, "the listener did not get there in time"
-        time.sleep(0.05)
-    time.sleep(0.5)  # the events that follow (our own write-back's image.update) arrive too
 
 
 @pytest.mark.glance

@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Deployment
-from workers.glance.client import GlanceClient
-from workers.glance.inspection import State, desired_properties, inspect_image
-from workers.glance.ownership import MARKER, Marker
-from workers.glance.writeback import Status
+from workers.glance.catalog import GlanceCatalog
+from workers.glance.ownership import MARKER, Marker, desired_properties
+from workers.pipeline import State
 
 pytestmark = pytest.mark.glance
 
 
 @pytest.mark.parametrize("name", ["lsilogic.vmdk", "disk.qcow2", "disk.vhdx"])
 def test_import_goes_active_with_the_properties_set(
-    name: str, images: dict[str, Path], admin: Admin, client: GlanceClient
+    name: str, images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
     image_id = admin.imported(images[name])
     image = admin.get(image_id)
@@ -31,13 +30,11 @@ def test_import_goes_active_with_the_properties_set(
     marker = Marker.read(image)
     assert marker is not None and set(marker.keys) == set(want) and marker.data is None
     # the first inspection after the import finds the same values and only completes the marker
-    outcome = inspect_image(client, image_id)
-    assert outcome.state == State.INSPECTED
-    assert (
-        outcome.write is not None and outcome.write.status == Status.UNCHANGED and not outcome.write.written
-    )
-    assert Marker.read(admin.get(image_id)).data == image["checksum"]  # type: ignore[union-attr]
-    assert inspect_image(client, image_id).state == State.SKIPPED
+    assert inspect_now(catalog, image_id).state == State.INSPECTED
+    after = admin.get(image_id)
+    assert {key: after.get(key) for key in want} == want
+    assert Marker.read(after).data == image["checksum"]  # type: ignore[union-attr]
+    assert inspect_now(catalog, image_id).state == State.SKIPPED
 
 
 def test_hostile_image_is_refused_and_not_left_importing(

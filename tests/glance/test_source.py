@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin
 from tests.glance.peer import Api
 from workers.glance.client import GlanceClient, HeaderIdentity
 from workers.glance.source import GlanceSource, RangeCache, cache_key

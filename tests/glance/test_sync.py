@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 import introspect
-from tests.glance.conftest import Admin
+from tests.glance.fixtures import Admin, inspect_now
 from tests.glance.peer import Api
+from tests.workers.services import INTROSPECT, process_env
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.cli import glance_group
 from workers.glance.client import GlanceClient
-from workers.glance.inspection import desired_properties, inspect_image
+from workers.glance.ownership import desired_properties
 from workers.glance.settings import get_glance_settings
 from workers.glance.sync import parse_since, sync_pass
 
@@ -52,7 +52,7 @@ def test_sync_dispatches_each_changed_image_once(
 
     def dispatch(image: dict[str, object]) -> None:
         dispatched.append(str(image["id"]))
-        inspect_image(client, str(image["id"]), image=image)  # type: ignore[arg-type]
+        inspect_now(GlanceCatalog(client), str(image["id"]))
 
     first = sync_pass(client, dispatch, since=since)
     assert set(fresh) <= set(dispatched) and before not in dispatched and queued not in dispatched
@@ -93,7 +93,8 @@ def test_cli_inspect_show_and_sync(cli_env: dict[str, str], images: dict[str, Pa
     again = runner.invoke(glance_group, ["inspect", "--json", "--force", v1])
     assert again.exit_code == 0, again.output
     summary = json.loads(again.output)
-    assert (summary["state"], summary["write"], summary["data_bytes"]) == ("inspected", "unchanged", 0)
+    assert (summary["state"], summary["written"], summary["data_bytes"]) == ("inspected", True, 0)
+    assert admin.get(image_id)["hw_scsi_model"] == "virtio-scsi"
 
     shown = runner.invoke(glance_group, ["show", image_id])
     assert shown.exit_code == 0, shown.output
@@ -126,16 +127,15 @@ def test_the_pipeline_commands_work_on_glance_images(
     own commands, a real process) read and write Glance, and take an href as well as an id."""
     image_id = admin.uploaded(images["ide.vmdk"])
     href = f"{cli_env['INTROSPECT_GLANCE_ENDPOINTS']}/v2/images/{image_id}"
-    env = {**os.environ, **cli_env, "INTROSPECT_CATALOG": "glance"}
-    command = str(Path(sys.executable).with_name("introspect"))
-    rerun = subprocess.run([command, "rerun", "--inline", href], env=env, capture_output=True, text=True)
+    env = process_env(**cli_env, INTROSPECT_CATALOG="glance")
+    rerun = subprocess.run([*INTROSPECT, "rerun", "--inline", href], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     want = desired_properties(introspect.inspect(images["ide.vmdk"]))
     image = admin.get(image_id)
     assert {key: image.get(key) for key in want} == want
     assert image["vmware_adaptertype"] == "ide" and image["hw_disk_bus"] == "ide"
     shown = subprocess.run(
-        [command, "images", "show", "--json", image_id], env=env, capture_output=True, text=True
+        [*INTROSPECT, "images", "show", "--json", image_id], env=env, capture_output=True, text=True
     )
     assert shown.returncode == 0, shown.stderr
     assert image_id in shown.stdout and "vmware_adaptertype" in shown.stdout

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 import introspect
-from tests.glance.conftest import IMAGES, Admin
+from tests.glance.fixtures import IMAGES, Admin, inspect_now
+from workers.errors import PipelineError
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient, HeaderIdentity
-from workers.glance.inspection import State, desired_properties, inspect_image
-from workers.glance.ownership import MARKER, Marker, digest
+from workers.glance.ownership import MARKER, Marker, desired_properties, digest
 from workers.glance.source import RangeCache
 from workers.glance.writeback import Status, write_back
+from workers.pipeline import State
 
 pytestmark = pytest.mark.glance
 
@@ -44,13 +46,12 @@ def expected_keys(image: dict[str, object]) -> set[str]:
 
 @pytest.mark.parametrize("name", [image[0] for image in IMAGES])
 def test_upload_then_inspect_writes_exactly_what_the_library_says(
-    name: str, images: dict[str, Path], admin: Admin, client: GlanceClient
+    name: str, images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
     path = images[name]
     image_id = admin.uploaded(path)
-    outcome = inspect_image(client, image_id)
-    assert outcome.state == State.INSPECTED
-    assert outcome.write is not None and outcome.write.status == Status.WRITTEN, outcome.message
+    outcome = inspect_now(catalog, image_id)
+    assert outcome.state == State.INSPECTED and outcome.written, outcome.message
     image = admin.get(image_id)
     want = expected(path)
     assert {key: image.get(key) for key in want} == want
@@ -60,18 +61,18 @@ def test_upload_then_inspect_writes_exactly_what_the_library_says(
     assert image["virtual_size"] == introspect.inspect(path).virtual_size
     # a few ranges, not the image: at most one request per read the parser made (nearby reads
     # share a block), each at most one block wider than the read
-    report = outcome.report
-    assert report is not None
-    assert 1 <= outcome.fetch.requests <= report.reads <= 4
-    assert outcome.fetch.bytes <= report.bytes_read + outcome.fetch.requests * BLOCK
-    assert outcome.fetch.bytes < path.stat().st_size // 4
+    report = introspect.inspect(path)
+    assert outcome.data_requests is not None and outcome.data_bytes is not None
+    assert 1 <= outcome.data_requests <= report.reads <= 4
+    assert outcome.data_bytes <= report.bytes_read + outcome.data_requests * BLOCK
+    assert outcome.data_bytes < path.stat().st_size // 4
 
 
 def test_vmdk_properties_carry_nova_names(
-    images: dict[str, Path], admin: Admin, client: GlanceClient
+    images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
     image_id = admin.uploaded(images["buslogic.vmdk"])
-    inspect_image(client, image_id)
+    inspect_now(catalog, image_id)
     image = admin.get(image_id)
     descriptor = images["buslogic.vmdk"].read_bytes()[: 64 * KIB]
     assert b'ddb.adapterType = "buslogic"' in descriptor  # what qemu-img wrote
@@ -81,63 +82,59 @@ def test_vmdk_properties_carry_nova_names(
     assert image["hw_scsi_model"] == "buslogic"
 
 
-def test_admin_value_survives_reruns_until_the_admin_removes_it(
-    images: dict[str, Path], admin: Admin, client: GlanceClient
+def test_an_admin_edit_of_an_introspected_value_leaves_the_marker(
+    images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
+    """Edited in Glance directly (not through `images set`): from then on the key is the admin's,
+    and the marker no longer claims it (the contract suite covers set/unset through the catalog)."""
     image_id = admin.uploaded(images["lsilogic.vmdk"])
-    inspect_image(client, image_id)
+    inspect_now(catalog, image_id)
     assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
-
     assert (
         admin.patch(image_id, [{"op": "replace", "path": "/vmware_adaptertype", "value": "ide"}]).status_code
         == 200
     )
-    again = inspect_image(client, image_id, force=True)
-    assert again.write is not None and again.write.status == Status.UNCHANGED
-    assert again.write.kept == {"vmware_adaptertype": "ide"}
+    inspect_now(catalog, image_id, force=True)
     image = admin.get(image_id)
     assert image["vmware_adaptertype"] == "ide"
     assert "vmware_adaptertype" not in Marker.read(image).keys  # type: ignore[union-attr]
 
-    assert admin.patch(image_id, [{"op": "remove", "path": "/vmware_adaptertype"}]).status_code == 200
-    third = inspect_image(client, image_id, force=True)
-    assert third.write is not None and third.write.written == {"vmware_adaptertype": "lsiLogic"}
-    assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
-
 
 def test_value_set_before_introspect_ran_is_kept(
-    images: dict[str, Path], admin: Admin, client: GlanceClient
+    images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
     image_id = admin.uploaded(images["lsilogic.vmdk"], hw_disk_bus="ide")
-    outcome = inspect_image(client, image_id)
-    assert outcome.write is not None and outcome.write.kept == {"hw_disk_bus": "ide"}
+    inspect_now(catalog, image_id)
     image = admin.get(image_id)
-    assert image["hw_disk_bus"] == "ide"
+    assert image["hw_disk_bus"] == "ide" and "hw_disk_bus" not in Marker.read(image).keys  # type: ignore[union-attr]
     assert image["hw_scsi_model"] == "lsilogic"
 
 
-def test_rerun_of_unchanged_image_costs_no_data_and_no_patch(
+def test_rerun_of_unchanged_image_costs_no_data_and_changes_no_property(
     images: dict[str, Path], admin: Admin, client: GlanceClient, tmp_path: Path
 ) -> None:
-    cache = RangeCache(tmp_path / "cache", 16 * 1024 * KIB)
+    catalog = GlanceCatalog(client, cache=RangeCache(tmp_path / "cache", 16 * 1024 * KIB))
     image_id = admin.uploaded(images["disk.qcow2"])
-    first = inspect_image(client, image_id, cache=cache)
+    first = inspect_now(catalog, image_id)
     before = admin.get(image_id)
-    assert first.fetch.requests >= 1
-    skipped = inspect_image(client, image_id, cache=cache)
+    assert first.data_requests is not None and first.data_requests >= 1
+    skipped = inspect_now(catalog, image_id)
     assert skipped.state == State.SKIPPED
-    forced = inspect_image(client, image_id, cache=cache, force=True)
+    assert admin.get(image_id)["updated_at"] == before["updated_at"]  # skipped: not even a claim
+    forced = inspect_now(catalog, image_id, force=True)
     assert forced.state == State.INSPECTED
-    assert forced.fetch.requests == 0 and forced.fetch.bytes == 0
-    assert forced.write is not None and forced.write.status == Status.UNCHANGED
-    assert admin.get(image_id)["updated_at"] == before["updated_at"]
+    assert (forced.data_requests, forced.data_bytes) == (0, 0)
+    after = admin.get(image_id)
+    unchanged = {key for key in before if key not in (MARKER, "updated_at")}
+    assert {key: after.get(key) for key in unchanged} == {key: before[key] for key in unchanged}
+    assert Marker.read(after).keys == Marker.read(before).keys  # type: ignore[union-attr]
 
 
 def test_member_cannot_change_or_remove_introspected_keys(
     images: dict[str, Path], admin: Admin, member: Admin, client: GlanceClient
 ) -> None:
     image_id = member.uploaded(images["lsilogic.vmdk"])
-    inspect_image(client, image_id)
+    inspect_now(GlanceCatalog(client), image_id)
     assert admin.get(image_id)["vmware_adaptertype"] == "lsiLogic"
     for ops in (
         [{"op": "replace", "path": "/vmware_adaptertype", "value": "ide"}],
@@ -159,10 +156,11 @@ def test_write_back_as_a_member_is_forbidden_with_a_clear_message(
     image_id = member.uploaded(images["ide.vmdk"])
     url = member.url
     with GlanceClient([url], HeaderIdentity(["member", "reader"], "a" * 32, "alice")) as as_member:
-        outcome = inspect_image(as_member, image_id)
-    assert outcome.write is not None and outcome.write.status == Status.FORBIDDEN
-    assert "give introspect's user a role" in outcome.write.message
-    assert "hw_disk_bus" in outcome.write.forbidden  # dropped one by one until the marker itself was refused
+        with pytest.raises(
+            PipelineError, match=r"Glance refused introspect's claim .*give introspect's user a role"
+        ):
+            inspect_now(GlanceCatalog(as_member), image_id)
+    assert "introspect_claim" not in member.get(image_id)  # nothing read, nothing written
 
 
 def test_key_removed_between_read_and_patch_is_read_again(
@@ -220,7 +218,7 @@ def test_deleted_image_is_an_outcome(images: dict[str, Path], admin: Admin, clie
     image_id = admin.uploaded(images["disk.vdi"])
     snapshot = admin.get(image_id)
     admin.delete(image_id)
-    assert inspect_image(client, image_id).state == State.DELETED
+    assert inspect_now(GlanceCatalog(client), image_id).state == State.DELETED
     result = write_back(
         client, image_id, {"introspect_verdict": "ok"}, data="d", inspector="1", image=snapshot
     )
@@ -228,29 +226,29 @@ def test_deleted_image_is_an_outcome(images: dict[str, Path], admin: Admin, clie
     assert "deleted while introspect wrote to it" in result.message
 
 
-def test_image_not_active_is_left_alone(admin: Admin, client: GlanceClient) -> None:
+def test_image_not_active_is_left_alone(admin: Admin, catalog: GlanceCatalog) -> None:
     image_id = admin.create("queued", "qcow2")
-    outcome = inspect_image(client, image_id)
-    assert outcome.state == State.NOT_READY
-    assert "is queued, not active" in outcome.message
+    outcome = inspect_now(catalog, image_id)
+    assert outcome.state == State.NOT_INSPECTABLE
+    assert "has no data yet (queued)" in outcome.message
     assert MARKER not in admin.get(image_id)
 
 
 def test_mismatch_with_what_glance_declares_is_a_finding_never_a_rewrite(
-    images: dict[str, Path], admin: Admin, client: GlanceClient
+    images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
 ) -> None:
     # Glance takes qcow2 bytes declared raw (it then records the file size as virtual_size)
     image_id = admin.uploaded(images["disk.qcow2"], disk_format_="raw")
     declared = admin.get(image_id)
-    outcome = inspect_image(client, image_id)
-    assert outcome.report is not None
-    codes = [finding.code for finding in outcome.report.findings]
-    assert "image.format_mismatch" in codes and "glance.virtual_size_mismatch" in codes
+    outcome = inspect_now(catalog, image_id)
+    assert outcome.outcome is not None
+    codes = [finding["code"] for finding in outcome.outcome.findings]
+    assert "image.format_mismatch" in codes and "pipeline.virtual_size_changed" in codes
     image = admin.get(image_id)
     assert (image["disk_format"], image["virtual_size"]) == ("raw", declared["virtual_size"])
     assert image["introspect_verdict"] == "rejected"
     assert image["introspect_format"] == "qcow2"
     assert set(image["introspect_findings"].split(",")) >= {
         "image.format_mismatch",
-        "glance.virtual_size_mismatch",
+        "pipeline.virtual_size_changed",
     }

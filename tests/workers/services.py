@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,20 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-INTROSPECT = str(Path(sys.executable).with_name("introspect"))
+
+
+def _console_script() -> list[str]:
+    """This checkout's `introspect` command, as its pyproject declares it, run by this interpreter
+    (the venv's console script is whatever checkout the venv was last installed from)."""
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["introspect"]
+    module, _, function = target.partition(":")
+    launch = (
+        f"import sys; sys.argv[0] = 'introspect'; from {module} import {function}; sys.exit({function}())"
+    )
+    return [sys.executable, "-c", launch]
+
+
+INTROSPECT = _console_script()
 CLAIM_KEY = "introspect-tests:claim"
 
 #: name -> qemu-img create arguments (odd virtual sizes; each format the parsers may know).
@@ -97,17 +111,26 @@ class Deployment:
     def introspect(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run the real `introspect` command in this deployment."""
         result = subprocess.run(
-            [INTROSPECT, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            [*INTROSPECT, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if check and result.returncode != 0:
             raise AssertionError(f"introspect {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
 
 
+def process_env(**extra: str) -> dict[str, str]:
+    """This environment without INTROSPECT_* settings, and with this checkout first on the path:
+    the venv's `introspect` may be an editable install of another checkout, whose code the
+    processes would otherwise run instead of the code under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env | extra
+
+
 def deployment_env(
     data_dir: Path, *, broker_url: str, prefix: str, queue: str, database_url: str | None, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")}
+    env = process_env()
     env |= {
         "INTROSPECT_BROKER_URL": broker_url,
         "INTROSPECT_BROKER_KEY_PREFIX": prefix,
@@ -164,7 +187,7 @@ class Worker:
 def start_worker(env: dict[str, str], log: Path, *args: str) -> Worker:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [INTROSPECT, "worker", "--loglevel", "INFO", *args],
+            [*INTROSPECT, "worker", "--loglevel", "INFO", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

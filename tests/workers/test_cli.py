@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 import introspect
 from introspect.cli import main
-from tests.workers.services import INTROSPECT
+from tests.workers.services import INTROSPECT, process_env
 from workers.catalog import Catalog, open_catalog
 from workers.settings import get_settings
 
@@ -160,10 +160,9 @@ def closed_port() -> int:
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("INTROSPECT_")}
-    environ |= {"INTROSPECT_DATA_DIR": str(tmp_path / "data"), **env}
+    environ = process_env(INTROSPECT_DATA_DIR=str(tmp_path / "data"), **env)
     return subprocess.run(
-        [INTROSPECT, *args], env=environ, capture_output=True, text=True, timeout=60, check=False
+        [*INTROSPECT, *args], env=environ, capture_output=True, text=True, timeout=60, check=False
     )
 
 

@@ -319,7 +319,7 @@ def test_a_broker_restart_mid_run_still_completes(tmp_path: Path, images: dict[s
             served.on_request = slow
             run = subprocess.Popen(
                 [
-                    INTROSPECT,
+                    *INTROSPECT,
                     "import",
                     "--wait",
                     *(arg for name in names for arg in ("--location", served.url(name))),

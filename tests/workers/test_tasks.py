@@ -38,7 +38,9 @@ def registered(catalog: Catalog, location: str, size: int = 1) -> uuid.UUID:
 
 
 def run(catalog: Catalog, image_id: uuid.UUID, **kwargs) -> dict:
-    return pipeline.introspect_image(catalog, image_id, task_id=f"test-{uuid.uuid4().hex[:8]}", **kwargs)
+    return pipeline.introspect_image(
+        catalog, image_id, task_id=f"test-{uuid.uuid4().hex[:8]}", **kwargs
+    ).summary()
 
 
 @pytest.mark.parametrize(
@@ -62,7 +64,9 @@ def test_an_image_gets_exactly_what_the_library_reports(
     result = run(catalog, image_id)
     report = introspect.inspect(images[name])
     record = catalog.get(image_id)
-    assert result == {"image_id": str(image_id), "status": str(STATUS[report.verdict]), "written": True}
+    assert (result["image_id"], result["state"]) == (str(image_id), "inspected")
+    assert (result["status"], result["written"]) == (str(STATUS[report.verdict]), True)
+    assert result["findings"] == [finding.code for finding in report.findings]
     assert record.status == STATUS[report.verdict]
     assert catalog.effective(image_id) == catalog.introspected(image_id) == report.properties
     assert record.findings == [f.model_dump(mode="json") for f in report.findings]

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from workers.catalog.models import Source, Status
+from workers.errors import PipelineError
 
 
 def _utc(moment: datetime) -> datetime:
@@ -147,3 +148,12 @@ class Selection(Record):
             or self.failed
             or self.inspector_older_than is not None
         )
+
+    def require(self) -> None:
+        """An empty selection is a mistake, never "everything" (that is `all`): every catalog
+        refuses it the same way."""
+        if self.empty:
+            raise PipelineError(
+                "say what to re-run: --all, --format F, --status S, --inspector-older-than V, --failed "
+                "or image ids"
+            )

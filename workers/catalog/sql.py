@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -34,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Table,
     create_engine,
     delete,
     event,
@@ -49,17 +50,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from introspect.report import INSPECTOR_VERSION
 from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
-from workers.catalog.records import (
-    Change,
-    Claim,
-    ImageRecord,
-    Outcome,
-    Property,
-    PropertyValue,
-    Selection,
-)
-from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError
+from workers.catalog.records import Change, Claim, ImageRecord, Outcome, Property, PropertyValue, Selection
+from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError, UpToDate
+from workers.store import open_location
+
+if TYPE_CHECKING:
+    from introspect.sources import ByteSource
+    from workers.catalog.backend import CatalogBackend
+    from workers.settings import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: pg_advisory_xact_lock key that serializes concurrent upgrades of one PostgreSQL database.
@@ -325,6 +325,12 @@ def open_catalog(url: str | URL) -> Catalog:
         return catalog
 
 
+def backend(settings: Settings) -> CatalogBackend:
+    """The catalog of INTROSPECT_CATALOG=sql (workers/backends.py): INTROSPECT_DATABASE_URL, or
+    SQLite under the data directory. (Typed as the contract, so mypy checks `Catalog` keeps it.)"""
+    return open_catalog(settings.catalog_url)
+
+
 def _upsert(engine: Engine) -> Insert:
     """INSERT ... ON CONFLICT (image, key, source) DO UPDATE of the value columns only. With
     RETURNING, SQLAlchemy sends a list of rows as one multi-row INSERT ("insertmanyvalues"): one
@@ -497,14 +503,20 @@ class Catalog:
 
     # -- inspections ----------------------------------------------------------------------------
 
-    def claim(self, image_id: uuid.UUID | str, *, token: str, task_id: str | None) -> Claim:
+    def claim(
+        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+    ) -> Claim:
         """Take the image for an inspection: -> `importing`, a fresh claim token, one more delivery
         counted (committed before anything is read, so a worker that dies still counts; on
         PostgreSQL without waiting for the flush, see CLAIM_POSTGRESQL).
 
         One conditional UPDATE: it moves the image only from a status whose transitions include
-        `importing`, so checking and moving are one atomic step (and one round trip)."""
+        `importing`, so checking and moving are one atomic step (and one round trip). Unforced
+        (never on the hot path), an image this inspector version already finished is `UpToDate`:
+        its data never changes under the same id here."""
         image_id = _uuid(image_id)
+        if not force:
+            _refuse_up_to_date(self.get(image_id))
         params = {"id": self._bind_id(image_id), "token": token, "now": self._bind_moment(utcnow())}
         with self._driver() as raw:
             if self._autocommit is not None:
@@ -528,6 +540,10 @@ class Catalog:
         if seen == Status.QUEUED:
             raise NoData(f"image {image_id} has no data yet (queued): upload it before inspecting")
         raise InvalidTransition(f"image {image_id} is {seen}: it cannot be inspected")
+
+    def open_location(self, location: str) -> ByteSource:
+        """The store's bytes at a claim's location (file://, http(s)://)."""
+        return open_location(location)
 
     def release(self, claim: Claim) -> None:
         """An inspection that stops for a transient fault (it will be retried) gives its delivery
@@ -596,13 +612,16 @@ class Catalog:
 
     def values(self, image_id: uuid.UUID | str) -> list[PropertyValue]:
         """Every stored value of every key, both sources."""
+        rows = self._rows_of(properties, image_id, properties.c.key)
+        return [PropertyValue.model_validate(row) for row in rows]
+
+    def _rows_of(self, table: Table, image_id: uuid.UUID | str, order: Any) -> list[dict[str, Any]]:
+        """One image's rows of `properties` or `history` (NotFound when there is no such image)."""
         image_id = _uuid(image_id)
         with self._transaction() as connection:
             _status(connection, image_id)
-            rows = connection.execute(
-                select(properties).where(properties.c.image_id == image_id).order_by(properties.c.key)
-            )
-            return [PropertyValue.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+            rows = connection.execute(select(table).where(table.c.image_id == image_id).order_by(order))
+            return [_without(row._asdict(), "image_id") for row in rows]
 
     def properties(self, image_id: uuid.UUID | str) -> list[Property]:
         """Each key with its effective value: the admin's when there is one."""
@@ -689,13 +708,7 @@ class Catalog:
             )
 
     def history(self, image_id: uuid.UUID | str) -> list[Change]:
-        image_id = _uuid(image_id)
-        with self._transaction() as connection:
-            _status(connection, image_id)
-            rows = connection.execute(
-                select(history).where(history.c.image_id == image_id).order_by(history.c.id)
-            )
-            return [Change.model_validate(_without(row._asdict(), "image_id")) for row in rows]
+        return [Change.model_validate(row) for row in self._rows_of(history, image_id, history.c.id)]
 
     # -- selections (re-runs) -------------------------------------------------------------------
 
@@ -759,6 +772,13 @@ class Catalog:
                 return
             yield page
             last = page[-1].id
+
+
+def _refuse_up_to_date(record: ImageRecord) -> None:
+    if record.status in DONE and record.inspector_version == INSPECTOR_VERSION:
+        raise UpToDate(
+            f"image {record.id}: its data was already inspected by inspector version {INSPECTOR_VERSION}"
+        )
 
 
 def _status(connection: Connection, image_id: uuid.UUID) -> Status:
@@ -873,11 +893,7 @@ def _filters(*, statuses: list[str], formats: list[str]) -> ColumnElement[bool]:
 
 
 def _selection(selection: Selection) -> ColumnElement[bool]:
-    if selection.empty:
-        raise PipelineError(
-            "say what to re-run: --all, --format F, --status S, --inspector-older-than V, --failed "
-            "or image ids"
-        )
+    selection.require()
     # An image still `queued` has nothing to inspect; every other status can be re-run.
     clause = images.c.status != Status.QUEUED
     clause = clause & _filters(statuses=[str(s) for s in selection.statuses], formats=selection.formats)

@@ -8,11 +8,11 @@
                    bounded on-disk cache of the ranges fetched
     ownership.py   the marker property and the rule that keeps someone else's values (pure code)
     writeback.py   one atomic JSON-patch per image, and Glance's refusals (403/409/413/404) as outcomes
-    inspection.py  one image: read the record, inspect its bytes through the source, write back
     listener.py    Glance notifications -> one inspection per change of the image's data
     sync.py        the poller (`introspect glance sync --since T`)
     plugin.py      the interoperable-import plugin (runs inside Glance, library only)
-    catalog.py     the pipeline's catalog operations over Glance (INTROSPECT_CATALOG=glance)
+    catalog.py     the catalog contract over Glance (INTROSPECT_CATALOG=glance): every trigger
+                   inspects through it, with workers/pipeline.py's `introspect_image`
     cli.py         `introspect glance inspect|show|listen|sync`
 
 The import plugin runs inside Glance's own process and venv: it imports only `introspect` and

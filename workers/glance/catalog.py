@@ -17,6 +17,8 @@ importing, or a claim held -> importing; active -> active, or rejected/error aft
 of that name; killed -> error; deactivated -> active. "Admin" values are Glance's values that
 introspect did not write (see ownership.py); Glance keeps no history, so `history` is empty.
 Creating, uploading and deleting images is Glance's business: those operations refuse.
+The write-back is ownership.py's (`desired`, with its cap on the findings' codes) through
+writeback.py: the same properties whichever trigger ran the inspection.
 
 `open_location("glance:<id>")` gives the range source the pipeline reads an image through.
 """
@@ -28,11 +30,13 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from introspect.report import INSPECTOR_VERSION
 from introspect.safety import RULES
 from introspect.sources import ByteSource
 from workers.catalog import (
+    CatalogBackend,
     Change,
     Claim,
     ImageRecord,
@@ -43,14 +47,16 @@ from workers.catalog import (
     Source,
     Status,
 )
-from workers.errors import InvalidTransition, NoData, NotFound, PipelineError, Transient
-from workers.glance.client import GlanceClient, ImageGone
+from workers.errors import InvalidTransition, NoData, NotFound, NotReady, PipelineError, UpToDate
+from workers.glance.client import Forbidden, GlanceClient, ImageGone
 from workers.glance.ownership import (
     ATTRIBUTES,
     MARKER,
     RESERVED_PREFIX,
     Marker,
+    already_inspected,
     data_identity,
+    desired,
     digest,
     now_utc,
     ready,
@@ -59,6 +65,9 @@ from workers.glance.settings import GlanceSettings, get_glance_settings
 from workers.glance.source import GlanceSource, RangeCache
 from workers.glance.writeback import Status as WriteStatus
 from workers.glance.writeback import write_back
+
+if TYPE_CHECKING:
+    from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +85,6 @@ GLANCE_STATUS = {
     "killed": Status.ERROR,
 }
 VERDICT_STATUS = {"rejected": Status.REJECTED, "error": Status.ERROR}
-
-
-class NotReady(Transient):
-    """An import (or upload) is still running on the image: the task retries later."""
 
 
 def _time(value: object) -> datetime:
@@ -156,6 +161,12 @@ def record_of(image: Mapping[str, Any]) -> ImageRecord:
     )
 
 
+def backend(settings: Settings) -> CatalogBackend:
+    """The catalog of INTROSPECT_CATALOG=glance (workers/backends.py), from INTROSPECT_GLANCE_*.
+    (Typed as the contract, so mypy checks `GlanceCatalog` keeps it.)"""
+    return GlanceCatalog.from_settings()
+
+
 class GlanceCatalog:
     """The pipeline's catalog operations, against Glance."""
 
@@ -178,7 +189,11 @@ class GlanceCatalog:
 
     def _image(self, image_id: uuid.UUID | str) -> dict[str, Any]:
         try:
-            return self.client.get_image(str(image_id))
+            checked = uuid.UUID(str(image_id))  # as the SQL catalog: not an id is no such image
+        except ValueError:
+            raise NotFound(image_id) from None
+        try:
+            return self.client.get_image(str(checked))
         except ImageGone:
             raise NotFound(image_id) from None
 
@@ -226,9 +241,12 @@ class GlanceCatalog:
 
     # -- inspections ---------------------------------------------------------------------------
 
-    def claim(self, image_id: uuid.UUID | str, *, token: str, task_id: str | None) -> Claim:
+    def claim(
+        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+    ) -> Claim:
         """Take the image for an inspection: one PATCH recording the claim and one more delivery,
-        before any byte is read."""
+        before any byte is read. Unforced, an image whose marker covers its current data (checksum
+        and inspector version) is `UpToDate`, and nothing is written."""
         image = self._image(image_id)
         status = str(image.get("status"))
         if status == "queued":
@@ -238,12 +256,21 @@ class GlanceCatalog:
             raise NotReady(f"image {image_id}: {reason}")
         if reason:
             raise InvalidTransition(f"image {image_id} is {status} in Glance: it cannot be inspected")
+        if not force and already_inspected(image):
+            raise UpToDate(
+                f"image {image_id}: its data was already inspected by inspector version {INSPECTOR_VERSION}"
+            )
         deliveries = int(_claim_of(image).get("deliveries", 0)) + 1
         value = json.dumps({"token": token, "deliveries": deliveries, "task": task_id}, separators=(",", ":"))
         try:
             self.client.patch_image(str(image_id), [{"op": "add", "path": f"/{CLAIM}", "value": value}])
         except ImageGone:
             raise NotFound(image_id) from None
+        except Forbidden as error:
+            raise PipelineError(
+                f"image {image_id}: Glance refused introspect's claim ({error.text}): give introspect's "
+                "user a role that may modify images and create/update/delete their properties"
+            ) from None
         size = image.get("size")
         return Claim(
             image_id=uuid.UUID(str(image["id"])),
@@ -273,17 +300,15 @@ class GlanceCatalog:
         image = self._image(claim.image_id)
         if _claim_of(image).get("token") != claim.token:
             return False
-        desired = {key: value for key, value in outcome.properties.items() if key != "disk_format"}
-        desired["introspect_verdict"] = str(outcome.verdict)
-        if outcome.inspected_format:
-            desired["introspect_format"] = outcome.inspected_format
-        if outcome.inspected_virtual_size is not None:
-            desired["introspect_virtual_size"] = str(outcome.inspected_virtual_size)
-        codes = ",".join(dict.fromkeys(str(finding["code"]) for finding in outcome.findings))
-        if codes:
-            desired["introspect_findings"] = codes
+        wanted = desired(
+            outcome.properties,
+            verdict=str(outcome.verdict),
+            found_format=outcome.inspected_format,
+            found_virtual_size=outcome.inspected_virtual_size,
+            codes=[str(finding["code"]) for finding in outcome.findings],
+        )
         result = write_back(
-            self.client, str(claim.image_id), desired, data=data_identity(image),
+            self.client, str(claim.image_id), wanted, data=data_identity(image),
             inspector=str(outcome.inspector_version), image=image, job=job_id, drop=[CLAIM],
         )  # fmt: skip
         log.info("%s", result.message)
@@ -384,6 +409,7 @@ class GlanceCatalog:
     # -- re-runs -------------------------------------------------------------------------------
 
     def _selected(self, selection: Selection, exclude_job: str | None = None) -> Iterator[ImageRecord]:
+        selection.require()
         if selection.ids:
             records: Iterable[ImageRecord] = (self.get(image_id) for image_id in selection.ids)
         else:

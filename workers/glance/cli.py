@@ -2,8 +2,9 @@
 
 Settings come from INTROSPECT_GLANCE_* and the usual OS_* variables (workers/glance/settings.py).
 Without `--inline`, `listen` and `sync` queue the pipeline's task for each image (the worker
-then reads it through the Glance catalog, INTROSPECT_CATALOG=glance); with it, the inspection
-runs in this process, so nothing but Glance (and, for `listen`, the notification broker) is needed.
+then reads it through the Glance catalog, INTROSPECT_CATALOG=glance); with it, the same
+inspection (the pipeline's `introspect_image` over the Glance catalog) runs in this process, so
+nothing but Glance (and, for `listen`, the notification broker) is needed.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from introspect.errors import IntrospectError
-from workers.errors import PipelineError
+from workers.errors import NotReady, PipelineError
+from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
-from workers.glance.inspection import inspect_image
 from workers.glance.listener import Inline, Listener
 from workers.glance.ownership import ATTRIBUTES, MARKER, RESERVED_PREFIX, Marker, digest
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings, get_glance_settings
 from workers.glance.source import RangeCache
 from workers.glance.sync import parse_since, sync_pass
+from workers.pipeline import introspect_image
+from workers.settings import get_settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,8 +53,20 @@ def _client(settings: GlanceSettings) -> GlanceClient:
     return GlanceClient.from_settings(settings)
 
 
-def _cache(settings: GlanceSettings) -> RangeCache | None:
-    return RangeCache(settings.cache_dir, settings.cache_max_bytes) if settings.cache_max_bytes else None
+def _catalog(client: GlanceClient, settings: GlanceSettings) -> GlanceCatalog:
+    cache = RangeCache(settings.cache_dir, settings.cache_max_bytes) if settings.cache_max_bytes else None
+    return GlanceCatalog(client, cache=cache, block=settings.read_block)
+
+
+def _inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool) -> tuple[str, str, dict[str, Any]]:
+    """The pipeline's inspection, in this process: (state, message, summary)."""
+    try:
+        done = introspect_image(
+            catalog, image_id, task_id=None, delivery_limit=get_settings().delivery_limit, force=force
+        )
+    except NotReady as error:
+        return "not_ready", str(error), {"image_id": image_id, "state": "not_ready", "message": str(error)}
+    return str(done.state), done.message, done.summary()
 
 
 def _queue(image_id: str) -> None:
@@ -83,13 +98,12 @@ def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
     settings = get_glance_settings()
     failed = False
     with _client(settings) as client:
-        cache = _cache(settings)
+        catalog = _catalog(client, settings)
         for ref in refs:
             image_id = client.image_id(parse_image_ref(ref))
-            outcome = inspect_image(client, image_id, cache=cache, force=force, block=settings.read_block)
-            summary = outcome.summary()
+            state, message, summary = _inspect_now(catalog, image_id, force=force)
             failed = failed or summary.get("verdict") not in (None, "ok")
-            click.echo(json.dumps(summary) if as_json else f"{image_id}  {outcome.state}  {outcome.message}")
+            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {message}")
     if failed:
         raise SystemExit(1)
 
@@ -134,7 +148,11 @@ def listen_command(inline: bool, queue: str | None) -> None:
     settings = get_glance_settings()
     stop = _stop_on_signals()
     with _client(settings) as client:
-        runner = Inline(client, cache=_cache(settings)) if inline else None
+        runner = (
+            Inline(_catalog(client, settings), delivery_limit=get_settings().delivery_limit)
+            if inline
+            else None
+        )
         listener = Listener(client, runner if runner is not None else _queue)
         listener.consume(
             settings.transport_url,
@@ -163,12 +181,12 @@ def sync_command(since: str | None, watch: float | None, force: bool, inline: bo
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--since") from None
     with _client(settings) as client:
-        cache = _cache(settings)
+        catalog = _catalog(client, settings)
 
         def dispatch(image: dict[str, Any]) -> None:
             if inline:
-                outcome = inspect_image(client, str(image["id"]), cache=cache, force=force, image=image)
-                click.echo(f"{image['id']}  {outcome.state}  {outcome.message}")
+                state, message, _ = _inspect_now(catalog, str(image["id"]), force=force)
+                click.echo(f"{image['id']}  {state}  {message}")
             else:
                 _queue(str(image["id"]))
 

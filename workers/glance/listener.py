@@ -20,9 +20,9 @@ Which events mean "new data to inspect" (measured on Glance 33, see tests/glance
   checksum as before and is dropped by the dedupe; `image.delete` forgets the image.
 
 Each image is inspected once per change of its data however many events arrive: events are
-deduplicated in memory by (image id, checksum) and by task id, and the inspection itself skips
-an image whose marker says its current data was already inspected (so a restarted listener, a
-second listener, or the poller do not inspect twice).
+deduplicated in memory by (image id, checksum) and by task id, and the inspection itself (the
+pipeline's `introspect_image`, unforced) skips an image whose marker says its current data was
+already inspected (so a restarted listener, a second listener, or the poller do not inspect twice).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.errors import PipelineError, Transient
+from workers.catalog import CatalogBackend
+from workers.errors import NotReady, PipelineError, Transient
 from workers.glance.client import GlanceClient, GlanceError
-from workers.glance.inspection import Outcome, State, inspect_image
-from workers.glance.source import RangeCache
+from workers.pipeline import Inspection, introspect_image
 
 log = logging.getLogger(__name__)
 
@@ -224,39 +224,46 @@ class Listener:
 
 
 class Inline:
-    """The dispatch of `listen --inline`: inspect in this process, now; an image not ready yet
-    (an import still finishing) is tried again after a growing delay, from `idle()`."""
+    """The dispatch of `listen --inline`: the pipeline's inspection in this process, now, unforced;
+    an image not ready yet (an import still finishing) is tried again after a growing delay, from
+    `idle()`."""
 
     #: Delays (seconds) between the tries of an image that is not ready: about a minute in all.
     DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
     def __init__(
         self,
-        client: GlanceClient,
+        catalog: CatalogBackend,
         *,
-        cache: RangeCache | None = None,
+        delivery_limit: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
-        self.cache = cache
+        self.catalog = catalog
+        self.delivery_limit = delivery_limit
         self.clock = clock
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[Inspection] = []
         self._pending: dict[str, tuple[int, float]] = {}
 
     def __call__(self, image_id: str, attempt: int = 0) -> None:
         try:
-            outcome = inspect_image(self.client, image_id, cache=self.cache)
+            done = introspect_image(
+                self.catalog, image_id, task_id=None, delivery_limit=self.delivery_limit, force=False
+            )
+        except NotReady as error:
+            if attempt < len(self.DELAYS):
+                self._pending[image_id] = (attempt + 1, self.clock() + self.DELAYS[attempt])
+            else:
+                self._pending.pop(image_id, None)
+                log.warning("image %s is still not ready, given up: %s", image_id, error)
+            return
         except Transient:
             raise  # Glance unreachable: the notification goes back to the queue
         except PipelineError as error:
             log.warning("image %s: %s", image_id, error)
             return
-        log.info("%s: %s", outcome.state, outcome.message)
-        if outcome.state == State.NOT_READY and attempt < len(self.DELAYS):
-            self._pending[image_id] = (attempt + 1, self.clock() + self.DELAYS[attempt])
-            return
+        log.info("%s: %s", done.state, done.message)
         self._pending.pop(image_id, None)
-        self.outcomes.append(outcome)
+        self.outcomes.append(done)
         del self.outcomes[: -SEEN_MAX // 100]
 
     def idle(self) -> None:

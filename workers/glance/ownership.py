@@ -276,16 +276,36 @@ def already_inspected(image: Mapping[str, Any]) -> bool:
 
 
 def desired_properties(report: Report) -> dict[str, str]:
-    """The report's properties (without disk_format, an attribute) plus the verdict, its
-    findings' codes, the format and the virtual size found, so operators can filter images on
-    them in Glance (and the catalog can show what Glance declares beside what was found)."""
-    properties = {key: value for key, value in report.properties.items() if key != "disk_format"}
-    properties["introspect_verdict"] = str(report.verdict)
-    if report.format:
-        properties["introspect_format"] = report.format
-    if report.virtual_size is not None:
-        properties["introspect_virtual_size"] = str(report.virtual_size)
-    codes = ",".join(dict.fromkeys(finding.code for finding in report.findings))
-    if codes:
-        properties["introspect_findings"] = codes[:MAX_FINDINGS_VALUE]
-    return properties
+    """What an inspection writes to a Glance image: see `desired`."""
+    return desired(
+        report.properties,
+        verdict=str(report.verdict),
+        found_format=report.format,
+        found_virtual_size=report.virtual_size,
+        codes=[finding.code for finding in report.findings],
+    )
+
+
+def desired(
+    properties: Mapping[str, str],
+    *,
+    verdict: str,
+    found_format: str | None,
+    found_virtual_size: int | None,
+    codes: Iterable[str],
+) -> dict[str, str]:
+    """The inspection's properties (without disk_format, an attribute) plus the verdict, its
+    findings' codes (at most MAX_FINDINGS_VALUE characters), the format and the virtual size
+    found, so operators can filter images on them in Glance (and the catalog can show what
+    Glance declares beside what was found). The one copy: the import plugin and the Glance
+    catalog's write-back both call it."""
+    wanted = {key: value for key, value in properties.items() if key != "disk_format"}
+    wanted["introspect_verdict"] = verdict
+    if found_format:
+        wanted["introspect_format"] = found_format
+    if found_virtual_size is not None:
+        wanted["introspect_virtual_size"] = str(found_virtual_size)
+    joined = ",".join(dict.fromkeys(codes))
+    if joined:
+        wanted["introspect_findings"] = joined[:MAX_FINDINGS_VALUE]
+    return wanted

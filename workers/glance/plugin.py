@@ -26,7 +26,11 @@ the owner can stage new data or delete the image instead of facing one stuck in 
 (which only a DELETE gets out of).
 
 This module runs inside Glance's process and venv: it imports the library, taskflow and
-oslo.config, and nothing else of introspect's service side.
+oslo.config, and nothing else of introspect's service side. So it does not run the pipeline's
+`introspect_image`: it writes the same properties (ownership.py's `desired`, findings capped),
+with a marker whose `data` is null, and the first inspection after the import (the listener's,
+or the poller's) is the pipeline's, which completes the marker and checks what Glance then
+declares (the virtual size Glance computed, which does not exist yet while this runs).
 """
 
 from __future__ import annotations
