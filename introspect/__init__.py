@@ -22,7 +22,12 @@ from introspect.report import INSPECTOR_VERSION, Report
 from introspect.safety import Policy
 from introspect.sources import Budget, ByteSource, BytesSource, FileSource, Reader
 
+#: The distribution's name on PyPI (`introspect` there is an unrelated project); the import
+#: package and the command are `introspect`.
+DISTRIBUTION = "introspect-images"
+
 __all__ = [
+    "DISTRIBUTION",
     "INSPECTOR_VERSION",
     "BadField",
     "Budget",

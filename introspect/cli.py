@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from introspect.command import DISTRIBUTION
+from introspect import DISTRIBUTION
 from introspect.errors import SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name
 from introspect.inspector import inspect as inspect_image

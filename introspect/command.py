@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import sys
 
-#: The distribution name: `introspect` on PyPI is an unrelated project.
-DISTRIBUTION = "introspect-images"
+from introspect import DISTRIBUTION
 
 
 def main() -> None:
