@@ -22,10 +22,8 @@ from typing import IO, Self
 
 import httpx
 
+from introspect.decode import KIB, MIB
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
-
-KIB = 1024
-MIB = 1024 * KIB
 
 #: Every probe sees the first HEAD_SIZE bytes: enough for the ISO 9660 primary volume descriptor
 #: (at 32 KiB), a GPT and its 128 entries, a LUKS2 header with its default 12 KiB JSON area, a

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, Self
 
+from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.model import Finding, Severity
 from introspect.safety import rule
-from introspect.sources import HEAD_SIZE, MIB, ByteSource, Reader
+from introspect.sources import HEAD_SIZE, ByteSource, Reader
 
 CORRUPT = rule("compressed.corrupt", Severity.REJECT, "the compressed stream around the image is damaged")
 PARTIAL = rule("compressed.partial", Severity.INFO, "only the head of a compressed image was decompressed")

@@ -26,11 +26,12 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass, fields, replace
 from typing import Any, ClassVar, Literal, Self
 
+from introspect.decode import KIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.safety import Policy, rule
-from introspect.sources import KIB, Reader
+from introspect.sources import Reader
 
 BAD_HEADER = rule("luks.bad_header", Severity.REJECT, "the LUKS header contradicts its on-disk format")
 HEADER_CHECKSUM = rule(

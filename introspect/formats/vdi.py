@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from typing import ClassVar, Literal, Self
 
+from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.safety import Policy, rule
-from introspect.sources import MIB, Reader
+from introspect.sources import Reader
 
 BAD_HEADER = rule("vdi.bad_header", Severity.REJECT, "the VDI header contradicts VDICore.h")
 DIFFERENCING = rule(

@@ -27,11 +27,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Self
 
+from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.safety import Policy, rule
-from introspect.sources import MIB, Reader
+from introspect.sources import Reader
 
 CONVERT = (
     "re-export as streamOptimized or convert with `qemu-img convert -O vmdk -o subformat=streamOptimized`"
