@@ -14,7 +14,8 @@ Everything else is derived once, when the class is created: `STRUCT`, the one pr
 slots dataclass. `OFFSET`, declared where the structure has a fixed place in the file, is where
 `unpack` looks by default.
 
-- `Kind.unpack(data, offset)`: one `unpack_from` and one construction, nothing more per call.
+- `Kind.unpack(data, offset)`: one `unpack_from` and one construction, nothing more per call;
+  `Kind.read(reader, what, offset)` the same from one metered read of `SIZE` bytes.
 - `pack(obj)`: the bytes of a structure, for tests that derive hostile images from real ones with
   `dataclasses.replace` (parsers only read).
 - `pad(n)`: reserved bytes that nothing reads. They keep their place in the layout (and `pack`
@@ -29,10 +30,16 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, Self, TypeVar, dataclass_transform
+from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, dataclass_transform
 
 #: What `unpack` reads from.
 Buffer = bytes | bytearray | memoryview
+
+
+class Reads(Protocol):
+    """What `Structure.read` reads through: `introspect.sources.Reader`, metered."""
+
+    def read(self, offset: int, length: int, what: str) -> bytes: ...
 
 
 class _Field:
@@ -165,6 +172,15 @@ class Structure(metaclass=_StructureType):
     def unpack(cls, data: Buffer, offset: int | None = None) -> Self:
         """The structure at `offset` of `data` (by default at `OFFSET`, or 0)."""
         structure: Self = cls._make(cls.STRUCT.unpack_from(data, cls._AT if offset is None else offset))
+        return structure
+
+    @classmethod
+    def read(cls, reader: Reads, what: str, offset: int | None = None) -> Self:
+        """The structure at `offset` of the file (by default at `OFFSET`), in one metered read of
+        `SIZE` bytes; `what` names it in errors."""
+        structure: Self = cls._make(
+            cls.STRUCT.unpack(reader.read(cls._AT if offset is None else offset, cls.SIZE, what))
+        )
         return structure
 
     @classmethod

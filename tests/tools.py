@@ -23,7 +23,7 @@ def recorded(image: Path, suffix: str) -> str:
     return image.with_name(f"{image.name}.{suffix}").read_text()
 
 
-def rewrite(data: bytearray, kind: type[S], offset: int | None = None, **changes: Any) -> S:
+def rewrite(data: bytearray, kind: type[S], offset: int | None = None, /, **changes: Any) -> S:
     """Change fields of the `kind` structure at `offset` (its declared OFFSET by default) in a
     real image's bytes, in place: unpack, `dataclasses.replace`, pack. Returns the new structure."""
     at = getattr(kind, "OFFSET", 0) if offset is None else offset

@@ -88,7 +88,7 @@ def probe(head: Head) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QcowDetails]:
-    header = QCowHeader.unpack(reader.read(0, QCowHeader.SIZE, "qcow header"))
+    header = QCowHeader.read(reader, "qcow header")
     if header.size < MIN_SIZE:
         raise BadField(BAD_HEADER, "size", header.size, f"at least {MIN_SIZE} bytes", advice=CONVERT)
     if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:

@@ -110,7 +110,7 @@ def _power_of_two(value: int) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
-    header = QEDHeader.unpack(reader.read(0, QEDHeader.SIZE, "qed header"))
+    header = QEDHeader.read(reader, "qed header")
     cluster_size_ok = MIN_CLUSTER_SIZE <= header.cluster_size <= MAX_CLUSTER_SIZE
     if not (_power_of_two(header.cluster_size) and cluster_size_ok):
         raise BadField(
