@@ -28,5 +28,11 @@ def rewrite(data: bytearray, kind: type[S], offset: int | None = None, /, **chan
     real image's bytes, in place: unpack, `dataclasses.replace`, pack. Returns the new structure."""
     at = getattr(kind, "OFFSET", 0) if offset is None else offset
     new = dataclasses.replace(kind.unpack(data, at), **changes)
-    data[at : at + kind.SIZE] = pack(new)
+    put(data, new, at)
     return new
+
+
+def put(data: bytearray, value: Structure, offset: int | None = None) -> None:
+    """Write the structure `value` into an image's bytes at `offset` (its declared OFFSET by default)."""
+    at = getattr(value, "OFFSET", 0) if offset is None else offset
+    data[at : at + value.SIZE] = pack(value)
