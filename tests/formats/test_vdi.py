@@ -74,7 +74,7 @@ def test_matches_qemu(group, name):
     assert details.block_size == info["cluster-size"]
     assert details.image_type == ("static" if name.startswith("static") else "dynamic")
     assert (details.version, details.version_minor) == (1, 1)
-    assert details.header_size == vdi.VdiHeader1.STRUCT.size  # qemu writes VDIHEADER1, no LCHS
+    assert details.header_size == vdi.VdiHeader1.SIZE  # qemu writes VDIHEADER1, no LCHS
     assert details.lchs_geometry is None
     assert details.geometry is None  # qemu leaves the legacy geometry "not calculated"
     assert details.sector_size == 512
