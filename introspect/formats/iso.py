@@ -35,14 +35,7 @@ from pydantic import Field
 from introspect.decode import padded_text
 from introspect.errors import BadField
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.partitions import (
-    Gpt,
-    Mbr,
-    PartitionTable,
-    boot_evidence,
-    firmware_from,
-    read_partition_table,
-)
+from introspect.formats.partitions import PartitionTable, boot_evidence, firmware_from, read_partition_table
 from introspect.formats.raw import qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.safety import Policy, rule
@@ -605,7 +598,7 @@ def _boot_entry(entry: SectionEntry, platform_id: int) -> BootEntry:
     )
 
 
-def _firmware(el_torito: ElTorito | None, table: Mbr | Gpt | None) -> Firmware | None:
+def _firmware(el_torito: ElTorito | None, table: PartitionTable | None) -> Firmware | None:
     """El Torito's bootable entries (platform 0: BIOS, 0xEF: UEFI), plus a hybrid's partitions."""
     bios, uefi = boot_evidence(table)
     for number, entry in enumerate(el_torito.entries if el_torito else [], start=1):

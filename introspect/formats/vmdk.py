@@ -494,18 +494,7 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
                 advice="the file went through a text-mode transfer that rewrote its bytes; "
                 "upload it again in binary mode",
             )
-    if (
-        header.grain_size == 0
-        or header.grain_size & (header.grain_size - 1)
-        or (header.grain_size > MAX_GRAIN_SECTORS)
-    ):
-        raise BadField(
-            BAD_HEADER,
-            f"{where} grainSize",
-            header.grain_size,
-            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
-            advice=corrupt,
-        )
+    _check_grain_size(header.grain_size, f"{where} grainSize")
     if not 1 <= header.num_gtes_per_gt <= MAX_GTES_PER_GT:
         raise BadField(
             BAD_HEADER,
@@ -556,21 +545,22 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
         )
 
 
+def _check_grain_size(grain_size: int, field: str) -> None:
+    """qemu's limit on a grain, in sectors (vmdk_add_extent): a power of two, and not unrealistic."""
+    if grain_size == 0 or grain_size & (grain_size - 1) or grain_size > MAX_GRAIN_SECTORS:
+        raise BadField(
+            BAD_HEADER,
+            field,
+            grain_size,
+            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
+            advice="the image is corrupt; re-export it",
+        )
+
+
 def _inspect_cowd(reader: Reader) -> Inspection[VmdkDetails]:
     header = CowdHeader.unpack(reader.read(0, COWD_HEADER_SIZE, "ESX sparse extent header"))
     corrupt = "the image is corrupt; re-export it"
-    if (
-        header.grain_size == 0
-        or header.grain_size & (header.grain_size - 1)
-        or (header.grain_size > MAX_GRAIN_SECTORS)
-    ):
-        raise BadField(
-            BAD_HEADER,
-            "COWD grainSize",
-            header.grain_size,
-            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
-            advice=corrupt,
-        )
+    _check_grain_size(header.grain_size, "COWD grainSize")
     if header.num_gd_entries > MAX_GD_ENTRIES:
         raise BadField(
             BAD_HEADER,
