@@ -97,7 +97,8 @@ def chars(size: int) -> Any:
 
 
 def pad(size: int, *, init: Literal[False] = False) -> Any:
-    """`size` reserved bytes: part of the layout, not of the object."""
+    """`size` reserved bytes: part of the layout, not of the object. Declare them as
+    `reserved: None = pad(n)`, named as the spec names them."""
     return _Field(f"{size}x", init=init)
 
 
@@ -107,9 +108,13 @@ class _StructureType(type):
 
     def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> Any:
         annotations: dict[str, Any] = namespace.get("__annotations__", {})
-        specs = {key: value for key, value in namespace.items() if isinstance(value, _Field)}
-        if not specs:  # the bases below: nothing to lay out
+        if not any(hasattr(base, "BYTE_ORDER") for base in bases):  # the bases below: no layout
             return super().__new__(mcls, name, bases, namespace, **kwargs)
+        specs = {key: value for key, value in namespace.items() if isinstance(value, _Field)}
+        if any(hasattr(base, "FIELDS") for base in bases):
+            raise TypeError(f"{name}: a structure cannot extend another; declare all its fields")
+        if unannotated := specs.keys() - annotations.keys():
+            raise TypeError(f"{name}: fields without a type annotation: {', '.join(sorted(unannotated))}")
         order = next(base.BYTE_ORDER for base in bases if hasattr(base, "BYTE_ORDER"))
         code = order
         offsets: dict[str, int] = {}
@@ -185,7 +190,7 @@ class Structure(metaclass=_StructureType):
 
     @classmethod
     def offset_of(cls, name: str) -> int:
-        """The byte offset of field `name` within the structure."""
+        """The byte offset of field `name` (reserved bytes included) within the structure."""
         try:
             return cls._OFFSETS[name]
         except KeyError:
