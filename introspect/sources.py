@@ -13,17 +13,20 @@ import io
 import os
 import re
 import stat
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
-
-import httpx
+from typing import IO, TYPE_CHECKING, Self
 
 from introspect.decode import KIB, MIB
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Every probe sees the first HEAD_SIZE bytes: enough for the ISO 9660 primary volume descriptor
 #: (at 32 KiB), a GPT and its 128 entries, a LUKS2 header with its default 12 KiB JSON area, a
@@ -31,6 +34,9 @@ from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, Usage
 HEAD_SIZE = 64 * KIB
 #: ...and the last TAIL_SIZE bytes: a fixed VHD's footer, a DMG's koly block.
 TAIL_SIZE = 512
+#: The longest one HttpSource may take from its first request to its last byte, whatever the
+#: server does: a stalled or trickling server is a SourceError then, never an endless inspection.
+DEFAULT_HTTP_DEADLINE = 120.0
 
 
 class ByteSource(ABC):
@@ -60,24 +66,27 @@ class ByteSource(ABC):
 
 
 class FileSource(ByteSource):
-    """A local file, read with `os.pread` so that nothing depends on a file position."""
+    """A local file or block device, read with `os.pread` so that nothing depends on a file
+    position. Anything else is refused before it is opened: opening a FIFO blocks until a writer
+    comes, and a socket or character device has no size to inspect."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = os.fspath(path)
         try:
-            self._fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _refuse_special(self.name, Path(self.name).stat().st_mode)
+            # O_NONBLOCK: a FIFO swapped in after the stat still cannot block the open.
+            self._fd = os.open(self.name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise UsageError(f"{self.name}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{self.name}: is a directory") from None
-        except OSError as error:
-            raise UsageError(f"{self.name}: {error.strerror}") from None
         except PermissionError:
             raise UsageError(f"{self.name}: permission denied") from None
-        mode = os.fstat(self._fd).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        except OSError as error:
+            raise UsageError(f"{self.name}: {error.strerror}") from None
+        try:
+            _refuse_special(self.name, os.fstat(self._fd).st_mode)
+        except UsageError:
             os.close(self._fd)
-            raise UsageError(f"{self.name}: not a regular file or block device")
+            raise
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
 
     @property
@@ -99,6 +108,23 @@ class FileSource(ByteSource):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+#: What a path may name besides a regular file or a block device, as said in a refusal.
+_SPECIAL = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not an image file"),
+    (stat.S_ISSOCK, "is a socket, not an image"),
+    (stat.S_ISCHR, "is a character device, not an image"),
+)
+
+
+def _refuse_special(name: str, mode: int) -> None:
+    for test, what in _SPECIAL:
+        if test(mode):
+            raise UsageError(f"{name}: {what}")
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise UsageError(f"{name}: not a regular file or block device")
 
 
 class BytesSource(ByteSource):
@@ -173,16 +199,39 @@ class HttpSource(ByteSource):
     """An image served over HTTP(S), read with `Range: bytes=a-b` requests (RFC 9110 §14): only
     the bytes the parsers ask for cross the network, never the image. The size comes from HEAD
     (or a one-byte range). A server that cannot say its size or serve ranges is a UsageError
-    (nothing to retry); a transport failure or a 5xx/429 is a SourceError (retry later)."""
+    (nothing to retry); a transport failure or a 5xx/429 is a SourceError (retry later).
+
+    What a server cannot make us do: follow a redirect to another origin (unless
+    `cross_origin_redirects`) or more than MAX_REDIRECTS of them; decode a content encoding we did
+    not ask for (its encoded bytes would be inspected as the image); keep reading past `deadline`
+    seconds from the first request, however slowly it trickles (each read also has `timeout`).
+    """
 
     #: Answers that may pass on their own: the caller should retry, not judge the image.
     TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
     CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
+    #: RFC 9110 §15.4: the redirections a client may follow with the same method.
+    REDIRECTS = frozenset({301, 302, 303, 307, 308})
+    MAX_REDIRECTS = 5
 
-    def __init__(self, url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        deadline: float = DEFAULT_HTTP_DEADLINE,
+        cross_origin_redirects: bool = False,
+        client: httpx.Client | None = None,
+    ) -> None:
+        import httpx  # here, not at the top: only URLs pay its 0.2 s of import
+
         self.name = url
+        self._url = httpx.URL(url)
+        self._deadline = deadline
+        self._cross_origin = cross_origin_redirects
+        self._started: float | None = None
         self._own_client = client is None
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._client = client or httpx.Client(timeout=timeout, follow_redirects=False)
         try:
             self._size = self._measure()
         except BaseException:
@@ -193,19 +242,74 @@ class HttpSource(ByteSource):
     def size(self) -> int:
         return self._size
 
+    def _remaining(self) -> float:
+        """Seconds left before the deadline; a SourceError once it has passed."""
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        left = self._deadline - (now - self._started)
+        if left <= 0:
+            raise SourceError(
+                f"{self.name} did not deliver the bytes asked for within {self._deadline:g} s: "
+                "the server is too slow or stalled; try again later"
+            )
+        return left
+
     @contextmanager
     def _request(self, method: str, headers: dict[str, str] | None = None) -> Iterator[httpx.Response]:
         """One request whose body is left unread: the caller reads what it asked for and no more
         (a server that ignores a range, or lies in one, would otherwise send us the image)."""
+        import httpx
+
         try:
-            with self._client.stream(method, self.name, headers=headers) as response:
-                if response.status_code in self.TRANSIENT_STATUS:
-                    raise SourceError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
-                if response.status_code >= 400:
-                    raise UsageError(f"{self.name} answered {response.status_code} {response.reason_phrase}")
-                yield response
+            for _ in range(self.MAX_REDIRECTS + 1):
+                left = self._remaining()
+                timeout = httpx.Timeout(min(left, self._client.timeout.read or left))
+                with self._client.stream(method, self._url, headers=headers, timeout=timeout) as response:
+                    if response.status_code in self.REDIRECTS:
+                        self._url = self._redirected(response)
+                        continue
+                    if response.status_code in self.TRANSIENT_STATUS:
+                        raise SourceError(
+                            f"{self.name} answered {response.status_code} {response.reason_phrase}"
+                        )
+                    if response.status_code >= 400:
+                        raise UsageError(
+                            f"{self.name} answered {response.status_code} {response.reason_phrase}"
+                        )
+                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                    if encoding not in ("", "identity"):
+                        raise UsageError(
+                            f"{self.name} sent its bytes {encoding}-encoded although identity was "
+                            "asked: serve the image as stored, without a content encoding"
+                        )
+                    yield response
+                    return
+            raise UsageError(f"{self.name} redirects more than {self.MAX_REDIRECTS} times (a loop?)")
+        except httpx.TimeoutException as error:
+            self._remaining()  # past the deadline: say so rather than "timed out"
+            raise SourceError(f"cannot read {self.name}: {error or 'timed out'}") from error
         except httpx.TransportError as error:
             raise SourceError(f"cannot read {self.name}: {error}") from error
+        except httpx.HTTPError as error:
+            raise UsageError(f"cannot read {self.name}: {error}") from error
+
+    def _redirected(self, response: httpx.Response) -> httpx.URL:
+        location = response.headers.get("location")
+        if not location:
+            raise UsageError(f"{self.name} answered {response.status_code} without a Location")
+        target = self._url.join(location)
+        same_origin = (target.scheme, target.host, target.port) == (
+            self._url.scheme,
+            self._url.host,
+            self._url.port,
+        )
+        if not same_origin and not self._cross_origin:
+            raise UsageError(
+                f"{self.name} redirects to another origin ({target.scheme}://{target.host}"
+                f"{f':{target.port}' if target.port else ''}): inspect that URL itself if you trust it"
+            )
+        return target
 
     def _measure(self) -> int:
         with self._request("HEAD") as head:
@@ -230,7 +334,28 @@ class HttpSource(ByteSource):
                     f"{self.name} ignored a byte range request ({response.status_code}): serve it with "
                     "Range support, so that images are not downloaded whole"
                 )
-            return _read_at_most(response, length)
+            return self._read_at_most(response, length)
+
+    def _read_at_most(self, response: httpx.Response, limit: int) -> bytes:
+        """The first `limit` bytes of a streamed body. A body of the size asked is read to its end
+        (so the connection can serve the next range); past `limit`, reading stops within a chunk.
+        The deadline is checked between chunks: a server trickling a byte at a time stops there."""
+        import httpx
+
+        received = bytearray()
+        try:
+            for chunk in response.iter_raw():
+                if len(received) == limit:
+                    break  # more than was asked for: the rest stays unread
+                received += chunk[: limit - len(received)]
+                if len(received) < limit:
+                    self._remaining()
+        except httpx.TimeoutException as error:
+            self._remaining()
+            raise SourceError(f"cannot read {self.name}: {error or 'timed out'}") from error
+        except httpx.TransportError as error:
+            raise SourceError(f"cannot read {self.name}: {error}") from error
+        return bytes(received)
 
     def close(self) -> None:
         if self._own_client:
@@ -239,17 +364,6 @@ class HttpSource(ByteSource):
 
 #: Ranges of the bytes as stored: a compressed body could expand past any cap in one chunk.
 _AS_STORED = {"Accept-Encoding": "identity"}
-
-
-def _read_at_most(response: httpx.Response, limit: int) -> bytes:
-    """The first `limit` bytes of a streamed body. A body of the size asked is read to its end
-    (so the connection can serve the next range); past `limit`, reading stops within a chunk."""
-    received = bytearray()
-    for chunk in response.iter_raw():
-        if len(received) == limit:
-            break  # more than was asked for: the rest stays unread
-        received += chunk[: limit - len(received)]
-    return bytes(received)
 
 
 def is_url(name: str) -> bool:

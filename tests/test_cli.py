@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from tests.conftest import fixture_group
 from tests.tools import qemu_info
+from tests.workers.httpserver import serve
 
 INTROSPECT = str(Path(sys.executable).with_name("introspect"))
 
@@ -136,3 +138,52 @@ def test_thousands_of_paths_in_one_process(tmp_path):
     result = run("inspect", "--json", *args)
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 3000
+
+
+@pytest.mark.timeout(30)
+def test_special_files_are_refused_one_line_each_and_nothing_hangs(tmp_path):
+    """A FIFO blocks whoever opens it; in a list, or in a walked directory, it gets one line and
+    the good files their rows."""
+    good = qcow2(tmp_path, "good.qcow2")
+    os.mkfifo(tmp_path / "pipe")
+    result = run("inspect", "--json", str(tmp_path / "pipe"), str(good), str(tmp_path))
+    assert result.returncode == 2
+    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [str(good), str(good)]
+    refusal = f"introspect: {tmp_path / 'pipe'}: is a FIFO (named pipe), not an image file"
+    assert result.stderr.splitlines() == [refusal, refusal]
+
+
+def test_an_empty_directory_is_said_to_be_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("inspect", str(tmp_path / "empty"))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"introspect: {tmp_path / 'empty'}: the directory holds no file to inspect\n"
+
+
+@pytest.mark.timeout(60)
+def test_each_report_is_printed_as_soon_as_it_is_done(tmp_path):
+    """The first image's line arrives while the second, on a trickling server, is still read."""
+    first = qcow2(tmp_path, "first.qcow2")
+    qcow2(tmp_path, "slow.qcow2")
+    with serve(tmp_path) as served:
+        served.trickle = 0.05
+        process = subprocess.Popen(
+            [INTROSPECT, "inspect", "--json", str(first), served.url("slow.qcow2")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = process.stdout.readline()
+            assert json.loads(line)["source"] == str(first)
+            assert process.poll() is None, "the first line came only when everything was done"
+        finally:
+            process.kill()
+            process.communicate()
+
+
+def test_names_are_printed_literally_never_as_markup(tmp_path):
+    evil = qcow2(tmp_path, "evil[bold]x[red].qcow2")
+    result = run("inspect", str(evil))
+    assert result.returncode == 0, result.stderr
+    assert str(evil) in result.stdout

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 import introspect
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
-from introspect.sources import HEAD_SIZE, Budget, BytesSource, FileSource, Reader, SliceSource
+from introspect.sources import HEAD_SIZE, Budget, BytesSource, FileSource, HttpSource, Reader, SliceSource
 from tests.workers.httpserver import serve
 from tests.workers.services import wait_until
 
@@ -102,14 +106,30 @@ def test_slice_source_is_a_window(tmp_path):
     assert window.pread(98, 10) == bytes([98, 99])
 
 
+def _made(path, make):
+    make(path)
+    return path
+
+
+def _bind_socket(path):
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda d: d / "missing.qcow2", "no such file"),
-        (lambda d: d, "not a regular file or block device"),
+        (lambda d: d, "is a directory"),
+        (lambda d: _made(d / "fifo", os.mkfifo), "is a FIFO (named pipe), not an image file"),
+        (lambda d: _made(d / "sock", _bind_socket), "is a socket, not an image"),
+        (lambda d: Path("/dev/null"), "is a character device, not an image"),
     ],
 )
+@pytest.mark.timeout(10)
 def test_file_source_usage_errors(tmp_path, make, message):
+    """Refused before anything is opened: a FIFO would block the open until a writer came."""
     path = make(tmp_path)
     with pytest.raises(UsageError) as caught:
         FileSource(path)
@@ -154,3 +174,56 @@ def test_an_http_server_without_ranges_is_a_usage_error(tmp_path):
 def test_an_http_server_that_is_down_is_a_source_error():
     with pytest.raises(SourceError, match=re.escape("cannot read http://127.0.0.1:9/disk.qcow2")):
         introspect.inspect("http://127.0.0.1:9/disk.qcow2")
+
+
+def _small_qcow2(tmp_path, name="d.qcow2"):
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / name), "1G"], check=True)
+
+
+def test_a_redirect_loop_is_one_usage_error(tmp_path):
+    with serve(tmp_path) as served:
+        served.redirects = {"/a.qcow2": "/b.qcow2", "/b.qcow2": "/a.qcow2"}
+        with pytest.raises(UsageError, match=r"a\.qcow2 redirects more than 5 times"):
+            introspect.inspect(served.url("a.qcow2"))
+
+
+def test_a_redirect_within_the_origin_is_followed_and_kept(tmp_path):
+    _small_qcow2(tmp_path)
+    with serve(tmp_path) as served:
+        served.redirects = {"/old.qcow2": "/d.qcow2"}
+        report = introspect.inspect(served.url("old.qcow2"))
+    assert (report.source, report.format, report.virtual_size) == (served.url("old.qcow2"), "qcow2", 1 << 30)
+    # the redirect is asked once; the ranges go straight to where it pointed
+    assert served.hits("old.qcow2", "HEAD") == 1 and served.hits("old.qcow2", "GET") == 0
+
+
+def test_a_redirect_to_another_origin_is_refused_unless_allowed(tmp_path):
+    _small_qcow2(tmp_path)
+    with serve(tmp_path) as target, serve(tmp_path) as served:
+        other = target.base.replace("127.0.0.1", "localhost")
+        served.redirects = {"/d.qcow2": f"{other}/d.qcow2"}
+        with pytest.raises(UsageError, match=r"redirects to another origin \(http://localhost:\d+\)"):
+            introspect.inspect(served.url("d.qcow2"))
+        assert target.requests == []
+        with HttpSource(served.url("d.qcow2"), cross_origin_redirects=True) as source:
+            assert introspect.inspect(source).virtual_size == 1 << 30
+
+
+def test_a_content_encoding_that_was_not_asked_for_is_refused(tmp_path):
+    _small_qcow2(tmp_path)
+    with serve(tmp_path) as served:
+        served.gzip_bodies = True
+        with pytest.raises(UsageError, match="sent its bytes gzip-encoded although identity was asked"):
+            introspect.inspect(served.url("d.qcow2"))
+
+
+def test_a_trickling_server_meets_the_deadline(tmp_path):
+    """One byte every 0.2 s: each read is within its timeout, the whole is not within 2 s."""
+    _small_qcow2(tmp_path)
+    with serve(tmp_path) as served:
+        source = HttpSource(served.url("d.qcow2"), timeout=1.0, deadline=2.0)
+        served.trickle = 0.2
+        started = time.monotonic()
+        with source, pytest.raises(SourceError, match=r"did not deliver the bytes asked for within 2 s"):
+            introspect.inspect(source)
+        assert time.monotonic() - started < 4

@@ -3,8 +3,10 @@ the tests can hold or watch: it records each request, and `on_request` runs befo
 
 from __future__ import annotations
 
+import gzip
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,12 @@ class Served:
     #: Bodies the client stopped reading (the write failed when it closed the connection).
     aborted: int = 0
     on_request: Callable[[str, str], None] | None = None
+    #: path -> Location: answer 302 there (a loop, another origin...).
+    redirects: dict[str, str] = field(default_factory=dict)
+    #: Seconds between single bytes of a body: a server that trickles.
+    trickle: float = 0.0
+    #: Send each body gzip-encoded, whatever Accept-Encoding asked.
+    gzip_bodies: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def url(self, name: str) -> str:
@@ -54,6 +62,12 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             served.requests.append((self.command, self.path, self.headers.get("Range")))
             if served.on_request is not None:
                 served.on_request(self.command, self.path)
+            if self.path in served.redirects:
+                self.send_response(302)
+                self.send_header("Location", served.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             path = served.root / self.path.lstrip("/")
             if not path.is_file():
                 self.send_error(404)
@@ -68,6 +82,9 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             else:
                 chunk = data
                 self.send_response(200)
+            if served.gzip_bodies:
+                chunk = gzip.compress(chunk)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(chunk)))
             self.end_headers()
             if body:
@@ -76,7 +93,13 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
                 with served.lock:
                     served.bytes_sent += len(chunk)
                 try:
-                    self.wfile.write(chunk)
+                    if served.trickle:
+                        for index in range(len(chunk)):
+                            self.wfile.write(chunk[index : index + 1])
+                            self.wfile.flush()
+                            time.sleep(served.trickle)
+                    else:
+                        self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     with served.lock:
                         served.aborted += 1
