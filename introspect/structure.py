@@ -148,16 +148,25 @@ class _StructureType(type):
 
 def _maker(cls: type, fields: list[str]) -> Callable[[tuple[Any, ...]], Any]:
     """`make(values)`: an object of `cls` from unpacked values, each slot set through its own
-    descriptor. The frozen dataclass `__init__` goes through `object.__setattr__` by name for
-    every field, which takes twice as long; `unpack` is on every inspection's path."""
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    lines = ["def make(values):", "    obj = new(cls)"]
-    for index, name in enumerate(fields):
-        namespace[f"set{index}"] = cls.__dict__[name].__set__
-        lines.append(f"    set{index}(obj, values[{index}])")
-    lines.append("    return obj")
-    exec("\n".join(lines), namespace)
-    make: Callable[[tuple[Any, ...]], Any] = namespace["make"]
+    descriptor, one line per field. The frozen dataclass `__init__` goes through
+    `object.__setattr__` by name for every field and takes twice as long, and `unpack` is on every
+    inspection's path. The code is generated at the first unpack (so importing the formats costs
+    nothing more) and kept: the class's `_make` is replaced by it."""
+    made: list[Callable[[tuple[Any, ...]], Any]] = []
+
+    def make(values: tuple[Any, ...]) -> Any:
+        if not made:
+            namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+            lines = ["def make(values):", "    obj = new(cls)"]
+            for index, name in enumerate(fields):
+                namespace[f"set{index}"] = cls.__dict__[name].__set__
+                lines.append(f"    set{index}(obj, values[{index}])")
+            lines.append("    return obj")
+            exec("\n".join(lines), namespace)
+            made.append(namespace["make"])
+            type.__setattr__(cls, "_make", namespace["make"])
+        return made[0](values)
+
     return make
 
 
