@@ -33,6 +33,8 @@ tools: ## install the system tools (qemu-img, genisoimage, sgdisk...) that are m
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
+	@# the distribution was called `introspect` before it took a free name on PyPI
+	@$(PIP) uninstall -q -y introspect 2>/dev/null || true
 	$(PIP) install -q -e '.[pipeline,glance,dev]'
 	@touch $@
 

@@ -15,6 +15,7 @@ from introspect.errors import (
     TruncatedImage,
     UsageError,
 )
+from introspect.formats import satisfies
 from introspect.inspector import inspect
 from introspect.model import Finding, Geometry, Severity, Verdict
 from introspect.report import INSPECTOR_VERSION, Report
@@ -42,4 +43,5 @@ __all__ = [
     "UsageError",
     "Verdict",
     "inspect",
+    "satisfies",
 ]

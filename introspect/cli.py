@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from introspect.command import DISTRIBUTION
 from introspect.errors import SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name
 from introspect.inspector import inspect as inspect_image
@@ -64,6 +65,7 @@ class PluginGroup(click.Group):
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=DISTRIBUTION, prog_name="introspect")
 def main() -> None:
     """Read what VM disk images say about themselves, and keep it as image properties."""
 

@@ -1,10 +1,12 @@
 """`inspect()`: one image in, one Report out, whatever the bytes are.
 
-Order of work: read the head and tail once, detect, parse the detected format through the
-metered reader, run its safety checks and the rules every image gets, apply the policy, map
-the result to properties. An image that cannot be parsed yields an `error` verdict; only a
-caller's mistake (a path that does not exist) or a failing source (OSError or SourceError: a
-disk or network fault, which says nothing of the image) raises.
+Order of work: read the head and tail once; when a container claims the head (a compression
+wrapper; see `introspect.containers`), open it and inspect its boot member the same way, one
+level deeper; else detect, check the declared format (`satisfies()`), parse the detected format
+through the metered reader, run its safety checks and the rules every image gets, apply the
+policy, and merge the layers' properties. An image that cannot be parsed yields an `error`
+verdict; only a caller's mistake (a path that does not exist) or a failing source (OSError or
+SourceError: a disk or network fault, which says nothing of the image) raises.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from introspect import containers, qemu
 from introspect import properties as props
-from introspect import qemu
+from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, Container
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
-from introspect.formats import BY_NAME, canonical_name, compressed
+from introspect.formats import BY_NAME, canonical_name, satisfies
+from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Severity, Verdict
+from introspect.model import Finding, Verdict
 from introspect.report import Report
 from introspect.safety import (
     DEFAULT_POLICY,
@@ -29,6 +33,7 @@ from introspect.safety import (
     INTERNAL_ERROR,
     POLYGLOT,
     QEMU_SKIPPED,
+    RULES,
     TRUNCATED,
     VIRTUAL_SIZE_LIMIT,
     VIRTUAL_SIZE_ZERO,
@@ -49,14 +54,10 @@ Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 #: The cross-check's "path" for a source that is not a local file (a URL, an open file, bytes).
 NOT_LOCAL = "<not a local file>"
 
-#: Formats whose virtual size is the file's size: unknown inside a partly decompressed stream.
-SIZED_BY_FILE = frozenset({"raw", "iso"})
-#: The size a partially decompressed image claims: past any offset a header can hold.
+#: Formats whose virtual size is the file's size: unknown in a member whose end is unknown.
+SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_file)
+#: The size a member whose end is unknown claims: past any offset a header can hold.
 UNKNOWN_END = 1 << 62
-
-#: Declared formats that the content may satisfy without being the same word: an ISO is a
-#: raw image to everyone who reads it byte by byte.
-SATISFIES: dict[str, frozenset[str]] = {"raw": frozenset({"raw", "iso"})}
 
 
 def inspect(
@@ -105,7 +106,13 @@ def _opened(source: Source) -> Iterator[ByteSource]:
 
 
 def _inspect(
-    reader: Reader, *, name: str, expect: str | None, policy: Policy, cross_check_path: str | None
+    reader: Reader,
+    *,
+    name: str,
+    expect: str | None,
+    policy: Policy,
+    cross_check_path: str | None,
+    depth: int = 0,
 ) -> Report:
     if reader.size == 0:
         return Report(
@@ -121,9 +128,9 @@ def _inspect(
             reads=0,
         )
     head = Head(reader.head(), reader.tail(), reader.size)
-    wrapper = compressed.sniff(head.data)
-    if wrapper is not None:
-        return _inspect_compressed(reader, wrapper, name=name, expect=expect, policy=policy)
+    container = containers.sniff(head.data)
+    if container is not None:
+        return _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
@@ -135,7 +142,7 @@ def _inspect(
                 "one way by the checker and another by the hypervisor: rebuild the image with one tool"
             )
         )
-    if expect is not None and expect != fmt.name and fmt.name not in SATISFIES.get(expect, ()):
+    if expect is not None and not satisfies(expect, fmt.name):
         findings.append(
             FORMAT_MISMATCH.finding(
                 f"declared as {expect} but the content is {fmt.name}: set disk_format={fmt.name}, "
@@ -145,9 +152,10 @@ def _inspect(
     inspection = _parse(fmt, reader, policy, findings)
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
+    named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]
     findings = policy.apply(findings)
     if inspection is not None and cross_check_path is not None:
-        findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, findings)))
+        findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, named_files)))
     parsed = inspection is not None
     return Report(
         source=name,
@@ -156,7 +164,7 @@ def _inspect(
         virtual_size=inspection.virtual_size if inspection else None,
         verdict=policy.verdict(findings, parsed=parsed),
         findings=findings,
-        properties=props.properties_of(fmt.name, inspection.details, inspection.virtual_size)
+        properties=props.merge(("format", props.format_layer(fmt, inspection.details))).values
         if inspection
         else {},
         details=inspection.details if inspection else None,
@@ -165,23 +173,19 @@ def _inspect(
     )
 
 
-def _inspect_compressed(
-    reader: Reader, kind: compressed.Compression, *, name: str, expect: str | None, policy: Policy
+def _inspect_container(
+    reader: Reader, container: Container, *, name: str, expect: str | None, policy: Policy, depth: int
 ) -> Report:
-    """An image inside gzip/xz/zstd/bzip2: inspect the decompressed head, report the wrapper as
-    container_format. Only a bounded head is decompressed, so what needs the image's end (a raw
-    disk's size, a fixed VHD's footer) is unknown unless the whole stream fit."""
-    findings: list[Finding] = []
-    try:
-        inner = compressed.open_decompressed(reader, kind)
-    except ImageError as error:
-        inner, findings = None, [error.rule.finding(str(error))]
-    if inner is None:
-        findings = findings or [compressed.cannot_decompress(kind)]
+    """An image inside a container: inspect its boot member (one level deeper), report the
+    container as container_format. A member whose end is unknown (a compressed stream decompressed
+    only as far as a head) leaves unknown what needs that end (a raw disk's size, a fixed VHD's
+    footer), and the container's `partial` finding says so."""
+
+    def unopened(findings: list[Finding]) -> Report:
         return Report(
             source=name,
             format=None,
-            container_format=kind,
+            container_format=container.name,
             size=reader.size,
             virtual_size=None,
             verdict=Verdict.ERROR,
@@ -191,16 +195,44 @@ def _inspect_compressed(
             bytes_read=reader.bytes_read,
             reads=reader.reads,
         )
-    if inner.complete:
-        report = _inspect(Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None)
-        virtual_size = report.virtual_size
-    else:
-        # The image goes on past what was decompressed: let parsers believe in an end they cannot
-        # see, so that tables declared past the head are not "truncated"; a read that needs them
-        # is reported as what it is, a partial inspection.
-        report = _inspect(
-            Reader(_EndUnknown(inner)), name=name, expect=expect, policy=policy, cross_check_path=None
+
+    if depth >= MAX_CONTAINER_DEPTH:
+        return unopened(
+            [
+                DEPTH.finding(
+                    f"a {container.name} container inside {depth} others: introspect opens containers at "
+                    f"most {MAX_CONTAINER_DEPTH} deep; unwrap the image and upload the image itself"
+                )
+            ]
         )
+    try:
+        unpacked = container.open(reader, policy)
+    except ImageError as error:
+        return unopened([error.rule.finding(str(error))])
+    except (OSError, SourceError):
+        raise  # the source failed, not the image: the caller decides (retry)
+    except Exception as error:
+        return unopened(
+            [
+                INTERNAL_ERROR.finding(
+                    f"introspect failed on this {container.name} container ({type(error).__name__}: "
+                    f"{error}); please report it with the file"
+                )
+            ]
+        )
+    member = unpacked.boot_member
+    if member is None:
+        return unopened(list(unpacked.findings))
+    findings = list(unpacked.findings)
+    inner = member.source if member.complete else _EndUnknown(member.source)
+    report = _inspect(
+        Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None, depth=depth + 1
+    )
+    virtual_size = report.virtual_size
+    if not member.complete:
+        # The image goes on past what could be read: parsers believed in an end they cannot
+        # see, so that tables declared past the head are not "truncated"; a read that needed
+        # them is reported as what it is, a partial inspection.
         sized_by_file = report.format in SIZED_BY_FILE
         virtual_size = None if sized_by_file else report.virtual_size
         needed_more = [f for f in report.findings if f.code == TRUNCATED.code]
@@ -208,21 +240,16 @@ def _inspect_compressed(
         report = report.model_copy(
             update={"findings": [f for f in report.findings if f.code not in unknowable]}
         )
-        findings.append(
-            compressed.PARTIAL.finding(
-                f"only the first {inner.size} decompressed bytes were read"
-                + (f" and the image needs more ({needed_more[0].message})" if needed_more else "")
-                + "; facts that need the end of the image (a raw disk's size, a trailing footer) are "
-                "unknown: decompress it to inspect it whole"
-            )
-        )
+        findings.append(container.partial(member, needed_more[0].message if needed_more else None))
     all_findings = [*report.findings, *policy.apply(findings)]
-    properties = dict(report.properties)
+    properties = report.properties
     if report.format is not None:
-        properties["introspect_container_format"] = kind
+        properties = props.merge(
+            ("format", report.properties), ("container", {"introspect_container_format": container.name})
+        ).values
     return report.model_copy(
         update={
-            "container_format": kind,
+            "container_format": container.name,
             "size": reader.size,
             "virtual_size": virtual_size,
             "findings": all_findings,
@@ -235,7 +262,7 @@ def _inspect_compressed(
 
 
 class _EndUnknown(ByteSource):
-    """A decompressed head whose image goes on: its size is unknown, so it claims the largest."""
+    """A member whose end is unknown (a decompressed head whose image goes on): it claims the largest size."""
 
     def __init__(self, head: ByteSource) -> None:
         self._head = head
@@ -275,19 +302,20 @@ def _parse(
 
 
 def _cross_check(
-    path: str, fmt: Format[Any], inspection: Inspection[Any], findings: list[Finding]
+    path: str, fmt: Format[Any], inspection: Inspection[Any], named_files: list[str]
 ) -> list[Finding]:
-    """qemu-img's opinion, asked only when nothing already rejects the image (it would follow
-    the very backing files and extents we refuse)."""
+    """qemu-img's opinion, asked only when the image names no file outside itself: qemu-img would
+    open the very backing files, data files and extents we refuse. `named_files` are the codes of
+    the rules that fired and say so (`Rule.names_files`), whatever severity a policy gave them."""
     if fmt.qemu_name is None:
         return [QEMU_SKIPPED.finding(f"not cross-checked: qemu-img cannot read {fmt.name} images")]
     if path is NOT_LOCAL:
         return [QEMU_SKIPPED.finding("not cross-checked: qemu-img is given local files only")]
-    rejecting = [f.code for f in findings if f.severity == Severity.REJECT]
-    if rejecting:
+    if named_files:
         return [
             QEMU_SKIPPED.finding(
-                f"not cross-checked: {', '.join(rejecting)} already rejects it, and qemu-img would act on it"
+                f"not cross-checked: the image names files outside itself ({', '.join(named_files)}), "
+                "which qemu-img would open"
             )
         ]
     return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)

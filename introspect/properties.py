@@ -1,106 +1,112 @@
-"""Report -> image properties, with Glance/Nova names where they exist; string values only.
+"""Image properties: each layer states its own, this module merges them; string values only.
 
 A property is written only when the image states it: no defaults, no guesses (peers' silent
 `lsiLogic` and BIOS defaults left VMs unbootable). Properties come out most useful first, so a
 catalog with a property quota keeps the ones that decide how a VM boots.
 
-- disk_format: the detected format (Glance's word).
-- vmware_disktype: from the VMDK createType (monolithicSparse, twoGbMaxExtentSparse -> sparse;
-  streamOptimized -> streamOptimized; monolithicFlat, twoGbMaxExtentFlat, vmfs* -> preallocated;
-  vmfsThin, or a preallocated type with ddb.thinProvisioned = 1 -> thin).
-- vmware_adaptertype, hw_disk_bus, hw_scsi_model: from ddb.adapterType (see ADAPTERS).
-- hw_firmware_type: uefi or bios, only when the partition table or El Torito points one way.
-- introspect_geometry_cylinders/heads/sectors: VMDK ddb.geometry.*, VHD CHS, VDI geometry
-  (not ploop's, whose tracks are clusters).
-- introspect_vmdk_create_type, introspect_virtual_hw_version: the VMDK descriptor.
-- introspect_format_version, introspect_cluster_size, introspect_block_size: the header.
-- introspect_encryption: qcow2's encryption method, or luks.
+Layers, merged in this order (their keys come out in it too):
+
+- `format`: `disk_format` (the detected format, Glance's word), then the format's own mapping,
+  `Format.properties`, declared in the format's module beside its parser and details model (the
+  VMDK descriptor's vmware_disktype, vmware_adaptertype, hw_disk_bus, hw_scsi_model, create type
+  and hardware version in `formats/vmdk.py`; qcow2's and LUKS's introspect_encryption...).
+- `container`: `introspect_container_format`, the wrapper the image came in (gzip, xz, zstd, bz2;
+  OVA next), added by the inspector's container path.
+- `guest` (to come): what the guest's filesystems say (os_type, os_distro...).
+
+A later layer's value for a key replaces an earlier one's, in the earlier one's place; `Merged`
+records which layer gave each key and what was replaced, for the audit (and the finding) a
+disagreement between layers will need. The Report carries only the values.
+
+Mappings several formats share are the helpers below, called by the formats' own mappings:
+
+- hw_firmware_type: uefi or bios, only when the partition table or El Torito points one way
+  (`firmware_properties`; raw, ISO).
+- introspect_geometry_cylinders/heads/sectors: VMDK ddb.geometry.*, VHD CHS, VDI geometry (not
+  ploop's, whose tracks are clusters) (`geometry_properties`).
+- introspect_format_version, introspect_cluster_size, introspect_block_size: the header
+  (`header_properties`).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from introspect.formats.luks import LuksDetails
-from introspect.formats.parallels import ParallelsDetails
-from introspect.formats.qcow2 import Qcow2Details
-from introspect.formats.vmdk import VmdkDetails
 from introspect.model import Firmware, Geometry
 
-#: VMDK createType -> Nova's vmware_disktype (nova/virt/vmwareapi/constants.py DISK_TYPE_*).
-VMWARE_DISKTYPE = {
-    "monolithicsparse": "sparse",
-    "twogbmaxextentsparse": "sparse",
-    "streamoptimized": "streamOptimized",
-    "monolithicflat": "preallocated",
-    "twogbmaxextentflat": "preallocated",
-    "vmfs": "preallocated",
-    "vmfspreallocated": "preallocated",
-    "vmfseagerzeroedthick": "preallocated",
-    "vmfsthin": "thin",
-}
-#: Types whose disks can be thin: ddb.thinProvisioned = 1 makes them `thin`.
-CAN_BE_THIN = {"preallocated"}
+if TYPE_CHECKING:
+    from introspect.formats.base import Format
 
-#: ddb.adapterType -> (vmware_adaptertype, hw_disk_bus, hw_scsi_model or None).
-ADAPTERS: dict[str, tuple[str, str, str | None]] = {
-    "ide": ("ide", "ide", None),
-    "buslogic": ("busLogic", "scsi", "buslogic"),
-    "lsilogic": ("lsiLogic", "scsi", "lsilogic"),
-    "legacyesx": ("lsiLogic", "scsi", "lsilogic"),
-    "lsisas1068": ("lsiLogicsas", "scsi", "lsisas1068"),
-    "pvscsi": ("paraVirtual", "scsi", "vmpvscsi"),
-}
+Layer = Literal["format", "container", "guest"]
 
 
-def properties_of(format_name: str, details: BaseModel, virtual_size: int | None) -> dict[str, str]:
-    """The properties an image with these details gets; `virtual_size` stays a catalog column."""
-    properties = {"disk_format": format_name}
-    if isinstance(details, VmdkDetails):
-        properties.update(vmdk_properties(details))
-    fields = vars(details)  # a model's field values (getattr on a missing one is slow in pydantic)
-    firmware = fields.get("firmware")
-    if isinstance(firmware, Firmware) and firmware.hw_firmware_type:
-        properties["hw_firmware_type"] = firmware.hw_firmware_type
-    geometry = fields.get("geometry")
-    # ploop's "geometry" counts cluster-sized tracks, not a disk's CHS: nothing a guest would use.
-    if isinstance(geometry, Geometry) and not isinstance(details, ParallelsDetails):
-        properties["introspect_geometry_cylinders"] = str(geometry.cylinders)
-        properties["introspect_geometry_heads"] = str(geometry.heads)
-        properties["introspect_geometry_sectors"] = str(geometry.sectors)
-    if isinstance(details, VmdkDetails):
-        if details.create_type:
-            properties["introspect_vmdk_create_type"] = details.create_type
-        if details.virtual_hw_version is not None:
-            properties["introspect_virtual_hw_version"] = str(details.virtual_hw_version)
-    for field, key in (
-        ("version", "introspect_format_version"),
-        ("cluster_size", "introspect_cluster_size"),
-        ("block_size", "introspect_block_size"),
-    ):
-        value = fields.get(field)
-        if isinstance(value, int) and not isinstance(value, bool):
-            properties[key] = str(value)
-    if isinstance(details, Qcow2Details) and details.encryption != "none":
-        properties["introspect_encryption"] = details.encryption
-    if isinstance(details, LuksDetails):
-        properties["introspect_encryption"] = "luks"
-    return properties
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """Merged properties: the values (what the catalog gets) and the layers they came from, which
+    say (worked out when asked, off the hot path) which layer gave each key and what was replaced."""
+
+    values: dict[str, str]
+    layers: tuple[tuple[Layer, Mapping[str, str]], ...]
+
+    @property
+    def origin(self) -> dict[str, Layer]:
+        """The layer that gave each key its value."""
+        return {key: layer for layer, properties in self.layers for key in properties}
+
+    @property
+    def replaced(self) -> list[tuple[str, Layer, str]]:
+        """Values a later layer replaced with another, as (key, layer, value)."""
+        replaced = []
+        given: dict[str, tuple[Layer, str]] = {}
+        for layer, properties in self.layers:
+            for key, value in properties.items():
+                if key in given and given[key][1] != value:
+                    replaced.append((key, *given[key]))
+                given[key] = (layer, value)
+        return replaced
 
 
-def vmdk_properties(details: VmdkDetails) -> dict[str, str]:
-    """Nova's vmware_* and hw_* names, from the descriptor, when it states them."""
+def merge(*layers: tuple[Layer, Mapping[str, str]]) -> Merged:
+    """The layers' properties in order; a later layer's value for a key replaces an earlier one's."""
+    values: dict[str, str] = {}
+    for _, properties in layers:
+        values.update(properties)
+    return Merged(values, layers)
+
+
+def format_layer(fmt: Format[Any], details: Any) -> dict[str, str]:
+    """The format layer: `disk_format`, then what the format's own mapping says of its details."""
+    return {"disk_format": fmt.name, **fmt.properties(details)}
+
+
+def firmware_properties(firmware: Firmware | None) -> dict[str, str]:
+    """Nova's hw_firmware_type, only when the evidence points one way (see `Firmware`)."""
+    kind = firmware.hw_firmware_type if firmware is not None else None
+    return {"hw_firmware_type": kind} if kind else {}
+
+
+def geometry_properties(geometry: Geometry | None) -> dict[str, str]:
+    """The cylinders/heads/sectors the image states, for a guest that needs its disk's CHS."""
+    if geometry is None:
+        return {}
+    return {
+        "introspect_geometry_cylinders": str(geometry.cylinders),
+        "introspect_geometry_heads": str(geometry.heads),
+        "introspect_geometry_sectors": str(geometry.sectors),
+    }
+
+
+def header_properties(
+    *, version: int | None = None, cluster_size: int | None = None, block_size: int | None = None
+) -> dict[str, str]:
+    """The header's format version, cluster size and block size, those the format has."""
     properties = {}
-    disktype = VMWARE_DISKTYPE.get((details.create_type or "").lower())
-    if disktype in CAN_BE_THIN and details.thin_provisioned:
-        disktype = "thin"
-    if disktype:
-        properties["vmware_disktype"] = disktype
-    adapter = ADAPTERS.get((details.adapter_type or "").lower())
-    if adapter:
-        adaptertype, bus, scsi_model = adapter
-        properties["vmware_adaptertype"] = adaptertype
-        properties["hw_disk_bus"] = bus
-        if scsi_model:
-            properties["hw_scsi_model"] = scsi_model
+    if version is not None:
+        properties["introspect_format_version"] = str(version)
+    if cluster_size is not None:
+        properties["introspect_cluster_size"] = str(cluster_size)
+    if block_size is not None:
+        properties["introspect_block_size"] = str(block_size)
     return properties

@@ -10,10 +10,10 @@ VMDK extents that we refuse to open.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
-
-import sh
+from typing import Any
 
 from introspect.decode import GIB, MIB
 from introspect.errors import UsageError
@@ -35,8 +35,20 @@ class QemuInfo:
     virtual_size: int
 
 
+def _sh() -> Any:
+    """The `sh` package, imported on the first cross-check: the library's users who never ask
+    for one (Glance's import plugin) need not install it."""
+    try:
+        return importlib.import_module("sh")
+    except ImportError:
+        raise UsageError(
+            "the qemu-img cross-check needs the `sh` package: pip install 'introspect-images[cli]'"
+        ) from None
+
+
 def info(path: str, qemu_format: str) -> QemuInfo:
     """Run the caged `qemu-img info`; raise UsageError if qemu-img is missing, sh errors if it fails."""
+    sh = _sh()
     try:
         prlimit = sh.Command("prlimit")
         sh.Command("qemu-img")
@@ -65,6 +77,7 @@ def info(path: str, qemu_format: str) -> QemuInfo:
 
 def cross_check(path: str, qemu_format: str, virtual_size: int | None) -> list[Finding]:
     """Findings for every disagreement between qemu-img and us; none when they agree."""
+    sh = _sh()
     try:
         seen = info(path, qemu_format)
     except sh.TimeoutException:

@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from introspect.formats.bochs import BochsDetails
-from introspect.formats.cloop import CloopDetails
-from introspect.formats.dmg import DmgDetails
-from introspect.formats.iso import IsoDetails
-from introspect.formats.luks import LuksDetails
-from introspect.formats.parallels import ParallelsDetails
-from introspect.formats.qcow import QcowDetails
-from introspect.formats.qcow2 import Qcow2Details
-from introspect.formats.qed import QedDetails
-from introspect.formats.raw import RawDetails
-from introspect.formats.vdi import VdiDetails
-from introspect.formats.vhd import VhdDetails
-from introspect.formats.vhdx import VhdxDetails
-from introspect.formats.vmdk import VmdkDetails
+from introspect.formats import ALL
 from introspect.model import Finding, Frozen, Verdict
 
 #: Bumped whenever a parser or a property mapping changes what it reports, so that
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
 INSPECTOR_VERSION = 1
 
-Details = Annotated[
-    Qcow2Details
-    | QcowDetails
-    | QedDetails
-    | VmdkDetails
-    | VhdDetails
-    | VhdxDetails
-    | VdiDetails
-    | ParallelsDetails
-    | LuksDetails
-    | IsoDetails
-    | BochsDetails
-    | CloopDetails
-    | DmgDetails
-    | RawDetails,
-    Field(discriminator="format"),
-]
+if TYPE_CHECKING:
+    Details = BaseModel
+else:
+    #: Every registered format's details model, told apart by its `format` field.
+    Details = Annotated[Union[tuple(f.details for f in ALL)], Field(discriminator="format")]  # noqa: UP007
 
 
 class Report(Frozen):

@@ -21,21 +21,24 @@ RULES: dict[str, Rule] = {}
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A named check. `summary` says what fired, for `introspect rules` and the README."""
+    """A named check. `summary` says what fired, for `introspect rules` and the README.
+    `names_files`: the image names (or may name) a file outside itself, which qemu-img would open;
+    a safety fact that no policy changes, so it alone decides whether qemu-img may look."""
 
     code: str
     severity: Severity
     summary: str
+    names_files: bool = False
 
     def finding(self, message: str) -> Finding:
         return Finding(code=self.code, severity=self.severity, message=message)
 
 
-def rule(code: str, severity: Severity, summary: str) -> Rule:
+def rule(code: str, severity: Severity, summary: str, *, names_files: bool = False) -> Rule:
     """Declare and register a rule; a code can be declared only once."""
     if code in RULES:
         raise ValueError(f"rule {code!r} is declared twice")
-    declared = Rule(code, severity, summary)
+    declared = Rule(code, severity, summary, names_files)
     RULES[code] = declared
     return declared
 

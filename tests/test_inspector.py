@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import subprocess
+import time
 
 import pytest
 
 import introspect
-from introspect import detect
+from introspect import detect, qemu
+from introspect.containers import compressed
 from introspect.formats import qcow2
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
@@ -132,6 +135,39 @@ def test_cross_check_agrees_and_skips_what_qemu_would_follow(tmp_path):
     assert codes == ["qcow2.backing_file", "qemu.skipped"]
 
 
+def _flat_vmdk_naming(tmp_path, extent):
+    """A monolithicFlat VMDK made by qemu-img, its descriptor's extent renamed to `extent` (the
+    descriptor is a text file; the rename keeps its length rules). Its own flat extent is replaced
+    by a FIFO: a qemu-img that opened it would hang there until its timeout."""
+    descriptor = tmp_path / "disk.vmdk"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(descriptor), "64M"],
+        check=True,
+    )
+    flat = tmp_path / "disk-flat.vmdk"
+    flat.unlink()
+    os.mkfifo(flat)
+    text = descriptor.read_text()
+    assert '"disk-flat.vmdk"' in text
+    descriptor.write_text(text.replace('"disk-flat.vmdk"', f'"{extent}"'))
+    return descriptor
+
+
+@pytest.mark.qemu
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("extent", ["disk-flat.vmdk", "/etc/passwd", "../../../../dev/zero"])
+def test_cross_check_never_runs_on_an_image_naming_files_whatever_the_policy(tmp_path, extent):
+    """The decision rests on the safety fact (the image names a file), not on a severity a policy
+    may have lowered: with every vmdk.* rule demoted to info, qemu-img still never looks."""
+    image = _flat_vmdk_naming(tmp_path, extent)
+    started = time.monotonic()
+    report = introspect.inspect(image, cross_check=True, policy=Policy(severity={"vmdk.*": Severity.INFO}))
+    assert time.monotonic() - started < qemu.TIMEOUT_SECONDS
+    skipped = [f.message for f in report.findings if f.code == "qemu.skipped"]
+    assert len(skipped) == 1 and "names files outside itself (vmdk." in skipped[0], report.findings
+    assert not [f for f in report.findings if f.code in ("qemu.failed", "qemu.disagrees")]
+
+
 @pytest.mark.qemu
 def test_cross_check_reports_a_disagreement(tmp_path, monkeypatch):
     """A parser that misreads the size (simulated by wrapping the real one) is caught by qemu-img."""
@@ -217,3 +253,36 @@ def test_cross_check_needs_a_local_file(tmp_path):
     assert [(f.code, f.message) for f in report.findings] == [
         ("qemu.skipped", "not cross-checked: qemu-img is given local files only")
     ]
+
+
+def test_a_partial_head_says_what_is_unknown():
+    """A raw disk's size is its file's, which a head of its decompressed stream cannot know."""
+    report = introspect.inspect(fixture_group("named") / "zeros-256m.raw.gz")
+    (finding,) = report.findings
+    assert finding.message == (
+        f"only the first {4 << 20} decompressed bytes were read; facts that need the end of the image "
+        "(a raw disk's size, a trailing footer) are unknown: decompress it to inspect it whole"
+    )
+    assert report.properties == {"disk_format": "raw", "introspect_container_format": "gzip"}
+
+
+def test_the_declared_format_is_checked_inside_a_container():
+    report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.gz", expect="raw")
+    assert (report.format, report.container_format, report.verdict) == ("qcow2", "gzip", Verdict.REJECTED)
+    assert [f.code for f in report.findings] == ["image.format_mismatch"]
+
+
+def test_a_damaged_container_is_an_error_verdict_naming_it(tmp_path):
+    wrapped = (fixture_group("named") / "wrapped-1g3m.qcow2.xz").read_bytes()
+    cut = tmp_path / "cut.xz"
+    cut.write_bytes(wrapped[: len(wrapped) // 2])
+    report = introspect.inspect(cut)
+    assert (report.format, report.container_format, report.verdict) == (None, "xz", Verdict.ERROR)
+    assert [f.code for f in report.findings] == ["image.truncated"]
+
+
+def test_a_container_this_installation_cannot_open(monkeypatch):
+    monkeypatch.setattr(compressed, "_zstandard", lambda: None)
+    report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.zst")
+    assert (report.format, report.container_format, report.verdict) == (None, "zstd", Verdict.ERROR)
+    assert [f.code for f in report.findings] == ["compressed.unsupported"]

@@ -1,5 +1,6 @@
 """Report -> properties, checked against what the descriptor text and qemu-img say, through the
-mapping the issue spells out (written here independently of introspect/properties.py)."""
+mapping the issue spells out (written here independently of the formats' own mappings), and the
+merge of layers in introspect/properties.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import shutil
 import pytest
 
 import introspect
+from introspect.model import Firmware
+from introspect.properties import firmware_properties, geometry_properties, header_properties, merge
 from tests.conftest import fixture_group
 from tests.tools import qemu_info, recorded
 
@@ -114,3 +117,93 @@ def test_nothing_is_guessed_for_a_descriptor_without_adapter(tmp_path):
     image.write_text("\n".join(line for line in text.splitlines() if not line.startswith("ddb.adapterType")))
     props = introspect.inspect(image).properties
     assert not {"vmware_adaptertype", "hw_disk_bus", "hw_scsi_model"} & props.keys()
+
+
+#: qemu-img's "cluster-size" is the header's cluster size for these formats...
+CLUSTER_SIZED = {"qcow": "qcow", "qed": "qed"}
+#: ...and the block size (the unit a dynamic disk allocates in) for these.
+BLOCK_SIZED = {"vdi": "vdi", "vpc": "vhd", "vhdx": "vhdx"}
+
+
+def recorded_by_qemu(*groups: str) -> list:
+    return sorted(
+        p.with_name(p.name.removesuffix(".qemu-img.json"))
+        for group in groups
+        for p in fixture_group(group).glob("*.qemu-img.json")
+    )
+
+
+@pytest.mark.parametrize("image", recorded_by_qemu("qcow", "vdi", "vhd"), ids=lambda p: p.name)
+def test_header_numbers_follow_qemu_img(image):
+    """Each format's own mapping says what qemu-img says of its cluster or block size."""
+    info = qemu_info(image)
+    props = introspect.inspect(image).properties
+    if info["format"] in CLUSTER_SIZED:
+        assert props["disk_format"] == CLUSTER_SIZED[info["format"]]
+        assert props["introspect_cluster_size"] == str(info["cluster-size"])
+    elif info["format"] in BLOCK_SIZED:
+        assert props["disk_format"] == BLOCK_SIZED[info["format"]]
+        if "cluster-size" in info:  # a fixed VHD has no blocks
+            assert props["introspect_block_size"] == str(info["cluster-size"])
+        else:
+            assert "introspect_block_size" not in props
+
+
+@pytest.mark.parametrize("image", ["aes.qcow2", "luks.qcow2", "base.qcow2"])
+def test_qcow2_encryption_follows_qemu_img(image):
+    path = fixture_group("qcow") / image
+    info = qemu_info(path)
+    props = introspect.inspect(path).properties
+    if info.get("encrypted"):
+        assert props["introspect_encryption"] == info["format-specific"]["data"]["encrypt"]["format"]
+    else:
+        assert "introspect_encryption" not in props
+
+
+def test_luks_is_encrypted_with_luks():
+    path = fixture_group("luks") / "qemu-aes-xts-7m.luks"
+    assert qemu_info(path)["encrypted"]
+    props = introspect.inspect(path).properties
+    assert (props["disk_format"], props["introspect_encryption"]) == ("luks", "luks")
+
+
+def test_ploop_tracks_are_not_a_geometry():
+    """ploop's header calls its cluster size in sectors "tracks": nothing a guest's CHS would use."""
+    props = introspect.inspect(fixture_group("parallels") / "p-1g3m-256k.hds").properties
+    assert props["introspect_cluster_size"] == str(256 << 10)
+    assert not any(key.startswith("introspect_geometry_") for key in props)
+
+
+def test_merge_keeps_order_and_says_which_layer_gave_each_key():
+    merged = merge(
+        ("format", {"disk_format": "qcow2", "introspect_cluster_size": "65536"}),
+        ("container", {"introspect_container_format": "gzip"}),
+        ("guest", {"introspect_cluster_size": "4096", "os_distro": "debian"}),
+    )
+    assert list(merged.values.items()) == [
+        ("disk_format", "qcow2"),
+        ("introspect_cluster_size", "4096"),
+        ("introspect_container_format", "gzip"),
+        ("os_distro", "debian"),
+    ]
+    assert merged.origin == {
+        "disk_format": "format",
+        "introspect_cluster_size": "guest",
+        "introspect_container_format": "container",
+        "os_distro": "guest",
+    }
+    assert merged.replaced == [("introspect_cluster_size", "format", "65536")]
+
+
+def test_shared_helpers_say_nothing_without_evidence():
+    assert firmware_properties(None) == {}
+    assert firmware_properties(Firmware(bios=True, uefi=True, evidence=["both"])) == {}
+    assert firmware_properties(Firmware(bios=False, uefi=True, evidence=["ESP"])) == {
+        "hw_firmware_type": "uefi"
+    }
+    assert geometry_properties(None) == {}
+    assert header_properties() == {}
+    assert list(header_properties(block_size=1, version=2)) == [
+        "introspect_format_version",
+        "introspect_block_size",
+    ]

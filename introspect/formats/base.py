@@ -1,20 +1,52 @@
-"""What a format module provides: a probe, a parser and its safety checks.
+"""What a format module provides: a probe, a parser, its safety checks, its details model, its
+properties, and (when it has one) a view of the guest's bytes.
 
-Each module in `introspect.formats` declares its on-disk structures once (a frozen dataclass and
-one precompiled `struct.Struct`, named as in the spec), then exports `FORMAT`, a `Format`:
+Each module in `introspect.formats` declares its on-disk structures once (named as in the spec),
+its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
 
 - `probe(head)`: does the head (or tail) carry this format's signature? Cheap, no reads.
 - `inspect(reader, policy)`: parse, through the metered reader, into the format's pydantic
   details model; raise an `ImageError` when the image cannot be parsed.
 - `checks`: safety rules over the details (backing files, extents...). A format with nothing to
   check says so with `checks=None` and a reason in `no_checks_because`.
+- `details`: the details model. Its `format` field is a `Literal` of the format's name: the
+  Report's `details` union is built from every registered format's model, keyed by that field.
+- `properties(details)`: the format's own facts as catalog properties (Glance/Nova names where
+  they exist, else `introspect_<name>`), most useful first; `disk_format` is added by
+  `introspect.properties`, which merges this layer with the container's (and later the guest's).
+  Mappings several formats share (firmware, geometry, header numbers) are helpers there.
+- `satisfies`: declared `disk_format` words this content also satisfies (an ISO is a `raw` image
+  to everyone who reads it byte by byte); `introspect.satisfies()` reads them.
+- `sized_by_file`: the virtual size is the file's size (raw, ISO), so it is unknown when only a
+  head of the image can be read (inside a compressed stream).
+- `guest`: how to read the guest's disk through this format, or None (see below).
+
+Adding a format is this one module plus its entry in `introspect.formats` (its import, its place
+in `PROBED`).
+
+The guest view (`guest`, a `GuestOpener`) is the hook the guest layer (partition tables, LVM,
+filesystems: `introspect.guest`) reads the disk the VM sees through. `guest(reader, details)`
+returns a `GuestView`: `size` is the guest disk's size in bytes, `read(guest_offset, length)`
+returns exactly `length` bytes of it. A view must guarantee:
+
+- every byte comes through the `Reader` it was given (the guest pass's own budget), in reads
+  bounded by what was asked and by its mapping tables, each table read capped as the header pass
+  caps it; no unbounded walk, no cache that grows with the image;
+- ranges the image does not allocate read as zeros; a range past `size`, or mapped past the end
+  of the file, raises `TruncatedImage` (an `ImageError`: the image is bad, not the caller);
+- it never opens another file: a backing file, a data file, a VMDK extent or a parent locator is
+  not followed, and the unallocated ranges that would come from it read as zeros only when the
+  format says so (otherwise the opener returns None);
+- it returns None when the guest's bytes cannot be read without a key (encrypted qcow2, LUKS).
+
+`raw.FORMAT` sets the identity view as the example; formats set `guest=None` until they have one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -45,12 +77,25 @@ class Inspection(Generic[DetailsT]):
     findings: list[Finding] = field(default_factory=list)
 
 
+class GuestView(Protocol):
+    """The disk the guest sees, read through the format's mapping (see the module docstring)."""
+
+    @property
+    def size(self) -> int:
+        """The guest disk's size in bytes."""
+
+    def read(self, guest_offset: int, length: int) -> bytes:
+        """Exactly `length` bytes of the guest disk from `guest_offset`; zeros where unallocated."""
+
+
 Probe = Callable[[Head], bool]
 Parser = Callable[[Reader, Policy], Inspection[DetailsT]]
 Check = Callable[[DetailsT, Policy], Iterable[Finding]]
+PropertyMap = Callable[[DetailsT], Mapping[str, str]]
+GuestOpener = Callable[[Reader, DetailsT], GuestView | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Format(Generic[DetailsT]):
     """One image format. `name` is the word reported as `format` (Glance's disk_format where
     Glance has one), `qemu_name` the `-f` name qemu-img knows it by (None: qemu cannot open it)."""
@@ -61,7 +106,18 @@ class Format(Generic[DetailsT]):
     inspect: Parser[DetailsT]
     checks: tuple[Check[DetailsT], ...] | None
     no_checks_because: str = ""
+    details: type[DetailsT]
+    properties: PropertyMap[DetailsT]
+    satisfies: frozenset[str] = frozenset()
+    sized_by_file: bool = False
+    guest: GuestOpener[DetailsT] | None = None
 
     def __post_init__(self) -> None:
         if self.checks is None and not self.no_checks_because:
             raise ValueError(f"format {self.name} opts out of safety checks without saying why")
+        discriminator = self.details.model_fields.get("format")
+        if discriminator is None or discriminator.default != self.name:
+            raise ValueError(
+                f"format {self.name}: {self.details.__name__} needs a field "
+                f'`format: Literal["{self.name}"] = "{self.name}"` (the Report\'s details are keyed by it)'
+            )

@@ -20,6 +20,7 @@ from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, chars, u32, u64
@@ -184,4 +185,17 @@ def check_subtype(details: BochsDetails, policy: Policy) -> Iterator[Finding]:
         )
 
 
-FORMAT = Format(name="bochs", qemu_name="bochs", probe=probe, inspect=inspect, checks=(check_subtype,))
+def properties(details: BochsDetails) -> dict[str, str]:
+    """The header's version: nothing else a catalog needs (qemu reads the disk size as virtual size)."""
+    return header_properties(version=details.version)
+
+
+FORMAT = Format(
+    name="bochs",
+    qemu_name="bochs",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_subtype,),
+    details=BochsDetails,
+    properties=properties,
+)

@@ -18,6 +18,7 @@ from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, u32, u64
@@ -134,6 +135,11 @@ def _version(data: bytes) -> int:
     return version[0]
 
 
+def properties(details: CloopDetails) -> dict[str, str]:
+    """The preamble's major version and the uncompressed block size."""
+    return header_properties(version=details.version, block_size=details.block_size)
+
+
 FORMAT = Format(
     name="cloop",
     qemu_name="cloop",
@@ -142,4 +148,6 @@ FORMAT = Format(
     checks=None,
     no_checks_because="a cloop image names no other file and has no options to allow or refuse; "
     "its structural limits are enforced while parsing",
+    details=CloopDetails,
+    properties=properties,
 )

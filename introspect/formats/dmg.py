@@ -20,6 +20,7 @@ from introspect.decode import MIB, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u32, u64
@@ -218,4 +219,17 @@ def check_segments(details: DmgDetails, policy: Policy) -> Iterator[Finding]:
         )
 
 
-FORMAT = Format(name="dmg", qemu_name="dmg", probe=probe, inspect=inspect, checks=(check_segments,))
+def properties(details: DmgDetails) -> dict[str, str]:
+    """The koly trailer's version."""
+    return header_properties(version=details.version)
+
+
+FORMAT = Format(
+    name="dmg",
+    qemu_name="dmg",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_segments,),
+    details=DmgDetails,
+    properties=properties,
+)

@@ -38,6 +38,7 @@ from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.partitions import PartitionTable, boot_evidence, firmware_from, read_partition_table
 from introspect.formats.raw import qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
+from introspect.properties import firmware_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 from introspect.structure import LittleEndianStructure, chars, i8, pad, u8, u16, u32
@@ -612,6 +613,11 @@ def _firmware(el_torito: ElTorito | None, table: PartitionTable | None) -> Firmw
     return firmware_from(bios, uefi)
 
 
+def properties(details: IsoDetails) -> dict[str, str]:
+    """Firmware from El Torito and a hybrid's partition table, and the logical block size."""
+    return {**firmware_properties(details.firmware), **header_properties(block_size=details.block_size)}
+
+
 FORMAT = Format(
     name="iso",
     qemu_name="raw",
@@ -620,4 +626,8 @@ FORMAT = Format(
     checks=None,
     no_checks_because="an ISO names no other file and has no options to allow or refuse; its "
     "structural findings come from the parse",
+    details=IsoDetails,
+    properties=properties,
+    satisfies=frozenset({"raw"}),
+    sized_by_file=True,
 )

@@ -39,6 +39,7 @@ from introspect.formats.luks2 import (
     show,
 )
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u16, u32, u64, unpack_array
@@ -528,6 +529,11 @@ def _uuid(text: str) -> str | None:
         return None
 
 
+def properties(details: LuksDetails) -> dict[str, str]:
+    """The LUKS version, and that the disk is encrypted (with LUKS itself)."""
+    return {**header_properties(version=details.version), "introspect_encryption": "luks"}
+
+
 FORMAT = Format(
     name="luks",
     qemu_name="luks",
@@ -535,4 +541,6 @@ FORMAT = Format(
     inspect=inspect,
     checks=None,
     no_checks_because="a LUKS header names no other file (a detached header is a finding of its own)",
+    details=LuksDetails,
+    properties=properties,
 )

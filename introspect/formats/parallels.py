@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 from introspect.structure import LittleEndianStructure, chars, u32, u64
@@ -202,6 +203,12 @@ def _findings(header: ParallelsHeader, details: ParallelsDetails, extended: bool
         )
 
 
+def properties(details: ParallelsDetails) -> dict[str, str]:
+    """The header's version and cluster size. Not its "geometry": its tracks are clusters, not a
+    disk's CHS, nothing a guest would use."""
+    return header_properties(version=details.version, cluster_size=details.cluster_size)
+
+
 FORMAT = Format(
     name="ploop",
     qemu_name="parallels",
@@ -209,4 +216,6 @@ FORMAT = Format(
     inspect=inspect,
     checks=None,
     no_checks_because="a Parallels/ploop image names no other file: no backing or data file to refer to",
+    details=ParallelsDetails,
+    properties=properties,
 )

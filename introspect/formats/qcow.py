@@ -17,12 +17,13 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.qcow2 import QCOW1_VERSION, QCOW_MAGIC, MagicVersion
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u32, u64
 
 BAD_HEADER = rule("qcow.bad_header", Severity.REJECT, "a qcow header field holds a value qemu refuses")
-BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file")
+BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
 AES_ENCRYPTION = rule("qcow.aes_encryption", Severity.REJECT, "the image uses qcow's AES-CBC encryption")
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
@@ -174,10 +175,17 @@ def check_aes_encryption(details: QcowDetails, policy: Policy) -> Iterable[Findi
         )
 
 
+def properties(details: QcowDetails) -> dict[str, str]:
+    """The header's version and cluster size."""
+    return header_properties(version=details.version, cluster_size=details.cluster_size)
+
+
 FORMAT = Format(
     name="qcow",
     qemu_name="qcow",
     probe=probe,
     inspect=inspect,
     checks=(check_backing_file, check_aes_encryption),
+    details=QcowDetails,
+    properties=properties,
 )

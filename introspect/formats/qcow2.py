@@ -23,6 +23,7 @@ from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, u8, u32, u64, unpack_array
@@ -36,8 +37,10 @@ UNKNOWN_INCOMPATIBLE = rule(
 )
 CORRUPT = rule("qcow2.corrupt", Severity.REJECT, "the image is marked corrupt (incompatible bit 1)")
 DIRTY = rule("qcow2.dirty", Severity.WARN, "the image was not closed cleanly (incompatible bit 0)")
-BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file")
-DATA_FILE = rule("qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file")
+BACKING_FILE = rule("qcow2.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
+DATA_FILE = rule(
+    "qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file", names_files=True
+)
 AES_ENCRYPTION = rule("qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption")
 
 RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-img"
@@ -831,10 +834,20 @@ def check_aes_encryption(details: Qcow2Details, policy: Policy) -> Iterable[Find
         )
 
 
+def properties(details: Qcow2Details) -> dict[str, str]:
+    """The header's version and cluster size, and its encryption method (aes, luks) when it has one."""
+    mapped = header_properties(version=details.version, cluster_size=details.cluster_size)
+    if details.encryption != "none":
+        mapped["introspect_encryption"] = details.encryption
+    return mapped
+
+
 FORMAT = Format(
     name="qcow2",
     qemu_name="qcow2",
     probe=probe,
     inspect=inspect,
     checks=(check_backing_file, check_data_file, check_aes_encryption),
+    details=Qcow2Details,
+    properties=properties,
 )

@@ -18,6 +18,7 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.qcow2 import FeatureBits, feature_bits
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, chars, u32, u64
@@ -27,7 +28,7 @@ UNKNOWN_FEATURES = rule(
     "qed.unknown_features", Severity.REJECT, "the image sets feature bits the qed spec does not define"
 )
 NEED_CHECK = rule("qed.need_check", Severity.WARN, "the image was not closed cleanly (QED_F_NEED_CHECK)")
-BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file")
+BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
 
@@ -232,4 +233,17 @@ def check_backing_file(details: QedDetails, policy: Policy) -> Iterable[Finding]
         )
 
 
-FORMAT = Format(name="qed", qemu_name="qed", probe=probe, inspect=inspect, checks=(check_backing_file,))
+def properties(details: QedDetails) -> dict[str, str]:
+    """The header's cluster size (qed has no version field)."""
+    return header_properties(cluster_size=details.cluster_size)
+
+
+FORMAT = Format(
+    name="qed",
+    qemu_name="qed",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_backing_file,),
+    details=QedDetails,
+    properties=properties,
+)

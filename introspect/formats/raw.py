@@ -20,6 +20,7 @@ from typing import Literal
 import magic
 from pydantic import Field
 
+from introspect.errors import TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.partitions import (
     LOGICAL_BLOCK_SIZE,
@@ -31,6 +32,7 @@ from introspect.formats.partitions import (
     read_partition_table,
 )
 from introspect.model import Finding, Firmware, Frozen, Severity
+from introspect.properties import firmware_properties
 from introspect.safety import NOT_A_DISK, Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 
@@ -199,6 +201,32 @@ def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
     ]
 
 
+def properties(details: RawDetails) -> dict[str, str]:
+    """Firmware, when the partition table points one way."""
+    return firmware_properties(details.firmware)
+
+
+class RawGuestView:
+    """The guest view of a raw disk, the identity: guest offset N is file offset N. The guest's
+    disk is `qemu_virtual_size` long, so the tail of a last partial sector reads as zeros, as qemu
+    presents it. The example every format's view follows (see `introspect.formats.base`)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self.size = qemu_virtual_size(reader.size)
+
+    def read(self, guest_offset: int, length: int) -> bytes:
+        if guest_offset < 0 or length < 0 or guest_offset + length > self.size:
+            raise TruncatedImage("guest data", offset=guest_offset, length=length, size=self.size)
+        data = self._reader.read_upto(guest_offset, length, "guest data")
+        return data + bytes(length - len(data))
+
+
+def guest_view(reader: Reader, details: RawDetails) -> RawGuestView:
+    """A raw disk is its own guest view: nothing to map, nothing encrypted, no other file."""
+    return RawGuestView(reader)
+
+
 FORMAT = Format(
     name="raw",
     qemu_name="raw",
@@ -207,4 +235,8 @@ FORMAT = Format(
     checks=None,
     no_checks_because="a raw disk names no other file and has no options to allow or refuse; "
     "what its content says (partition tables, libmagic) is judged while parsing",
+    details=RawDetails,
+    properties=properties,
+    sized_by_file=True,
+    guest=guest_view,
 )

@@ -20,6 +20,7 @@ from introspect.decode import MIB, c_string, guid
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, chars, pad, u32, u64
@@ -411,4 +412,20 @@ def check_parent(details: VdiDetails, policy: Policy) -> Iterator[Finding]:
         )
 
 
-FORMAT = Format(name="vdi", qemu_name="vdi", probe=probe, inspect=inspect, checks=(check_parent,))
+def properties(details: VdiDetails) -> dict[str, str]:
+    """The geometry (LCHS, else legacy), the header's major version and the block size."""
+    return {
+        **geometry_properties(details.geometry),
+        **header_properties(version=details.version, block_size=details.block_size),
+    }
+
+
+FORMAT = Format(
+    name="vdi",
+    qemu_name="vdi",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_parent,),
+    details=VdiDetails,
+    properties=properties,
+)

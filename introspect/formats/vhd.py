@@ -27,6 +27,7 @@ from introspect.decode import padded_text, utf16_c_string, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
@@ -34,7 +35,9 @@ from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u
 # --- Rules -----------------------------------------------------------------------------------
 
 INVALID = rule("vhd.invalid", Severity.REJECT, "a VHD structure holds a value the spec does not allow")
-DIFFERENCING = rule("vhd.differencing", Severity.REJECT, "the VHD is a differencing disk with a parent")
+DIFFERENCING = rule(
+    "vhd.differencing", Severity.REJECT, "the VHD is a differencing disk with a parent", names_files=True
+)
 FOOTER_CHECKSUM = rule(
     "vhd.footer_checksum", Severity.REJECT, "the footer qemu reads has a wrong checksum (qemu refuses it)"
 )
@@ -514,4 +517,20 @@ def check_differencing(details: VhdDetails, policy: Policy) -> Iterator[Finding]
         )
 
 
-FORMAT = Format(name="vhd", qemu_name="vpc", probe=probe, inspect=inspect, checks=(check_differencing,))
+def properties(details: VhdDetails) -> dict[str, str]:
+    """The footer's CHS geometry and version, and a dynamic disk's block size."""
+    return {
+        **geometry_properties(details.geometry),
+        **header_properties(version=details.version, block_size=details.block_size),
+    }
+
+
+FORMAT = Format(
+    name="vhd",
+    qemu_name="vpc",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_differencing,),
+    details=VhdDetails,
+    properties=properties,
+)

@@ -31,6 +31,7 @@ from introspect.decode import KIB, MIB, guid, utf16_c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
+from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, StructureT, chars, pad, u16, u32, u64, unpack_array
@@ -38,7 +39,9 @@ from introspect.structure import LittleEndianStructure, StructureT, chars, pad, 
 # --- Rules -----------------------------------------------------------------------------------
 
 INVALID = rule("vhdx.invalid", Severity.REJECT, "a VHDX structure holds a value the spec does not allow")
-DIFFERENCING = rule("vhdx.differencing", Severity.REJECT, "the VHDX is a differencing disk with a parent")
+DIFFERENCING = rule(
+    "vhdx.differencing", Severity.REJECT, "the VHDX is a differencing disk with a parent", names_files=True
+)
 HEADER_CHECKSUM = rule(
     "vhdx.header_checksum", Severity.WARN, "one of the two VHDX headers is corrupt; the other one is used"
 )
@@ -785,4 +788,17 @@ def check_differencing(details: VhdxDetails, policy: Policy) -> Iterator[Finding
         )
 
 
-FORMAT = Format(name="vhdx", qemu_name="vhdx", probe=probe, inspect=inspect, checks=(check_differencing,))
+def properties(details: VhdxDetails) -> dict[str, str]:
+    """The header's version and the block size."""
+    return header_properties(version=details.version, block_size=details.block_size)
+
+
+FORMAT = Format(
+    name="vhdx",
+    qemu_name="vhdx",
+    probe=probe,
+    inspect=inspect,
+    checks=(check_differencing,),
+    details=VhdxDetails,
+    properties=properties,
+)

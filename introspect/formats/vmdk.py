@@ -42,6 +42,7 @@ from introspect.formats.vmdk_descriptor import (
     parse_descriptor,
 )
 from introspect.model import Finding, Frozen, Geometry, Severity
+from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, boolean, char, chars, pad, u16, u32, u64
@@ -50,16 +51,25 @@ BAD_HEADER = rule(
     "vmdk.bad_header", Severity.REJECT, "a sparse extent header, footer or marker holds a value out of range"
 )
 EXTENT_PATH = rule(
-    "vmdk.extent_path", Severity.REJECT, "an extent file name is absolute, has `..`, or is too long"
+    "vmdk.extent_path",
+    Severity.REJECT,
+    "an extent file name is absolute, has `..`, or is too long",
+    names_files=True,
 )
 EXTENT_OUTSIDE = rule(
-    "vmdk.extent_outside", Severity.REJECT, "the descriptor's extents are not (only) this file"
+    "vmdk.extent_outside",
+    Severity.REJECT,
+    "the descriptor's extents are not (only) this file",
+    names_files=True,
 )
 CREATE_TYPE = rule(
     "vmdk.create_type", Severity.REJECT, "the descriptor's createType is outside the policy's allow-list"
 )
 DELTA_DISK = rule(
-    "vmdk.delta_disk", Severity.REJECT, "the disk is a delta of a parent disk (parentFileNameHint, parentCID)"
+    "vmdk.delta_disk",
+    Severity.REJECT,
+    "the disk is a delta of a parent disk (parentFileNameHint, parentCID)",
+    names_files=True,
 )
 ESX_SPARSE = rule(
     "vmdk.esx_sparse", Severity.REJECT, "the file is an ESX sparse (COWD) extent, a vmfsSparse redo log"
@@ -778,10 +788,72 @@ def check_esx_sparse(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
         )
 
 
+# --- Properties -----------------------------------------------------------------------------------
+
+#: createType -> Nova's vmware_disktype (nova/virt/vmwareapi/constants.py DISK_TYPE_*):
+#: monolithicSparse, twoGbMaxExtentSparse -> sparse; streamOptimized -> streamOptimized;
+#: monolithicFlat, twoGbMaxExtentFlat, vmfs* -> preallocated; vmfsThin -> thin.
+VMWARE_DISKTYPE = {
+    "monolithicsparse": "sparse",
+    "twogbmaxextentsparse": "sparse",
+    "streamoptimized": "streamOptimized",
+    "monolithicflat": "preallocated",
+    "twogbmaxextentflat": "preallocated",
+    "vmfs": "preallocated",
+    "vmfspreallocated": "preallocated",
+    "vmfseagerzeroedthick": "preallocated",
+    "vmfsthin": "thin",
+}
+#: Types whose disks can be thin: ddb.thinProvisioned = 1 makes them `thin`.
+CAN_BE_THIN = {"preallocated"}
+
+#: ddb.adapterType -> (vmware_adaptertype, hw_disk_bus, hw_scsi_model or None).
+ADAPTERS: dict[str, tuple[str, str, str | None]] = {
+    "ide": ("ide", "ide", None),
+    "buslogic": ("busLogic", "scsi", "buslogic"),
+    "lsilogic": ("lsiLogic", "scsi", "lsilogic"),
+    "legacyesx": ("lsiLogic", "scsi", "lsilogic"),
+    "lsisas1068": ("lsiLogicsas", "scsi", "lsisas1068"),
+    "pvscsi": ("paraVirtual", "scsi", "vmpvscsi"),
+}
+
+
+def vmware_properties(details: VmdkDetails) -> dict[str, str]:
+    """Nova's vmware_* and hw_* names, from the descriptor, when it states them."""
+    properties = {}
+    disktype = VMWARE_DISKTYPE.get((details.create_type or "").lower())
+    if disktype in CAN_BE_THIN and details.thin_provisioned:
+        disktype = "thin"
+    if disktype:
+        properties["vmware_disktype"] = disktype
+    adapter = ADAPTERS.get((details.adapter_type or "").lower())
+    if adapter:
+        adaptertype, bus, scsi_model = adapter
+        properties["vmware_adaptertype"] = adaptertype
+        properties["hw_disk_bus"] = bus
+        if scsi_model:
+            properties["hw_scsi_model"] = scsi_model
+    return properties
+
+
+def properties(details: VmdkDetails) -> dict[str, str]:
+    """Nova's names first (they decide how the VM boots), then ddb.geometry.*, the createType and
+    ddb.virtualHWVersion, and the sparse header's version and grain size."""
+    mapped = {**vmware_properties(details), **geometry_properties(details.geometry)}
+    if details.create_type:
+        mapped["introspect_vmdk_create_type"] = details.create_type
+    if details.virtual_hw_version is not None:
+        mapped["introspect_virtual_hw_version"] = str(details.virtual_hw_version)
+    mapped.update(header_properties(version=details.version, cluster_size=details.cluster_size))
+    return mapped
+
+
 FORMAT = Format(
     name="vmdk",
     qemu_name="vmdk",
     probe=probe,
     inspect=inspect,
     checks=(check_extent_paths, check_extents_in_file, check_create_type, check_delta, check_esx_sparse),
+    details=VmdkDetails,
+    properties=properties,
 )

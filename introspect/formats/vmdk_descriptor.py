@@ -28,13 +28,19 @@ CONVERT = (
 )
 
 DESCRIPTOR_LIMIT = rule(
-    "vmdk.descriptor_limit", Severity.REJECT, "the descriptor is beyond a size, line, extent or key limit"
+    "vmdk.descriptor_limit",
+    Severity.REJECT,
+    "the descriptor is beyond a size, line, extent or key limit",
+    names_files=True,
 )
 # A line that is neither blank, a comment, `key = value` nor an extent is rejected (STYLE rule 9,
 # as oslo's check_descriptor does): qemu finds extents with a lenient sscanf and VMware has its own
 # parser, so a line we cannot classify may be an extent or a key to one of them.
 DESCRIPTOR_SYNTAX = rule(
-    "vmdk.descriptor_syntax", Severity.REJECT, "a descriptor line is not a comment, key = value or extent"
+    "vmdk.descriptor_syntax",
+    Severity.REJECT,
+    "a descriptor line is not a comment, key = value or extent",
+    names_files=True,
 )
 # A well-formed `key = value` line with a key the spec does not list only warns: no reader acts on a
 # key it does not know (qemu looks up four keys by name, VMware ignores what it does not use), and

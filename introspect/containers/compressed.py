@@ -1,8 +1,9 @@
 """Compression wrappers around an image (gzip, xz, zstd, bzip2): named from the head, and
 decompressed only as far as a bounded head, so that the image inside can be inspected.
 
-This is not a probed format: the inspector calls `sniff()` on the head and, for a wrapper it can
-decompress, inspects `open_decompressed()` (a `DecompressedHead`) instead of the file.
+A container (see `introspect.containers`), not a probed format: one `Container` per wrapper kind
+is declared at the end of this module. Its one member is the decompressed head of the image (a
+`DecompressedHead`, from `open_decompressed()`), inspected instead of the file.
 
 Specs (the signatures below are declared beside them):
 - gzip: RFC 1952 §2.3.1, the member header: ID1 ID2 CM FLG MTIME XFL OS (little-endian).
@@ -26,10 +27,11 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from introspect.containers.base import Container, Member, Unpacked
 from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.model import Finding, Severity
-from introspect.safety import rule
+from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, ByteSource, Reader
 from introspect.structure import BigEndianStructure, LittleEndianStructure, char, chars, u8, u32
 
@@ -351,3 +353,45 @@ def _zstandard() -> Any:
         return importlib.import_module("zstandard")
     except ImportError:
         return None
+
+
+# --- The containers ----------------------------------------------------------------------------
+
+
+def partial(member: Member, needed: str | None) -> Finding:
+    """A head that does not reach the image's end: what is unknown, and what to do."""
+    return PARTIAL.finding(
+        f"only the first {member.source.size} decompressed bytes were read"
+        + (f" and the image needs more ({needed})" if needed else "")
+        + "; facts that need the end of the image (a raw disk's size, a trailing footer) are "
+        "unknown: decompress it to inspect it whole"
+    )
+
+
+def _sniffer(kind: Compression, magic: bytes) -> Callable[[bytes], bool]:
+    """`sniff()` for one kind, asked only of heads that start with its first magic bytes."""
+
+    def sniff_kind(head: bytes) -> bool:
+        return head.startswith(magic) and sniff(head) == kind
+
+    return sniff_kind
+
+
+def _opener(kind: Compression) -> Callable[[Reader, Policy], Unpacked]:
+    """One member, the decompressed head; none (and a finding) when `kind` is unavailable here."""
+
+    def open_kind(reader: Reader, policy: Policy) -> Unpacked:
+        head = open_decompressed(reader, kind)
+        if head is None:
+            return Unpacked(findings=[cannot_decompress(kind)])
+        return Unpacked(members=(Member(head.name, head, complete=head.complete),), boot=0)
+
+    return open_kind
+
+
+GZIP = Container(
+    name="gzip", sniff=_sniffer("gzip", bytes((GZIP_ID1, GZIP_ID2))), open=_opener("gzip"), partial=partial
+)
+XZ = Container(name="xz", sniff=_sniffer("xz", XZ_MAGIC), open=_opener("xz"), partial=partial)
+ZSTD = Container(name="zstd", sniff=_sniffer("zstd", ZSTD_MAGIC), open=_opener("zstd"), partial=partial)
+BZ2 = Container(name="bz2", sniff=_sniffer("bz2", BZIP2_MAGIC), open=_opener("bz2"), partial=partial)

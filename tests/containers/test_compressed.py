@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from introspect.errors import BadField, BudgetExceeded, TruncatedImage
-from introspect.formats.compressed import (
+from introspect.containers.compressed import (
     DECOMPRESSED_HEAD_SIZE,
     DecompressedHead,
     cannot_decompress,
@@ -14,6 +13,7 @@ from introspect.formats.compressed import (
     sniff,
     zstd_available,
 )
+from introspect.errors import BadField, BudgetExceeded, TruncatedImage
 from introspect.sources import HEAD_SIZE, Budget, FileSource, Reader
 from tests.conftest import fixture_group
 from tests.tools import qemu_info

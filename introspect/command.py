@@ -1,0 +1,22 @@
+"""The `introspect` console script. The library installs without the command line's packages
+(Glance's import plugin needs the library alone), so the script says in one line which extra
+brings them, instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+#: The distribution name: `introspect` on PyPI is an unrelated project.
+DISTRIBUTION = "introspect-images"
+
+
+def main() -> None:
+    try:
+        from introspect.cli import main as command
+    except ImportError as missing:
+        sys.stderr.write(
+            f"introspect: the command line needs the {missing.name} package: "
+            f"pip install '{DISTRIBUTION}[cli]'\n"
+        )
+        sys.exit(2)
+    command()
