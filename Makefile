@@ -76,6 +76,11 @@ bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op ta
 bench-glance: venv tools glance-venv ## bytes per image and images/s of a re-run against a real Glance
 	$(PY) -m tests.bench.bench_glance
 
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: venv tools fixtures ## coverage-guided fuzzing of inspect() (atheris, else our mutation engine); FUZZ_SECONDS=600
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
+
 .PHONY: clean
 clean: ## remove the venv, built fixtures and caches
-	rm -rf $(VENV) fixtures/build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) fixtures/build .fuzz .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,10 +6,14 @@ truncation."""
 
 from __future__ import annotations
 
+import re
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,3 +116,34 @@ def test_no_bytes_crash_inspect(seed, patches, truncate):
 
 def test_fuzz_has_seeds():
     assert len(SEEDS) >= 20, "run `make fixtures`: the fuzzer needs the tool-built images as seeds"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("engine", "runs"), [("mutate", 300), ("atheris", 400)])
+def test_a_short_round_of_make_fuzz(tmp_path, engine, runs):
+    """CI's bounded round of `make fuzz`: each engine over the fixtures' corpus, no failure."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.fuzz",
+            "--engine",
+            engine,
+            "--runs",
+            str(runs),
+            "--corpus",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    if engine == "atheris":
+        executed = re.search(r"stat::number_of_executed_units:\s+(\d+)", result.stderr)
+        assert executed and int(executed.group(1)) >= runs, result.stderr[-2000:]
+        assert "stat::new_units_added:" in result.stderr  # coverage-guided: the library is instrumented
+        assert "no interesting inputs were found" not in result.stderr
+    else:
+        assert f"fuzz: {runs} inputs ({4 * runs} inspections), 0 failures" in result.stdout
