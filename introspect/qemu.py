@@ -15,15 +15,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from introspect.decode import GIB, MIB
 from introspect.errors import UsageError
 from introspect.model import Finding
 from introspect.safety import QEMU_DISAGREES, QEMU_FAILED
 
-ADDRESS_SPACE_LIMIT = 1 << 30
+ADDRESS_SPACE_LIMIT = 1 * GIB
 CPU_SECONDS_LIMIT = 2
 TIMEOUT_SECONDS = 10.0
 #: qemu-img info's JSON for one image is a few KiB; anything beyond this is not its answer.
-MAX_OUTPUT = 1 << 20
+MAX_OUTPUT = 1 * MIB
 
 
 @dataclass(frozen=True, slots=True)

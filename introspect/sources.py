@@ -22,13 +22,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
 
+from introspect.decode import KIB, MIB
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
 
 if TYPE_CHECKING:
     import httpx
-
-KIB = 1024
-MIB = 1024 * KIB
 
 #: Every probe sees the first HEAD_SIZE bytes: enough for the ISO 9660 primary volume descriptor
 #: (at 32 KiB), a GPT and its 128 entries, a LUKS2 header with its default 12 KiB JSON area, a

@@ -92,17 +92,23 @@ TOY_MODULE = '''
 
 from __future__ import annotations
 
-import struct
-from typing import Literal
+from typing import ClassVar, Literal
 
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Frozen
 from introspect.properties import header_properties
 from introspect.safety import Policy
 from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, chars, u64
 
 MAGIC = b"TOYDISK1"
-HEADER = struct.Struct("<8s Q")
+
+
+class ToyHeader(LittleEndianStructure):
+    OFFSET: ClassVar[int] = 0
+
+    magic: bytes = chars(8)
+    disk_size: int = u64()
 
 
 class ToyDetails(Frozen):
@@ -115,7 +121,7 @@ def probe(head: Head) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[ToyDetails]:
-    _, size = HEADER.unpack(reader.read(0, HEADER.size, "toy header"))
+    size = ToyHeader.read(reader, "toy header").disk_size
     return Inspection(ToyDetails(disk_size=size), size)
 
 

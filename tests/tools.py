@@ -1,10 +1,16 @@
-"""Read what the real tools recorded beside each fixture (never what introspect said)."""
+"""Read what the real tools recorded beside each fixture (never what introspect said), and
+derive hostile variants of real images one declared structure at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from introspect.structure import Structure, pack
+
+S = TypeVar("S", bound=Structure)
 
 
 def qemu_info(image: Path) -> dict[str, Any]:
@@ -15,3 +21,18 @@ def qemu_info(image: Path) -> dict[str, Any]:
 def recorded(image: Path, suffix: str) -> str:
     """Any other tool output recorded as IMAGE.SUFFIX (sfdisk.json, isoinfo.txt, descriptor.txt...)."""
     return image.with_name(f"{image.name}.{suffix}").read_text()
+
+
+def rewrite(data: bytearray, kind: type[S], offset: int | None = None, /, **changes: Any) -> S:
+    """Change fields of the `kind` structure at `offset` (its declared OFFSET by default) in a
+    real image's bytes, in place: unpack, `dataclasses.replace`, pack. Returns the new structure."""
+    at = getattr(kind, "OFFSET", 0) if offset is None else offset
+    new = dataclasses.replace(kind.unpack(data, at), **changes)
+    put(data, new, at)
+    return new
+
+
+def put(data: bytearray, value: Structure, offset: int | None = None) -> None:
+    """Write the structure `value` into an image's bytes at `offset` (its declared OFFSET by default)."""
+    at = getattr(value, "OFFSET", 0) if offset is None else offset
+    data[at : at + value.SIZE] = pack(value)

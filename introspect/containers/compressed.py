@@ -23,17 +23,17 @@ import bz2
 import functools
 import importlib
 import lzma
-import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, Self
+from typing import Any, Literal, Protocol
 
 from introspect.containers.base import Container, Member, Unpacked
+from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
-from introspect.sources import HEAD_SIZE, MIB, ByteSource, Reader
+from introspect.sources import HEAD_SIZE, ByteSource, Reader
+from introspect.structure import BigEndianStructure, LittleEndianStructure, char, chars, u8, u32
 
 CORRUPT = rule("compressed.corrupt", Severity.REJECT, "the compressed stream around the image is damaged")
 PARTIAL = rule("compressed.partial", Severity.INFO, "only the head of a compressed image was decompressed")
@@ -64,23 +64,16 @@ ZSTD_FEED = 256
 ADVICE = "the compressed file is damaged: compress the image again and upload it"
 
 
-@dataclass(frozen=True, slots=True)
-class GzipMemberHeader:
-    """RFC 1952 §2.3.1, the fixed part of a gzip member header, little-endian."""
+class GzipMemberHeader(LittleEndianStructure):
+    """RFC 1952 §2.3.1, the fixed part of a gzip member header."""
 
-    id1: int
-    id2: int
-    cm: int
-    flg: int
-    mtime: int
-    xfl: int
-    os: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<B B B B I B B")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
+    id1: int = u8()
+    id2: int = u8()
+    cm: int = u8()
+    flg: int = u8()
+    mtime: int = u32()
+    xfl: int = u8()
+    os: int = u8()
 
 
 #: RFC 1952 §2.3.1: ID1, ID2; CM 8 is deflate (the only method gzip defines); FLG bits 5-7 are
@@ -95,22 +88,15 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS
 #: .xz §2.1.1.1 Header Magic Bytes.
 XZ_MAGIC = b"\xfd7zXZ\x00"
 #: RFC 8878 §3.1.1 Magic_Number 0xFD2FB528, little-endian.
-ZSTD_MAGIC = struct.pack("<I", 0xFD2FB528)
+ZSTD_MAGIC = (0xFD2FB528).to_bytes(4, "little")
 
 
-@dataclass(frozen=True, slots=True)
-class Bzip2StreamHeader:
+class Bzip2StreamHeader(BigEndianStructure):
     """bzip2's stream header ("BZh", the level '1'-'9') and the first block header's magic."""
 
-    magic: bytes
-    level: bytes
-    block_magic: bytes
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">3s c 6s")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
+    magic: bytes = chars(3)
+    level: bytes = char()
+    block_magic: bytes = chars(6)
 
 
 BZIP2_MAGIC = b"BZh"
@@ -120,8 +106,8 @@ BZIP2_BLOCK_MAGIC = bytes.fromhex("314159265359")
 
 def sniff(head: bytes) -> Compression | None:
     """The compression wrapper whose signature starts the head, if any."""
-    if len(head) >= GzipMemberHeader.STRUCT.size:
-        gzip = GzipMemberHeader.from_bytes(head)
+    if len(head) >= GzipMemberHeader.SIZE:
+        gzip = GzipMemberHeader.unpack(head)
         if (gzip.id1, gzip.id2, gzip.cm) == (GZIP_ID1, GZIP_ID2, GZIP_CM_DEFLATE) and not (
             gzip.flg & GZIP_FLG_RESERVED
         ):
@@ -130,8 +116,8 @@ def sniff(head: bytes) -> Compression | None:
         return "xz"
     if head.startswith(ZSTD_MAGIC):
         return "zstd"
-    if len(head) >= Bzip2StreamHeader.STRUCT.size:
-        bzip2 = Bzip2StreamHeader.from_bytes(head)
+    if len(head) >= Bzip2StreamHeader.SIZE:
+        bzip2 = Bzip2StreamHeader.unpack(head)
         if (
             bzip2.magic == BZIP2_MAGIC
             and bzip2.level in BZIP2_LEVELS

@@ -11,19 +11,19 @@ limits are named after qemu's and the image is judged as qemu would judge it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, chars, u32, u64
 
 BAD_HEADER = rule("bochs.bad_header", Severity.REJECT, "a Bochs header field holds a value qemu refuses")
 NOT_GROWING = rule(
@@ -55,58 +55,41 @@ MIN_EXTENT_SIZE = SECTOR_SIZE
 MAX_EXTENT_SIZE = 0x800000
 
 
-def _c_string(field: bytes) -> str:
-    """A NUL-terminated string in a fixed-size field, compared as qemu's strcmp() does."""
-    return field.split(b"\0", 1)[0].decode("ascii", errors="replace")
+class StandardHeader(LittleEndianStructure):
+    """The standard header (Harddisk Redologs, "Standard header"). Its strings are NUL-terminated
+    in their fields, compared as qemu's strcmp() does."""
+
+    OFFSET: ClassVar[int] = 0
+
+    magic: bytes = chars(32)
+    type: bytes = chars(16)
+    subtype: bytes = chars(16)
+    version: int = u32()
+    header: int = u32()
 
 
-@dataclass(frozen=True, slots=True)
-class StandardHeader:
-    """The standard header (Harddisk Redologs, "Standard header"), at offset 0, little-endian."""
+class RedologHeader(LittleEndianStructure):
+    """The redolog specific header of a version 2 header (Harddisk Redologs, "Redolog specific
+    header"), right after the standard header; `timestamp` is a FAT date and time ("Undoable" only)."""
 
-    magic: bytes
-    type: bytes
-    subtype: bytes
-    version: int
-    header: int
+    OFFSET: ClassVar[int] = StandardHeader.SIZE
 
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<32s 16s 16s I I")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.magic, self.type, self.subtype, self.version, self.header)
+    catalog: int = u32()
+    bitmap: int = u32()
+    extent: int = u32()
+    timestamp: int = u32()
+    disk: int = u64()
 
 
-@dataclass(frozen=True, slots=True)
-class RedologHeader:
-    """The redolog specific header (Harddisk Redologs, "Redolog specific header"), right after
-    the standard header. Version 2 has `timestamp` (FAT date and time, "Undoable" only) before
-    `disk`; version 1 does not."""
+class RedologHeaderV1(LittleEndianStructure):
+    """The redolog specific header of a version 1 header: no `timestamp`, so `disk` comes 4 bytes earlier."""
 
-    catalog: int
-    bitmap: int
-    extent: int
-    timestamp: int | None
-    disk: int
+    OFFSET: ClassVar[int] = StandardHeader.SIZE
 
-    OFFSET: ClassVar[int] = StandardHeader.STRUCT.size
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<I I I I Q")
-    STRUCT_V1: ClassVar[struct.Struct] = struct.Struct("<I I I Q")
-
-    @classmethod
-    def from_bytes(cls, data: bytes, version: int) -> Self:
-        if version == HEADER_V1:
-            catalog, bitmap, extent, disk = cls.STRUCT_V1.unpack_from(data, cls.OFFSET)
-            return cls(catalog, bitmap, extent, None, disk)
-        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
-
-    def pack(self) -> bytes:
-        if self.timestamp is None:
-            return self.STRUCT_V1.pack(self.catalog, self.bitmap, self.extent, self.disk)
-        return self.STRUCT.pack(self.catalog, self.bitmap, self.extent, self.timestamp, self.disk)
+    catalog: int = u32()
+    bitmap: int = u32()
+    extent: int = u32()
+    disk: int = u64()
 
 
 class BochsDetails(Frozen):
@@ -132,9 +115,11 @@ def probe(head: Head) -> bool:
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
     data = reader.read(0, HEADER_SIZE, "bochs header")
-    standard = StandardHeader.from_bytes(data)
-    if _c_string(standard.type) != REDOLOG_TYPE:
-        raise BadField(BAD_HEADER, "type", _c_string(standard.type), repr(REDOLOG_TYPE), advice=CONVERT)
+    standard = StandardHeader.unpack(data)
+    if c_string(standard.type, "ascii") != REDOLOG_TYPE:
+        raise BadField(
+            BAD_HEADER, "type", c_string(standard.type, "ascii"), repr(REDOLOG_TYPE), advice=CONVERT
+        )
     if standard.version not in (HEADER_VERSION, HEADER_V1):
         raise BadField(
             BAD_HEADER,
@@ -143,7 +128,12 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
             f"{HEADER_VERSION:#x} or {HEADER_V1:#x}",
             advice=CONVERT,
         )
-    redolog = RedologHeader.from_bytes(data, standard.version)
+    redolog: RedologHeader | RedologHeaderV1
+    if standard.version == HEADER_V1:
+        redolog, timestamp = RedologHeaderV1.unpack(data), None
+    else:
+        redolog = RedologHeader.unpack(data)
+        timestamp = redolog.timestamp
     if redolog.catalog > MAX_CATALOG_ENTRIES:
         raise BadField(
             BAD_HEADER, "catalog", redolog.catalog, f"at most {MAX_CATALOG_ENTRIES} entries", advice=CONVERT
@@ -171,7 +161,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
     catalog_length = redolog.catalog * CATALOG_ENTRY_SIZE
     if standard.header + catalog_length > reader.size:
         raise TruncatedImage("bochs catalog", offset=standard.header, length=catalog_length, size=reader.size)
-    subtype = _c_string(standard.subtype)
+    subtype = c_string(standard.subtype, "ascii")
     details = BochsDetails(
         version=standard.version >> VERSION_SHIFT,
         subtype=subtype,
@@ -180,7 +170,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[BochsDetails]:
         bitmap_size=redolog.bitmap,
         extent_size=extent,
         disk_size=redolog.disk,
-        timestamp=redolog.timestamp if subtype == UNDOABLE_TYPE else None,
+        timestamp=timestamp if subtype == UNDOABLE_TYPE else None,
     )
     return Inspection(details, total_sectors * SECTOR_SIZE)
 

@@ -10,18 +10,18 @@ judge it. Only the header and the last offset are read: the offsets table itself
 from __future__ import annotations
 
 import re
-import struct
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from introspect.decode import MIB
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, u32, u64
 
 BAD_HEADER = rule("cloop.bad_header", Severity.REJECT, "a cloop header field holds a value qemu refuses")
 UNSUPPORTED_VERSION = rule(
@@ -38,35 +38,30 @@ VERSION_LINE = re.compile(rb"#!/bin/sh\n#V(\d{1,3})\.(\d{1,3}) Format\n")
 SUPPORTED_VERSION = (2, 0)
 SECTOR_SIZE = 512
 #: qemu: MAX_BLOCK_SIZE, the largest uncompressed block it allocates.
-MAX_BLOCK_SIZE = 64 * 1024 * 1024
-#: Each offset is a big-endian 64-bit byte offset; there are num_blocks + 1 of them.
-OFFSET_SIZE = 8
-OFFSET = struct.Struct(">Q")
-#: qemu: (num_blocks + 1) * 8 must fit in 32 bits, and "Prevent ridiculous offsets_size": 512 MiB.
-MAX_OFFSETS_SIZE = 512 * 1024 * 1024
-MAX_BLOCKS = min((2**32 - 1 - 1) // OFFSET_SIZE, MAX_OFFSETS_SIZE // OFFSET_SIZE - 1)
+MAX_BLOCK_SIZE = 64 * MIB
 
 
-@dataclass(frozen=True, slots=True)
-class CloopHead:
-    """`struct cloop_head` (compressed_loop.h), right after the preamble, big-endian."""
-
-    block_size: int
-    num_blocks: int
+class CloopHead(BigEndianStructure):
+    """`struct cloop_head` (compressed_loop.h), right after the preamble."""
 
     OFFSET: ClassVar[int] = PREAMBLE_SIZE
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">I I")
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.block_size, self.num_blocks)
+    block_size: int = u32()
+    num_blocks: int = u32()
 
 
+class BlockOffset(BigEndianStructure):
+    """One entry of the offsets table: a 64-bit byte offset; there are num_blocks + 1 of them."""
+
+    offset: int = u64()
+
+
+OFFSET_SIZE = BlockOffset.SIZE
+#: qemu: (num_blocks + 1) * 8 must fit in 32 bits, and "Prevent ridiculous offsets_size": 512 MiB.
+MAX_OFFSETS_SIZE = 512 * MIB
+MAX_BLOCKS = min((2**32 - 1 - 1) // OFFSET_SIZE, MAX_OFFSETS_SIZE // OFFSET_SIZE - 1)
 #: The offsets table follows the head.
-OFFSETS_START = CloopHead.OFFSET + CloopHead.STRUCT.size
+OFFSETS_START = CloopHead.OFFSET + CloopHead.SIZE
 
 
 class CloopDetails(Frozen):
@@ -86,7 +81,7 @@ def probe(head: Head) -> bool:
 def inspect(reader: Reader, policy: Policy) -> Inspection[CloopDetails]:
     data = reader.read(0, OFFSETS_START + OFFSET_SIZE, "cloop header")
     version = _version(data)
-    head = CloopHead.from_bytes(data)
+    head = CloopHead.unpack(data)
     if head.block_size == 0 or head.block_size % SECTOR_SIZE or head.block_size > MAX_BLOCK_SIZE:
         raise BadField(
             BAD_HEADER,
@@ -102,9 +97,9 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[CloopDetails]:
         raise TruncatedImage(
             "cloop offsets table", offset=OFFSETS_START, length=table_length, size=reader.size
         )
-    (first,) = OFFSET.unpack_from(data, OFFSETS_START)
+    first = BlockOffset.unpack(data, OFFSETS_START).offset
     last_at = OFFSETS_START + head.num_blocks * OFFSET_SIZE
-    (last,) = OFFSET.unpack(reader.read(last_at, OFFSET_SIZE, "cloop last block offset"))
+    last = BlockOffset.unpack(reader.read(last_at, OFFSET_SIZE, "cloop last block offset")).offset
     if last < first:
         raise BadField(
             BAD_HEADER,

@@ -11,20 +11,19 @@ would judge it. The trailer is all that is read: the property list is not parsed
 
 from __future__ import annotations
 
-import struct
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Literal
 
 from pydantic import Field
 
+from introspect.decode import MIB, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, chars, pad, u32, u64
 
 BAD_TRAILER = rule("dmg.bad_trailer", Severity.REJECT, "a koly trailer field holds a value qemu refuses")
 UNKNOWN_VERSION = rule(
@@ -50,75 +49,38 @@ FLAG_INTERNET_ENABLED = 1 << INTERNET_ENABLED_BIT
 CHECKSUM_DATA_SIZE = 128
 BITS_PER_BYTE = 8
 #: qemu: "Attempt to set a safe upper cap on the data length" of the XML property list.
-MAX_PLIST_LENGTH = 16 * 1024 * 1024
+MAX_PLIST_LENGTH = 16 * MIB
 #: qemu keeps total_sectors in an int64 and its byte length must fit one too.
 MAX_SECTOR_COUNT = (2**63 - 1) // SECTOR_SIZE
 
 
-@dataclass(frozen=True, slots=True)
-class UDIFResourceFile:
-    """The koly trailer (libdmg-hfsplus dmg.h `UDIFResourceFile`), the last 512 bytes, big-endian."""
+class UDIFResourceFile(BigEndianStructure):
+    """The koly trailer (libdmg-hfsplus dmg.h `UDIFResourceFile`), the last 512 bytes."""
 
-    signature: bytes
-    version: int
-    header_size: int
-    flags: int
-    running_data_fork_offset: int
-    data_fork_offset: int
-    data_fork_length: int
-    rsrc_fork_offset: int
-    rsrc_fork_length: int
-    segment_number: int
-    segment_count: int
-    segment_id: bytes
-    data_checksum_type: int
-    data_checksum_size: int
-    data_checksum: bytes
-    xml_offset: int
-    xml_length: int
-    reserved1: bytes
-    master_checksum_type: int
-    master_checksum_size: int
-    master_checksum: bytes
-    image_variant: int
-    sector_count: int
-    reserved2: bytes
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(
-        ">4s I I I Q Q Q Q Q I I 16s I I 128s Q Q 120s I I 128s I Q 12s"
-    )
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.signature,
-            self.version,
-            self.header_size,
-            self.flags,
-            self.running_data_fork_offset,
-            self.data_fork_offset,
-            self.data_fork_length,
-            self.rsrc_fork_offset,
-            self.rsrc_fork_length,
-            self.segment_number,
-            self.segment_count,
-            self.segment_id,
-            self.data_checksum_type,
-            self.data_checksum_size,
-            self.data_checksum,
-            self.xml_offset,
-            self.xml_length,
-            self.reserved1,
-            self.master_checksum_type,
-            self.master_checksum_size,
-            self.master_checksum,
-            self.image_variant,
-            self.sector_count,
-            self.reserved2,
-        )
+    signature: bytes = chars(4)
+    version: int = u32()
+    header_size: int = u32()
+    flags: int = u32()
+    running_data_fork_offset: int = u64()
+    data_fork_offset: int = u64()
+    data_fork_length: int = u64()
+    rsrc_fork_offset: int = u64()
+    rsrc_fork_length: int = u64()
+    segment_number: int = u32()
+    segment_count: int = u32()
+    segment_id: bytes = chars(16)
+    data_checksum_type: int = u32()
+    data_checksum_size: int = u32()
+    data_checksum: bytes = chars(CHECKSUM_DATA_SIZE)
+    xml_offset: int = u64()
+    xml_length: int = u64()
+    reserved1: None = pad(120)
+    master_checksum_type: int = u32()
+    master_checksum_size: int = u32()
+    master_checksum: bytes = chars(CHECKSUM_DATA_SIZE)
+    image_variant: int = u32()
+    sector_count: int = u64()
+    reserved2: None = pad(12)
 
 
 class UdifChecksum(Frozen):
@@ -162,7 +124,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[DmgDetails]:
     koly_offset = reader.size - KOLY_SIZE
     if koly_offset < 0:
         raise TruncatedImage("dmg koly trailer", offset=0, length=KOLY_SIZE, size=reader.size)
-    koly = UDIFResourceFile.from_bytes(reader.read(koly_offset, KOLY_SIZE, "dmg koly trailer"))
+    koly = UDIFResourceFile.read(reader, "dmg koly trailer", koly_offset)
     if koly.signature != KOLY_SIGNATURE:
         raise BadField(BAD_TRAILER, "signature", koly.signature, repr(KOLY_SIGNATURE), offset=koly_offset)
     # qemu lets the data fork start at the trailer (when empty), but not the resource fork or plist.
@@ -200,7 +162,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[DmgDetails]:
         rsrc_fork_length=koly.rsrc_fork_length,
         segment_number=koly.segment_number,
         segment_count=koly.segment_count,
-        segment_id=str(uuid.UUID(bytes=koly.segment_id)),
+        segment_id=uuid_be(koly.segment_id),
         data_checksum=_checksum(koly.data_checksum_type, koly.data_checksum_size, koly.data_checksum),
         xml_offset=koly.xml_offset,
         xml_length=koly.xml_length,

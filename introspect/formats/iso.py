@@ -28,25 +28,20 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal, Self
+from typing import Literal
 
 from pydantic import Field
 
+from introspect.decode import padded_text
 from introspect.errors import BadField
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.partitions import (
-    Gpt,
-    Mbr,
-    PartitionTable,
-    boot_evidence,
-    firmware_from,
-    read_partition_table,
-)
+from introspect.formats.partitions import PartitionTable, boot_evidence, firmware_from, read_partition_table
 from introspect.formats.raw import qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.properties import firmware_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
+from introspect.structure import LittleEndianStructure, chars, i8, pad, u8, u16, u32
 
 # --- Rules -----------------------------------------------------------------------------------
 
@@ -79,10 +74,17 @@ CATALOG_CAP = rule(
 
 SECTOR_SIZE = 2048
 VOLUME_DESCRIPTOR_SET_SECTOR = 16
-#: Volume Descriptor Type, Standard Identifier, Volume Descriptor Version (ECMA-119 §8.1), which is
-#: also ECMA-167's Volume Structure Descriptor header (Structure Type, Standard Identifier,
-#: Structure Version: Part 2 §9.1).
-VOLUME_DESCRIPTOR = struct.Struct("<B5sB")
+
+
+class VolumeDescriptor(LittleEndianStructure):
+    """The Volume Descriptor header (ECMA-119 §8.1), which is also ECMA-167's Volume Structure
+    Descriptor header (Structure Type, Standard Identifier, Structure Version: Part 2 §9.1)."""
+
+    volume_descriptor_type: int = u8()
+    standard_identifier: bytes = chars(5)
+    volume_descriptor_version: int = u8()
+
+
 STANDARD_IDENTIFIER = b"CD001"
 TYPE_BOOT_RECORD = 0
 TYPE_PRIMARY = 1
@@ -107,91 +109,72 @@ MAX_VOLUME_DESCRIPTORS = 32
 
 # --- Primary and Supplementary Volume Descriptor (ECMA-119 §8.4, §8.5) ------------------------
 
-#: Type, Standard Identifier, Version, Volume Flags (SVD; unused in a PVD), System Identifier,
-#: Volume Identifier, unused, Volume Space Size (both byte orders: 4 LE + 4 BE), Escape Sequences
-#: (SVD; unused in a PVD), Volume Set Size, Volume Sequence Number, Logical Block Size (both byte
-#: orders: 2 LE + 2 BE each), Path Table Size (both), L/optional L/M/optional M Path Table
-#: locations, Root Directory Record, Volume Set Identifier, Publisher, Data Preparer and
-#: Application Identifiers, Copyright, Abstract and Bibliographic File Identifiers, Volume
-#: Creation, Modification, Expiration and Effective Date and Time, File Structure Version.
-VOLUME_DESCRIPTOR_BODY = struct.Struct(
-    "<B5sBB32s32s8xI4s32sH2sH2sH2s8s4s4s4s4s34s128s128s128s128s37s37s37s17s17s17s17sB"
-)
 VALID_LOGICAL_BLOCK_SIZES = frozenset({512, 1024, 2048})
 #: Joliet §4: escape sequences at the start of the SVD's Escape Sequences field, by UCS-2 level.
 JOLIET_LEVELS = {b"%/@": 1, b"%/C": 2, b"%/E": 3}
 JOLIET_ESCAPE_SIZE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeDescriptorBody:
-    """A Primary or Supplementary Volume Descriptor (ECMA-119 §8.4, §8.5), as stored; the
-    both-byte-order numbers keep their big-endian halves raw, to compare with the little-endian."""
+class VolumeDescriptorBody(LittleEndianStructure):
+    """A Primary or Supplementary Volume Descriptor (ECMA-119 §8.4, §8.5); the both-byte-order
+    numbers keep their big-endian halves raw, to compare with the little-endian ones. Volume Flags
+    and Escape Sequences are the SVD's (unused in a PVD)."""
 
-    volume_descriptor_type: int
-    standard_identifier: bytes
-    volume_descriptor_version: int
-    volume_flags: int
-    system_identifier: bytes
-    volume_identifier: bytes
-    volume_space_size: int
-    volume_space_size_be: bytes
-    escape_sequences: bytes
-    volume_set_size: int
-    volume_set_size_be: bytes
-    volume_sequence_number: int
-    volume_sequence_number_be: bytes
-    logical_block_size: int
-    logical_block_size_be: bytes
-    path_table_size: bytes
-    type_l_path_table: bytes
-    optional_type_l_path_table: bytes
-    type_m_path_table: bytes
-    optional_type_m_path_table: bytes
-    root_directory_record: bytes
-    volume_set_identifier: bytes
-    publisher_identifier: bytes
-    data_preparer_identifier: bytes
-    application_identifier: bytes
-    copyright_file_identifier: bytes
-    abstract_file_identifier: bytes
-    bibliographic_file_identifier: bytes
-    volume_creation_date_and_time: bytes
-    volume_modification_date_and_time: bytes
-    volume_expiration_date_and_time: bytes
-    volume_effective_date_and_time: bytes
-    file_structure_version: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*VOLUME_DESCRIPTOR_BODY.unpack_from(data))
+    volume_descriptor_type: int = u8()
+    standard_identifier: bytes = chars(5)
+    volume_descriptor_version: int = u8()
+    volume_flags: int = u8()
+    system_identifier: bytes = chars(32)
+    volume_identifier: bytes = chars(32)
+    unused: None = pad(8)
+    volume_space_size: int = u32()
+    volume_space_size_be: bytes = chars(4)
+    escape_sequences: bytes = chars(32)
+    volume_set_size: int = u16()
+    volume_set_size_be: bytes = chars(2)
+    volume_sequence_number: int = u16()
+    volume_sequence_number_be: bytes = chars(2)
+    logical_block_size: int = u16()
+    logical_block_size_be: bytes = chars(2)
+    path_table_size: bytes = chars(8)  # both byte orders
+    type_l_path_table: bytes = chars(4)
+    optional_type_l_path_table: bytes = chars(4)
+    type_m_path_table: bytes = chars(4)
+    optional_type_m_path_table: bytes = chars(4)
+    root_directory_record: bytes = chars(34)
+    volume_set_identifier: bytes = chars(128)
+    publisher_identifier: bytes = chars(128)
+    data_preparer_identifier: bytes = chars(128)
+    application_identifier: bytes = chars(128)
+    copyright_file_identifier: bytes = chars(37)
+    abstract_file_identifier: bytes = chars(37)
+    bibliographic_file_identifier: bytes = chars(37)
+    volume_creation_date_and_time: bytes = chars(17)
+    volume_modification_date_and_time: bytes = chars(17)
+    volume_expiration_date_and_time: bytes = chars(17)
+    volume_effective_date_and_time: bytes = chars(17)
+    file_structure_version: int = u8()
 
 
 # --- Date and Time Format (ECMA-119 §8.4.26.1) ------------------------------------------------
 
-#: Year, Month, Day, Hour, Minute, Second, Hundredths of a second (ASCII digits), then the offset
-#: from GMT in 15-minute intervals (signed, -48..+52). All digits '0' and offset 0: not specified.
-DEC_DATETIME = struct.Struct("<4s2s2s2s2s2s2sb")
+#: The offset from GMT counts 15-minute intervals (-48..+52).
 GMT_OFFSET_RANGE = range(-48, 53)
 GMT_OFFSET_MINUTES = 15
 
 
-@dataclass(frozen=True, slots=True)
-class DecDatetime:
-    """A volume date and time (ECMA-119 §8.4.26.1), as stored."""
+class DecDatetime(LittleEndianStructure):
+    """A volume date and time (ECMA-119 §8.4.26.1): ASCII digits, then the signed offset from GMT.
+    All digits '0' and offset 0: not specified."""
 
-    year: bytes
-    month: bytes
-    day: bytes
-    hour: bytes
-    minute: bytes
-    second: bytes
-    hundredths: bytes
-    gmt_offset: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*DEC_DATETIME.unpack_from(data))
+    year: bytes = chars(4)
+    month: bytes = chars(2)
+    day: bytes = chars(2)
+    hour: bytes = chars(2)
+    minute: bytes = chars(2)
+    second: bytes = chars(2)
+    hundredths: bytes = chars(2)
+    gmt_offset: int = i8()
 
     def isoformat(self) -> str | None:
         """ISO 8601 text, or None when the date is "not specified" or is not a date at all."""
@@ -219,26 +202,18 @@ class DecDatetime:
 
 # --- El Torito boot record and boot catalog ---------------------------------------------------
 
-#: Boot Record Volume Descriptor (El Torito §2.0, Fig. 7): Boot Record Indicator, ISO-9660
-#: Identifier, Version, Boot System Identifier, unused, absolute pointer to the Boot Catalog.
-BOOT_RECORD_VOLUME_DESCRIPTOR = struct.Struct("<B5sB32s32sI")
 EL_TORITO_SYSTEM_IDENTIFIER = b"EL TORITO SPECIFICATION"
 
 
-@dataclass(frozen=True, slots=True)
-class BootRecordVolumeDescriptor:
-    """The El Torito Boot Record Volume Descriptor (Fig. 7), as stored."""
+class BootRecordVolumeDescriptor(LittleEndianStructure):
+    """The El Torito Boot Record Volume Descriptor (El Torito §2.0, Fig. 7)."""
 
-    boot_record_indicator: int
-    iso_9660_identifier: bytes
-    version: int
-    boot_system_identifier: bytes
-    unused: bytes
-    boot_catalog_pointer: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*BOOT_RECORD_VOLUME_DESCRIPTOR.unpack_from(data))
+    boot_record_indicator: int = u8()
+    iso_9660_identifier: bytes = chars(5)
+    version: int = u8()
+    boot_system_identifier: bytes = chars(32)
+    unused: None = pad(32)
+    boot_catalog_pointer: int = u32()  # absolute sector of the Boot Catalog
 
     @property
     def el_torito(self) -> bool:
@@ -249,18 +224,11 @@ CATALOG_ENTRY_SIZE = 32
 #: The boot catalog is read as one CD sector: 64 entries. libisofs (xorriso) writes at most 32
 #: boot images, each needing at most a section header and an entry, which fits.
 BOOT_CATALOG_SIZE = SECTOR_SIZE
-#: Validation Entry (Fig. 2): Header ID, Platform ID, Reserved, ID string, Checksum Word, Key bytes.
-VALIDATION_ENTRY = struct.Struct("<BBH24sHBB")
-#: Its 16 little-endian words sum to zero (mod 2^16).
+#: The Validation Entry's 16 little-endian words sum to zero (mod 2^16): the checksum, which
+#: reads the entry as numbers, not as its fields.
 VALIDATION_ENTRY_WORDS = struct.Struct("<16H")
 VALIDATION_HEADER_ID = 0x01
 KEY_BYTES = (0x55, 0xAA)
-#: Section Entry (Fig. 5), whose first 12 bytes are also the Initial/Default Entry (Fig. 3):
-#: Boot Indicator, Boot Media Type, Load Segment, System Type, Unused, Sector Count, Load RBA,
-#: Selection Criteria Type, Vendor Unique Selection Criteria.
-SECTION_ENTRY = struct.Struct("<BBHBxHIB19s")
-#: Section Header Entry (Fig. 4): Header Indicator, Platform ID, Number of section entries, ID string.
-SECTION_HEADER_ENTRY = struct.Struct("<BBH28s")
 HEADER_MORE_FOLLOW = 0x90
 HEADER_FINAL = 0x91
 BOOTABLE = 0x88
@@ -278,53 +246,40 @@ PLATFORM_EFI = 0xEF
 PLATFORMS = {PLATFORM_X86: "x86", 0x01: "PowerPC", 0x02: "Mac", PLATFORM_EFI: "EFI"}
 
 
-@dataclass(frozen=True, slots=True)
-class ValidationEntry:
-    """The boot catalog's Validation Entry (El Torito Fig. 2), as stored."""
+class ValidationEntry(LittleEndianStructure):
+    """The boot catalog's Validation Entry (El Torito Fig. 2)."""
 
-    header_id: int
-    platform_id: int
-    reserved: int
-    id_string: bytes
-    checksum_word: int
-    key_55: int
-    key_aa: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*VALIDATION_ENTRY.unpack_from(data))
+    header_id: int = u8()
+    platform_id: int = u8()
+    reserved: None = pad(2)
+    id_string: bytes = chars(24)
+    checksum_word: int = u16()
+    key_55: int = u8()
+    key_aa: int = u8()
 
 
-@dataclass(frozen=True, slots=True)
-class SectionEntry:
-    """A Section Entry (El Torito Fig. 5) or the Initial/Default Entry (Fig. 3), as stored."""
+class SectionEntry(LittleEndianStructure):
+    """A Section Entry (El Torito Fig. 5), whose first 12 bytes are also the Initial/Default
+    Entry (Fig. 3)."""
 
-    boot_indicator: int
-    boot_media_type: int
-    load_segment: int
-    system_type: int
-    sector_count: int
-    load_rba: int
-    selection_criteria_type: int
-    vendor_unique_selection_criteria: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*SECTION_ENTRY.unpack_from(data, offset))
+    boot_indicator: int = u8()
+    boot_media_type: int = u8()
+    load_segment: int = u16()
+    system_type: int = u8()
+    unused: None = pad(1)
+    sector_count: int = u16()
+    load_rba: int = u32()
+    selection_criteria_type: int = u8()
+    vendor_unique_selection_criteria: bytes = chars(19)
 
 
-@dataclass(frozen=True, slots=True)
-class SectionHeaderEntry:
-    """A Section Header Entry (El Torito Fig. 4), as stored."""
+class SectionHeaderEntry(LittleEndianStructure):
+    """A Section Header Entry (El Torito Fig. 4)."""
 
-    header_indicator: int
-    platform_id: int
-    number_of_section_entries: int
-    id_string: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*SECTION_HEADER_ENTRY.unpack_from(data, offset))
+    header_indicator: int = u8()
+    platform_id: int = u8()
+    number_of_section_entries: int = u16()
+    id_string: bytes = chars(28)
 
 
 # --- Models ----------------------------------------------------------------------------------
@@ -385,10 +340,9 @@ class IsoDetails(Frozen):
 def probe(head: Head) -> bool:
     """The first volume descriptor at sector 16: an ISO 9660 one, or UDF's BEA01."""
     offset = VOLUME_DESCRIPTOR_SET_SECTOR * SECTOR_SIZE
-    if len(head.data) < offset + VOLUME_DESCRIPTOR.size:
+    if len(head.data) < offset + VolumeDescriptor.SIZE:
         return False
-    _, identifier, _ = VOLUME_DESCRIPTOR.unpack_from(head.data, offset)
-    return identifier in (STANDARD_IDENTIFIER, UDF_BEGIN)
+    return VolumeDescriptor.unpack(head.data, offset).standard_identifier in (STANDARD_IDENTIFIER, UDF_BEGIN)
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[IsoDetails]:
@@ -450,17 +404,18 @@ def _walk(reader: Reader) -> _VolumeSet:
     visited = 0
     for data in _recognition_sequence(reader):
         visited += 1
-        kind, identifier, _ = VOLUME_DESCRIPTOR.unpack_from(data)
+        descriptor = VolumeDescriptor.unpack(data)
+        kind, identifier = descriptor.volume_descriptor_type, descriptor.standard_identifier
         if identifier == STANDARD_IDENTIFIER and not terminated and not found.udf:
             found.descriptors.append(DESCRIPTOR_NAMES.get(kind, f"type_{kind}"))
             terminated = kind == TYPE_TERMINATOR
             if kind == TYPE_PRIMARY and found.primary is None:
-                found.primary = VolumeDescriptorBody.from_bytes(data)
+                found.primary = VolumeDescriptorBody.unpack(data)
             elif kind == TYPE_SUPPLEMENTARY and found.joliet is None:
-                svd = VolumeDescriptorBody.from_bytes(data)
+                svd = VolumeDescriptorBody.unpack(data)
                 found.joliet = svd if svd.escape_sequences[:JOLIET_ESCAPE_SIZE] in JOLIET_LEVELS else None
             elif kind == TYPE_BOOT_RECORD and found.boot_record is None:
-                record = BootRecordVolumeDescriptor.from_bytes(data)
+                record = BootRecordVolumeDescriptor.unpack(data)
                 found.boot_record = record if record.el_torito else None
         elif identifier in UDF_IDENTIFIERS:
             found.udf.append(identifier.decode("ascii"))
@@ -494,8 +449,7 @@ def _recognition_sequence(reader: Reader) -> Iterator[bytes]:
 
 def _text(raw: bytes) -> str | None:
     """An a- or d-character identifier: ASCII padded with spaces (or NULs, as some tools write)."""
-    text = raw.decode("ascii", errors="replace").rstrip(" \0")
-    return text or None
+    return padded_text(raw, "ascii", " \0") or None
 
 
 def _both(le: int, be: bytes, name: str, findings: list[Finding]) -> int:
@@ -537,10 +491,10 @@ def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding])
         "publisher_id": _text(pvd.publisher_identifier),
         "data_preparer_id": _text(pvd.data_preparer_identifier),
         "application_id": _text(pvd.application_identifier),
-        "creation_date": DecDatetime.from_bytes(pvd.volume_creation_date_and_time).isoformat(),
-        "modification_date": DecDatetime.from_bytes(pvd.volume_modification_date_and_time).isoformat(),
-        "expiration_date": DecDatetime.from_bytes(pvd.volume_expiration_date_and_time).isoformat(),
-        "effective_date": DecDatetime.from_bytes(pvd.volume_effective_date_and_time).isoformat(),
+        "creation_date": DecDatetime.unpack(pvd.volume_creation_date_and_time).isoformat(),
+        "modification_date": DecDatetime.unpack(pvd.volume_modification_date_and_time).isoformat(),
+        "expiration_date": DecDatetime.unpack(pvd.volume_expiration_date_and_time).isoformat(),
+        "effective_date": DecDatetime.unpack(pvd.volume_effective_date_and_time).isoformat(),
         "volume_space_size": space,
         "block_size": block,
         "volume_size": volume_size,
@@ -551,7 +505,7 @@ def _joliet(svd: VolumeDescriptorBody | None) -> dict[str, object]:
     """The first Joliet SVD's UCS-2 level and volume identifier (UTF-16BE)."""
     if svd is None:
         return {}
-    volume_id = svd.volume_identifier.decode("utf-16-be", errors="replace").rstrip(" \0")
+    volume_id = padded_text(svd.volume_identifier, "utf-16-be", " \0")
     return {
         "joliet_level": JOLIET_LEVELS[svd.escape_sequences[:JOLIET_ESCAPE_SIZE]],
         "joliet_volume_id": volume_id or None,
@@ -568,7 +522,7 @@ def _el_torito(reader: Reader, catalog_sector: int, findings: list[Finding]) -> 
             )
         )
         return ElTorito(boot_catalog_sector=catalog_sector, id_string=None, checksum_valid=False, entries=[])
-    validation = ValidationEntry.from_bytes(catalog)
+    validation = ValidationEntry.unpack(catalog)
     if validation.header_id != VALIDATION_HEADER_ID or (validation.key_55, validation.key_aa) != KEY_BYTES:
         findings.append(
             CATALOG_INVALID.finding(
@@ -595,7 +549,7 @@ def _el_torito(reader: Reader, catalog_sector: int, findings: list[Finding]) -> 
 
 def _boot_entries(catalog: bytes, default_platform: int, findings: list[Finding]) -> Iterator[BootEntry]:
     """The Initial/Default Entry, then each section's entries; bounded by the catalog read."""
-    yield _boot_entry(SectionEntry.from_bytes(catalog, CATALOG_ENTRY_SIZE), default_platform)
+    yield _boot_entry(SectionEntry.unpack(catalog, CATALOG_ENTRY_SIZE), default_platform)
     slots = (
         catalog[offset : offset + CATALOG_ENTRY_SIZE]
         for offset in range(2 * CATALOG_ENTRY_SIZE, len(catalog) - CATALOG_ENTRY_SIZE + 1, CATALOG_ENTRY_SIZE)
@@ -603,13 +557,13 @@ def _boot_entries(catalog: bytes, default_platform: int, findings: list[Finding]
     for slot in slots:
         if slot[0] not in (HEADER_MORE_FOLLOW, HEADER_FINAL):
             return
-        header = SectionHeaderEntry.from_bytes(slot, 0)
+        header = SectionHeaderEntry.unpack(slot)
         listed = 0
         while listed < header.number_of_section_entries:
             entry_slot = next(slots, None)
             if entry_slot is None or entry_slot[0] not in (BOOTABLE, NOT_BOOTABLE):
                 break
-            entry = SectionEntry.from_bytes(entry_slot, 0)
+            entry = SectionEntry.unpack(entry_slot)
             yield _boot_entry(entry, header.platform_id)
             listed += 1
             extended = entry.boot_media_type & CONTINUATION
@@ -645,7 +599,7 @@ def _boot_entry(entry: SectionEntry, platform_id: int) -> BootEntry:
     )
 
 
-def _firmware(el_torito: ElTorito | None, table: Mbr | Gpt | None) -> Firmware | None:
+def _firmware(el_torito: ElTorito | None, table: PartitionTable | None) -> Firmware | None:
     """El Torito's bootable entries (platform 0: BIOS, 0xEF: UEFI), plus a hybrid's partitions."""
     bios, uefi = boot_evidence(table)
     for number, entry in enumerate(el_torito.entries if el_torito else [], start=1):

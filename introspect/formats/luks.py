@@ -19,21 +19,31 @@ head for every size cryptsetup writes by default, so a parse usually costs no re
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 import uuid
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass, fields, replace
-from typing import Any, ClassVar, Literal, Self
+from dataclasses import fields, replace
+from typing import ClassVar, Literal
 
+from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.luks2 import (
+    BAD_HEADER,
+    LUKS2_HDR_BIN_LEN,
+    LUKS2_HDR_SIZES,
+    LuksConfig,
+    LuksDigest,
+    LuksKeyslot,
+    LuksSegment,
+    read_metadata,
+    show,
+)
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
-from introspect.sources import KIB, Reader
+from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, chars, pad, u16, u32, u64, unpack_array
 
-BAD_HEADER = rule("luks.bad_header", Severity.REJECT, "the LUKS header contradicts its on-disk format")
 HEADER_CHECKSUM = rule(
     "luks.header_checksum", Severity.REJECT, "the LUKS2 header checksum does not match its contents"
 )
@@ -64,26 +74,11 @@ LUKS_KEY_DISABLED = 0x0000DEAD
 LUKS_STRIPES = 4000
 LUKS_NUMKEYS = 8
 
-#: LUKS2: the secondary header's magic, the binary header's size, and the sizes hdr_size may take
-#: (binary header + JSON area, 16 KiB to 4 MiB).
+#: LUKS2: the secondary header's magic (the header sizes, which bound the JSON area, are in luks2.py).
 LUKS2_MAGIC_2ND = b"SKUL\xba\xbe"
-LUKS2_HDR_BIN_LEN = 4 * KIB
-LUKS2_HDR_SIZES = frozenset(16 * KIB << n for n in range(9))
-#: The largest JSON area the spec allows: nothing longer is ever handed to json.loads.
-LUKS2_JSON_MAX = max(LUKS2_HDR_SIZES) - LUKS2_HDR_BIN_LEN
-#: cryptsetup's luks2.h limits on each JSON object's entries.
-LUKS2_KEYSLOTS_MAX = 32
-LUKS2_TOKENS_MAX = 32
-LUKS2_SEGMENT_MAX = 32
-LUKS2_DIGEST_MAX = 8
-#: Strings copied from the JSON into the details are cut at this length (cipher names are < 32).
-JSON_STRING_MAX = 128
-#: Flags and requirements lists in the config object are cut at this many entries.
-JSON_LIST_MAX = 32
-UINT64_MAX = (1 << 64) - 1
 #: Binary header fields each copy has of its own; every other field must match between the copies
 #: (magic and hdr_offset in the secondary are LUKS2_MAGIC_2ND and hdr_size).
-LUKS2_PER_COPY = frozenset({"salt", "padding", "csum"})
+LUKS2_PER_COPY = frozenset({"salt", "csum"})
 #: Checksum algorithms we can verify (cryptsetup writes sha256).
 CHECKSUM_ALGORITHMS = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
 
@@ -95,141 +90,69 @@ QEMU_IVGENS = frozenset({"plain", "plain64", "essiv"})
 QEMU_HASHES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160"})
 
 
-@dataclass(frozen=True, slots=True)
-class LuksPrefix:
+class LuksPrefix(BigEndianStructure):
     """magic and version: the start of both the LUKS1 phdr and the LUKS2 binary header."""
 
     OFFSET: ClassVar[int] = 0
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">6sH")
 
-    magic: bytes
-    version: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
+    magic: bytes = chars(6)
+    version: int = u16()
 
 
-@dataclass(frozen=True, slots=True)
-class Luks1KeySlot:
+class Luks1KeySlot(BigEndianStructure):
     """A LUKS1 key slot (LUKS1 spec, key slot layout)."""
 
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">II32sII")
-
-    active: int
-    iterations: int
-    salt: bytes
-    key_material_offset: int  # in sectors
-    stripes: int
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    active: int = u32()
+    iterations: int = u32()
+    salt: bytes = chars(32)
+    key_material_offset: int = u32()  # in sectors
+    stripes: int = u32()
 
 
-@dataclass(frozen=True, slots=True)
-class Luks1Header:
+class Luks1Header(BigEndianStructure):
     """The LUKS1 partition header, phdr (LUKS1 spec), its 8 key slots kept as raw bytes."""
 
     OFFSET: ClassVar[int] = 0
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(
-        f">6sH32s32s32sII20s32sI40s{LUKS_NUMKEYS * Luks1KeySlot.STRUCT.size}s"
-    )
 
-    magic: bytes
-    version: int
-    cipher_name: bytes
-    cipher_mode: bytes
-    hash_spec: bytes
-    payload_offset: int  # in sectors
-    key_bytes: int
-    mk_digest: bytes
-    mk_digest_salt: bytes
-    mk_digest_iter: int
-    uuid: bytes
-    key_slots: bytes  # LUKS_NUMKEYS Luks1KeySlot
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    magic: bytes = chars(6)
+    version: int = u16()
+    cipher_name: bytes = chars(32)
+    cipher_mode: bytes = chars(32)
+    hash_spec: bytes = chars(32)
+    payload_offset: int = u32()  # in sectors
+    key_bytes: int = u32()
+    mk_digest: bytes = chars(20)
+    mk_digest_salt: bytes = chars(32)
+    mk_digest_iter: int = u32()
+    uuid: bytes = chars(40)
+    key_slots: bytes = chars(LUKS_NUMKEYS * Luks1KeySlot.SIZE)
 
     def slots(self) -> list[Luks1KeySlot]:
-        return [Luks1KeySlot(*fields) for fields in Luks1KeySlot.STRUCT.iter_unpack(self.key_slots)]
+        return unpack_array(Luks1KeySlot, self.key_slots, LUKS_NUMKEYS)
 
 
-@dataclass(frozen=True, slots=True)
-class Luks2BinaryHeader:
+class Luks2BinaryHeader(BigEndianStructure):
     """The LUKS2 binary header (LUKS2 spec, "binary header"); zero padding follows to 4096 bytes."""
 
     OFFSET: ClassVar[int] = 0
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">6sHQQ48s32s64s40s48sQ184s64s")
 
-    magic: bytes
-    version: int
-    hdr_size: int  # binary header + JSON area
-    seqid: int
-    label: bytes
-    checksum_alg: bytes
-    salt: bytes
-    uuid: bytes
-    subsystem: bytes
-    hdr_offset: int  # where this copy is: 0 for the primary, hdr_size for the secondary
-    padding: bytes
-    csum: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    magic: bytes = chars(6)
+    version: int = u16()
+    hdr_size: int = u64()  # binary header + JSON area
+    seqid: int = u64()
+    label: bytes = chars(48)
+    checksum_alg: bytes = chars(32)
+    salt: bytes = chars(64)
+    uuid: bytes = chars(40)
+    subsystem: bytes = chars(48)
+    hdr_offset: int = u64()  # where this copy is: 0 for the primary, hdr_size for the secondary
+    padding: None = pad(184)
+    csum: bytes = chars(64)
 
 
-class LuksKeyslot(Frozen):
-    """One key slot: LUKS1's binary slot, or a LUKS2 `keyslots` entry (sizes in bytes)."""
-
-    id: int
-    active: bool
-    type: str | None  # LUKS2 keyslot type ("luks2"); None for LUKS1
-    key_size: int | None
-    area_offset: int | None
-    area_size: int | None  # LUKS2 only
-    encryption: str | None  # LUKS2 area encryption
-    kdf: str | None  # "pbkdf2" (always, for LUKS1), "argon2i", "argon2id"
-    iterations: int | None  # pbkdf2 only
-    stripes: int | None
-
-
-class LuksSegment(Frozen):
-    """A LUKS2 `segments` entry (LUKS1 has one implied segment, the payload)."""
-
-    id: int
-    type: str | None
-    offset: int
-    size: int | None  # None: "dynamic", up to the end of the device
-    encryption: str | None
-    sector_size: int | None
-
-
-class LuksDigest(Frozen):
-    """A LUKS2 `digests` entry: which key slots unlock which segments."""
-
-    id: int
-    type: str | None
-    hash: str | None
-    keyslots: list[int]
-    segments: list[int]
-
-
-class LuksConfig(Frozen):
-    """The LUKS2 `config` object."""
-
-    json_size: int
-    keyslots_size: int | None
-    flags: list[str]
-    requirements: list[str]  # requirements.mandatory
+#: csum, which the checksum counts as zeros.
+CSUM_OFFSET = Luks2BinaryHeader.offset_of("csum")
+CSUM_SIZE = Luks2BinaryHeader.SIZE - CSUM_OFFSET
 
 
 class LuksDetails(Frozen):
@@ -261,7 +184,7 @@ def probe(head: Head) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[LuksDetails]:
-    prefix = LuksPrefix.from_bytes(reader.read(LuksPrefix.OFFSET, LuksPrefix.STRUCT.size, "LUKS magic"))
+    prefix = LuksPrefix.read(reader, "LUKS magic")
     if prefix.magic != LUKS_MAGIC:
         raise BadField(BAD_HEADER, "magic", prefix.magic, repr(LUKS_MAGIC), offset=0)
     if prefix.version == 1:
@@ -275,7 +198,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[LuksDetails]:
 
 
 def _luks1(reader: Reader) -> Inspection[LuksDetails]:
-    header = Luks1Header.from_bytes(reader.read(Luks1Header.OFFSET, Luks1Header.STRUCT.size, "LUKS1 header"))
+    header = Luks1Header.read(reader, "LUKS1 header")
     cipher_name = _cstring(header.cipher_name, "cipher-name")
     cipher_mode = _cstring(header.cipher_mode, "cipher-mode")
     hash_spec = _cstring(header.hash_spec, "hash-spec")
@@ -308,7 +231,7 @@ def _luks1(reader: Reader) -> Inspection[LuksDetails]:
         hash=hash_spec,
         payload_offset=payload,
         key_bytes=header.key_bytes,
-        uuid=_uuid(_text(header.uuid)),
+        uuid=_uuid(c_string(header.uuid)),
         label=None,
         subsystem=None,
         header_size=None,
@@ -335,7 +258,7 @@ def _luks1(reader: Reader) -> Inspection[LuksDetails]:
 def _check_luks1_slots(header: Luks1Header, slots: list[Luks1KeySlot]) -> None:
     """Every slot is enabled or disabled, with its key material after the phdr, before the
     payload, and apart from every other slot's (what cryptsetup and qemu both refuse)."""
-    first = -(-Luks1Header.STRUCT.size // LUKS_SECTOR_SIZE)
+    first = -(-Luks1Header.SIZE // LUKS_SECTOR_SIZE)
     if 0 < header.payload_offset < first:
         raise BadField(
             BAD_HEADER,
@@ -406,9 +329,7 @@ def _qemu_luks1_findings(details: LuksDetails) -> Iterator[Finding]:
 
 
 def _luks2(reader: Reader) -> Inspection[LuksDetails]:
-    header = Luks2BinaryHeader.from_bytes(
-        reader.read(Luks2BinaryHeader.OFFSET, Luks2BinaryHeader.STRUCT.size, "LUKS2 binary header")
-    )
+    header = Luks2BinaryHeader.read(reader, "LUKS2 binary header")
     if header.hdr_size not in LUKS2_HDR_SIZES:
         raise BadField(
             BAD_HEADER,
@@ -422,7 +343,7 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
         raise BadField(BAD_HEADER, "hdr_offset", header.hdr_offset, "0 in the primary header", offset=0)
     area = reader.read(Luks2BinaryHeader.OFFSET, header.hdr_size, "LUKS2 header and JSON area")
     findings = []
-    checksum_alg = _text(header.checksum_alg)
+    checksum_alg = c_string(header.checksum_alg)
     if not _checksum_matches(header, area, checksum_alg):
         findings.append(
             HEADER_CHECKSUM.finding(
@@ -432,12 +353,13 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
             )
         )
     findings.extend(_secondary_findings(reader, header))
-    metadata = _json(area[LUKS2_HDR_BIN_LEN:], header.hdr_size - LUKS2_HDR_BIN_LEN)
-    keyslots = [_keyslot(i, v) for i, v in _entries(metadata, "keyslots", LUKS2_KEYSLOTS_MAX)]
-    _entries(metadata, "tokens", LUKS2_TOKENS_MAX)
-    segments = [_segment(i, v) for i, v in _entries(metadata, "segments", LUKS2_SEGMENT_MAX)]
-    digests = [_digest(i, v) for i, v in _entries(metadata, "digests", LUKS2_DIGEST_MAX)]
-    config = _config(metadata)
+    metadata = read_metadata(area[LUKS2_HDR_BIN_LEN:], header.hdr_size - LUKS2_HDR_BIN_LEN)
+    keyslots, segments, digests, config = (
+        metadata.keyslots,
+        metadata.segments,
+        metadata.digests,
+        metadata.config,
+    )
     if config.json_size != header.hdr_size - LUKS2_HDR_BIN_LEN:
         raise BadField(
             BAD_HEADER,
@@ -459,9 +381,9 @@ def _luks2(reader: Reader) -> Inspection[LuksDetails]:
         hash=digest.hash if digest else None,
         payload_offset=segment.offset if segment else None,
         key_bytes=keyslot.key_size if keyslot else None,
-        uuid=_uuid(_text(header.uuid)),
-        label=_text(header.label) or None,
-        subsystem=_text(header.subsystem) or None,
+        uuid=_uuid(c_string(header.uuid)),
+        label=c_string(header.label) or None,
+        subsystem=c_string(header.subsystem) or None,
         header_size=header.hdr_size,
         seqid=header.seqid,
         checksum_alg=checksum_alg,
@@ -495,8 +417,9 @@ def _checksum_matches(header: Luks2BinaryHeader, area: bytes, algorithm: str) ->
             offset=0,
         )
     digest = hashlib.new(algorithm)
-    digest.update(replace(header, csum=bytes(len(header.csum))).to_bytes())
-    digest.update(area[Luks2BinaryHeader.STRUCT.size :])
+    digest.update(area[:CSUM_OFFSET])
+    digest.update(bytes(CSUM_SIZE))
+    digest.update(area[CSUM_OFFSET + CSUM_SIZE :])
     computed = digest.digest()
     return header.csum[: len(computed)] == computed
 
@@ -504,14 +427,14 @@ def _checksum_matches(header: Luks2BinaryHeader, area: bytes, algorithm: str) ->
 def _secondary_findings(reader: Reader, primary: Luks2BinaryHeader) -> Iterator[Finding]:
     """The secondary binary header must be there and agree with the primary. Its checksum is not
     recomputed: that would read another hdr_size bytes."""
-    raw = reader.read_upto(primary.hdr_size, Luks2BinaryHeader.STRUCT.size, "LUKS2 secondary header")
-    if len(raw) < Luks2BinaryHeader.STRUCT.size:
+    raw = reader.read_upto(primary.hdr_size, Luks2BinaryHeader.SIZE, "LUKS2 secondary header")
+    if len(raw) < Luks2BinaryHeader.SIZE:
         yield SECONDARY_HEADER.finding(
             f"the file ends before the secondary LUKS2 header at {primary.hdr_size}: the volume has no "
             "backup of its metadata; run `cryptsetup repair` or upload the whole volume"
         )
         return
-    secondary = Luks2BinaryHeader.from_bytes(raw)
+    secondary = Luks2BinaryHeader.unpack(raw, 0)
     expected = replace(primary, magic=LUKS2_MAGIC_2ND, hdr_offset=primary.hdr_size)
     differ = [
         field.name
@@ -570,161 +493,6 @@ def _luks2_payload(reader: Reader, details: LuksDetails, findings: list[Finding]
     return segment.size
 
 
-# LUKS2 JSON: parsed only after the length check, then read field by field -------------------------
-
-
-def _json(area: bytes, area_size: int) -> dict[str, Any]:
-    """The JSON text: NUL-terminated inside its area, which hdr_size already bounds."""
-    if area_size > LUKS2_JSON_MAX:
-        raise BadField(BAD_HEADER, "JSON area size", area_size, f"at most {LUKS2_JSON_MAX}")
-    end = area.find(b"\0", 0, area_size)
-    if end < 0:
-        raise BadField(
-            BAD_HEADER,
-            "JSON area",
-            f"{area_size} bytes without a NUL",
-            "JSON text ending with a NUL inside the area",
-            offset=LUKS2_HDR_BIN_LEN,
-        )
-    try:
-        metadata = json.loads(area[:end])
-    except (ValueError, RecursionError) as error:
-        raise BadField(
-            BAD_HEADER, "JSON area", _show(str(error)), "valid JSON", offset=LUKS2_HDR_BIN_LEN
-        ) from None
-    return _object(metadata, "JSON metadata")
-
-
-def _entries(metadata: dict[str, Any], key: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
-    """An object of numbered entries ("0", "1"...), at most `limit` of them, in id order."""
-    entries = _object(metadata.get(key), key)
-    if len(entries) > limit:
-        raise BadField(BAD_HEADER, key, f"{len(entries)} entries", f"at most {limit}")
-    numbered = []
-    for name, value in entries.items():
-        if not (name.isascii() and name.isdigit() and int(name) < limit):
-            raise BadField(BAD_HEADER, f"{key} id", _show(name), f"a number below {limit}")
-        numbered.append((int(name), _object(value, f"{key}.{name}")))
-    return sorted(numbered, key=lambda entry: entry[0])
-
-
-def _keyslot(index: int, value: dict[str, Any]) -> LuksKeyslot:
-    area = _optional_object(value.get("area"))
-    kdf = _optional_object(value.get("kdf"))
-    af = _optional_object(value.get("af"))
-    where = f"keyslots.{index}"
-    return LuksKeyslot(
-        id=index,
-        active=True,
-        type=_string(value.get("type")),
-        key_size=_number(value.get("key_size"), f"{where}.key_size"),
-        area_offset=_u64(area.get("offset"), f"{where}.area.offset"),
-        area_size=_u64(area.get("size"), f"{where}.area.size"),
-        encryption=_string(area.get("encryption")),
-        kdf=_string(kdf.get("type")),
-        iterations=_number(kdf.get("iterations"), f"{where}.kdf.iterations"),
-        stripes=_number(af.get("stripes"), f"{where}.af.stripes"),
-    )
-
-
-def _segment(index: int, value: dict[str, Any]) -> LuksSegment:
-    where = f"segments.{index}"
-    offset = _u64(value.get("offset"), f"{where}.offset")
-    if offset is None:
-        raise BadField(BAD_HEADER, f"{where}.offset", None, "the data's offset, a decimal string")
-    size = value.get("size")
-    return LuksSegment(
-        id=index,
-        type=_string(value.get("type")),
-        offset=offset,
-        size=None if size == "dynamic" else _u64(size, f"{where}.size"),
-        encryption=_string(value.get("encryption")),
-        sector_size=_number(value.get("sector_size"), f"{where}.sector_size"),
-    )
-
-
-def _digest(index: int, value: dict[str, Any]) -> LuksDigest:
-    return LuksDigest(
-        id=index,
-        type=_string(value.get("type")),
-        hash=_string(value.get("hash")),
-        keyslots=_ids(value.get("keyslots"), f"digests.{index}.keyslots", LUKS2_KEYSLOTS_MAX),
-        segments=_ids(value.get("segments"), f"digests.{index}.segments", LUKS2_SEGMENT_MAX),
-    )
-
-
-def _config(metadata: dict[str, Any]) -> LuksConfig:
-    config = _object(metadata.get("config"), "config")
-    json_size = _u64(config.get("json_size"), "config.json_size")
-    if json_size is None:
-        raise BadField(BAD_HEADER, "config.json_size", None, "the JSON area's size, a decimal string")
-    requirements = _optional_object(config.get("requirements"))
-    return LuksConfig(
-        json_size=json_size,
-        keyslots_size=_u64(config.get("keyslots_size"), "config.keyslots_size"),
-        flags=_strings(config.get("flags")),
-        requirements=_strings(requirements.get("mandatory")),
-    )
-
-
-def _object(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadField(BAD_HEADER, where, _show(value), "a JSON object")
-    return value
-
-
-def _optional_object(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _u64(value: object, where: str) -> int | None:
-    """A LUKS2 uint64: a decimal string (the spec), or a plain number (tolerated)."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(UINT64_MAX)):
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        raise BadField(BAD_HEADER, where, _show(value), "a uint64 as a decimal string")
-    if not 0 <= number <= UINT64_MAX:
-        raise BadField(BAD_HEADER, where, _show(value), "a uint64 as a decimal string")
-    return number
-
-
-def _number(value: object, where: str) -> int | None:
-    """A JSON number field (key_size, sector_size, iterations): an integer in uint32 range."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF:
-        return value
-    raise BadField(BAD_HEADER, where, _show(value), "an integer from 0 to 4294967295")
-
-
-def _string(value: object) -> str | None:
-    return value[:JSON_STRING_MAX] if isinstance(value, str) else None
-
-
-def _strings(value: object) -> list[str]:
-    if not isinstance(value, list):
-        return []
-    return [item[:JSON_STRING_MAX] for item in value[:JSON_LIST_MAX] if isinstance(item, str)]
-
-
-def _ids(value: object, where: str, limit: int) -> list[int]:
-    if not isinstance(value, list):
-        return []
-    if len(value) > limit:
-        raise BadField(BAD_HEADER, where, f"{len(value)} entries", f"at most {limit}")
-    return sorted(
-        {
-            int(item)
-            for item in value
-            if isinstance(item, str) and item.isascii() and item.isdigit() and len(item) <= len(str(limit))
-        }
-    )
-
-
 # Shared ----------------------------------------------------------------------------------------
 
 
@@ -748,13 +516,9 @@ def _cstring(raw: bytes, field: str) -> str:
     """A LUKS1 string field: NUL-terminated within its size (qemu refuses it otherwise)."""
     if b"\0" not in raw:
         raise BadField(
-            BAD_HEADER, field, _show(raw), f"a NUL-terminated string of under {len(raw)} bytes", offset=0
+            BAD_HEADER, field, show(raw), f"a NUL-terminated string of under {len(raw)} bytes", offset=0
         )
-    return _text(raw)
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return c_string(raw)
 
 
 def _uuid(text: str) -> str | None:
@@ -763,12 +527,6 @@ def _uuid(text: str) -> str | None:
         return str(uuid.UUID(text)) if text else None
     except ValueError:
         return None
-
-
-def _show(value: object) -> str:
-    """A hostile value, short enough for a message."""
-    text = repr(value)
-    return text if len(text) <= 64 else f"{text[:61]}..."
 
 
 def properties(details: LuksDetails) -> dict[str, str]:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
@@ -24,6 +23,7 @@ from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
+from introspect.structure import LittleEndianStructure, chars, u32, u64
 
 BAD_HEADER = rule("parallels.bad_header", Severity.REJECT, "the Parallels header holds a value qemu refuses")
 IN_USE = rule("parallels.in_use", Severity.WARN, "the Parallels image was not closed cleanly")
@@ -58,35 +58,27 @@ BAT_ENTRIES_MAX = 0x7FFFFFFF // 4
 NB_SECTORS_MAX = 0x7FFFFFFFFFFFFFFF // SECTOR_SIZE
 
 
-@dataclass(frozen=True, slots=True)
-class ParallelsHeader:
+class ParallelsHeader(LittleEndianStructure):
     """The header ("Header", bytes 0-63)."""
 
     OFFSET: ClassVar[int] = 0
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<16sIIIIIQIIIQ")
 
-    magic: bytes
-    version: int
-    heads: int
-    cylinders: int
-    tracks: int  # cluster size, in sectors
-    bat_entries: int  # nb_bat_entries: disk size in clusters
-    nb_sectors: int
-    in_use: int
-    data_off: int  # in sectors
-    flags: int
-    ext_off: int  # in sectors
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    magic: bytes = chars(16)
+    version: int = u32()
+    heads: int = u32()
+    cylinders: int = u32()
+    tracks: int = u32()  # cluster size, in sectors
+    bat_entries: int = u32()  # nb_bat_entries: disk size in clusters
+    nb_sectors: int = u64()
+    in_use: int = u32()
+    data_off: int = u32()  # in sectors
+    flags: int = u32()
+    ext_off: int = u64()  # in sectors
 
 
-#: "BAT is placed immediately after the image header": 32-bit little-endian entries.
-BAT_OFFSET = ParallelsHeader.OFFSET + ParallelsHeader.STRUCT.size
+#: "BAT is placed immediately after the image header": 32-bit little-endian entries, a flat
+#: array of numbers (unpacked in bulk, not as structures: the head holds 16,368 of them).
+BAT_OFFSET = ParallelsHeader.OFFSET + ParallelsHeader.SIZE
 BAT_ENTRY = struct.Struct("<I")
 
 
@@ -112,8 +104,7 @@ def probe(head: Head) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[ParallelsDetails]:
-    raw = reader.read(ParallelsHeader.OFFSET, ParallelsHeader.STRUCT.size, "Parallels header")
-    header = ParallelsHeader.from_bytes(raw)
+    header = ParallelsHeader.read(reader, "Parallels header")
     variant = SIGNATURES.get(header.magic)
     if variant is None:
         raise BadField(BAD_HEADER, "magic", header.magic, f"{HEADER_MAGIC!r} or {HEADER_MAGIC2!r}", offset=0)

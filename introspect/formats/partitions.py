@@ -15,18 +15,17 @@ those become findings of severity warn or info, never a rejection.
 
 from __future__ import annotations
 
-import struct
-import uuid
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from introspect.decode import guid, utf16_c_string
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.safety import rule
 from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, chars, u8, u16, u32, u64, unpack_array
 
 # --- Rules -----------------------------------------------------------------------------------
 
@@ -50,23 +49,16 @@ MBR_EBR_CHAIN = rule(
 # --- Legacy MBR (UEFI 2.10 §5.2.1, Table 5-1) -------------------------------------------------
 
 LOGICAL_BLOCK_SIZE = 512
-#: BootCode[440], UniqueMBRDiskSignature, Unknown, PartitionRecord[4] (16 bytes each), Signature.
-LEGACY_MBR = struct.Struct("<440sIH64sH")
 MBR_SIGNATURE = 0xAA55
 MBR_SIGNATURE_BYTES = MBR_SIGNATURE.to_bytes(2, "little")
-#: Table 5-2: BootIndicator, StartingCHS, OSType, EndingCHS, StartingLBA, SizeInLBA.
-PARTITION_RECORD = struct.Struct("<B3sB3sII")
 PARTITION_RECORDS = 4
-#: Byte offset of PartitionRecord[0] in the MBR (after BootCode, the signature and Unknown).
-PARTITION_RECORDS_OFFSET = 446
 #: BootIndicator: 0x80 marks the bootable ("active") partition; 0x00 any other. Anything else is
 #: not an MBR (Linux and libfdisk both give up on the table then: a FAT or NTFS boot sector also
 #: ends in 0x55AA, but its bytes 446..509 are boot code).
 BOOT_INDICATOR_ACTIVE = 0x80
 BOOT_INDICATORS = frozenset({0x00, BOOT_INDICATOR_ACTIVE})
-#: CHS address (Table 5-2 note): head byte; sector in bits 0-5 of the next byte, whose bits 6-7
-#: are bits 8-9 of the cylinder; then the low 8 bits of the cylinder.
-CHS = struct.Struct("<BBB")
+#: CHS address (Table 5-2 note): the sector is in bits 0-5 of its second byte, whose bits 6-7
+#: are bits 8-9 of the cylinder.
 CHS_SECTOR_BITS = 6
 CHS_SECTOR_MASK = (1 << CHS_SECTOR_BITS) - 1
 CHS_CYLINDER_LOW_BITS = 8
@@ -114,16 +106,23 @@ MBR_TYPE_NAMES: dict[int, str] = {
 MAX_LOGICAL_PARTITIONS = 32
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionRecord:
-    """One of the four MBR partition records (UEFI 2.10 Table 5-2), as stored."""
+class ChsAddress(LittleEndianStructure):
+    """A CHS address (UEFI 2.10 Table 5-2 note)."""
 
-    boot_indicator: int
-    starting_chs: bytes
-    os_type: int
-    ending_chs: bytes
-    starting_lba: int
-    size_in_lba: int
+    head: int = u8()
+    sector_and_cylinder_high: int = u8()
+    cylinder_low: int = u8()
+
+
+class PartitionRecord(LittleEndianStructure):
+    """One of the four MBR partition records (UEFI 2.10 Table 5-2)."""
+
+    boot_indicator: int = u8()
+    starting_chs: bytes = chars(ChsAddress.SIZE)
+    os_type: int = u8()
+    ending_chs: bytes = chars(ChsAddress.SIZE)
+    starting_lba: int = u32()
+    size_in_lba: int = u32()
 
     @property
     def used(self) -> bool:
@@ -131,46 +130,32 @@ class PartitionRecord:
         return self.size_in_lba != 0
 
 
-@dataclass(frozen=True, slots=True)
-class LegacyMbr:
-    """The legacy MBR, or an EBR, which has the same layout (UEFI 2.10 Table 5-1), as stored."""
+class LegacyMbr(LittleEndianStructure):
+    """The legacy MBR, or an EBR, which has the same layout (UEFI 2.10 Table 5-1)."""
 
-    boot_code: bytes
-    unique_mbr_disk_signature: int
-    unknown: int
-    partition_records: tuple[PartitionRecord, ...]
-    signature: int
+    boot_code: bytes = chars(440)
+    unique_mbr_disk_signature: int = u32()
+    unknown: int = u16()
+    partition_record: bytes = chars(PARTITION_RECORDS * PartitionRecord.SIZE)  # PartitionRecord[4]
+    signature: int = u16()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        boot_code, disk_signature, unknown, records, signature = LEGACY_MBR.unpack_from(data)
-        return cls(
-            boot_code,
-            disk_signature,
-            unknown,
-            tuple(PartitionRecord(*fields) for fields in PARTITION_RECORD.iter_unpack(records)),
-            signature,
-        )
+    def partition_records(self) -> list[PartitionRecord]:
+        return unpack_array(PartitionRecord, self.partition_record, PARTITION_RECORDS)
 
     @property
     def valid(self) -> bool:
         return self.signature == MBR_SIGNATURE and all(
-            r.boot_indicator in BOOT_INDICATORS for r in self.partition_records
+            r.boot_indicator in BOOT_INDICATORS for r in self.partition_records()
         )
+
+
+#: Where PartitionRecord[0] is in the MBR.
+PARTITION_RECORDS_OFFSET = LegacyMbr.offset_of("partition_record")
 
 
 # --- GPT header (UEFI 2.10 §5.3.2, Table 5-5) -------------------------------------------------
 
 GPT_SIGNATURE = b"EFI PART"
-#: Signature, Revision, HeaderSize, HeaderCRC32, Reserved, MyLBA, AlternateLBA, FirstUsableLBA,
-#: LastUsableLBA, DiskGUID, PartitionEntryLBA, NumberOfPartitionEntries, SizeOfPartitionEntry,
-#: PartitionEntryArrayCRC32. The rest of the block is reserved.
-GPT_HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
-#: HeaderCRC32 (4 bytes at offset 16) is computed over HeaderSize bytes with itself zeroed.
-HEADER_CRC32_OFFSET = 16
-HEADER_CRC32_SIZE = 4
-#: HeaderSize: at least the 92 bytes above, at most the logical block.
-MIN_HEADER_SIZE = GPT_HEADER.size
 #: The primary header is at LBA 1; the GPT says nothing of the block size, so try the two in use.
 PRIMARY_HEADER_LBA = 1
 SECTOR_SIZES = (512, 4096)
@@ -183,28 +168,31 @@ PARTITION_ENTRY_ALIGN = 8
 MAX_PARTITION_ENTRIES = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class GptHeaderFields:
-    """The GPT header (UEFI 2.10 Table 5-5), as stored."""
+class GptHeaderFields(LittleEndianStructure):
+    """The GPT header (UEFI 2.10 Table 5-5); the rest of the block is reserved. Reserved "must be
+    zero", and HeaderCRC32 covers it."""
 
-    signature: bytes
-    revision: int
-    header_size: int
-    header_crc32: int
-    reserved: int
-    my_lba: int
-    alternate_lba: int
-    first_usable_lba: int
-    last_usable_lba: int
-    disk_guid: bytes
-    partition_entry_lba: int
-    number_of_partition_entries: int
-    size_of_partition_entry: int
-    partition_entry_array_crc32: int
+    signature: bytes = chars(8)
+    revision: int = u32()
+    header_size: int = u32()
+    header_crc32: int = u32()
+    reserved: int = u32()
+    my_lba: int = u64()
+    alternate_lba: int = u64()
+    first_usable_lba: int = u64()
+    last_usable_lba: int = u64()
+    disk_guid: bytes = chars(16)
+    partition_entry_lba: int = u64()
+    number_of_partition_entries: int = u32()
+    size_of_partition_entry: int = u32()
+    partition_entry_array_crc32: int = u32()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*GPT_HEADER.unpack_from(data))
+
+#: HeaderCRC32 is computed over HeaderSize bytes with itself zeroed.
+HEADER_CRC32_OFFSET = GptHeaderFields.offset_of("header_crc32")
+HEADER_CRC32_SIZE = 4
+#: HeaderSize: at least the 92 bytes above, at most the logical block.
+MIN_HEADER_SIZE = GptHeaderFields.SIZE
 
 
 def header_crc32(block: bytes, header_size: int) -> int:
@@ -215,9 +203,6 @@ def header_crc32(block: bytes, header_size: int) -> int:
 
 # --- GPT partition entry (UEFI 2.10 §5.3.3, Table 5-6) ---------------------------------------
 
-#: PartitionTypeGUID, UniquePartitionGUID, StartingLBA, EndingLBA, Attributes, PartitionName
-#: (36 UTF-16LE code units).
-GPT_PARTITION_ENTRY = struct.Struct("<16s16sQQQ72s")
 UNUSED_ENTRY_GUID = bytes(16)
 #: Attributes (Table 5-7).
 REQUIRED_PARTITION_BIT = 0
@@ -267,25 +252,15 @@ GPT_TYPE_NAMES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class GptPartitionEntry:
-    """One GPT partition entry (UEFI 2.10 Table 5-6), as stored."""
+class GptPartitionEntry(LittleEndianStructure):
+    """One GPT partition entry (UEFI 2.10 Table 5-6); GUIDs as UEFI stores them (`decode.guid`)."""
 
-    partition_type_guid: bytes
-    unique_partition_guid: bytes
-    starting_lba: int
-    ending_lba: int
-    attributes: int
-    partition_name: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int = 0) -> Self:
-        return cls(*GPT_PARTITION_ENTRY.unpack_from(data, offset))
-
-
-def guid(raw: bytes) -> str:
-    """A GUID as stored by UEFI (first three fields little-endian) in canonical lowercase form."""
-    return str(uuid.UUID(bytes_le=raw))
+    partition_type_guid: bytes = chars(16)
+    unique_partition_guid: bytes = chars(16)
+    starting_lba: int = u64()
+    ending_lba: int = u64()
+    attributes: int = u64()
+    partition_name: bytes = chars(72)  # 36 UTF-16LE code units
 
 
 # --- Models ----------------------------------------------------------------------------------
@@ -413,41 +388,42 @@ def table_in_head(head: bytes) -> str | None:
             continue
         block = head[offset : offset + sector_size]
         if len(block) >= MIN_HEADER_SIZE:
-            fields = GptHeaderFields.from_bytes(block)
+            fields = GptHeaderFields.unpack(block)
             if MIN_HEADER_SIZE <= fields.header_size <= sector_size and (
                 header_crc32(block, fields.header_size) == fields.header_crc32
             ):
                 return "gpt"
-    if not head.startswith(MBR_SIGNATURE_BYTES, LEGACY_MBR.size - len(MBR_SIGNATURE_BYTES)):
+    if not head.startswith(MBR_SIGNATURE_BYTES, LegacyMbr.offset_of("signature")):
         return None
     return "mbr" if _mbr(head[:LOGICAL_BLOCK_SIZE]) is not None else None
 
 
 def _mbr(sector: bytes) -> Mbr | None:
-    if len(sector) < LEGACY_MBR.size:
+    if len(sector) < LegacyMbr.SIZE:
         return None
-    legacy = LegacyMbr.from_bytes(sector)
-    if not legacy.valid or not any(r.used for r in legacy.partition_records):
+    legacy = LegacyMbr.unpack(sector)
+    records = legacy.partition_records()
+    if not legacy.valid or not any(r.used for r in records):
         return None
     return Mbr(
         unique_mbr_disk_signature=legacy.unique_mbr_disk_signature,
         boot_code=legacy.boot_code != bytes(len(legacy.boot_code)),
-        protective=any(r.os_type == OS_TYPE_PROTECTIVE and r.used for r in legacy.partition_records),
+        protective=any(r.os_type == OS_TYPE_PROTECTIVE and r.used for r in records),
         partitions=[
             _mbr_partition(number, record, base_lba=0, logical=False)
-            for number, record in enumerate(legacy.partition_records, start=1)
+            for number, record in enumerate(records, start=1)
             if record.used
         ],
     )
 
 
 def _chs(raw: bytes) -> Chs:
-    head, sector_and_cylinder_high, cylinder_low = CHS.unpack(raw)
-    cylinder_high = sector_and_cylinder_high >> CHS_SECTOR_BITS
+    chs = ChsAddress.unpack(raw)
+    cylinder_high = chs.sector_and_cylinder_high >> CHS_SECTOR_BITS
     return Chs(
-        cylinder=(cylinder_high << CHS_CYLINDER_LOW_BITS) | cylinder_low,
-        head=head,
-        sector=sector_and_cylinder_high & CHS_SECTOR_MASK,
+        cylinder=(cylinder_high << CHS_CYLINDER_LOW_BITS) | chs.cylinder_low,
+        head=chs.head,
+        sector=chs.sector_and_cylinder_high & CHS_SECTOR_MASK,
     )
 
 
@@ -483,7 +459,7 @@ def _logical_partitions(reader: Reader, extended_lba: int, findings: list[Findin
     for _ in range(MAX_LOGICAL_PARTITIONS):
         seen.add(ebr_lba)
         sector = reader.read_upto(ebr_lba * LOGICAL_BLOCK_SIZE, LOGICAL_BLOCK_SIZE, "extended boot record")
-        ebr = LegacyMbr.from_bytes(sector) if len(sector) == LOGICAL_BLOCK_SIZE else None
+        ebr = LegacyMbr.unpack(sector) if len(sector) == LOGICAL_BLOCK_SIZE else None
         if ebr is None or not ebr.valid:
             findings.append(
                 MBR_EBR_CHAIN.finding(
@@ -492,7 +468,7 @@ def _logical_partitions(reader: Reader, extended_lba: int, findings: list[Findin
                 )
             )
             return
-        entry, link = ebr.partition_records[0], ebr.partition_records[1]
+        entry, link, *_ = ebr.partition_records()
         if entry.used:
             yield _mbr_partition(number, entry, base_lba=ebr_lba, logical=True)
             number += 1
@@ -516,7 +492,7 @@ def _logical_partitions(reader: Reader, extended_lba: int, findings: list[Findin
 
 
 def _gpt(reader: Reader, block: bytes, sector_size: int, mbr: Mbr | None, findings: list[Finding]) -> Gpt:
-    fields = GptHeaderFields.from_bytes(block)
+    fields = GptHeaderFields.unpack(block)
     crc_size = min(max(fields.header_size, MIN_HEADER_SIZE), sector_size)
     if crc_size != fields.header_size:
         findings.append(
@@ -619,7 +595,7 @@ def _gpt_partitions(array: bytes, fields: GptHeaderFields, findings: list[Findin
     for index in range(len(array) // size if size else 0):
         if array.startswith(UNUSED_ENTRY_GUID, index * size):
             continue  # most of the 128 entries: skipped before unpacking
-        entry = GptPartitionEntry.from_bytes(array, index * size)
+        entry = GptPartitionEntry.unpack(array, index * size)
         type_guid = guid(entry.partition_type_guid)
         number = index + 1
         if not fields.first_usable_lba <= entry.starting_lba <= entry.ending_lba <= fields.last_usable_lba:
@@ -632,7 +608,7 @@ def _gpt_partitions(array: bytes, fields: GptHeaderFields, findings: list[Findin
             starting_lba=entry.starting_lba,
             ending_lba=entry.ending_lba,
             attributes=entry.attributes,
-            partition_name=entry.partition_name.decode("utf-16-le", errors="replace").split("\0", 1)[0],
+            partition_name=utf16_c_string(entry.partition_name, "little"),
         )
     if outside:
         numbers = ", ".join(map(str, outside))
@@ -679,7 +655,7 @@ def _backup(reader: Reader, primary: GptHeaderFields, sector_size: int, findings
 def _backup_at(lba: int, block: bytes, primary: GptHeaderFields, sector_size: int) -> GptBackup:
     if len(block) < MIN_HEADER_SIZE or not block.startswith(GPT_SIGNATURE):
         return GptBackup(lba=lba, present=False, valid=False)
-    fields = GptHeaderFields.from_bytes(block)
+    fields = GptHeaderFields.unpack(block)
     crc_size = min(max(fields.header_size, MIN_HEADER_SIZE), sector_size)
     valid = (
         header_crc32(block, crc_size) == fields.header_crc32

@@ -7,20 +7,20 @@ It shares its magic and leading version field with qcow2 (declared there): versi
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.qcow2 import MAGIC_VERSION, QCOW1_VERSION, QCOW_MAGIC
+from introspect.formats.qcow2 import QCOW1_VERSION, QCOW_MAGIC, MagicVersion
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, chars, pad, u8, u32, u64
 
 BAD_HEADER = rule("qcow.bad_header", Severity.REJECT, "a qcow header field holds a value qemu refuses")
 BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
@@ -45,42 +45,22 @@ CRYPT_METHODS: dict[int, Literal["none", "aes"]] = {0: "none", 1: "aes"}
 SECTOR_SIZE = 512
 
 
-@dataclass(frozen=True, slots=True)
-class QCowHeader:
-    """The qcow version 1 header (block/qcow.c `QCowHeader`), big-endian."""
+class QCowHeader(BigEndianStructure):
+    """The qcow version 1 header (block/qcow.c `QCowHeader`)."""
 
-    magic: bytes
-    version: int
-    backing_file_offset: int
-    backing_file_size: int
-    mtime: int
-    size: int
-    cluster_bits: int
-    l2_bits: int
-    padding: int
-    crypt_method: int
-    l1_table_offset: int
+    OFFSET: ClassVar[int] = 0
 
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">4s I Q I I Q B B H I Q")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.magic,
-            self.version,
-            self.backing_file_offset,
-            self.backing_file_size,
-            self.mtime,
-            self.size,
-            self.cluster_bits,
-            self.l2_bits,
-            self.padding,
-            self.crypt_method,
-            self.l1_table_offset,
-        )
+    magic: bytes = chars(4)
+    version: int = u32()
+    backing_file_offset: int = u64()
+    backing_file_size: int = u32()
+    mtime: int = u32()
+    size: int = u64()
+    cluster_bits: int = u8()
+    l2_bits: int = u8()
+    padding: None = pad(2)
+    crypt_method: int = u32()
+    l1_table_offset: int = u64()
 
 
 class QcowDetails(Frozen):
@@ -102,13 +82,14 @@ class QcowDetails(Frozen):
 
 
 def probe(head: Head) -> bool:
-    if len(head.data) < MAGIC_VERSION.size:
+    if len(head.data) < MagicVersion.SIZE:
         return False
-    return MAGIC_VERSION.unpack_from(head.data) == (QCOW_MAGIC, QCOW1_VERSION)
+    prefix = MagicVersion.unpack(head.data)
+    return prefix.magic == QCOW_MAGIC and prefix.version == QCOW1_VERSION
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QcowDetails]:
-    header = QCowHeader.from_bytes(reader.read(0, QCowHeader.STRUCT.size, "qcow header"))
+    header = QCowHeader.read(reader, "qcow header")
     if header.size < MIN_SIZE:
         raise BadField(BAD_HEADER, "size", header.size, f"at least {MIN_SIZE} bytes", advice=CONVERT)
     if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
@@ -175,8 +156,7 @@ def _backing_file(reader: Reader, header: QCowHeader) -> str | None:
             advice=CONVERT,
         )
     name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow backing file name")
-    # qemu copies the name as a C string: it ends at the first NUL.
-    return name.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return c_string(name)  # qemu copies the name as a C string
 
 
 def check_backing_file(details: QcowDetails, policy: Policy) -> Iterable[Finding]:

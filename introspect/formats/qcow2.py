@@ -13,19 +13,20 @@ the head, whatever the virtual size.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, chars, u8, u32, u64, unpack_array
 
 BAD_HEADER = rule("qcow2.bad_header", Severity.REJECT, "a qcow2 header field holds a value qemu refuses")
 BAD_EXTENSION = rule("qcow2.bad_header_extension", Severity.REJECT, "a qcow2 header extension is malformed")
@@ -49,8 +50,17 @@ RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-
 QCOW_MAGIC = b"QFI\xfb"
 #: qcow version 1 shares the magic; it is its own format (introspect.formats.qcow).
 QCOW1_VERSION = 1
-#: magic and version, the two fields every qcow version starts with: all a probe looks at.
-MAGIC_VERSION = struct.Struct(">4s I")
+
+
+class MagicVersion(BigEndianStructure):
+    """magic and version, the two fields every qcow version starts with: all a probe looks at."""
+
+    OFFSET: ClassVar[int] = 0
+
+    magic: bytes = chars(4)
+    version: int = u32()
+
+
 SUPPORTED_VERSIONS = (2, 3)
 #: qemu's MIN_CLUSTER_BITS / MAX_CLUSTER_BITS (block/qcow2.h): 512 bytes to 2 MiB.
 MIN_CLUSTER_BITS = 9
@@ -77,51 +87,28 @@ MIN_EXTENDED_L2_CLUSTER_BITS = MIN_CLUSTER_BITS + SUBCLUSTER_BITS
 SECTOR_SIZE = 512
 
 
-@dataclass(frozen=True, slots=True)
-class QCowHeader:
+class QCowHeader(BigEndianStructure):
     """The header every version has (spec "Header", bytes 0-71)."""
 
-    magic: bytes
-    version: int
-    backing_file_offset: int
-    backing_file_size: int
-    cluster_bits: int
-    size: int
-    crypt_method: int
-    l1_size: int
-    l1_table_offset: int
-    refcount_table_offset: int
-    refcount_table_clusters: int
-    nb_snapshots: int
-    snapshots_offset: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">4s I Q I I Q I I Q Q I I Q")
     OFFSET: ClassVar[int] = 0
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.magic,
-            self.version,
-            self.backing_file_offset,
-            self.backing_file_size,
-            self.cluster_bits,
-            self.size,
-            self.crypt_method,
-            self.l1_size,
-            self.l1_table_offset,
-            self.refcount_table_offset,
-            self.refcount_table_clusters,
-            self.nb_snapshots,
-            self.snapshots_offset,
-        )
+    magic: bytes = chars(4)
+    version: int = u32()
+    backing_file_offset: int = u64()
+    backing_file_size: int = u32()
+    cluster_bits: int = u32()
+    size: int = u64()
+    crypt_method: int = u32()
+    l1_size: int = u32()
+    l1_table_offset: int = u64()
+    refcount_table_offset: int = u64()
+    refcount_table_clusters: int = u32()
+    nb_snapshots: int = u32()
+    snapshots_offset: int = u64()
 
 
 #: "For version 2, the header is exactly 72 bytes in length".
-V2_HEADER_LENGTH = QCowHeader.STRUCT.size
+V2_HEADER_LENGTH = QCowHeader.SIZE
 
 
 # --- Version 3 fields (spec "Header", bytes 72-103) --------------------------------------------
@@ -160,35 +147,20 @@ MAX_REFCOUNT_ORDER = 6
 V2_REFCOUNT_ORDER = 4
 
 
-@dataclass(frozen=True, slots=True)
-class QCowHeaderV3:
+class QCowHeaderV3(BigEndianStructure):
     """The fields version 3 adds up to header_length (spec "Header", bytes 72-103)."""
 
-    incompatible_features: int
-    compatible_features: int
-    autoclear_features: int
-    refcount_order: int
-    header_length: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">Q Q Q I I")
     OFFSET: ClassVar[int] = V2_HEADER_LENGTH
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.incompatible_features,
-            self.compatible_features,
-            self.autoclear_features,
-            self.refcount_order,
-            self.header_length,
-        )
+    incompatible_features: int = u64()
+    compatible_features: int = u64()
+    autoclear_features: int = u64()
+    refcount_order: int = u32()
+    header_length: int = u32()
 
 
 #: "For version 3 ... the header length is at least 104 bytes".
-V3_MIN_HEADER_LENGTH = QCowHeaderV3.OFFSET + QCowHeaderV3.STRUCT.size
+V3_MIN_HEADER_LENGTH = QCowHeaderV3.OFFSET + QCowHeaderV3.SIZE
 
 
 # --- Additional fields (spec "Additional fields (version 3 and higher)", byte 104 on) ---------
@@ -197,26 +169,23 @@ COMPRESSION_TYPES: dict[int, Literal["zlib", "zstd"]] = {0: "zlib", 1: "zstd"}
 COMPRESSION_ZLIB = 0
 
 
-@dataclass(frozen=True, slots=True)
-class AdditionalFields:
+class AdditionalFields(BigEndianStructure):
     """Optional v3 fields; each one is present only when header_length goes past its offset."""
 
-    compression_type: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">B")
     OFFSET: ClassVar[int] = V3_MIN_HEADER_LENGTH
-    #: compression_type sits at byte 104: present when header_length > 104.
-    COMPRESSION_TYPE_OFFSET: ClassVar[int] = OFFSET
 
-    @classmethod
-    def from_bytes(cls, data: bytes, header_length: int) -> Self:
-        """The fields header_length covers; absent ones take their default (zero)."""
-        if header_length <= cls.COMPRESSION_TYPE_OFFSET:
-            return cls(compression_type=COMPRESSION_ZLIB)
-        return cls(*cls.STRUCT.unpack_from(data, cls.OFFSET))
+    compression_type: int = u8()
 
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.compression_type)
+
+#: compression_type sits at byte 104: present when header_length > 104.
+COMPRESSION_TYPE_OFFSET = AdditionalFields.OFFSET + AdditionalFields.offset_of("compression_type")
+
+
+def additional_fields(data: bytes, header_length: int) -> AdditionalFields:
+    """The fields header_length covers; absent ones take their default (zero)."""
+    if header_length <= COMPRESSION_TYPE_OFFSET:
+        return AdditionalFields(compression_type=COMPRESSION_ZLIB)
+    return AdditionalFields.unpack(data)
 
 
 # --- Header extensions (spec "Header extensions") -----------------------------------------------
@@ -244,21 +213,11 @@ MAX_DATA_FILE_NAME = 1023
 MAX_UNKNOWN_EXTENSIONS = 16
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderExtension:
+class HeaderExtension(BigEndianStructure):
     """One header extension's type and data length (spec "Header extensions")."""
 
-    type: int
-    length: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">I I")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.type, self.length)
+    type: int = u32()
+    length: int = u32()
 
 
 FEATURE_TYPES = {0: "incompatible", 1: "compatible", 2: "autoclear"}
@@ -266,15 +225,12 @@ FEATURE_TYPES = {0: "incompatible", 1: "compatible", 2: "autoclear"}
 MAX_FEATURE_NAMES = 3 * 64
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureNameEntry:
+class FeatureNameEntry(BigEndianStructure):
     """One entry of the feature name table (spec "Feature name table")."""
 
-    type: int
-    bit: int
-    name: bytes
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">B B 46s")
+    type: int = u8()
+    bit: int = u8()
+    name: bytes = chars(46)
 
 
 #: qemu's QCOW2_MAX_BITMAPS and QCOW2_MAX_BITMAP_DIRECTORY_SIZE (block/qcow2.h).
@@ -282,42 +238,20 @@ MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY_SIZE = 1024 * MAX_BITMAPS
 
 
-@dataclass(frozen=True, slots=True)
-class BitmapsExtensionData:
-    """The bitmaps extension (spec "Bitmaps extension")."""
+class BitmapsExtensionData(BigEndianStructure):
+    """The bitmaps extension (spec "Bitmaps extension"); `reserved` "must be zero", and is checked."""
 
-    nb_bitmaps: int
-    reserved: int
-    bitmap_directory_size: int
-    bitmap_directory_offset: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">I I Q Q")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.nb_bitmaps, self.reserved, self.bitmap_directory_size, self.bitmap_directory_offset
-        )
+    nb_bitmaps: int = u32()
+    reserved: int = u32()
+    bitmap_directory_size: int = u64()
+    bitmap_directory_offset: int = u64()
 
 
-@dataclass(frozen=True, slots=True)
-class CryptoHeaderExtension:
+class CryptoHeaderExtension(BigEndianStructure):
     """Where the LUKS header lives (spec "Full disk encryption header pointer")."""
 
-    offset: int
-    length: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct(">Q Q")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.offset, self.length)
+    offset: int = u64()
+    length: int = u64()
 
 
 # --- Details ------------------------------------------------------------------------------------
@@ -399,22 +333,22 @@ class Qcow2Details(Frozen):
 def probe(head: Head) -> bool:
     """The magic with any version but 1: a truncated header or an unsupported version is still
     qcow2, and the parse says what is wrong with it."""
-    if len(head.data) < MAGIC_VERSION.size:
+    if len(head.data) < MagicVersion.SIZE:
         return False
-    magic, version = MAGIC_VERSION.unpack_from(head.data)
-    return bool(magic == QCOW_MAGIC and version != QCOW1_VERSION)
+    prefix = MagicVersion.unpack(head.data)
+    return prefix.magic == QCOW_MAGIC and prefix.version != QCOW1_VERSION
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[Qcow2Details]:
     data = reader.read(0, V2_HEADER_LENGTH, "qcow2 header")
-    header = QCowHeader.from_bytes(data)
+    header = QCowHeader.unpack(data)
     _check_header(header)
     cluster_size = 1 << header.cluster_bits
     if header.version >= 3:
-        v3 = QCowHeaderV3.from_bytes(reader.read(0, V3_MIN_HEADER_LENGTH, "qcow2 version 3 header"))
+        v3 = QCowHeaderV3.unpack(reader.read(0, V3_MIN_HEADER_LENGTH, "qcow2 version 3 header"))
         _check_header_length(v3.header_length, cluster_size)
-        covered = min(v3.header_length, AdditionalFields.OFFSET + AdditionalFields.STRUCT.size)
-        additional = AdditionalFields.from_bytes(reader.read(0, covered, "qcow2 header"), v3.header_length)
+        covered = min(v3.header_length, AdditionalFields.OFFSET + AdditionalFields.SIZE)
+        additional = additional_fields(reader.read(0, covered, "qcow2 header"), v3.header_length)
     else:
         # What the spec says a version 2 image implies: no feature bits, 16-bit refcounts.
         v3 = QCowHeaderV3(
@@ -535,7 +469,7 @@ def _compression_type(additional: AdditionalFields, v3: QCowHeaderV3) -> Literal
             "compression_type",
             additional.compression_type,
             "0 (zlib) or 1 (zstd)",
-            offset=AdditionalFields.COMPRESSION_TYPE_OFFSET,
+            offset=COMPRESSION_TYPE_OFFSET,
             advice=RECREATE,
         )
     announced = bool(v3.incompatible_features & INCOMPAT_COMPRESSION)
@@ -655,19 +589,17 @@ def _walk_extensions(reader: Reader, start: int, end: int) -> Iterator[tuple[Hea
     for count in range(MAX_HEADER_EXTENSIONS + 1):
         if offset >= end:
             return
-        if end - offset < HeaderExtension.STRUCT.size:
+        if end - offset < HeaderExtension.SIZE:
             raise BadField(
                 BAD_EXTENSION,
                 "room for a header extension",
                 end - offset,
-                f"at least {HeaderExtension.STRUCT.size} bytes for its type and length",
+                f"at least {HeaderExtension.SIZE} bytes for its type and length",
                 offset=offset,
                 advice=RECREATE,
             )
-        ext = HeaderExtension.from_bytes(
-            reader.read(offset, HeaderExtension.STRUCT.size, "qcow2 header extension")
-        )
-        data_offset = offset + HeaderExtension.STRUCT.size
+        ext = HeaderExtension.unpack(reader.read(offset, HeaderExtension.SIZE, "qcow2 header extension"))
+        data_offset = offset + HeaderExtension.SIZE
         if ext.type == EXT_END:
             return
         if count == MAX_HEADER_EXTENSIONS:
@@ -717,10 +649,10 @@ def _read_extensions(reader: Reader, header: QCowHeader, v3: QCowHeaderV3, end: 
                     offset=offset,
                     advice=RECREATE,
                 )
-            found.backing_format = _string(reader.read(offset, ext.length, "qcow2 backing file format name"))
+            found.backing_format = c_string(reader.read(offset, ext.length, "qcow2 backing file format name"))
         elif ext.type == EXT_DATA_FILE:
             length = min(ext.length, MAX_DATA_FILE_NAME)
-            found.data_file = _string(reader.read(offset, length, "qcow2 external data file name"))
+            found.data_file = c_string(reader.read(offset, length, "qcow2 external data file name"))
         elif ext.type == EXT_FEATURE_TABLE:
             found.feature_names = _feature_names(reader, offset, ext.length)
         elif ext.type == EXT_BITMAPS:
@@ -733,28 +665,26 @@ def _read_extensions(reader: Reader, header: QCowHeader, v3: QCowHeaderV3, end: 
 
 
 def _feature_names(reader: Reader, offset: int, length: int) -> list[FeatureName]:
-    size = FeatureNameEntry.STRUCT.size
-    count = min(length // size, MAX_FEATURE_NAMES)
-    table = reader.read(offset, count * size, "qcow2 feature name table")
-    entries = (FeatureNameEntry(*fields) for fields in FeatureNameEntry.STRUCT.iter_unpack(table))
+    count = min(length // FeatureNameEntry.SIZE, MAX_FEATURE_NAMES)
+    table = reader.read(offset, count * FeatureNameEntry.SIZE, "qcow2 feature name table")
     return [
-        FeatureName(type=FEATURE_TYPES.get(e.type, f"type {e.type}"), bit=e.bit, name=_string(e.name))
-        for e in entries
+        FeatureName(type=FEATURE_TYPES.get(e.type, f"type {e.type}"), bit=e.bit, name=c_string(e.name))
+        for e in unpack_array(FeatureNameEntry, table, count)
     ]
 
 
 def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster_size: int) -> Bitmaps:
     """The bitmaps extension, checked as qemu checks it when the autoclear bit vouches for it."""
-    if length != BitmapsExtensionData.STRUCT.size:
+    if length != BitmapsExtensionData.SIZE:
         raise BadField(
             BAD_EXTENSION,
             "bitmaps extension length",
             length,
-            f"{BitmapsExtensionData.STRUCT.size}",
+            f"{BitmapsExtensionData.SIZE}",
             offset=offset,
             advice=RECREATE,
         )
-    ext = BitmapsExtensionData.from_bytes(reader.read(offset, length, "qcow2 bitmaps extension"))
+    ext = BitmapsExtensionData.unpack(reader.read(offset, length, "qcow2 bitmaps extension"))
     consistent = bool(v3.autoclear_features & AUTOCLEAR_BITMAPS)
     if consistent:
         checks = (
@@ -804,16 +734,16 @@ def _crypto_header(reader: Reader, offset: int, length: int, header: QCowHeader)
             offset=offset,
             advice=RECREATE,
         )
-    if length != CryptoHeaderExtension.STRUCT.size:
+    if length != CryptoHeaderExtension.SIZE:
         raise BadField(
             BAD_EXTENSION,
             "full disk encryption header extension length",
             length,
-            f"{CryptoHeaderExtension.STRUCT.size}",
+            f"{CryptoHeaderExtension.SIZE}",
             offset=offset,
             advice=RECREATE,
         )
-    ext = CryptoHeaderExtension.from_bytes(reader.read(offset, length, "qcow2 encryption header pointer"))
+    ext = CryptoHeaderExtension.unpack(reader.read(offset, length, "qcow2 encryption header pointer"))
     cluster_size = 1 << header.cluster_bits
     if ext.offset % cluster_size:
         raise BadField(
@@ -843,12 +773,7 @@ def _backing_file(reader: Reader, header: QCowHeader, cluster_size: int) -> str 
             advice=RECREATE,
         )
     name = reader.read(header.backing_file_offset, header.backing_file_size, "qcow2 backing file name")
-    return _string(name)
-
-
-def _string(data: bytes) -> str:
-    """A name as qemu sees it: up to the first NUL (qemu copies it as a C string)."""
-    return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return c_string(name)
 
 
 def feature_bits(value: int, names: dict[int, str]) -> FeatureBits:

@@ -8,13 +8,12 @@ the limit is named after qemu's and the image is judged as qemu would judge it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.qcow2 import FeatureBits, feature_bits
@@ -22,6 +21,7 @@ from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, chars, u32, u64
 
 BAD_HEADER = rule("qed.bad_header", Severity.REJECT, "a qed header field holds a value the spec forbids")
 UNKNOWN_FEATURES = rule(
@@ -65,42 +65,22 @@ NO_NAMES: dict[int, str] = {}
 NO_PROBE_FORMAT = "raw"
 
 
-@dataclass(frozen=True, slots=True)
-class QEDHeader:
-    """The qed header ("Header"), little-endian."""
+class QEDHeader(LittleEndianStructure):
+    """The qed header ("Header")."""
 
-    magic: bytes
-    cluster_size: int
-    table_size: int
-    header_size: int
-    features: int
-    compat_features: int
-    autoclear_features: int
-    l1_table_offset: int
-    image_size: int
-    backing_filename_offset: int
-    backing_filename_size: int
+    OFFSET: ClassVar[int] = 0
 
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<4s I I I Q Q Q Q Q I I")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.magic,
-            self.cluster_size,
-            self.table_size,
-            self.header_size,
-            self.features,
-            self.compat_features,
-            self.autoclear_features,
-            self.l1_table_offset,
-            self.image_size,
-            self.backing_filename_offset,
-            self.backing_filename_size,
-        )
+    magic: bytes = chars(4)
+    cluster_size: int = u32()
+    table_size: int = u32()
+    header_size: int = u32()
+    features: int = u64()
+    compat_features: int = u64()
+    autoclear_features: int = u64()
+    l1_table_offset: int = u64()
+    image_size: int = u64()
+    backing_filename_offset: int = u32()
+    backing_filename_size: int = u32()
 
 
 class QedDetails(Frozen):
@@ -131,7 +111,7 @@ def _power_of_two(value: int) -> bool:
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
-    header = QEDHeader.from_bytes(reader.read(0, QEDHeader.STRUCT.size, "qed header"))
+    header = QEDHeader.read(reader, "qed header")
     cluster_size_ok = MIN_CLUSTER_SIZE <= header.cluster_size <= MAX_CLUSTER_SIZE
     if not (_power_of_two(header.cluster_size) and cluster_size_ok):
         raise BadField(
@@ -227,8 +207,7 @@ def _backing_file(reader: Reader, header: QEDHeader, header_bytes: int) -> str |
             advice=CONVERT,
         )
     name = reader.read(header.backing_filename_offset, header.backing_filename_size, "qed backing file name")
-    # qemu copies the name as a C string: it ends at the first NUL.
-    return name.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return c_string(name)  # qemu copies the name as a C string
 
 
 def _structural_findings(details: QedDetails) -> Iterator[Finding]:

@@ -13,18 +13,17 @@ never the block map, so the reads do not grow with the virtual size.
 
 from __future__ import annotations
 
-import struct
-import uuid
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
+from introspect.decode import MIB, c_string, guid
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
-from introspect.sources import MIB, Reader
+from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, chars, pad, u32, u64
 
 BAD_HEADER = rule("vdi.bad_header", Severity.REJECT, "the VDI header contradicts VDICore.h")
 DIFFERENCING = rule(
@@ -78,42 +77,23 @@ FLAG_ZERO_EXPAND = 1 << ZERO_EXPAND_BIT
 KNOWN_FLAGS = FLAG_ZERO_EXPAND
 
 
-@dataclass(frozen=True, slots=True)
-class VdiPreHeader:
-    """VDIPREHEADER (VDICore.h): szFileInfo, u32Signature, u32Version; at offset 0."""
+class VdiPreHeader(LittleEndianStructure):
+    """VDIPREHEADER (VDICore.h)."""
 
     OFFSET: ClassVar[int] = 0
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<64sII")
 
-    file_info: bytes
-    signature: int
-    version: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    file_info: bytes = chars(64)  # szFileInfo
+    signature: int = u32()  # u32Signature
+    version: int = u32()  # u32Version
 
 
-@dataclass(frozen=True, slots=True)
-class VdiDiskGeometry:
-    """VDIDISKGEOMETRY (VDICore.h): cCylinders, cHeads, cSectors, cbSector."""
+class VdiDiskGeometry(LittleEndianStructure):
+    """VDIDISKGEOMETRY (VDICore.h)."""
 
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<4I")
-
-    cylinders: int
-    heads: int
-    sectors: int
-    sector_size: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    cylinders: int = u32()  # cCylinders
+    heads: int = u32()  # cHeads
+    sectors: int = u32()  # cSectors
+    sector_size: int = u32()  # cbSector
 
     def stated(self) -> Geometry | None:
         """The geometry, or None when VirtualBox marked it "not calculated" (all zero)."""
@@ -122,76 +102,56 @@ class VdiDiskGeometry:
         return Geometry(cylinders=self.cylinders, heads=self.heads, sectors=self.sectors)
 
 
-@dataclass(frozen=True, slots=True)
-class VdiHeader0:
+class VdiHeader0(LittleEndianStructure):
     """VDIHEADER0 (VDICore.h), for VDI_IMAGE_VERSION_MAJOR 0; right after the pre-header."""
 
-    OFFSET: ClassVar[int] = VdiPreHeader.STRUCT.size
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<II256s16sQIII16s16s16s")
+    OFFSET: ClassVar[int] = VdiPreHeader.SIZE
 
-    type: int  # u32Type
-    flags: int  # fFlags
-    comment: bytes  # szComment
-    legacy_geometry: bytes  # LegacyGeometry, a VDIDISKGEOMETRY
-    disk_size: int  # cbDisk
-    block_size: int  # cbBlock
-    blocks: int  # cBlocks
-    blocks_allocated: int  # cBlocksAllocated
-    uuid_create: bytes
-    uuid_modify: bytes
-    uuid_linkage: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    type: int = u32()  # u32Type
+    flags: int = u32()  # fFlags
+    comment: bytes = chars(256)  # szComment
+    legacy_geometry: bytes = chars(VdiDiskGeometry.SIZE)  # LegacyGeometry
+    disk_size: int = u64()  # cbDisk
+    block_size: int = u32()  # cbBlock
+    blocks: int = u32()  # cBlocks
+    blocks_allocated: int = u32()  # cBlocksAllocated
+    uuid_create: bytes = chars(16)  # uuidCreate
+    uuid_modify: bytes = chars(16)  # uuidModify
+    uuid_linkage: bytes = chars(16)  # uuidLinkage
 
 
-@dataclass(frozen=True, slots=True)
-class VdiHeader1:
-    """VDIHEADER1 (VDICore.h), for VDI_IMAGE_VERSION_MAJOR 1; right after the pre-header.
+class VdiHeader1(LittleEndianStructure):
+    """VDIHEADER1 (VDICore.h), for VDI_IMAGE_VERSION_MAJOR 1; right after the pre-header."""
 
-    VDIHEADER1PLUS is this followed by the LCHS geometry (a VDIDISKGEOMETRY at LCHS_OFFSET),
-    present when cbHeader is at least PLUS_SIZE.
-    """
+    OFFSET: ClassVar[int] = VdiPreHeader.SIZE
 
-    OFFSET: ClassVar[int] = VdiPreHeader.STRUCT.size
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<III256sII16sIQIIII16s16s16s16s")
-    LCHS_OFFSET: ClassVar[int] = OFFSET + STRUCT.size
-    PLUS_SIZE: ClassVar[int] = STRUCT.size + VdiDiskGeometry.STRUCT.size
-
-    header_size: int  # cbHeader
-    type: int  # u32Type
-    flags: int  # fFlags
-    comment: bytes  # szComment
-    offset_blocks: int  # offBlocks
-    offset_data: int  # offData
-    legacy_geometry: bytes  # LegacyGeometry, a VDIDISKGEOMETRY
-    dummy: int  # u32Dummy, was the BIOS translation mode
-    disk_size: int  # cbDisk
-    block_size: int  # cbBlock
-    block_extra: int  # cbBlockExtra
-    blocks: int  # cBlocks
-    blocks_allocated: int  # cBlocksAllocated
-    uuid_create: bytes
-    uuid_modify: bytes
-    uuid_linkage: bytes
-    uuid_parent_modify: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data))
-
-    def to_bytes(self) -> bytes:
-        return self.STRUCT.pack(*astuple(self))
+    header_size: int = u32()  # cbHeader
+    type: int = u32()  # u32Type
+    flags: int = u32()  # fFlags
+    comment: bytes = chars(256)  # szComment
+    offset_blocks: int = u32()  # offBlocks
+    offset_data: int = u32()  # offData
+    legacy_geometry: bytes = chars(VdiDiskGeometry.SIZE)  # LegacyGeometry
+    dummy: None = pad(4)  # u32Dummy, was the BIOS translation mode
+    disk_size: int = u64()  # cbDisk
+    block_size: int = u32()  # cbBlock
+    block_extra: int = u32()  # cbBlockExtra
+    blocks: int = u32()  # cBlocks
+    blocks_allocated: int = u32()  # cBlocksAllocated
+    uuid_create: bytes = chars(16)  # uuidCreate
+    uuid_modify: bytes = chars(16)  # uuidModify
+    uuid_linkage: bytes = chars(16)  # uuidLinkage
+    uuid_parent_modify: bytes = chars(16)  # uuidParentModify
 
 
+#: VDIHEADER1PLUS is VDIHEADER1 followed by the LCHS geometry (a VDIDISKGEOMETRY), present when
+#: cbHeader is at least its size.
+LCHS_OFFSET = VdiHeader1.OFFSET + VdiHeader1.SIZE
+HEADER1_PLUS_SIZE = VdiHeader1.SIZE + VdiDiskGeometry.SIZE
 #: The header after VDIPREHEADER is at least as big as VDIHEADER1 for version 1 (vdiValidateHeader).
-V1_HEADER_MIN = VdiHeader1.STRUCT.size
+V1_HEADER_MIN = VdiHeader1.SIZE
 #: Where the block map is for version 0: right after VDIHEADER0 (getImageBlocksOffset).
-V0_OFFSET_BLOCKS = VdiHeader0.OFFSET + VdiHeader0.STRUCT.size
+V0_OFFSET_BLOCKS = VdiHeader0.OFFSET + VdiHeader0.SIZE
 
 
 class VdiDetails(Frozen):
@@ -223,24 +183,17 @@ class VdiDetails(Frozen):
 
 def _uuid(raw: bytes) -> str | None:
     """An RTUUID (stored like a Microsoft GUID) in canonical form; None for the null UUID."""
-    return None if raw == bytes(16) else str(uuid.UUID(bytes_le=raw))
-
-
-def _text(raw: bytes) -> str:
-    """A NUL-terminated UTF-8 field; its size is already capped by the structure."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    return None if raw == bytes(16) else guid(raw)
 
 
 def probe(head: Head) -> bool:
-    if len(head.data) < VdiPreHeader.STRUCT.size:
+    if len(head.data) < VdiPreHeader.SIZE:
         return False
-    return VdiPreHeader.from_bytes(head.data).signature == VDI_IMAGE_SIGNATURE
+    return VdiPreHeader.unpack(head.data).signature == VDI_IMAGE_SIGNATURE
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[VdiDetails]:
-    pre = VdiPreHeader.from_bytes(
-        reader.read(VdiPreHeader.OFFSET, VdiPreHeader.STRUCT.size, "VDI pre-header")
-    )
+    pre = VdiPreHeader.read(reader, "VDI pre-header")
     if pre.signature != VDI_IMAGE_SIGNATURE:
         raise BadField(BAD_HEADER, "signature", hex(pre.signature), hex(VDI_IMAGE_SIGNATURE), offset=0)
     major, minor = _version_major(pre.version), _version_minor(pre.version)
@@ -266,15 +219,15 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VdiDetails]:
 
 def _version0(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
     """VDIHEADER0: no header size, no offsets (they follow from the header), no parent UUID."""
-    header = VdiHeader0.from_bytes(reader.read(VdiHeader0.OFFSET, VdiHeader0.STRUCT.size, "VDI header"))
+    header = VdiHeader0.read(reader, "VDI header")
     _check_counts(header.blocks, header.blocks_allocated, header.block_size, header.disk_size)
-    legacy = VdiDiskGeometry.from_bytes(header.legacy_geometry)
+    legacy = VdiDiskGeometry.unpack(header.legacy_geometry)
     return VdiDetails(
         version=_version_major(pre.version),
         version_minor=_version_minor(pre.version),
         image_type=_image_type(header.type),
         flags=header.flags,
-        description=_text(header.comment),
+        description=c_string(header.comment),
         header_size=None,
         offset_blocks=V0_OFFSET_BLOCKS,
         offset_data=V0_OFFSET_BLOCKS + header.blocks * VDI_BLOCK_POINTER_SIZE,
@@ -296,7 +249,7 @@ def _version0(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
 
 def _version1(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
     """VDIHEADER1, and VDIHEADER1PLUS's LCHS geometry for 1.1 when cbHeader covers it."""
-    header = VdiHeader1.from_bytes(reader.read(VdiHeader1.OFFSET, VdiHeader1.STRUCT.size, "VDI header"))
+    header = VdiHeader1.read(reader, "VDI header")
     offset = VdiHeader1.OFFSET
     if header.offset_blocks < VdiHeader1.OFFSET + V1_HEADER_MIN:
         raise BadField(
@@ -327,18 +280,16 @@ def _version1(reader: Reader, pre: VdiPreHeader) -> VdiDetails:
             offset=offset,
         )
     lchs = None
-    if _version_minor(pre.version) == 1 and header.header_size >= VdiHeader1.PLUS_SIZE:
-        lchs = VdiDiskGeometry.from_bytes(
-            reader.read(VdiHeader1.LCHS_OFFSET, VdiDiskGeometry.STRUCT.size, "VDI LCHS geometry")
-        )
-    legacy = VdiDiskGeometry.from_bytes(header.legacy_geometry)
+    if _version_minor(pre.version) == 1 and header.header_size >= HEADER1_PLUS_SIZE:
+        lchs = VdiDiskGeometry.read(reader, "VDI LCHS geometry", LCHS_OFFSET)
+    legacy = VdiDiskGeometry.unpack(header.legacy_geometry)
     lchs_stated = lchs.stated() if lchs else None
     return VdiDetails(
         version=_version_major(pre.version),
         version_minor=_version_minor(pre.version),
         image_type=_image_type(header.type),
         flags=header.flags,
-        description=_text(header.comment),
+        description=c_string(header.comment),
         header_size=header.header_size,
         offset_blocks=header.offset_blocks,
         offset_data=header.offset_data,
@@ -365,14 +316,14 @@ def _image_type(value: int) -> Literal["dynamic", "static", "undo", "diff"]:
             "u32Type",
             value,
             "1 (dynamic), 2 (static), 3 (undo) or 4 (diff)",
-            offset=VdiPreHeader.STRUCT.size,
+            offset=VdiPreHeader.SIZE,
         )
     return IMAGE_TYPES[value]
 
 
 def _check_counts(blocks: int, allocated: int, block_size: int, disk_size: int) -> None:
     """What both VirtualBox (vdiValidateHeader) and qemu (vdi_open) refuse."""
-    offset = VdiPreHeader.STRUCT.size
+    offset = VdiPreHeader.SIZE
     if blocks > VDI_BLOCKS_IN_IMAGE_MAX:
         raise BadField(BAD_HEADER, "cBlocks", blocks, f"at most {VDI_BLOCKS_IN_IMAGE_MAX}", offset=offset)
     if allocated > blocks:

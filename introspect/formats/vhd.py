@@ -18,19 +18,19 @@ and a test runs that qemu-img on rewritten creators to prove it.
 
 from __future__ import annotations
 
-import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Self
+from typing import Literal
 
+from introspect.decode import padded_text, utf16_c_string, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
 
 # --- Rules -----------------------------------------------------------------------------------
 
@@ -57,12 +57,6 @@ FOOTER_SIZE = 512
 #: Virtual PC before 2004 wrote a 511-byte footer; the spec says to accept it.
 OLD_FOOTER_SIZE = 511
 FOOTER_COOKIE = b"conectix"
-#: Cookie, Features, File Format Version, Data Offset, Time Stamp, Creator Application, Creator
-#: Version, Creator Host OS, Original Size, Current Size, Disk Geometry (cylinder u16, heads u8,
-#: sectors per track u8), Disk Type, Checksum, Unique Id, Saved State; 427 reserved bytes follow.
-HARD_DISK_FOOTER = struct.Struct(">8sIIQI4sI4sQQHBBII16sB")
-#: Byte offset of the Checksum field, which the checksum skips.
-FOOTER_CHECKSUM_OFFSET = 64
 FEATURE_TEMPORARY_BIT = 0
 FEATURE_TEMPORARY = 1 << FEATURE_TEMPORARY_BIT
 DiskType = Literal["fixed", "dynamic", "differencing"]
@@ -79,94 +73,74 @@ MAX_SECTORS = 0xFF000000
 CURRENT_SIZE_CREATORS = frozenset({b"win ", b"qem2", b"d2v ", b"CTXS", b"tap\0"})
 
 
-@dataclass(frozen=True, slots=True)
-class HardDiskFooter:
-    """The footer, as stored (spec: "Hard Disk Footer Format")."""
+class HardDiskFooter(BigEndianStructure):
+    """The footer (spec: "Hard Disk Footer Format"); 427 reserved bytes follow, which the
+    checksum covers."""
 
-    cookie: bytes
-    features: int
-    file_format_version: int
-    data_offset: int
-    time_stamp: int
-    creator_application: bytes
-    creator_version: int
-    creator_host_os: bytes
-    original_size: int
-    current_size: int
-    cylinders: int
-    heads: int
-    sectors_per_track: int
-    disk_type: int
-    checksum: int
-    unique_id: bytes
-    saved_state: int
+    cookie: bytes = chars(8)
+    features: int = u32()
+    file_format_version: int = u32()
+    data_offset: int = u64()
+    time_stamp: int = u32()
+    creator_application: bytes = chars(4)
+    creator_version: int = u32()
+    creator_host_os: bytes = chars(4)
+    original_size: int = u64()
+    current_size: int = u64()
+    cylinders: int = u16()  # Disk Geometry: cylinder, heads, sectors per track
+    heads: int = u8()
+    sectors_per_track: int = u8()
+    disk_type: int = u32()
+    checksum: int = u32()
+    unique_id: bytes = chars(16)
+    saved_state: int = u8()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*HARD_DISK_FOOTER.unpack_from(data))
+
+#: The Checksum field, which the checksum skips.
+FOOTER_CHECKSUM_OFFSET = HardDiskFooter.offset_of("checksum")
 
 
 # --- Dynamic Disk Header (spec: "Dynamic Disk Header Format") --------------------------------
 
 DYNAMIC_HEADER_SIZE = 1024
 DYNAMIC_HEADER_COOKIE = b"cxsparse"
-#: Cookie, Data Offset, Table Offset, Header Version, Max Table Entries, Block Size, Checksum,
-#: Parent Unique ID, Parent Time Stamp, Reserved, Parent Unicode Name (UTF-16BE); then 8 parent
-#: locator entries and 256 reserved bytes.
-DYNAMIC_DISK_HEADER = struct.Struct(">8sQQIIII16sII512s")
-#: Byte offset of the Checksum field within the header.
-DYNAMIC_HEADER_CHECKSUM_OFFSET = 36
-#: Platform Code, Platform Data Space, Platform Data Length, Reserved, Platform Data Offset.
-PARENT_LOCATOR_ENTRY = struct.Struct(">4sIIIQ")
-PARENT_LOCATOR_OFFSET = DYNAMIC_DISK_HEADER.size
 PARENT_LOCATOR_COUNT = 8
 #: A block holds at least one sector (qemu's floor); the spec's default is 2 MiB.
 MIN_BLOCK_SIZE = SECTOR_SIZE
-#: Upper bound of the parent name as stored: 512 bytes of UTF-16 are at most 256 characters.
+#: The parent name as stored: 512 bytes of UTF-16 are at most 256 characters.
 PARENT_NAME_BYTES = 512
 BAT_ENTRY_SIZE = 4
 
 
-@dataclass(frozen=True, slots=True)
-class ParentLocatorEntry:
+class ParentLocatorEntry(BigEndianStructure):
     """Where a differencing disk's parent may be found (recorded, never read or opened)."""
 
-    platform_code: bytes
-    platform_data_space: int
-    platform_data_length: int
-    reserved: int
-    platform_data_offset: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*PARENT_LOCATOR_ENTRY.unpack_from(data, offset))
+    platform_code: bytes = chars(4)
+    platform_data_space: int = u32()
+    platform_data_length: int = u32()
+    reserved: None = pad(4)
+    platform_data_offset: int = u64()
 
 
-@dataclass(frozen=True, slots=True)
-class DynamicDiskHeader:
-    """The dynamic disk header, as stored (spec: "Dynamic Disk Header Format")."""
+class DynamicDiskHeader(BigEndianStructure):
+    """The dynamic disk header (spec: "Dynamic Disk Header Format"); 256 reserved bytes follow."""
 
-    cookie: bytes
-    data_offset: int
-    table_offset: int
-    header_version: int
-    max_table_entries: int
-    block_size: int
-    checksum: int
-    parent_unique_id: bytes
-    parent_time_stamp: int
-    reserved: int
-    parent_unicode_name: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*DYNAMIC_DISK_HEADER.unpack_from(data))
+    cookie: bytes = chars(8)
+    data_offset: int = u64()
+    table_offset: int = u64()
+    header_version: int = u32()
+    max_table_entries: int = u32()
+    block_size: int = u32()
+    checksum: int = u32()
+    parent_unique_id: bytes = chars(16)
+    parent_time_stamp: int = u32()
+    reserved: None = pad(4)
+    parent_unicode_name: bytes = chars(PARENT_NAME_BYTES)  # UTF-16BE
+    parent_locator_entries: bytes = chars(PARENT_LOCATOR_COUNT * ParentLocatorEntry.SIZE)
 
 
-def parent_locators(data: bytes) -> Iterator[ParentLocatorEntry]:
-    """The 8 parent locator entries that follow the header's fixed fields."""
-    for index in range(PARENT_LOCATOR_COUNT):
-        yield ParentLocatorEntry.from_bytes(data, PARENT_LOCATOR_OFFSET + index * PARENT_LOCATOR_ENTRY.size)
+#: The Checksum field within the header.
+DYNAMIC_HEADER_CHECKSUM_OFFSET = DynamicDiskHeader.offset_of("checksum")
 
 
 def checksum(data: bytes, checksum_offset: int) -> int:
@@ -261,18 +235,8 @@ def probe(head: Head) -> bool:
     )
 
 
-def _text(raw: bytes) -> str:
-    return raw.rstrip(b"\0").decode("ascii", errors="replace")
-
-
 def _uuid(raw: bytes) -> str | None:
-    return None if raw == bytes(16) else str(uuid.UUID(bytes=raw))
-
-
-def _utf16_name(raw: bytes) -> str | None:
-    """A NUL-terminated UTF-16BE name, capped by its field size, decoded leniently."""
-    name = raw[:PARENT_NAME_BYTES].decode("utf-16-be", errors="replace").split("\0", 1)[0]
-    return name or None
+    return None if raw == bytes(16) else uuid_be(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +249,7 @@ class _FooterCopy:
 
 def _read_footer(data: bytes, offset: int) -> _FooterCopy:
     length = len(data)
-    footer = HardDiskFooter.from_bytes(data.ljust(FOOTER_SIZE, b"\0"))
+    footer = HardDiskFooter.unpack(data.ljust(FOOTER_SIZE, b"\0"))
     return _FooterCopy(footer, offset, length, checksum(data, FOOTER_CHECKSUM_OFFSET) == footer.checksum)
 
 
@@ -316,23 +280,23 @@ def _footer_model(copy: _FooterCopy) -> VhdFooter:
             advice="the footer is corrupt; re-export the disk from the tool that made it",
         )
     return VhdFooter(
-        cookie=_text(f.cookie),
+        cookie=padded_text(f.cookie),
         features=f.features,
         temporary=bool(f.features & FEATURE_TEMPORARY),
         file_format_version=f.file_format_version,
         data_offset=f.data_offset,
         timestamp=f.time_stamp,
         timestamp_utc=(TIMESTAMP_EPOCH + timedelta(seconds=f.time_stamp)).isoformat(),
-        creator_application=_text(f.creator_application),
+        creator_application=padded_text(f.creator_application),
         creator_version=f"{f.creator_version >> 16}.{f.creator_version & 0xFFFF}",
-        creator_host_os=_text(f.creator_host_os),
+        creator_host_os=padded_text(f.creator_host_os),
         original_size=f.original_size,
         current_size=f.current_size,
         geometry=Geometry(cylinders=f.cylinders, heads=f.heads, sectors=f.sectors_per_track),
         disk_type=disk_type,
         checksum=f.checksum,
         checksum_valid=copy.checksum_valid,
-        uuid=str(uuid.UUID(bytes=f.unique_id)),
+        uuid=uuid_be(f.unique_id),
         saved_state=bool(f.saved_state),
     )
 
@@ -359,7 +323,7 @@ def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynam
             advice="the footer is corrupt or the image was cut short; upload it again",
         )
     data = reader.read(offset, DYNAMIC_HEADER_SIZE, "dynamic disk header")
-    h = DynamicDiskHeader.from_bytes(data)
+    h = DynamicDiskHeader.unpack(data)
     if h.cookie != DYNAMIC_HEADER_COOKIE:
         raise BadField(
             INVALID,
@@ -400,17 +364,17 @@ def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynam
         )
     locators = [
         VhdParentLocator(
-            platform_code=_text(entry.platform_code),
+            platform_code=padded_text(entry.platform_code),
             platform_data_space=entry.platform_data_space,
             platform_data_length=entry.platform_data_length,
             platform_data_offset=entry.platform_data_offset,
         )
-        for entry in parent_locators(data)
+        for entry in unpack_array(ParentLocatorEntry, h.parent_locator_entries, PARENT_LOCATOR_COUNT)
         if entry.platform_code.strip(b"\0")
     ]
     return VhdDynamicHeader(
         offset=offset,
-        cookie=_text(h.cookie),
+        cookie=padded_text(h.cookie),
         data_offset=h.data_offset,
         table_offset=h.table_offset,
         header_version=h.header_version,
@@ -420,7 +384,7 @@ def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynam
         checksum_valid=checksum(data, DYNAMIC_HEADER_CHECKSUM_OFFSET) == h.checksum,
         parent_uuid=_uuid(h.parent_unique_id),
         parent_timestamp=h.parent_time_stamp,
-        parent_unicode_name=_utf16_name(h.parent_unicode_name),
+        parent_unicode_name=utf16_c_string(h.parent_unicode_name, "big") or None,
         parent_locators=locators,
     )
 

@@ -21,20 +21,20 @@ tables, and one read of the metadata table with the 64 KiB after it, where every
 from __future__ import annotations
 
 import itertools
-import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import ClassVar, Literal
 
 import google_crc32c
 
+from introspect.decode import KIB, MIB, guid, utf16_c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, StructureT, chars, pad, u16, u32, u64, unpack_array
 
 # --- Rules -----------------------------------------------------------------------------------
 
@@ -58,9 +58,6 @@ UNKNOWN_REQUIRED_METADATA = rule(
 )
 LOG_PENDING = rule("vhdx.log_pending", Severity.WARN, "the log is active: the image was not closed cleanly")
 
-KIB = 1024
-MIB = 1024 * KIB
-
 
 def crc32c_valid(data: bytes, checksum_offset: int, stored: int) -> bool:
     """CRC-32C over `data` with its 4-byte checksum field counted as zero ([MS-VHDX] 2.2.2)."""
@@ -68,33 +65,18 @@ def crc32c_valid(data: bytes, checksum_offset: int, stored: int) -> bool:
     return int(google_crc32c.value(zeroed)) == stored
 
 
-def ms_guid(raw: bytes) -> str:
-    """A Microsoft GUID (Data1..Data3 little-endian) as a canonical lowercase string."""
-    return str(uuid.UUID(bytes_le=raw))
-
-
-def _utf16(raw: bytes) -> str:
-    return raw.decode("utf-16-le", errors="replace").split("\0", 1)[0]
-
-
 # --- File Type Identifier ([MS-VHDX] 2.2.1) --------------------------------------------------
 
-FILE_TYPE_IDENTIFIER_OFFSET = 0
 FILE_TYPE_SIGNATURE = b"vhdxfile"
-#: Signature, Creator (UTF-16LE, 512 bytes, diagnostic only).
-FILE_TYPE_IDENTIFIER = struct.Struct("<8s512s")
 
 
-@dataclass(frozen=True, slots=True)
-class FileTypeIdentifier:
+class FileTypeIdentifier(LittleEndianStructure):
     """The file type identifier: signature and the name of the tool that made the file."""
 
-    signature: bytes
-    creator: bytes
+    OFFSET: ClassVar[int] = 0
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*FILE_TYPE_IDENTIFIER.unpack_from(data, FILE_TYPE_IDENTIFIER_OFFSET))
+    signature: bytes = chars(8)
+    creator: bytes = chars(512)  # UTF-16LE, diagnostic only
 
 
 # --- Headers ([MS-VHDX] 2.2.2) ---------------------------------------------------------------
@@ -106,30 +88,24 @@ HEADER_OFFSETS = (HEADER_1_OFFSET, HEADER_2_OFFSET)
 HEADER_SIZE = 4 * KIB
 HEADER_SIGNATURE = b"head"
 HEADER_VERSION = 1
-#: Signature, Checksum, SequenceNumber, FileWriteGuid, DataWriteGuid, LogGuid, LogVersion,
-#: Version, LogLength, LogOffset; 4016 reserved bytes follow.
-HEADER = struct.Struct("<4sIQ16s16s16sHHIQ")
-HEADER_CHECKSUM_OFFSET = 4
 
 
-@dataclass(frozen=True, slots=True)
-class VhdxHeaderRecord:
-    """One header as stored."""
+class VhdxHeaderRecord(LittleEndianStructure):
+    """One header; 4016 reserved bytes follow, which the checksum covers."""
 
-    signature: bytes
-    checksum: int
-    sequence_number: int
-    file_write_guid: bytes
-    data_write_guid: bytes
-    log_guid: bytes
-    log_version: int
-    version: int
-    log_length: int
-    log_offset: int
+    signature: bytes = chars(4)
+    checksum: int = u32()
+    sequence_number: int = u64()
+    file_write_guid: bytes = chars(16)
+    data_write_guid: bytes = chars(16)
+    log_guid: bytes = chars(16)
+    log_version: int = u16()
+    version: int = u16()
+    log_length: int = u32()
+    log_offset: int = u64()
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*HEADER.unpack_from(data))
+
+HEADER_CHECKSUM_OFFSET = VhdxHeaderRecord.offset_of("checksum")
 
 
 # --- Region table ([MS-VHDX] 2.2.3) ----------------------------------------------------------
@@ -139,11 +115,7 @@ REGION_TABLE_2_OFFSET = 256 * KIB
 REGION_TABLE_OFFSETS = (REGION_TABLE_1_OFFSET, REGION_TABLE_2_OFFSET)
 REGION_TABLE_SIZE = 64 * KIB
 REGION_TABLE_SIGNATURE = b"regi"
-#: Signature, Checksum, EntryCount, Reserved.
-REGION_TABLE_HEADER = struct.Struct("<4sIII")
-REGION_TABLE_CHECKSUM_OFFSET = 4
-#: Guid, FileOffset, Length, Required:1 + Reserved:31.
-REGION_TABLE_ENTRY = struct.Struct("<16sQII")
+#: Required:1 + Reserved:31 of a region table entry.
 REGION_ENTRY_REQUIRED_BIT = 0
 REGION_ENTRY_REQUIRED = 1 << REGION_ENTRY_REQUIRED_BIT
 #: "EntryCount ... MUST be less than or equal to 2047."
@@ -151,6 +123,8 @@ MAX_REGION_ENTRIES = 2047
 BAT_GUID = "2dc27766-f623-4200-9d64-115e9bfd4a08"
 METADATA_REGION_GUID = "8b7ca206-4790-4b9a-b8fe-575f050f886e"
 KNOWN_REGIONS = {BAT_GUID: "bat", METADATA_REGION_GUID: "metadata"}
+#: The LogGuid of a header whose log is empty.
+NULL_GUID = guid(bytes(16))
 #: The header section: file type identifier, headers and region tables ([MS-VHDX] 2.2).
 HEADER_SECTION_SIZE = 1 * MIB
 #: One read covers both headers and both region tables.
@@ -158,42 +132,32 @@ HEADERS_READ_OFFSET = HEADER_1_OFFSET
 HEADERS_READ_LENGTH = REGION_TABLE_2_OFFSET + REGION_TABLE_SIZE - HEADER_1_OFFSET
 
 
-@dataclass(frozen=True, slots=True)
-class RegionTableHeader:
-    """The region table header as stored."""
+class RegionTableHeader(LittleEndianStructure):
+    """The region table header; the entries follow it."""
 
-    signature: bytes
-    checksum: int
-    entry_count: int
-    reserved: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*REGION_TABLE_HEADER.unpack_from(data))
+    signature: bytes = chars(4)
+    checksum: int = u32()
+    entry_count: int = u32()
+    reserved: None = pad(4)
 
 
-@dataclass(frozen=True, slots=True)
-class RegionTableEntry:
-    """One region table entry as stored."""
+REGION_TABLE_CHECKSUM_OFFSET = RegionTableHeader.offset_of("checksum")
 
-    guid: bytes
-    file_offset: int
-    length: int
-    flags: int
 
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*REGION_TABLE_ENTRY.unpack_from(data, offset))
+class RegionTableEntry(LittleEndianStructure):
+    """One region table entry."""
+
+    guid: bytes = chars(16)
+    file_offset: int = u64()
+    length: int = u32()
+    flags: int = u32()  # Required:1, Reserved:31
 
 
 # --- Metadata region ([MS-VHDX] 2.6) ---------------------------------------------------------
 
 METADATA_TABLE_SIZE = 64 * KIB
 METADATA_TABLE_SIGNATURE = b"metadata"
-#: Signature, Reserved, EntryCount, Reserved2 (20 bytes).
-METADATA_TABLE_HEADER = struct.Struct("<8sHH20s")
-#: ItemId, Offset, Length, IsUser:1 IsVirtualDisk:1 IsRequired:1 Reserved:29, Reserved2.
-METADATA_TABLE_ENTRY = struct.Struct("<16sIIII")
+#: The flags of a metadata table entry: IsUser:1 IsVirtualDisk:1 IsRequired:1 Reserved:29.
 IS_USER_BIT = 0
 IS_VIRTUAL_DISK_BIT = 1
 IS_REQUIRED_BIT = 2
@@ -232,8 +196,7 @@ REQUIRED_METADATA = (
     PHYSICAL_SECTOR_SIZE_GUID,
 )
 
-#: File Parameters (2.6.2.1): BlockSize, LeaveBlockAllocated:1 HasParent:1 Reserved:30.
-FILE_PARAMETERS = struct.Struct("<II")
+#: File Parameters flags (2.6.2.1): LeaveBlockAllocated:1 HasParent:1 Reserved:30.
 LEAVE_BLOCK_ALLOCATED_BIT = 0
 HAS_PARENT_BIT = 1
 LEAVE_BLOCK_ALLOCATED = 1 << LEAVE_BLOCK_ALLOCATED_BIT
@@ -241,18 +204,8 @@ HAS_PARENT = 1 << HAS_PARENT_BIT
 #: "BlockSize ... MUST be a power of 2 ... at least 1 MB and at most 256 MB."
 MIN_BLOCK_SIZE = 1 * MIB
 MAX_BLOCK_SIZE = 256 * MIB
-#: Virtual Disk Size (2.6.2.2).
-VIRTUAL_DISK_SIZE = struct.Struct("<Q")
-#: Page 83 Data (2.6.2.3): the virtual disk's SCSI page 83 identifier, a GUID.
-PAGE_83_DATA = struct.Struct("<16s")
 #: Logical Sector Size (2.6.2.4) and Physical Sector Size (2.6.2.5): 512 or 4096.
-LOGICAL_SECTOR_SIZE = struct.Struct("<I")
-PHYSICAL_SECTOR_SIZE = struct.Struct("<I")
 SECTOR_SIZES = (512, 4096)
-#: Parent Locator header (2.6.2.6.1): LocatorType, Reserved, KeyValueCount.
-PARENT_LOCATOR_HEADER = struct.Struct("<16sHH")
-#: Parent locator entry (2.6.2.6.2): KeyOffset, ValueOffset, KeyLength, ValueLength.
-PARENT_LOCATOR_ENTRY = struct.Struct("<IIHH")
 VHDX_PARENT_LOCATOR_TYPE = "b04aefb7-d19e-4a81-b789-25b8e9445913"
 #: The spec's VHDX locator has five keys; more than this many is not a locator we record.
 MAX_PARENT_LOCATOR_ENTRIES = 32
@@ -265,60 +218,71 @@ SECTORS_PER_CHUNK = 1 << 23
 BAT_ENTRY_SIZE = 8
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataTableHeader:
-    """The metadata table header as stored."""
+class MetadataTableHeader(LittleEndianStructure):
+    """The metadata table header (2.6.1.1); the entries follow it."""
 
-    signature: bytes
-    reserved: int
-    entry_count: int
-    reserved2: bytes
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*METADATA_TABLE_HEADER.unpack_from(data))
+    signature: bytes = chars(8)
+    reserved: None = pad(2)
+    entry_count: int = u16()
+    reserved2: None = pad(20)
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataTableEntry:
-    """One metadata table entry as stored; Offset is relative to the metadata region."""
+class MetadataTableEntry(LittleEndianStructure):
+    """One metadata table entry (2.6.1.2); Offset is relative to the metadata region."""
 
-    item_id: bytes
-    offset: int
-    length: int
-    flags: int
-    reserved2: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*METADATA_TABLE_ENTRY.unpack_from(data, offset))
+    item_id: bytes = chars(16)
+    offset: int = u32()
+    length: int = u32()
+    flags: int = u32()  # IsUser:1 IsVirtualDisk:1 IsRequired:1 Reserved:29
+    reserved2: None = pad(4)
 
 
-@dataclass(frozen=True, slots=True)
-class ParentLocatorHeader:
-    """The parent locator item's header as stored."""
+class FileParameters(LittleEndianStructure):
+    """The File Parameters item (2.6.2.1)."""
 
-    locator_type: bytes
-    reserved: int
-    key_value_count: int
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        return cls(*PARENT_LOCATOR_HEADER.unpack_from(data))
+    block_size: int = u32()
+    flags: int = u32()  # LeaveBlockAllocated:1 HasParent:1 Reserved:30
 
 
-@dataclass(frozen=True, slots=True)
-class ParentLocatorEntry:
-    """One key/value pair of a parent locator; offsets are relative to the item."""
+class VirtualDiskSize(LittleEndianStructure):
+    """The Virtual Disk Size item (2.6.2.2)."""
 
-    key_offset: int
-    value_offset: int
-    key_length: int
-    value_length: int
+    virtual_disk_size: int = u64()
 
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int) -> Self:
-        return cls(*PARENT_LOCATOR_ENTRY.unpack_from(data, offset))
+
+class Page83Data(LittleEndianStructure):
+    """The Page 83 Data item (2.6.2.3): the virtual disk's SCSI page 83 identifier, a GUID."""
+
+    page_83_data: bytes = chars(16)
+
+
+class LogicalSectorSize(LittleEndianStructure):
+    """The Logical Sector Size item (2.6.2.4)."""
+
+    logical_sector_size: int = u32()
+
+
+class PhysicalSectorSize(LittleEndianStructure):
+    """The Physical Sector Size item (2.6.2.5)."""
+
+    physical_sector_size: int = u32()
+
+
+class ParentLocatorHeader(LittleEndianStructure):
+    """The parent locator item's header (2.6.2.6.1); the key/value entries follow it."""
+
+    locator_type: bytes = chars(16)
+    reserved: None = pad(2)
+    key_value_count: int = u16()
+
+
+class ParentLocatorEntry(LittleEndianStructure):
+    """One key/value pair of a parent locator (2.6.2.6.2); offsets are relative to the item."""
+
+    key_offset: int = u32()
+    value_offset: int = u32()
+    key_length: int = u16()
+    value_length: int = u16()
 
 
 # --- Details ----------------------------------------------------------------------------------
@@ -424,7 +388,7 @@ def probe(head: Head) -> bool:
 
 def _header(section: bytes, offset: int) -> VhdxHeader:
     data = section[offset - HEADERS_READ_OFFSET :][:HEADER_SIZE]
-    h = VhdxHeaderRecord.from_bytes(data)
+    h = VhdxHeaderRecord.unpack(data)
     checksum_valid = crc32c_valid(data, HEADER_CHECKSUM_OFFSET, h.checksum)
     return VhdxHeader(
         offset=offset,
@@ -433,9 +397,9 @@ def _header(section: bytes, offset: int) -> VhdxHeader:
         checksum_valid=checksum_valid,
         valid=checksum_valid and h.signature == HEADER_SIGNATURE and h.version == HEADER_VERSION,
         sequence_number=h.sequence_number,
-        file_write_guid=ms_guid(h.file_write_guid),
-        data_write_guid=ms_guid(h.data_write_guid),
-        log_guid=ms_guid(h.log_guid),
+        file_write_guid=guid(h.file_write_guid),
+        data_write_guid=guid(h.data_write_guid),
+        log_guid=guid(h.log_guid),
         log_version=h.log_version,
         version=h.version,
         log_length=h.log_length,
@@ -460,7 +424,7 @@ def _current_header(section: bytes, headers: list[VhdxHeader]) -> int:
     if first.sequence_number != second.sequence_number:
         return 0 if first.sequence_number > second.sequence_number else 1
     # Disk2vhd writes two identical headers; qemu accepts that, and only that, tie.
-    raw = [section[o - HEADERS_READ_OFFSET :][: HEADER.size] for o in HEADER_OFFSETS]
+    raw = [section[o - HEADERS_READ_OFFSET :][: VhdxHeaderRecord.SIZE] for o in HEADER_OFFSETS]
     if raw[0] != raw[1]:
         raise BadField(
             INVALID,
@@ -475,7 +439,7 @@ def _current_header(section: bytes, headers: list[VhdxHeader]) -> int:
 
 def _region_table(section: bytes, offset: int) -> tuple[VhdxRegionTable, bytes]:
     data = section[offset - HEADERS_READ_OFFSET :][:REGION_TABLE_SIZE]
-    h = RegionTableHeader.from_bytes(data)
+    h = RegionTableHeader.unpack(data)
     checksum_valid = crc32c_valid(data, REGION_TABLE_CHECKSUM_OFFSET, h.checksum)
     table = VhdxRegionTable(
         offset=offset,
@@ -492,13 +456,12 @@ def _region_table(section: bytes, offset: int) -> tuple[VhdxRegionTable, bytes]:
 
 def _regions(data: bytes, entry_count: int) -> list[VhdxRegion]:
     regions = []
-    for index in range(entry_count):
-        entry = RegionTableEntry.from_bytes(data, REGION_TABLE_HEADER.size + index * REGION_TABLE_ENTRY.size)
-        guid = ms_guid(entry.guid)
+    for entry in unpack_array(RegionTableEntry, data, entry_count, RegionTableHeader.SIZE):
+        region_guid = guid(entry.guid)
         regions.append(
             VhdxRegion(
-                guid=guid,
-                name=KNOWN_REGIONS.get(guid),
+                guid=region_guid,
+                name=KNOWN_REGIONS.get(region_guid),
                 file_offset=entry.file_offset,
                 length=entry.length,
                 required=bool(entry.flags & REGION_ENTRY_REQUIRED),
@@ -539,11 +502,8 @@ def _check_overlaps(regions: list[VhdxRegion], header: VhdxHeader) -> None:
 
 def _metadata_items(table: bytes, entry_count: int, offset: int) -> list[VhdxMetadataItem]:
     items = []
-    for index in range(entry_count):
-        entry = MetadataTableEntry.from_bytes(
-            table, METADATA_TABLE_HEADER.size + index * METADATA_TABLE_ENTRY.size
-        )
-        item_id = ms_guid(entry.item_id)
+    for entry in unpack_array(MetadataTableEntry, table, entry_count, MetadataTableHeader.SIZE):
+        item_id = guid(entry.item_id)
         items.append(
             VhdxMetadataItem(
                 item_id=item_id,
@@ -605,20 +565,23 @@ class _MetadataRegion:
             return self.window[item.offset : item.offset + length]
         return self.reader.read(self.offset + item.offset, length, f"{name} metadata item")
 
+    def structure(self, kind: type[StructureT], item: VhdxMetadataItem) -> StructureT:
+        """An item whose content is the structure `kind`."""
+        return kind.unpack(self.item(item, kind.SIZE), 0)
+
 
 def _parent_locator(data: bytes) -> VhdxParentLocator:
-    h = ParentLocatorHeader.from_bytes(data)
-    fits = (len(data) - PARENT_LOCATOR_HEADER.size) // PARENT_LOCATOR_ENTRY.size
+    h = ParentLocatorHeader.unpack(data, 0)
+    count = min(h.key_value_count, MAX_PARENT_LOCATOR_ENTRIES)
     entries = []
-    for index in range(min(h.key_value_count, fits, MAX_PARENT_LOCATOR_ENTRIES)):
-        e = ParentLocatorEntry.from_bytes(
-            data, PARENT_LOCATOR_HEADER.size + index * PARENT_LOCATOR_ENTRY.size
-        )
+    for e in unpack_array(ParentLocatorEntry, data, count, ParentLocatorHeader.SIZE):
         key = data[e.key_offset : e.key_offset + min(e.key_length, MAX_LOCATOR_STRING_BYTES)]
         value = data[e.value_offset : e.value_offset + min(e.value_length, MAX_LOCATOR_STRING_BYTES)]
-        entries.append(VhdxParentLocatorEntry(key=_utf16(key), value=_utf16(value)))
+        entries.append(
+            VhdxParentLocatorEntry(key=utf16_c_string(key, "little"), value=utf16_c_string(value, "little"))
+        )
     return VhdxParentLocator(
-        locator_type=ms_guid(h.locator_type), key_value_count=h.key_value_count, entries=entries
+        locator_type=guid(h.locator_type), key_value_count=h.key_value_count, entries=entries
     )
 
 
@@ -663,7 +626,7 @@ def _table_findings(
                 f"the VHDX has a required metadata item {item.item_id} that no reader but its maker "
                 "understands, so qemu refuses it: convert it with Hyper-V's Convert-VHD to a plain VHDX"
             )
-    if current.log_guid != str(uuid.UUID(int=0)):
+    if current.log_guid != NULL_GUID:
         yield LOG_PENDING.finding(
             "the VHDX log is active, so the image was not closed cleanly; open it once in Hyper-V or run "
             "`qemu-img check -r all` on it, then upload it again"
@@ -671,9 +634,7 @@ def _table_findings(
 
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
-    identifier = FileTypeIdentifier.from_bytes(
-        reader.read(0, FILE_TYPE_IDENTIFIER.size, "file type identifier")
-    )
+    identifier = FileTypeIdentifier.read(reader, "file type identifier")
     section = reader.read(HEADERS_READ_OFFSET, HEADERS_READ_LENGTH, "header section")
     headers = [_header(section, offset) for offset in HEADER_OFFSETS]
     current_index = _current_header(section, headers)
@@ -702,7 +663,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
         raise TruncatedImage(
             "metadata table", offset=meta_offset, length=METADATA_TABLE_SIZE, size=reader.size
         )
-    table = MetadataTableHeader.from_bytes(window)
+    table = MetadataTableHeader.unpack(window, 0)
     if table.signature != METADATA_TABLE_SIGNATURE:
         raise BadField(
             INVALID,
@@ -725,19 +686,16 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
     by_id = {item.item_id: item for item in items}
     region = _MetadataRegion(reader, meta_offset, metadata_region.length, window)
 
-    block_size, parameter_flags = FILE_PARAMETERS.unpack_from(
-        region.item(by_id[FILE_PARAMETERS_GUID], FILE_PARAMETERS.size)
-    )
-    (virtual_disk_size,) = VIRTUAL_DISK_SIZE.unpack_from(
-        region.item(by_id[VIRTUAL_DISK_SIZE_GUID], VIRTUAL_DISK_SIZE.size)
-    )
-    (page_83,) = PAGE_83_DATA.unpack_from(region.item(by_id[PAGE_83_DATA_GUID], PAGE_83_DATA.size))
-    (logical_sector_size,) = LOGICAL_SECTOR_SIZE.unpack_from(
-        region.item(by_id[LOGICAL_SECTOR_SIZE_GUID], LOGICAL_SECTOR_SIZE.size)
-    )
-    (physical_sector_size,) = PHYSICAL_SECTOR_SIZE.unpack_from(
-        region.item(by_id[PHYSICAL_SECTOR_SIZE_GUID], PHYSICAL_SECTOR_SIZE.size)
-    )
+    parameters = region.structure(FileParameters, by_id[FILE_PARAMETERS_GUID])
+    block_size, parameter_flags = parameters.block_size, parameters.flags
+    virtual_disk_size = region.structure(VirtualDiskSize, by_id[VIRTUAL_DISK_SIZE_GUID]).virtual_disk_size
+    page_83 = region.structure(Page83Data, by_id[PAGE_83_DATA_GUID]).page_83_data
+    logical_sector_size = region.structure(
+        LogicalSectorSize, by_id[LOGICAL_SECTOR_SIZE_GUID]
+    ).logical_sector_size
+    physical_sector_size = region.structure(
+        PhysicalSectorSize, by_id[PHYSICAL_SECTOR_SIZE_GUID]
+    ).physical_sector_size
     has_parent = bool(parameter_flags & HAS_PARENT)
 
     if not MIN_BLOCK_SIZE <= block_size <= MAX_BLOCK_SIZE or block_size & (block_size - 1):
@@ -780,7 +738,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
 
     locator = None
     if PARENT_LOCATOR_GUID in by_id:
-        locator = _parent_locator(region.item(by_id[PARENT_LOCATOR_GUID], PARENT_LOCATOR_HEADER.size))
+        locator = _parent_locator(region.item(by_id[PARENT_LOCATOR_GUID], ParentLocatorHeader.SIZE))
     elif has_parent:
         raise BadField(
             INVALID,
@@ -793,10 +751,10 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
     values = {e.key: e.value for e in locator.entries} if locator else {}
     backing_file = next((values[k] for k in PARENT_PATH_KEYS if values.get(k)), None) if has_parent else None
 
-    virtual_disk_id = ms_guid(page_83)
+    virtual_disk_id = guid(page_83)
     details = VhdxDetails(
         version=current.version,
-        creator=_utf16(identifier.creator),
+        creator=utf16_c_string(identifier.creator, "little"),
         headers=headers,
         current_header=current_index,
         region_tables=[first, second],

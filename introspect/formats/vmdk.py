@@ -15,28 +15,37 @@ words appear anywhere but on their own line reads differently to qemu than to us
 Everything needed lies in the head (header and embedded descriptor, sector 1 on) and, for a
 stream-optimized extent whose grain directory is at the end, in the last three sectors: a parse
 costs the head, the tail and at most one more read, whatever the virtual size. Nothing a
-descriptor names is ever opened.
+descriptor names is ever opened. The descriptor text itself is parsed by
+`introspect.formats.vmdk_descriptor`.
 """
 
 from __future__ import annotations
 
 import re
-import struct
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from collections.abc import Iterable
+from typing import Literal
 
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.vmdk_descriptor import (
+    CONVERT,
+    DESCRIPTOR_LIMIT,
+    DESCRIPTOR_MAX_SIZE,
+    MAX_NAME_LENGTH,
+    NO_PARENT_CID,
+    QEMU_EXTENT_TYPES,
+    QUOTE_LENGTH,
+    VmdkDescriptor,
+    VmdkExtent,
+    number,
+    parse_descriptor,
+)
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
-from introspect.sources import MIB, Reader
-
-CONVERT = (
-    "re-export as streamOptimized or convert with `qemu-img convert -O vmdk -o subformat=streamOptimized`"
-)
+from introspect.sources import Reader
+from introspect.structure import LittleEndianStructure, boolean, char, chars, pad, u16, u32, u64
 
 BAD_HEADER = rule(
     "vmdk.bad_header", Severity.REJECT, "a sparse extent header, footer or marker holds a value out of range"
@@ -64,33 +73,6 @@ DELTA_DISK = rule(
 )
 ESX_SPARSE = rule(
     "vmdk.esx_sparse", Severity.REJECT, "the file is an ESX sparse (COWD) extent, a vmfsSparse redo log"
-)
-DESCRIPTOR_LIMIT = rule(
-    "vmdk.descriptor_limit",
-    Severity.REJECT,
-    "the descriptor is beyond a size, line, extent or key limit",
-    names_files=True,
-)
-# A line that is neither blank, a comment, `key = value` nor an extent is rejected (STYLE rule 9,
-# as oslo's check_descriptor does): qemu finds extents with a lenient sscanf and VMware has its own
-# parser, so a line we cannot classify may be an extent or a key to one of them.
-DESCRIPTOR_SYNTAX = rule(
-    "vmdk.descriptor_syntax",
-    Severity.REJECT,
-    "a descriptor line is not a comment, key = value or extent",
-    names_files=True,
-)
-# A well-formed `key = value` line with a key the spec does not list only warns: no reader acts on a
-# key it does not know (qemu looks up four keys by name, VMware ignores what it does not use), and
-# VMware has added header keys over the years (isNativeSnapshot, changeTrackPath), so rejecting
-# them would reject real exports. A policy can promote the code to reject.
-DESCRIPTOR_UNKNOWN_KEY = rule(
-    "vmdk.descriptor_unknown_key", Severity.WARN, "the descriptor has a key the VMDK spec does not list"
-)
-DESCRIPTOR_AMBIGUOUS = rule(
-    "vmdk.descriptor_ambiguous",
-    Severity.REJECT,
-    "a descriptor key is repeated or appears where qemu's substring search would find it first",
 )
 DESCRIPTOR_LOCATION = rule(
     "vmdk.descriptor_location",
@@ -144,55 +126,28 @@ MAX_GD_ENTRIES = 32 * 1024 * 1024
 MAX_CAPACITY_SECTORS = (1 << 63) // SECTOR_SIZE - 1
 
 
-@dataclass(frozen=True, slots=True)
-class SparseExtentHeader:
+class SparseExtentHeader(LittleEndianStructure):
     """SparseExtentHeader (spec "Hosted Sparse Extent Header"): sector 0 of a KDMV extent; a
     stream-optimized extent repeats it as its footer. SectorType fields count 512-byte sectors."""
 
-    magic_number: bytes
-    version: int
-    flags: int
-    capacity: int
-    grain_size: int
-    descriptor_offset: int
-    descriptor_size: int
-    num_gtes_per_gt: int
-    rgd_offset: int
-    gd_offset: int
-    over_head: int
-    unclean_shutdown: bool
-    single_end_line_char: bytes
-    non_end_line_char: bytes
-    double_end_line_char1: bytes
-    double_end_line_char2: bytes
-    compress_algorithm: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<4s I I Q Q Q Q I Q Q Q ? c c c c H 433x")
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int = 0) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, offset))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.magic_number,
-            self.version,
-            self.flags,
-            self.capacity,
-            self.grain_size,
-            self.descriptor_offset,
-            self.descriptor_size,
-            self.num_gtes_per_gt,
-            self.rgd_offset,
-            self.gd_offset,
-            self.over_head,
-            self.unclean_shutdown,
-            self.single_end_line_char,
-            self.non_end_line_char,
-            self.double_end_line_char1,
-            self.double_end_line_char2,
-            self.compress_algorithm,
-        )
+    magic_number: bytes = chars(4)
+    version: int = u32()
+    flags: int = u32()
+    capacity: int = u64()
+    grain_size: int = u64()
+    descriptor_offset: int = u64()
+    descriptor_size: int = u64()
+    num_gtes_per_gt: int = u32()
+    rgd_offset: int = u64()
+    gd_offset: int = u64()
+    over_head: int = u64()
+    unclean_shutdown: bool = boolean()
+    single_end_line_char: bytes = char()
+    non_end_line_char: bytes = char()
+    double_end_line_char1: bytes = char()
+    double_end_line_char2: bytes = char()
+    compress_algorithm: int = u16()
+    padding: None = pad(433)  # pad[433]
 
 
 # --- Stream-optimized markers (spec "Stream-Optimized Compressed Sparse Extents") ---------------
@@ -203,23 +158,14 @@ MARKER_GD = 2
 MARKER_FOOTER = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(LittleEndianStructure):
     """A metadata marker: one sector; `val` counts the sectors of metadata that follow (0 for the
     end-of-stream marker), `size` is 0 (grain markers put the compressed length there instead)."""
 
-    val: int
-    size: int
-    type: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<Q I I 496x")
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int = 0) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, offset))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(self.val, self.size, self.type)
+    val: int = u64()
+    size: int = u32()
+    type: int = u32()
+    padding: None = pad(496)  # pad[496]
 
 
 #: The end of a stream-optimized extent: footer marker, footer (the header again), end-of-stream
@@ -236,96 +182,25 @@ COWD_MAGIC = b"COWD"
 COWD_HEADER_SIZE = 2048
 
 
-@dataclass(frozen=True, slots=True)
-class CowdHeader:
-    """COWDisk_Header's leading fields (spec "ESX Server Sparse Extent Header"), all uint32;
-    numSectors, grainSize, gdOffset and freeSector count sectors."""
+class CowdHeader(LittleEndianStructure):
+    """COWDisk_Header's leading fields (spec "ESX Server Sparse Extent Header"); numSectors,
+    grainSize, gdOffset and freeSector count sectors."""
 
-    magic_number: bytes
-    version: int
-    flags: int
-    num_sectors: int
-    grain_size: int
-    gd_offset: int
-    num_gd_entries: int
-    free_sector: int
-
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<4s I I I I I I I")
-
-    @classmethod
-    def from_bytes(cls, data: bytes, offset: int = 0) -> Self:
-        return cls(*cls.STRUCT.unpack_from(data, offset))
-
-    def pack(self) -> bytes:
-        return self.STRUCT.pack(
-            self.magic_number,
-            self.version,
-            self.flags,
-            self.num_sectors,
-            self.grain_size,
-            self.gd_offset,
-            self.num_gd_entries,
-            self.free_sector,
-        )
+    magic_number: bytes = chars(4)
+    version: int = u32()
+    flags: int = u32()
+    num_sectors: int = u32()
+    grain_size: int = u32()
+    gd_offset: int = u32()
+    num_gd_entries: int = u32()
+    free_sector: int = u32()
 
 
 # --- Descriptor (spec "The Descriptor File") ---------------------------------------------------
 
-#: qemu's vmdk_read_desc reads at most 1 MiB - 1 bytes of descriptor ("avoid unbounded allocation").
-DESCRIPTOR_MAX_SIZE = 1 * MIB - 1
 #: Where qemu reads CID, parentCID and parentFileNameHint in every sparse extent (s->desc_offset =
 #: 0x200), whatever descriptorOffset says: the descriptor must be there for qemu and VMware to agree.
 QEMU_DESCRIPTOR_SECTOR = 1
-#: Iteration and size caps: qemu splits a disk into at most 2 TiB / 2 GiB = 1024 extents.
-MAX_DESCRIPTOR_LINES = 16384
-MAX_EXTENTS = 1024
-MAX_DDB_KEYS = 256
-MAX_DDB_KEY_LENGTH = 1024
-MAX_VALUE_LENGTH = 1024
-#: Extent file names and parentFileNameHint, like qcow2's backing file name.
-MAX_NAME_LENGTH = 1023
-#: How much of an offending line a finding quotes.
-QUOTE_LENGTH = 80
-
-ExtentAccess = Literal["RW", "RDONLY", "NOACCESS"]
-EXTENT_ACCESS: dict[str, ExtentAccess] = {"RW": "RW", "RDONLY": "RDONLY", "NOACCESS": "NOACCESS"}
-EXTENT_TYPES = ("SPARSE", "FLAT", "ZERO", "VMFS", "VMFSSPARSE", "VMFSRDM", "VMFSRAW", "SESPARSE")
-#: The extents qemu opens and counts into the virtual size (vmdk_parse_extents): RW ones of these.
-QEMU_EXTENT_TYPES = frozenset({"FLAT", "SPARSE", "VMFS", "VMFSSPARSE", "SESPARSE"})
-#: Header keys the spec lists (plus changeTrackPath, which ESX writes for changed block tracking).
-KEY_VERSION = "version"
-KEY_ENCODING = "encoding"
-KEY_CID = "CID"
-KEY_PARENT_CID = "parentCID"
-KEY_IS_NATIVE_SNAPSHOT = "isNativeSnapshot"
-KEY_CREATE_TYPE = "createType"
-KEY_PARENT_FILE_NAME_HINT = "parentFileNameHint"
-KEY_CHANGE_TRACK_PATH = "changeTrackPath"
-HEADER_KEYS = frozenset(
-    {
-        KEY_VERSION,
-        KEY_ENCODING,
-        KEY_CID,
-        KEY_PARENT_CID,
-        KEY_IS_NATIVE_SNAPSHOT,
-        KEY_CREATE_TYPE,
-        KEY_PARENT_FILE_NAME_HINT,
-        KEY_CHANGE_TRACK_PATH,
-    }
-)
-#: The words qemu looks for with strstr(): the first occurrence in the text must be their own line.
-QEMU_SEARCHED_KEYS = (KEY_CID, KEY_PARENT_CID, KEY_CREATE_TYPE, KEY_PARENT_FILE_NAME_HINT)
-DDB_PREFIX = "ddb."
-#: parentCID of a disk with no parent.
-NO_PARENT_CID = 0xFFFFFFFF
-
-EXTENT_LINE = re.compile(
-    r"(?P<access>[A-Z]+)\s+(?P<sectors>[0-9]{1,20})\s+(?P<type>[A-Z]+)"
-    r'(?:\s+"(?P<name>[^"]*)"(?:\s+(?P<offset>[0-9]{1,20}))?)?',
-    re.ASCII,
-)
-KEY_LINE = re.compile(r"(?P<key>[A-Za-z][A-Za-z0-9_.]*)\s*=\s*(?P<value>.*)", re.ASCII)
-NUMBER = re.compile(r"[0-9]{1,20}", re.ASCII)
 #: A descriptor file starts with this comment (qemu and VMware write "# Disk DescriptorFile").
 DESCRIPTOR_MARKER = re.compile(rb"#\s*Disk\s*Descriptor\s*File", re.IGNORECASE)
 VERSION_LINE = re.compile(rb"version\s*=\s*[0-9]+")
@@ -383,32 +258,6 @@ class EsxSparseHeaderInfo(Frozen):
     gd_offset: int
     num_gd_entries: int
     free_sector: int
-
-
-class VmdkExtent(Frozen):
-    """One extent line, `ACCESS SECTORS TYPE ["FILE" [OFFSET]]`; the file name is never opened."""
-
-    access: ExtentAccess
-    sectors: int
-    type: str
-    file_name: str | None
-    file_name_truncated: bool = False
-    offset: int | None = None
-
-
-class VmdkDescriptor(Frozen):
-    """The descriptor's header keys, extents and disk database, as capped strings."""
-
-    version: int | None = None
-    encoding: str | None = None
-    cid: str | None = None
-    parent_cid: str | None = None
-    create_type: str | None = None
-    parent_file_name_hint: str | None = None
-    is_native_snapshot: str | None = None
-    change_track_path: str | None = None
-    extents: list[VmdkExtent]
-    ddb: dict[str, str]
 
 
 class VmdkDetails(Frozen):
@@ -491,8 +340,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
 
 
 def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
-    data = reader.read(0, SparseExtentHeader.STRUCT.size, "sparse extent header")
-    header = SparseExtentHeader.from_bytes(data)
+    header = SparseExtentHeader.read(reader, "sparse extent header", 0)
     if header.capacity == 0 and header.descriptor_offset:
         # qemu (vmdk_open_vmdk4) reads such an extent's descriptor as a descriptor file and opens
         # the extents it names: the data is elsewhere, whatever this file holds.
@@ -587,10 +435,10 @@ def _read_footer(reader: Reader) -> SparseExtentHeader:
         )
     start = reader.size - FOOTER_MARKER_FROM_END
     data = reader.read(start, FOOTER_MARKER_FROM_END - EOS_MARKER_FROM_END, "stream-optimized footer")
-    footer_marker = Marker.from_bytes(data)
-    footer = SparseExtentHeader.from_bytes(data, FOOTER_MARKER_FROM_END - FOOTER_FROM_END)
+    footer_marker = Marker.unpack(data)
+    footer = SparseExtentHeader.unpack(data, FOOTER_MARKER_FROM_END - FOOTER_FROM_END)
     eos_offset = reader.size - EOS_MARKER_FROM_END
-    eos = Marker.from_bytes(reader.read(eos_offset, Marker.STRUCT.size, "end-of-stream marker"))
+    eos = Marker.read(reader, "end-of-stream marker", eos_offset)
     checks = (
         ("footer marker type", footer_marker.type, MARKER_FOOTER, start),
         ("footer marker size", footer_marker.size, 0, start),
@@ -656,18 +504,7 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
                 advice="the file went through a text-mode transfer that rewrote its bytes; "
                 "upload it again in binary mode",
             )
-    if (
-        header.grain_size == 0
-        or header.grain_size & (header.grain_size - 1)
-        or (header.grain_size > MAX_GRAIN_SECTORS)
-    ):
-        raise BadField(
-            BAD_HEADER,
-            f"{where} grainSize",
-            header.grain_size,
-            f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
-            advice=corrupt,
-        )
+    _check_grain_size(header.grain_size, f"{where} grainSize")
     if not 1 <= header.num_gtes_per_gt <= MAX_GTES_PER_GT:
         raise BadField(
             BAD_HEADER,
@@ -718,21 +555,22 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
         )
 
 
-def _inspect_cowd(reader: Reader) -> Inspection[VmdkDetails]:
-    header = CowdHeader.from_bytes(reader.read(0, COWD_HEADER_SIZE, "ESX sparse extent header"))
-    corrupt = "the image is corrupt; re-export it"
-    if (
-        header.grain_size == 0
-        or header.grain_size & (header.grain_size - 1)
-        or (header.grain_size > MAX_GRAIN_SECTORS)
-    ):
+def _check_grain_size(grain_size: int, field: str) -> None:
+    """qemu's limit on a grain, in sectors (vmdk_add_extent): a power of two, and not unrealistic."""
+    if grain_size == 0 or grain_size & (grain_size - 1) or grain_size > MAX_GRAIN_SECTORS:
         raise BadField(
             BAD_HEADER,
-            "COWD grainSize",
-            header.grain_size,
+            field,
+            grain_size,
             f"a power of two of at most {MAX_GRAIN_SECTORS} sectors",
-            advice=corrupt,
+            advice="the image is corrupt; re-export it",
         )
+
+
+def _inspect_cowd(reader: Reader) -> Inspection[VmdkDetails]:
+    header = CowdHeader.unpack(reader.read(0, COWD_HEADER_SIZE, "ESX sparse extent header"))
+    corrupt = "the image is corrupt; re-export it"
+    _check_grain_size(header.grain_size, "COWD grainSize")
     if header.num_gd_entries > MAX_GD_ENTRIES:
         raise BadField(
             BAD_HEADER,
@@ -827,7 +665,7 @@ def _details(
         adapter_type=ddb.get(DDB_ADAPTER_TYPE),
         geometry=_geometry(ddb, DDB_GEOMETRY),
         bios_geometry=_geometry(ddb, DDB_BIOS_GEOMETRY),
-        virtual_hw_version=_number(ddb.get(DDB_VIRTUAL_HW_VERSION)),
+        virtual_hw_version=number(ddb.get(DDB_VIRTUAL_HW_VERSION)),
         tools_version=ddb.get(DDB_TOOLS_VERSION),
         uuid=next((u for key in DDB_UUIDS if (u := _uuid(ddb.get(key))) is not None), None),
         thin_provisioned=BOOLEANS.get(ddb.get(DDB_THIN_PROVISIONED, "").strip().lower()),
@@ -838,14 +676,8 @@ def _details(
     )
 
 
-def _number(value: str | None) -> int | None:
-    if value is None or not NUMBER.fullmatch(value):
-        return None
-    return int(value)
-
-
 def _geometry(ddb: dict[str, str], keys: tuple[str, str, str]) -> Geometry | None:
-    cylinders, heads, sectors = (_number(ddb.get(key)) for key in keys)
+    cylinders, heads, sectors = (number(ddb.get(key)) for key in keys)
     if cylinders is None or heads is None or sectors is None:
         return None
     return Geometry(cylinders=cylinders, heads=heads, sectors=sectors)
@@ -858,183 +690,6 @@ def _uuid(value: str | None) -> str | None:
     if not re.fullmatch(r"[0-9a-fA-F]{32}", digits):
         return None
     return str(uuid.UUID(digits))
-
-
-# --- Descriptor parsing -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Problems:
-    """Offending lines by finding, counted, the first of each quoted: one finding per kind."""
-
-    lines: dict[str, tuple[int, str]]
-
-    def add(self, kind: str, line: str) -> None:
-        count, first = self.lines.get(kind, (0, line))
-        self.lines[kind] = (count + 1, first)
-
-    def quoted(self, kind: str) -> tuple[int, str] | None:
-        entry = self.lines.get(kind)
-        if entry is None:
-            return None
-        count, first = entry
-        return count, repr(first[:QUOTE_LENGTH])
-
-
-def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
-    """Parse descriptor text line by line with an allow-list; every count and length is capped.
-
-    Trailing NUL padding (a sector-padded descriptor) is stripped; text after an inner NUL is not
-    parsed (qemu stops there too) and is a finding."""
-    findings: list[Finding] = []
-    raw = raw.rstrip(b"\0")
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raw = raw[:nul]
-        findings.append(
-            DESCRIPTOR_SYNTAX.finding(
-                f"the descriptor has a NUL byte at {nul} followed by more data: qemu stops reading there, "
-                f"other readers may not; {CONVERT}"
-            )
-        )
-    text = raw.decode("utf-8", errors="replace")
-    lines = text.split("\n", MAX_DESCRIPTOR_LINES)
-    if len(lines) > MAX_DESCRIPTOR_LINES:
-        lines = lines[:MAX_DESCRIPTOR_LINES]
-        findings.append(
-            DESCRIPTOR_LIMIT.finding(
-                f"the descriptor has more than {MAX_DESCRIPTOR_LINES} lines; only those were read; {CONVERT}"
-            )
-        )
-    header: dict[str, str] = {}
-    header_positions: dict[str, int] = {}
-    ddb: dict[str, str] = {}
-    extents: list[VmdkExtent] = []
-    problems = _Problems({})
-    position = 0
-    for line in lines:
-        line_start = position + len(line) - len(line.lstrip())
-        position += len(line) + 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if (extent_match := EXTENT_LINE.fullmatch(stripped)) is not None:
-            extent = _extent(extent_match, problems, stripped)
-            if extent is None:
-                continue
-            if len(extents) >= MAX_EXTENTS:
-                problems.add("too_many_extents", stripped)
-                continue
-            extents.append(extent)
-        elif (key_match := KEY_LINE.fullmatch(stripped)) is not None:
-            key, value = key_match["key"], _unquote(key_match["value"])
-            if key in header or key in ddb:
-                problems.add("duplicate", stripped)
-            elif key.startswith(DDB_PREFIX):
-                if len(key) > MAX_DDB_KEY_LENGTH or len(value) > MAX_VALUE_LENGTH:
-                    problems.add("too_long", stripped)
-                elif len(ddb) >= MAX_DDB_KEYS:
-                    problems.add("too_many_keys", stripped)
-                else:
-                    ddb[key] = value
-            elif key in HEADER_KEYS:
-                if len(value) > MAX_VALUE_LENGTH:
-                    problems.add("too_long", stripped)
-                    value = value[:MAX_VALUE_LENGTH]
-                header[key] = value
-                header_positions[key] = line_start
-            else:
-                problems.add("unknown_key", stripped)
-        else:
-            problems.add("syntax", stripped)
-    for key in QEMU_SEARCHED_KEYS:
-        first = text.find(key)
-        if first >= 0 and first != header_positions.get(key):
-            problems.add("qemu_search", key)
-    findings.extend(_problem_findings(problems))
-    version = header.get(KEY_VERSION)
-    if version is not None and _number(version) is None:
-        findings.append(
-            DESCRIPTOR_SYNTAX.finding(
-                f"the descriptor's version is {version[:QUOTE_LENGTH]!r}, not a number; {CONVERT}"
-            )
-        )
-    hint = header.get(KEY_PARENT_FILE_NAME_HINT)
-    track = header.get(KEY_CHANGE_TRACK_PATH)
-    descriptor = VmdkDescriptor(
-        version=_number(version),
-        encoding=header.get(KEY_ENCODING),
-        cid=header.get(KEY_CID),
-        parent_cid=header.get(KEY_PARENT_CID),
-        create_type=header.get(KEY_CREATE_TYPE),
-        parent_file_name_hint=hint[:MAX_NAME_LENGTH] if hint is not None else None,
-        is_native_snapshot=header.get(KEY_IS_NATIVE_SNAPSHOT),
-        change_track_path=track[:MAX_NAME_LENGTH] if track is not None else None,
-        extents=extents,
-        ddb=ddb,
-    )
-    return descriptor, findings
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def _extent(match: re.Match[str], problems: _Problems, line: str) -> VmdkExtent | None:
-    access = EXTENT_ACCESS.get(match["access"])
-    kind, name, offset = match["type"], match["name"], match["offset"]
-    if access is None or kind not in EXTENT_TYPES or (name is None) != (kind == "ZERO"):
-        problems.add("syntax", line)
-        return None
-    return VmdkExtent(
-        access=access,
-        sectors=int(match["sectors"]),
-        type=kind,
-        file_name=name[:MAX_NAME_LENGTH] if name is not None else None,
-        file_name_truncated=name is not None and len(name) > MAX_NAME_LENGTH,
-        offset=int(offset) if offset is not None else None,
-    )
-
-
-def _problem_findings(problems: _Problems) -> Iterator[Finding]:
-    if (entry := problems.quoted("syntax")) is not None:
-        count, first = entry
-        yield DESCRIPTOR_SYNTAX.finding(
-            f"{count} descriptor line(s) are neither a comment, `key = value` nor an extent "
-            f"(first: {first}): a hypervisor may read them differently; {CONVERT}"
-        )
-    if (entry := problems.quoted("unknown_key")) is not None:
-        count, first = entry
-        yield DESCRIPTOR_UNKNOWN_KEY.finding(
-            f"{count} descriptor line(s) have a key the VMDK spec does not list (first: {first}); "
-            f"check where the image comes from, or {CONVERT}"
-        )
-    if (entry := problems.quoted("duplicate")) is not None:
-        count, first = entry
-        yield DESCRIPTOR_AMBIGUOUS.finding(
-            f"{count} descriptor key(s) are set twice (first: {first}): readers disagree on which one "
-            f"counts; {CONVERT}"
-        )
-    if (entry := problems.quoted("qemu_search")) is not None:
-        count, first = entry
-        yield DESCRIPTOR_AMBIGUOUS.finding(
-            f"{count} key name(s) that qemu finds by substring search appear before their own line "
-            f"(first: {first}): qemu would read another value than VMware; {CONVERT}"
-        )
-    limits = (
-        ("too_many_extents", f"more than {MAX_EXTENTS} extents"),
-        ("too_many_keys", f"more than {MAX_DDB_KEYS} disk database keys"),
-        ("too_long", f"a key longer than {MAX_DDB_KEY_LENGTH} or a value longer than {MAX_VALUE_LENGTH}"),
-    )
-    for kind, what in limits:
-        if (entry := problems.quoted(kind)) is not None:
-            count, first = entry
-            yield DESCRIPTOR_LIMIT.finding(
-                f"the descriptor has {what}: {count} line(s) were not read (first: {first}); {CONVERT}"
-            )
 
 
 # --- Checks -------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 
@@ -12,7 +11,7 @@ import introspect
 from introspect.formats.bochs import HEADER_V1, HEADER_VERSION, RedologHeader, StandardHeader
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 GROWING = ["growing-10m", "growing-129m", "growing-1g3m", "growing-1t"]
 
@@ -81,18 +80,13 @@ def test_undoable_redolog_is_named_and_rejected_as_qemu_refuses_it(named):
 
 
 def _patched(named, tmp_path, standard=None, redolog=None):
-    """growing-10m with header fields replaced, through the structures' own layouts."""
+    """growing-10m (a version 2 header) with header fields replaced."""
     image = tmp_path / "patched.bochs"
     shutil.copyfile(named / "growing-10m.bochs", image)
     data = bytearray(image.read_bytes())
-    header = StandardHeader.from_bytes(data)
-    specific = RedologHeader.from_bytes(data, header.version)
-    if standard:
-        header = dataclasses.replace(header, **standard)
-        data[: StandardHeader.STRUCT.size] = header.pack()
-    if redolog:
-        specific = dataclasses.replace(specific, **redolog)
-        data[RedologHeader.OFFSET : RedologHeader.OFFSET + RedologHeader.STRUCT.size] = specific.pack()
+    assert StandardHeader.unpack(data).version == HEADER_VERSION
+    rewrite(data, StandardHeader, **(standard or {}))
+    rewrite(data, RedologHeader, **(redolog or {}))
     image.write_bytes(bytes(data))
     return image
 
@@ -119,7 +113,7 @@ def test_fields_qemu_refuses_are_errors(named, tmp_path, standard, redolog, mess
 
 def test_catalog_too_small_for_the_disk_is_an_error(named, tmp_path):
     original = named / "growing-10m.bochs"
-    extent = RedologHeader.from_bytes(original.read_bytes(), HEADER_VERSION).extent
+    extent = RedologHeader.unpack(original.read_bytes()).extent
     size = qemu_info(original)["virtual-size"]
     report = introspect.inspect(_patched(named, tmp_path, redolog={"catalog": 1}))
     assert report.verdict == "error"

@@ -3,16 +3,15 @@ and extract_compressed_fs."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
 
 import introspect
-from introspect.formats.cloop import OFFSET, OFFSET_SIZE, OFFSETS_START, CloopHead
+from introspect.formats.cloop import OFFSET_SIZE, OFFSETS_START, BlockOffset, CloopHead
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 IMAGES = ["iso-64k", "zero-7m-512", "zero-129m-192k"]
 
@@ -57,8 +56,7 @@ def test_offsets_table_is_not_read(named):
 def _patched(named, tmp_path, name="iso-64k", **fields):
     image = tmp_path / "patched.cloop"
     data = bytearray((named / f"{name}.cloop").read_bytes())
-    head = dataclasses.replace(CloopHead.from_bytes(data), **fields)
-    data[CloopHead.OFFSET : CloopHead.OFFSET + CloopHead.STRUCT.size] = head.pack()
+    rewrite(data, CloopHead, **fields)
     image.write_bytes(bytes(data))
     return image
 
@@ -92,7 +90,7 @@ def test_offsets_going_backwards_are_an_error(named, tmp_path):
     data = bytearray((named / "iso-64k.cloop").read_bytes())
     n_blocks, _ = _extracted(named / "iso-64k.cloop")
     last = OFFSETS_START + n_blocks * OFFSET_SIZE
-    data[last : last + OFFSET_SIZE] = OFFSET.pack(0)
+    rewrite(data, BlockOffset, last, offset=0)
     image.write_bytes(bytes(data))
     finding = _only_finding(image)
     assert finding.code == "cloop.bad_header"

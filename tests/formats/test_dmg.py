@@ -3,7 +3,6 @@ dmg2img (two independent readers)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -12,7 +11,7 @@ import introspect
 from introspect.formats.dmg import KOLY_SIZE, UDIFResourceFile
 from introspect.sources import TAIL_SIZE
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 IMAGES = ["payload-7m3s", "payload-1t", "koly-count"]
 
@@ -64,8 +63,7 @@ def _patched(named, tmp_path, **fields):
     """payload-7m3s with koly fields replaced, through the trailer's own layout."""
     image = tmp_path / "patched.dmg"
     data = bytearray((named / "payload-7m3s.dmg").read_bytes())
-    koly = dataclasses.replace(UDIFResourceFile.from_bytes(data[-KOLY_SIZE:]), **fields)
-    data[-KOLY_SIZE:] = koly.pack()
+    rewrite(data, UDIFResourceFile, len(data) - KOLY_SIZE, **fields)
     image.write_bytes(bytes(data))
     return image
 

@@ -19,6 +19,7 @@ import introspect
 from introspect.formats import iso
 from introspect.formats.partitions import Gpt, Mbr
 from introspect.sources import Budget
+from introspect.structure import pack
 from tests.conftest import fixture_group
 from tests.tools import qemu_info, recorded
 
@@ -137,8 +138,8 @@ def read(path: Path, offset: int, length: int) -> bytes:
         return file.read(length)
 
 
-def repack(layout, record, **changes) -> bytes:
-    return layout.pack(*dataclasses.astuple(dataclasses.replace(record, **changes)))
+def repack(record, **changes) -> bytes:
+    return pack(dataclasses.replace(record, **changes))
 
 
 @pytest.mark.parametrize("name", ISOS)
@@ -373,9 +374,9 @@ def test_no_primary_volume_descriptor_is_an_error(tmp_path):
     """Turn the primary volume descriptor (ECMA-119 §8.1 type 1) into a partition descriptor."""
     disk = copy("plain.iso", tmp_path)
     offset = iso.VOLUME_DESCRIPTOR_SET_SECTOR * iso.SECTOR_SIZE
-    kind, identifier, version = iso.VOLUME_DESCRIPTOR.unpack(read(disk, offset, iso.VOLUME_DESCRIPTOR.size))
-    assert kind == iso.TYPE_PRIMARY
-    patch(disk, offset, iso.VOLUME_DESCRIPTOR.pack(iso.TYPE_PARTITION, identifier, version))
+    descriptor = iso.VolumeDescriptor.unpack(read(disk, offset, iso.VolumeDescriptor.SIZE))
+    assert descriptor.volume_descriptor_type == iso.TYPE_PRIMARY
+    patch(disk, offset, repack(descriptor, volume_descriptor_type=iso.TYPE_PARTITION))
     report = introspect.inspect(disk)
     assert report.verdict == "error"
     [finding] = report.findings
@@ -394,13 +395,13 @@ def catalog_sector(name: str) -> int:
 
 def validation_entry(disk: Path, name: str) -> tuple[int, iso.ValidationEntry]:
     offset = catalog_sector(name) * iso.SECTOR_SIZE
-    return offset, iso.ValidationEntry.from_bytes(read(disk, offset, iso.VALIDATION_ENTRY.size))
+    return offset, iso.ValidationEntry.unpack(read(disk, offset, iso.ValidationEntry.SIZE))
 
 
 def test_bad_catalog_checksum_is_a_warning(tmp_path):
     disk = copy("biosefi.iso", tmp_path)
     offset, entry = validation_entry(disk, "biosefi.iso")
-    patch(disk, offset, repack(iso.VALIDATION_ENTRY, entry, id_string=b"tampered".ljust(24, b"\0")))
+    patch(disk, offset, repack(entry, id_string=b"tampered".ljust(24, b"\0")))
     report = introspect.inspect(disk)
     assert report.verdict == "ok"
     assert not report.details.el_torito.checksum_valid
@@ -413,7 +414,7 @@ def test_bad_catalog_checksum_is_a_warning(tmp_path):
 def test_catalog_without_key_bytes_lists_no_entry(tmp_path):
     disk = copy("bios.iso", tmp_path)
     offset, entry = validation_entry(disk, "bios.iso")
-    patch(disk, offset, repack(iso.VALIDATION_ENTRY, entry, key_55=0))
+    patch(disk, offset, repack(entry, key_55=0))
     report = introspect.inspect(disk)
     assert report.verdict == "ok"
     assert report.details.el_torito.entries == [] and report.details.firmware is None
@@ -470,8 +471,8 @@ def test_catalog_past_the_end_is_a_warning(tmp_path):
 
 def rewrite_primary(disk: Path, **changes) -> None:
     offset = iso.VOLUME_DESCRIPTOR_SET_SECTOR * iso.SECTOR_SIZE
-    pvd = iso.VolumeDescriptorBody.from_bytes(read(disk, offset, iso.VOLUME_DESCRIPTOR_BODY.size))
-    patch(disk, offset, repack(iso.VOLUME_DESCRIPTOR_BODY, pvd, **changes))
+    pvd = iso.VolumeDescriptorBody.unpack(read(disk, offset, iso.VolumeDescriptorBody.SIZE))
+    patch(disk, offset, repack(pvd, **changes))
 
 
 def test_byte_orders_that_disagree_are_a_warning(tmp_path):

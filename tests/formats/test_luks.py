@@ -19,8 +19,9 @@ import pytest
 import introspect
 from introspect.formats import luks
 from introspect.sources import HEAD_SIZE, TAIL_SIZE, Budget
+from introspect.structure import pack
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 LUKS1 = [
     "qemu-aes-xts-7m.luks",
@@ -80,7 +81,7 @@ def _rewrite_luks2(image, *, primary_only=False, checksum=True, json_change=None
     """Change binary header fields and/or the JSON of both LUKS2 copies (or the primary only),
     recomputing each copy's checksum as the spec says: over hdr_size bytes with csum zeroed."""
     with image.open("rb") as file:
-        size = luks.Luks2BinaryHeader.from_bytes(file.read(luks.Luks2BinaryHeader.STRUCT.size)).hdr_size
+        size = luks.Luks2BinaryHeader.unpack(file.read(luks.Luks2BinaryHeader.SIZE)).hdr_size
 
     def change(data):
         for start in (0,) if primary_only else (0, size):
@@ -91,32 +92,28 @@ def _rewrite_luks2(image, *, primary_only=False, checksum=True, json_change=None
 
 def _rewrite_copy(data, start, size, checksum, json_change, fields):
     """One copy of the LUKS2 header, at `start`, `size` bytes long."""
-    header = dataclasses.replace(luks.Luks2BinaryHeader.from_bytes(bytes(data[start:])), **fields)
     area = bytearray(data[start : start + size])
+    rewrite(area, luks.Luks2BinaryHeader, **fields)
     if json_change is not None:
         metadata = json.loads(area[luks.LUKS2_HDR_BIN_LEN :].split(b"\0", 1)[0])
         json_change(metadata)
         text = json.dumps(metadata).encode()
         area[luks.LUKS2_HDR_BIN_LEN :] = text.ljust(size - luks.LUKS2_HDR_BIN_LEN, b"\0")
     if checksum:
-        zeroed = dataclasses.replace(header, csum=bytes(64)).to_bytes()
-        digest = hashlib.sha256(zeroed + bytes(area[len(zeroed) :])).digest()
-        header = dataclasses.replace(header, csum=digest.ljust(64, b"\0"))
-    raw = header.to_bytes()
-    area[: len(raw)] = raw
+        rewrite(area, luks.Luks2BinaryHeader, csum=bytes(64))
+        digest = hashlib.sha256(bytes(area)).digest()
+        rewrite(area, luks.Luks2BinaryHeader, csum=digest.ljust(64, b"\0"))
     data[start : start + size] = area
 
 
 def _rewrite_luks1(image, slot_changes=None, **fields):
     def change(data):
-        header = luks.Luks1Header.from_bytes(bytes(data))
-        slots = header.slots()
+        slots = luks.Luks1Header.unpack(data).slots()
         for index, slot_fields in (slot_changes or {}).items():
             slots[index] = dataclasses.replace(slots[index], **slot_fields)
-        slot_bytes = b"".join(slot.to_bytes() for slot in slots)
-        data[:] = dataclasses.replace(header, key_slots=slot_bytes, **fields).to_bytes()
+        rewrite(data, luks.Luks1Header, key_slots=b"".join(map(pack, slots)), **fields)
 
-    _edit(image, luks.Luks1Header.STRUCT.size, change)
+    _edit(image, luks.Luks1Header.SIZE, change)
 
 
 @pytest.mark.parametrize("name", LUKS1)
@@ -183,7 +180,7 @@ def test_luks2_matches_luksdump(group, name):
     assert (finding.code, finding.severity) == ("luks.qemu_unsupported", "warn")
     assert "opens LUKS1 only" in finding.message
     assert report.reads <= 4
-    secondary = luks.Luks2BinaryHeader.STRUCT.size
+    secondary = luks.Luks2BinaryHeader.SIZE
     assert report.bytes_read <= HEAD_SIZE + TAIL_SIZE + details.header_size + secondary
 
 
@@ -368,7 +365,7 @@ def test_luks1_corrupt_key_slot_state_is_a_bad_field_as_qemu_refuses_it(group, t
 @pytest.mark.qemu
 def test_luks1_overlapping_key_material_is_a_bad_field_as_qemu_refuses_it(group, tmp_path):
     image = _copy(group, tmp_path, "cs-luks1.img")
-    first = luks.Luks1Header.from_bytes(image.read_bytes()[: luks.Luks1Header.STRUCT.size]).slots()[0]
+    first = luks.Luks1Header.unpack(image.read_bytes()).slots()[0]
     _rewrite_luks1(image, {1: {"key_material_offset": first.key_material_offset}})
     status, said = _tool("qemu-img", "info", "-f", "luks", str(image))
     assert status != 0

@@ -6,7 +6,6 @@ module's own structure declaration; where qemu's opinion matters, the real qemu-
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import introspect
 from introspect.formats import parallels
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import qemu_info, rewrite
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -68,9 +67,8 @@ def _patched(group, tmp_path, name="p-7m.hds", **changes):
     image = tmp_path / name
     shutil.copyfile(group / name, image)
     data = bytearray(image.read_bytes())
-    header = parallels.ParallelsHeader.from_bytes(bytes(data))
-    raw = dataclasses.replace(header, **changes).to_bytes()
-    data[parallels.ParallelsHeader.OFFSET : parallels.ParallelsHeader.OFFSET + len(raw)] = raw
+    header = parallels.ParallelsHeader.unpack(data)
+    rewrite(data, parallels.ParallelsHeader, **changes)
     image.write_bytes(bytes(data))
     return image, header
 
@@ -149,7 +147,7 @@ def test_bat_entry_past_the_end_of_the_file_is_truncation_as_qemu_check_says(gro
     image = tmp_path / "data.hds"
     shutil.copyfile(group / "data.hds", image)
     data = bytearray(image.read_bytes())
-    header = parallels.ParallelsHeader.from_bytes(bytes(data))
+    header = parallels.ParallelsHeader.unpack(data)
     far = len(data) // (header.tracks * 512) + 10  # a cluster well past the end
     parallels.BAT_ENTRY.pack_into(data, parallels.BAT_OFFSET + 3 * parallels.BAT_ENTRY.size, far)
     image.write_bytes(bytes(data))

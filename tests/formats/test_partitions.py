@@ -19,6 +19,7 @@ import introspect
 from introspect.formats import partitions
 from introspect.formats.partitions import Gpt, Mbr
 from introspect.sources import Budget
+from introspect.structure import pack
 from tests.conftest import fixture_group
 from tests.tools import recorded
 
@@ -61,9 +62,9 @@ def read(path: Path, offset: int, length: int) -> bytes:
         return file.read(length)
 
 
-def repack(layout, record, **changes) -> bytes:
+def repack(record, **changes) -> bytes:
     """A structure as declared in introspect.formats.partitions, with some fields changed."""
-    return layout.pack(*dataclasses.astuple(dataclasses.replace(record, **changes)))
+    return pack(dataclasses.replace(record, **changes))
 
 
 def has_finding(report, code: str, text: str) -> bool:
@@ -203,8 +204,8 @@ def test_bad_header_crc_is_a_warning(tmp_path):
     """Change the header's Reserved field (covered by HeaderCRC32) without fixing the CRC."""
     disk = copy("gpt-129m.img", tmp_path)
     offset = partitions.PRIMARY_HEADER_LBA * 512
-    header = partitions.GptHeaderFields.from_bytes(read(disk, offset, partitions.GPT_HEADER.size))
-    patch(disk, offset, repack(partitions.GPT_HEADER, header, reserved=1))
+    header = partitions.GptHeaderFields.unpack(read(disk, offset, partitions.GptHeaderFields.SIZE))
+    patch(disk, offset, repack(header, reserved=1))
     report = introspect.inspect(disk)
     assert report.verdict == "ok"
     assert not report.details.partition_table.header.header_crc32_valid
@@ -219,9 +220,9 @@ def test_bad_entry_array_crc_is_a_warning(tmp_path):
     table = table_of(disk)
     size = table.header.size_of_partition_entry
     offset = table.header.partition_entry_lba * 512 + (table.header.number_of_partition_entries - 1) * size
-    entry = partitions.GptPartitionEntry.from_bytes(read(disk, offset, size))
+    entry = partitions.GptPartitionEntry.unpack(read(disk, offset, size))
     name = "x".encode("utf-16-le").ljust(len(entry.partition_name), b"\0")
-    patch(disk, offset, repack(partitions.GPT_PARTITION_ENTRY, entry, partition_name=name))
+    patch(disk, offset, repack(entry, partition_name=name))
     report = introspect.inspect(disk)
     assert report.verdict == "ok"
     assert report.details.partition_table.header.partition_entry_array_crc32_valid is False
@@ -234,10 +235,10 @@ def rewrite_header(disk: Path, **changes: int) -> None:
     """Change header fields and recompute HeaderCRC32, as a (hostile) tool would."""
     offset = partitions.PRIMARY_HEADER_LBA * 512
     block = read(disk, offset, 512)
-    header = dataclasses.replace(partitions.GptHeaderFields.from_bytes(block), header_crc32=0, **changes)
-    packed = partitions.GPT_HEADER.pack(*dataclasses.astuple(header)) + block[partitions.GPT_HEADER.size :]
+    header = dataclasses.replace(partitions.GptHeaderFields.unpack(block), header_crc32=0, **changes)
+    packed = pack(header) + block[header.SIZE :]
     crc = partitions.header_crc32(packed, header.header_size)
-    patch(disk, offset, repack(partitions.GPT_HEADER, header, header_crc32=crc))
+    patch(disk, offset, repack(header, header_crc32=crc))
 
 
 def test_entry_count_beyond_cap_is_clamped(tmp_path):
@@ -342,14 +343,14 @@ def test_mbr_reads_one_sector_per_logical_partition():
 def ebr_link_offset(disk: Path) -> tuple[int, partitions.PartitionRecord]:
     """The second record of the first EBR (at the extended partition's start): its link."""
     extended = next(p for p in sfdisk("mbr.img")["partitions"] if p["type"] == "5")
-    offset = extended["start"] * 512 + partitions.PARTITION_RECORDS_OFFSET + partitions.PARTITION_RECORD.size
-    return offset, partitions.PartitionRecord(*partitions.PARTITION_RECORD.unpack(read(disk, offset, 16)))
+    offset = extended["start"] * 512 + partitions.PARTITION_RECORDS_OFFSET + partitions.PartitionRecord.SIZE
+    return offset, partitions.PartitionRecord.unpack(read(disk, offset, partitions.PartitionRecord.SIZE))
 
 
 def test_ebr_chain_loop_is_cut(tmp_path):
     disk = copy("mbr.img", tmp_path)
     offset, link = ebr_link_offset(disk)
-    patch(disk, offset, repack(partitions.PARTITION_RECORD, link, starting_lba=0))
+    patch(disk, offset, repack(link, starting_lba=0))
     report = introspect.inspect(disk)
     assert report.verdict == "ok"
     assert [p.number for p in report.details.partition_table.partitions] == [1, 2, 3, 4, 5]
@@ -360,7 +361,7 @@ def test_ebr_chain_loop_is_cut(tmp_path):
 def test_ebr_chain_to_nowhere(tmp_path):
     disk = copy("mbr.img", tmp_path)
     offset, link = ebr_link_offset(disk)
-    patch(disk, offset, repack(partitions.PARTITION_RECORD, link, starting_lba=0xFFFFFFF0))
+    patch(disk, offset, repack(link, starting_lba=0xFFFFFFF0))
     report = introspect.inspect(disk)
     assert [p.number for p in report.details.partition_table.partitions] == [1, 2, 3, 4, 5]
     assert has_finding(report, "mbr.ebr_chain", "missing or invalid")
@@ -387,8 +388,8 @@ def test_ebr_chain_is_capped(tmp_path):
     for k in range(partitions.MAX_LOGICAL_PARTITIONS + 8):
         logical = partitions.PartitionRecord(0, bytes(3), 0x83, bytes(3), 1, 1)
         link = partitions.PartitionRecord(0, bytes(3), 0x05, bytes(3), k + 1, 1)
-        records = b"".join(repack(partitions.PARTITION_RECORD, r) for r in (logical, link)).ljust(64, b"\0")
-        ebr = partitions.LEGACY_MBR.pack(bytes(440), 0, 0, records, partitions.MBR_SIGNATURE)
+        records = b"".join(map(pack, (logical, link))).ljust(64, b"\0")
+        ebr = pack(partitions.LegacyMbr(bytes(440), 0, 0, records, partitions.MBR_SIGNATURE))
         patch(disk, (extended["start"] + k) * 512, ebr)
     report = introspect.inspect(disk)
     logical = [p for p in report.details.partition_table.partitions if p.logical]

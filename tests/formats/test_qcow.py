@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from introspect.formats import qcow
 from introspect.formats.qcow import QCowHeader
 from introspect.model import Verdict
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import qemu_info, rewrite
 
 IMAGES = ["qcow-1g3m", "qcow-129g", "qcow-1t", "qcow-base", "qcow-backed", "qcow-aes"]
 
@@ -28,10 +27,9 @@ def image(group: Path, name: str) -> Path:
 
 
 def patched(group: Path, tmp_path: Path, name: str, **changes: Any) -> Path:
-    """A copy of fixture NAME with header fields changed through the header's own pack()."""
+    """A copy of fixture NAME with header fields changed."""
     data = bytearray(image(group, name).read_bytes())
-    header = dataclasses.replace(QCowHeader.from_bytes(bytes(data)), **changes).pack()
-    data[: len(header)] = header
+    rewrite(data, QCowHeader, **changes)
     path = tmp_path / f"{name}-patched.qcow"
     path.write_bytes(data)
     return path
@@ -135,7 +133,7 @@ def test_image_cut_inside_its_l1_table_is_truncated(group: Path, tmp_path: Path)
     report = introspect.inspect(path)
     assert report.verdict == Verdict.ERROR
     assert codes(report) == ["image.truncated"]
-    header = QCowHeader.from_bytes(data)
+    header = QCowHeader.unpack(data)
     assert report.findings[0].message == (
         f"the qcow L1 table needs bytes {header.l1_table_offset}..{len(data)} but the file ends at "
         f"{len(data) // 2}: the image was cut short; upload it again (at offset {header.l1_table_offset})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ from introspect.formats.qcow2 import (
 )
 from introspect.model import Severity, Verdict
 from introspect.sources import Budget
+from introspect.structure import pack
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 #: Every qcow2 image of fixtures/make/qcow.sh that qemu-img opened (zstd-hl104 it refuses).
 IMAGES = [
@@ -45,14 +45,9 @@ def image(group: Path, name: str) -> Path:
 
 def patched(group: Path, tmp_path: Path, name: str, structure: Any, **changes: Any) -> Path:
     """A copy of fixture NAME with fields of a header structure changed, where that structure
-    is declared (`structure.OFFSET`), through its own pack()."""
+    is declared (`structure.OFFSET`)."""
     data = bytearray(image(group, name).read_bytes())
-    if structure is AdditionalFields:
-        old = structure.from_bytes(bytes(data), QCowHeaderV3.from_bytes(bytes(data)).header_length)
-    else:
-        old = structure.from_bytes(bytes(data))
-    new = dataclasses.replace(old, **changes).pack()
-    data[structure.OFFSET : structure.OFFSET + len(new)] = new
+    rewrite(data, structure, **changes)
     path = tmp_path / f"{name}-patched.qcow2"
     path.write_bytes(data)
     return path
@@ -299,7 +294,7 @@ def test_backing_file_name_longer_than_1023_bytes_is_refused(group: Path, tmp_pa
 
 def _with_extensions(group: Path, tmp_path: Path, name: str, extensions: bytes) -> Path:
     data = bytearray(image(group, name).read_bytes())
-    start = QCowHeaderV3.from_bytes(bytes(data)).header_length
+    start = QCowHeaderV3.unpack(bytes(data)).header_length
     data[start : start + len(extensions)] = extensions
     path = tmp_path / f"{name}-extensions.qcow2"
     path.write_bytes(data)
@@ -307,7 +302,7 @@ def _with_extensions(group: Path, tmp_path: Path, name: str, extensions: bytes) 
 
 
 def test_header_extension_running_past_the_first_cluster_is_refused(group: Path, tmp_path: Path) -> None:
-    oversized = HeaderExtension(type=qcow2.EXT_FEATURE_TABLE, length=1 << 16).pack()
+    oversized = pack(HeaderExtension(type=qcow2.EXT_FEATURE_TABLE, length=1 << 16))
     report = introspect.inspect(_with_extensions(group, tmp_path, "v3-7m", oversized))
     assert codes(report) == ["qcow2.bad_header_extension"]
     assert report.findings[0].message.startswith(
@@ -316,7 +311,7 @@ def test_header_extension_running_past_the_first_cluster_is_refused(group: Path,
 
 
 def test_header_extension_walk_is_capped(group: Path, tmp_path: Path) -> None:
-    empties = HeaderExtension(type=0x12345678, length=0).pack() * (qcow2.MAX_HEADER_EXTENSIONS + 1)
+    empties = pack(HeaderExtension(type=0x12345678, length=0)) * (qcow2.MAX_HEADER_EXTENSIONS + 1)
     report = introspect.inspect(_with_extensions(group, tmp_path, "v3-7m", empties))
     assert codes(report) == ["qcow2.bad_header_extension"]
     assert report.findings[0].message.startswith(
@@ -325,8 +320,8 @@ def test_header_extension_walk_is_capped(group: Path, tmp_path: Path) -> None:
 
 
 def test_64_extensions_before_the_end_marker_are_fine(group: Path, tmp_path: Path) -> None:
-    empties = HeaderExtension(type=0x12345678, length=0).pack() * qcow2.MAX_HEADER_EXTENSIONS
-    end = HeaderExtension(type=qcow2.EXT_END, length=0).pack()
+    empties = pack(HeaderExtension(type=0x12345678, length=0)) * qcow2.MAX_HEADER_EXTENSIONS
+    end = pack(HeaderExtension(type=qcow2.EXT_END, length=0))
     report = introspect.inspect(_with_extensions(group, tmp_path, "v3-7m", empties + end))
     assert report.verdict == Verdict.OK
 
@@ -334,13 +329,13 @@ def test_64_extensions_before_the_end_marker_are_fine(group: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     ("name", "extension", "message"),
     [
-        ("v3-7m", HeaderExtension(qcow2.EXT_BACKING_FORMAT, 16).pack() + b"q" * 16,
+        ("v3-7m", pack(HeaderExtension(qcow2.EXT_BACKING_FORMAT, 16)) + b"q" * 16,
          "backing file format name length is 16, expected at most 15 bytes"),
-        ("v3-7m", HeaderExtension(qcow2.EXT_CRYPTO_HEADER, 16).pack() + CryptoHeaderExtension(0, 0).pack(),
+        ("v3-7m", pack(HeaderExtension(qcow2.EXT_CRYPTO_HEADER, 16)) + pack(CryptoHeaderExtension(0, 0)),
          "full disk encryption header extension is 'none', expected only with crypt_method 2 (LUKS)"),
-        ("bitmap", HeaderExtension(qcow2.EXT_BITMAPS, 24).pack() + BitmapsExtensionData(0, 0, 0, 0).pack(),
+        ("bitmap", pack(HeaderExtension(qcow2.EXT_BITMAPS, 24)) + pack(BitmapsExtensionData(0, 0, 0, 0)),
          "bitmaps extension nb_bitmaps is 0, expected 1..65535"),
-        ("bitmap", HeaderExtension(qcow2.EXT_BITMAPS, 16).pack() + bytes(16),
+        ("bitmap", pack(HeaderExtension(qcow2.EXT_BITMAPS, 16)) + bytes(16),
          "bitmaps extension length is 16, expected 24"),
     ],
 )  # fmt: skip
@@ -353,7 +348,7 @@ def test_malformed_extensions_are_bad_fields(
 
 
 def test_extensions_must_fit_before_the_backing_file_name(group: Path, tmp_path: Path) -> None:
-    header_length = QCowHeaderV3.from_bytes(image(group, "v3-7m").read_bytes()).header_length
+    header_length = QCowHeaderV3.unpack(image(group, "v3-7m").read_bytes()).header_length
     path = patched(group, tmp_path, "v3-7m", QCowHeader, backing_file_offset=header_length + 4)
     report = introspect.inspect(path)
     assert codes(report) == ["qcow2.bad_header_extension"]
@@ -363,8 +358,8 @@ def test_extensions_must_fit_before_the_backing_file_name(group: Path, tmp_path:
 
 
 def test_unknown_extensions_are_recorded_and_skipped(group: Path, tmp_path: Path) -> None:
-    unknown = HeaderExtension(type=0x12345678, length=3).pack() + b"abc\0\0\0\0\0"
-    end = HeaderExtension(type=qcow2.EXT_END, length=0).pack()
+    unknown = pack(HeaderExtension(type=0x12345678, length=3)) + b"abc\0\0\0\0\0"
+    end = pack(HeaderExtension(type=qcow2.EXT_END, length=0))
     report = introspect.inspect(_with_extensions(group, tmp_path, "v3-7m", unknown + end))
     assert report.verdict == Verdict.OK
     assert isinstance(report.details, qcow2.Qcow2Details)
@@ -372,7 +367,7 @@ def test_unknown_extensions_are_recorded_and_skipped(group: Path, tmp_path: Path
 
 
 def test_duplicate_backing_format_is_refused(group: Path, tmp_path: Path) -> None:
-    one = HeaderExtension(type=qcow2.EXT_BACKING_FORMAT, length=3).pack() + b"raw\0\0\0\0\0"
+    one = pack(HeaderExtension(type=qcow2.EXT_BACKING_FORMAT, length=3)) + b"raw\0\0\0\0\0"
     report = introspect.inspect(_with_extensions(group, tmp_path, "v3-7m", one * 2))
     assert codes(report) == ["qcow2.bad_header_extension"]
     assert "count of header extension 0xe2792aca is 2, expected at most 1" in report.findings[0].message
@@ -401,7 +396,7 @@ def test_truncated_header_is_an_error(group: Path, tmp_path: Path) -> None:
 
 def test_image_cut_before_its_tables_is_truncated(group: Path, tmp_path: Path) -> None:
     data = image(group, "v3-1t").read_bytes()
-    header = QCowHeader.from_bytes(data)
+    header = QCowHeader.unpack(data)
     path = tmp_path / "cut.qcow2"
     path.write_bytes(data[: header.l1_table_offset + 8])
     report = introspect.inspect(path)
@@ -417,10 +412,7 @@ def test_reads_past_the_head_are_metered(group: Path, tmp_path: Path) -> None:
     name = b"far-away.qcow2"
     offset = 1 << 20
     data[offset : offset + len(name)] = name
-    header = dataclasses.replace(
-        QCowHeader.from_bytes(bytes(data)), backing_file_offset=offset, backing_file_size=len(name)
-    )
-    data[QCowHeader.OFFSET : QCowHeader.OFFSET + QCowHeader.STRUCT.size] = header.pack()
+    rewrite(data, QCowHeader, backing_file_offset=offset, backing_file_size=len(name))
     path = tmp_path / "far-backing.qcow2"
     path.write_bytes(data)
     report = introspect.inspect(path)

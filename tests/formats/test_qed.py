@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from introspect.formats import qed
 from introspect.formats.qed import QEDHeader
 from introspect.model import Severity, Verdict
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import qemu_info, rewrite
 
 IMAGES = ["qed-1g3m", "qed-1t", "qed-small-clusters", "qed-base", "qed-backed", "qed-backed-raw"]
 
@@ -28,11 +27,9 @@ def image(group: Path, name: str) -> Path:
 
 
 def patched(group: Path, tmp_path: Path, name: str, grow: int = 0, **changes: Any) -> Path:
-    """A copy of fixture NAME with header fields changed through the header's own pack(), and
-    `grow` zero bytes appended."""
+    """A copy of fixture NAME with header fields changed, and `grow` zero bytes appended."""
     data = bytearray(image(group, name).read_bytes()) + bytes(grow)
-    header = dataclasses.replace(QEDHeader.from_bytes(bytes(data)), **changes).pack()
-    data[: len(header)] = header
+    rewrite(data, QEDHeader, **changes)
     path = tmp_path / f"{name}-patched.qed"
     path.write_bytes(data)
     return path
@@ -150,7 +147,7 @@ def test_values_qemu_refuses_are_bad_fields(
 def test_backing_file_name_longer_than_qemu_reads_is_refused(group: Path, tmp_path: Path) -> None:
     """4096 bytes do not fit qemu's PATH_MAX buffer with its NUL. Two header clusters make room
     for them, and the L1 table moves one cluster on to stay past the header."""
-    original = QEDHeader.from_bytes(image(group, "qed-backed").read_bytes())
+    original = QEDHeader.unpack(image(group, "qed-backed").read_bytes())
     path = patched(
         group, tmp_path, "qed-backed", grow=original.cluster_size, header_size=2,
         l1_table_offset=original.l1_table_offset + original.cluster_size, backing_filename_size=4096,
@@ -164,7 +161,7 @@ def test_backing_file_name_longer_than_qemu_reads_is_refused(group: Path, tmp_pa
 
 def test_image_cut_before_its_l1_table_is_truncated(group: Path, tmp_path: Path) -> None:
     data = image(group, "qed-1t").read_bytes()
-    header = QEDHeader.from_bytes(data)
+    header = QEDHeader.unpack(data)
     path = tmp_path / "cut.qed"
     path.write_bytes(data[: header.l1_table_offset + 8])
     report = introspect.inspect(path)

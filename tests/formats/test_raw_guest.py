@@ -4,23 +4,16 @@ against what sfdisk says of partition tables sfdisk made (fixtures/make/partitio
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 
 import introspect
-from introspect.formats import ALL, raw
+from introspect.formats import ALL, partitions, raw
 from introspect.sources import Budget, FileSource, Reader
 from tests.conftest import fixture_group
 from tests.tools import recorded
 
 SECTOR = 512
-#: MBR (the "Master Boot Record" layout, as sfdisk writes it): four 16-byte partition entries from
-#: byte 446; each holds its starting LBA as a little-endian 32-bit number 8 bytes in.
-MBR_ENTRIES = 446
-MBR_ENTRY_SIZE = 16
-ENTRY_STARTING_LBA = struct.Struct("<I")
-ENTRY_STARTING_LBA_OFFSET = 8
 
 
 def file_bytes(path, offset, length):
@@ -47,9 +40,9 @@ def test_the_mbr_read_through_the_view_is_the_one_sfdisk_wrote(image):
         mbr = view.read(0, SECTOR)
         assert mbr == file_bytes(path, 0, SECTOR)
         primaries = [p for p in table["partitions"] if int(p["node"].removeprefix(path.name)) <= 4]
-        for number, partition in enumerate(primaries):
-            entry = MBR_ENTRIES + number * MBR_ENTRY_SIZE + ENTRY_STARTING_LBA_OFFSET
-            (start,) = ENTRY_STARTING_LBA.unpack_from(mbr, entry)
+        records = partitions.LegacyMbr.unpack(mbr).partition_records()
+        for record, partition in zip(records, primaries, strict=False):
+            start = record.starting_lba
             assert start == partition["start"]
             first = view.read(start * table["sectorsize"], SECTOR)
             assert first == file_bytes(path, start * SECTOR, SECTOR)

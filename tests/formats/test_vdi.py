@@ -18,8 +18,9 @@ import pytest
 import introspect
 from introspect.formats import vdi
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
+from introspect.structure import pack
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import qemu_info, rewrite
 
 IMAGES = [
     "dynamic-7m.vdi",
@@ -54,9 +55,8 @@ def _patched(group, tmp_path, name="dynamic-7m.vdi", **changes):
     image = tmp_path / name
     shutil.copyfile(group / name, image)
     data = bytearray(image.read_bytes())
-    header = vdi.VdiHeader1.from_bytes(bytes(data[vdi.VdiHeader1.OFFSET :]))
-    raw = dataclasses.replace(header, **changes).to_bytes()
-    data[vdi.VdiHeader1.OFFSET : vdi.VdiHeader1.OFFSET + len(raw)] = raw
+    header = vdi.VdiHeader1.unpack(data)
+    rewrite(data, vdi.VdiHeader1, **changes)
     image.write_bytes(bytes(data))
     return image, header
 
@@ -74,7 +74,7 @@ def test_matches_qemu(group, name):
     assert details.block_size == info["cluster-size"]
     assert details.image_type == ("static" if name.startswith("static") else "dynamic")
     assert (details.version, details.version_minor) == (1, 1)
-    assert details.header_size == vdi.VdiHeader1.STRUCT.size  # qemu writes VDIHEADER1, no LCHS
+    assert details.header_size == vdi.VdiHeader1.SIZE  # qemu writes VDIHEADER1, no LCHS
     assert details.lchs_geometry is None
     assert details.geometry is None  # qemu leaves the legacy geometry "not calculated"
     assert details.sector_size == 512
@@ -119,13 +119,12 @@ def test_odd_disk_size_is_rounded_up_to_a_sector_as_qemu_does(group, tmp_path):
 
 
 def test_lchs_geometry_is_read_when_the_header_size_covers_it(group, tmp_path):
-    image, _ = _patched(group, tmp_path, header_size=vdi.VdiHeader1.PLUS_SIZE)
-    lchs = vdi.VdiDiskGeometry(cylinders=14, heads=16, sectors=63, sector_size=512)
+    image, _ = _patched(group, tmp_path, header_size=vdi.HEADER1_PLUS_SIZE)
     data = bytearray(image.read_bytes())
-    data[vdi.VdiHeader1.LCHS_OFFSET : vdi.VdiHeader1.LCHS_OFFSET + lchs.STRUCT.size] = lchs.to_bytes()
+    rewrite(data, vdi.VdiDiskGeometry, vdi.LCHS_OFFSET, cylinders=14, heads=16, sectors=63, sector_size=512)
     image.write_bytes(bytes(data))
     details = introspect.inspect(image).details
-    assert details.header_size == vdi.VdiHeader1.PLUS_SIZE
+    assert details.header_size == vdi.HEADER1_PLUS_SIZE
     assert details.lchs_geometry == details.geometry
     assert (details.geometry.cylinders, details.geometry.heads, details.geometry.sectors) == (14, 16, 63)
 
@@ -134,8 +133,7 @@ def test_lchs_geometry_is_not_read_when_the_header_size_does_not_cover_it(group,
     image = tmp_path / "lchs.vdi"
     shutil.copyfile(group / "dynamic-7m.vdi", image)
     data = bytearray(image.read_bytes())
-    lchs = vdi.VdiDiskGeometry(cylinders=14, heads=16, sectors=63, sector_size=512)
-    data[vdi.VdiHeader1.LCHS_OFFSET : vdi.VdiHeader1.LCHS_OFFSET + lchs.STRUCT.size] = lchs.to_bytes()
+    rewrite(data, vdi.VdiDiskGeometry, vdi.LCHS_OFFSET, cylinders=14, heads=16, sectors=63, sector_size=512)
     image.write_bytes(bytes(data))
     assert introspect.inspect(image).details.lchs_geometry is None
 
@@ -144,8 +142,8 @@ def test_lchs_geometry_is_not_read_when_the_header_size_does_not_cover_it(group,
 def test_version_0_header_is_parsed_and_qemu_refuses_it(group, tmp_path):
     """A 0.2 image: the pre-header's version, then VDIHEADER0 with the same values as a real image."""
     source = (group / "dynamic-7m.vdi").read_bytes()
-    pre = vdi.VdiPreHeader.from_bytes(source)
-    v1 = vdi.VdiHeader1.from_bytes(source[vdi.VdiHeader1.OFFSET :])
+    pre = vdi.VdiPreHeader.unpack(source)
+    v1 = vdi.VdiHeader1.unpack(source)
     v0 = vdi.VdiHeader0(
         type=v1.type,
         flags=v1.flags,
@@ -161,7 +159,7 @@ def test_version_0_header_is_parsed_and_qemu_refuses_it(group, tmp_path):
     )
     block_map = b"\xff" * (v1.blocks * vdi.VDI_BLOCK_POINTER_SIZE)
     image = tmp_path / "v0.vdi"
-    image.write_bytes(dataclasses.replace(pre, version=0x00000002).to_bytes() + v0.to_bytes() + block_map)
+    image.write_bytes(pack(dataclasses.replace(pre, version=0x00000002)) + pack(v0) + block_map)
     info, error = _qemu_live(image)
     assert info is None  # qemu reads any version as VDIHEADER1 and refuses what it finds there
     assert "VDI image" in error
@@ -262,8 +260,7 @@ def test_unknown_image_type_is_a_bad_field(group, tmp_path):
 def test_unknown_major_version_is_a_bad_field(group, tmp_path):
     image = tmp_path / "v2.vdi"
     data = bytearray((group / "dynamic-7m.vdi").read_bytes())
-    pre = dataclasses.replace(vdi.VdiPreHeader.from_bytes(bytes(data)), version=0x00020000)
-    data[: pre.STRUCT.size] = pre.to_bytes()
+    rewrite(data, vdi.VdiPreHeader, version=0x00020000)
     image.write_bytes(bytes(data))
     report = introspect.inspect(image)
     assert report.verdict == "error"

@@ -3,7 +3,6 @@ corrupted copies made by rewriting fields through the structures declared in the
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from introspect import qemu
 from introspect.formats import vhd
 from introspect.model import Verdict
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import qemu_info, rewrite
 
 GROUP = fixture_group("vhd")
 IMAGES = sorted(GROUP.glob("*.vhd"))
@@ -43,28 +42,22 @@ def rewrite_footers(path: Path, *, which: tuple[str, ...] = ("start", "end"), fi
         at = offsets[where]
         if data[at : at + len(vhd.FOOTER_COOKIE)] != vhd.FOOTER_COOKIE:
             continue
-        footer = dataclasses.replace(vhd.HardDiskFooter.from_bytes(data[at : at + vhd.FOOTER_SIZE]), **fields)
-        vhd.HARD_DISK_FOOTER.pack_into(data, at, *dataclasses.astuple(footer))
+        rewrite(data, vhd.HardDiskFooter, at, **fields)
         if fix:
             total = vhd.checksum(bytes(data[at : at + vhd.FOOTER_SIZE]), vhd.FOOTER_CHECKSUM_OFFSET)
-            footer = dataclasses.replace(footer, checksum=total)
-            vhd.HARD_DISK_FOOTER.pack_into(data, at, *dataclasses.astuple(footer))
+            rewrite(data, vhd.HardDiskFooter, at, checksum=total)
     path.write_bytes(bytes(data))
 
 
 def rewrite_dynamic_header(path: Path, *, fix: bool = True, **fields) -> None:
     data = bytearray(path.read_bytes())
-    at = vhd.HardDiskFooter.from_bytes(data).data_offset
-    header = dataclasses.replace(
-        vhd.DynamicDiskHeader.from_bytes(data[at : at + vhd.DYNAMIC_HEADER_SIZE]), **fields
-    )
-    vhd.DYNAMIC_DISK_HEADER.pack_into(data, at, *dataclasses.astuple(header))
+    at = vhd.HardDiskFooter.unpack(data).data_offset
+    rewrite(data, vhd.DynamicDiskHeader, at, **fields)
     if fix:
         total = vhd.checksum(
             bytes(data[at : at + vhd.DYNAMIC_HEADER_SIZE]), vhd.DYNAMIC_HEADER_CHECKSUM_OFFSET
         )
-        header = dataclasses.replace(header, checksum=total)
-        vhd.DYNAMIC_DISK_HEADER.pack_into(data, at, *dataclasses.astuple(header))
+        rewrite(data, vhd.DynamicDiskHeader, at, checksum=total)
     path.write_bytes(bytes(data))
 
 

@@ -14,8 +14,9 @@ import pytest
 import introspect
 from introspect.formats import vhdx
 from introspect.model import Verdict
+from introspect.structure import pack, unpack_array
 from tests.conftest import fixture_group
-from tests.tools import qemu_info
+from tests.tools import put, qemu_info, rewrite
 
 GROUP = fixture_group("vhd")
 IMAGES = sorted(GROUP.glob("*.vhdx"))
@@ -53,27 +54,19 @@ class Image:
 
     def header(self, index: int, **fields) -> None:
         at = vhdx.HEADER_OFFSETS[index]
-        record = dataclasses.replace(vhdx.VhdxHeaderRecord.from_bytes(self.data[at:]), **fields)
-        vhdx.HEADER.pack_into(self.data, at, *dataclasses.astuple(record))
+        rewrite(self.data, vhdx.VhdxHeaderRecord, at, **fields)
         self.fix_crc(at, vhdx.HEADER_SIZE, vhdx.HEADER_CHECKSUM_OFFSET)
 
     def region_table(self) -> tuple[vhdx.RegionTableHeader, list[vhdx.RegionTableEntry]]:
         at = vhdx.REGION_TABLE_1_OFFSET
-        table = vhdx.RegionTableHeader.from_bytes(self.data[at:])
-        entries = [
-            vhdx.RegionTableEntry.from_bytes(
-                self.data, at + vhdx.REGION_TABLE_HEADER.size + i * vhdx.REGION_TABLE_ENTRY.size
-            )
-            for i in range(table.entry_count)
-        ]
-        return table, entries
+        table = vhdx.RegionTableHeader.unpack(self.data, at)
+        return table, unpack_array(vhdx.RegionTableEntry, self.data, table.entry_count, at + table.SIZE)
 
     def write_region_table(self, table: vhdx.RegionTableHeader, entries: list[vhdx.RegionTableEntry]) -> None:
         at = vhdx.REGION_TABLE_1_OFFSET
-        vhdx.REGION_TABLE_HEADER.pack_into(self.data, at, *dataclasses.astuple(table))
+        put(self.data, table, at)
         for i, entry in enumerate(entries):
-            offset = at + vhdx.REGION_TABLE_HEADER.size + i * vhdx.REGION_TABLE_ENTRY.size
-            vhdx.REGION_TABLE_ENTRY.pack_into(self.data, offset, *dataclasses.astuple(entry))
+            put(self.data, entry, at + table.SIZE + i * entry.SIZE)
         self.fix_crc(at, vhdx.REGION_TABLE_SIZE, vhdx.REGION_TABLE_CHECKSUM_OFFSET)
 
     @property
@@ -84,25 +77,17 @@ class Image:
 
     def metadata(self) -> tuple[vhdx.MetadataTableHeader, list[vhdx.MetadataTableEntry]]:
         at = self.metadata_offset
-        table = vhdx.MetadataTableHeader.from_bytes(self.data[at:])
-        entries = [
-            vhdx.MetadataTableEntry.from_bytes(
-                self.data, at + vhdx.METADATA_TABLE_HEADER.size + i * vhdx.METADATA_TABLE_ENTRY.size
-            )
-            for i in range(table.entry_count)
-        ]
-        return table, entries
+        table = vhdx.MetadataTableHeader.unpack(self.data, at)
+        return table, unpack_array(vhdx.MetadataTableEntry, self.data, table.entry_count, at + table.SIZE)
 
     def add_metadata_item(self, item_id: str, payload: bytes, flags: int) -> None:
         """Append a table entry and put its payload after the last item (the table has no CRC)."""
         at = self.metadata_offset
         table, entries = self.metadata()
         free = max(e.offset + e.length for e in entries)
-        entry = vhdx.MetadataTableEntry(uuid.UUID(item_id).bytes_le, free, len(payload), flags, 0)
-        offset = at + vhdx.METADATA_TABLE_HEADER.size + len(entries) * vhdx.METADATA_TABLE_ENTRY.size
-        vhdx.METADATA_TABLE_ENTRY.pack_into(self.data, offset, *dataclasses.astuple(entry))
-        table = dataclasses.replace(table, entry_count=table.entry_count + 1)
-        vhdx.METADATA_TABLE_HEADER.pack_into(self.data, at, *dataclasses.astuple(table))
+        entry = vhdx.MetadataTableEntry(uuid.UUID(item_id).bytes_le, free, len(payload), flags)
+        put(self.data, entry, at + table.SIZE + len(entries) * entry.SIZE)
+        rewrite(self.data, vhdx.MetadataTableHeader, at, entry_count=table.entry_count + 1)
         self.data[at + free : at + free + len(payload)] = payload
 
     def file_parameters(self, flags: int) -> None:
@@ -110,22 +95,23 @@ class Image:
         guid = uuid.UUID(vhdx.FILE_PARAMETERS_GUID).bytes_le
         item = next(e for e in entries if e.item_id == guid)
         at = self.metadata_offset + item.offset
-        block_size, old = vhdx.FILE_PARAMETERS.unpack_from(self.data, at)
-        vhdx.FILE_PARAMETERS.pack_into(self.data, at, block_size, old | flags)
+        old = vhdx.FileParameters.unpack(self.data, at).flags
+        rewrite(self.data, vhdx.FileParameters, at, flags=old | flags)
 
 
 def parent_locator(pairs: dict[str, str]) -> bytes:
     """A parent locator item ([MS-VHDX] 2.6.2.6) holding `pairs`, strings in UTF-16LE."""
-    header = vhdx.ParentLocatorHeader(uuid.UUID(vhdx.VHDX_PARENT_LOCATOR_TYPE).bytes_le, 0, len(pairs))
+    header = vhdx.ParentLocatorHeader(uuid.UUID(vhdx.VHDX_PARENT_LOCATOR_TYPE).bytes_le, len(pairs))
     strings = bytearray()
-    base = vhdx.PARENT_LOCATOR_HEADER.size + len(pairs) * vhdx.PARENT_LOCATOR_ENTRY.size
+    base = header.SIZE + len(pairs) * vhdx.ParentLocatorEntry.SIZE
     entries = bytearray()
     for key, value in pairs.items():
         k, v = key.encode("utf-16-le"), value.encode("utf-16-le")
-        entry = vhdx.ParentLocatorEntry(base + len(strings), base + len(strings) + len(k), len(k), len(v))
-        entries += vhdx.PARENT_LOCATOR_ENTRY.pack(*dataclasses.astuple(entry))
+        entries += pack(
+            vhdx.ParentLocatorEntry(base + len(strings), base + len(strings) + len(k), len(k), len(v))
+        )
         strings += k + v
-    return vhdx.PARENT_LOCATOR_HEADER.pack(*dataclasses.astuple(header)) + bytes(entries) + bytes(strings)
+    return pack(header) + bytes(entries) + bytes(strings)
 
 
 # --- what qemu-img says about the fixtures -----------------------------------------------------
@@ -221,7 +207,7 @@ def test_identical_headers_are_accepted_like_disk2vhd_writes_them(tmp_path):
 
 def test_equal_sequence_numbers_in_different_headers_are_an_error(tmp_path):
     image = Image("dynamic-129M+3.vhdx", tmp_path)
-    current = vhdx.VhdxHeaderRecord.from_bytes(image.data[vhdx.HEADER_2_OFFSET :])
+    current = vhdx.VhdxHeaderRecord.unpack(image.data, vhdx.HEADER_2_OFFSET)
     image.header(0, sequence_number=current.sequence_number, data_write_guid=bytes(range(16)))
     report = introspect.inspect(image.save())
     assert report.verdict == Verdict.ERROR
@@ -349,12 +335,7 @@ def test_has_parent_without_a_locator_is_an_error(tmp_path):
 
 def test_metadata_entry_count_beyond_the_spec_is_an_error(tmp_path):
     image = Image("dynamic-129M+3.vhdx", tmp_path)
-    table, _ = image.metadata()
-    vhdx.METADATA_TABLE_HEADER.pack_into(
-        image.data,
-        image.metadata_offset,
-        *dataclasses.astuple(dataclasses.replace(table, entry_count=0xFFFF)),
-    )
+    rewrite(image.data, vhdx.MetadataTableHeader, image.metadata_offset, entry_count=0xFFFF)
     report = introspect.inspect(image.save())
     assert report.verdict == Verdict.ERROR
     assert message(report, "vhdx.invalid").startswith(
@@ -370,8 +351,7 @@ def test_block_size_must_be_a_power_of_two_in_range(tmp_path, block_size, ok):
     _, entries = image.metadata()
     item = next(e for e in entries if e.item_id == uuid.UUID(vhdx.FILE_PARAMETERS_GUID).bytes_le)
     at = image.metadata_offset + item.offset
-    _, flags = vhdx.FILE_PARAMETERS.unpack_from(image.data, at)
-    vhdx.FILE_PARAMETERS.pack_into(image.data, at, block_size, flags)
+    rewrite(image.data, vhdx.FileParameters, at, block_size=block_size)
     report = introspect.inspect(image.save())
     if ok:
         assert report.verdict == Verdict.OK and report.details.block_size == block_size

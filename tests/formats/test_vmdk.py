@@ -6,7 +6,6 @@ with a few plain regular expressions of their own, never with the parser under t
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import re
@@ -17,14 +16,14 @@ from typing import Any
 import pytest
 
 import introspect
-from introspect.formats import vmdk
+from introspect.formats import vmdk, vmdk_descriptor
 from introspect.formats.base import Head
 from introspect.formats.vmdk import Marker, SparseExtentHeader
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
 from introspect.sources import Budget, BytesSource
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded
+from tests.tools import qemu_info, recorded, rewrite
 
 SUBFORMATS = [
     "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"
@@ -301,11 +300,11 @@ def test_extent_path_escaping_the_directory(group: Path, tmp_path: Path, extent_
 
 
 def test_extent_name_over_the_cap(group: Path, tmp_path: Path) -> None:
-    long_name = "x" * (vmdk.MAX_NAME_LENGTH + 1)
+    long_name = "x" * (vmdk_descriptor.MAX_NAME_LENGTH + 1)
     path = edited(group, tmp_path, "monolithicFlat-ide", "monolithicFlat-ide-flat.vmdk", long_name)
     report = introspect.inspect(path)
     extent = details_of(report).descriptor.extents[0]  # type: ignore[union-attr]
-    assert extent.file_name == long_name[: vmdk.MAX_NAME_LENGTH] and extent.file_name_truncated
+    assert extent.file_name == long_name[: vmdk_descriptor.MAX_NAME_LENGTH] and extent.file_name_truncated
     assert messages(report, "vmdk.extent_path")[0].startswith("an extent file name is longer than 1023")
 
 
@@ -367,14 +366,14 @@ def test_ambiguous_descriptor(group: Path, tmp_path: Path, old: str, new: str, f
 def test_descriptor_over_the_limits(group: Path, tmp_path: Path) -> None:
     text = image(group, "monolithicFlat-ide").read_text()
     extent = extents(text)[0]
-    many = "".join(f'RW 1 FLAT "part-{i}.vmdk" 0\n' for i in range(vmdk.MAX_EXTENTS + 5))
+    many = "".join(f'RW 1 FLAT "part-{i}.vmdk" 0\n' for i in range(vmdk_descriptor.MAX_EXTENTS + 5))
     big = tmp_path / "big.vmdk"
-    padding = "#" * vmdk.DESCRIPTOR_MAX_SIZE
+    padding = "#" * vmdk_descriptor.DESCRIPTOR_MAX_SIZE
     big.write_text(text.replace(f'RW {extent[1]} FLAT "{extent[3]}" 0\n', many) + padding)
     report = introspect.inspect(big)
     details = details_of(report)
-    assert len(details.descriptor.extents) == vmdk.MAX_EXTENTS  # type: ignore[union-attr]
-    assert report.virtual_size == vmdk.MAX_EXTENTS * 512
+    assert len(details.descriptor.extents) == vmdk_descriptor.MAX_EXTENTS  # type: ignore[union-attr]
+    assert report.virtual_size == vmdk_descriptor.MAX_EXTENTS * 512
     assert sorted(messages(report, "vmdk.descriptor_limit")) == [
         f"the descriptor file is {big.stat().st_size} bytes, more than the 1048575 qemu reads: what lies "
         "beyond is seen by VMware but not by qemu; re-export as streamOptimized or convert with "
@@ -439,11 +438,9 @@ def test_esx_sparse_cowd_extent(group: Path) -> None:
 
 def patched(group: Path, tmp_path: Path, name: str, structure: Any = SparseExtentHeader, at: int = 0,
             **changes: Any) -> Path:  # fmt: skip
-    """A copy of fixture NAME with fields of the structure at offset AT changed through its pack()."""
+    """A copy of fixture NAME with fields of the structure at offset AT (from the end if negative) changed."""
     data = bytearray(image(group, name).read_bytes())
-    at = at if at >= 0 else len(data) + at
-    new = dataclasses.replace(structure.from_bytes(bytes(data), at), **changes).pack()
-    data[at : at + len(new)] = new
+    rewrite(data, structure, at if at >= 0 else len(data) + at, **changes)
     path = tmp_path / f"{name}-patched.vmdk"
     path.write_bytes(data)
     return path

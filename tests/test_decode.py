@@ -1,0 +1,51 @@
+"""introspect.decode: the shared decoders, checked against what the tools recorded for real images."""
+
+from __future__ import annotations
+
+import json
+
+from introspect import decode
+from introspect.formats import partitions, vhd
+from tests.conftest import fixture_group
+from tests.tools import qemu_info, recorded
+
+
+def test_guid_is_the_mixed_endian_form_gpt_uses():
+    """sgdisk's disk GUID and the first partition's GUIDs, as sfdisk reports them."""
+    image = fixture_group("partitions") / "gpt-129m.img"
+    data = image.read_bytes()
+    table = json.loads(recorded(image, "sfdisk.json"))["partitiontable"]
+    header = partitions.GptHeaderFields.unpack(data, partitions.PRIMARY_HEADER_LBA * 512)
+    entry = partitions.GptPartitionEntry.unpack(data, header.partition_entry_lba * 512)
+    assert decode.guid(header.disk_guid) == table["id"].lower()
+    assert decode.guid(entry.partition_type_guid) == table["partitions"][0]["type"].lower()
+    assert decode.guid(entry.unique_partition_guid) == table["partitions"][0]["uuid"].lower()
+    assert decode.utf16_c_string(entry.partition_name, "little") == table["partitions"][0]["name"]
+
+
+def test_uuid_be_keeps_network_order_where_guid_swaps_the_first_three_fields():
+    raw = bytes(range(16))
+    assert decode.uuid_be(raw) == "00010203-0405-0607-0809-0a0b0c0d0e0f"
+    assert decode.guid(raw) == "03020100-0504-0706-0809-0a0b0c0d0e0f"
+
+
+def test_padded_text_reads_a_real_vhd_footer():
+    footer = vhd.HardDiskFooter.unpack(next(fixture_group("vhd").glob("dynamic-*.vhd")).read_bytes())
+    assert decode.padded_text(footer.cookie) == "conectix"
+
+
+def test_c_string_stops_at_the_first_nul_and_never_fails():
+    assert decode.c_string(b"raw\0junk\0") == "raw"
+    assert decode.c_string(b"no terminator") == "no terminator"
+    assert decode.c_string(b"\xff\xfe\0", "ascii") == "\ufffd\ufffd"
+
+
+def test_padded_text_strips_only_its_padding():
+    assert decode.padded_text(b"CDROM   \0\0", "ascii", " \0") == "CDROM"
+    assert decode.padded_text(b"tap\0") == "tap"
+    assert decode.padded_text(" ISO ".encode("utf-16-be"), "utf-16-be", " \0") == " ISO"
+
+
+def test_sizes():
+    assert (decode.KIB, decode.MIB, decode.GIB) == (1 << 10, 1 << 20, 1 << 30)
+    assert qemu_info(fixture_group("qcow") / "v3-7m.qcow2")["virtual-size"] == 7 * decode.MIB
