@@ -104,7 +104,8 @@ def test_a_thin_flat_disk_is_preallocated(tmp_path, create_type, thin):
     """Glance's metadefs have no `thin`; Nova's VMware driver reads thin and preallocated flat disks
     alike (vmops.py _get_image_callbacks). The flag stays in the details."""
     source = fixture_group("vmdk") / "monolithicFlat-lsilogic.vmdk"
-    text = source.read_text().rstrip("\0").replace('createType="monolithicFlat"', f'createType="{create_type}"')
+    text = source.read_text().rstrip("\0")
+    text = text.replace('createType="monolithicFlat"', f'createType="{create_type}"')
     if thin:
         text += '\nddb.thinProvisioned = "1"\n'
     image = tmp_path / "disk.vmdk"
