@@ -1,6 +1,6 @@
-"""The `introspect` command. Library commands live here (inspect, schema, rules, metadefs); other packages
-(the pipeline in `workers/`) add theirs through the `introspect.commands` entry point group, so
-the library never imports the service side.
+"""The `introspect` command. Library commands live here (inspect, schema, rules, metadefs); other
+packages (the pipeline in `workers/`) add theirs through the `introspect.commands` entry point
+group, so the library never imports the service side.
 
 Exit status everywhere: 0 when every report is ok, 1 when any is rejected or error, 2 on a usage
 error (click's own, or a path that cannot be read). Errors are one line on stderr, never a traceback.
