@@ -1,6 +1,6 @@
-"""The `introspect` command. Library commands live here (inspect, schema, rules); other packages
-(the pipeline in `workers/`) add theirs through the `introspect.commands` entry point group, so
-the library never imports the service side.
+"""The `introspect` command. Library commands live here (inspect, schema, rules, metadefs); other
+packages (the pipeline in `workers/`) add theirs through the `introspect.commands` entry point
+group, so the library never imports the service side.
 
 Exit status everywhere: 0 when every report is ok, 1 when any is rejected or error, 2 on a usage
 error (click's own, or a path that cannot be read). Errors are one line on stderr, never a traceback.
@@ -28,6 +28,7 @@ from introspect.model import Severity, Verdict
 from introspect.report import Report
 from introspect.safety import RULES, Policy
 from introspect.text import literal
+from introspect.vocabulary import NAMESPACE, metadefs_namespace
 
 USAGE_ERROR = 2
 #: Properties worth a column in the table; the rest is in --json.
@@ -256,3 +257,21 @@ def rules() -> None:
         rule = RULES[code]
         table.add_row(code, rule.severity.value, rule.summary)
     Console().print(table)
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write it to FILE.")
+@click.option("--namespace", default=NAMESPACE, show_default=True, help="The namespace's name.")
+def metadefs(output: str | None, namespace: str) -> None:
+    """Print a Glance metadefs namespace describing every property introspect writes.
+
+    Load it with `POST /v2/metadefs/namespaces` (admin), or `glance md-namespace-import --file FILE`:
+    Horizon then offers those properties with the values Nova accepts."""
+    text = json.dumps(metadefs_namespace(namespace), indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as error:
+        raise click.BadParameter(f"{output}: {error.strerror or error}", param_hint="--output") from None

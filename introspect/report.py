@@ -11,7 +11,9 @@ from introspect.model import Finding, Frozen, Verdict
 
 #: Bumped whenever a parser or a property mapping changes what it reports, so that
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
-INSPECTOR_VERSION = 1
+#: 2: a thin flat VMDK is vmware_disktype=preallocated (was thin), a BusLogic VMDK has no
+#: hw_scsi_model (was buslogic), and a createType that is not a word is not written.
+INSPECTOR_VERSION = 2
 
 if TYPE_CHECKING:
     Details = BaseModel

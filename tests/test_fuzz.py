@@ -1,8 +1,8 @@
 """Mutation fuzzing (hypothesis) of real images: whatever bytes arrive, `inspect()` returns a
-Report, never raises, never trips the internal-error net, stays within the read budget, and
-stays fast. Seeds are the tool-built fixtures; mutations aim at the fields that hurt most
-(lengths, counts and offsets: boundary integers at aligned offsets) plus random bytes and
-truncation."""
+Report, never raises, never trips the internal-error net, writes only values in the vocabulary,
+stays within the read budget, and stays fast. Seeds are the tool-built fixtures; mutations aim
+at the fields that hurt most (lengths, counts and offsets: boundary integers at aligned offsets)
+plus random bytes and truncation."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import introspect
+from introspect import vocabulary
 from introspect.sources import Budget, ByteSource, FileSource
 from tests.conftest import FIXTURES
 
@@ -109,6 +110,8 @@ def test_no_bytes_crash_inspect(seed, patches, truncate):
         report = introspect.inspect(source)
     elapsed = time.perf_counter() - start
     assert "introspect.internal_error" not in [f.code for f in report.findings], report.findings
+    invalid = {key: why for key, value in report.properties.items() if (why := vocabulary.check(key, value))}
+    assert not invalid, invalid  # whatever the bytes say, every value written is a valid one
     budget = Budget()
     assert report.reads <= budget.max_reads and report.bytes_read <= budget.max_bytes
     assert elapsed < 1.0, f"{source.name} took {elapsed:.3f} s"

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Literal
 
+from introspect import vocabulary
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.vmdk_descriptor import (
@@ -790,9 +791,14 @@ def check_esx_sparse(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
 
 # --- Properties -----------------------------------------------------------------------------------
 
-#: createType -> Nova's vmware_disktype (nova/virt/vmwareapi/constants.py DISK_TYPE_*):
-#: monolithicSparse, twoGbMaxExtentSparse -> sparse; streamOptimized -> streamOptimized;
-#: monolithicFlat, twoGbMaxExtentFlat, vmfs* -> preallocated; vmfsThin -> thin.
+#: createType -> vmware_disktype, the words of Glance 33.0.0's metadefs (compute-vmware.json):
+#: monolithicSparse, twoGbMaxExtentSparse -> sparse; streamOptimized -> streamOptimized; every flat
+#: or VMFS type -> preallocated, thin ones included (ddb.thinProvisioned = 1, vmfsThin). Nova 33.0.0
+#: reads vmware_disktype as hw_disk_type (nova/objects/image_meta.py _legacy_property_map), and its
+#: VMware driver sends sparse and streamOptimized images down their own paths and every flat
+#: variant, `thin` and `preallocated` alike, down one (nova/virt/vmwareapi/vmops.py
+#: _get_image_callbacks, constants.SUPPORTED_FLAT_VARIANTS): `thin` would change nothing in Nova
+#: and is not in Glance's enum. The thin flag stays in the Report (details.thin_provisioned).
 VMWARE_DISKTYPE = {
     "monolithicsparse": "sparse",
     "twogbmaxextentsparse": "sparse",
@@ -802,15 +808,20 @@ VMWARE_DISKTYPE = {
     "vmfs": "preallocated",
     "vmfspreallocated": "preallocated",
     "vmfseagerzeroedthick": "preallocated",
-    "vmfsthin": "thin",
+    "vmfsthin": "preallocated",
 }
-#: Types whose disks can be thin: ddb.thinProvisioned = 1 makes them `thin`.
-CAN_BE_THIN = {"preallocated"}
 
-#: ddb.adapterType -> (vmware_adaptertype, hw_disk_bus, hw_scsi_model or None).
+#: ddb.adapterType -> (vmware_adaptertype, hw_disk_bus, hw_scsi_model or None). Nova 33.0.0 derives
+#: hw_disk_bus and hw_scsi_model from vmware_adaptertype itself (nova/objects/image_meta.py
+#: _set_attr_from_legacy_names; fields.SCSIModel.coerce) and its VMware driver maps them back to
+#: an adapter (nova/virt/vmwareapi/images.py VMwareImage.from_image). A BusLogic adapter gets no
+#: hw_scsi_model: Nova's libvirt driver hands hw_scsi_model to libvirt as the SCSI controller
+#: model (nova/virt/libvirt/driver.py _get_scsi_controller) and QEMU has no BusLogic controller
+#: (libvirt's qemuBuildControllerSCSIDevProps: "Unsupported controller model"), so `buslogic`
+#: there would only break a KVM boot; vmware_adaptertype=busLogic already tells the VMware driver.
 ADAPTERS: dict[str, tuple[str, str, str | None]] = {
     "ide": ("ide", "ide", None),
-    "buslogic": ("busLogic", "scsi", "buslogic"),
+    "buslogic": ("busLogic", "scsi", None),
     "lsilogic": ("lsiLogic", "scsi", "lsilogic"),
     "legacyesx": ("lsiLogic", "scsi", "lsilogic"),
     "lsisas1068": ("lsiLogicsas", "scsi", "lsisas1068"),
@@ -822,8 +833,6 @@ def vmware_properties(details: VmdkDetails) -> dict[str, str]:
     """Nova's vmware_* and hw_* names, from the descriptor, when it states them."""
     properties = {}
     disktype = VMWARE_DISKTYPE.get((details.create_type or "").lower())
-    if disktype in CAN_BE_THIN and details.thin_provisioned:
-        disktype = "thin"
     if disktype:
         properties["vmware_disktype"] = disktype
     adapter = ADAPTERS.get((details.adapter_type or "").lower())
@@ -837,10 +846,11 @@ def vmware_properties(details: VmdkDetails) -> dict[str, str]:
 
 
 def properties(details: VmdkDetails) -> dict[str, str]:
-    """Nova's names first (they decide how the VM boots), then ddb.geometry.*, the createType and
-    ddb.virtualHWVersion, and the sparse header's version and grain size."""
+    """Nova's names first (they decide how the VM boots), then ddb.geometry.*, the createType (when
+    it is a word, as every createType is) and ddb.virtualHWVersion, and the sparse header's version
+    and grain size."""
     mapped = {**vmware_properties(details), **geometry_properties(details.geometry)}
-    if details.create_type:
+    if details.create_type and vocabulary.check("introspect_vmdk_create_type", details.create_type) is None:
         mapped["introspect_vmdk_create_type"] = details.create_type
     if details.virtual_hw_version is not None:
         mapped["introspect_virtual_hw_version"] = str(details.virtual_hw_version)

@@ -88,7 +88,8 @@ def test_cli_inspect_show_and_sync(cli_env: dict[str, str], images: dict[str, Pa
     assert done.exit_code == 0, done.output
     assert f"{image_id}  inspected  image {image_id}: " in done.output
 
-    admin.patch(image_id, [{"op": "replace", "path": "/hw_scsi_model", "value": "virtio-scsi"}])
+    # `add`: introspect writes no hw_scsi_model for BusLogic (QEMU has none), so none to replace
+    admin.patch(image_id, [{"op": "add", "path": "/hw_scsi_model", "value": "virtio-scsi"}])
     v1 = href.replace("/v2/", "/v1/")
     again = runner.invoke(glance_group, ["inspect", "--json", "--force", v1])
     assert again.exit_code == 0, again.output
