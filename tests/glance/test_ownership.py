@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from workers.glance.ownership import MARKER, Marker, digest, plan, priority, writable
+from workers.glance import ownership
+from workers.glance.ownership import MARKER, Marker, desired, digest, plan, priority, writable
 
 
 def image_with(ours: dict[str, str], **others: str) -> dict[str, str]:
@@ -109,3 +110,14 @@ def test_partial_ops_record_only_what_goes_in() -> None:
     ops = result.ops(adds=["a"], now="t")
     assert [op["path"] for op in ops] == ["/a", f"/{MARKER}"]
     assert set(Marker.read({MARKER: ops[-1]["value"]}).keys) == {"a"}  # type: ignore[union-attr]
+
+
+def test_the_findings_cap_keeps_whole_codes():
+    """Past the cap a code is left out, never cut: a half code names no rule."""
+    codes = [f"qcow2.rule_{n:03d}" for n in range(200)]
+    kept = desired({}, verdict="rejected", found_format="qcow2", found_virtual_size=1, codes=codes)[
+        "introspect_findings"
+    ]
+    assert len(kept) <= ownership.MAX_FINDINGS_VALUE
+    assert kept.split(",") == codes[: len(kept.split(","))]
+    assert len(kept) + len(",qcow2.rule_000") > ownership.MAX_FINDINGS_VALUE

@@ -48,7 +48,7 @@ from workers.settings import get_settings
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.qemu]
 
 ORDINARY, CHANGED = "stream.vmdk", "small.qcow2"
-#: What the second image's findings are cut to: within its second code.
+#: What the second image's findings are cut to: within its second code, which is left out whole.
 SHORT_CAP = 30
 
 
@@ -277,4 +277,4 @@ def test_every_glance_trigger_writes_the_same(
     mismatch = same_for_every_trigger({trigger: both[1] for trigger, both in written.items()})
     assert mismatch["introspect_verdict"] == "rejected"
     codes = "image.format_mismatch,pipeline.virtual_size_changed"
-    assert mismatch["introspect_findings"] == codes[:SHORT_CAP] and len(codes) > SHORT_CAP
+    assert mismatch["introspect_findings"] == "image.format_mismatch" and len(codes) > SHORT_CAP

@@ -305,7 +305,21 @@ def desired(
         wanted["introspect_format"] = found_format
     if found_virtual_size is not None:
         wanted["introspect_virtual_size"] = str(found_virtual_size)
-    joined = ",".join(dict.fromkeys(codes))
+    joined = _whole_codes(dict.fromkeys(codes), MAX_FINDINGS_VALUE)
     if joined:
-        wanted["introspect_findings"] = joined[:MAX_FINDINGS_VALUE]
+        wanted["introspect_findings"] = joined
     return wanted
+
+
+def _whole_codes(codes: Iterable[str], limit: int) -> str:
+    """The codes, comma-separated, as many whole ones as fit in `limit` characters: a code cut in
+    half would name no rule (and fail the vocabulary's pattern)."""
+    kept: list[str] = []
+    length = 0
+    for code in codes:
+        added = len(code) + (1 if kept else 0)
+        if length + added > limit:
+            break
+        kept.append(code)
+        length += added
+    return ",".join(kept)
