@@ -51,7 +51,7 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from introspect.model import Finding
-from introspect.safety import Policy
+from introspect.safety import Policy, Rule
 from introspect.sources import Reader
 
 
@@ -121,3 +121,13 @@ class Format(Generic[DetailsT]):
                 f"format {self.name}: {self.details.__name__} needs a field "
                 f'`format: Literal["{self.name}"] = "{self.name}"` (the Report\'s details are keyed by it)'
             )
+
+
+def backing_file_finding(rule: Rule, name: str, backing_format: str | None = None) -> Finding:
+    """What every copy-on-write format (qcow, qcow2, qed) says of a backing file it names: the
+    name is recorded, never opened, and the fix is one qemu-img command."""
+    declared = f" (format {backing_format})" if backing_format else ""
+    return rule.finding(
+        f"the image needs the backing file {name!r}{declared}, which is not part of the "
+        "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
+    )

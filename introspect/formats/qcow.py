@@ -14,7 +14,7 @@ from pydantic import Field
 
 from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
-from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.formats.qcow2 import QCOW1_VERSION, QCOW_MAGIC, MagicVersion
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
@@ -37,12 +37,13 @@ L1E_SIZE = 8
 MIN_L2_BITS = MIN_CLUSTER_BITS - 3
 MAX_L2_BITS = MAX_CLUSTER_BITS - 3
 MAX_L1_ENTRIES = (2**31 - 1) // L1E_SIZE
+#: The unit of qcow's sector counts (block/qcow.c BDRV_SECTOR_SIZE).
+SECTOR_SIZE = 512
 #: qemu refuses images of 0 or 1 byte ("must be at least 2 bytes").
 MIN_SIZE = 2
 #: The backing file name is read into qemu's 1024-byte buffer, NUL included.
 MAX_BACKING_FILE_SIZE = 1023
 CRYPT_METHODS: dict[int, Literal["none", "aes"]] = {0: "none", 1: "aes"}
-SECTOR_SIZE = 512
 
 
 class QCowHeader(BigEndianStructure):
@@ -161,10 +162,7 @@ def _backing_file(reader: Reader, header: QCowHeader) -> str | None:
 
 def check_backing_file(details: QcowDetails, policy: Policy) -> Iterable[Finding]:
     if details.backing_file is not None:
-        yield BACKING_FILE.finding(
-            f"the image needs the backing file {details.backing_file!r}, which is not part of the "
-            "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
-        )
+        yield backing_file_finding(BACKING_FILE, details.backing_file)
 
 
 def check_aes_encryption(details: QcowDetails, policy: Policy) -> Iterable[Finding]:

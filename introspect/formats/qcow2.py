@@ -21,7 +21,7 @@ from pydantic import Field
 
 from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
-from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
@@ -809,11 +809,7 @@ def _structural_findings(details: Qcow2Details) -> Iterator[Finding]:
 
 def check_backing_file(details: Qcow2Details, policy: Policy) -> Iterable[Finding]:
     if details.backing_file is not None:
-        fmt = f" (format {details.backing_format})" if details.backing_format else ""
-        yield BACKING_FILE.finding(
-            f"the image needs the backing file {details.backing_file!r}{fmt}, which is not part of the "
-            "upload: flatten the chain with `qemu-img convert -O qcow2` and upload the result"
-        )
+        yield backing_file_finding(BACKING_FILE, details.backing_file, details.backing_format)
 
 
 def check_data_file(details: Qcow2Details, policy: Policy) -> Iterable[Finding]:
