@@ -18,13 +18,13 @@ from typing import IO, Any
 
 from introspect import containers, qemu
 from introspect import properties as props
-from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, Container
+from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Verdict
+from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
 from introspect.safety import (
     DEFAULT_POLICY,
@@ -130,7 +130,9 @@ def _inspect(
     head = Head(reader.head(), reader.tail(), reader.size)
     container = containers.sniff(head.data)
     if container is not None:
-        return _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
+        opened = _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
+        if opened is not None:
+            return opened
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
@@ -175,13 +177,14 @@ def _inspect(
 
 def _inspect_container(
     reader: Reader, container: Container, *, name: str, expect: str | None, policy: Policy, depth: int
-) -> Report:
+) -> Report | None:
     """An image inside a container: inspect its boot member (one level deeper), report the
     container as container_format. A member whose end is unknown (a compressed stream decompressed
     only as far as a head) leaves unknown what needs that end (a raw disk's size, a fixed VHD's
-    footer), and the container's `partial` finding says so."""
+    footer), and the container's `partial` finding says so. None: the container declined the file
+    (a tar that is not an OVA), which is then inspected as an image."""
 
-    def unopened(findings: list[Finding]) -> Report:
+    def unopened(findings: list[Finding], details: Any = None) -> Report:
         return Report(
             source=name,
             format=None,
@@ -194,6 +197,7 @@ def _inspect_container(
             details=None,
             bytes_read=reader.bytes_read,
             reads=reader.reads,
+            container=details,
         )
 
     if depth >= MAX_CONTAINER_DEPTH:
@@ -220,14 +224,41 @@ def _inspect_container(
                 )
             ]
         )
+    if unpacked is None:
+        return None
     member = unpacked.boot_member
     if member is None:
-        return unopened(list(unpacked.findings))
+        return unopened(list(unpacked.findings), unpacked.details)
     findings = list(unpacked.findings)
     inner = member.source if member.complete else _EndUnknown(member.source)
     report = _inspect(
         Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None, depth=depth + 1
     )
+    members: list[Report] = []
+    if container.multi:
+        # Every disk of an archive, each in place through the archive's reader (one budget).
+        for other in unpacked.members:
+            if other is member:
+                members.append(report.model_copy(update={"source": other.name}))
+                continue
+            members.append(
+                _inspect(
+                    Reader(other.source),
+                    name=other.name,
+                    expect=None,
+                    policy=policy,
+                    cross_check_path=None,
+                    depth=depth + 1,
+                )
+            )
+            if members[-1].verdict != Verdict.OK:
+                codes = ", ".join(f.code for f in members[-1].findings if f.severity == Severity.REJECT)
+                findings.append(
+                    MEMBER.finding(
+                        f"the disk {other.name!r} of this {container.name} is {members[-1].verdict} ({codes or 'no code'}): "
+                        "the VM needs every disk; see its Report in `members`"
+                    )
+                )
     virtual_size = report.virtual_size
     if not member.complete:
         # The image goes on past what could be read: parsers believed in an end they cannot
@@ -245,7 +276,8 @@ def _inspect_container(
     properties = report.properties
     if report.format is not None:
         properties = props.merge(
-            ("format", report.properties), ("container", {"introspect_container_format": container.name})
+            ("format", report.properties),
+            ("container", {**unpacked.properties, "introspect_container_format": container.name}),
         ).values
     return report.model_copy(
         update={
@@ -257,6 +289,8 @@ def _inspect_container(
             "properties": properties,
             "bytes_read": reader.bytes_read,
             "reads": reader.reads,
+            "container": unpacked.details,
+            "members": members,
         }
     )
 

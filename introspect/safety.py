@@ -78,6 +78,9 @@ class Policy(Frozen):
     report_only: bool = False
     vmdk_create_types: frozenset[str] = DEFAULT_VMDK_CREATE_TYPES
     max_virtual_size: int = 64 * TIB
+    #: Check an OVA's manifest digests: reads every file it lists once (`introspect inspect
+    #: --verify-manifest`); otherwise the manifest is parsed and recorded, not checked.
+    verify_manifest: bool = False
 
     def severity_of(self, finding: Finding) -> Severity:
         if finding.code in self.severity:

@@ -33,8 +33,16 @@ How OVA (a POSIX tar, `ustar` at offset 257 of the first header) will plug in, `
 
 from __future__ import annotations
 
-from introspect.containers import compressed
-from introspect.containers.base import DEPTH, MAX_CONTAINER_DEPTH, Container, Member, ReaderSource, Unpacked
+from introspect.containers import compressed, ova
+from introspect.containers.base import (
+    DEPTH,
+    MAX_CONTAINER_DEPTH,
+    MEMBER,
+    Container,
+    Member,
+    ReaderSource,
+    Unpacked,
+)
 
 #: Every container, sniffed in this order (their signatures cannot overlap).
 CONTAINERS: tuple[Container, ...] = (
@@ -42,6 +50,8 @@ CONTAINERS: tuple[Container, ...] = (
     compressed.XZ,
     compressed.ZSTD,
     compressed.BZ2,
+    ova.OVA,
+    ova.OVF,
 )
 BY_NAME: dict[str, Container] = {c.name: c for c in CONTAINERS}
 
@@ -50,6 +60,7 @@ __all__ = [
     "CONTAINERS",
     "DEPTH",
     "MAX_CONTAINER_DEPTH",
+    "MEMBER",
     "Container",
     "Member",
     "ReaderSource",

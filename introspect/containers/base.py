@@ -4,8 +4,10 @@ member whose end could not be reached. See `introspect.containers` for how the i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
 
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
@@ -18,6 +20,12 @@ DEPTH = rule(
     "container.depth",
     Severity.REJECT,
     f"the image is wrapped in containers nested more than {MAX_CONTAINER_DEPTH} deep",
+)
+
+MEMBER = rule(
+    "container.member",
+    Severity.REJECT,
+    "a disk of an archive (an OVA's second disk...) other than the boot disk is rejected or unreadable",
 )
 
 
@@ -39,11 +47,16 @@ class Member:
 class Unpacked:
     """What opening a container gave: its members, what is wrong with the container itself (a
     damaged stream, a decompressor this installation lacks, a manifest that does not match), and
-    the index of the member the VM boots from (None: nothing to inspect, the findings say why)."""
+    the index of the member the VM boots from (None: nothing to inspect, the findings say why).
+    `details` is what the container says of itself (an OVA's entries and OVF descriptor: the
+    Report's `container`), `properties` the container layer's own (the OVF's guest OS,
+    controller, NIC...), merged over the boot member's."""
 
     members: tuple[Member, ...] = ()
     findings: Sequence[Finding] = ()
     boot: int | None = None
+    details: BaseModel | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def boot_member(self) -> Member | None:
@@ -51,7 +64,7 @@ class Unpacked:
 
 
 Sniff = Callable[[bytes], bool]
-Opener = Callable[[Reader, Policy], Unpacked]
+Opener = Callable[[Reader, Policy], Unpacked | None]
 Partial = Callable[[Member, str | None], Finding]
 
 
@@ -62,14 +75,19 @@ class Container:
 
     - `sniff(head)`: does the head start with this container's signature? Cheap, no reads.
     - `open(reader, policy)`: read the container through the metered reader into members; raise
-      an `ImageError` when it is damaged (the Report gets an `error` verdict naming its rule).
+      an `ImageError` when it is damaged (the Report gets an `error` verdict naming its rule);
+      None when the file is not this container after all (a tar without an OVF descriptor is not
+      an OVA): it is then inspected as an image.
     - `partial(member, needed)`: the finding for a member that is not `complete`; `needed` is the
-      message of the read that went past what could be had, when a parser needed more."""
+      message of the read that went past what could be had, when a parser needed more.
+    - `multi`: an archive of several disks (OVA): every member is inspected, and each one's
+      Report is listed in the Report's `members`."""
 
     name: str
     sniff: Sniff
     open: Opener
     partial: Partial
+    multi: bool = False
 
 
 class ReaderSource(ByteSource):
