@@ -152,6 +152,11 @@ def _row(report: Report) -> tuple[Text, ...]:
 @click.option("--policy", "policy_file", metavar="FILE", help="A JSON policy (see `introspect rules`).")
 @click.option("--report-only", is_flag=True, help="Record findings without rejecting.")
 @click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL", help="Override a rule.")
+@click.option(
+    "--verify-manifest",
+    is_flag=True,
+    help="Check an OVA's manifest digests (reads every file it lists once).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")
 def inspect_command(
     paths: tuple[str, ...],
@@ -161,12 +166,15 @@ def inspect_command(
     policy_file: str | None,
     report_only: bool,
     severities: tuple[str, ...],
+    verify_manifest: bool,
     verbose: bool,
 ) -> None:
     """Inspect image files (directories are walked) and print what they say about themselves."""
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = _policy(policy_file, report_only, severities)
+    if verify_manifest:
+        policy = policy.model_copy(update={"verify_manifest": True})
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     failed = usage_failed = False

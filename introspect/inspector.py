@@ -276,7 +276,7 @@ def _inspect_container(
     properties = report.properties
     if report.format is not None:
         properties = props.merge(
-            ("format", report.properties),
+            ("format", {k: v for k, v in report.properties.items() if k not in unpacked.replaces}),
             ("container", {**unpacked.properties, "introspect_container_format": container.name}),
         ).values
     return report.model_copy(

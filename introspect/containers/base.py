@@ -50,13 +50,16 @@ class Unpacked:
     the index of the member the VM boots from (None: nothing to inspect, the findings say why).
     `details` is what the container says of itself (an OVA's entries and OVF descriptor: the
     Report's `container`), `properties` the container layer's own (the OVF's guest OS,
-    controller, NIC...), merged over the boot member's."""
+    controller, NIC...), merged over the boot member's; `replaces` names the member's
+    properties the container's statement replaces even where it has no word for Nova (an OVF's
+    SATA or NVMe controller replaces what a VMDK's `ddb.adapterType` says)."""
 
     members: tuple[Member, ...] = ()
     findings: Sequence[Finding] = ()
     boot: int | None = None
     details: BaseModel | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
+    replaces: frozenset[str] = frozenset()
 
     @property
     def boot_member(self) -> Member | None:

@@ -647,6 +647,7 @@ def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:
         boot=boot_index,
         details=details,
         properties=ovf.properties(descriptor, boot),
+        replaces=ovf.replaced(descriptor, boot),
     )
 
 

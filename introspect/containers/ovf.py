@@ -481,6 +481,7 @@ CONTROLLER_SUBTYPES: dict[str, tuple[str, str | None, str | None, str | None]] =
     "lsilogicsas": ("scsi", "scsi", "lsisas1068", "lsiLogicsas"),
     "virtualscsi": ("scsi", "scsi", "vmpvscsi", "paraVirtual"),
     "virtioscsi": ("scsi", "scsi", "virtio-scsi", None),
+    "virtio": ("scsi", "scsi", "virtio-scsi", None),
     "virtio-scsi": ("scsi", "scsi", "virtio-scsi", None),
     "vmware.sata.ahci": ("sata", "sata", None, None),
     "ahci": ("sata", "sata", None, None),
@@ -806,6 +807,19 @@ def memory_mib(system: OvfVirtualSystem) -> int | None:
         return None
     multiplier = unit_multiplier(item.allocation_units or "byte * 2^20")
     return item.virtual_quantity * multiplier // (1 << 20) if multiplier else None
+
+
+#: What a disk's own header says of its controller (the VMDK descriptor's ddb.adapterType), which
+#: the descriptor's controller, when it states one, replaces.
+CONTROLLER_PROPERTIES = frozenset({"vmware_adaptertype", "hw_disk_bus", "hw_scsi_model"})
+
+
+def replaced(descriptor: OvfDescriptor, boot: BootDisk | None) -> frozenset[str]:
+    """The boot disk's own properties the descriptor replaces: its controller's, when stated."""
+    single = len(descriptor.virtual_systems) == 1
+    return (
+        CONTROLLER_PROPERTIES if single and boot is not None and boot.controller is not None else frozenset()
+    )
 
 
 def properties(descriptor: OvfDescriptor, boot: BootDisk | None) -> dict[str, str]:
