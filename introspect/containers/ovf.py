@@ -251,6 +251,14 @@ def _too_many(what: str, cap: int) -> ImageError:
     return ImageError(OVF_INVALID, f"the OVF descriptor lists more than {cap} {what}: {ADVICE}")
 
 
+#: defusedxml's refusals, in words.
+_UNSAFE = {
+    "DTDForbidden": "a DTD",
+    "EntitiesForbidden": "an entity",
+    "ExternalReferenceForbidden": "an external reference",
+}
+
+
 def parse_ovf(data: bytes) -> OvfDescriptor:
     """The descriptor's facts. Raises ImageError: OVF_SIZE past `MAX_OVF_SIZE`, XML_UNSAFE for a
     DTD or entity, OVF_INVALID for anything that is not well-formed OVF."""
@@ -265,7 +273,7 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
     except defusedxml.DefusedXmlException as error:
         raise ImageError(
             XML_UNSAFE,
-            f"the OVF descriptor declares {type(error).__name__.removesuffix('Forbidden').lower() or 'a DTD'} "
+            f"the OVF descriptor declares {_UNSAFE.get(type(error).__name__, 'a DTD or an entity')} "
             f"({error}): OVF needs none, and XML parsers that honour them can be made to read files or "
             f"expand without bound; {ADVICE}",
         ) from None
