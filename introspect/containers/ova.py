@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -706,5 +705,3 @@ def open_ovf(reader: Reader, policy: Policy) -> Unpacked:
 
 
 OVF = Container(name="ovf", sniff=sniff_ovf, open=open_ovf, partial=_never_partial)
-
-__all__: Sequence[str] = ["OVA", "OVF", "OvaDetails", "TarHeader", "walk"]
