@@ -45,6 +45,7 @@ from pydantic import Field
 
 from introspect.decode import MIB
 from introspect.errors import ImageError
+from introspect.formats.vmdk import ADAPTERS as VMDK_ADAPTERS
 from introspect.model import Frozen, Severity
 from introspect.safety import rule
 
@@ -465,8 +466,8 @@ class Controller(Frozen):
     """A disk controller as the descriptor states it, and Nova's words for it where Nova has them.
 
     `bus` is the controller's kind (ide, scsi, sata, nvme); `hw_disk_bus`, `hw_scsi_model` and
-    `vmware_adaptertype` are set only to values Glance's metadefs list (`compute-libvirt-image.json`
-    hw_disk_bus and hw_scsi_model, `compute-vmware.json` vmware_adaptertype): NVMe has none."""
+    `vmware_adaptertype` are set only where Nova has a word: the VMDK mapping's for what
+    ddb.adapterType can name, Glance's metadefs' for the rest (NVMe has none)."""
 
     resource_type: int | None
     resource_subtypes: list[str]
@@ -477,39 +478,55 @@ class Controller(Frozen):
     vmware_adaptertype: str | None = None
 
 
-#: ResourceSubType (lower-cased) -> (bus, hw_disk_bus, hw_scsi_model, vmware_adaptertype).
-#: VMware's words as ovftool writes them (`lsilogic`, `buslogic`, `lsilogicsas`, `VirtualSCSI`,
-#: `vmware.sata.ahci`, `vmware.nvme.controller`: open-vmdk's templates, COT's vmware.ovf), and
-#: VirtualBox's (`PIIX4`, `AHCI`, `LsiLogicSas`, `VirtioSCSI`, `NVMe`: its OVF exports).
-#: hw_scsi_model and vmware_adaptertype are the words `introspect.formats.vmdk.ADAPTERS` uses for
-#: the same controllers, so an OVA and its bare VMDK say the same thing.
-CONTROLLER_SUBTYPES: dict[str, tuple[str, str | None, str | None, str | None]] = {
-    "lsilogic": ("scsi", "scsi", "lsilogic", "lsiLogic"),
-    "buslogic": ("scsi", "scsi", "buslogic", "busLogic"),
-    "lsilogicsas": ("scsi", "scsi", "lsisas1068", "lsiLogicsas"),
-    "virtualscsi": ("scsi", "scsi", "vmpvscsi", "paraVirtual"),
-    "virtioscsi": ("scsi", "scsi", "virtio-scsi", None),
-    "virtio": ("scsi", "scsi", "virtio-scsi", None),
-    "virtio-scsi": ("scsi", "scsi", "virtio-scsi", None),
-    "vmware.sata.ahci": ("sata", "sata", None, None),
-    "ahci": ("sata", "sata", None, None),
-    "vmware.nvme.controller": ("nvme", None, None, None),
-    "nvme": ("nvme", None, None, None),
-    "piix3": ("ide", "ide", None, "ide"),
-    "piix4": ("ide", "ide", None, "ide"),
-    "ich6": ("ide", "ide", None, "ide"),
+#: ResourceSubType (lower-cased) of a controller the VMDK descriptor's ddb.adapterType can also
+#: name -> that ddb.adapterType: `introspect.formats.vmdk.ADAPTERS` gives Nova's words for both, so
+#: an OVA and its bare VMDK say the same thing. VMware's words as ovftool writes them (`lsilogic`,
+#: `buslogic`, `lsilogicsas`, `VirtualSCSI`: open-vmdk's templates, COT's vmware.ovf), VirtualBox's
+#: (`PIIX3`, `PIIX4`, `ICH6`, `LsiLogicSas`: its OVF exports).
+SAME_AS_DDB = {
+    "lsilogic": "lsilogic",
+    "buslogic": "buslogic",
+    "lsilogicsas": "lsisas1068",
+    "virtualscsi": "pvscsi",
+    "piix3": "ide",
+    "piix4": "ide",
+    "ich6": "ide",
 }
-#: A controller's ResourceType alone, when it names no subtype we know.
-CONTROLLER_TYPES_ALONE: dict[int, tuple[str, str | None, str | None, str | None]] = {
-    RESOURCE_IDE: ("ide", "ide", None, "ide"),
+#: ...and those it cannot name -> (hw_disk_bus, hw_scsi_model), Nova's words (Glance metadefs
+#: `compute-libvirt-image.json`); SATA and NVMe have no vmware_adaptertype, NVMe no hw_disk_bus.
+#: `vmware.sata.ahci` and `vmware.nvme.controller` are VMware's (ResourceType 20), `AHCI`, `NVMe`
+#: and `VirtioSCSI` VirtualBox's, `virtio` a SCSI controller's alternative (DSP0243 §9.6).
+BEYOND_DDB: dict[str, tuple[str, str | None, str | None]] = {
+    "virtioscsi": ("scsi", "scsi", "virtio-scsi"),
+    "virtio-scsi": ("scsi", "scsi", "virtio-scsi"),
+    "virtio": ("scsi", "scsi", "virtio-scsi"),
+    "vmware.sata.ahci": ("sata", "sata", None),
+    "ahci": ("sata", "sata", None),
+    "vmware.nvme.controller": ("nvme", None, None),
+    "nvme": ("nvme", None, None),
 }
+#: A controller's ResourceType alone (no subtype we know): an IDE controller is IDE.
+RESOURCE_TYPES_AS_DDB = {RESOURCE_IDE: "ide"}
+
+
+def _known(
+    subtype: str | None, resource_type: int | None
+) -> tuple[str, str | None, str | None, str | None] | None:
+    """(bus, hw_disk_bus, hw_scsi_model, vmware_adaptertype) for a subtype, or a bare ResourceType."""
+    ddb = SAME_AS_DDB.get(subtype.lower()) if subtype else RESOURCE_TYPES_AS_DDB.get(resource_type or -1)
+    if ddb is not None and ddb in VMDK_ADAPTERS:
+        adaptertype, disk_bus, scsi_model = VMDK_ADAPTERS[ddb]
+        return disk_bus, disk_bus, scsi_model, adaptertype
+    beyond = BEYOND_DDB.get(subtype.lower()) if subtype else None
+    return (*beyond, None) if beyond is not None else None
 
 
 def controller_of(device: OvfDevice) -> Controller | None:
     """What `device` (a controller item) is; the first alternative of its ResourceSubType that
-    names a known controller wins (DSP0243 lists alternatives in the writer's order)."""
-    for subtype in device.resource_subtypes:
-        known = CONTROLLER_SUBTYPES.get(subtype.lower())
+    names a known controller wins (DSP0243 lists alternatives in the writer's order), else its
+    ResourceType alone."""
+    for subtype in (*device.resource_subtypes, None):
+        known = _known(subtype, device.resource_type)
         if known is not None:
             bus, disk_bus, scsi_model, adaptertype = known
             return Controller(
@@ -521,17 +538,6 @@ def controller_of(device: OvfDevice) -> Controller | None:
                 hw_scsi_model=scsi_model,
                 vmware_adaptertype=adaptertype,
             )
-    alone = CONTROLLER_TYPES_ALONE.get(device.resource_type or -1)
-    if alone is not None:
-        bus, disk_bus, scsi_model, adaptertype = alone
-        return Controller(
-            resource_type=device.resource_type,
-            resource_subtypes=device.resource_subtypes,
-            bus=bus,
-            hw_disk_bus=disk_bus,
-            hw_scsi_model=scsi_model,
-            vmware_adaptertype=adaptertype,
-        )
     return None
 
 

@@ -472,3 +472,26 @@ def test_a_bytes_source_ova_is_read_in_place(group):
     data = (group / "vmware-pvscsi.ova").read_bytes()
     report = introspect.inspect(BytesSource(data, "in-memory.ova"))
     assert (report.format, report.container_format, report.verdict) == ("vmdk", "ova", Verdict.OK)
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "subtypes", "expected"),
+    [
+        (6, ["LsiLogicSas"], ("scsi", "lsiLogicsas", "scsi", "lsisas1068")),
+        (6, ["VirtualSCSI"], ("scsi", "paraVirtual", "scsi", "vmpvscsi")),
+        (6, ["buslogic"], ("scsi", "busLogic", "scsi", "buslogic")),
+        (5, ["PIIX4"], ("ide", "ide", "ide", None)),
+        (5, [], ("ide", "ide", "ide", None)),
+        (20, ["vmware.sata.ahci"], ("sata", None, "sata", None)),
+        (20, ["NVMe"], ("nvme", None, None, None)),
+        (6, ["virtio", "lsilogic"], ("scsi", None, "scsi", "virtio-scsi")),
+        (6, ["unknown-hba"], None),
+    ],
+)
+def test_controllers_in_novas_words(resource_type, subtypes, expected):
+    found = ovf.controller_of(
+        ovf.OvfDevice(element="Item", resource_type=resource_type, resource_subtypes=subtypes)
+    )
+    assert (
+        (found.bus, found.vmware_adaptertype, found.hw_disk_bus, found.hw_scsi_model) if found else None
+    ) == expected
