@@ -27,9 +27,12 @@ from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
 from introspect.report import Report
 from introspect.safety import RULES, Policy
+from introspect.streaming import StreamSource
 from introspect.text import literal
 
 USAGE_ERROR = 2
+#: The path that means standard input, read once as a stream (`curl ... | introspect inspect -`).
+STDIN = "-"
 #: Properties worth a column in the table; the rest is in --json.
 SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
 VERDICT_STYLE = {Verdict.OK: "green", Verdict.REJECTED: "red", Verdict.ERROR: "magenta"}
@@ -169,7 +172,8 @@ def inspect_command(
     verify_manifest: bool,
     verbose: bool,
 ) -> None:
-    """Inspect image files (directories are walked) and print what they say about themselves."""
+    """Inspect image files (directories are walked; `-` is standard input, read once) and print
+    what they say about themselves."""
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = _policy(policy_file, report_only, severities)
@@ -186,7 +190,10 @@ def inspect_command(
             failed = True
             continue
         try:
-            report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
+            if path == STDIN:
+                report = inspect_image(StreamSource(sys.stdin.buffer), expect=expect, policy=policy)
+            else:
+                report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
         except UsageError as error:
             err.print(f"introspect: {literal(str(error))}", markup=False)
             usage_failed = True
