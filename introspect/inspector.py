@@ -128,8 +128,7 @@ def _inspect(
             reads=0,
         )
     head = Head(reader.head(), reader.tail(), reader.size)
-    container = containers.sniff(head.data)
-    if container is not None:
+    for container in containers.sniff_all(head.data):
         opened = _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
         if opened is not None:
             return opened
@@ -264,7 +263,9 @@ def _inspect_container(
         # The image goes on past what could be read: parsers believed in an end they cannot
         # see, so that tables declared past the head are not "truncated"; a read that needed
         # them is reported as what it is, a partial inspection.
-        sized_by_file = report.format in SIZED_BY_FILE
+        # A raw disk's size is the file's, unknown here, unless a container inside stated it (a
+        # tar header's size: a gzip-compressed tar holding disk.raw).
+        sized_by_file = report.format in SIZED_BY_FILE and report.container_format == "bare"
         virtual_size = None if sized_by_file else report.virtual_size
         needed_more = [f for f in report.findings if f.code == TRUNCATED.code]
         unknowable = {TRUNCATED.code} | ({VIRTUAL_SIZE_LIMIT.code} if sized_by_file else set())
@@ -289,8 +290,9 @@ def _inspect_container(
             "properties": properties,
             "bytes_read": reader.bytes_read,
             "reads": reader.reads,
-            "container": unpacked.details,
-            "members": members,
+            # A container in a container (an OVA or a tar in gzip): the inner one's facts, kept.
+            "container": unpacked.details if unpacked.details is not None else report.container,
+            "members": members or report.members,
         }
     )
 

@@ -33,6 +33,8 @@ OVA (`containers/ova.py`, a POSIX tar whose first header has `ustar` at offset 2
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from introspect.containers import compressed, ova
 from introspect.containers.base import (
     DEPTH,
@@ -51,6 +53,7 @@ CONTAINERS: tuple[Container, ...] = (
     compressed.ZSTD,
     compressed.BZ2,
     ova.OVA,
+    ova.TAR,
     ova.OVF,
 )
 BY_NAME: dict[str, Container] = {c.name: c for c in CONTAINERS}
@@ -66,12 +69,16 @@ __all__ = [
     "ReaderSource",
     "Unpacked",
     "sniff",
+    "sniff_all",
 ]
 
 
 def sniff(head: bytes) -> Container | None:
     """The container whose signature starts the head, if any."""
-    for container in CONTAINERS:
-        if container.sniff(head):
-            return container
-    return None
+    return next(sniff_all(head), None)
+
+
+def sniff_all(head: bytes) -> Iterator[Container]:
+    """Every container whose signature starts the head, in order: one may decline the file (a tar
+    is an OVA only with an OVF descriptor), and the next is asked."""
+    return (container for container in CONTAINERS if container.sniff(head))

@@ -34,8 +34,10 @@ descriptor's (`introspect.containers.ovf`).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
+import itertools
 import re
 from typing import Literal
 
@@ -47,7 +49,7 @@ from introspect.decode import KIB, MIB
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.model import Finding, Frozen, Severity
 from introspect.safety import Policy, Rule, rule
-from introspect.sources import Budget, Reader, SliceSource
+from introspect.sources import Budget, ByteSource, Reader, SliceSource
 from introspect.structure import LittleEndianStructure, char, chars, pad
 
 PATH = rule(
@@ -135,6 +137,54 @@ class TarHeader(LittleEndianStructure):
 
 
 assert TarHeader.SIZE == BLOCK
+
+
+class GnuSparseHeader(LittleEndianStructure):
+    """GNU tar's old header (`--format=oldgnu`, GNU tar manual "Tar Internals", struct
+    oldgnu_header) for a sparse file, typeflag `S`: the ustar fields up to devminor, then times,
+    four sparse entries (offset, numbytes: 12 octal digits each), whether extension blocks follow,
+    and the file's real size. `size` counts only the data stored."""
+
+    name: bytes = chars(100)
+    mode: bytes = chars(8)
+    uid: bytes = chars(8)
+    gid: bytes = chars(8)
+    size: bytes = chars(12)
+    mtime: bytes = chars(12)
+    chksum: bytes = chars(8)
+    typeflag: bytes = char()
+    linkname: bytes = chars(100)
+    magic: bytes = chars(6)
+    version: bytes = chars(2)
+    uname: bytes = chars(32)
+    gname: bytes = chars(32)
+    devmajor: bytes = chars(8)
+    devminor: bytes = chars(8)
+    atime: bytes = chars(12)
+    ctime: bytes = chars(12)
+    offset: bytes = chars(12)
+    longnames: bytes = chars(4)
+    unused: None = pad(1)
+    sparse: bytes = chars(4 * 24)
+    isextended: bytes = char()
+    realsize: bytes = chars(12)
+    padding: None = pad(17)
+
+
+class GnuSparseExtension(LittleEndianStructure):
+    """GNU tar's `struct sparse_header`: 21 more sparse entries after a sparse header."""
+
+    sparse: bytes = chars(21 * 24)
+    isextended: bytes = char()
+    padding: None = pad(7)
+
+
+assert GnuSparseHeader.SIZE == GnuSparseExtension.SIZE == BLOCK
+SPARSE_ENTRY = 24
+GNU_SPARSE = b"S"
+#: Extension blocks read at most (21 regions each): a disk with more scattered data than
+#: 4 + 21 * this is refused rather than mapped.
+MAX_SPARSE_EXTENSIONS = 256
 #: "ustar\0" + "00" (POSIX) and "ustar " + " \0" (GNU): both start with "ustar".
 USTAR = b"ustar"
 POSIX_MAGIC = b"ustar\0"
@@ -160,7 +210,7 @@ DIRECTORY = b"5"
 PAX_LOCAL, PAX_GLOBAL = b"x", b"g"
 GNU_LONG_NAME, GNU_LONG_LINK = b"L", b"K"
 
-EntryKind = Literal["file", "directory", "link", "other"]
+EntryKind = Literal["file", "sparse", "directory", "link", "other"]
 
 
 class TarEntry(Frozen):
@@ -172,6 +222,8 @@ class TarEntry(Frozen):
     size: int
     data_offset: int
     link_target: str | None = None
+    real_size: int | None = None
+    sparse_regions: int | None = None
 
 
 class ManifestEntry(Frozen):
@@ -193,7 +245,7 @@ class OvaDetails(Frozen):
     descriptor names (with the controller the OVF states; the VMDK's own `ddb.adapterType` stays
     in the Report's `details`), the manifest and the certificate."""
 
-    kind: Literal["ova", "ovf"]
+    kind: Literal["ova", "ovf", "tar"]
     entries: list[TarEntry] = Field(default_factory=list)
     descriptor_name: str | None = None
     descriptor: ovf.OvfDescriptor | None = None
@@ -303,9 +355,17 @@ def _extension(reader: Reader, offset: int, size: int, what: str) -> bytes:
     return reader.read(offset + BLOCK, size, what)
 
 
-def walk(reader: Reader) -> tuple[list[TarEntry], list[Finding]]:
+Regions = list[tuple[int, int]]
+
+
+def walk(
+    reader: Reader, sparse_maps: dict[int, Regions] | None = None
+) -> tuple[list[TarEntry], list[Finding]]:
     """Every entry, header by header; findings for what is wrong but does not stop the walk.
-    Raises ImageError (TAR_HEADER, TRUNCATED, ENTRIES) for an archive that cannot be walked."""
+    Raises ImageError (TAR_HEADER, TRUNCATED, ENTRIES) for an archive that cannot be walked.
+    A GNU sparse entry's map goes into `sparse_maps` (by entry index) when given. A header the
+    source cannot deliver although its size says it holds it (a tar inside a compressed stream,
+    of which only a head was decompressed) ends the walk there."""
     entries: list[TarEntry] = []
     findings: list[Finding] = []
     offset = 0
@@ -324,7 +384,12 @@ def walk(reader: Reader) -> tuple[list[TarEntry], list[Finding]]:
                 )
                 return entries, findings
             raise _truncated(reader, offset, BLOCK, "tar header")
-        block = reader.read(offset, BLOCK, "tar header")
+        try:
+            block = reader.read(offset, BLOCK, "tar header")
+        except TruncatedImage:
+            if entries:
+                return entries, findings  # the end of what a compressed stream's head holds
+            raise
         if _zero(block):
             return entries, findings
         header = TarHeader.unpack(block)
@@ -374,8 +439,16 @@ def walk(reader: Reader) -> tuple[list[TarEntry], list[Finding]]:
                 name = f"{_name(header.prefix)}/{name}"[:MAX_NAME_LENGTH]
         target = pax.get("linkpath") or long_link or _name(header.linkname) or None
         kind: EntryKind
+        data_offset = offset + BLOCK
+        real_size: int | None = None
+        regions: Regions | None = None
         if flag in FILES:
             kind = "file"
+        elif flag == GNU_SPARSE:
+            kind = "sparse"
+            regions, real_size, data_offset = _sparse_map(reader, block, offset)
+            if sparse_maps is not None:
+                sparse_maps[len(entries)] = regions
         elif flag == DIRECTORY:
             kind = "directory"
         elif flag in LINKS:
@@ -407,8 +480,10 @@ def walk(reader: Reader) -> tuple[list[TarEntry], list[Finding]]:
                 kind=kind,
                 type_flag=flag.decode("latin-1"),
                 size=size,
-                data_offset=offset + BLOCK,
+                data_offset=data_offset,
                 link_target=target if kind == "link" else None,
+                real_size=real_size,
+                sparse_regions=len(regions) if regions is not None else None,
             )
         )
         if len(entries) > MAX_ENTRIES:
@@ -418,15 +493,103 @@ def walk(reader: Reader) -> tuple[list[TarEntry], list[Finding]]:
                 f"certificate and its disks; {ADVICE}",
                 offset=offset,
             )
-        if offset + BLOCK + size > reader.size:
-            raise _truncated(reader, offset + BLOCK, size, f"archive entry {name!r}")
-        offset += BLOCK + _blocks(size)
+        if data_offset + size > reader.size:
+            raise _truncated(reader, data_offset, size, f"archive entry {name!r}")
+        offset = data_offset + _blocks(size)
         pax, long_name, long_link, extensions = {}, None, None, 0
     raise ImageError(ENTRIES, f"the archive holds more than {MAX_ENTRIES} entries; {ADVICE}", offset=offset)
 
 
 def _blocks(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
+
+
+def _regions(raw: bytes, offset: int) -> Regions:
+    """Sparse entries (offset, numbytes), up to the first empty one."""
+    regions = []
+    for start in range(0, len(raw), SPARSE_ENTRY):
+        entry = raw[start : start + SPARSE_ENTRY]
+        if not entry.strip(b"\0"):
+            break
+        half = SPARSE_ENTRY // 2
+        regions.append(
+            (
+                tar_number(entry[:half], "sparse offset", offset),
+                tar_number(entry[half:], "sparse numbytes", offset),
+            )
+        )
+    return regions
+
+
+def _sparse_map(reader: Reader, block: bytes, offset: int) -> tuple[Regions, int, int]:
+    """A GNU sparse entry's regions, its real size, and where its data starts (after any
+    extension blocks). The regions must be in order, apart, and within the real size."""
+    header = GnuSparseHeader.unpack(block)
+    regions = _regions(header.sparse, offset)
+    real_size = tar_number(header.realsize, "realsize", offset)
+    position = offset + BLOCK
+    extended = header.isextended not in (b"\0", b"0")
+    for _ in range(MAX_SPARSE_EXTENSIONS):
+        if not extended:
+            break
+        extension = GnuSparseExtension.unpack(reader.read(position, BLOCK, "GNU sparse map"))
+        regions += _regions(extension.sparse, position)
+        extended = extension.isextended not in (b"\0", b"0")
+        position += BLOCK
+    else:
+        if extended:
+            raise BadField(
+                TAR_HEADER,
+                "a GNU sparse map",
+                f"more than {MAX_SPARSE_EXTENSIONS} blocks",
+                "fewer",
+                offset=offset,
+            )
+    end = 0
+    for start, length in regions:
+        if start < end or start + length > real_size:
+            raise BadField(
+                TAR_HEADER,
+                "a GNU sparse region",
+                (start, length),
+                f"in order, apart, and within the real size {real_size}",
+                offset=offset,
+                advice=ADVICE,
+            )
+        end = start + length
+    return regions, real_size, position
+
+
+class SparseSource(ByteSource):
+    """A GNU sparse member as the file it stands for: its regions' data, zeros between them."""
+
+    def __init__(self, data: ByteSource, regions: Regions, real_size: int, name: str) -> None:
+        self._data = data
+        self._starts = [start for start, _ in regions]
+        self._regions = regions
+        self._stored = list(itertools.accumulate((length for _, length in regions), initial=0))
+        self._size = real_size
+        self.name = name
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        out = bytearray(length)
+        index = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while index < len(self._regions):
+            start, size = self._regions[index]
+            if start >= offset + length:
+                break
+            low, high = max(start, offset), min(start + size, offset + length)
+            if low < high:
+                out[low - offset : high - offset] = self._data.pread(
+                    self._stored[index] + low - start, high - low
+                )
+            index += 1
+        return bytes(out)
 
 
 def _truncated(reader: Reader, offset: int, length: int, what: str) -> ImageError:
@@ -548,7 +711,8 @@ def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:
     given = reader.budget
     if given == Budget():
         reader.budget = OVA_BUDGET
-    entries, findings = walk(reader)
+    maps: dict[int, Regions] = {}
+    entries, findings = walk(reader, maps)
     by_name: dict[str, TarEntry] = {}
     for entry in entries:
         why = unsafe_name(entry.name)
@@ -625,7 +789,7 @@ def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:
             )
             continue
         found = by_name.get(_plain(file.href))
-        if found is None or found.kind != "file":
+        if found is None or found.kind not in ("file", "sparse"):
             findings.append(
                 MISSING_FILE.finding(
                     f"the OVF descriptor names the file {file.href!r} (id {file.id!r}), which the archive does not "
@@ -637,7 +801,10 @@ def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:
             continue  # an ISO, an NVRAM file...: listed in details, not inspected as a disk
         if boot is not None and boot.file_href == file.href:
             boot_index = len(members)
-        members.append(Member(file.href, SliceSource(source, found.data_offset, found.size, file.href)))
+        disk: ByteSource = SliceSource(source, found.data_offset, found.size, file.href)
+        if found.kind == "sparse" and found.real_size is not None:
+            disk = SparseSource(disk, maps[entries.index(found)], found.real_size, file.href)
+        members.append(Member(file.href, disk))
     if boot_index is None and members and boot is None:
         boot_index = 0
     return Unpacked(
@@ -665,6 +832,38 @@ def _never_partial(member: Member, needed: str | None) -> Finding:
 
 
 OVA = Container(name="ova", sniff=sniff_ova, open=open_ova, partial=_never_partial, multi=True)
+
+
+# --- A tar holding disk.raw (Google Compute Engine's image import) ---------------------------
+
+#: Compute Engine's import ("Import an existing image": `tar --format=oldgnu -Sczf image.tar.gz
+#: disk.raw`) takes a gzip-compressed tar whose one file is `disk.raw`, a raw disk.
+GCE_DISK_NAME = "disk.raw"
+
+
+def open_tar(reader: Reader, policy: Policy) -> Unpacked | None:
+    """A tar whose one file is `disk.raw` (plain, or GNU sparse as `tar -S` writes it); None for
+    any other tar (inspected as a file)."""
+    maps: dict[int, Regions] = {}
+    entries, findings = walk(reader, maps)
+    files = [(i, e) for i, e in enumerate(entries) if e.kind in ("file", "sparse")]
+    if len(files) != 1 or _plain(files[0][1].name) != GCE_DISK_NAME:
+        return None
+    index, entry = files[0]
+    source: ByteSource = SliceSource(
+        ReaderSource(reader, "tar member"), entry.data_offset, entry.size, entry.name
+    )
+    if entry.kind == "sparse" and entry.real_size is not None:
+        source = SparseSource(source, maps[index], entry.real_size, entry.name)
+    return Unpacked(
+        members=(Member(entry.name, source),),
+        findings=findings,
+        boot=0,
+        details=OvaDetails(kind="tar", entries=entries),
+    )
+
+
+TAR = Container(name="tar", sniff=sniff_ova, open=open_tar, partial=_never_partial)
 
 
 # --- A bare descriptor -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ def wrap(path, *tools):
 
 
 def test_the_registry_names_each_container_once():
-    assert [c.name for c in containers.CONTAINERS] == ["gzip", "xz", "zstd", "bz2", "ova", "ovf"]
+    assert [c.name for c in containers.CONTAINERS] == ["gzip", "xz", "zstd", "bz2", "ova", "tar", "ovf"]
     assert set(containers.BY_NAME) == {c.name for c in containers.CONTAINERS}
 
 

@@ -495,3 +495,69 @@ def test_controllers_in_novas_words(resource_type, subtypes, expected):
     assert (
         (found.bus, found.vmware_adaptertype, found.hw_disk_bus, found.hw_scsi_model) if found else None
     ) == expected
+
+
+# --- A tar holding disk.raw (Compute Engine's import), GNU sparse entries -------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "outer", "size"),
+    [
+        ("gce-sparse.tar.gz", "gzip", 2 << 30),
+        ("gce-sparse.tar", "tar", 2 << 30),
+        ("gce-plain.tar.gz", "gzip", 64 << 20),
+    ],
+)
+def test_a_tar_holding_disk_raw_is_a_container(group, name, outer, size):
+    report = inspect(group, name)
+    assert (report.format, report.container_format, report.virtual_size) == ("raw", outer, size)
+    assert report.container.kind == "tar"
+    assert [e.name for e in report.container.entries] == ["disk.raw"]
+
+
+def test_a_sparse_disk_raw_reads_through_its_map(group):
+    """`tar -S` (GNU sparse): the GPT sgdisk wrote at the start and the end of a 2 GiB disk is read
+    through the map, and the EFI System Partition it names is UEFI evidence."""
+    report = inspect(group, "gce-sparse.tar.gz")
+    (entry,) = report.container.entries
+    assert (entry.kind, entry.type_flag, entry.real_size) == ("sparse", "S", 2 << 30)
+    assert entry.sparse_regions >= 2 and entry.size < 1 << 20
+    assert report.verdict == Verdict.OK and report.findings == []
+    assert report.properties["hw_firmware_type"] == "uefi"
+    assert report.reads == 1
+
+
+def test_a_sparse_source_reads_zeros_between_regions():
+    data = BytesSource(b"AAAABBBB")
+    sparse = ova.SparseSource(data, [(2, 4), (10, 4)], 16, "sparse")
+    assert sparse.pread(0, 16) == b"\0\0AAAA\0\0\0\0BBBB\0\0"
+    assert sparse.pread(4, 8) == b"AA\0\0\0\0BB"
+    assert sparse.size == 16
+
+
+def test_a_compressed_head_only_walks_as_far_as_it_holds(group):
+    """The plain (non-sparse) disk runs past the 4 MiB decompressed head: the walk stops there,
+    the size is the tar header's, and what needs the disk's end is unknown (compressed.partial;
+    the GPT's backup header, at the end, is not seen)."""
+    report = inspect(group, "gce-plain.tar.gz")
+    assert [f.code for f in report.findings] == ["gpt.backup_header", "compressed.partial"]
+    assert report.verdict == Verdict.OK
+
+
+def test_a_tar_with_more_than_disk_raw_is_not_a_container(group):
+    report = inspect(group, "two-files.tar")
+    assert (report.format, report.container_format) == ("raw", "bare")
+    assert [f.code for f in report.findings] == ["raw.not_a_disk_image"]
+
+
+def test_sparse_regions_out_of_order_are_refused():
+    header = bytearray(ova.BLOCK)
+    entries = b"%011o\0%011o\0" % (4096, 512) + b"%011o\0%011o\0" % (0, 512)
+    start = ova.GnuSparseHeader.offset_of("sparse")
+    header[start : start + len(entries)] = entries
+    real = ova.GnuSparseHeader.offset_of("realsize")
+    header[real : real + 12] = b"%011o\0" % 8192
+    with pytest.raises(introspect.ImageError) as raised:
+        ova._sparse_map(Reader(BytesSource(bytes(header))), bytes(header), 0)
+    assert raised.value.rule.code == "ova.tar_header"
+    assert str(raised.value).startswith("a GNU sparse region is (0, 512), expected in order, apart")
