@@ -27,6 +27,7 @@ from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
 from introspect.safety import (
+    CONTAINER_MISMATCH,
     DEFAULT_POLICY,
     EMPTY,
     FORMAT_MISMATCH,
@@ -68,12 +69,15 @@ def inspect(
     budget: Budget | None = None,
     cross_check: bool = False,
     name: str | None = None,
+    expect_container: str | None = None,
 ) -> Report:
     """Inspect one image: a path, an http(s):// URL (read with Range requests), an open binary
     file, or a ByteSource.
 
     `expect` is the disk_format the image was declared with; a different content is a finding.
     `cross_check` also runs `qemu-img info` on a local path and reports any disagreement.
+    `expect_container` is the container_format it was declared with (Glance's words: bare, ova,
+    ovf, compressed); content that is another is the finding `image.container_mismatch`.
     """
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise UsageError(f"unknown format {expect!r}; known: {', '.join(sorted(BY_NAME))}")
@@ -82,13 +86,62 @@ def inspect(
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         if path is not None and is_url(path):
             path = None  # qemu-img gets local files only
-        return _inspect(
+        report = _inspect(
             reader,
             name=name or byte_source.name,
             expect=canonical_name(expect) if expect else None,
             policy=policy or DEFAULT_POLICY,
             cross_check_path=(path or NOT_LOCAL) if cross_check else None,
         )
+    return (
+        report
+        if expect_container is None
+        else _check_container(report, expect_container, policy or DEFAULT_POLICY)
+    )
+
+
+#: Glance's container_format words -> the container_format values of content that satisfies them
+#: (Glance's `compressed` is any compression wrapper; an OVF package may be declared `ovf`). Words
+#: Glance keeps for other clouds' kernels and ramdisks (aki, ari, ami) and `docker` are not checked.
+CONTAINER_SATISFIED_BY = {
+    "bare": frozenset({"bare"}),
+    "ova": frozenset({"ova"}),
+    "ovf": frozenset({"ovf", "ova"}),
+    "compressed": frozenset({"gzip", "xz", "zstd", "bz2"}),
+}
+
+#: The content's container_format -> Glance's word for it (a plain tar has none).
+GLANCE_CONTAINER_WORD = {
+    "bare": "bare",
+    "ova": "ova",
+    "ovf": "ovf",
+    **dict.fromkeys(("gzip", "xz", "zstd", "bz2"), "compressed"),
+}
+
+
+def _check_container(report: Report, declared: str, policy: Policy) -> Report:
+    """The declared container_format against the content's: a mismatch is a finding, never a rewrite."""
+    allowed = CONTAINER_SATISFIED_BY.get(declared.strip().lower())
+    if (
+        allowed is None
+        or report.container_format in allowed
+        or (report.format is None and report.container is None)
+    ):
+        return report
+    word = GLANCE_CONTAINER_WORD.get(report.container_format)
+    found = report.container_format + (f" holding {report.format}" if report.format else "")
+    finding = CONTAINER_MISMATCH.finding(
+        f"declared as container_format={declared} but the content is {found}: "
+        + (f"set container_format={word}" if word else "upload the disk image itself")
+        + ", or upload what was declared"
+    )
+    findings = [*report.findings, *policy.apply([finding])]
+    return report.model_copy(
+        update={
+            "findings": findings,
+            "verdict": policy.verdict(findings, parsed=report.verdict != Verdict.ERROR),
+        }
+    )
 
 
 @contextmanager

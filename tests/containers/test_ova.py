@@ -561,3 +561,46 @@ def test_sparse_regions_out_of_order_are_refused():
         ova._sparse_map(Reader(BytesSource(bytes(header))), bytes(header), 0)
     assert raised.value.rule.code == "ova.tar_header"
     assert str(raised.value).startswith("a GNU sparse region is (0, 512), expected in order, apart")
+
+
+# --- The declared container_format -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "mismatch"),
+    [
+        ("vmware-pvscsi.ova", "ova", None),
+        ("vmware-pvscsi.ova", "ovf", None),
+        (
+            "vmware-pvscsi.ova",
+            "bare",
+            "declared as container_format=bare but the content is ova holding vmdk: set container_format=ova, "
+            "or upload what was declared",
+        ),
+        ("gce-sparse.tar.gz", "compressed", None),
+        (
+            "gce-sparse.tar",
+            "bare",
+            "declared as container_format=bare but the content is tar holding raw: upload the disk image itself, "
+            "or upload what was declared",
+        ),
+        ("vmware-pvscsi.ova", "docker", None),
+    ],
+)
+def test_the_declared_container_format_is_checked_against_the_content(group, name, declared, mismatch):
+    report = introspect.inspect(group / name, expect_container=declared)
+    codes = [f for f in report.findings if f.code == "image.container_mismatch"]
+    assert [f.message for f in codes] == ([mismatch] if mismatch else [])
+    assert report.verdict == (Verdict.REJECTED if mismatch else Verdict.OK)
+
+
+def test_a_bare_image_declared_ova_is_a_mismatch(tmp_path):
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1G"], check=True)
+    report = introspect.inspect(disk, expect_container="ova")
+    assert [f.message for f in report.findings] == [
+        "declared as container_format=ova but the content is bare holding qcow2: set container_format=bare, "
+        "or upload what was declared"
+    ]
+    assert report.verdict == Verdict.REJECTED
+    assert introspect.inspect(disk, expect_container="bare").findings == []
