@@ -191,7 +191,8 @@ def inspect_command(
             continue
         try:
             if path == STDIN:
-                report = inspect_image(StreamSource(sys.stdin.buffer), expect=expect, policy=policy)
+                stdin = StreamSource(sys.stdin.buffer, digests=policy.verify_manifest)
+                report = inspect_image(stdin, expect=expect, policy=policy)
             else:
                 report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
         except UsageError as error:

@@ -12,6 +12,10 @@ stream once and keeps:
   `MEMBER_TAIL` bytes of every other member (a disk's header, and a streamOptimized VMDK's
   footer). OVAs stream natively: an OVA inspection reads nothing else.
 
+With `digests=True` (`--verify-manifest`), every tar member is also hashed (SHA1, SHA256, SHA512:
+what ovftool and VirtualBox manifests use) as it passes, so the manifest is verified in the same
+single pass (`introspect.containers.ova.HashedAsItPassed`).
+
 A read outside what was kept raises `StreamPassed`, an `ImageError` with the rule
 `stream.partial`: the Report says which bytes its facts lacked (they were in the stream, and are
 gone), never a wrong answer. Memory is bounded: at most `KEEP_HEAD + KEEP_TAIL` plus, for a tar,
@@ -20,6 +24,7 @@ gone), never a wrong answer. Memory is bounded: at most `KEEP_HEAD + KEEP_TAIL` 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -47,11 +52,11 @@ BLOCK = ova.BLOCK
 class StreamPassed(ImageError):
     """A read of bytes the stream did not keep."""
 
-    def __init__(self, offset: int, length: int) -> None:
+    def __init__(self, offset: int, length: int, head: int = KEEP_HEAD, tail: int = KEEP_TAIL) -> None:
         super().__init__(
             STREAM_PARTIAL,
             f"bytes {offset}..{offset + length} of the stream were passed and not kept (introspect keeps the "
-            f"first {KEEP_HEAD}, the last {KEEP_TAIL}, and an OVA's headers and its disks' heads and tails): "
+            f"first {head}, the last {tail}, and an OVA's headers and its disks' heads and tails): "
             "facts that need them are unknown; inspect the file itself (a path or URL) for all of them",
             offset=offset,
         )
@@ -77,25 +82,42 @@ class _Window:
 class StreamSource(ByteSource):
     """A stream read once at construction; `size` is its length, `pread` serves the kept windows."""
 
-    def __init__(self, stream: IO[bytes], name: str = "<stdin>") -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        name: str = "<stdin>",
+        *,
+        digests: bool = False,
+        keep_head: int = KEEP_HEAD,
+        keep_tail: int = KEEP_TAIL,
+    ) -> None:
         self.name = name
+        self.digests = digests
+        self._keep = (keep_head, keep_tail)
         self._windows: list[_Window] = []
         self._open: list[_Window] = []
-        self._want(0, KEEP_HEAD)
+        self._hashing: list[_Hashing] = []
+        self._hashed: dict[int, _Hashing] = {}
+        self._want(0, keep_head)
         tail = bytearray()
         tar: _TarWatch | None = None
         position = 0
         while chunk := _read(stream, CHUNK):
+            if position == 0 and ova.sniff_ova(chunk[:BLOCK]):
+                tar = _TarWatch(self)
             for window in self._open:
                 window.take(position, chunk)
-            if position == 0 and ova.sniff_ova(bytes(chunk[:BLOCK])):
-                tar = _TarWatch(self)
+            # Each header read asks for windows (its entry's data, the next header) that may
+            # start inside this very chunk: keep taking until no header is left to read in it.
             while tar is not None and tar.step():
                 for window in self._open:
                     window.take(position, chunk)
             self._open = [w for w in self._open if w.filled < w.end]
+            for hashing in self._hashing:
+                hashing.take(position, chunk)
+            self._hashing = [h for h in self._hashing if h.fed < h.end]
             tail += chunk
-            del tail[: max(0, len(tail) - KEEP_TAIL)]
+            del tail[: max(0, len(tail) - keep_tail)]
             position += len(chunk)
         self._size = position
         self._windows.append(_Window(position - len(tail), position, tail))
@@ -110,6 +132,18 @@ class StreamSource(ByteSource):
         self._open.append(window)
         return window
 
+    def _hash(self, start: int, end: int) -> None:
+        hashing = _Hashing(start, end)
+        self._hashing.append(hashing)
+        self._hashed[start] = hashing
+
+    def member_digest(self, data_offset: int, algorithm: str) -> str | None:
+        """The digest of the tar member whose data starts at `data_offset`, hashed as it passed."""
+        hashing = self._hashed.get(data_offset)
+        if hashing is None or hashing.fed < hashing.end or algorithm.lower() not in hashing.hashes:
+            return None
+        return hashing.hashes[algorithm.lower()].hexdigest()
+
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self._size - offset))
         if length == 0:
@@ -117,7 +151,28 @@ class StreamSource(ByteSource):
         for window in self._windows:
             if window.start <= offset and offset + length <= window.filled:
                 return bytes(window.data[offset - window.start : offset - window.start + length])
-        raise StreamPassed(offset, length)
+        raise StreamPassed(offset, length, *self._keep)
+
+
+#: The manifest algorithms (DSP0243 §5.1; ovftool writes SHA256, older SHA1, some SHA512).
+MANIFEST_ALGORITHMS = ("sha1", "sha256", "sha512")
+
+
+class _Hashing:
+    """A tar member's data hashed as it passes, in stream order."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.end = end
+        self.fed = start
+        self.hashes = {name: hashlib.new(name) for name in MANIFEST_ALGORITHMS}
+
+    def take(self, position: int, chunk: bytes) -> None:
+        low, high = max(self.fed, position), min(self.end, position + len(chunk))
+        if low < high and low == self.fed:
+            piece = memoryview(chunk)[low - position : high - position]
+            for digest in self.hashes.values():
+                digest.update(piece)
+            self.fed = high
 
 
 def _read(stream: IO[bytes], size: int) -> bytes:
@@ -188,6 +243,8 @@ class _TarWatch:
                 if name.endswith(".mf")
                 else 0
             )
+            if self.source.digests and header.typeflag in ova.FILES:
+                self.source._hash(data, data + size)
             if cap:
                 self.source._want(data, data + min(size, cap))
             else:

@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 import introspect
+from introspect.containers import ova
 from introspect.model import Verdict
-from introspect.streaming import KEEP_HEAD, KEEP_TAIL, MEMBER_HEAD, MEMBER_TAIL, StreamSource
+from introspect.safety import Policy
+from introspect.sources import HEAD_SIZE, TAIL_SIZE
+from introspect.streaming import MEMBER_HEAD, MEMBER_TAIL, StreamSource
 from tests.conftest import fixture_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,19 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 STREAMED = sorted(
     p.name
     for p in fixture_group("ova").iterdir()
-    if p.suffix in (".ova", ".ovf") and p.stat().st_size < 300 << 20
+    if p.name.endswith((".ova", ".ovf", ".tar", ".tar.gz")) and p.stat().st_size < 300 << 20
 )
 
 
-def streamed(path: Path) -> introspect.Report:
+def streamed(path: Path, **keep: int) -> introspect.Report:
     with path.open("rb") as stream:
-        return introspect.inspect(StreamSource(stream, path.name))
+        return introspect.inspect(StreamSource(stream, path.name, **keep))
 
 
+#: The least a stream may keep: the head every probe reads, the last sector. What an OVA needs
+#: beyond them comes from the tar headers watched as they pass.
+LEAST = {"keep_head": HEAD_SIZE, "keep_tail": TAIL_SIZE}
+
+
+@pytest.mark.parametrize("keep", [{}, LEAST], ids=["default", "least"])
 @pytest.mark.parametrize("name", STREAMED)
-def test_an_ova_streams_natively(name):
+def test_an_ova_streams_natively(name, keep):
     path = fixture_group("ova") / name
-    file, stream = introspect.inspect(path), streamed(path)
+    file, stream = introspect.inspect(path), streamed(path, **keep)
     assert (stream.format, stream.container_format, stream.virtual_size, stream.verdict) == (
         file.format,
         file.container_format,
@@ -48,11 +57,23 @@ def test_memory_is_bounded_whatever_the_stream(tmp_path):
     """A 1 TiB streamOptimized disk's OVA (134 MB of grain tables): the windows kept stay small."""
     path = fixture_group("ova") / "stream-1t.ova"
     with path.open("rb") as stream:
-        source = StreamSource(stream, path.name)
+        source = StreamSource(stream, path.name, **LEAST)
     kept = sum(len(w.data) for w in source._windows)
     assert source.size == path.stat().st_size
-    assert kept <= KEEP_HEAD + KEEP_TAIL + 4 * (MEMBER_HEAD + MEMBER_TAIL)
+    assert kept <= HEAD_SIZE + TAIL_SIZE + 2 * (MEMBER_HEAD + MEMBER_TAIL) + 4 * ova.BLOCK + 8192
     assert introspect.inspect(source).virtual_size == 1 << 40
+
+
+@pytest.mark.parametrize(("name", "verified"), [("vbox-sata.ova", True), ("manifest-mismatch.ova", False)])
+def test_the_manifest_is_verified_in_the_same_single_pass(name, verified):
+    """Each member hashed as it streams by: the verification reads nothing more."""
+    path = fixture_group("ova") / name
+    with path.open("rb") as stream:
+        source = StreamSource(stream, path.name, digests=True, **LEAST)
+    report = introspect.inspect(source, policy=Policy(verify_manifest=True))
+    assert report.container.manifest.verified is verified
+    assert [f.code for f in report.findings] == ([] if verified else ["ova.manifest_mismatch"])
+    assert report.bytes_read == introspect.inspect(path).bytes_read
 
 
 def test_a_head_and_tail_format_streams_from_its_windows():

@@ -39,7 +39,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
@@ -658,21 +658,33 @@ def parse_manifest(name: str, data: bytes) -> tuple[Manifest, list[Finding]]:
     return Manifest(name=name, entries=entries), findings
 
 
+@runtime_checkable
+class HashedAsItPassed(Protocol):
+    """A source that hashed each tar member's data as it streamed by (`introspect.streaming.
+    StreamSource(..., digests=True)`): SHA1, SHA256 and SHA512 of the member whose data starts at
+    `data_offset`, or None when it was not hashed."""
+
+    def member_digest(self, data_offset: int, algorithm: str) -> str | None: ...
+
+
 def verify(
     reader: Reader, manifest: Manifest, by_name: dict[str, TarEntry]
 ) -> tuple[Manifest, list[Finding]]:
     """Hash every file the manifest lists, once, in `VERIFY_CHUNK` reads; raise the reader's
-    budget by exactly what that reads."""
+    budget by exactly what that reads. A source that hashed the members as they streamed by
+    (`HashedAsItPassed`: standard input read once) gives their digests, and nothing is read."""
     findings = []
     listed = [(line, by_name.get(line.name)) for line in manifest.entries]
-    total = sum(entry.size for _, entry in listed if entry is not None)
-    chunks = sum(-(-entry.size // VERIFY_CHUNK) for _, entry in listed if entry is not None)
-    reader.budget = dataclasses.replace(
-        reader.budget,
-        max_bytes=reader.budget.max_bytes + total,
-        max_reads=reader.budget.max_reads + chunks,
-        max_read_size=max(reader.budget.max_read_size, VERIFY_CHUNK),
-    )
+    hashed = reader.source if isinstance(reader.source, HashedAsItPassed) else None
+    if hashed is None:
+        total = sum(entry.size for _, entry in listed if entry is not None)
+        chunks = sum(-(-entry.size // VERIFY_CHUNK) for _, entry in listed if entry is not None)
+        reader.budget = dataclasses.replace(
+            reader.budget,
+            max_bytes=reader.budget.max_bytes + total,
+            max_reads=reader.budget.max_reads + chunks,
+            max_read_size=max(reader.budget.max_read_size, VERIFY_CHUNK),
+        )
     for line, entry in listed:
         if entry is None:
             findings.append(
@@ -681,17 +693,22 @@ def verify(
                 )
             )
             continue
-        digest = hashlib.new(line.algorithm.lower())
-        for start in range(0, entry.size, VERIFY_CHUNK):
-            digest.update(
-                reader.read(
-                    entry.data_offset + start, min(VERIFY_CHUNK, entry.size - start), "manifest check"
+        passed = hashed.member_digest(entry.data_offset, line.algorithm) if hashed is not None else None
+        if passed is not None:
+            value = passed
+        else:
+            digest = hashlib.new(line.algorithm.lower())
+            for start in range(0, entry.size, VERIFY_CHUNK):
+                digest.update(
+                    reader.read(
+                        entry.data_offset + start, min(VERIFY_CHUNK, entry.size - start), "manifest check"
+                    )
                 )
-            )
-        if digest.hexdigest() != line.digest:
+            value = digest.hexdigest()
+        if value != line.digest:
             findings.append(
                 MANIFEST_MISMATCH.finding(
-                    f"the {line.algorithm} digest of {line.name!r} is {digest.hexdigest()}, the manifest says "
+                    f"the {line.algorithm} digest of {line.name!r} is {value}, the manifest says "
                     f"{line.digest}: the file was changed or damaged after export; download the OVA again"
                 )
             )
