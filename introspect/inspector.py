@@ -311,6 +311,8 @@ def _inspect_container(
                         "the VM needs every disk; see its Report in `members`"
                     )
                 )
+        if container.check is not None:
+            findings.extend(container.check(unpacked, members))
     virtual_size = report.virtual_size
     if not member.complete:
         # The image goes on past what could be read: parsers believed in an end they cannot

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
 from introspect.sources import ByteSource, Reader
+
+if TYPE_CHECKING:
+    from introspect.report import Report
 
 #: Containers opened inside one another at most this deep (a qcow2 in a tar in a gzip is 2).
 MAX_CONTAINER_DEPTH = 4
@@ -69,6 +73,7 @@ class Unpacked:
 Sniff = Callable[[bytes], bool]
 Opener = Callable[[Reader, Policy], Unpacked | None]
 Partial = Callable[[Member, str | None], Finding]
+Check = Callable[[Unpacked, "Sequence[Report]"], list[Finding]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,13 +89,16 @@ class Container:
     - `partial(member, needed)`: the finding for a member that is not `complete`; `needed` is the
       message of the read that went past what could be had, when a parser needed more.
     - `multi`: an archive of several disks (OVA): every member is inspected, and each one's
-      Report is listed in the Report's `members`."""
+      Report is listed in the Report's `members`.
+    - `check(unpacked, members)`: findings over the members' Reports, in `unpacked.members`
+      order, once they are inspected (an OVF's stated capacities against the disks' own)."""
 
     name: str
     sniff: Sniff
     open: Opener
     partial: Partial
     multi: bool = False
+    check: Check | None = None
 
 
 class ReaderSource(ByteSource):

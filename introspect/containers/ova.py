@@ -39,7 +39,8 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
@@ -51,6 +52,9 @@ from introspect.model import Finding, Frozen, Severity
 from introspect.safety import Policy, Rule, rule
 from introspect.sources import Budget, ByteSource, Reader, SliceSource
 from introspect.structure import LittleEndianStructure, char, chars, pad
+
+if TYPE_CHECKING:
+    from introspect.report import Report
 
 PATH = rule(
     "ova.path",
@@ -79,6 +83,9 @@ TRUNCATED = rule(
 )
 MANIFEST_INVALID = rule(
     "ova.manifest_invalid", Severity.REJECT, "the manifest (.mf) is not ALGO(name)= digest lines"
+)
+CAPACITY = rule(
+    "ova.capacity", Severity.WARN, "the OVF descriptor states a disk capacity other than the disk's own"
 )
 MANIFEST_MISMATCH = rule(
     "ova.manifest_mismatch",
@@ -848,7 +855,32 @@ def _never_partial(member: Member, needed: str | None) -> Finding:
     raise AssertionError("an OVA member's end is always known")
 
 
-OVA = Container(name="ova", sniff=sniff_ova, open=open_ova, partial=_never_partial, multi=True)
+def check_capacities(unpacked: Unpacked, members: Sequence[Report]) -> list[Finding]:
+    """Each disk's capacity as the descriptor states it (DiskSection/Disk/@capacity, in its
+    allocation units) against the virtual size its own header states."""
+    details = unpacked.details
+    if not isinstance(details, OvaDetails) or details.descriptor is None:
+        return []
+    descriptor = details.descriptor
+    file_ids = {file.href: file.id for file in descriptor.files}
+    capacities = {disk.file_ref: disk.capacity for disk in descriptor.disks}
+    findings = []
+    for member, report in zip(unpacked.members, members, strict=True):
+        stated = capacities.get(file_ids.get(member.name))
+        if stated is not None and report.virtual_size is not None and stated != report.virtual_size:
+            findings.append(
+                CAPACITY.finding(
+                    f"the OVF descriptor gives {member.name!r} a capacity of {stated} bytes, the disk itself "
+                    f"{report.virtual_size}: an importer that sizes the disk from the descriptor (ovftool, "
+                    f"vCenter) would make it too {'small' if stated < report.virtual_size else 'large'}; {ADVICE}"
+                )
+            )
+    return findings
+
+
+OVA = Container(
+    name="ova", sniff=sniff_ova, open=open_ova, partial=_never_partial, multi=True, check=check_capacities
+)
 
 
 # --- A tar holding disk.raw (Google Compute Engine's image import) ---------------------------

@@ -604,3 +604,12 @@ def test_a_bare_image_declared_ova_is_a_mismatch(tmp_path):
     ]
     assert report.verdict == Verdict.REJECTED
     assert introspect.inspect(disk, expect_container="bare").findings == []
+
+
+def test_a_capacity_the_disk_does_not_have_is_a_warning(group):
+    (finding,) = inspect(group, "capacity-lie.ova").findings
+    assert (finding.code, finding.severity) == ("ova.capacity", Severity.WARN)
+    assert finding.message.startswith(
+        f"the OVF descriptor gives 'vm-disk1.vmdk' a capacity of {2 << 30} bytes, the disk itself {1 << 30}: "
+        "an importer that sizes the disk from the descriptor (ovftool, vCenter) would make it too large"
+    )
