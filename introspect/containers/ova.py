@@ -48,8 +48,10 @@ from introspect.containers import ovf
 from introspect.containers.base import Container, Member, ReaderSource, Unpacked
 from introspect.decode import KIB, MIB
 from introspect.errors import BadField, ImageError, TruncatedImage
+from introspect.formats import PROBED
+from introspect.formats.base import Head
 from introspect.model import Finding, Frozen, Severity
-from introspect.safety import Policy, Rule, rule
+from introspect.safety import POLYGLOT, Policy, Rule, rule
 from introspect.sources import Budget, ByteSource, Reader, SliceSource
 from introspect.structure import LittleEndianStructure, char, chars, pad
 
@@ -609,6 +611,21 @@ def _truncated(reader: Reader, offset: int, length: int, what: str) -> ImageErro
     )
 
 
+def polyglot(reader: Reader) -> list[Finding]:
+    """A tar's first bytes that are also another format's header (a pax header's name field is
+    free bytes: "QFI\xfb" and a version make it a qcow2 to qemu): the file reads as two things."""
+    head = Head(reader.head(), reader.tail(), reader.size)
+    others = [fmt.name for fmt in PROBED if fmt.probe(head)]
+    if not others:
+        return []
+    return [
+        POLYGLOT.finding(
+            f"the archive is also a {', '.join(others)} image by its first or last bytes: qemu would read "
+            f"the file as {others[0]}, introspect reads it as a tar; {ADVICE}"
+        )
+    ]
+
+
 # --- Names ------------------------------------------------------------------------------------
 
 
@@ -737,6 +754,7 @@ def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:
         reader.budget = OVA_BUDGET
     maps: dict[int, Regions] = {}
     entries, findings = walk(reader, maps)
+    findings = [*polyglot(reader), *findings]
     by_name: dict[str, TarEntry] = {}
     for entry in entries:
         why = unsafe_name(entry.name)
@@ -906,7 +924,7 @@ def open_tar(reader: Reader, policy: Policy) -> Unpacked | None:
         source = SparseSource(source, maps[index], entry.real_size, entry.name)
     return Unpacked(
         members=(Member(entry.name, source),),
-        findings=findings,
+        findings=[*polyglot(reader), *findings],
         boot=0,
         details=OvaDetails(kind="tar", entries=entries),
     )
