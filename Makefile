@@ -64,9 +64,10 @@ demo: venv tools ## the main job on embedded defaults: no broker, SQLite, local 
 	$(PY) -m workers.demo
 
 .PHONY: bench
-bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img info vs oslo.utils
+bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img info vs oslo.utils; OVAs/s in place vs tar + qemu-img
 	$(PIP) install -q 'oslo.utils>=7' cryptography
 	$(PY) -m tests.bench.bench_inspect
+	$(PY) -m tests.bench.bench_ova
 
 .PHONY: bench-pipeline
 bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task

@@ -27,10 +27,13 @@ from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
 from introspect.report import Report
 from introspect.safety import RULES, Policy
+from introspect.streaming import StreamSource
 from introspect.text import literal
 from introspect.vocabulary import NAMESPACE, metadefs_namespace
 
 USAGE_ERROR = 2
+#: The path that means standard input, read once as a stream (`curl ... | introspect inspect -`).
+STDIN = "-"
 #: Properties worth a column in the table; the rest is in --json.
 SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
 VERDICT_STYLE = {Verdict.OK: "green", Verdict.REJECTED: "red", Verdict.ERROR: "magenta"}
@@ -153,6 +156,11 @@ def _row(report: Report) -> tuple[Text, ...]:
 @click.option("--policy", "policy_file", metavar="FILE", help="A JSON policy (see `introspect rules`).")
 @click.option("--report-only", is_flag=True, help="Record findings without rejecting.")
 @click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL", help="Override a rule.")
+@click.option(
+    "--verify-manifest",
+    is_flag=True,
+    help="Check an OVA's manifest digests (reads every file it lists once).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")
 def inspect_command(
     paths: tuple[str, ...],
@@ -162,12 +170,16 @@ def inspect_command(
     policy_file: str | None,
     report_only: bool,
     severities: tuple[str, ...],
+    verify_manifest: bool,
     verbose: bool,
 ) -> None:
-    """Inspect image files (directories are walked) and print what they say about themselves."""
+    """Inspect image files (directories are walked; `-` is standard input, read once) and print
+    what they say about themselves."""
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = _policy(policy_file, report_only, severities)
+    if verify_manifest:
+        policy = policy.model_copy(update={"verify_manifest": True})
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     failed = usage_failed = False
@@ -179,7 +191,11 @@ def inspect_command(
             failed = True
             continue
         try:
-            report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
+            if path == STDIN:
+                stdin = StreamSource(sys.stdin.buffer, digests=policy.verify_manifest)
+                report = inspect_image(stdin, expect=expect, policy=policy)
+            else:
+                report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
         except UsageError as error:
             err.print(f"introspect: {literal(str(error))}", markup=False)
             usage_failed = True

@@ -18,15 +18,16 @@ from typing import IO, Any
 
 from introspect import containers, qemu
 from introspect import properties as props
-from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, Container
+from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Verdict
+from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
 from introspect.safety import (
+    CONTAINER_MISMATCH,
     DEFAULT_POLICY,
     EMPTY,
     FORMAT_MISMATCH,
@@ -68,12 +69,15 @@ def inspect(
     budget: Budget | None = None,
     cross_check: bool = False,
     name: str | None = None,
+    expect_container: str | None = None,
 ) -> Report:
     """Inspect one image: a path, an http(s):// URL (read with Range requests), an open binary
     file, or a ByteSource.
 
     `expect` is the disk_format the image was declared with; a different content is a finding.
     `cross_check` also runs `qemu-img info` on a local path and reports any disagreement.
+    `expect_container` is the container_format it was declared with (Glance's words: bare, ova,
+    ovf, compressed); content that is another is the finding `image.container_mismatch`.
     """
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise UsageError(f"unknown format {expect!r}; known: {', '.join(sorted(BY_NAME))}")
@@ -82,13 +86,62 @@ def inspect(
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         if path is not None and is_url(path):
             path = None  # qemu-img gets local files only
-        return _inspect(
+        report = _inspect(
             reader,
             name=name or byte_source.name,
             expect=canonical_name(expect) if expect else None,
             policy=policy or DEFAULT_POLICY,
             cross_check_path=(path or NOT_LOCAL) if cross_check else None,
         )
+    return (
+        report
+        if expect_container is None
+        else _check_container(report, expect_container, policy or DEFAULT_POLICY)
+    )
+
+
+#: Glance's container_format words -> the container_format values of content that satisfies them
+#: (Glance's `compressed` is any compression wrapper; an OVF package may be declared `ovf`). Words
+#: Glance keeps for other clouds' kernels and ramdisks (aki, ari, ami) and `docker` are not checked.
+CONTAINER_SATISFIED_BY = {
+    "bare": frozenset({"bare"}),
+    "ova": frozenset({"ova"}),
+    "ovf": frozenset({"ovf", "ova"}),
+    "compressed": frozenset({"gzip", "xz", "zstd", "bz2"}),
+}
+
+#: The content's container_format -> Glance's word for it (a plain tar has none).
+GLANCE_CONTAINER_WORD = {
+    "bare": "bare",
+    "ova": "ova",
+    "ovf": "ovf",
+    **dict.fromkeys(("gzip", "xz", "zstd", "bz2"), "compressed"),
+}
+
+
+def _check_container(report: Report, declared: str, policy: Policy) -> Report:
+    """The declared container_format against the content's: a mismatch is a finding, never a rewrite."""
+    allowed = CONTAINER_SATISFIED_BY.get(declared.strip().lower())
+    if (
+        allowed is None
+        or report.container_format in allowed
+        or (report.format is None and report.container is None)
+    ):
+        return report
+    word = GLANCE_CONTAINER_WORD.get(report.container_format)
+    found = report.container_format + (f" holding {report.format}" if report.format else "")
+    finding = CONTAINER_MISMATCH.finding(
+        f"declared as container_format={declared} but the content is {found}: "
+        + (f"set container_format={word}" if word else "upload the disk image itself")
+        + ", or upload what was declared"
+    )
+    findings = [*report.findings, *policy.apply([finding])]
+    return report.model_copy(
+        update={
+            "findings": findings,
+            "verdict": policy.verdict(findings, parsed=report.verdict != Verdict.ERROR),
+        }
+    )
 
 
 @contextmanager
@@ -128,9 +181,10 @@ def _inspect(
             reads=0,
         )
     head = Head(reader.head(), reader.tail(), reader.size)
-    container = containers.sniff(head.data)
-    if container is not None:
-        return _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
+    for container in containers.sniff_all(head.data):
+        opened = _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
+        if opened is not None:
+            return opened
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
@@ -175,13 +229,14 @@ def _inspect(
 
 def _inspect_container(
     reader: Reader, container: Container, *, name: str, expect: str | None, policy: Policy, depth: int
-) -> Report:
+) -> Report | None:
     """An image inside a container: inspect its boot member (one level deeper), report the
     container as container_format. A member whose end is unknown (a compressed stream decompressed
     only as far as a head) leaves unknown what needs that end (a raw disk's size, a fixed VHD's
-    footer), and the container's `partial` finding says so."""
+    footer), and the container's `partial` finding says so. None: the container declined the file
+    (a tar that is not an OVA), which is then inspected as an image."""
 
-    def unopened(findings: list[Finding]) -> Report:
+    def unopened(findings: list[Finding], details: Any = None) -> Report:
         return Report(
             source=name,
             format=None,
@@ -194,6 +249,7 @@ def _inspect_container(
             details=None,
             bytes_read=reader.bytes_read,
             reads=reader.reads,
+            container=details,
         )
 
     if depth >= MAX_CONTAINER_DEPTH:
@@ -220,20 +276,51 @@ def _inspect_container(
                 )
             ]
         )
+    if unpacked is None:
+        return None
     member = unpacked.boot_member
     if member is None:
-        return unopened(list(unpacked.findings))
+        return unopened(list(unpacked.findings), unpacked.details)
     findings = list(unpacked.findings)
     inner = member.source if member.complete else _EndUnknown(member.source)
     report = _inspect(
         Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None, depth=depth + 1
     )
+    members: list[Report] = []
+    if container.multi:
+        # Every disk of an archive, each in place through the archive's reader (one budget).
+        for other in unpacked.members:
+            if other is member:
+                members.append(report.model_copy(update={"source": other.name}))
+                continue
+            members.append(
+                _inspect(
+                    Reader(other.source),
+                    name=other.name,
+                    expect=None,
+                    policy=policy,
+                    cross_check_path=None,
+                    depth=depth + 1,
+                )
+            )
+            if members[-1].verdict != Verdict.OK:
+                codes = ", ".join(f.code for f in members[-1].findings if f.severity == Severity.REJECT)
+                findings.append(
+                    MEMBER.finding(
+                        f"the disk {other.name!r} of this {container.name} is {members[-1].verdict} ({codes or 'no code'}): "
+                        "the VM needs every disk; see its Report in `members`"
+                    )
+                )
+        if container.check is not None:
+            findings.extend(container.check(unpacked, members))
     virtual_size = report.virtual_size
     if not member.complete:
         # The image goes on past what could be read: parsers believed in an end they cannot
         # see, so that tables declared past the head are not "truncated"; a read that needed
         # them is reported as what it is, a partial inspection.
-        sized_by_file = report.format in SIZED_BY_FILE
+        # A raw disk's size is the file's, unknown here, unless a container inside stated it (a
+        # tar header's size: a gzip-compressed tar holding disk.raw).
+        sized_by_file = report.format in SIZED_BY_FILE and report.container_format == "bare"
         virtual_size = None if sized_by_file else report.virtual_size
         needed_more = [f for f in report.findings if f.code == TRUNCATED.code]
         unknowable = {TRUNCATED.code} | ({VIRTUAL_SIZE_LIMIT.code} if sized_by_file else set())
@@ -245,7 +332,8 @@ def _inspect_container(
     properties = report.properties
     if report.format is not None:
         properties = props.merge(
-            ("format", report.properties), ("container", {"introspect_container_format": container.name})
+            ("format", {k: v for k, v in report.properties.items() if k not in unpacked.replaces}),
+            ("container", {**unpacked.properties, "introspect_container_format": container.name}),
         ).values
     return report.model_copy(
         update={
@@ -257,6 +345,9 @@ def _inspect_container(
             "properties": properties,
             "bytes_read": reader.bytes_read,
             "reads": reader.reads,
+            # A container in a container (an OVA or a tar in gzip): the inner one's facts, kept.
+            "container": unpacked.details if unpacked.details is not None else report.container,
+            "members": members or report.members,
         }
     )
 

@@ -10,8 +10,11 @@ Layers, merged in this order (their keys come out in it too):
   `Format.properties`, declared in the format's module beside its parser and details model (the
   VMDK descriptor's vmware_disktype, vmware_adaptertype, hw_disk_bus, hw_scsi_model, create type
   and hardware version in `formats/vmdk.py`; qcow2's and LUKS's introspect_encryption...).
-- `container`: `introspect_container_format`, the wrapper the image came in (gzip, xz, zstd, bz2;
-  OVA next), added by the inspector's container path.
+- `container`: `introspect_container_format`, the wrapper the image came in (gzip, xz, zstd, bz2,
+  ova), added by the inspector's container path; for an OVA, first what its OVF descriptor states
+  (`introspect.containers.ovf.properties`: os_type, os_distro, vmware_ostype, hw_firmware_type,
+  the boot disk's controller, hw_vif_model, introspect_ovf_*), which replaces the VMDK's own
+  controller words (`Unpacked.replaces`: ddb.adapterType cannot say SAS, PVSCSI, SATA or NVMe).
 - `guest` (to come): what the guest's filesystems say (os_type, os_distro...).
 
 A later layer's value for a key replaces an earlier one's, in the earlier one's place; `Merged`

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from introspect.containers.ova import OvaDetails
 from introspect.formats import ALL
 from introspect.model import Finding, Frozen, Verdict
 
@@ -30,7 +31,9 @@ class Report(Frozen):
         description="Glance's disk_format word (qcow2 vmdk vhd vhdx vdi raw iso ploop), else qemu-img's "
         "(qed luks qcow cloop dmg bochs); null when nothing could be named (an empty file)"
     )
-    container_format: str = Field("bare", description="bare, ova, or the compression wrapper")
+    container_format: str = Field(
+        "bare", description="bare, ova, ovf (a bare descriptor), or the compression wrapper"
+    )
     size: int = Field(description="bytes in the file")
     virtual_size: int | None = Field(description="guest-visible disk size in bytes, as qemu-img reports it")
     verdict: Verdict
@@ -40,6 +43,36 @@ class Report(Frozen):
     bytes_read: int
     reads: int
     inspector_version: str = str(INSPECTOR_VERSION)
+    container: OvaDetails | None = Field(
+        None,
+        description="what an OVA (or a bare OVF descriptor) says of itself: its entries, its descriptor, "
+        "the boot disk and its controller, the manifest; left out of the JSON for other images",
+    )
+    members: list[Report] = Field(
+        default_factory=list,
+        description="every disk of an OVA, each inspected in place with its own Report (the boot disk's "
+        "format, virtual_size and details are also this Report's); left out of the JSON when empty",
+    )
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The Report's schema at the top (as before `members` made it recursive: pydantic would
+        give only a `$ref`), its own definition kept in `$defs` for `members` to refer to."""
+        schema = super().model_json_schema(*args, **kwargs)
+        ref = schema.pop("$ref", None)
+        if ref is None:
+            return schema
+        return {**schema["$defs"][ref.rsplit("/", 1)[-1]], "$defs": schema["$defs"]}
+
+    @model_serializer(mode="wrap")
+    def _leave_out_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A bare image's JSON is what it was before OVAs: `container` and `members` only when set."""
+        data: dict[str, Any] = handler(self)
+        if self.container is None:
+            data.pop("container", None)
+        if not self.members:
+            data.pop("members", None)
+        return data
 
     @property
     def ok(self) -> bool:

@@ -51,6 +51,9 @@ POLYGLOT = rule("image.polyglot", Severity.REJECT, "the file is valid as two or 
 FORMAT_MISMATCH = rule(
     "image.format_mismatch", Severity.REJECT, "the declared disk_format differs from the content"
 )
+CONTAINER_MISMATCH = rule(
+    "image.container_mismatch", Severity.REJECT, "the declared container_format differs from the content"
+)
 VIRTUAL_SIZE_ZERO = rule("image.virtual_size_zero", Severity.REJECT, "the virtual size is zero")
 VIRTUAL_SIZE_LIMIT = rule(
     "image.virtual_size_limit", Severity.REJECT, "the virtual size is beyond the policy's limit"
@@ -78,6 +81,9 @@ class Policy(Frozen):
     report_only: bool = False
     vmdk_create_types: frozenset[str] = DEFAULT_VMDK_CREATE_TYPES
     max_virtual_size: int = 64 * TIB
+    #: Check an OVA's manifest digests: reads every file it lists once (`introspect inspect
+    #: --verify-manifest`); otherwise the manifest is parsed and recorded, not checked.
+    verify_manifest: bool = False
 
     def severity_of(self, finding: Finding) -> Severity:
         if finding.code in self.severity:

@@ -1,8 +1,9 @@
 """Containers: what an image comes wrapped in, opened into members inspected as images.
 
-`CONTAINERS` is the registry: the compression wrappers today (`introspect.containers.compressed`:
-gzip, xz, zstd, bz2), OVA next. Adding a container is its module (one `Container` per kind it
-opens, see `introspect.containers.base`) and its line here.
+`CONTAINERS` is the registry: the compression wrappers (`introspect.containers.compressed`: gzip,
+xz, zstd, bz2), OVA packages and bare OVF descriptors (`introspect.containers.ova`, the descriptor
+read by `introspect.containers.ovf`). Adding a container is its module (one `Container` per kind
+it opens, see `introspect.containers.base`) and its line here.
 
 The inspector has one path for every container: when a container's `sniff` claims the head, it
 `open`s it through the metered reader, inspects the boot member through the same function as any
@@ -15,26 +16,35 @@ stream decompressed only as far as a head) is parsed as if its end were beyond a
 header holds; what needs that end (a raw disk's size, a trailing footer) is dropped, and the
 container's `partial` finding says so.
 
-How OVA (a POSIX tar, `ustar` at offset 257 of the first header) will plug in, `containers/ova.py`:
+OVA (`containers/ova.py`, a POSIX tar whose first header has `ustar` at offset 257):
 
 - `sniff`: the ustar magic of the first header, in the head: no reads.
-- `open`: walk the 512-byte tar headers through the reader, at most a fixed number of members;
-  each member is `Member(name, SliceSource(ReaderSource(reader, "OVA member"), data_offset, size,
-  name), complete=data_offset + size <= reader.size)`: a slice of the source, read in place
-  (never extracted), metered by the same budget. Member names are recorded as capped strings
-  and never opened as paths (an absolute name or one with `..` is a finding). The OVF descriptor
-  (the first member, `*.ovf`, capped in size) is parsed with defusedxml `iterparse`; its
-  DiskSection and References name the boot disk, which becomes `Unpacked.boot`; a disk it names
-  that is missing, or a manifest (`*.mf`) digest over a member that cannot be checked in budget,
-  is an `Unpacked.findings` entry.
-- Each member's own Report comes later: `Unpacked.members` already lists them all; the inspector
-  inspects the boot member today, and the Report will gain a `members` list of the others'.
+- `open`: walk the 512-byte tar headers (ustar, pax, GNU) through the reader, at most
+  `MAX_ENTRIES`; a tar without an `*.ovf` is declined (`None`: inspected as a file, raw). Each
+  disk the OVF's DiskSection and References name is `Member(href, SliceSource(ReaderSource(reader,
+  "OVA member"), data_offset, size, href))`: a slice of the source, read in place (never
+  extracted), metered by the same budget. Names are capped strings, never opened as paths. The
+  descriptor is parsed with defusedxml `iterparse`; its boot disk becomes `Unpacked.boot`, its
+  guest OS, controller, NIC and firmware the container layer's properties (`Unpacked.properties`,
+  with `replaces` for the VMDK's own controller words), its facts the Report's `container`.
+- Every disk (`Container.multi`) is inspected; each Report is listed in the Report's `members`, and
+  one that is not ok is the finding `container.member`.
 """
 
 from __future__ import annotations
 
-from introspect.containers import compressed
-from introspect.containers.base import DEPTH, MAX_CONTAINER_DEPTH, Container, Member, ReaderSource, Unpacked
+from collections.abc import Iterator
+
+from introspect.containers import compressed, ova
+from introspect.containers.base import (
+    DEPTH,
+    MAX_CONTAINER_DEPTH,
+    MEMBER,
+    Container,
+    Member,
+    ReaderSource,
+    Unpacked,
+)
 
 #: Every container, sniffed in this order (their signatures cannot overlap).
 CONTAINERS: tuple[Container, ...] = (
@@ -42,6 +52,9 @@ CONTAINERS: tuple[Container, ...] = (
     compressed.XZ,
     compressed.ZSTD,
     compressed.BZ2,
+    ova.OVA,
+    ova.TAR,
+    ova.OVF,
 )
 BY_NAME: dict[str, Container] = {c.name: c for c in CONTAINERS}
 
@@ -50,17 +63,22 @@ __all__ = [
     "CONTAINERS",
     "DEPTH",
     "MAX_CONTAINER_DEPTH",
+    "MEMBER",
     "Container",
     "Member",
     "ReaderSource",
     "Unpacked",
     "sniff",
+    "sniff_all",
 ]
 
 
 def sniff(head: bytes) -> Container | None:
     """The container whose signature starts the head, if any."""
-    for container in CONTAINERS:
-        if container.sniff(head):
-            return container
-    return None
+    return next(sniff_all(head), None)
+
+
+def sniff_all(head: bytes) -> Iterator[Container]:
+    """Every container whose signature starts the head, in order: one may decline the file (a tar
+    is an OVA only with an OVF descriptor), and the next is asked."""
+    return (container for container in CONTAINERS if container.sniff(head))

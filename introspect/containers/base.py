@@ -4,12 +4,18 @@ member whose end could not be reached. See `introspect.containers` for how the i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
 from introspect.sources import ByteSource, Reader
+
+if TYPE_CHECKING:
+    from introspect.report import Report
 
 #: Containers opened inside one another at most this deep (a qcow2 in a tar in a gzip is 2).
 MAX_CONTAINER_DEPTH = 4
@@ -18,6 +24,12 @@ DEPTH = rule(
     "container.depth",
     Severity.REJECT,
     f"the image is wrapped in containers nested more than {MAX_CONTAINER_DEPTH} deep",
+)
+
+MEMBER = rule(
+    "container.member",
+    Severity.REJECT,
+    "a disk of an archive (an OVA's second disk...) other than the boot disk is rejected or unreadable",
 )
 
 
@@ -39,11 +51,19 @@ class Member:
 class Unpacked:
     """What opening a container gave: its members, what is wrong with the container itself (a
     damaged stream, a decompressor this installation lacks, a manifest that does not match), and
-    the index of the member the VM boots from (None: nothing to inspect, the findings say why)."""
+    the index of the member the VM boots from (None: nothing to inspect, the findings say why).
+    `details` is what the container says of itself (an OVA's entries and OVF descriptor: the
+    Report's `container`), `properties` the container layer's own (the OVF's guest OS,
+    controller, NIC...), merged over the boot member's; `replaces` names the member's
+    properties the container's statement replaces even where it has no word for Nova (an OVF's
+    SATA or NVMe controller replaces what a VMDK's `ddb.adapterType` says)."""
 
     members: tuple[Member, ...] = ()
     findings: Sequence[Finding] = ()
     boot: int | None = None
+    details: BaseModel | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    replaces: frozenset[str] = frozenset()
 
     @property
     def boot_member(self) -> Member | None:
@@ -51,8 +71,9 @@ class Unpacked:
 
 
 Sniff = Callable[[bytes], bool]
-Opener = Callable[[Reader, Policy], Unpacked]
+Opener = Callable[[Reader, Policy], Unpacked | None]
 Partial = Callable[[Member, str | None], Finding]
+Check = Callable[[Unpacked, "Sequence[Report]"], list[Finding]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,14 +83,22 @@ class Container:
 
     - `sniff(head)`: does the head start with this container's signature? Cheap, no reads.
     - `open(reader, policy)`: read the container through the metered reader into members; raise
-      an `ImageError` when it is damaged (the Report gets an `error` verdict naming its rule).
+      an `ImageError` when it is damaged (the Report gets an `error` verdict naming its rule);
+      None when the file is not this container after all (a tar without an OVF descriptor is not
+      an OVA): it is then inspected as an image.
     - `partial(member, needed)`: the finding for a member that is not `complete`; `needed` is the
-      message of the read that went past what could be had, when a parser needed more."""
+      message of the read that went past what could be had, when a parser needed more.
+    - `multi`: an archive of several disks (OVA): every member is inspected, and each one's
+      Report is listed in the Report's `members`.
+    - `check(unpacked, members)`: findings over the members' Reports, in `unpacked.members`
+      order, once they are inspected (an OVF's stated capacities against the disks' own)."""
 
     name: str
     sniff: Sniff
     open: Opener
     partial: Partial
+    multi: bool = False
+    check: Check | None = None
 
 
 class ReaderSource(ByteSource):

@@ -126,9 +126,15 @@ class Admin:
         self.upload(image_id, path)
         return image_id
 
-    def imported(self, path: Path, name: str | None = None, disk_format_: str | None = None) -> str:
+    def imported(
+        self,
+        path: Path,
+        name: str | None = None,
+        disk_format_: str | None = None,
+        container_format: str = "bare",
+    ) -> str:
         """glance-direct: stage, import, and wait until the flow is over (lock dropped)."""
-        image_id = self.create(name or path.name, disk_format_ or disk_format(path.name))
+        image_id = self.create(name or path.name, disk_format_ or disk_format(path.name), container_format)
         staged = self.call(
             "PUT", f"/v2/images/{image_id}/stage", content=path.read_bytes(),
             headers={"Content-Type": "application/octet-stream"},

@@ -75,3 +75,26 @@ def test_an_error_of_ours_never_blocks_the_import(
     )
     assert MARKER not in image
     assert f"inspecting the staged data of image {image_id} failed; the import goes on" in glance.glance_log()
+
+
+@pytest.mark.parametrize(("container_format", "mismatch"), [("ova", False), ("bare", True)])
+def test_an_ova_is_inspected_inside_and_checked_against_its_container_format(
+    container_format: str, mismatch: bool, admin: Admin, glance: Deployment
+) -> None:
+    """An OVA (fixtures/make/ova.sh) imported with disk_format=vmdk: the plugin reads the OVF's
+    properties; declared `bare`, the content is an OVA, which is image.container_mismatch."""
+    from tests.conftest import fixture_group
+
+    ova = fixture_group("ova") / "vmware-pvscsi.ova"
+    image_id = admin.imported(ova, disk_format_="vmdk", container_format=container_format)
+    image = admin.get(image_id)
+    findings = (image.get("introspect_findings") or "").split(",")
+    assert ("image.container_mismatch" in findings) is mismatch
+    assert image["introspect_verdict"] == ("rejected" if mismatch else "ok")
+    assert (image["os_distro"], image["hw_scsi_model"], image["vmware_adaptertype"]) == (
+        "ubuntu",
+        "vmpvscsi",
+        "paraVirtual",
+    )
+    assert image["introspect_container_format"] == "ova"
+    admin.delete(image_id)

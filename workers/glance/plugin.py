@@ -90,6 +90,8 @@ class IntrospectStaged(task.Task):  # type: ignore[misc]
     def _inspect(self, image_id: str, file_path: str) -> str:
         with self.action_wrapper as action:
             declared = canonical_name(str(action.image_disk_format or ""))
+            # Glance's ImportActionWrapper has it (glance/async_/flows/api_image_import.py)
+            container = getattr(action, "image_container_format", None)
             current = dict(action.image_extra_properties)
         if self.staged is None:
             raise ValueError(f"staged data at {file_path!r} is not a local file")
@@ -97,6 +99,7 @@ class IntrospectStaged(task.Task):  # type: ignore[misc]
             self.staged,
             expect=declared if declared in BY_NAME else None,
             name=f"glance:{image_id}",
+            expect_container=str(container) if container else None,
         )
         wanted, refused = writable(desired_properties(report))
         changes = plan(current, wanted, data=None, inspector=str(INSPECTOR_VERSION))

@@ -1,0 +1,116 @@
+"""Images read once from a stream (`introspect inspect -`): OVAs stream natively, head-and-tail
+formats from bounded windows, and a read of bytes the stream passed is `stream.partial`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import introspect
+from introspect.containers import ova
+from introspect.model import Verdict
+from introspect.safety import Policy
+from introspect.sources import HEAD_SIZE, TAIL_SIZE
+from introspect.streaming import MEMBER_HEAD, MEMBER_TAIL, StreamSource
+from tests.conftest import fixture_group
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Small enough to stream in a test (the 1 TiB raw members are sparse files, not streams).
+STREAMED = sorted(
+    p.name
+    for p in fixture_group("ova").iterdir()
+    if p.name.endswith((".ova", ".ovf", ".tar", ".tar.gz")) and p.stat().st_size < 300 << 20
+)
+
+
+def streamed(path: Path, **keep: int) -> introspect.Report:
+    with path.open("rb") as stream:
+        return introspect.inspect(StreamSource(stream, path.name, **keep))
+
+
+#: The least a stream may keep: the head every probe reads, the last sector. What an OVA needs
+#: beyond them comes from the tar headers watched as they pass.
+LEAST = {"keep_head": HEAD_SIZE, "keep_tail": TAIL_SIZE}
+
+
+@pytest.mark.parametrize("keep", [{}, LEAST], ids=["default", "least"])
+@pytest.mark.parametrize("name", STREAMED)
+def test_an_ova_streams_natively(name, keep):
+    path = fixture_group("ova") / name
+    file, stream = introspect.inspect(path), streamed(path, **keep)
+    assert (stream.format, stream.container_format, stream.virtual_size, stream.verdict) == (
+        file.format,
+        file.container_format,
+        file.virtual_size,
+        file.verdict,
+    )
+    assert [f.code for f in stream.findings] == [f.code for f in file.findings]
+    assert stream.properties == file.properties
+    assert [m.virtual_size for m in stream.members] == [m.virtual_size for m in file.members]
+
+
+def test_memory_is_bounded_whatever_the_stream(tmp_path):
+    """A 1 TiB streamOptimized disk's OVA (134 MB of grain tables): the windows kept stay small."""
+    path = fixture_group("ova") / "stream-1t.ova"
+    with path.open("rb") as stream:
+        source = StreamSource(stream, path.name, **LEAST)
+    kept = sum(len(w.data) for w in source._windows)
+    assert source.size == path.stat().st_size
+    assert kept <= HEAD_SIZE + TAIL_SIZE + 2 * (MEMBER_HEAD + MEMBER_TAIL) + 4 * ova.BLOCK + 8192
+    assert introspect.inspect(source).virtual_size == 1 << 40
+
+
+@pytest.mark.parametrize(("name", "verified"), [("vbox-sata.ova", True), ("manifest-mismatch.ova", False)])
+def test_the_manifest_is_verified_in_the_same_single_pass(name, verified):
+    """Each member hashed as it streams by: the verification reads nothing more."""
+    path = fixture_group("ova") / name
+    with path.open("rb") as stream:
+        source = StreamSource(stream, path.name, digests=True, **LEAST)
+    report = introspect.inspect(source, policy=Policy(verify_manifest=True))
+    assert report.container.manifest.verified is verified
+    assert [f.code for f in report.findings] == ([] if verified else ["ova.manifest_mismatch"])
+    assert report.bytes_read == introspect.inspect(path).bytes_read
+
+
+def test_a_head_and_tail_format_streams_from_its_windows():
+    """A fixed VHD's footer is its last sector: the kept tail holds it."""
+    path = fixture_group("vhd") / "fixed-129M+3.vhd"
+    file, stream = introspect.inspect(path), streamed(path)
+    assert (stream.format, stream.virtual_size, stream.verdict) == (
+        file.format,
+        file.virtual_size,
+        file.verdict,
+    )
+    assert stream.format == "vhd"
+
+
+def test_bytes_the_stream_passed_make_the_report_partial():
+    """A VHDX whose log lies past the kept head: its facts are partial, and the Report says so."""
+    path = fixture_group("vhd") / "log-2M-129M.vhdx"
+    report = streamed(path)
+    assert report.verdict == Verdict.ERROR
+    assert [f.code for f in report.findings] == ["stream.partial"]
+    assert report.findings[0].message.startswith("bytes ")
+    assert "were passed and not kept" in report.findings[0].message
+    assert introspect.inspect(path).verdict == Verdict.OK
+
+
+def test_the_cli_reads_standard_input_once():
+    path = fixture_group("ova") / "vbox-sata.ova"
+    with path.open("rb") as stdin:
+        result = subprocess.run(
+            [sys.executable, "-c", "from introspect.cli import main; main()", "inspect", "--json", "-"],
+            stdin=stdin,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["source"], report["format"], report["container_format"]) == ("<stdin>", "vmdk", "ova")
+    assert report["properties"]["hw_disk_bus"] == "sata"
