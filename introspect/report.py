@@ -14,7 +14,9 @@ from introspect.model import Finding, Frozen, Verdict
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
 #: 2: a thin flat VMDK is vmware_disktype=preallocated (was thin), a BusLogic VMDK has no
 #: hw_scsi_model (was buslogic), and a createType that is not a word is not written.
-INSPECTOR_VERSION = 2
+#: 3: OVA and OVF are containers (their disks inspected, the OVF's facts as properties); fixed VHDs
+#: read their partition table as content; truncated and self-contradicting images are named.
+INSPECTOR_VERSION = 3
 
 if TYPE_CHECKING:
     Details = BaseModel

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
 from introspect.sources import ByteSource, Reader
-
-if TYPE_CHECKING:
-    from introspect.report import Report
 
 #: Containers opened inside one another at most this deep (a qcow2 in a tar in a gzip is 2).
 MAX_CONTAINER_DEPTH = 4
@@ -73,7 +70,20 @@ class Unpacked:
 Sniff = Callable[[bytes], bool]
 Opener = Callable[[Reader, Policy], Unpacked | None]
 Partial = Callable[[Member, str | None], Finding]
-Check = Callable[[Unpacked, "Sequence[Report]"], list[Finding]]
+
+
+class MemberReport(Protocol):
+    """What a container's `check` reads of each member's Report. A protocol, not the Report: the
+    Report's model lists containers' details, so containers sit below it and never import it."""
+
+    @property
+    def format(self) -> str | None: ...
+
+    @property
+    def virtual_size(self) -> int | None: ...
+
+
+Check = Callable[[Unpacked, Sequence[MemberReport]], list[Finding]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

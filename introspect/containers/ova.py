@@ -40,12 +40,12 @@ import hashlib
 import itertools
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from introspect.containers import ovf
-from introspect.containers.base import Container, Member, ReaderSource, Unpacked
+from introspect.containers.base import Container, Member, MemberReport, ReaderSource, Unpacked
 from introspect.decode import KIB, MIB
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats import PROBED
@@ -54,9 +54,6 @@ from introspect.model import Finding, Frozen, Severity
 from introspect.safety import POLYGLOT, Policy, Rule, rule
 from introspect.sources import Budget, ByteSource, Reader, SliceSource
 from introspect.structure import LittleEndianStructure, char, chars, pad
-
-if TYPE_CHECKING:
-    from introspect.report import Report
 
 PATH = rule(
     "ova.path",
@@ -873,7 +870,7 @@ def _never_partial(member: Member, needed: str | None) -> Finding:
     raise AssertionError("an OVA member's end is always known")
 
 
-def check_capacities(unpacked: Unpacked, members: Sequence[Report]) -> list[Finding]:
+def check_capacities(unpacked: Unpacked, members: Sequence[MemberReport]) -> list[Finding]:
     """Each disk's capacity as the descriptor states it (DiskSection/Disk/@capacity, in its
     allocation units) against the virtual size its own header states."""
     details = unpacked.details

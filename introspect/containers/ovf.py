@@ -43,6 +43,7 @@ import defusedxml
 import defusedxml.ElementTree
 from pydantic import Field
 
+from introspect import vocabulary
 from introspect.decode import MIB
 from introspect.errors import ImageError
 from introspect.formats.vmdk import ADAPTERS as VMDK_ADAPTERS
@@ -851,8 +852,9 @@ def properties(descriptor: OvfDescriptor, boot: BootDisk | None) -> dict[str, st
         ):
             if value:
                 out[key] = value
-        if single.operating_system and single.operating_system.vmw_os_type:
-            out["vmware_ostype"] = single.operating_system.vmw_os_type
+        vmw_os_type = single.operating_system.vmw_os_type if single.operating_system else None
+        if vmw_os_type and vocabulary.check("vmware_ostype", vmw_os_type) is None:
+            out["vmware_ostype"] = vmw_os_type  # only a guest id Nova's VMware driver knows
         kind = firmware(single)
         if kind:
             out["hw_firmware_type"] = kind
@@ -880,6 +882,8 @@ def properties(descriptor: OvfDescriptor, boot: BootDisk | None) -> dict[str, st
         if controller is not None:
             out["introspect_ovf_disk_bus"] = controller.bus
         out["introspect_ovf_nics"] = str(len(first_nics))
+        if vmw_os_type:
+            out["introspect_ovf_vmware_ostype"] = vmw_os_type  # verbatim, known to Nova or not
     out["introspect_ovf_disks"] = str(len(descriptor.disks))
     if len(descriptor.virtual_systems) > 1:
         out["introspect_ovf_virtual_systems"] = str(len(descriptor.virtual_systems))
