@@ -134,14 +134,6 @@ def _inspect(
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
-    if detection.polyglot:
-        names = ", ".join(detection.names)
-        findings.append(
-            POLYGLOT.finding(
-                f"the file carries the signatures of several formats ({names}); a polyglot can be read "
-                "one way by the checker and another by the hypervisor: rebuild the image with one tool"
-            )
-        )
     if expect is not None and not satisfies(expect, fmt.name):
         findings.append(
             FORMAT_MISMATCH.finding(
@@ -150,6 +142,15 @@ def _inspect(
             )
         )
     inspection = _parse(fmt, reader, policy, findings)
+    polyglot = detection.polyglot_names(inspection.details if inspection else None)
+    if polyglot:
+        findings.insert(
+            0,
+            POLYGLOT.finding(
+                f"the file carries the signatures of several formats ({', '.join(polyglot)}); a polyglot can "
+                "be read one way by the checker and another by the hypervisor: rebuild the image with one tool"
+            ),
+        )
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
     named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]

@@ -13,7 +13,7 @@ import pytest
 import introspect
 from introspect import detect, qemu
 from introspect.containers import compressed
-from introspect.formats import qcow2
+from introspect.formats import ALL, qcow2
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
 from tests.conftest import fixture_group
@@ -286,3 +286,30 @@ def test_a_container_this_installation_cannot_open(monkeypatch):
     report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.zst")
     assert (report.format, report.container_format, report.verdict) == (None, "zstd", Verdict.ERROR)
     assert [f.code for f in report.findings] == ["compressed.unsupported"]
+
+
+def partitioned_images():
+    group = fixture_group("partitioned")
+    return sorted(
+        p for p in group.iterdir() if p.suffix in {".vhd", ".vhdx", ".qcow2", ".vmdk", ".vdi", ".raw"}
+    )
+
+
+@pytest.mark.parametrize("image", partitioned_images(), ids=lambda p: p.name)
+def test_a_partitioned_disk_in_any_container_is_one_thing(image):
+    """A disk partitioned by sfdisk or sgdisk, converted by qemu-img into every format users upload:
+    never a polyglot, whichever container holds the table (fixtures/make/partitioned.sh)."""
+    report = introspect.inspect(image)
+    info = qemu_info(image) if image.suffix != ".raw" else None
+    assert "image.polyglot" not in [f.code for f in report.findings]
+    assert report.verdict == Verdict.OK, report.findings
+    if info is not None:
+        assert report.virtual_size == info["virtual-size"]
+
+
+def test_a_partition_table_is_content_only_where_the_format_says_its_disk_starts():
+    """`Format.data_at_zero`: raw and ISO always, a VHD when its footer says fixed, nothing else."""
+    always = sorted(f.name for f in ALL if f.data_at_zero is True)
+    decided = sorted(f.name for f in ALL if callable(f.data_at_zero))
+    assert (always, decided) == (["iso", "raw"], ["vhd"])
+    assert detect.HOSTS_PARTITION_TABLES == frozenset(always)

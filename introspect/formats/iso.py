@@ -630,4 +630,5 @@ FORMAT = Format(
     properties=properties,
     satisfies=frozenset({"raw"}),
     sized_by_file=True,
+    data_at_zero=True,
 )

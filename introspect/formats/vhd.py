@@ -23,11 +23,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from pydantic import Field
+
 from introspect.decode import padded_text, utf16_c_string, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Frozen, Geometry, Severity
-from introspect.properties import geometry_properties, header_properties
+from introspect.formats.partitions import PartitionTable
+from introspect.formats.raw import RawGuestView, read_disk
+from introspect.model import Finding, Firmware, Frozen, Geometry, Severity
+from introspect.properties import firmware_properties, geometry_properties, header_properties
 from introspect.safety import Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
@@ -222,6 +226,12 @@ class VhdDetails(Frozen):
     block_size: int | None
     dynamic_header: VhdDynamicHeader | None
     backing_file: str | None
+    partition_table: PartitionTable | None = Field(
+        None, description="a fixed disk's partition table: its data is a raw disk from offset 0"
+    )
+    firmware: Firmware | None = Field(
+        None, description="what a fixed disk's partition table says of firmware"
+    )
 
 
 # --- Parsing ----------------------------------------------------------------------------------
@@ -467,8 +477,14 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
             length=sectors * SECTOR_SIZE + primary.length,
             size=reader.size,
         )
-    dynamic = None if footer_model.disk_type == "fixed" else _dynamic_header(reader, primary, sectors)
+    fixed = footer_model.disk_type == "fixed"
+    dynamic = None if fixed else _dynamic_header(reader, primary, sectors)
     findings = list(_footer_findings(primary, other, end))
+    # A fixed disk's data is a raw disk from offset 0 to the footer: its partition table (and the
+    # firmware it points to) is read as a raw disk's is, over the disk the guest sees.
+    disk = read_disk(reader, sectors * SECTOR_SIZE, "the disk") if fixed else None
+    if disk is not None:
+        findings.extend(disk.findings)
     if dynamic is not None and not dynamic.checksum_valid:
         findings.append(
             DYNAMIC_HEADER_CHECKSUM.finding(
@@ -502,6 +518,8 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
         backing_file=dynamic.parent_unicode_name
         if dynamic and footer_model.disk_type == "differencing"
         else None,
+        partition_table=disk.partition_table if disk else None,
+        firmware=disk.firmware if disk else None,
     )
     return Inspection(details=details, virtual_size=sectors * SECTOR_SIZE, findings=findings)
 
@@ -518,11 +536,28 @@ def check_differencing(details: VhdDetails, policy: Policy) -> Iterator[Finding]
 
 
 def properties(details: VhdDetails) -> dict[str, str]:
-    """The footer's CHS geometry and version, and a dynamic disk's block size."""
+    """A fixed disk's firmware, the footer's CHS geometry and version, and a dynamic disk's block size."""
     return {
+        **firmware_properties(details.firmware),
         **geometry_properties(details.geometry),
         **header_properties(version=details.version, block_size=details.block_size),
     }
+
+
+def is_fixed(details: VhdDetails) -> bool:
+    """A fixed disk is its data from offset 0, then the footer: a raw disk with a trailer."""
+    return details.disk_type == "fixed"
+
+
+def guest_view(reader: Reader, details: VhdDetails) -> RawGuestView | None:
+    """A fixed disk's guest view is the identity over the disk before the footer; dynamic and
+    differencing disks have none yet (their block allocation table is not walked)."""
+    if not is_fixed(details):
+        return None
+    size = (
+        details.chs_size if details.size_from == "chs" else details.current_size // SECTOR_SIZE * SECTOR_SIZE
+    )
+    return RawGuestView(reader, size)
 
 
 FORMAT = Format(
@@ -533,4 +568,6 @@ FORMAT = Format(
     checks=(check_differencing,),
     details=VhdDetails,
     properties=properties,
+    guest=guest_view,
+    data_at_zero=is_fixed,
 )

@@ -3,6 +3,7 @@ corrupted copies made by rewriting fields through the structures declared in the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import introspect
 from introspect import qemu
 from introspect.formats import vhd
 from introspect.model import Verdict
+from introspect.sources import Budget, FileSource, Reader
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, rewrite
+from tests.tools import qemu_info, recorded, rewrite
 
 GROUP = fixture_group("vhd")
 IMAGES = sorted(GROUP.glob("*.vhd"))
@@ -334,3 +336,101 @@ def test_fixed_disk_shorter_than_its_size_is_truncated(tmp_path):
         f"the fixed disk (data and footer) needs bytes 0..{recorded + vhd.FOOTER_SIZE} but the file "
         f"ends at {1024 * 1024 + vhd.FOOTER_SIZE}"
     )
+
+
+# --- Fixed VHDs holding partitioned disks (fixtures/make/partitioned.sh) ------------------------
+# `qemu-img convert -O vpc -o subformat=fixed` of a disk partitioned by sfdisk or sgdisk: the shape
+# of every Azure and Hyper-V fixed disk. Its data is a raw disk from offset 0, so its partition
+# table is content, read as a raw disk's is; sfdisk read the disk qemu presents from each one.
+
+#: Each with the reads its header pass costs: head and tail; a GPT's backup header at the guest
+#: disk's last LBA (the file's tail holds the footer), and where the primary header says it is
+#: when that is elsewhere (the disk rounded up to CHS).
+FIXED_PARTITIONED = {
+    "gpt-fixed.vhd": 4,
+    "gpt-fixed-force.vhd": 3,
+    "mbr-fixed.vhd": 2,
+    "mbr-fixed-force.vhd": 2,
+}
+
+
+def sfdisk_table(image: Path) -> dict:
+    return json.loads(recorded(image, "sfdisk.json"))["partitiontable"]
+
+
+@pytest.mark.parametrize(("name", "reads"), FIXED_PARTITIONED.items())
+def test_a_fixed_vhd_holding_a_partitioned_disk_is_not_a_polyglot(name, reads):
+    image = fixture_group("partitioned") / name
+    report = introspect.inspect(image)
+    assert report.format == "vhd"
+    assert "image.polyglot" not in codes(report)
+    assert report.verdict == Verdict.OK, report.findings
+    assert report.virtual_size == qemu_info(image)["virtual-size"]
+    # The table read over the disk qemu presents is the one sfdisk reads from that disk.
+    sfdisk = sfdisk_table(image)
+    table = report.details.partition_table
+    assert table.scheme == sfdisk["label"].replace("dos", "mbr")
+    assert [p.number for p in table.partitions] == [
+        int(p["node"].removeprefix(sfdisk["device"])) for p in sfdisk["partitions"]
+    ]
+    if table.scheme == "gpt":
+        starts = [(p.starting_lba, p.ending_lba - p.starting_lba + 1) for p in table.partitions]
+        assert [p.partition_type_guid.upper() for p in table.partitions] == [
+            p["type"] for p in sfdisk["partitions"]
+        ]
+    else:
+        starts = [(p.starting_lba, p.size_in_lba) for p in table.partitions]
+    assert starts == [(p["start"], p["size"]) for p in sfdisk["partitions"]]
+    assert report.reads == reads
+
+
+def test_a_fixed_vhd_rounded_up_to_chs_has_its_gpt_backup_off_the_end():
+    """qemu-img rounds a plain fixed VHD up to a CHS size, so the guest's disk is longer than the
+    partitioned source: sgdisk -v of that disk says the backup header is not at its end, and so do
+    we; with force_size the disk keeps its size and both are clean."""
+    group = fixture_group("partitioned")
+    rounded, forced = (introspect.inspect(group / n) for n in ("gpt-fixed.vhd", "gpt-fixed-force.vhd"))
+    assert "doesn't reside\nat the end of the disk" in recorded(group / "gpt-fixed.vhd", "sgdisk-verify.txt")
+    assert "No problems found" in recorded(group / "gpt-fixed-force.vhd", "sgdisk-verify.txt")
+    assert codes(rounded) == ["gpt.backup_header"]
+    assert "not at the last LBA" in message(rounded, "gpt.backup_header")
+    assert codes(forced) == []
+
+
+def test_a_fixed_vhd_reports_the_firmware_its_partition_table_points_to():
+    """sfdisk's MBR has an EFI System partition (type ef) and no boot code: UEFI, as for raw. The
+    GPT holds an ESP and a BIOS boot partition: evidence both ways, so no hw_firmware_type."""
+    group = fixture_group("partitioned")
+    mbr = introspect.inspect(group / "mbr-fixed.vhd")
+    assert sfdisk_table(group / "mbr-fixed.vhd")["partitions"][0]["type"] == "ef"
+    assert mbr.properties["hw_firmware_type"] == "uefi"
+    assert mbr.details.firmware.uefi and not mbr.details.firmware.bios
+    gpt = introspect.inspect(group / "gpt-fixed.vhd")
+    assert gpt.details.firmware.uefi and gpt.details.firmware.bios
+    assert "hw_firmware_type" not in gpt.properties
+    raw = introspect.inspect(group / "mbr.raw")
+    assert raw.details.firmware == mbr.details.firmware
+
+
+@pytest.mark.parametrize("name", ["gpt-dynamic.vhd", "mbr-dynamic.vhd"])
+def test_a_dynamic_vhd_of_a_partitioned_disk_has_its_table_in_blocks_not_at_offset_0(name):
+    report = introspect.inspect(fixture_group("partitioned") / name)
+    assert report.verdict == Verdict.OK and report.findings == []
+    assert report.details.partition_table is None
+
+
+def test_the_guest_view_of_a_fixed_vhd_is_its_data_before_the_footer():
+    image = fixture_group("partitioned") / "gpt-fixed-force.vhd"
+    details = introspect.inspect(image).details
+    with FileSource(image) as source:
+        reader = Reader(source, Budget(max_reads=8))
+        view = vhd.FORMAT.guest(reader, details)
+        assert view.size == qemu_info(image)["virtual-size"] == image.stat().st_size - vhd.FOOTER_SIZE
+        assert view.read(512, 8) == b"EFI PART"
+        # The last sector the guest sees is the GPT's backup header; the footer is not the guest's.
+        assert view.read(view.size - 512, 8) == b"EFI PART"
+        with pytest.raises(introspect.TruncatedImage):
+            view.read(view.size, 1)
+        assert reader.reads == 2
+    dynamic = introspect.inspect(fixture_group("partitioned") / "gpt-dynamic.vhd").details
+    assert vhd.FORMAT.guest(Reader(FileSource(image)), dynamic) is None
