@@ -54,6 +54,13 @@ DYNAMIC_HEADER_CHECKSUM = rule(
     "vhd.dynamic_header_checksum", Severity.WARN, "the dynamic disk header has a wrong checksum"
 )
 SAVED_STATE = rule("vhd.saved_state", Severity.WARN, "the disk was left in a saved state")
+# Reject: qemu 7.2 sizes most disks by CHS, Hyper-V, Azure and qemu 10 by the current size, so two
+# hypervisors would see disks of different sizes (and one of them data the other cannot reach).
+SIZE_FIELDS_DISAGREE = rule(
+    "vhd.size_fields_disagree",
+    Severity.REJECT,
+    "the footer's current size and its CHS geometry describe disks of different sizes",
+)
 
 # --- Hard Disk Footer (spec: "Hard Disk Footer Format") --------------------------------------
 
@@ -320,6 +327,29 @@ def virtual_sectors(footer: HardDiskFooter) -> tuple[int, Literal["chs", "curren
     return chs, "chs"
 
 
+def _size_disagreement(footer: HardDiskFooter, size_from: Literal["chs", "current_size"]) -> Finding | None:
+    """The two sizes a footer states, when they are further apart than CHS rounding explains.
+
+    The spec's CHS algorithm (Appendix) rounds the sector count to whole cylinders, so in a
+    consistent footer the two differ by less than one cylinder (qemu without force_size makes them
+    equal; Hyper-V and Virtual PC round the geometry down). The CHS maximum is no size claim: every
+    reader then uses the current size (qemu with force_size writes it so)."""
+    chs = footer.cylinders * footer.heads * footer.sectors_per_track * SECTOR_SIZE
+    current = footer.current_size
+    cylinder = footer.heads * footer.sectors_per_track * SECTOR_SIZE
+    at_maximum = (footer.cylinders, footer.heads, footer.sectors_per_track) == MAX_GEOMETRY
+    if at_maximum or abs(current - chs) < max(cylinder, SECTOR_SIZE):
+        return None
+    used, other = ("CHS geometry", "current size") if size_from == "chs" else ("current size", "CHS geometry")
+    return SIZE_FIELDS_DISAGREE.finding(
+        f"the VHD footer's current size ({current} bytes) and its CHS geometry "
+        f"{footer.cylinders}/{footer.heads}/{footer.sectors_per_track} ({chs} bytes) describe different disks: "
+        f"qemu-img 7.2 uses the {used} for this creator, Hyper-V, Azure and qemu 10 the current size, so "
+        f"hypervisors would disagree on the disk (the {other} is ignored here); rebuild the footer from the "
+        "size that is right, e.g. `qemu-img convert -O vpc -o subformat=fixed,force_size=on`"
+    )
+
+
 def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynamicHeader:
     offset = copy.footer.data_offset
     last = reader.size - DYNAMIC_HEADER_SIZE
@@ -460,6 +490,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
             advice="qemu refuses this image; the image is corrupt",
         )
     sectors, size_from = virtual_sectors(footer)
+    disagreement = _size_disagreement(footer, size_from)
     if sectors > MAX_SECTORS:
         raise BadField(
             INVALID,
@@ -480,6 +511,8 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
     fixed = footer_model.disk_type == "fixed"
     dynamic = None if fixed else _dynamic_header(reader, primary, sectors)
     findings = list(_footer_findings(primary, other, end))
+    if disagreement is not None:
+        findings.append(disagreement)
     # A fixed disk's data is a raw disk from offset 0 to the footer: its partition table (and the
     # firmware it points to) is read as a raw disk's is, over the disk the guest sees.
     disk = read_disk(reader, sectors * SECTOR_SIZE, "the disk") if fixed else None

@@ -32,6 +32,7 @@ from introspect.formats.vmdk_descriptor import (
     CONVERT,
     DESCRIPTOR_LIMIT,
     DESCRIPTOR_MAX_SIZE,
+    DESCRIPTOR_SYNTAX,
     MAX_NAME_LENGTH,
     NO_PARENT_CID,
     QEMU_EXTENT_TYPES,
@@ -83,6 +84,9 @@ DESCRIPTOR_LOCATION = rule(
 # one without it, and nothing says which adapter or geometry the disk had.
 NO_DESCRIPTOR = rule(
     "vmdk.no_descriptor", Severity.REJECT, "the sparse extent has no (or an empty) embedded descriptor"
+)
+DESCRIPTOR_NOT_TEXT = rule(
+    "vmdk.descriptor_not_text", Severity.REJECT, "a descriptor file holds binary data (control bytes)"
 )
 UNCLEAN_SHUTDOWN = rule(
     "vmdk.unclean_shutdown", Severity.WARN, "the sparse extent was not closed cleanly (uncleanShutdown)"
@@ -206,8 +210,11 @@ DESCRIPTOR_MARKER = re.compile(rb"#\s*Disk\s*Descriptor\s*File", re.IGNORECASE)
 VERSION_LINE = re.compile(rb"version\s*=\s*[0-9]+")
 #: Control bytes that never appear in descriptor text (tab, LF and CR do).
 CONTROL_BYTES = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
+BINARY_BYTES = frozenset(CONTROL_BYTES)
 #: How many leading lines the probe looks at before it must have seen `version=`.
 PROBE_MAX_LINES = 64
+#: How far into leading blank space the probe looks for `# Disk DescriptorFile`.
+PROBE_MARKER_WINDOW = 256
 
 #: ddb keys with typed shortcuts in the details (spec "The Disk Database").
 DDB_ADAPTER_TYPE = "ddb.adapterType"
@@ -299,10 +306,13 @@ PROBE_WINDOW = 4096
 
 
 def _looks_like_descriptor(data: bytes) -> bool:
-    """Text (NUL padding allowed at the end) whose leading comments include `# Disk DescriptorFile`
-    or whose first other line is `version=N`, and that says `createType=`."""
+    """A file that opens with `# Disk DescriptorFile` (whatever follows: binary after it makes a
+    broken descriptor, not a raw disk), or text (NUL padding allowed at the end) whose leading
+    comments include that line or whose first other line is `version=N`, and that says `createType=`."""
     if data[:1] not in (b"#", b"v", b" ", b"\t", b"\r", b"\n"):
         return False
+    if DESCRIPTOR_MARKER.match(data.lstrip(b" \t\r\n")[:PROBE_MARKER_WINDOW]):
+        return True
     text = data[:PROBE_WINDOW].rstrip(b"\0")
     if len(text.translate(None, CONTROL_BYTES)) != len(text) or b"createType" not in text:
         return False
@@ -328,6 +338,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
     if magic == COWD_MAGIC:
         return _inspect_cowd(reader)
     text = reader.read_upto(0, DESCRIPTOR_MAX_SIZE, "descriptor file")
+    _check_text(text)
     findings: list[Finding] = []
     if reader.size > DESCRIPTOR_MAX_SIZE:
         findings.append(
@@ -337,6 +348,26 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
             )
         )
     return _descriptor_inspection(text, findings, header=None)
+
+
+def _check_text(data: bytes) -> None:
+    """A descriptor file is text: a control byte (a NUL other than the padding at the end) in what
+    qemu reads of it means it is a broken or hand-spliced file, which no reader can be trusted to
+    see the same way."""
+    text = data.rstrip(b"\0")
+    if len(text.translate(None, CONTROL_BYTES)) == len(text):
+        return
+    at = next(i for i, byte in enumerate(text) if byte in BINARY_BYTES)
+    raise BadField(
+        DESCRIPTOR_NOT_TEXT,
+        "descriptor file",
+        f"binary (byte {text[at]:#04x})",
+        "text without control bytes",
+        offset=at,
+        advice="the file starts as a VMDK descriptor but holds binary data: it is broken or was spliced "
+        "onto other data; upload the descriptor the hypervisor wrote, or convert the disk where its "
+        "extents are with `qemu-img convert -O vmdk -o subformat=streamOptimized`",
+    )
 
 
 def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
@@ -633,6 +664,14 @@ def _descriptor_inspection(
 ) -> Inspection[VmdkDetails]:
     """A descriptor whose extents are other files: the virtual size is what qemu would sum."""
     descriptor, descriptor_findings = parse_descriptor(raw)
+    if descriptor.create_type is None:
+        raise BadField(
+            DESCRIPTOR_SYNTAX,
+            "descriptor createType",
+            "missing",
+            "a createType line (qemu refuses a descriptor without one)",
+            advice=f"the descriptor is broken; {CONVERT}",
+        )
     findings.extend(descriptor_findings)
     virtual_size = SECTOR_SIZE * sum(
         extent.sectors

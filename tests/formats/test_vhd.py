@@ -434,3 +434,37 @@ def test_the_guest_view_of_a_fixed_vhd_is_its_data_before_the_footer():
         assert reader.reads == 2
     dynamic = introspect.inspect(fixture_group("partitioned") / "gpt-dynamic.vhd").details
     assert vhd.FORMAT.guest(Reader(FileSource(image)), dynamic) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "fields", "used"),
+    [
+        ("fixed-force-1G+3M.vhd", {"current_size": 1 << 62}, None),  # CHS maximum: no size claim
+        ("dynamic-1G+3M.vhd", {"current_size": 1 << 62}, "CHS geometry"),
+        ("dynamic-1G+3M.vhd", {"creator_application": b"win ", "current_size": 7 << 20}, "current size"),
+        ("fixed-7M.vhd", {"current_size": 3 << 20}, "CHS geometry"),
+    ],
+    ids=["force-size-max-chs", "huge-current-size", "hyper-v-small-current-size", "fixed-small-current-size"],
+)
+def test_current_size_and_chs_that_contradict_each_other_are_a_finding(tmp_path, image, fields, used):
+    """The footer states the size twice; qemu 7.2 silently picks one by creator, Hyper-V the other.
+    Apart by more than CHS rounding (one cylinder), they are a rejection naming both, whichever
+    qemu picks (the virtual size stays what qemu-img reports for the original's creator rule)."""
+    path = copy(image, tmp_path)
+    rewrite_footers(path, **fields)
+    report = introspect.inspect(path)
+    if used is None:
+        assert "vhd.size_fields_disagree" not in codes(report)
+        return
+    assert report.verdict == Verdict.REJECTED
+    assert "vhd.size_fields_disagree" in codes(report)
+    text = message(report, "vhd.size_fields_disagree")
+    assert f"current size ({fields['current_size']} bytes)" in text
+    assert f"uses the {used}" in text
+    assert "qemu-img convert -O vpc" in text
+
+
+def test_current_size_within_one_cylinder_of_chs_is_consistent():
+    """Every qemu-img-made VHD states consistent sizes (equal, or the CHS maximum with force_size)."""
+    for image in IMAGES:
+        assert "vhd.size_fields_disagree" not in codes(introspect.inspect(image))

@@ -269,11 +269,33 @@ def test_probe_rejects_binary_and_plain_text(group: Path) -> None:
     for data in (
         flat,
         b'#!/bin/sh\nversion=1\ncreateType="x"\n\x00\x01\x02binary',
-        descriptor.replace(b"createType", b"kind"),
+        descriptor.replace(b"createType", b"kind").replace(b"# Disk DescriptorFile", b"# some file"),
         b'hello\nversion=1\ncreateType="monolithicFlat"\n',
-        descriptor[:40] + b"\x07" + descriptor[40:],
     ):
         assert not vmdk.probe(Head(data, data[-512:], len(data))), data[:60]
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "text"),
+    [
+        (lambda d: d[:40] + b"\x07" + d[40:], "vmdk.descriptor_not_text", "binary (byte 0x07)"),
+        (lambda d: d[:200] + bytes(range(256)) * 4, "vmdk.descriptor_not_text", "binary (byte 0x00)"),
+        (lambda d: d.replace(b"createType", b"kind"), "vmdk.descriptor_syntax", "createType is 'missing'"),
+    ],
+    ids=["control-byte", "binary-garbage", "no-createType"],
+)
+def test_a_file_opening_as_a_descriptor_is_a_broken_vmdk_not_raw(
+    group: Path, tmp_path: Path, change, code, text
+):
+    """`# Disk DescriptorFile` then binary data is a broken VMDK descriptor (an error naming it),
+    never a raw disk that is `ok`; so is a descriptor without the createType qemu requires."""
+    path = tmp_path / "broken.vmdk"
+    path.write_bytes(change(image(group, "monolithicFlat-ide").read_bytes()))
+    report = introspect.inspect(path)
+    assert report.format == "vmdk"
+    assert report.verdict == Verdict.ERROR
+    assert [f.code for f in report.findings] == [code]
+    assert text in report.findings[0].message
 
 
 def edited(group: Path, tmp_path: Path, name: str, old: str, new: str) -> Path:
