@@ -22,11 +22,12 @@ descriptor names is ever opened. The descriptor text itself is parsed by
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 from collections.abc import Iterable
 from typing import Literal
 
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.vmdk_descriptor import (
     CONVERT,
@@ -44,7 +45,7 @@ from introspect.formats.vmdk_descriptor import (
 )
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, boolean, char, chars, pad, u16, u32, u64
 
@@ -421,6 +422,7 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
                 f"cannot open it alone and nothing says which adapter or geometry the disk had; {CONVERT}"
             )
         )
+    findings.extend(_grains_past_the_end(reader, effective))
     details = _details(
         "sparse",
         descriptor,
@@ -430,6 +432,97 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
         footer=_header_info(footer) if footer else None,
     )
     return Inspection(details, effective.capacity * SECTOR_SIZE, findings)
+
+
+#: The grain directory and grain tables are read (in one read) only when all of them take at most
+#: this much: 1 MiB of grain tables maps 256 Ki grains, a 16 GiB disk at qemu's 64 KiB grains.
+#: Larger disks are not checked for missing grains (the header pass stays within its budget).
+MAX_TABLES_READ = 1 << 20
+#: Grain table entries that are not sectors: 0 unallocated, 1 a zeroed grain (version 2 and on).
+GTE_UNALLOCATED = 0
+GTE_ZEROED = 1
+
+
+class GrainMarker(LittleEndianStructure):
+    """The start of a compressed grain (spec "Stream-Optimized Compressed Sparse Extents"): its
+    LBA, and the length of the compressed data that follows."""
+
+    val: int = u64()
+    size: int = u32()
+
+
+def _sectors(length: int) -> int:
+    """`length` bytes rounded up to whole sectors."""
+    return -(-length // SECTOR_SIZE) * SECTOR_SIZE
+
+
+def _grains_past_the_end(reader: Reader, header: SparseExtentHeader) -> list[Finding]:
+    """Grains the grain tables point to past the end of the file: the image was cut short."""
+    prefix = "the VMDK's grain tables map data past the end of the file"
+    try:
+        last = _last_grain(reader, header)
+    except TruncatedImage as error:
+        return [TRUNCATED.finding(f"{prefix}: {error}")]
+    if last is None or last[1] <= reader.size:
+        return []
+    grain, end = last
+    return [
+        TRUNCATED.finding(
+            f"{prefix}: the last grain (and what follows it) needs bytes {grain}..{end} but the file ends at "
+            f"{reader.size}: the image was cut short; upload it again"
+        )
+    ]
+
+
+def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] | None:
+    """Where the grain furthest into the file starts and ends (a stream's: with its end-of-stream
+    marker), or None when nothing is allocated or the tables are too large to read. The grain
+    directory and the grain tables that follow it (as qemu writes them) are read in one read when
+    all of them fit `MAX_TABLES_READ`, tables elsewhere (a VMware stream's, before its footer) in
+    one more; the last grain's marker (a compressed grain) says where it ends. At most three reads."""
+    entries_per_gd = header.num_gtes_per_gt * header.grain_size
+    gd_entries = -(-header.capacity // entries_per_gd)
+    gt_bytes = header.num_gtes_per_gt * 4
+    gd_start = header.gd_offset * SECTOR_SIZE
+    gd_bytes = gd_entries * 4
+    # qemu and VMware write the grain tables right after the directory: one read takes both.
+    window = _sectors(gd_bytes) + gd_entries * _sectors(gt_bytes)
+    if gd_entries == 0 or window > MAX_TABLES_READ:
+        return None
+    tables_window = reader.read_upto(gd_start, window, "grain directory and grain tables")
+    directory = (
+        tables_window[:gd_bytes]
+        if len(tables_window) >= gd_bytes
+        else reader.read(gd_start, gd_bytes, "grain directory")
+    )
+    tables = sorted({sector for (sector,) in struct.iter_unpack("<I", directory) if sector})
+    if not tables:
+        return None
+    first, last = tables[0] * SECTOR_SIZE, tables[-1] * SECTOR_SIZE + gt_bytes
+    if last - first > MAX_TABLES_READ:
+        return None
+    if gd_start <= first and last <= gd_start + len(tables_window):
+        data, first = tables_window, gd_start
+    else:
+        data = reader.read(first, last - first, "grain tables")
+    grains = [
+        g
+        for t in tables
+        for (g,) in struct.iter_unpack(
+            "<I", data[t * SECTOR_SIZE - first : t * SECTOR_SIZE - first + gt_bytes]
+        )
+        if g not in (GTE_UNALLOCATED, GTE_ZEROED)
+    ]
+    if not grains:
+        return None
+    grain = max(grains) * SECTOR_SIZE
+    if not header.flags & FLAG_COMPRESSED_GRAINS:
+        return grain, grain + header.grain_size * SECTOR_SIZE
+    marker = GrainMarker.read(reader, "last compressed grain's marker", grain)
+    end = grain + GrainMarker.SIZE + marker.size
+    if header.flags & FLAG_MARKERS:
+        end = _sectors(end) + SECTOR_SIZE  # and the end-of-stream marker
+    return grain, end
 
 
 def _descriptor_start(header: SparseExtentHeader, size: int) -> int:
@@ -456,17 +549,21 @@ def _descriptor_start(header: SparseExtentHeader, size: int) -> int:
 def _read_footer(reader: Reader) -> SparseExtentHeader:
     """The footer of a stream-optimized extent (gdOffset = GD_AT_END in the header): footer marker,
     footer and end-of-stream marker in the last three sectors, which qemu reads instead of the header."""
+    cut = ImageError(
+        TRUNCATED,
+        "the stream-optimized VMDK's header says its grain directory and real header follow the data "
+        "(gdOffset = GD_AT_END), but the file does not end with the footer marker, footer and "
+        "end-of-stream marker: the stream was cut short (a partial upload or download); upload it again",
+        offset=reader.size,
+        field="stream-optimized footer",
+    )
     if reader.size % SECTOR_SIZE or reader.size < FOOTER_MARKER_FROM_END + SECTOR_SIZE:
-        raise BadField(
-            BAD_HEADER,
-            "file size",
-            reader.size,
-            "a whole number of sectors, with room for the header and the footer (gdOffset is GD_AT_END)",
-            advice="the stream-optimized image is truncated; upload it again",
-        )
+        raise cut
     start = reader.size - FOOTER_MARKER_FROM_END
     data = reader.read(start, FOOTER_MARKER_FROM_END - EOS_MARKER_FROM_END, "stream-optimized footer")
     footer_marker = Marker.unpack(data)
+    if footer_marker.type != MARKER_FOOTER:
+        raise cut
     footer = SparseExtentHeader.unpack(data, FOOTER_MARKER_FROM_END - FOOTER_FROM_END)
     eos_offset = reader.size - EOS_MARKER_FROM_END
     eos = Marker.read(reader, "end-of-stream marker", eos_offset)
@@ -563,6 +660,11 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
             advice=corrupt,
         )
     sectors = size // SECTOR_SIZE
+    if header.over_head > sectors:
+        # qemu: "File truncated, expecting at least N bytes". Checked before the tables it holds.
+        raise TruncatedImage(
+            "sparse extent metadata (overHead)", offset=0, length=header.over_head * SECTOR_SIZE, size=size
+        )
     if not 0 < header.gd_offset < sectors:
         raise BadField(
             BAD_HEADER,
@@ -578,11 +680,6 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
             header.rgd_offset,
             f"a sector inside the file (it has {sectors})",
             advice="the image is truncated or corrupt; upload it again",
-        )
-    if header.over_head > sectors:
-        # qemu: "File truncated, expecting at least N bytes".
-        raise TruncatedImage(
-            "sparse extent metadata (overHead)", offset=0, length=header.over_head * SECTOR_SIZE, size=size
         )
 
 

@@ -149,15 +149,25 @@ def test_a_sparse_image_costs_the_head_the_tail_and_its_footer(group: Path, name
     report = introspect.inspect(image(group, name))
     header = details_of(report).header
     assert header is not None
-    assert report.reads <= (3 if header.gd_at_end else 2)
-    assert report.bytes_read <= 64 * 1024 + 512 + (1024 if header.gd_at_end else 0)
+    # Head, tail, the footer of a stream; the grain directory and tables when they are not in the
+    # head (one read, at most MAX_TABLES_READ; a VMware stream's tables, before its directory, one
+    # more) and a compressed stream's last grain marker, to see that no grain lies past the end.
+    tables = 2 if header.gd_at_end else 1 if header.gd_offset * 512 >= 64 * 1024 - 4096 else 0
+    compressed = 1 if header.compressed_grains else 0
+    assert report.reads <= 2 + (1 if header.gd_at_end else 0) + tables + compressed
+    assert (
+        report.bytes_read <= 64 * 1024 + 512 + (1024 if header.gd_at_end else 0) + vmdk.MAX_TABLES_READ + 512
+    )
 
 
-def test_reads_do_not_depend_on_the_virtual_size(group: Path) -> None:
+def test_reads_are_capped_whatever_the_virtual_size(group: Path) -> None:
+    """1 GiB: head, tail and one read of the grain directory and tables (checked for grains past the
+    end); 1 TiB: its 64 MiB of preallocated tables are past MAX_TABLES_READ and not read."""
     small, big = (introspect.inspect(image(group, name)) for name in ("sparse-1g", "sparse-1t"))
     assert (small.virtual_size, big.virtual_size) == (1 << 30, 1 << 40)
     assert small.ok and big.ok
-    assert (small.reads, small.bytes_read) == (big.reads, big.bytes_read)
+    assert (small.reads, big.reads) == (3, 2)
+    assert small.bytes_read - big.bytes_read <= vmdk.MAX_TABLES_READ
 
 
 def test_allowed_subformats_pass_the_default_policy(group: Path) -> None:
@@ -192,8 +202,10 @@ def test_vmdkstream_footer_replaces_the_header(group: Path) -> None:
     assert details.footer.compressed_grains and details.footer.markers
     assert report.virtual_size == qemu_info(path)["virtual-size"]
     # The footer marker and footer are one read; the end-of-stream marker is in the cached tail.
-    assert report.reads == 3
-    assert report.bytes_read == 64 * 1024 + 512 + 1024
+    # Then the grain directory (before the footer), the grain tables (spread among the grains) and
+    # the last grain's marker: no grain lies past the end.
+    assert report.reads == 6
+    assert report.bytes_read <= 64 * 1024 + 512 + 1024 + (path.stat().st_size - 64 * 1024)
     # VMDKstream names its extent RDONLY "call-me-stream.vmdk": still this file, not an outside one.
     assert report.verdict == Verdict.OK
 
@@ -484,15 +496,59 @@ def test_truncated_header(group: Path, tmp_path: Path) -> None:
     )
 
 
-def test_truncated_stream(group: Path, tmp_path: Path) -> None:
-    data = image(group, "vmdkstream").read_bytes()
-    path = tmp_path / "cut.vmdk"
-    path.write_bytes(data[:-512])
-    code, message = only_finding(introspect.inspect(path))
-    assert code == "vmdk.bad_header"
-    assert message.startswith("footer marker type is ")
-    assert message.endswith(", expected 3: the stream-optimized image is truncated or corrupt; upload it "
-                            f"again (at offset {len(data) - 512 - 1536})")  # fmt: skip
+def cut(path: Path, size: int, tmp_path: Path) -> Path:
+    target = tmp_path / f"cut-{size}-{path.name}"
+    target.write_bytes(path.read_bytes()[:size])
+    return target
+
+
+@pytest.mark.parametrize("keep", [512, 4096, 8192, 35840, 66048, "half", "-512", "-1024", "-1536"])
+def test_a_cut_vmware_stream_is_truncated(group: Path, tmp_path: Path, keep) -> None:
+    """VMDKstream writes VMware's layout (gdOffset = GD_AT_END, the real header as a footer before
+    the end-of-stream marker): any cut loses the footer, and the image cannot be read at all."""
+    path = image(group, "vmdkstream")
+    size = path.stat().st_size
+    keep = size // 2 if keep == "half" else size + int(keep) if isinstance(keep, str) else keep
+    report = introspect.inspect(cut(path, keep, tmp_path))
+    assert report.verdict == Verdict.ERROR
+    code, message = only_finding(report)
+    assert code == "image.truncated"
+    assert "cut short" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "cuts"),
+    [
+        # qemu-img's stream: directory and tables up front, its last grain at sector 129, then the
+        # end-of-stream marker: cut inside the grain, and just before the marker.
+        ("convert-stream", (66048, 66560)),
+        # qemu-img convert of a GPT disk (fixtures/make/partitioned.sh): grains for the primary
+        # table at the start and the backup at the end of the disk.
+        ("partitioned/gpt", (66048, "half", "-512")),
+        ("partitioned/gpt-stream", (66048, 66560, 67072)),  # grains at sectors 128-130, then the EOS
+    ],
+)
+def test_a_cut_sparse_extent_is_truncated_where_its_grains_are_missing(
+    group: Path, tmp_path: Path, name, cuts
+):
+    """qemu writes the grain directory and tables ahead of the grains: a cut file still parses, and
+    its tables name the grains that are gone, so it is rejected (the uncut one is ok)."""
+    path = (
+        image(group, name) if "/" not in name else fixture_group("partitioned") / f"{name.split('/')[1]}.vmdk"
+    )
+    assert introspect.inspect(path).ok
+    size = path.stat().st_size
+    for keep in cuts:
+        keep = (
+            size // 2 // 512 * 512 if keep == "half" else size + int(keep) if isinstance(keep, str) else keep
+        )
+        report = introspect.inspect(cut(path, keep, tmp_path))
+        assert report.verdict == Verdict.REJECTED, (keep, report.findings)
+        assert [f.code for f in report.findings] == ["image.truncated"]
+        message = report.findings[0].message
+        assert message.startswith("the VMDK's grain tables map data past the end of the file: the last ")
+        assert f"but the file ends at {keep}" in message
+        assert report.reads <= 5
 
 
 @pytest.mark.parametrize(
@@ -577,7 +633,9 @@ def test_capacity_zero_turns_the_embedded_descriptor_into_a_descriptor_file(
 def test_embedded_descriptor_listing_another_extent(group: Path, tmp_path: Path) -> None:
     path = patched(group, tmp_path, "base")
     data = path.read_bytes()
-    path.write_bytes(data.replace(b'SPARSE "base.vmdk"', b'FLAT "/dev/sda" 0  '))
+    edited = data.replace(b'SPARSE "base.vmdk"', b'FLAT "/dev/sda" 0 ')  # same length: tables stay put
+    assert len(edited) == len(data)
+    path.write_bytes(edited)
     report = introspect.inspect(path)
     assert sorted(codes(report)) == ["vmdk.extent_outside", "vmdk.extent_path"]
     assert messages(report, "vmdk.extent_outside")[0].startswith(
