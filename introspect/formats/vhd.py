@@ -18,6 +18,7 @@ and a test runs that qemu-img on rewritten creators to prove it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ from introspect.formats.partitions import PartitionTable
 from introspect.formats.raw import RawGuestView, read_disk
 from introspect.model import Finding, Firmware, Frozen, Geometry, Severity
 from introspect.properties import firmware_properties, geometry_properties, header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
 
@@ -353,6 +354,11 @@ def _size_disagreement(footer: HardDiskFooter, size_from: Literal["chs", "curren
 def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynamicHeader:
     offset = copy.footer.data_offset
     last = reader.size - DYNAMIC_HEADER_SIZE
+    if last < offset < MAX_SECTORS * SECTOR_SIZE:
+        # Where a VHD could hold it, but the file stops first: cut short.
+        raise TruncatedImage(
+            "dynamic disk header", offset=offset, length=DYNAMIC_HEADER_SIZE, size=reader.size
+        )
     if offset > last:
         raise BadField(
             INVALID,
@@ -427,6 +433,44 @@ def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynam
         parent_unicode_name=utf16_c_string(h.parent_unicode_name, "big") or None,
         parent_locators=locators,
     )
+
+
+#: The block allocation table is read (once) only when it is at most this large: 256 Ki entries,
+#: a 512 GiB disk in 2 MiB blocks. Larger tables are not checked for blocks past the end.
+MAX_BAT_READ = 1 << 20
+#: A BAT entry for a block that is not allocated.
+BAT_UNALLOCATED = 0xFFFFFFFF
+
+
+def _cut_short(reader: Reader, dynamic: VhdDynamicHeader, end: _FooterCopy | None) -> list[Finding]:
+    """What a dynamic disk's footer and BAT say must exist but the file lacks: the copy of the
+    footer at the end (every dynamic disk ends with it) and the blocks the BAT places (each block
+    is its sector bitmap, then its data). One read of the BAT at most, when it is small enough."""
+    if end is None:
+        return [
+            TRUNCATED.finding(
+                "the dynamic VHD does not end with the copy of its footer that every VHD ends with: the file "
+                "was cut short (a partial upload or download) and blocks may be missing; upload it again"
+            )
+        ]
+    length = dynamic.max_table_entries * BAT_ENTRY_SIZE
+    if length > MAX_BAT_READ:
+        return []
+    bat = reader.read(dynamic.table_offset, length, "block allocation table")
+    sectors = [entry for (entry,) in struct.iter_unpack(">I", bat) if entry != BAT_UNALLOCATED]
+    if not sectors:
+        return []
+    bitmap = -(-dynamic.block_size // SECTOR_SIZE // 8 // SECTOR_SIZE) * SECTOR_SIZE
+    last = max(sectors) * SECTOR_SIZE
+    block_end = last + bitmap + dynamic.block_size
+    if block_end <= end.offset:
+        return []
+    return [
+        TRUNCATED.finding(
+            f"the VHD's block allocation table places a block at bytes {last}..{block_end}, past the footer "
+            f"copy at {end.offset}: the file was cut short or corrupted; upload it again"
+        )
+    ]
 
 
 def _footer_findings(
@@ -518,6 +562,8 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
     disk = read_disk(reader, sectors * SECTOR_SIZE, "the disk") if fixed else None
     if disk is not None:
         findings.extend(disk.findings)
+    if dynamic is not None:
+        findings.extend(_cut_short(reader, dynamic, end))
     if dynamic is not None and not dynamic.checksum_valid:
         findings.append(
             DYNAMIC_HEADER_CHECKSUM.finding(

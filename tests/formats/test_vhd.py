@@ -468,3 +468,50 @@ def test_current_size_within_one_cylinder_of_chs_is_consistent():
     """Every qemu-img-made VHD states consistent sizes (equal, or the CHS maximum with force_size)."""
     for image in IMAGES:
         assert "vhd.size_fields_disagree" not in codes(introspect.inspect(image))
+
+
+@pytest.mark.parametrize(
+    "name", ["converted.vhd", "partitioned/gpt-dynamic.vhd", "partitioned/mbr-dynamic.vhd"]
+)
+@pytest.mark.parametrize("keep", [2048, 4096, 66048, "half", "-2", "-512"])
+def test_a_cut_dynamic_vhd_is_truncated(tmp_path, name, keep):
+    """qemu-img's dynamic VHDs, cut at several points: the footer copy every VHD ends with is gone.
+    (One byte less is a footer of the old 511-byte form, which the spec accepts: vhd.old_footer.)"""
+    source = fixture_group("partitioned") / name.split("/")[1] if "/" in name else GROUP / name
+    data = source.read_bytes()
+    keep = len(data) // 2 if keep == "half" else len(data) + int(keep) if isinstance(keep, str) else keep
+    path = tmp_path / "cut.vhd"
+    path.write_bytes(data[:keep])
+    report = introspect.inspect(path)
+    assert report.format == "vhd"
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["image.truncated"]
+    assert message(report, "image.truncated").startswith(
+        "the dynamic VHD does not end with the copy of its footer that every VHD ends with"
+    )
+
+
+def test_blocks_past_the_footer_copy_are_truncation(tmp_path):
+    """converted.vhd (qemu-img convert of 5 MiB with data in its first and fourth MiB) keeps two
+    blocks; cut the second off but keep the footer copy, as a broken transfer that resumed at the
+    end would: the BAT places that block past the footer."""
+    data = (GROUP / "converted.vhd").read_bytes()
+    path = tmp_path / "holed.vhd"
+    path.write_bytes(data[: len(data) // 2] + data[-vhd.FOOTER_SIZE :])
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["image.truncated"]
+    text = message(report, "image.truncated")
+    assert text.startswith("the VHD's block allocation table places a block at bytes ")
+    assert f"past the footer copy at {len(data) // 2}" in text
+    assert report.reads <= 2
+
+
+def test_a_dynamic_header_cut_off_is_truncation(tmp_path):
+    data = (GROUP / "dynamic-7M.vhd").read_bytes()
+    path = tmp_path / "cut.vhd"
+    path.write_bytes(data[:1024])
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["image.truncated"]
+    assert message(report, "image.truncated").startswith("the dynamic disk header needs bytes 512..1536")
