@@ -11,7 +11,7 @@ import time
 import pytest
 
 import introspect
-from introspect import detect, qemu
+from introspect import detect, inspector, qemu
 from introspect.containers import compressed
 from introspect.formats import ALL, qcow2
 from introspect.model import Severity, Verdict
@@ -313,3 +313,40 @@ def test_a_partition_table_is_content_only_where_the_format_says_its_disk_starts
     decided = sorted(f.name for f in ALL if callable(f.data_at_zero))
     assert (always, decided) == (["iso", "raw"], ["vhd"])
     assert detect.HOSTS_PARTITION_TABLES == frozenset(always)
+
+
+@pytest.mark.parametrize(
+    ("declared", "group", "name", "text"),
+    [
+        ("vhd", "qcow", "base.qcow2", "set disk_format=qcow2, or convert with `qemu-img convert -O vpc`"),
+        ("vpc", "qcow", "base.qcow2", "set disk_format=qcow2, or convert with `qemu-img convert -O vpc`"),
+        ("ploop", "qcow", "base.qcow2", "or convert with `qemu-img convert -O parallels`"),
+        ("iso", "qcow", "base.qcow2", "set disk_format=qcow2 (an ISO is made by a mastering tool"),
+        (
+            "raw",
+            "qcow",
+            "qed-base.qed",
+            "Glance has no disk_format for qed; convert with `qemu-img convert -O raw`",
+        ),
+    ],
+)
+def test_mismatch_advice_names_what_qemu_img_and_glance_accept(declared, group, name, text):
+    """Every fix-it hint names a real `qemu-img convert -O` format (vpc, parallels; never iso) and
+    a disk_format Glance has; each -O name is one `qemu-img --help` lists as a format."""
+    report = introspect.inspect(fixture_group(group) / name, expect=declared)
+    (finding,) = [f for f in report.findings if f.code == "image.format_mismatch"]
+    assert text in finding.message
+    assert "-O iso" not in finding.message and "-O vhd`" not in finding.message
+    listed = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True, check=True).stdout
+    formats = listed.split("Supported formats:", 1)[1].split()
+    for written in inspector.QEMU_WRITES:
+        assert written in formats
+
+
+def test_a_luks_image_declared_raw_gets_advice_glance_can_follow():
+    report = introspect.inspect(fixture_group("luks") / "cs-luks1.img", expect="raw")
+    (finding,) = [f for f in report.findings if f.code == "image.format_mismatch"]
+    assert (
+        "keep disk_format=raw and give it the key Cinder needs (cinder_encryption_key_id)" in finding.message
+    )
+    assert "`cryptsetup open`" in finding.message
