@@ -89,6 +89,9 @@ NO_DESCRIPTOR = rule(
 DESCRIPTOR_NOT_TEXT = rule(
     "vmdk.descriptor_not_text", Severity.REJECT, "a descriptor file holds binary data (control bytes)"
 )
+STREAM_VERSION = rule(
+    "vmdk.stream_version", Severity.WARN, "a stream-optimized extent's sparse header is below version 3"
+)
 UNCLEAN_SHUTDOWN = rule(
     "vmdk.unclean_shutdown", Severity.WARN, "the sparse extent was not closed cleanly (uncleanShutdown)"
 )
@@ -124,6 +127,10 @@ NEWLINE_DETECTION_CHARS = (b"\n", b" ", b"\r", b"\n")
 #: qemu's limits (vmdk_add_extent, vmdk_open_vmdk4): a grain of more than 0x200000 sectors (1 GiB)
 #: "is unrealistic", a grain table has at most 512 entries (the spec's value), and the grain
 #: directory at most 32 Mi entries.
+#: VMware's importers (ESXi, vCenter) refuse a stream-optimized extent below version 3; qemu 2.1 to
+#: 2.5 wrote version 1, later qemu-img writes 3 (the convert-stream fixture says so).
+STREAM_MIN_VERSION = 3
+STREAM_OPTIMIZED = "streamOptimized"
 MAX_GRAIN_SECTORS = 0x200000
 MAX_GTES_PER_GT = 512
 MAX_GD_ENTRIES = 32 * 1024 * 1024
@@ -420,6 +427,18 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
             NO_DESCRIPTOR.finding(
                 "the sparse extent has no embedded descriptor (it is one extent of a split disk): qemu "
                 f"cannot open it alone and nothing says which adapter or geometry the disk had; {CONVERT}"
+            )
+        )
+    stream = effective.flags & FLAG_COMPRESSED_GRAINS or (
+        descriptor and descriptor.create_type == STREAM_OPTIMIZED
+    )
+    if stream and effective.version < STREAM_MIN_VERSION:
+        findings.append(
+            STREAM_VERSION.finding(
+                f"the stream-optimized extent's sparse header is version {effective.version}: ESXi and vCenter "
+                f"refuse stream-optimized disks below version {STREAM_MIN_VERSION} (qemu 2.1 to 2.5 wrote version "
+                "1); convert it with a current `qemu-img convert -O vmdk -o subformat=streamOptimized`, which "
+                f"writes version {STREAM_MIN_VERSION}"
             )
         )
     findings.extend(_grains_past_the_end(reader, effective))

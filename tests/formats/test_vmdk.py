@@ -659,3 +659,17 @@ def test_mutated_images_never_reach_an_internal_error(group: Path, name: str) ->
         report = introspect.inspect(BytesSource(bytes(mutated)))
         if report.format == "vmdk":  # what no longer probes as VMDK is another module's business
             assert "introspect.internal_error" not in codes(report), report.findings
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_stream_below_version_3_is_a_warning(group: Path, tmp_path: Path, version: int) -> None:
+    """qemu-img today writes version 3 (as the fixture's header says); qemu 2.1-2.5 wrote 1, which
+    ESXi refuses: the same image with its version rewritten warns, naming the fix."""
+    assert SparseExtentHeader.unpack(image(group, "convert-stream").read_bytes()).version == 3
+    path = patched(group, tmp_path, "convert-stream", version=version)
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.OK
+    assert [(f.code, f.severity) for f in report.findings] == [("vmdk.stream_version", Severity.WARN)]
+    assert f"sparse header is version {version}: ESXi and vCenter refuse" in report.findings[0].message
+    assert "-o subformat=streamOptimized" in report.findings[0].message
+    assert introspect.inspect(image(group, "convert-stream")).findings == []
