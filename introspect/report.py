@@ -11,7 +11,7 @@ from introspect.model import Finding, Frozen, Verdict
 
 #: Bumped whenever a parser or a property mapping changes what it reports, so that
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
-INSPECTOR_VERSION = 1
+INSPECTOR_VERSION = 2
 
 if TYPE_CHECKING:
     Details = BaseModel
