@@ -115,13 +115,22 @@ def _inspect(
     depth: int = 0,
 ) -> Report:
     if reader.size == 0:
+        # Its own outcome: nothing to parse, and nothing wrong with a parser either; the finding
+        # (image.empty) decides the verdict as any other does (rejected, unless a policy says not).
+        empty = policy.apply(
+            [
+                EMPTY.finding(
+                    "the file is empty: nothing was uploaded; upload the image again and check its size"
+                )
+            ]
+        )
         return Report(
             source=name,
             format=None,
             size=0,
             virtual_size=None,
-            verdict=Verdict.ERROR,
-            findings=policy.apply([EMPTY.finding("the file is empty: nothing was uploaded")]),
+            verdict=policy.verdict(empty, parsed=True),
+            findings=empty,
             properties={},
             details=None,
             bytes_read=0,

@@ -90,8 +90,12 @@ def test_empty_file(tmp_path):
     path = tmp_path / "empty.img"
     path.touch()
     report = introspect.inspect(path)
-    assert (report.format, report.verdict, report.reads) == (None, Verdict.ERROR, 0)
-    assert report.findings[0].message == "the file is empty: nothing was uploaded"
+    # Its own outcome, not an error: nothing failed to parse; image.empty rejects it.
+    assert (report.format, report.verdict, report.reads) == (None, Verdict.REJECTED, 0)
+    assert [f.code for f in report.findings] == ["image.empty"]
+    assert report.findings[0].message.startswith("the file is empty: nothing was uploaded")
+    demoted = introspect.inspect(path, policy=Policy(severity={"image.empty": Severity.WARN}))
+    assert demoted.verdict == Verdict.OK
 
 
 def test_open_file_and_byte_source(tmp_path):

@@ -439,7 +439,7 @@ def test_the_guest_view_of_a_fixed_vhd_is_its_data_before_the_footer():
 @pytest.mark.parametrize(
     ("image", "fields", "used"),
     [
-        ("fixed-force-1G+3M.vhd", {"current_size": 1 << 62}, None),  # CHS maximum: no size claim
+        ("dynamic-force-7M.vhd", {"current_size": 3 << 30}, None),  # CHS maximum: no size claim
         ("dynamic-1G+3M.vhd", {"current_size": 1 << 62}, "CHS geometry"),
         ("dynamic-1G+3M.vhd", {"creator_application": b"win ", "current_size": 7 << 20}, "current size"),
         ("fixed-7M.vhd", {"current_size": 3 << 20}, "CHS geometry"),
