@@ -27,6 +27,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Literal
 
+from pydantic import Field
+
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.vmdk_descriptor import (
@@ -91,6 +93,11 @@ DESCRIPTOR_NOT_TEXT = rule(
 )
 STREAM_VERSION = rule(
     "vmdk.stream_version", Severity.WARN, "a stream-optimized extent's sparse header is below version 3"
+)
+WRITER_DEFAULTS = rule(
+    "vmdk.writer_defaults",
+    Severity.INFO,
+    "the adapter type and hardware version are qemu-img's defaults (ide, 4): low confidence",
 )
 UNCLEAN_SHUTDOWN = rule(
     "vmdk.unclean_shutdown", Severity.WARN, "the sparse extent was not closed cleanly (uncleanShutdown)"
@@ -235,6 +242,9 @@ DDB_UUIDS = ("ddb.uuid", "ddb.uuid.image")
 DDB_THIN_PROVISIONED = "ddb.thinProvisioned"
 DDB_LONG_CONTENT_ID = "ddb.longContentID"
 BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
+#: What qemu-img writes when not told (block/vmdk.c: adapter_type "ide", hwversion 4).
+QEMU_DEFAULT_ADAPTER = "ide"
+QEMU_DEFAULT_HW_VERSION = 4
 
 
 # --- Details ------------------------------------------------------------------------------------
@@ -290,6 +300,11 @@ class VmdkDetails(Frozen):
     esx_sparse_header: EsxSparseHeaderInfo | None = None
     descriptor: VmdkDescriptor | None = None
     adapter_type: str | None = None
+    adapter_type_confidence: Literal["stated", "low"] | None = Field(
+        None,
+        description="`low` when the descriptor holds qemu-img's writer defaults (adapterType ide with "
+        "virtualHWVersion 4), which may say nothing of the disk's real bus",
+    )
     geometry: Geometry | None = None
     bios_geometry: Geometry | None = None
     virtual_hw_version: int | None = None
@@ -818,6 +833,7 @@ def _details(
         footer=footer,
         descriptor=descriptor,
         adapter_type=ddb.get(DDB_ADAPTER_TYPE),
+        adapter_type_confidence=_adapter_confidence(ddb),
         geometry=_geometry(ddb, DDB_GEOMETRY),
         bios_geometry=_geometry(ddb, DDB_BIOS_GEOMETRY),
         virtual_hw_version=number(ddb.get(DDB_VIRTUAL_HW_VERSION)),
@@ -829,6 +845,19 @@ def _details(
         # A delta disk's parent is a VMDK by definition (qemu-img reports backing format vmdk too).
         backing_format="vmdk" if hint is not None else None,
     )
+
+
+def _adapter_confidence(ddb: dict[str, str]) -> Literal["stated", "low"] | None:
+    """qemu-img writes `ddb.adapterType = "ide"` and `ddb.virtualHWVersion = "4"` unless told
+    otherwise (its adapter_type and hwversion options): together they are what any qemu-made VMDK
+    says, not a statement about the disk's bus."""
+    adapter = ddb.get(DDB_ADAPTER_TYPE)
+    if adapter is None:
+        return None
+    defaults = adapter.strip().lower() == QEMU_DEFAULT_ADAPTER and number(
+        ddb.get(DDB_VIRTUAL_HW_VERSION)
+    ) == (QEMU_DEFAULT_HW_VERSION)
+    return "low" if defaults else "stated"
 
 
 def _geometry(ddb: dict[str, str], keys: tuple[str, str, str]) -> Geometry | None:
@@ -902,6 +931,16 @@ def check_extents_in_file(details: VmdkDetails, policy: Policy) -> Iterable[Find
                 f"sparse disk has exactly one SPARSE extent of {capacity} sectors, this file: "
                 f"part of the disk would be read from elsewhere; {CONVERT}"
             )
+
+
+def check_writer_defaults(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
+    """qemu-img's writer defaults are recorded as stated, with low confidence, and said."""
+    if details.adapter_type_confidence == "low":
+        yield WRITER_DEFAULTS.finding(
+            'the descriptor says ddb.adapterType = "ide" with ddb.virtualHWVersion = "4", what qemu-img writes '
+            "when not told otherwise: the disk may have been on another bus; check how the VM booted it and "
+            "set hw_disk_bus (or re-export with `qemu-img convert -O vmdk -o adapter_type=lsilogic`) if not IDE"
+        )
 
 
 def check_create_type(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
@@ -1008,7 +1047,14 @@ FORMAT = Format(
     qemu_name="vmdk",
     probe=probe,
     inspect=inspect,
-    checks=(check_extent_paths, check_extents_in_file, check_create_type, check_delta, check_esx_sparse),
+    checks=(
+        check_extent_paths,
+        check_extents_in_file,
+        check_create_type,
+        check_delta,
+        check_esx_sparse,
+        check_writer_defaults,
+    ),
     details=VmdkDetails,
     properties=properties,
 )
