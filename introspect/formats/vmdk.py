@@ -63,7 +63,32 @@ EXTENT_PATH = rule(
 EXTENT_OUTSIDE = rule(
     "vmdk.extent_outside",
     Severity.REJECT,
-    "the descriptor's extents are not (only) this file",
+    "a sparse extent's embedded descriptor names extents that are not (only) this file",
+    names_files=True,
+)
+# A descriptor file uploaded alone, by what it splits the disk into: each its own code and hint.
+DESCRIPTOR_FLAT = rule(
+    "vmdk.descriptor_flat",
+    Severity.REJECT,
+    "a descriptor of a flat disk: the data is a raw file not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_SPLIT = rule(
+    "vmdk.descriptor_split",
+    Severity.REJECT,
+    "a descriptor of a split (twoGbMaxExtent) disk: the parts are files not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_MULTI_EXTENT = rule(
+    "vmdk.descriptor_multi_extent",
+    Severity.REJECT,
+    "a descriptor of a disk of several extents in other files, not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_ONLY = rule(
+    "vmdk.descriptor_only",
+    Severity.REJECT,
+    "a descriptor alone: the disk's one sparse extent is a file not uploaded",
     names_files=True,
 )
 CREATE_TYPE = rule(
@@ -915,13 +940,9 @@ def check_extents_in_file(details: VmdkDetails, policy: Policy) -> Iterable[Find
     monolithic sparse extent's descriptor must list exactly one SPARSE extent, this file."""
     extents = _extents(details)
     if details.layout == "descriptor":
-        named = [e.file_name for e in extents if e.file_name is not None]
+        named = [e for e in extents if e.file_name is not None]
         if named:
-            shown = ", ".join(repr(n[:QUOTE_LENGTH]) for n in named[:3]) + (", ..." if len(named) > 3 else "")
-            yield EXTENT_OUTSIDE.finding(
-                f"this is a descriptor: the disk's data is in {len(named)} other file(s) ({shown}) "
-                f"that are not part of this upload; {CONVERT}"
-            )
+            yield _descriptor_finding(details.create_type, named)
     elif details.layout == "sparse" and details.descriptor is not None and details.header is not None:
         capacity = (details.footer or details.header).capacity
         if len(extents) != 1 or extents[0].type != "SPARSE" or extents[0].sectors != capacity:
@@ -931,6 +952,42 @@ def check_extents_in_file(details: VmdkDetails, policy: Policy) -> Iterable[Find
                 f"sparse disk has exactly one SPARSE extent of {capacity} sectors, this file: "
                 f"part of the disk would be read from elsewhere; {CONVERT}"
             )
+
+
+#: Extent types whose file is the disk's bytes as they are (a raw disk, possibly at an offset).
+FLAT_EXTENT_TYPES = frozenset({"FLAT", "VMFS", "VMFSRAW", "VMFSRDM"})
+#: createTypes that split one disk into files of at most 2 GB (spec "The Descriptor File").
+SPLIT_CREATE_TYPES = frozenset({"twoGbMaxExtentSparse", "twoGbMaxExtentFlat"})
+#: How every descriptor finding ends: where all the files are, make one self-contained image.
+JOIN = (
+    "where all its files are, make one self-contained image: `qemu-img convert -f vmdk DESCRIPTOR.vmdk "
+    "-O vmdk -o subformat=streamOptimized` (or `vmware-vdiskmanager -r DESCRIPTOR.vmdk -t 5`), and upload that"
+)
+
+
+def _descriptor_finding(create_type: str | None, named: list[VmdkExtent]) -> Finding:
+    """What a descriptor file uploaded alone is, by how it splits the disk, each with its own code."""
+    names = [e.file_name or "" for e in named]
+    shown = ", ".join(repr(n[:QUOTE_LENGTH]) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    if create_type in SPLIT_CREATE_TYPES:
+        return DESCRIPTOR_SPLIT.finding(
+            f"this is the descriptor of a split disk ({create_type}): its data is in {len(names)} other "
+            f"file(s) ({shown}), not part of this upload; {JOIN}"
+        )
+    if len(named) > 1:
+        return DESCRIPTOR_MULTI_EXTENT.finding(
+            f"this is the descriptor of a disk made of {len(names)} extents in other files ({shown}), not part "
+            f"of this upload; {JOIN}"
+        )
+    if named[0].type in FLAT_EXTENT_TYPES:
+        return DESCRIPTOR_FLAT.finding(
+            f"this is the descriptor of a flat disk: its data is {shown}, a raw disk not part of this upload; "
+            f"upload that file itself as disk_format=raw (and this descriptor's adapter as hw_disk_bus), or, {JOIN}"
+        )
+    return DESCRIPTOR_ONLY.finding(
+        f"this is only the descriptor of a disk whose data is the {named[0].type} extent {shown}, not part of "
+        f"this upload; {JOIN}"
+    )
 
 
 def check_writer_defaults(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:

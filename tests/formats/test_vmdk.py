@@ -245,7 +245,14 @@ def test_a_descriptor_file_alone_is_enough(
     assert report.reads == 1
     assert report.bytes_read == lone.stat().st_size
     assert report.virtual_size == qemu_info(image(group, name))["virtual-size"]
-    assert "vmdk.extent_outside" in codes(report)
+    expected = (
+        "vmdk.descriptor_split"
+        if name.startswith(("twoGbMaxExtent", "split"))
+        else "vmdk.descriptor_only"  # its one extent is a VMFSSPARSE (COWD) file
+        if name == "esx-vmfssparse"
+        else "vmdk.descriptor_flat"
+    )
+    assert expected in codes(report)
     assert report.verdict == Verdict.REJECTED
 
 
@@ -256,10 +263,11 @@ def test_descriptor_file_findings_name_the_type_and_the_extents(group: Path) -> 
         "monolithicSparse, streamOptimized); re-export as streamOptimized or convert with "
         "`qemu-img convert -O vmdk -o subformat=streamOptimized`"
     ]
-    assert messages(report, "vmdk.extent_outside") == [
-        "this is a descriptor: the disk's data is in 3 other file(s) ('split-flat-f001.vmdk', "
-        "'split-flat-f002.vmdk', 'split-flat-f003.vmdk') that are not part of this upload; "
-        "re-export as streamOptimized or convert with `qemu-img convert -O vmdk -o subformat=streamOptimized`"
+    assert messages(report, "vmdk.descriptor_split") == [
+        "this is the descriptor of a split disk (twoGbMaxExtentFlat): its data is in 3 other file(s) "
+        "('split-flat-f001.vmdk', 'split-flat-f002.vmdk', 'split-flat-f003.vmdk'), not part of this upload; "
+        "where all its files are, make one self-contained image: `qemu-img convert -f vmdk DESCRIPTOR.vmdk "
+        "-O vmdk -o subformat=streamOptimized` (or `vmware-vdiskmanager -r DESCRIPTOR.vmdk -t 5`), and upload that"
     ]
     allow_flat = Policy(vmdk_create_types=frozenset({"twoGbMaxExtentFlat"}))
     assert "vmdk.create_type" not in codes(introspect.inspect(image(group, "split-flat"), policy=allow_flat))
@@ -631,7 +639,10 @@ def test_capacity_zero_turns_the_embedded_descriptor_into_a_descriptor_file(
     details = details_of(report)
     assert details.layout == "descriptor"
     assert report.virtual_size == qemu_info(image(group, "base"))["virtual-size"]
-    assert "vmdk.extent_outside" in codes(report)
+    assert "vmdk.descriptor_only" in codes(report)
+    assert messages(report, "vmdk.descriptor_only")[0].startswith(
+        "this is only the descriptor of a disk whose data is the SPARSE extent 'base.vmdk', not part of this upload"
+    )
 
 
 def test_embedded_descriptor_listing_another_extent(group: Path, tmp_path: Path) -> None:
@@ -700,3 +711,21 @@ def test_writer_defaults_are_low_confidence(group: Path, name: str, confidence: 
             assert report.verdict == Verdict.OK  # an info finding rejects nothing
     else:
         assert found == []
+
+
+def test_a_descriptor_of_several_extents_is_multi_extent(group: Path, tmp_path: Path) -> None:
+    """monolithicFlat-lsilogic's descriptor (qemu-img), its one FLAT extent listed twice under new
+    names: not a split createType, so its own code, naming both files."""
+    path = edited(
+        group,
+        tmp_path,
+        "monolithicFlat-lsilogic",
+        'FLAT "monolithicFlat-lsilogic-flat.vmdk" 0',
+        'FLAT "part-a.vmdk" 0\nRW 8 FLAT "part-b.vmdk" 0',
+    )
+    report = introspect.inspect(path)
+    assert codes(report) == ["vmdk.descriptor_multi_extent", "vmdk.create_type"]
+    assert messages(report, "vmdk.descriptor_multi_extent")[0].startswith(
+        "this is the descriptor of a disk made of 2 extents in other files ('part-a.vmdk', 'part-b.vmdk')"
+    )
+    assert report.verdict == Verdict.REJECTED
