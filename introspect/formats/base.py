@@ -24,7 +24,10 @@ its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
   and ISO, a test of the parsed details for a format where only some images are: a fixed VHD).
   Then a partition table at the start of the file is the guest's disk, content to read (see
   `introspect.formats.raw.read_disk`), not a second format sharing the file: a polyglot is a
-  partition table where the format keeps its own header (a qcow2, a dynamic VHD).
+  partition table where the format keeps its own header (a qcow2, a dynamic VHD). Of the others,
+  only a DMG can start with its disk (a UDRW image's data fork, at offset 0, holds raw sectors), but
+  the blkx tables that would say so are not parsed, so a table there stays a polyglot; a flat VMDK
+  extent or a ploop's data carries no signature of its own or keeps a header at 0.
 
 Adding a format is this one module plus its entry in `introspect.formats` (its import, its place
 in `PROBED`).
