@@ -354,3 +354,42 @@ def test_a_luks_image_declared_raw_gets_advice_glance_can_follow():
         "keep disk_format=raw and give it the key Cinder needs (cinder_encryption_key_id)" in finding.message
     )
     assert "`cryptsetup open`" in finding.message
+
+
+#: Tool-made images of every format that declares where its data must be, and cuts (bytes kept;
+#: "half" of the file) that lose some of it: tables, blocks, grains, key material, volume space.
+CUTS = [
+    ("partitioned", "gpt.qcow2", (4096, "half")),
+    ("qcow", "qed-base.qed", (4096, "half")),
+    ("qcow", "qcow-1g3m.qcow", (4096,)),
+    ("partitioned", "gpt-dynamic.vhd", (4096, "half")),
+    ("partitioned", "gpt.vhdx", (4096, "half")),
+    ("partitioned", "gpt.vdi", (4096, "half")),
+    ("partitioned", "gpt.vmdk", (4096, "half")),
+    ("partitioned", "gpt-stream.vmdk", (4096, 66048)),
+    ("vmdk", "vmdkstream.vmdk", (4096, "half")),
+    ("luks", "cs-luks1.img", (4096, 1 << 20)),
+    ("luks", "cs-luks2.img", (4096, 1 << 20)),
+    ("iso", "floppy.iso", (40 * 2048, "half")),
+    ("parallels", "p-7m.hds", (4096, "half")),
+]
+
+
+@pytest.mark.parametrize(("group", "name", "cuts"), CUTS, ids=[c[1] for c in CUTS])
+def test_a_cut_image_of_every_format_is_named_truncated(tmp_path, group, name, cuts):
+    path = fixture_group(group) / name
+    assert introspect.inspect(path).verdict == Verdict.OK
+    with path.open("rb") as file:
+        size = path.stat().st_size
+        for cut in cuts:
+            keep = size // 2 if cut == "half" else cut
+            file.seek(0)
+            target = tmp_path / f"{keep}-{name}"
+            target.write_bytes(file.read(keep))
+            report = introspect.inspect(target)
+            assert report.format == path.suffix.lstrip(".").replace("hds", "ploop").replace("img", "luks"), (
+                report
+            )
+            assert report.verdict in (Verdict.REJECTED, Verdict.ERROR), (keep, report.findings)
+            assert "image.truncated" in [f.code for f in report.findings], (keep, report.findings)
+            assert report.reads <= 8
