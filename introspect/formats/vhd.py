@@ -561,7 +561,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
     # firmware it points to) is read as a raw disk's is, over the disk the guest sees.
     disk = read_disk(reader, sectors * SECTOR_SIZE, "the disk") if fixed else None
     if disk is not None:
-        findings.extend(disk.findings)
+        findings.extend(_on_the_guest_disk(f) for f in disk.findings)
     if dynamic is not None:
         findings.extend(_cut_short(reader, dynamic, end))
     if dynamic is not None and not dynamic.checksum_valid:
@@ -621,6 +621,19 @@ def properties(details: VhdDetails) -> dict[str, str]:
         **geometry_properties(details.geometry),
         **header_properties(version=details.version, block_size=details.block_size),
     }
+
+
+def _on_the_guest_disk(finding: Finding) -> Finding:
+    """Partition table advice (`sgdisk -e`...) is for the disk inside the VHD, never the .vhd file
+    itself: a tool that writes the file's last sectors would overwrite the footer."""
+    if not finding.code.startswith(("gpt.", "mbr.")):
+        return finding
+    return finding.model_copy(
+        update={
+            "message": f"{finding.message} (inside the guest, or on the raw disk `qemu-img convert -O raw` "
+            "makes of this VHD; never on the .vhd file, whose footer follows the disk)"
+        }
+    )
 
 
 def is_fixed(details: VhdDetails) -> bool:

@@ -394,6 +394,8 @@ def test_a_fixed_vhd_rounded_up_to_chs_has_its_gpt_backup_off_the_end():
     assert "No problems found" in recorded(group / "gpt-fixed-force.vhd", "sgdisk-verify.txt")
     assert codes(rounded) == ["gpt.backup_header"]
     assert "not at the last LBA" in message(rounded, "gpt.backup_header")
+    # sgdisk -e on the .vhd file would write over its footer: the advice says where to run it.
+    assert "never on the .vhd file, whose footer follows the disk" in message(rounded, "gpt.backup_header")
     assert codes(forced) == []
 
 
