@@ -326,7 +326,8 @@ def _cross_check(
     return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)
 
 
-#: Glance's disk_format words (glance-api.conf [image_format] disk_formats, by default).
+#: Glance's disk_format words (glance-api.conf [image_format] disk_formats, by default; ploop since
+#: Glance commit ab7152e). An operator may configure more; the advice speaks of these defaults.
 GLANCE_DISK_FORMATS = frozenset(
     {"ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"}
 )
@@ -343,7 +344,7 @@ def _mismatch_message(expect: str, found: Format[Any]) -> str:
     message = f"declared as {expect} but the content is {found.name}"
     if found.name == "luks" and expect == "raw":
         return (
-            f"{message}: the image is LUKS-encrypted, which Glance has no disk_format for and no hypervisor "
+            f"{message}: the image is LUKS-encrypted, which Glance's default disk_formats do not name and no hypervisor "
             "boots from without its key; if it is an encrypted volume image, keep disk_format=raw and give it "
             "the key Cinder needs (cinder_encryption_key_id), else open it with `cryptsetup open` and upload "
             "`qemu-img convert -O qcow2` of the opened device"
@@ -354,7 +355,7 @@ def _mismatch_message(expect: str, found: Format[Any]) -> str:
         else None
     )
     if found.name not in GLANCE_DISK_FORMATS:
-        fix = f"Glance has no disk_format for {found.name}"
+        fix = f"Glance's default disk_formats have no {found.name}"
         return f"{message}: {fix}; {convert}" if convert else f"{message}: {fix}"
     fix = f"set disk_format={found.name}"
     if declared.name == "iso":

@@ -330,7 +330,7 @@ def test_a_partition_table_is_content_only_where_the_format_says_its_disk_starts
             "raw",
             "qcow",
             "qed-base.qed",
-            "Glance has no disk_format for qed; convert with `qemu-img convert -O raw`",
+            "Glance's default disk_formats have no qed; convert with `qemu-img convert -O raw`",
         ),
     ],
 )
