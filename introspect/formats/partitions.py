@@ -654,7 +654,17 @@ def _backup(reader: Reader, primary: GptHeaderFields, sector_size: int, findings
         backup = _backup_at(lba, block, primary, sector_size)
         if backup.valid:
             break
-    if not backup.valid:
+    if not backup.valid and primary.alternate_lba > last_lba:
+        # The primary header says where the disk ends: past the end of the file, so it was cut.
+        missing = (primary.alternate_lba - last_lba) * sector_size
+        findings.append(
+            GPT_BACKUP.finding(
+                f"the backup GPT header is missing: the primary header puts it at LBA {primary.alternate_lba}, "
+                f"past the end of the file (last LBA {last_lba}), so {missing} bytes of the disk are missing: "
+                "download it again; if it was shrunk on purpose, rebuild the backup with `sgdisk -e`"
+            )
+        )
+    elif not backup.valid:
         state = "invalid" if backup.present else "missing"
         findings.append(
             GPT_BACKUP.finding(

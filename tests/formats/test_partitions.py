@@ -197,6 +197,14 @@ def test_cut_disk_backup_missing():
     assert not report.details.partition_table.backup.present
     codes = {f.code: f for f in report.findings}
     assert "missing" in codes["gpt.backup_header"].message
+    # gpt-cut.img is gpt-129m.img cut: sgdisk put the backup at that disk's last sector.
+    sectors = int(re.search(r": (\d+) sectors", recorded(image("gpt-129m.img"), "sgdisk.txt")).group(1))
+    full = sectors - 1
+    missing = (full + 1) * 512 - image("gpt-cut.img").stat().st_size
+    assert codes["gpt.backup_header"].message.startswith(
+        f"the backup GPT header is missing: the primary header puts it at LBA {full}, past the end of the file"
+    )
+    assert f"so {missing} bytes of the disk are missing" in codes["gpt.backup_header"].message
     assert "partition(s) 4 end past the end" in codes["raw.partition_beyond_end"].message
 
 
