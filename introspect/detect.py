@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from introspect.formats import PROBED, RAW
 from introspect.formats.base import Format, Head
 from introspect.formats.partitions import table_in_head
@@ -12,8 +14,9 @@ from introspect.formats.partitions import table_in_head
 #: Pairs that are one real thing, not a polyglot. Partition tables are not probed formats (a
 #: hybrid ISO's MBR or GPT is a detail of the ISO), so nothing needs listing here today.
 COMPATIBLE: frozenset[frozenset[str]] = frozenset()
-#: Formats a partition table may share a file with: raw (it is the table's disk) and ISO (hybrid).
-HOSTS_PARTITION_TABLES = frozenset({"raw", "iso"})
+#: Formats whose data always starts at offset 0 (`Format.data_at_zero` is True: raw, ISO): a
+#: partition table at the start is their content, so it is not even looked for.
+HOSTS_PARTITION_TABLES = frozenset(f.name for f in (*PROBED, RAW) if f.data_at_zero is True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +30,20 @@ class Detection:
 
     @property
     def polyglot(self) -> bool:
+        """Before parsing: could this file be read as two things?"""
         return bool(self.others) or self.partition_table is not None
+
+    def polyglot_names(self, details: BaseModel | None) -> list[str]:
+        """After parsing: the names the file is valid as, when more than one ([] when it is one
+        thing). A partition table at offset 0 of a format whose guest disk starts there (a fixed
+        VHD, as its parsed footer says) is that disk's table, not a second format."""
+        table = self.partition_table
+        if table is not None and self.format.holds_disk_at_zero(details):
+            table = None
+        if not self.others and table is None:
+            return []
+        names = [f.name for f in (self.format, *self.others)]
+        return [*names, table] if table else names
 
     @property
     def names(self) -> list[str]:

@@ -168,13 +168,22 @@ def _inspect(
     depth: int = 0,
 ) -> Report:
     if reader.size == 0:
+        # Its own outcome: nothing to parse, and nothing wrong with a parser either; the finding
+        # (image.empty) decides the verdict as any other does (rejected, unless a policy says not).
+        empty = policy.apply(
+            [
+                EMPTY.finding(
+                    "the file is empty: nothing was uploaded; upload the image again and check its size"
+                )
+            ]
+        )
         return Report(
             source=name,
             format=None,
             size=0,
             virtual_size=None,
-            verdict=Verdict.ERROR,
-            findings=policy.apply([EMPTY.finding("the file is empty: nothing was uploaded")]),
+            verdict=policy.verdict(empty, parsed=True),
+            findings=empty,
             properties={},
             details=None,
             bytes_read=0,
@@ -188,22 +197,18 @@ def _inspect(
     detection = detect(head)
     fmt = detection.format
     findings: list[Finding] = []
-    if detection.polyglot:
-        names = ", ".join(detection.names)
-        findings.append(
-            POLYGLOT.finding(
-                f"the file carries the signatures of several formats ({names}); a polyglot can be read "
-                "one way by the checker and another by the hypervisor: rebuild the image with one tool"
-            )
-        )
     if expect is not None and not satisfies(expect, fmt.name):
-        findings.append(
-            FORMAT_MISMATCH.finding(
-                f"declared as {expect} but the content is {fmt.name}: set disk_format={fmt.name}, "
-                f"or convert with `qemu-img convert -O {expect}`"
-            )
-        )
+        findings.append(FORMAT_MISMATCH.finding(_mismatch_message(expect, fmt)))
     inspection = _parse(fmt, reader, policy, findings)
+    polyglot = detection.polyglot_names(inspection.details if inspection else None)
+    if polyglot:
+        findings.insert(
+            0,
+            POLYGLOT.finding(
+                f"the file carries the signatures of several formats ({', '.join(polyglot)}); a polyglot can "
+                "be read one way by the checker and another by the hypervisor: rebuild the image with one tool"
+            ),
+        )
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
     named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]
@@ -410,6 +415,43 @@ def _cross_check(
             )
         ]
     return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)
+
+
+#: Glance's disk_format words (glance-api.conf [image_format] disk_formats, by default; ploop since
+#: Glance commit ab7152e). An operator may configure more; the advice speaks of these defaults.
+GLANCE_DISK_FORMATS = frozenset(
+    {"ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"}
+)
+#: The -O names `qemu-img convert` writes (qemu 7.2 `qemu-img --help`, "Supported formats", less the
+#: protocol-like and read-only ones); ISO, DMG, cloop and bochs are read, never written, by qemu.
+QEMU_WRITES = frozenset({"raw", "qcow2", "qcow", "qed", "vmdk", "vpc", "vhdx", "vdi", "parallels", "luks"})
+
+
+def _mismatch_message(expect: str, found: Format[Any]) -> str:
+    """What to do when the declared disk_format is not the content's: declare what it is (when
+    Glance has a word for it), or convert to what was declared, with the name qemu-img writes it by
+    (`vpc`, not `vhd`); an ISO is mastered, never converted to."""
+    declared = BY_NAME[expect]
+    message = f"declared as {expect} but the content is {found.name}"
+    if found.name == "luks" and expect == "raw":
+        return (
+            f"{message}: the image is LUKS-encrypted, which Glance's default disk_formats do not name and no hypervisor "
+            "boots from without its key; if it is an encrypted volume image, keep disk_format=raw and give it "
+            "the key Cinder needs (cinder_encryption_key_id), else open it with `cryptsetup open` and upload "
+            "`qemu-img convert -O qcow2` of the opened device"
+        )
+    convert = (
+        f"convert with `qemu-img convert -O {declared.qemu_name}`"
+        if declared.qemu_name in QEMU_WRITES and declared.name != "iso"
+        else None
+    )
+    if found.name not in GLANCE_DISK_FORMATS:
+        fix = f"Glance's default disk_formats have no {found.name}"
+        return f"{message}: {fix}; {convert}" if convert else f"{message}: {fix}"
+    fix = f"set disk_format={found.name}"
+    if declared.name == "iso":
+        return f"{message}: {fix} (an ISO is made by a mastering tool such as xorriso, never converted to)"
+    return f"{message}: {fix}, or {convert}" if convert else f"{message}: {fix}"
 
 
 def _size_findings(virtual_size: int | None, policy: Policy) -> Iterator[Finding]:

@@ -11,9 +11,9 @@ import time
 import pytest
 
 import introspect
-from introspect import detect, qemu
+from introspect import detect, inspector, qemu
 from introspect.containers import compressed
-from introspect.formats import qcow2
+from introspect.formats import ALL, qcow2
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
 from tests.conftest import fixture_group
@@ -90,8 +90,12 @@ def test_empty_file(tmp_path):
     path = tmp_path / "empty.img"
     path.touch()
     report = introspect.inspect(path)
-    assert (report.format, report.verdict, report.reads) == (None, Verdict.ERROR, 0)
-    assert report.findings[0].message == "the file is empty: nothing was uploaded"
+    # Its own outcome, not an error: nothing failed to parse; image.empty rejects it.
+    assert (report.format, report.verdict, report.reads) == (None, Verdict.REJECTED, 0)
+    assert [f.code for f in report.findings] == ["image.empty"]
+    assert report.findings[0].message.startswith("the file is empty: nothing was uploaded")
+    demoted = introspect.inspect(path, policy=Policy(severity={"image.empty": Severity.WARN}))
+    assert demoted.verdict == Verdict.OK
 
 
 def test_open_file_and_byte_source(tmp_path):
@@ -286,3 +290,106 @@ def test_a_container_this_installation_cannot_open(monkeypatch):
     report = introspect.inspect(fixture_group("named") / "wrapped-1g3m.qcow2.zst")
     assert (report.format, report.container_format, report.verdict) == (None, "zstd", Verdict.ERROR)
     assert [f.code for f in report.findings] == ["compressed.unsupported"]
+
+
+def partitioned_images():
+    group = fixture_group("partitioned")
+    return sorted(
+        p for p in group.iterdir() if p.suffix in {".vhd", ".vhdx", ".qcow2", ".vmdk", ".vdi", ".raw"}
+    )
+
+
+@pytest.mark.parametrize("image", partitioned_images(), ids=lambda p: p.name)
+def test_a_partitioned_disk_in_any_container_is_one_thing(image):
+    """A disk partitioned by sfdisk or sgdisk, converted by qemu-img into every format users upload:
+    never a polyglot, whichever container holds the table (fixtures/make/partitioned.sh)."""
+    report = introspect.inspect(image)
+    info = qemu_info(image) if image.suffix != ".raw" else None
+    assert "image.polyglot" not in [f.code for f in report.findings]
+    assert report.verdict == Verdict.OK, report.findings
+    if info is not None:
+        assert report.virtual_size == info["virtual-size"]
+
+
+def test_a_partition_table_is_content_only_where_the_format_says_its_disk_starts():
+    """`Format.data_at_zero`: raw and ISO always, a VHD when its footer says fixed, nothing else."""
+    always = sorted(f.name for f in ALL if f.data_at_zero is True)
+    decided = sorted(f.name for f in ALL if callable(f.data_at_zero))
+    assert (always, decided) == (["iso", "raw"], ["vhd"])
+    assert detect.HOSTS_PARTITION_TABLES == frozenset(always)
+
+
+@pytest.mark.parametrize(
+    ("declared", "group", "name", "text"),
+    [
+        ("vhd", "qcow", "base.qcow2", "set disk_format=qcow2, or convert with `qemu-img convert -O vpc`"),
+        ("vpc", "qcow", "base.qcow2", "set disk_format=qcow2, or convert with `qemu-img convert -O vpc`"),
+        ("ploop", "qcow", "base.qcow2", "or convert with `qemu-img convert -O parallels`"),
+        ("iso", "qcow", "base.qcow2", "set disk_format=qcow2 (an ISO is made by a mastering tool"),
+        (
+            "raw",
+            "qcow",
+            "qed-base.qed",
+            "Glance's default disk_formats have no qed; convert with `qemu-img convert -O raw`",
+        ),
+    ],
+)
+def test_mismatch_advice_names_what_qemu_img_and_glance_accept(declared, group, name, text):
+    """Every fix-it hint names a real `qemu-img convert -O` format (vpc, parallels; never iso) and
+    a disk_format Glance has; each -O name is one `qemu-img --help` lists as a format."""
+    report = introspect.inspect(fixture_group(group) / name, expect=declared)
+    (finding,) = [f for f in report.findings if f.code == "image.format_mismatch"]
+    assert text in finding.message
+    assert "-O iso" not in finding.message and "-O vhd`" not in finding.message
+    listed = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True, check=True).stdout
+    formats = listed.split("Supported formats:", 1)[1].split()
+    for written in inspector.QEMU_WRITES:
+        assert written in formats
+
+
+def test_a_luks_image_declared_raw_gets_advice_glance_can_follow():
+    report = introspect.inspect(fixture_group("luks") / "cs-luks1.img", expect="raw")
+    (finding,) = [f for f in report.findings if f.code == "image.format_mismatch"]
+    assert (
+        "keep disk_format=raw and give it the key Cinder needs (cinder_encryption_key_id)" in finding.message
+    )
+    assert "`cryptsetup open`" in finding.message
+
+
+#: Tool-made images of every format that declares where its data must be, and cuts (bytes kept;
+#: "half" of the file) that lose some of it: tables, blocks, grains, key material, volume space.
+CUTS = [
+    ("partitioned", "gpt.qcow2", (4096, "half")),
+    ("qcow", "qed-base.qed", (4096, "half")),
+    ("qcow", "qcow-1g3m.qcow", (4096,)),
+    ("partitioned", "gpt-dynamic.vhd", (4096, "half")),
+    ("partitioned", "gpt.vhdx", (4096, "half")),
+    ("partitioned", "gpt.vdi", (4096, "half")),
+    ("partitioned", "gpt.vmdk", (4096, "half")),
+    ("partitioned", "gpt-stream.vmdk", (4096, 66048)),
+    ("vmdk", "vmdkstream.vmdk", (4096, "half")),
+    ("luks", "cs-luks1.img", (4096, 1 << 20)),
+    ("luks", "cs-luks2.img", (4096, 1 << 20)),
+    ("iso", "floppy.iso", (40 * 2048, "half")),
+    ("parallels", "p-7m.hds", (4096, "half")),
+]
+
+
+@pytest.mark.parametrize(("group", "name", "cuts"), CUTS, ids=[c[1] for c in CUTS])
+def test_a_cut_image_of_every_format_is_named_truncated(tmp_path, group, name, cuts):
+    path = fixture_group(group) / name
+    assert introspect.inspect(path).verdict == Verdict.OK
+    with path.open("rb") as file:
+        size = path.stat().st_size
+        for cut in cuts:
+            keep = size // 2 if cut == "half" else cut
+            file.seek(0)
+            target = tmp_path / f"{keep}-{name}"
+            target.write_bytes(file.read(keep))
+            report = introspect.inspect(target)
+            assert report.format == path.suffix.lstrip(".").replace("hds", "ploop").replace("img", "luks"), (
+                report
+            )
+            assert report.verdict in (Verdict.REJECTED, Verdict.ERROR), (keep, report.findings)
+            assert "image.truncated" in [f.code for f in report.findings], (keep, report.findings)
+            assert report.reads <= 8

@@ -20,6 +20,14 @@ its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
 - `sized_by_file`: the virtual size is the file's size (raw, ISO), so it is unknown when only a
   head of the image can be read (inside a compressed stream).
 - `guest`: how to read the guest's disk through this format, or None (see below).
+- `data_at_zero`: whether the guest's disk is the file's own bytes from offset 0 (`True` for raw
+  and ISO, a test of the parsed details for a format where only some images are: a fixed VHD).
+  Then a partition table at the start of the file is the guest's disk, content to read (see
+  `introspect.formats.raw.read_disk`), not a second format sharing the file: a polyglot is a
+  partition table where the format keeps its own header (a qcow2, a dynamic VHD). Of the others,
+  only a DMG can start with its disk (a UDRW image's data fork, at offset 0, holds raw sectors), but
+  the blkx tables that would say so are not parsed, so a table there stays a polyglot; a flat VMDK
+  extent or a ploop's data carries no signature of its own or keeps a header at 0.
 
 Adding a format is this one module plus its entry in `introspect.formats` (its import, its place
 in `PROBED`).
@@ -92,6 +100,7 @@ Probe = Callable[[Head], bool]
 Parser = Callable[[Reader, Policy], Inspection[DetailsT]]
 Check = Callable[[DetailsT, Policy], Iterable[Finding]]
 PropertyMap = Callable[[DetailsT], Mapping[str, str]]
+DataAtZero = Callable[[DetailsT], bool]
 GuestOpener = Callable[[Reader, DetailsT], GuestView | None]
 
 
@@ -111,6 +120,14 @@ class Format(Generic[DetailsT]):
     satisfies: frozenset[str] = frozenset()
     sized_by_file: bool = False
     guest: GuestOpener[DetailsT] | None = None
+    data_at_zero: bool | DataAtZero[DetailsT] = False
+
+    def holds_disk_at_zero(self, details: DetailsT | None) -> bool:
+        """Is the guest's disk this file's bytes from offset 0? Always, never, or as the parsed
+        details say (None: the image could not be parsed, so nothing says it is)."""
+        if isinstance(self.data_at_zero, bool):
+            return self.data_at_zero
+        return details is not None and self.data_at_zero(details)
 
     def __post_init__(self) -> None:
         if self.checks is None and not self.no_checks_because:

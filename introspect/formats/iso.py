@@ -39,7 +39,7 @@ from introspect.formats.partitions import PartitionTable, boot_evidence, firmwar
 from introspect.formats.raw import qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.properties import firmware_properties, header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
 from introspect.structure import LittleEndianStructure, chars, i8, pad, u8, u16, u32
 
@@ -48,6 +48,10 @@ from introspect.structure import LittleEndianStructure, chars, i8, pad, u8, u16,
 NO_PRIMARY = rule(
     "iso.no_primary_volume", Severity.REJECT, "the ISO 9660 descriptor set has no primary volume descriptor"
 )
+#: genisoimage and mkisofs pad the volume with 150 blocks of zeros by default ("-pad", 300 KiB),
+#: and a disc read back often loses its last blocks: an ISO short by no more than that lost only
+#: padding (iso.truncated_volume, a warning); one shorter is truncated (image.truncated).
+PADDING_BLOCKS = 150
 TRUNCATED_VOLUME = rule(
     "iso.truncated_volume", Severity.WARN, "the volume space size is larger than the file (truncated ISO?)"
 )
@@ -477,6 +481,14 @@ def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding])
             )
         )
         volume_size = None
+    elif space * block - file_size > PADDING_BLOCKS * SECTOR_SIZE:
+        findings.append(
+            TRUNCATED.finding(
+                f"the primary volume descriptor says the volume is {space * block} bytes but the file has "
+                f"{file_size}: more is missing than the {PADDING_BLOCKS} blocks of padding that mastering "
+                "tools add at the end, so files of the ISO are gone: download it again and check its checksum"
+            )
+        )
     elif space * block > file_size:
         findings.append(
             TRUNCATED_VOLUME.finding(
@@ -630,4 +642,5 @@ FORMAT = Format(
     properties=properties,
     satisfies=frozenset({"raw"}),
     sized_by_file=True,
+    data_at_zero=True,
 )

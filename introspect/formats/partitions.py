@@ -42,6 +42,9 @@ GPT_OUT_OF_SPEC = rule(
 GPT_OUTSIDE_USABLE = rule(
     "gpt.partition_outside_usable", Severity.INFO, "a GPT partition lies outside the header's usable LBAs"
 )
+GPT_HYBRID_MBR = rule(
+    "gpt.hybrid_mbr", Severity.INFO, "the GPT's protective MBR also lists partitions (a hybrid MBR)"
+)
 MBR_EBR_CHAIN = rule(
     "mbr.ebr_chain", Severity.WARN, "the chain of extended boot records loops, breaks or is too long"
 )
@@ -518,6 +521,7 @@ def _gpt(reader: Reader, block: bytes, sector_size: int, mbr: Mbr | None, findin
         )
     array, array_crc_valid = _entry_array(reader, fields, sector_size, findings)
     partitions = list(_gpt_partitions(array, fields, findings))
+    findings.extend(_hybrid(mbr))
     return Gpt(
         sector_size=sector_size,
         header=GptHeader(
@@ -540,6 +544,22 @@ def _gpt(reader: Reader, block: bytes, sector_size: int, mbr: Mbr | None, findin
         partitions=partitions,
         mbr=mbr,
     )
+
+
+def _hybrid(mbr: Mbr | None) -> Iterator[Finding]:
+    """A hybrid MBR: beside the 0xEE record that guards the GPT, the MBR lists partitions of its own
+    (gdisk's `sgdisk -h`, Boot Camp, hybrid ISOs). BIOS and old systems read those, UEFI the GPT."""
+    if mbr is None or not mbr.protective:
+        return
+    others = [p for p in mbr.partitions if p.os_type != OS_TYPE_PROTECTIVE and not p.logical]
+    if others:
+        listed = ", ".join(f"{p.number} (type {p.os_type:#04x})" for p in others)
+        yield GPT_HYBRID_MBR.finding(
+            f"the GPT disk has a hybrid MBR: MBR partition(s) {listed} sit beside the 0xEE record, so BIOS "
+            "boot code and MBR-only systems see those partitions while UEFI sees the GPT: normal for hybrid "
+            "ISOs and Boot Camp disks; keep both tables in step when partitions change (gdisk's recovery menu "
+            "rebuilds a hybrid or a plain protective MBR)"
+        )
 
 
 def _entry_array(
@@ -634,7 +654,17 @@ def _backup(reader: Reader, primary: GptHeaderFields, sector_size: int, findings
         backup = _backup_at(lba, block, primary, sector_size)
         if backup.valid:
             break
-    if not backup.valid:
+    if not backup.valid and primary.alternate_lba > last_lba:
+        # The primary header says where the disk ends: past the end of the file, so it was cut.
+        missing = (primary.alternate_lba - last_lba) * sector_size
+        findings.append(
+            GPT_BACKUP.finding(
+                f"the backup GPT header is missing: the primary header puts it at LBA {primary.alternate_lba}, "
+                f"past the end of the file (last LBA {last_lba}), so {missing} bytes of the disk are missing: "
+                "download it again; if it was shrunk on purpose, rebuild the backup with `sgdisk -e`"
+            )
+        )
+    elif not backup.valid:
         state = "invalid" if backup.present else "missing"
         findings.append(
             GPT_BACKUP.finding(

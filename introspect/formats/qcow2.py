@@ -13,6 +13,7 @@ the head, whatever the virtual size.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
@@ -24,7 +25,7 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, u8, u32, u64, unpack_array
 
@@ -75,6 +76,7 @@ CRYPT_LUKS = 2
 L1E_SIZE = 8
 MAX_L1_ENTRIES = (32 << 20) // L1E_SIZE
 MAX_REFTABLE_SIZE = 8 << 20
+BITS_PER_BYTE = 8
 MAX_SNAPSHOTS = 65536
 MIN_SNAPSHOT_ENTRY_SIZE = 40
 #: Bytes per L2 entry, and per extended L2 entry (spec "Extended L2 Entries").
@@ -417,7 +419,8 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[Qcow2Details]:
     )
     # qemu counts the disk in whole 512-byte sectors (bs->total_sectors = size / 512).
     virtual_size = header.size - header.size % SECTOR_SIZE
-    return Inspection(details, virtual_size, list(_structural_findings(details)))
+    findings = [*_structural_findings(details), *_clusters_past_the_end(reader, header, v3)]
+    return Inspection(details, virtual_size, findings)
 
 
 def _check_header(header: QCowHeader) -> None:
@@ -562,6 +565,73 @@ def _check_tables(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> None:
                 BAD_HEADER, name, offset, f"a multiple of the cluster size {cluster_size}", advice=RECREATE
             )
         _check_inside(reader, what, offset, length)
+
+
+#: The refcount table and one refcount block are read, once, only when together at most this
+#: large (clusters up to 512 KiB; a 64 KiB refcount block of 16-bit refcounts covers 2 GiB of 64 KiB
+#: clusters, and a 64 KiB table 8 Ki such blocks). Images with larger clusters are not checked.
+MAX_REFCOUNT_READ = 1 << 20
+#: Refcount table entry (spec "Host cluster management"): bits 9-63 are the refcount block's offset.
+REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
+
+
+def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> list[Finding]:
+    """Clusters the refcounts say are in use but that start past the end of the file: a cut upload
+    (qemu writes the refcount structures ahead of the data they count). The refcount table and the
+    refcount block after it are one read, the last refcount block another if it is elsewhere."""
+    cluster_size = 1 << header.cluster_bits
+    table_length = header.refcount_table_clusters * cluster_size
+    if table_length + cluster_size > MAX_REFCOUNT_READ:
+        return []
+    try:
+        window = reader.read_upto(header.refcount_table_offset, table_length + cluster_size, "refcount table")
+        table = (
+            reader.read(header.refcount_table_offset, table_length, "refcount table")
+            if len(window) < table_length
+            else window[:table_length]
+        )
+        entries = [entry & REFT_OFFSET_MASK for (entry,) in struct.iter_unpack(">Q", table)]
+        last = max((i for i, entry in enumerate(entries) if entry), default=None)
+        if last is None:
+            return []
+        block_offset = entries[last]
+        inside = header.refcount_table_offset <= block_offset
+        inside = inside and block_offset + cluster_size <= header.refcount_table_offset + len(window)
+        block = (
+            window[block_offset - header.refcount_table_offset :][:cluster_size]
+            if inside
+            else reader.read(block_offset, cluster_size, "last refcount block")
+        )
+    except TruncatedImage as error:
+        return [TRUNCATED.finding(f"the qcow2 refcount structures run past the end of the file: {error}")]
+    used = _last_used(block, 1 << v3.refcount_order)
+    if used is None:
+        return []
+    per_block = cluster_size * 8 >> v3.refcount_order
+    cluster = (last * per_block + used) * cluster_size
+    if cluster < reader.size:
+        return []
+    return [
+        TRUNCATED.finding(
+            f"the qcow2 refcounts count a cluster in use at byte {cluster}, but the file ends at {reader.size}: "
+            "the image was cut short (a partial upload or download); upload it again"
+        )
+    ]
+
+
+def _last_used(block: bytes, bits: int) -> int | None:
+    """The index of the last nonzero refcount in a refcount block of `bits`-bit refcounts (qemu
+    packs refcounts narrower than a byte from the low bits up)."""
+    stripped = block.rstrip(b"\0")
+    if not stripped:
+        return None
+    byte = len(stripped) - 1
+    if bits >= BITS_PER_BYTE:
+        return byte // (bits // BITS_PER_BYTE)
+    per_byte = BITS_PER_BYTE // bits
+    value = stripped[byte]
+    highest = max(k for k in range(per_byte) if (value >> (k * bits)) & ((1 << bits) - 1))
+    return byte * per_byte + highest
 
 
 def _check_inside(reader: Reader, what: str, offset: int, length: int) -> None:

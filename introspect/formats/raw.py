@@ -14,6 +14,7 @@ The virtual size of a raw disk is its file size rounded up to whole 512-byte sec
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
@@ -150,7 +151,8 @@ def probe(head: Head) -> bool:
 
 def inspect(reader: Reader, policy: Policy) -> Inspection[RawDetails]:
     head = reader.read_upto(0, HEAD_SIZE, "head")
-    table, findings = read_partition_table(reader)
+    disk = read_disk(reader, reader.size)
+    table, findings = disk.partition_table, list(disk.findings)
     # A partition table names the content already; libmagic (~0.5 ms a call) is asked only
     # about what has none. It calls what it cannot name "data" (MIME application/octet-stream).
     description = None if table is not None else describe(head)
@@ -163,15 +165,50 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[RawDetails]:
                     f"libmagic says the content is {description!r} ({mime}), not a disk image: {_advice(mime)}"
                 )
             )
-    bios, uefi = boot_evidence(table)
     details = RawDetails(
         partition_table=table,
-        firmware=firmware_from(bios, uefi),
+        firmware=disk.firmware,
         magic=description,
         mime=mime,
     )
-    findings.extend(_beyond_end(table, reader.size))
     return Inspection(details=details, virtual_size=qemu_virtual_size(reader.size), findings=findings)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskContent:
+    """What a disk's first and last blocks say: its partition table, the firmware that table
+    points to, and findings about both (a GPT out of spec, a partition past the end)."""
+
+    partition_table: Mbr | Gpt | None
+    firmware: Firmware | None
+    findings: tuple[Finding, ...]
+
+
+def read_disk(reader: Reader, size: int, where: str = "the file") -> DiskContent:
+    """The partition table and firmware evidence of a disk whose bytes are the file's from offset
+    0 for `size` bytes: a raw disk (the whole file), a fixed VHD (everything before its footer).
+    The GPT's backup header is looked for at the disk's last LBA, not the file's."""
+    disk = reader if size == reader.size else Window(reader, size)
+    table, findings = read_partition_table(disk)
+    bios, uefi = boot_evidence(table)
+    findings.extend(_beyond_end(table, size, where))
+    return DiskContent(table, firmware_from(bios, uefi), tuple(findings))
+
+
+class Window(Reader):
+    """The first `size` bytes of a file as a Reader of their own (a fixed VHD's disk, without its
+    footer). Every read goes through the parent reader, which counts it against its budget; this
+    one keeps no counts of its own."""
+
+    def __init__(self, parent: Reader, size: int) -> None:
+        super().__init__(parent.source, parent.budget)
+        self.size = min(size, parent.size)
+        self._parent = parent
+
+    def read_upto(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or length < 0:
+            raise TruncatedImage(what, offset=offset, length=length, size=self.size)
+        return self._parent.read_upto(offset, max(0, min(length, self.size - offset)), what)
 
 
 def _advice(mime: str) -> str:
@@ -181,7 +218,7 @@ def _advice(mime: str) -> str:
     return DEFAULT_ADVICE
 
 
-def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
+def _beyond_end(table: Mbr | Gpt | None, size: int, where: str) -> list[Finding]:
     """Partitions that end past the end of the file: the guest would see them cut short."""
     if isinstance(table, Gpt):
         ends = {p.number: (p.ending_lba + 1) * table.sector_size for p in table.partitions}
@@ -195,7 +232,7 @@ def _beyond_end(table: Mbr | Gpt | None, size: int) -> list[Finding]:
     numbers = ", ".join(map(str, beyond))
     return [
         PARTITION_BEYOND_END.finding(
-            f"partition(s) {numbers} end past the end of the file ({size} bytes): the image was cut short "
+            f"partition(s) {numbers} end past the end of {where} ({size} bytes): the image was cut short "
             "(download it again) or shrunk (grow it back with `qemu-img resize`)"
         )
     ]
@@ -209,11 +246,12 @@ def properties(details: RawDetails) -> dict[str, str]:
 class RawGuestView:
     """The guest view of a raw disk, the identity: guest offset N is file offset N. The guest's
     disk is `qemu_virtual_size` long, so the tail of a last partial sector reads as zeros, as qemu
-    presents it. The example every format's view follows (see `introspect.formats.base`)."""
+    presents it. The example every format's view follows (see `introspect.formats.base`); a format
+    whose disk is its file's first `size` bytes (a fixed VHD) uses it with that size."""
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Reader, size: int | None = None) -> None:
         self._reader = reader
-        self.size = qemu_virtual_size(reader.size)
+        self.size = qemu_virtual_size(reader.size) if size is None else size
 
     def read(self, guest_offset: int, length: int) -> bytes:
         if guest_offset < 0 or length < 0 or guest_offset + length > self.size:
@@ -239,4 +277,5 @@ FORMAT = Format(
     properties=properties,
     sized_by_file=True,
     guest=guest_view,
+    data_at_zero=True,
 )

@@ -18,17 +18,22 @@ and a test runs that qemu-img on rewritten creators to prove it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from pydantic import Field
+
 from introspect.decode import padded_text, utf16_c_string, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.model import Finding, Frozen, Geometry, Severity
-from introspect.properties import geometry_properties, header_properties
-from introspect.safety import Policy, rule
+from introspect.formats.partitions import PartitionTable
+from introspect.formats.raw import RawGuestView, read_disk
+from introspect.model import Finding, Firmware, Frozen, Geometry, Severity
+from introspect.properties import firmware_properties, geometry_properties, header_properties
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
 
@@ -50,6 +55,13 @@ DYNAMIC_HEADER_CHECKSUM = rule(
     "vhd.dynamic_header_checksum", Severity.WARN, "the dynamic disk header has a wrong checksum"
 )
 SAVED_STATE = rule("vhd.saved_state", Severity.WARN, "the disk was left in a saved state")
+# Reject: qemu 7.2 sizes most disks by CHS, Hyper-V, Azure and qemu 10 by the current size, so two
+# hypervisors would see disks of different sizes (and one of them data the other cannot reach).
+SIZE_FIELDS_DISAGREE = rule(
+    "vhd.size_fields_disagree",
+    Severity.REJECT,
+    "the footer's current size and its CHS geometry describe disks of different sizes",
+)
 
 # --- Hard Disk Footer (spec: "Hard Disk Footer Format") --------------------------------------
 
@@ -222,6 +234,12 @@ class VhdDetails(Frozen):
     block_size: int | None
     dynamic_header: VhdDynamicHeader | None
     backing_file: str | None
+    partition_table: PartitionTable | None = Field(
+        None, description="a fixed disk's partition table: its data is a raw disk from offset 0"
+    )
+    firmware: Firmware | None = Field(
+        None, description="what a fixed disk's partition table says of firmware"
+    )
 
 
 # --- Parsing ----------------------------------------------------------------------------------
@@ -310,9 +328,37 @@ def virtual_sectors(footer: HardDiskFooter) -> tuple[int, Literal["chs", "curren
     return chs, "chs"
 
 
+def _size_disagreement(footer: HardDiskFooter, size_from: Literal["chs", "current_size"]) -> Finding | None:
+    """The two sizes a footer states, when they are further apart than CHS rounding explains.
+
+    The spec's CHS algorithm (Appendix) rounds the sector count to whole cylinders, so in a
+    consistent footer the two differ by less than one cylinder (qemu without force_size makes them
+    equal; Hyper-V and Virtual PC round the geometry down). The CHS maximum is no size claim: every
+    reader then uses the current size (qemu with force_size writes it so)."""
+    chs = footer.cylinders * footer.heads * footer.sectors_per_track * SECTOR_SIZE
+    current = footer.current_size
+    cylinder = footer.heads * footer.sectors_per_track * SECTOR_SIZE
+    at_maximum = (footer.cylinders, footer.heads, footer.sectors_per_track) == MAX_GEOMETRY
+    if at_maximum or abs(current - chs) < max(cylinder, SECTOR_SIZE):
+        return None
+    used, other = ("CHS geometry", "current size") if size_from == "chs" else ("current size", "CHS geometry")
+    return SIZE_FIELDS_DISAGREE.finding(
+        f"the VHD footer's current size ({current} bytes) and its CHS geometry "
+        f"{footer.cylinders}/{footer.heads}/{footer.sectors_per_track} ({chs} bytes) describe different disks: "
+        f"qemu-img 7.2 uses the {used} for this creator, Hyper-V, Azure and qemu 10 the current size, so "
+        f"hypervisors would disagree on the disk (the {other} is ignored here); rebuild the footer from the "
+        "size that is right, e.g. `qemu-img convert -O vpc -o subformat=fixed,force_size=on`"
+    )
+
+
 def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynamicHeader:
     offset = copy.footer.data_offset
     last = reader.size - DYNAMIC_HEADER_SIZE
+    if last < offset < MAX_SECTORS * SECTOR_SIZE:
+        # Where a VHD could hold it, but the file stops first: cut short.
+        raise TruncatedImage(
+            "dynamic disk header", offset=offset, length=DYNAMIC_HEADER_SIZE, size=reader.size
+        )
     if offset > last:
         raise BadField(
             INVALID,
@@ -389,6 +435,44 @@ def _dynamic_header(reader: Reader, copy: _FooterCopy, sectors: int) -> VhdDynam
     )
 
 
+#: The block allocation table is read (once) only when it is at most this large: 256 Ki entries,
+#: a 512 GiB disk in 2 MiB blocks. Larger tables are not checked for blocks past the end.
+MAX_BAT_READ = 1 << 20
+#: A BAT entry for a block that is not allocated.
+BAT_UNALLOCATED = 0xFFFFFFFF
+
+
+def _cut_short(reader: Reader, dynamic: VhdDynamicHeader, end: _FooterCopy | None) -> list[Finding]:
+    """What a dynamic disk's footer and BAT say must exist but the file lacks: the copy of the
+    footer at the end (every dynamic disk ends with it) and the blocks the BAT places (each block
+    is its sector bitmap, then its data). One read of the BAT at most, when it is small enough."""
+    if end is None:
+        return [
+            TRUNCATED.finding(
+                "the dynamic VHD does not end with the copy of its footer that every VHD ends with: the file "
+                "was cut short (a partial upload or download) and blocks may be missing; upload it again"
+            )
+        ]
+    length = dynamic.max_table_entries * BAT_ENTRY_SIZE
+    if length > MAX_BAT_READ:
+        return []
+    bat = reader.read(dynamic.table_offset, length, "block allocation table")
+    sectors = [entry for (entry,) in struct.iter_unpack(">I", bat) if entry != BAT_UNALLOCATED]
+    if not sectors:
+        return []
+    bitmap = -(-dynamic.block_size // SECTOR_SIZE // 8 // SECTOR_SIZE) * SECTOR_SIZE
+    last = max(sectors) * SECTOR_SIZE
+    block_end = last + bitmap + dynamic.block_size
+    if block_end <= end.offset:
+        return []
+    return [
+        TRUNCATED.finding(
+            f"the VHD's block allocation table places a block at bytes {last}..{block_end}, past the footer "
+            f"copy at {end.offset}: the file was cut short or corrupted; upload it again"
+        )
+    ]
+
+
 def _footer_findings(
     primary: _FooterCopy, other: _FooterCopy | None, end: _FooterCopy | None
 ) -> Iterator[Finding]:
@@ -450,6 +534,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
             advice="qemu refuses this image; the image is corrupt",
         )
     sectors, size_from = virtual_sectors(footer)
+    disagreement = _size_disagreement(footer, size_from)
     if sectors > MAX_SECTORS:
         raise BadField(
             INVALID,
@@ -467,8 +552,18 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
             length=sectors * SECTOR_SIZE + primary.length,
             size=reader.size,
         )
-    dynamic = None if footer_model.disk_type == "fixed" else _dynamic_header(reader, primary, sectors)
+    fixed = footer_model.disk_type == "fixed"
+    dynamic = None if fixed else _dynamic_header(reader, primary, sectors)
     findings = list(_footer_findings(primary, other, end))
+    if disagreement is not None:
+        findings.append(disagreement)
+    # A fixed disk's data is a raw disk from offset 0 to the footer: its partition table (and the
+    # firmware it points to) is read as a raw disk's is, over the disk the guest sees.
+    disk = read_disk(reader, sectors * SECTOR_SIZE, "the disk") if fixed else None
+    if disk is not None:
+        findings.extend(_on_the_guest_disk(f) for f in disk.findings)
+    if dynamic is not None:
+        findings.extend(_cut_short(reader, dynamic, end))
     if dynamic is not None and not dynamic.checksum_valid:
         findings.append(
             DYNAMIC_HEADER_CHECKSUM.finding(
@@ -502,6 +597,8 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdDetails]:
         backing_file=dynamic.parent_unicode_name
         if dynamic and footer_model.disk_type == "differencing"
         else None,
+        partition_table=disk.partition_table if disk else None,
+        firmware=disk.firmware if disk else None,
     )
     return Inspection(details=details, virtual_size=sectors * SECTOR_SIZE, findings=findings)
 
@@ -518,11 +615,41 @@ def check_differencing(details: VhdDetails, policy: Policy) -> Iterator[Finding]
 
 
 def properties(details: VhdDetails) -> dict[str, str]:
-    """The footer's CHS geometry and version, and a dynamic disk's block size."""
+    """A fixed disk's firmware, the footer's CHS geometry and version, and a dynamic disk's block size."""
     return {
+        **firmware_properties(details.firmware),
         **geometry_properties(details.geometry),
         **header_properties(version=details.version, block_size=details.block_size),
     }
+
+
+def _on_the_guest_disk(finding: Finding) -> Finding:
+    """Partition table advice (`sgdisk -e`...) is for the disk inside the VHD, never the .vhd file
+    itself: a tool that writes the file's last sectors would overwrite the footer."""
+    if not finding.code.startswith(("gpt.", "mbr.")):
+        return finding
+    return finding.model_copy(
+        update={
+            "message": f"{finding.message} (inside the guest, or on the raw disk `qemu-img convert -O raw` "
+            "makes of this VHD; never on the .vhd file, whose footer follows the disk)"
+        }
+    )
+
+
+def is_fixed(details: VhdDetails) -> bool:
+    """A fixed disk is its data from offset 0, then the footer: a raw disk with a trailer."""
+    return details.disk_type == "fixed"
+
+
+def guest_view(reader: Reader, details: VhdDetails) -> RawGuestView | None:
+    """A fixed disk's guest view is the identity over the disk before the footer; dynamic and
+    differencing disks have none yet (their block allocation table is not walked)."""
+    if not is_fixed(details):
+        return None
+    size = (
+        details.chs_size if details.size_from == "chs" else details.current_size // SECTOR_SIZE * SECTOR_SIZE
+    )
+    return RawGuestView(reader, size)
 
 
 FORMAT = Format(
@@ -533,4 +660,6 @@ FORMAT = Format(
     checks=(check_differencing,),
     details=VhdDetails,
     properties=properties,
+    guest=guest_view,
+    data_at_zero=is_fixed,
 )

@@ -21,6 +21,7 @@ tables, and one read of the metadata table with the 64 KiB after it, where every
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -32,7 +33,7 @@ from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, StructureT, chars, pad, u16, u32, u64, unpack_array
 
@@ -594,6 +595,52 @@ def _bat_entries(virtual_disk_size: int, block_size: int, logical_sector_size: i
     return data_blocks + max(0, data_blocks - 1) // chunk_ratio
 
 
+#: The BAT is read (once) only when its entries take at most this much: 128 Ki entries, a 4 TiB
+#: disk in qemu's 32 MiB blocks. Larger BATs are not checked for blocks past the end.
+MAX_BAT_READ = 1 << 20
+#: BAT entry (2.5.1): the state in bits 0-2, the block's offset in MiB in bits 20-63. States 6 and
+#: 7 (PAYLOAD_BLOCK_FULLY_PRESENT, PAYLOAD_BLOCK_PARTIALLY_PRESENT; SB_BLOCK_PRESENT is 6) are blocks
+#: the file holds.
+BAT_STATE_BITS = 3
+BAT_STATE_MASK = (1 << BAT_STATE_BITS) - 1
+BAT_FILE_OFFSET_SHIFT = 20
+PRESENT_STATES = frozenset({6, 7})
+
+
+def _blocks_past_the_end(
+    reader: Reader, bat: VhdxRegion, entries: int, block_size: int, logical_sector_size: int
+) -> list[Finding]:
+    """Blocks the BAT says the file holds but that run past its end: the upload was cut short.
+    Every sector bitmap block (one after each chunk of payload blocks) is 1 MiB."""
+    length = entries * BAT_ENTRY_SIZE
+    if length > MAX_BAT_READ:
+        return []
+    try:
+        data = reader.read(bat.file_offset, length, "BAT")
+    except TruncatedImage as error:
+        return [TRUNCATED.finding(f"the VHDX block allocation table runs past the end of the file: {error}")]
+    chunk_ratio = SECTORS_PER_CHUNK * logical_sector_size // block_size
+    ends = [
+        (
+            (entry >> BAT_FILE_OFFSET_SHIFT) * MIB,
+            MIB if index % (chunk_ratio + 1) == chunk_ratio else block_size,
+        )
+        for index, (entry,) in enumerate(struct.iter_unpack("<Q", data))
+        if entry & BAT_STATE_MASK in PRESENT_STATES
+    ]
+    if not ends:
+        return []
+    start, size = max(ends, key=lambda block: block[0] + block[1])
+    if start + size <= reader.size:
+        return []
+    return [
+        TRUNCATED.finding(
+            f"the VHDX block allocation table places a block at bytes {start}..{start + size}, but the file "
+            f"ends at {reader.size}: the image was cut short (a partial upload or download); upload it again"
+        )
+    ]
+
+
 def _table_findings(
     headers: list[VhdxHeader],
     tables: list[VhdxRegionTable],
@@ -774,6 +821,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
         backing_file=backing_file,
     )
     findings = list(_table_findings(headers, [first, second], regions, items, current))
+    findings.extend(_blocks_past_the_end(reader, bat_region, bat_entries, block_size, logical_sector_size))
     return Inspection(details=details, virtual_size=virtual_disk_size, findings=findings)
 
 

@@ -22,17 +22,21 @@ descriptor names is ever opened. The descriptor text itself is parsed by
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 from collections.abc import Iterable
 from typing import Literal
 
+from pydantic import Field
+
 from introspect import vocabulary
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.vmdk_descriptor import (
     CONVERT,
     DESCRIPTOR_LIMIT,
     DESCRIPTOR_MAX_SIZE,
+    DESCRIPTOR_SYNTAX,
     MAX_NAME_LENGTH,
     NO_PARENT_CID,
     QEMU_EXTENT_TYPES,
@@ -44,7 +48,7 @@ from introspect.formats.vmdk_descriptor import (
 )
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, boolean, char, chars, pad, u16, u32, u64
 
@@ -60,7 +64,32 @@ EXTENT_PATH = rule(
 EXTENT_OUTSIDE = rule(
     "vmdk.extent_outside",
     Severity.REJECT,
-    "the descriptor's extents are not (only) this file",
+    "a sparse extent's embedded descriptor names extents that are not (only) this file",
+    names_files=True,
+)
+# A descriptor file uploaded alone, by what it splits the disk into: each its own code and hint.
+DESCRIPTOR_FLAT = rule(
+    "vmdk.descriptor_flat",
+    Severity.REJECT,
+    "a descriptor of a flat disk: the data is a raw file not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_SPLIT = rule(
+    "vmdk.descriptor_split",
+    Severity.REJECT,
+    "a descriptor of a split (twoGbMaxExtent) disk: the parts are files not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_MULTI_EXTENT = rule(
+    "vmdk.descriptor_multi_extent",
+    Severity.REJECT,
+    "a descriptor of a disk of several extents in other files, not uploaded",
+    names_files=True,
+)
+DESCRIPTOR_ONLY = rule(
+    "vmdk.descriptor_only",
+    Severity.REJECT,
+    "a descriptor alone: the disk's one sparse extent is a file not uploaded",
     names_files=True,
 )
 CREATE_TYPE = rule(
@@ -84,6 +113,17 @@ DESCRIPTOR_LOCATION = rule(
 # one without it, and nothing says which adapter or geometry the disk had.
 NO_DESCRIPTOR = rule(
     "vmdk.no_descriptor", Severity.REJECT, "the sparse extent has no (or an empty) embedded descriptor"
+)
+DESCRIPTOR_NOT_TEXT = rule(
+    "vmdk.descriptor_not_text", Severity.REJECT, "a descriptor file holds binary data (control bytes)"
+)
+STREAM_VERSION = rule(
+    "vmdk.stream_version", Severity.WARN, "a stream-optimized extent's sparse header is below version 3"
+)
+WRITER_DEFAULTS = rule(
+    "vmdk.writer_defaults",
+    Severity.INFO,
+    "the adapter type and hardware version are qemu-img's defaults (ide, 4): low confidence",
 )
 UNCLEAN_SHUTDOWN = rule(
     "vmdk.unclean_shutdown", Severity.WARN, "the sparse extent was not closed cleanly (uncleanShutdown)"
@@ -120,6 +160,10 @@ NEWLINE_DETECTION_CHARS = (b"\n", b" ", b"\r", b"\n")
 #: qemu's limits (vmdk_add_extent, vmdk_open_vmdk4): a grain of more than 0x200000 sectors (1 GiB)
 #: "is unrealistic", a grain table has at most 512 entries (the spec's value), and the grain
 #: directory at most 32 Mi entries.
+#: VMware's importers (ESXi, vCenter) refuse a stream-optimized extent below version 3; qemu 2.1 to
+#: 2.5 wrote version 1, later qemu-img writes 3 (the convert-stream fixture says so).
+STREAM_MIN_VERSION = 3
+STREAM_OPTIMIZED = "streamOptimized"
 MAX_GRAIN_SECTORS = 0x200000
 MAX_GTES_PER_GT = 512
 MAX_GD_ENTRIES = 32 * 1024 * 1024
@@ -207,8 +251,11 @@ DESCRIPTOR_MARKER = re.compile(rb"#\s*Disk\s*Descriptor\s*File", re.IGNORECASE)
 VERSION_LINE = re.compile(rb"version\s*=\s*[0-9]+")
 #: Control bytes that never appear in descriptor text (tab, LF and CR do).
 CONTROL_BYTES = bytes(b for b in range(0x20) if b not in b"\t\n\r") + b"\x7f"
+BINARY_BYTES = frozenset(CONTROL_BYTES)
 #: How many leading lines the probe looks at before it must have seen `version=`.
 PROBE_MAX_LINES = 64
+#: How far into leading blank space the probe looks for `# Disk DescriptorFile`.
+PROBE_MARKER_WINDOW = 256
 
 #: ddb keys with typed shortcuts in the details (spec "The Disk Database").
 DDB_ADAPTER_TYPE = "ddb.adapterType"
@@ -221,6 +268,9 @@ DDB_UUIDS = ("ddb.uuid", "ddb.uuid.image")
 DDB_THIN_PROVISIONED = "ddb.thinProvisioned"
 DDB_LONG_CONTENT_ID = "ddb.longContentID"
 BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
+#: What qemu-img writes when not told (block/vmdk.c: adapter_type "ide", hwversion 4).
+QEMU_DEFAULT_ADAPTER = "ide"
+QEMU_DEFAULT_HW_VERSION = 4
 
 
 # --- Details ------------------------------------------------------------------------------------
@@ -276,6 +326,11 @@ class VmdkDetails(Frozen):
     esx_sparse_header: EsxSparseHeaderInfo | None = None
     descriptor: VmdkDescriptor | None = None
     adapter_type: str | None = None
+    adapter_type_confidence: Literal["stated", "low"] | None = Field(
+        None,
+        description="`low` when the descriptor holds qemu-img's writer defaults (adapterType ide with "
+        "virtualHWVersion 4), which may say nothing of the disk's real bus",
+    )
     geometry: Geometry | None = None
     bios_geometry: Geometry | None = None
     virtual_hw_version: int | None = None
@@ -300,10 +355,13 @@ PROBE_WINDOW = 4096
 
 
 def _looks_like_descriptor(data: bytes) -> bool:
-    """Text (NUL padding allowed at the end) whose leading comments include `# Disk DescriptorFile`
-    or whose first other line is `version=N`, and that says `createType=`."""
+    """A file that opens with `# Disk DescriptorFile` (whatever follows: binary after it makes a
+    broken descriptor, not a raw disk), or text (NUL padding allowed at the end) whose leading
+    comments include that line or whose first other line is `version=N`, and that says `createType=`."""
     if data[:1] not in (b"#", b"v", b" ", b"\t", b"\r", b"\n"):
         return False
+    if DESCRIPTOR_MARKER.match(data.lstrip(b" \t\r\n")[:PROBE_MARKER_WINDOW]):
+        return True
     text = data[:PROBE_WINDOW].rstrip(b"\0")
     if len(text.translate(None, CONTROL_BYTES)) != len(text) or b"createType" not in text:
         return False
@@ -329,6 +387,7 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
     if magic == COWD_MAGIC:
         return _inspect_cowd(reader)
     text = reader.read_upto(0, DESCRIPTOR_MAX_SIZE, "descriptor file")
+    _check_text(text)
     findings: list[Finding] = []
     if reader.size > DESCRIPTOR_MAX_SIZE:
         findings.append(
@@ -338,6 +397,26 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
             )
         )
     return _descriptor_inspection(text, findings, header=None)
+
+
+def _check_text(data: bytes) -> None:
+    """A descriptor file is text: a control byte (a NUL other than the padding at the end) in what
+    qemu reads of it means it is a broken or hand-spliced file, which no reader can be trusted to
+    see the same way."""
+    text = data.rstrip(b"\0")
+    if len(text.translate(None, CONTROL_BYTES)) == len(text):
+        return
+    at = next(i for i, byte in enumerate(text) if byte in BINARY_BYTES)
+    raise BadField(
+        DESCRIPTOR_NOT_TEXT,
+        "descriptor file",
+        f"binary (byte {text[at]:#04x})",
+        "text without control bytes",
+        offset=at,
+        advice="the file starts as a VMDK descriptor but holds binary data: it is broken or was spliced "
+        "onto other data; upload the descriptor the hypervisor wrote, or convert the disk where its "
+        "extents are with `qemu-img convert -O vmdk -o subformat=streamOptimized`",
+    )
 
 
 def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
@@ -391,6 +470,19 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
                 f"cannot open it alone and nothing says which adapter or geometry the disk had; {CONVERT}"
             )
         )
+    stream = effective.flags & FLAG_COMPRESSED_GRAINS or (
+        descriptor and descriptor.create_type == STREAM_OPTIMIZED
+    )
+    if stream and effective.version < STREAM_MIN_VERSION:
+        findings.append(
+            STREAM_VERSION.finding(
+                f"the stream-optimized extent's sparse header is version {effective.version}: ESXi and vCenter "
+                f"refuse stream-optimized disks below version {STREAM_MIN_VERSION} (qemu 2.1 to 2.5 wrote version "
+                "1); convert it with a current `qemu-img convert -O vmdk -o subformat=streamOptimized`, which "
+                f"writes version {STREAM_MIN_VERSION}"
+            )
+        )
+    findings.extend(_grains_past_the_end(reader, effective))
     details = _details(
         "sparse",
         descriptor,
@@ -400,6 +492,97 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
         footer=_header_info(footer) if footer else None,
     )
     return Inspection(details, effective.capacity * SECTOR_SIZE, findings)
+
+
+#: The grain directory and grain tables are read (in one read) only when all of them take at most
+#: this much: 1 MiB of grain tables maps 256 Ki grains, a 16 GiB disk at qemu's 64 KiB grains.
+#: Larger disks are not checked for missing grains (the header pass stays within its budget).
+MAX_TABLES_READ = 1 << 20
+#: Grain table entries that are not sectors: 0 unallocated, 1 a zeroed grain (version 2 and on).
+GTE_UNALLOCATED = 0
+GTE_ZEROED = 1
+
+
+class GrainMarker(LittleEndianStructure):
+    """The start of a compressed grain (spec "Stream-Optimized Compressed Sparse Extents"): its
+    LBA, and the length of the compressed data that follows."""
+
+    val: int = u64()
+    size: int = u32()
+
+
+def _sectors(length: int) -> int:
+    """`length` bytes rounded up to whole sectors."""
+    return -(-length // SECTOR_SIZE) * SECTOR_SIZE
+
+
+def _grains_past_the_end(reader: Reader, header: SparseExtentHeader) -> list[Finding]:
+    """Grains the grain tables point to past the end of the file: the image was cut short."""
+    prefix = "the VMDK's grain tables map data past the end of the file"
+    try:
+        last = _last_grain(reader, header)
+    except TruncatedImage as error:
+        return [TRUNCATED.finding(f"{prefix}: {error}")]
+    if last is None or last[1] <= reader.size:
+        return []
+    grain, end = last
+    return [
+        TRUNCATED.finding(
+            f"{prefix}: the last grain (and what follows it) needs bytes {grain}..{end} but the file ends at "
+            f"{reader.size}: the image was cut short; upload it again"
+        )
+    ]
+
+
+def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] | None:
+    """Where the grain furthest into the file starts and ends (a stream's: with its end-of-stream
+    marker), or None when nothing is allocated or the tables are too large to read. The grain
+    directory and the grain tables that follow it (as qemu writes them) are read in one read when
+    all of them fit `MAX_TABLES_READ`, tables elsewhere (a VMware stream's, before its footer) in
+    one more; the last grain's marker (a compressed grain) says where it ends. At most three reads."""
+    entries_per_gd = header.num_gtes_per_gt * header.grain_size
+    gd_entries = -(-header.capacity // entries_per_gd)
+    gt_bytes = header.num_gtes_per_gt * 4
+    gd_start = header.gd_offset * SECTOR_SIZE
+    gd_bytes = gd_entries * 4
+    # qemu and VMware write the grain tables right after the directory: one read takes both.
+    window = _sectors(gd_bytes) + gd_entries * _sectors(gt_bytes)
+    if gd_entries == 0 or window > MAX_TABLES_READ:
+        return None
+    tables_window = reader.read_upto(gd_start, window, "grain directory and grain tables")
+    directory = (
+        tables_window[:gd_bytes]
+        if len(tables_window) >= gd_bytes
+        else reader.read(gd_start, gd_bytes, "grain directory")
+    )
+    tables = sorted({sector for (sector,) in struct.iter_unpack("<I", directory) if sector})
+    if not tables:
+        return None
+    first, last = tables[0] * SECTOR_SIZE, tables[-1] * SECTOR_SIZE + gt_bytes
+    if last - first > MAX_TABLES_READ:
+        return None
+    if gd_start <= first and last <= gd_start + len(tables_window):
+        data, first = tables_window, gd_start
+    else:
+        data = reader.read(first, last - first, "grain tables")
+    grains = [
+        g
+        for t in tables
+        for (g,) in struct.iter_unpack(
+            "<I", data[t * SECTOR_SIZE - first : t * SECTOR_SIZE - first + gt_bytes]
+        )
+        if g not in (GTE_UNALLOCATED, GTE_ZEROED)
+    ]
+    if not grains:
+        return None
+    grain = max(grains) * SECTOR_SIZE
+    if not header.flags & FLAG_COMPRESSED_GRAINS:
+        return grain, grain + header.grain_size * SECTOR_SIZE
+    marker = GrainMarker.read(reader, "last compressed grain's marker", grain)
+    end = grain + GrainMarker.SIZE + marker.size
+    if header.flags & FLAG_MARKERS:
+        end = _sectors(end) + SECTOR_SIZE  # and the end-of-stream marker
+    return grain, end
 
 
 def _descriptor_start(header: SparseExtentHeader, size: int) -> int:
@@ -426,17 +609,21 @@ def _descriptor_start(header: SparseExtentHeader, size: int) -> int:
 def _read_footer(reader: Reader) -> SparseExtentHeader:
     """The footer of a stream-optimized extent (gdOffset = GD_AT_END in the header): footer marker,
     footer and end-of-stream marker in the last three sectors, which qemu reads instead of the header."""
+    cut = ImageError(
+        TRUNCATED,
+        "the stream-optimized VMDK's header says its grain directory and real header follow the data "
+        "(gdOffset = GD_AT_END), but the file does not end with the footer marker, footer and "
+        "end-of-stream marker: the stream was cut short (a partial upload or download); upload it again",
+        offset=reader.size,
+        field="stream-optimized footer",
+    )
     if reader.size % SECTOR_SIZE or reader.size < FOOTER_MARKER_FROM_END + SECTOR_SIZE:
-        raise BadField(
-            BAD_HEADER,
-            "file size",
-            reader.size,
-            "a whole number of sectors, with room for the header and the footer (gdOffset is GD_AT_END)",
-            advice="the stream-optimized image is truncated; upload it again",
-        )
+        raise cut
     start = reader.size - FOOTER_MARKER_FROM_END
     data = reader.read(start, FOOTER_MARKER_FROM_END - EOS_MARKER_FROM_END, "stream-optimized footer")
     footer_marker = Marker.unpack(data)
+    if footer_marker.type != MARKER_FOOTER:
+        raise cut
     footer = SparseExtentHeader.unpack(data, FOOTER_MARKER_FROM_END - FOOTER_FROM_END)
     eos_offset = reader.size - EOS_MARKER_FROM_END
     eos = Marker.read(reader, "end-of-stream marker", eos_offset)
@@ -533,6 +720,11 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
             advice=corrupt,
         )
     sectors = size // SECTOR_SIZE
+    if header.over_head > sectors:
+        # qemu: "File truncated, expecting at least N bytes". Checked before the tables it holds.
+        raise TruncatedImage(
+            "sparse extent metadata (overHead)", offset=0, length=header.over_head * SECTOR_SIZE, size=size
+        )
     if not 0 < header.gd_offset < sectors:
         raise BadField(
             BAD_HEADER,
@@ -548,11 +740,6 @@ def _check_header(header: SparseExtentHeader, size: int, where: str) -> None:
             header.rgd_offset,
             f"a sector inside the file (it has {sectors})",
             advice="the image is truncated or corrupt; upload it again",
-        )
-    if header.over_head > sectors:
-        # qemu: "File truncated, expecting at least N bytes".
-        raise TruncatedImage(
-            "sparse extent metadata (overHead)", offset=0, length=header.over_head * SECTOR_SIZE, size=size
         )
 
 
@@ -634,6 +821,14 @@ def _descriptor_inspection(
 ) -> Inspection[VmdkDetails]:
     """A descriptor whose extents are other files: the virtual size is what qemu would sum."""
     descriptor, descriptor_findings = parse_descriptor(raw)
+    if descriptor.create_type is None:
+        raise BadField(
+            DESCRIPTOR_SYNTAX,
+            "descriptor createType",
+            "missing",
+            "a createType line (qemu refuses a descriptor without one)",
+            advice=f"the descriptor is broken; {CONVERT}",
+        )
     findings.extend(descriptor_findings)
     virtual_size = SECTOR_SIZE * sum(
         extent.sectors
@@ -664,6 +859,7 @@ def _details(
         footer=footer,
         descriptor=descriptor,
         adapter_type=ddb.get(DDB_ADAPTER_TYPE),
+        adapter_type_confidence=_adapter_confidence(ddb),
         geometry=_geometry(ddb, DDB_GEOMETRY),
         bios_geometry=_geometry(ddb, DDB_BIOS_GEOMETRY),
         virtual_hw_version=number(ddb.get(DDB_VIRTUAL_HW_VERSION)),
@@ -675,6 +871,19 @@ def _details(
         # A delta disk's parent is a VMDK by definition (qemu-img reports backing format vmdk too).
         backing_format="vmdk" if hint is not None else None,
     )
+
+
+def _adapter_confidence(ddb: dict[str, str]) -> Literal["stated", "low"] | None:
+    """qemu-img writes `ddb.adapterType = "ide"` and `ddb.virtualHWVersion = "4"` unless told
+    otherwise (its adapter_type and hwversion options): together they are what any qemu-made VMDK
+    says, not a statement about the disk's bus."""
+    adapter = ddb.get(DDB_ADAPTER_TYPE)
+    if adapter is None:
+        return None
+    defaults = adapter.strip().lower() == QEMU_DEFAULT_ADAPTER and number(
+        ddb.get(DDB_VIRTUAL_HW_VERSION)
+    ) == (QEMU_DEFAULT_HW_VERSION)
+    return "low" if defaults else "stated"
 
 
 def _geometry(ddb: dict[str, str], keys: tuple[str, str, str]) -> Geometry | None:
@@ -732,13 +941,9 @@ def check_extents_in_file(details: VmdkDetails, policy: Policy) -> Iterable[Find
     monolithic sparse extent's descriptor must list exactly one SPARSE extent, this file."""
     extents = _extents(details)
     if details.layout == "descriptor":
-        named = [e.file_name for e in extents if e.file_name is not None]
+        named = [e for e in extents if e.file_name is not None]
         if named:
-            shown = ", ".join(repr(n[:QUOTE_LENGTH]) for n in named[:3]) + (", ..." if len(named) > 3 else "")
-            yield EXTENT_OUTSIDE.finding(
-                f"this is a descriptor: the disk's data is in {len(named)} other file(s) ({shown}) "
-                f"that are not part of this upload; {CONVERT}"
-            )
+            yield _descriptor_finding(details.create_type, named)
     elif details.layout == "sparse" and details.descriptor is not None and details.header is not None:
         capacity = (details.footer or details.header).capacity
         if len(extents) != 1 or extents[0].type != "SPARSE" or extents[0].sectors != capacity:
@@ -748,6 +953,52 @@ def check_extents_in_file(details: VmdkDetails, policy: Policy) -> Iterable[Find
                 f"sparse disk has exactly one SPARSE extent of {capacity} sectors, this file: "
                 f"part of the disk would be read from elsewhere; {CONVERT}"
             )
+
+
+#: Extent types whose file is the disk's bytes as they are (a raw disk, possibly at an offset).
+FLAT_EXTENT_TYPES = frozenset({"FLAT", "VMFS", "VMFSRAW", "VMFSRDM"})
+#: createTypes that split one disk into files of at most 2 GB (spec "The Descriptor File").
+SPLIT_CREATE_TYPES = frozenset({"twoGbMaxExtentSparse", "twoGbMaxExtentFlat"})
+#: How every descriptor finding ends: where all the files are, make one self-contained image.
+JOIN = (
+    "where all its files are, make one self-contained image: `qemu-img convert -f vmdk DESCRIPTOR.vmdk "
+    "-O vmdk -o subformat=streamOptimized` (or `vmware-vdiskmanager -r DESCRIPTOR.vmdk -t 5`), and upload that"
+)
+
+
+def _descriptor_finding(create_type: str | None, named: list[VmdkExtent]) -> Finding:
+    """What a descriptor file uploaded alone is, by how it splits the disk, each with its own code."""
+    names = [e.file_name or "" for e in named]
+    shown = ", ".join(repr(n[:QUOTE_LENGTH]) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    if create_type in SPLIT_CREATE_TYPES:
+        return DESCRIPTOR_SPLIT.finding(
+            f"this is the descriptor of a split disk ({create_type}): its data is in {len(names)} other "
+            f"file(s) ({shown}), not part of this upload; {JOIN}"
+        )
+    if len(named) > 1:
+        return DESCRIPTOR_MULTI_EXTENT.finding(
+            f"this is the descriptor of a disk made of {len(names)} extents in other files ({shown}), not part "
+            f"of this upload; {JOIN}"
+        )
+    if named[0].type in FLAT_EXTENT_TYPES:
+        return DESCRIPTOR_FLAT.finding(
+            f"this is the descriptor of a flat disk: its data is {shown}, a raw disk not part of this upload; "
+            f"upload that file itself as disk_format=raw (and this descriptor's adapter as hw_disk_bus), or, {JOIN}"
+        )
+    return DESCRIPTOR_ONLY.finding(
+        f"this is only the descriptor of a disk whose data is the {named[0].type} extent {shown}, not part of "
+        f"this upload; {JOIN}"
+    )
+
+
+def check_writer_defaults(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
+    """qemu-img's writer defaults are recorded as stated, with low confidence, and said."""
+    if details.adapter_type_confidence == "low":
+        yield WRITER_DEFAULTS.finding(
+            'the descriptor says ddb.adapterType = "ide" with ddb.virtualHWVersion = "4", what qemu-img writes '
+            "when not told otherwise: the disk may have been on another bus; check how the VM booted it and "
+            "set hw_disk_bus (or re-export with `qemu-img convert -O vmdk -o adapter_type=lsilogic`) if not IDE"
+        )
 
 
 def check_create_type(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
@@ -863,7 +1114,14 @@ FORMAT = Format(
     qemu_name="vmdk",
     probe=probe,
     inspect=inspect,
-    checks=(check_extent_paths, check_extents_in_file, check_create_type, check_delta, check_esx_sparse),
+    checks=(
+        check_extent_paths,
+        check_extents_in_file,
+        check_create_type,
+        check_delta,
+        check_esx_sparse,
+        check_writer_defaults,
+    ),
     details=VmdkDetails,
     properties=properties,
 )

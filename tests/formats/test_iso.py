@@ -454,16 +454,17 @@ def test_iso_declared_as_raw_is_not_a_mismatch():
 
 
 def test_catalog_past_the_end_is_a_warning(tmp_path):
-    """Cut the ISO just before the boot catalog isoinfo reports: the ISO still parses."""
+    """Cut the ISO just before the boot catalog isoinfo reports: the ISO still parses; the catalog
+    finding is a warning, and the volume cut short (far more than its padding) a rejection."""
     disk = copy("bios.iso", tmp_path)
     sector = catalog_sector("bios.iso")
     with disk.open("r+b") as file:
         file.truncate(sector * iso.SECTOR_SIZE)
     report = introspect.inspect(disk)
-    assert report.verdict == "ok"
+    assert report.verdict == "rejected"
     assert report.details.el_torito.entries == []
     codes = {f.code: f.message for f in report.findings}
-    assert set(codes) == {"iso.truncated_volume", "iso.boot_catalog_invalid"}
+    assert set(codes) == {"image.truncated", "iso.boot_catalog_invalid"}
     assert codes["iso.boot_catalog_invalid"].startswith(
         f"the El Torito boot catalog at sector {sector} lies past the end of the file"
     )
@@ -495,3 +496,24 @@ def test_logical_block_size_out_of_spec_is_a_warning(tmp_path):
     assert report.verdict == "ok"
     assert report.details.block_size == 4096 and report.details.volume_size is None
     assert [f.code for f in report.findings] == ["iso.logical_block_size"]
+
+
+@pytest.mark.parametrize("name", ["bios.iso", "plain.iso", "hybrid-gpt.iso", "floppy.iso"])
+@pytest.mark.parametrize("keep_blocks", [40, "half-of-floppy"])
+def test_an_iso_cut_by_more_than_its_padding_is_truncated(tmp_path, name, keep_blocks):
+    """isoinfo's volume size, and the file cut past its descriptors but more than the 150 blocks of
+    padding genisoimage adds short of it: files are gone, so the ISO is rejected."""
+    disk = copy(name, tmp_path)
+    blocks = int(isoinfo(name)["Volume size"])
+    keep = (40 if keep_blocks == 40 or blocks < 400 else blocks // 2) * 2048
+    assert (blocks * 2048) - keep > iso.PADDING_BLOCKS * 2048
+    with disk.open("r+b") as file:
+        file.truncate(keep)
+    report = introspect.inspect(disk)
+    assert report.format == "iso"
+    assert report.verdict == "rejected"
+    truncated = [f for f in report.findings if f.code == "image.truncated"]
+    assert truncated and truncated[0].message.startswith(
+        f"the primary volume descriptor says the volume is {blocks * 2048} bytes but the file has {keep}: "
+        "more is missing than the 150 blocks of padding"
+    )

@@ -197,6 +197,14 @@ def test_cut_disk_backup_missing():
     assert not report.details.partition_table.backup.present
     codes = {f.code: f for f in report.findings}
     assert "missing" in codes["gpt.backup_header"].message
+    # gpt-cut.img is gpt-129m.img cut: sgdisk put the backup at that disk's last sector.
+    sectors = int(re.search(r": (\d+) sectors", recorded(image("gpt-129m.img"), "sgdisk.txt")).group(1))
+    full = sectors - 1
+    missing = (full + 1) * 512 - image("gpt-cut.img").stat().st_size
+    assert codes["gpt.backup_header"].message.startswith(
+        f"the backup GPT header is missing: the primary header puts it at LBA {full}, past the end of the file"
+    )
+    assert f"so {missing} bytes of the disk are missing" in codes["gpt.backup_header"].message
     assert "partition(s) 4 end past the end" in codes["raw.partition_beyond_end"].message
 
 
@@ -396,3 +404,23 @@ def test_ebr_chain_is_capped(tmp_path):
     assert len(logical) == partitions.MAX_LOGICAL_PARTITIONS
     assert report.reads <= 2 + partitions.MAX_LOGICAL_PARTITIONS
     assert has_finding(report, "mbr.ebr_chain", f"more than {partitions.MAX_LOGICAL_PARTITIONS} logical")
+
+
+def test_a_hybrid_mbr_is_a_named_info_finding():
+    """`sgdisk -h 1` lists the ESP in the MBR beside the 0xEE record (fixtures/make/partitioned.sh);
+    fdisk's MBR view recorded which records BIOS sees. A plain protective MBR gets no finding."""
+    group = fixture_group("partitioned")
+    fdisk = recorded(group / "gpt-hybrid.raw", "fdisk-dos.txt")
+    rows = [line.split() for line in fdisk.splitlines() if line.startswith("gpt-hybrid.raw")]
+    report = introspect.inspect(group / "gpt-hybrid.raw")
+    assert report.verdict == "ok"
+    assert [(f.code, f.severity) for f in report.findings] == [("gpt.hybrid_mbr", "info")]
+    mbr = report.details.partition_table.mbr
+    assert [(p.number, f"{p.os_type:x}", p.starting_lba, p.size_in_lba) for p in mbr.partitions] == [
+        (partition_number(device), kind, int(start), int(sectors)) for device, start, sectors, kind in rows
+    ]
+    hybrid = [(n, k) for n, k in ((partition_number(r[0]), r[3]) for r in rows) if k != "ee"]
+    assert report.findings[0].message.startswith(
+        f"the GPT disk has a hybrid MBR: MBR partition(s) {hybrid[0][0]} (type 0x{hybrid[0][1]})"
+    )
+    assert introspect.inspect(group / "gpt.raw").findings == []

@@ -3,6 +3,7 @@ corrupted copies made by rewriting fields through the structures declared in the
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import introspect
 from introspect import qemu
 from introspect.formats import vhd
 from introspect.model import Verdict
+from introspect.sources import Budget, FileSource, Reader
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, rewrite
+from tests.tools import qemu_info, recorded, rewrite
 
 GROUP = fixture_group("vhd")
 IMAGES = sorted(GROUP.glob("*.vhd"))
@@ -334,3 +336,184 @@ def test_fixed_disk_shorter_than_its_size_is_truncated(tmp_path):
         f"the fixed disk (data and footer) needs bytes 0..{recorded + vhd.FOOTER_SIZE} but the file "
         f"ends at {1024 * 1024 + vhd.FOOTER_SIZE}"
     )
+
+
+# --- Fixed VHDs holding partitioned disks (fixtures/make/partitioned.sh) ------------------------
+# `qemu-img convert -O vpc -o subformat=fixed` of a disk partitioned by sfdisk or sgdisk: the shape
+# of every Azure and Hyper-V fixed disk. Its data is a raw disk from offset 0, so its partition
+# table is content, read as a raw disk's is; sfdisk read the disk qemu presents from each one.
+
+#: Each with the reads its header pass costs: head and tail; a GPT's backup header at the guest
+#: disk's last LBA (the file's tail holds the footer), and where the primary header says it is
+#: when that is elsewhere (the disk rounded up to CHS).
+FIXED_PARTITIONED = {
+    "gpt-fixed.vhd": 4,
+    "gpt-fixed-force.vhd": 3,
+    "mbr-fixed.vhd": 2,
+    "mbr-fixed-force.vhd": 2,
+}
+
+
+def sfdisk_table(image: Path) -> dict:
+    return json.loads(recorded(image, "sfdisk.json"))["partitiontable"]
+
+
+@pytest.mark.parametrize(("name", "reads"), FIXED_PARTITIONED.items())
+def test_a_fixed_vhd_holding_a_partitioned_disk_is_not_a_polyglot(name, reads):
+    image = fixture_group("partitioned") / name
+    report = introspect.inspect(image)
+    assert report.format == "vhd"
+    assert "image.polyglot" not in codes(report)
+    assert report.verdict == Verdict.OK, report.findings
+    assert report.virtual_size == qemu_info(image)["virtual-size"]
+    # The table read over the disk qemu presents is the one sfdisk reads from that disk.
+    sfdisk = sfdisk_table(image)
+    table = report.details.partition_table
+    assert table.scheme == sfdisk["label"].replace("dos", "mbr")
+    assert [p.number for p in table.partitions] == [
+        int(p["node"].removeprefix(sfdisk["device"])) for p in sfdisk["partitions"]
+    ]
+    if table.scheme == "gpt":
+        starts = [(p.starting_lba, p.ending_lba - p.starting_lba + 1) for p in table.partitions]
+        assert [p.partition_type_guid.upper() for p in table.partitions] == [
+            p["type"] for p in sfdisk["partitions"]
+        ]
+    else:
+        starts = [(p.starting_lba, p.size_in_lba) for p in table.partitions]
+    assert starts == [(p["start"], p["size"]) for p in sfdisk["partitions"]]
+    assert report.reads == reads
+
+
+def test_a_fixed_vhd_rounded_up_to_chs_has_its_gpt_backup_off_the_end():
+    """qemu-img rounds a plain fixed VHD up to a CHS size, so the guest's disk is longer than the
+    partitioned source: sgdisk -v of that disk says the backup header is not at its end, and so do
+    we; with force_size the disk keeps its size and both are clean."""
+    group = fixture_group("partitioned")
+    rounded, forced = (introspect.inspect(group / n) for n in ("gpt-fixed.vhd", "gpt-fixed-force.vhd"))
+    assert "doesn't reside\nat the end of the disk" in recorded(group / "gpt-fixed.vhd", "sgdisk-verify.txt")
+    assert "No problems found" in recorded(group / "gpt-fixed-force.vhd", "sgdisk-verify.txt")
+    assert codes(rounded) == ["gpt.backup_header"]
+    assert "not at the last LBA" in message(rounded, "gpt.backup_header")
+    # sgdisk -e on the .vhd file would write over its footer: the advice says where to run it.
+    assert "never on the .vhd file, whose footer follows the disk" in message(rounded, "gpt.backup_header")
+    assert codes(forced) == []
+
+
+def test_a_fixed_vhd_reports_the_firmware_its_partition_table_points_to():
+    """sfdisk's MBR has an EFI System partition (type ef) and no boot code: UEFI, as for raw. The
+    GPT holds an ESP and a BIOS boot partition: evidence both ways, so no hw_firmware_type."""
+    group = fixture_group("partitioned")
+    mbr = introspect.inspect(group / "mbr-fixed.vhd")
+    assert sfdisk_table(group / "mbr-fixed.vhd")["partitions"][0]["type"] == "ef"
+    assert mbr.properties["hw_firmware_type"] == "uefi"
+    assert mbr.details.firmware.uefi and not mbr.details.firmware.bios
+    gpt = introspect.inspect(group / "gpt-fixed.vhd")
+    assert gpt.details.firmware.uefi and gpt.details.firmware.bios
+    assert "hw_firmware_type" not in gpt.properties
+    raw = introspect.inspect(group / "mbr.raw")
+    assert raw.details.firmware == mbr.details.firmware
+
+
+@pytest.mark.parametrize("name", ["gpt-dynamic.vhd", "mbr-dynamic.vhd"])
+def test_a_dynamic_vhd_of_a_partitioned_disk_has_its_table_in_blocks_not_at_offset_0(name):
+    report = introspect.inspect(fixture_group("partitioned") / name)
+    assert report.verdict == Verdict.OK and report.findings == []
+    assert report.details.partition_table is None
+
+
+def test_the_guest_view_of_a_fixed_vhd_is_its_data_before_the_footer():
+    image = fixture_group("partitioned") / "gpt-fixed-force.vhd"
+    details = introspect.inspect(image).details
+    with FileSource(image) as source:
+        reader = Reader(source, Budget(max_reads=8))
+        view = vhd.FORMAT.guest(reader, details)
+        assert view.size == qemu_info(image)["virtual-size"] == image.stat().st_size - vhd.FOOTER_SIZE
+        assert view.read(512, 8) == b"EFI PART"
+        # The last sector the guest sees is the GPT's backup header; the footer is not the guest's.
+        assert view.read(view.size - 512, 8) == b"EFI PART"
+        with pytest.raises(introspect.TruncatedImage):
+            view.read(view.size, 1)
+        assert reader.reads == 2
+    dynamic = introspect.inspect(fixture_group("partitioned") / "gpt-dynamic.vhd").details
+    assert vhd.FORMAT.guest(Reader(FileSource(image)), dynamic) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "fields", "used"),
+    [
+        ("dynamic-force-7M.vhd", {"current_size": 3 << 30}, None),  # CHS maximum: no size claim
+        ("dynamic-1G+3M.vhd", {"current_size": 1 << 62}, "CHS geometry"),
+        ("dynamic-1G+3M.vhd", {"creator_application": b"win ", "current_size": 7 << 20}, "current size"),
+        ("fixed-7M.vhd", {"current_size": 3 << 20}, "CHS geometry"),
+    ],
+    ids=["force-size-max-chs", "huge-current-size", "hyper-v-small-current-size", "fixed-small-current-size"],
+)
+def test_current_size_and_chs_that_contradict_each_other_are_a_finding(tmp_path, image, fields, used):
+    """The footer states the size twice; qemu 7.2 silently picks one by creator, Hyper-V the other.
+    Apart by more than CHS rounding (one cylinder), they are a rejection naming both, whichever
+    qemu picks (the virtual size stays what qemu-img reports for the original's creator rule)."""
+    path = copy(image, tmp_path)
+    rewrite_footers(path, **fields)
+    report = introspect.inspect(path)
+    if used is None:
+        assert "vhd.size_fields_disagree" not in codes(report)
+        return
+    assert report.verdict == Verdict.REJECTED
+    assert "vhd.size_fields_disagree" in codes(report)
+    text = message(report, "vhd.size_fields_disagree")
+    assert f"current size ({fields['current_size']} bytes)" in text
+    assert f"uses the {used}" in text
+    assert "qemu-img convert -O vpc" in text
+
+
+def test_current_size_within_one_cylinder_of_chs_is_consistent():
+    """Every qemu-img-made VHD states consistent sizes (equal, or the CHS maximum with force_size)."""
+    for image in IMAGES:
+        assert "vhd.size_fields_disagree" not in codes(introspect.inspect(image))
+
+
+@pytest.mark.parametrize(
+    "name", ["converted.vhd", "partitioned/gpt-dynamic.vhd", "partitioned/mbr-dynamic.vhd"]
+)
+@pytest.mark.parametrize("keep", [2048, 4096, 66048, "half", "-2", "-512"])
+def test_a_cut_dynamic_vhd_is_truncated(tmp_path, name, keep):
+    """qemu-img's dynamic VHDs, cut at several points: the footer copy every VHD ends with is gone.
+    (One byte less is a footer of the old 511-byte form, which the spec accepts: vhd.old_footer.)"""
+    source = fixture_group("partitioned") / name.split("/")[1] if "/" in name else GROUP / name
+    data = source.read_bytes()
+    keep = len(data) // 2 if keep == "half" else len(data) + int(keep) if isinstance(keep, str) else keep
+    path = tmp_path / "cut.vhd"
+    path.write_bytes(data[:keep])
+    report = introspect.inspect(path)
+    assert report.format == "vhd"
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["image.truncated"]
+    assert message(report, "image.truncated").startswith(
+        "the dynamic VHD does not end with the copy of its footer that every VHD ends with"
+    )
+
+
+def test_blocks_past_the_footer_copy_are_truncation(tmp_path):
+    """converted.vhd (qemu-img convert of 5 MiB with data in its first and fourth MiB) keeps two
+    blocks; cut the second off but keep the footer copy, as a broken transfer that resumed at the
+    end would: the BAT places that block past the footer."""
+    data = (GROUP / "converted.vhd").read_bytes()
+    path = tmp_path / "holed.vhd"
+    path.write_bytes(data[: len(data) // 2] + data[-vhd.FOOTER_SIZE :])
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.REJECTED
+    assert codes(report) == ["image.truncated"]
+    text = message(report, "image.truncated")
+    assert text.startswith("the VHD's block allocation table places a block at bytes ")
+    assert f"past the footer copy at {len(data) // 2}" in text
+    assert report.reads <= 2
+
+
+def test_a_dynamic_header_cut_off_is_truncation(tmp_path):
+    data = (GROUP / "dynamic-7M.vhd").read_bytes()
+    path = tmp_path / "cut.vhd"
+    path.write_bytes(data[:1024])
+    report = introspect.inspect(path)
+    assert report.verdict == Verdict.ERROR
+    assert codes(report) == ["image.truncated"]
+    assert message(report, "image.truncated").startswith("the dynamic disk header needs bytes 512..1536")
