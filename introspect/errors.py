@@ -4,7 +4,8 @@
      ├── ImageError              the image is bad; inspect() turns it into an `error` verdict
      │    ├── TruncatedImage     a structure runs past the end of the file
      │    ├── BadField           a field holds a value the spec (or our clamp) does not allow
-     │    └── BudgetExceeded     reading on would cost more than the inspection's byte/read budget
+     │    ├── BudgetExceeded     reading on would cost more than the inspection's byte/read budget
+     │    └── BytesNotKept       the source cannot give those bytes again (a stream that passed them)
      ├── SourceError             the bytes could not be read (a disk, a network): nothing is known
      │                           of the image, so inspect() lets it through for the caller to retry
      └── UsageError              the caller asked for something we cannot do (no such file, bad argument)
@@ -108,3 +109,9 @@ class BudgetExceeded(ImageError):
             "a well-formed image never needs this much, so the file is treated as hostile",
             field=what,
         )
+
+
+class BytesNotKept(ImageError):
+    """Bytes the source no longer holds: a stream passed them without keeping them. A parser that
+    reads them only to check something it does not need for the facts (grain tables for a cut
+    image) may let the check go; one that needs them lets the error make the Report partial."""

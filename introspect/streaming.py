@@ -30,7 +30,7 @@ from typing import IO
 
 from introspect.containers import ova, ovf
 from introspect.decode import KIB, MIB
-from introspect.errors import ImageError
+from introspect.errors import BytesNotKept, ImageError
 from introspect.model import Severity
 from introspect.safety import rule
 from introspect.sources import ByteSource
@@ -49,7 +49,7 @@ CHUNK = 1 * MIB
 BLOCK = ova.BLOCK
 
 
-class StreamPassed(ImageError):
+class StreamPassed(BytesNotKept):
     """A read of bytes the stream did not keep."""
 
     def __init__(self, offset: int, length: int, head: int = KEEP_HEAD, tail: int = KEEP_TAIL) -> None:
