@@ -33,6 +33,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -147,6 +148,7 @@ def introspect_image(
     force: bool = True,
     time_limit: TimeLimit | None = None,
     final_attempt: bool = False,
+    unmoved_since: datetime | None = None,
 ) -> Inspection:
     """Inspect one image and write the result back (see the module docstring). Unforced, an
     image whose current data this inspector version already read is skipped.
@@ -155,10 +157,20 @@ def introspect_image(
     of the store on the `final_attempt`, which is recorded; everything about the image itself ends
     up in the catalog as a verdict, and so does any other exception once the image is claimed. An
     image that is gone or cannot be inspected from its status is an `Inspection` that says so.
+    `unmoved_since` is a sweep's mark (workers/sweep.py): skipped if the image moved since.
     """
     try:
         return _claimed_and_written(
-            catalog, image_id, task_id, job_id, delivery_limit, policy, force, time_limit, final_attempt
+            catalog,
+            image_id,
+            task_id,
+            job_id,
+            delivery_limit,
+            policy,
+            force,
+            time_limit,
+            final_attempt,
+            unmoved_since,
         )
     except NotFound as error:
         return Inspection(str(image_id), State.DELETED, str(error))
@@ -178,8 +190,11 @@ def _claimed_and_written(
     force: bool,
     time_limit: TimeLimit | None,
     final_attempt: bool,
+    unmoved_since: datetime | None,
 ) -> Inspection:
-    claim = catalog.claim(image_id, token=uuid.uuid4().hex, task_id=task_id, force=force)
+    claim = catalog.claim(
+        image_id, token=uuid.uuid4().hex, task_id=task_id, force=force, unmoved_since=unmoved_since
+    )
     fetched: Fetched | None = None
     if claim.deliveries > delivery_limit:
         deaths = claim.deliveries - 1

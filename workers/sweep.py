@@ -15,10 +15,12 @@ Every `sweep_period` seconds each worker takes, in one indexed query, the images
 location for longer than `sweep_pending_after`, and those `importing` for longer than
 `sweep_importing_after` (past the hard time limit, no live delivery can hold them), marks them in
 the same transaction (FOR UPDATE SKIP LOCKED on PostgreSQL, so many workers never queue the same
-image twice, nor wait on each other), and publishes an unforced inspection of each. A duplicate is
-harmless: the claim token makes a stale write-back lose, and an unforced inspection of an image
-already finished is skipped. The delivery counter still stops a poison image: each sweep of an
-`importing` image is one more delivery, and past the limit its verdict is `pipeline.worker_lost`.
+image twice, nor wait on each other), and publishes an inspection of each carrying that mark. The
+sweep's delivery claims the image only if it has not moved since the mark (`Superseded`
+otherwise): when the original message was only late, not lost, whichever delivery comes second
+has nothing to do, and a sweep never takes an image from a live inspection nor counts a delivery
+that did not happen. The delivery counter still stops a poison image: each sweep of an `importing`
+image is one more delivery, and past the limit its verdict is `pipeline.worker_lost`.
 
 Why a sweep and not a transactional outbox (an outbox row written with the catalog change, relayed
 to the broker): an outbox guarantees the publish, not the delivery. The messages the broker
@@ -39,8 +41,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
-from datetime import timedelta
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from workers.catalog.models import Status, utcnow
 from workers.catalog.records import Stale
@@ -50,8 +53,9 @@ from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Publishes unforced inspections of the ids, raising `BrokerUnavailable` when it cannot.
-Enqueue = Callable[[Iterable[object]], object]
+#: Publishes the sweep's inspections of the ids with their mark, raising `BrokerUnavailable`
+#: when it cannot.
+Enqueue = Callable[[list[uuid.UUID], datetime], object]
 
 
 def sweep_once(catalog: Catalog, settings: Settings, enqueue: Enqueue) -> list[Stale]:
@@ -66,7 +70,7 @@ def sweep_once(catalog: Catalog, settings: Settings, enqueue: Enqueue) -> list[S
     if not taken:
         return []
     try:
-        enqueue([stale.image_id for stale in taken])
+        enqueue([stale.image_id for stale in taken], taken[0].marked)
     except BaseException:
         catalog.give_back(taken)
         raise
@@ -162,10 +166,10 @@ def start(settings: Settings) -> Sweeper | None:
         return None
     from workers.tasks import enqueue
 
-    def unforced(ids: Iterable[object]) -> object:
-        return enqueue(ids, force=False, retry=False)
+    def swept(ids: list[uuid.UUID], marked: datetime) -> object:
+        return enqueue(ids, swept_at=marked, retry=False)
 
-    _running = Sweeper(settings, unforced)
+    _running = Sweeper(settings, swept)
     _running.start()
     return _running
 

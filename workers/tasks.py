@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import kombu.exceptions
@@ -49,11 +50,11 @@ RETRY_OPTIONS: dict[str, Any] = {
 
 @app.task(name="workers.tasks.introspect_image", bind=True, **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
 def introspect_image(
-    self: Task, image_id: str, job_id: str | None = None, force: bool = True
+    self: Task, image_id: str, job_id: str | None = None, swept_at: str | None = None
 ) -> dict[str, Any]:
-    """Inspect one image and write its properties back. Unforced (the sweep's), an image this
-    inspector version already finished is skipped: a duplicate of a message that was not lost
-    costs one read of the catalog."""
+    """Inspect one image and write its properties back. `swept_at` (ISO 8601) marks the sweep's
+    deliveries (workers/sweep.py): one of an image that moved since is dropped, so a copy of a
+    message that was not lost after all costs one statement."""
     settings = get_settings()
     done = pipeline.introspect_image(
         open_backend(settings),
@@ -61,7 +62,7 @@ def introspect_image(
         task_id=self.request.id,
         job_id=job_id,
         delivery_limit=settings.delivery_limit,
-        force=force,
+        unmoved_since=datetime.fromisoformat(swept_at) if swept_at else None,
         time_limit=pipeline.TimeLimit(SoftTimeLimitExceeded, settings.task_time_limit),
         final_attempt=self.request.retries >= self.max_retries,
     )
@@ -83,12 +84,19 @@ def rerun(self: Task, selection: dict[str, Any], job_id: str | None = None) -> d
 
 
 def enqueue(
-    image_ids: Iterable[object], *, job_id: str | None = None, force: bool = True, retry: bool = True
+    image_ids: Iterable[object],
+    *,
+    job_id: str | None = None,
+    swept_at: datetime | None = None,
+    retry: bool = True,
 ) -> int:
-    """Publish one introspect_image message per id, over one connection (without `retry`, the
-    first failure to publish raises at once instead of riding out a broker restart)."""
+    """Publish one introspect_image message per id, over one connection (`swept_at`: the sweep's
+    mark; without `retry`, the first failure to publish raises at once instead of riding out a
+    broker restart)."""
     settings = get_settings()
-    kwargs: dict[str, Any] = {"job_id": job_id} if force else {"job_id": job_id, "force": False}
+    kwargs: dict[str, Any] = {"job_id": job_id}
+    if swept_at is not None:
+        kwargs["swept_at"] = swept_at.isoformat()
     count = 0
     try:
         with app.producer_or_acquire() as producer:

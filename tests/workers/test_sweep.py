@@ -10,9 +10,9 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -97,15 +97,20 @@ def test_what_could_not_be_queued_is_given_back(catalog: Catalog, tmp_path: Path
     settings = Settings(sweep_pending_after=1.0, sweep_importing_after=1000)
     time.sleep(1.1)
 
-    def broker_down(_ids: Iterable[object]) -> object:
+    def broker_down(_ids: list[uuid.UUID], _marked: datetime) -> object:
         raise BrokerUnavailable("cannot reach the broker")
+
+    queued: list[tuple[uuid.UUID, datetime]] = []
+
+    def publish(page: list[uuid.UUID], marked: datetime) -> None:
+        queued.extend((image_id, marked) for image_id in page)
 
     with pytest.raises(BrokerUnavailable):
         sweep.sweep_once(catalog, settings, broker_down)
-    queued: list[object] = []
-    assert {s.image_id for s in sweep.sweep_once(catalog, settings, lambda page: queued.extend(page))} == ids
-    assert set(queued) == ids  # taken again at once: the failed sweep left no mark
-    assert sweep.sweep_once(catalog, settings, queued.extend) == []
+    assert {s.image_id for s in sweep.sweep_once(catalog, settings, publish)} == ids
+    assert {image_id for image_id, _ in queued} == ids  # taken again at once: the failed sweep left no mark
+    assert sweep.sweep_once(catalog, settings, publish) == []
+    assert {catalog.get(image_id).updated_at for image_id in ids} == {queued[0][1]}  # the mark
 
 
 def test_concurrent_sweeps_never_take_one_image_twice(pg_catalog: Catalog, tmp_path: Path):
@@ -130,24 +135,53 @@ def test_concurrent_sweeps_never_take_one_image_twice(pg_catalog: Catalog, tmp_p
     assert sum(1 for mine in taken if mine) > 1  # and they really ran side by side
 
 
+def swept(catalog: Catalog, image_id: uuid.UUID) -> datetime:
+    """What the sweep does to one stale image: its mark, which its message carries."""
+    (stale,) = catalog.take_stale(pending_before=utcnow(), importing_before=utcnow(), limit=1)
+    assert stale.image_id == image_id
+    return stale.marked
+
+
+def test_a_sweeps_delivery_inspects_an_image_that_did_not_move(catalog: Catalog, images: dict[str, Path]):
+    image_id = registered(catalog, images["small.qcow2"].as_uri())
+    marked = swept(catalog, image_id)
+    done = pipeline.introspect_image(catalog, image_id, task_id="swept", unmoved_since=marked)
+    assert (done.state, done.written) == (pipeline.State.INSPECTED, True)
+    record = catalog.get(image_id)
+    assert (record.status, record.deliveries) == (Status.ACTIVE, 0)
+
+
+@pytest.mark.parametrize("meanwhile", ["claimed", "finished"])
+def test_a_sweeps_delivery_of_an_image_that_moved_does_nothing(
+    catalog: Catalog, images: dict[str, Path], meanwhile: str
+):
+    """The original message was late, not lost: whichever delivery comes second has nothing to
+    do, and a live inspection is never taken over (nor a delivery counted that did not happen)."""
+    image_id = registered(catalog, images["small.qcow2"].as_uri())
+    marked = swept(catalog, image_id)
+    if meanwhile == "claimed":
+        catalog.claim(image_id, token="live", task_id="original")
+    else:
+        pipeline.introspect_image(catalog, image_id, task_id="original")
+    before = catalog.get(image_id)
+    done = pipeline.introspect_image(catalog, image_id, task_id="swept", unmoved_since=marked)
+    assert done.state == pipeline.State.SKIPPED
+    assert done.message == f"image {image_id} moved since the sweep queued it again: another delivery has it"
+    assert catalog.get(image_id) == before  # the live claim's token, its one delivery
+
+
 def test_the_delivery_limit_still_stops_a_swept_poison_image(catalog: Catalog, tmp_path: Path):
-    """Three deliveries died (killed by the hard time limit, say): the sweep's unforced delivery
-    is the fourth, and it records the poison verdict without reading the image."""
+    """Three deliveries died (killed by the hard time limit, say): the sweep's delivery is the
+    fourth, and it records the poison verdict without reading the image."""
     image_id = claimed(catalog, (tmp_path / "never-read").as_uri(), times=3)
-    done = pipeline.introspect_image(catalog, image_id, task_id="swept", force=False, delivery_limit=3)
+    marked = swept(catalog, image_id)
+    done = pipeline.introspect_image(
+        catalog, image_id, task_id="swept", unmoved_since=marked, delivery_limit=3
+    )
     assert done.outcome is not None and done.outcome.status == Status.ERROR
     record = catalog.get(image_id)
     assert [f["code"] for f in record.findings] == ["pipeline.worker_lost"]
     assert (record.deliveries, record.claim_token) == (0, None)
-
-
-def test_an_unforced_delivery_of_a_finished_image_is_skipped(catalog: Catalog, images: dict[str, Path]):
-    image_id = registered(catalog, images["small.qcow2"].as_uri())
-    pipeline.introspect_image(catalog, image_id, task_id="first")
-    before = catalog.get(image_id)
-    done = pipeline.introspect_image(catalog, image_id, task_id="duplicate", force=False)
-    assert done.state == pipeline.State.SKIPPED
-    assert catalog.get(image_id) == before
 
 
 # -- every exception after the claim ends in a verdict or a counted retry --------------------------

@@ -64,7 +64,15 @@ from workers.catalog.records import (
     Selection,
     Stale,
 )
-from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError, UpToDate
+from workers.errors import (
+    CatalogUnavailable,
+    InvalidTransition,
+    NoData,
+    NotFound,
+    PipelineError,
+    Superseded,
+    UpToDate,
+)
 from workers.store import open_location
 
 if TYPE_CHECKING:
@@ -515,7 +523,13 @@ class Catalog:
     # -- inspections ----------------------------------------------------------------------------
 
     def claim(
-        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+        self,
+        image_id: uuid.UUID | str,
+        *,
+        token: str,
+        task_id: str | None,
+        force: bool = True,
+        unmoved_since: datetime | None = None,
     ) -> Claim:
         """Take the image for an inspection: -> `importing`, a fresh claim token, one more delivery
         counted (committed before anything is read, so a worker that dies still counts; on
@@ -524,8 +538,10 @@ class Catalog:
         One conditional UPDATE: it moves the image only from a status whose transitions include
         `importing`, so checking and moving are one atomic step (and one round trip). Unforced
         (never on the hot path), an image this inspector version already finished is `UpToDate`:
-        its data never changes under the same id here."""
+        its data never changes under the same id here. With `unmoved_since`, see `_claim_unmoved`."""
         image_id = _uuid(image_id)
+        if unmoved_since is not None:
+            return self._claim_unmoved(image_id, token, unmoved_since)
         if not force:
             _refuse_up_to_date(self.get(image_id))
         params = {"id": self._bind_id(image_id), "token": token, "now": self._bind_moment(utcnow())}
@@ -551,6 +567,43 @@ class Catalog:
         if seen == Status.QUEUED:
             raise NoData(f"image {image_id} has no data yet (queued): upload it before inspecting")
         raise InvalidTransition(f"image {image_id} is {seen}: it cannot be inspected")
+
+    def _claim_unmoved(self, image_id: uuid.UUID, token: str, marked: datetime) -> Claim:
+        """A sweep's delivery claims the image only if nothing moved it since the sweep marked it
+        (`updated_at` still the mark): a delivery that claimed it meanwhile, or finished it, wins,
+        and this one is `Superseded`. So however many copies of its message the broker holds, a
+        sweep never takes an image from a live inspection, nor counts a delivery it did not make."""
+        claimable = [str(status) for status in CLAIMABLE]
+        with self._transaction() as connection:
+            moved = connection.execute(
+                update(images)
+                .where(images.c.id == image_id, images.c.status.in_(claimable), images.c.updated_at == marked)
+                .values(
+                    status=Status.IMPORTING,
+                    claim_token=token,
+                    deliveries=images.c.deliveries + 1,
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            row = connection.execute(
+                select(
+                    images.c.deliveries, images.c.location, images.c.disk_format, images.c.virtual_size
+                ).where(images.c.id == image_id)
+            ).first()
+        if row is None:
+            raise NotFound(image_id)
+        if moved != 1:
+            raise Superseded(
+                f"image {image_id} moved since the sweep queued it again: another delivery has it"
+            )
+        return Claim(
+            image_id=image_id,
+            token=token,
+            deliveries=row.deliveries,
+            location=row.location,
+            disk_format=row.disk_format,
+            virtual_size=row.virtual_size,
+        )
 
     def open_location(self, location: str) -> ByteSource:
         """The store's bytes at a claim's location (file://, http(s)://)."""
