@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.qemu]
 
 STATUS = {Verdict.OK: Status.ACTIVE, Verdict.REJECTED: Status.REJECTED, Verdict.ERROR: Status.ERROR}
 NAMES = ("small.qcow2", "stream.vmdk", "disk.vhd", "disk.vdi")
-BATCH = 60
+BATCH = 40
 PROCESSES = "4"
 #: Short limits, so that the sweep's deadlines pass within the test: a soft limit of 5 s (an image
 #: here takes well under a second), killed 1 s later, `importing` swept after 8 s, `saving` after 3 s.
@@ -126,18 +126,50 @@ def deploy(redis_server: PrivateRedis, catalog_url: str, tmp_path: Path) -> tupl
     return Deployment(env=env, data_dir=tmp_path), open_catalog(catalog_url)
 
 
-def launch_worker(deployed: Deployment, log: Path) -> Worker:
-    """`introspect worker`, started without waiting for it (it starts while the batch is imported:
-    the messages wait in the queue); `Worker.wait_ready` waits."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*INTROSPECT, "worker", "--loglevel", "INFO", "--concurrency", PROCESSES],
-            env=deployed.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Worker(process, log)
+class Supervisor:
+    """What runs workers in production (systemd's Restart=always): a worker that exits is started
+    again. Celery 5.7's worker can exit on a broker connection loss ("Unrecoverable error:
+    AttributeError: 'NoneType' object has no attribute 'hostname'" while it restores its
+    unacknowledged messages to a Redis that is still down, as in celery/celery#9250): seen here
+    about once in six restarts of Redis. Workers start without being waited for: they start while
+    the batch is imported, its messages waiting in the queue."""
+
+    def __init__(self, deployed: Deployment, directory: Path) -> None:
+        self.deployed = deployed
+        self.directory = directory
+        self.workers: list[Worker] = []
+        self.started = 0
+
+    def start(self) -> Worker:
+        self.started += 1
+        log = self.directory / f"worker-{self.started}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*INTROSPECT, "worker", "--loglevel", "INFO", "--concurrency", PROCESSES],
+                env=self.deployed.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = Worker(process, log)
+        self.workers.append(worker)
+        return worker
+
+    def watch(self) -> None:
+        """Start a worker again for each that exited."""
+        for worker in list(self.workers):
+            if worker.process.poll() is not None:
+                self.workers.remove(worker)
+                worker.stop()  # its orphans
+                self.start()
+
+    @property
+    def restarts(self) -> int:
+        return self.started - len(self.workers)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
 
 
 # -- a batch ------------------------------------------------------------------------------------------
@@ -154,8 +186,9 @@ def copies(images: dict[str, Path], directory: Path, count: int = BATCH) -> list
     return names
 
 
-def slow(_method: str, _path: str) -> None:
-    time.sleep(0.03)  # a store that takes its time: the batch lasts a few seconds
+def slow(method: str, _path: str) -> None:
+    if method == "GET":
+        time.sleep(0.04)  # a store slow to send bytes: the batch lasts a few seconds
 
 
 def import_locations(deployed: Deployment, served: Served, names: list[str]) -> list[uuid.UUID]:
@@ -171,10 +204,15 @@ def finished(catalog: Catalog, ids: list[uuid.UUID]) -> int:
     return sum(status in DONE for status in catalog.statuses(ids).values())
 
 
-def settle(catalog: Catalog, ids: list[uuid.UUID], since: float) -> float:
+def settle(catalog: Catalog, ids: list[uuid.UUID], since: float, supervisor: Supervisor) -> float:
     """Wait until every image ended active, rejected or error; the seconds since the fault."""
+
+    def settled() -> bool:
+        supervisor.watch()
+        return finished(catalog, ids) == len(ids)
+
     try:
-        wait_until(lambda: finished(catalog, ids) == len(ids), timeout=SETTLE, what="every image to settle")
+        wait_until(settled, timeout=SETTLE, what="every image to settle")
     except AssertionError:
         stuck = {i: s for i, s in catalog.statuses(ids).items() if s not in DONE}
         raise AssertionError(f"{len(stuck)} image(s) stranded after {SETTLE}s: {stuck}") from None
@@ -191,10 +229,13 @@ def assert_as_the_library_says(catalog: Catalog, ids: list[uuid.UUID], served: P
         assert (record.deliveries, record.claim_token) == (0, None)
 
 
-def figures(fault: str, catalog_url: str, ids: list[uuid.UUID], at_fault: int, took: float) -> None:
+def figures(
+    fault: str, catalog_url: str, ids: list[uuid.UUID], at_fault: int, took: float, supervisor: Supervisor
+) -> None:
     engine = "postgresql" if catalog_url.startswith("postgresql") else "sqlite"
     print(
-        f"\n{fault} on {engine}: {len(ids)} images, {at_fault} done at the fault, all settled {took:.1f}s after it"
+        f"\n{fault} on {engine}: {len(ids)} images, {at_fault} done at the fault, all settled {took:.1f}s "
+        f"after it; workers started again: {supervisor.restarts}"
     )
 
 
@@ -213,29 +254,25 @@ def test_a_broker_restart_mid_batch_strands_nothing(
     private_redis.start()
     deployed, catalog = deploy(private_redis, catalog_url, tmp_path)
     names = copies(images, tmp_path / "served")
-    worker = launch_worker(deployed, tmp_path / "worker.log")
+    supervisor = Supervisor(deployed, tmp_path)
+    worker = supervisor.start()
     try:
         with serve(tmp_path / "served") as served:
             served.on_request = slow
             ids = import_locations(deployed, served, names)
             worker.wait_ready()
-            wait_until(lambda: finished(catalog, ids) >= 8, timeout=60, what="the batch to be under way")
+            wait_until(lambda: finished(catalog, ids) >= 6, timeout=60, what="the batch to be under way")
             private_redis.kill()
             at_fault, fault = finished(catalog, ids), time.monotonic()
             time.sleep(1)
             private_redis.start()
-            took = settle(catalog, ids, fault)
+            took = settle(catalog, ids, fault, supervisor)
         assert at_fault < len(ids)  # the restart really was mid-batch
-        figures(
-            f"redis restart ({'appendonly' if appendonly else 'no persistence'})",
-            catalog_url,
-            ids,
-            at_fault,
-            took,
-        )
+        persistence = "appendonly" if appendonly else "no persistence"
+        figures(f"redis restart ({persistence})", catalog_url, ids, at_fault, took, supervisor)
         assert_as_the_library_says(catalog, ids, tmp_path / "served")
     finally:
-        worker.stop()
+        supervisor.stop()
 
 
 def test_the_worker_killed_mid_batch_strands_nothing(
@@ -243,19 +280,20 @@ def test_the_worker_killed_mid_batch_strands_nothing(
 ):
     """Two workers share the batch; SIGKILL of one's main process and of its pool children (its
     machine is gone): the messages it had reserved stay in Redis until the visibility timeout (60 s
-    here), and the tasks it was running never finish. The other worker's sweep brings them home."""
+    here), and the tasks it was running never finish. The other worker's sweep brings them home
+    (and the supervisor starts the killed one again)."""
     private_redis.start()
     deployed, catalog = deploy(private_redis, catalog_url, tmp_path)
     names = copies(images, tmp_path / "served")
-    worker = launch_worker(deployed, tmp_path / "worker.log")
-    other = launch_worker(deployed, tmp_path / "other.log")
+    supervisor = Supervisor(deployed, tmp_path)
+    worker, other = supervisor.start(), supervisor.start()
     try:
         with serve(tmp_path / "served") as served:
             served.on_request = slow
             ids = import_locations(deployed, served, names)
             worker.wait_ready()
             other.wait_ready()
-            wait_until(lambda: finished(catalog, ids) >= 8, timeout=60, what="the batch to be under way")
+            wait_until(lambda: finished(catalog, ids) >= 6, timeout=60, what="the batch to be under way")
             children = worker.children()
             os.kill(worker.process.pid, signal.SIGKILL)
             for child in children:
@@ -265,13 +303,12 @@ def test_the_worker_killed_mid_batch_strands_nothing(
                     pass
             worker.process.wait()
             at_fault, fault = finished(catalog, ids), time.monotonic()
-            took = settle(catalog, ids, fault)
+            took = settle(catalog, ids, fault, supervisor)
         assert at_fault < len(ids)
-        figures("SIGKILL of a worker and its children", catalog_url, ids, at_fault, took)
+        figures("SIGKILL of a worker and its children", catalog_url, ids, at_fault, took, supervisor)
         assert_as_the_library_says(catalog, ids, tmp_path / "served")
     finally:
-        worker.stop()
-        other.stop()
+        supervisor.stop()
 
 
 def test_a_hanging_location_and_a_dead_task_end_in_a_verdict(
@@ -292,7 +329,8 @@ def test_a_hanging_location_and_a_dead_task_end_in_a_verdict(
         if path == f"/{hanging}" and (method == "GET" or served.hits(hanging) > 1):
             release.wait(60)
 
-    worker = launch_worker(deployed, tmp_path / "worker.log")
+    supervisor = Supervisor(deployed, tmp_path)
+    worker = supervisor.start()
     try:
         with serve(tmp_path / "served") as served:
             served.on_request = hang
@@ -305,23 +343,19 @@ def test_a_hanging_location_and_a_dead_task_end_in_a_verdict(
             catalog.claim(dead, token=uuid.uuid4().hex, task_id="killed-by-the-hard-limit")
             fault = time.monotonic()
             try:
-                took = settle(catalog, [*ids, dead], fault)
+                took = settle(catalog, [*ids, dead], fault, supervisor)
             finally:
                 release.set()
-        figures("a hanging location and a dead task", catalog_url, [*ids, dead], 0, took)
-        record = catalog.get(ids[0])
-        assert record.status == Status.ERROR
-        (finding,) = record.findings
+        figures("a hanging location and a dead task", catalog_url, [*ids, dead], 0, took, supervisor)
+        (finding,) = catalog.get(ids[0]).findings
+        assert catalog.get(ids[0]).status == Status.ERROR
         assert finding["code"] in ("pipeline.time_limit", "introspect.internal_error"), finding
-        assert (
-            "SoftTimeLimitExceeded" in finding["message"] or "did not finish within 5 s" in finding["message"]
-        )
+        message = finding["message"]
+        assert "did not finish within 5 s" in message or "SoftTimeLimitExceeded" in message, message
         assert_as_the_library_says(catalog, [ids[1], ids[2], ids[3]], tmp_path / "served")
         record = catalog.get(dead)
         report = introspect.inspect(tmp_path / "served" / names[1])
-        assert record.status == STATUS[report.verdict] and (record.deliveries, record.claim_token) == (
-            0,
-            None,
-        )
+        assert record.status == STATUS[report.verdict]
+        assert (record.deliveries, record.claim_token) == (0, None)
     finally:
-        worker.stop()
+        supervisor.stop()
