@@ -76,8 +76,8 @@ def sweep_once(catalog: Catalog, settings: Settings, enqueue: Enqueue) -> list[S
         raise
     pending = sum(stale.status == Status.SAVING for stale in taken)
     log.warning(
-        "sweep: queued %d image(s) again: %d saving whose inspection never started, %d importing whose "
-        "task is gone",
+        "sweep: queued %d image(s) again: %d saving whose inspection had not started, %d importing "
+        "that stopped moving",
         len(taken),
         pending,
         len(taken) - pending,
