@@ -27,10 +27,16 @@ broker_transport_options: dict[str, Any] = {
     "visibility_timeout": _settings.visibility_timeout,
     "global_keyprefix": _settings.broker_key_prefix,
 }
-if _settings.visibility_timeout <= _settings.task_time_limit + 30 + _settings.retry_backoff_max:
+if _settings.visibility_timeout <= _settings.hard_time_limit + _settings.retry_backoff_max:
     raise ValueError(
         "INTROSPECT_VISIBILITY_TIMEOUT must exceed the task time limit plus the longest retry backoff, "
         "or Redis hands running tasks to a second worker"
+    )
+# The sweep (workers/sweep.py) must not take an image from an inspection that may still be running.
+if _settings.importing_deadline <= _settings.hard_time_limit:
+    raise ValueError(
+        "INTROSPECT_SWEEP_IMPORTING_AFTER must exceed the hard time limit (INTROSPECT_TASK_TIME_LIMIT "
+        "plus INTROSPECT_TASK_KILL_GRACE), or the sweep queues again images that are still being inspected"
     )
 
 task_default_queue = _settings.queue
@@ -53,10 +59,12 @@ worker_concurrency = PROCESSES_PER_CPU * (os.cpu_count() or 1)
 # A broker that goes away takes its unacked messages with it (or gives them to another worker
 # after the visibility timeout): stop the tasks that were running; their retry is harmless.
 worker_cancel_long_running_tasks_on_connection_loss = True
-# A parser that loops gets SoftTimeLimitExceeded, which the library records as an `error`
-# verdict; the hard limit is the backstop that kills the process.
+# An inspection past its time (a parser that loops, a location that hangs) gets
+# SoftTimeLimitExceeded, which becomes an `error` verdict (the library's `introspect.internal_error`
+# inside a parser, `pipeline.time_limit` around it); the hard limit is the backstop that kills the
+# process, whose image the sweep then queues again (workers/sweep.py), its delivery counted.
 task_soft_time_limit = _settings.task_time_limit
-task_time_limit = _settings.task_time_limit + 30
+task_time_limit = _settings.hard_time_limit
 # Publishing rides out a short broker restart instead of failing the import.
 task_publish_retry_policy = {"max_retries": 20, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 worker_send_task_events = False

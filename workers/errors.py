@@ -6,6 +6,7 @@
      ├── UnknownScheme            a location whose scheme no store serves
      ├── NoData                   the image has no bytes to inspect yet (or they are gone)
      ├── UpToDate                 an unforced inspection of data this inspector version already read
+     │    └── Superseded          a sweep's delivery of an image that moved since the sweep took it
      └── Transient                the infrastructure failed, not the image: tasks retry these
           ├── CatalogUnavailable  the database cannot be reached
           ├── BrokerUnavailable   the broker cannot be reached
@@ -47,6 +48,11 @@ class NoData(PipelineError, SourceError):
 class UpToDate(PipelineError):
     """Not forced, and the catalog says this inspector version already read the image's current
     data: nothing to do (the listener and the poller see most images many times)."""
+
+
+class Superseded(UpToDate):
+    """The sweep queued the image again (workers/sweep.py), and the image moved since: another
+    delivery claimed it, or finished it. The sweep's delivery has nothing to do."""
 
 
 class Transient(PipelineError):

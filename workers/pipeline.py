@@ -11,6 +11,13 @@ inspection that finishes, or stops for a transient fault, gives its count back; 
 its worker cannot, so after `delivery_limit` deaths the next delivery records an `error` verdict
 instead of inspecting again.
 
+Every way an inspection can end, once the image is claimed: a verdict (the library's), a transient
+fault given back for a retry (on the last try, a fault of the store becomes the verdict
+`pipeline.store_unavailable`), running out of time (`pipeline.time_limit`), or any other exception
+(`pipeline.internal_error`, naming it; its traceback goes to the log). Nothing leaves an image
+`importing` but a process that dies, and that is the sweep's to pick up (workers/sweep.py), the
+delivery counted.
+
 The virtual-size rule, the same on every path: when the catalog records a virtual_size and the
 content states another, the finding is `pipeline.virtual_size_changed`, severity reject (a
 policy may demote it), and the recorded value is never rewritten. In the SQL catalog the
@@ -22,9 +29,11 @@ Glance's value, the hypervisor by the header), so it is rejected there too, not 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +55,17 @@ VIRTUAL_SIZE_CHANGED = rule(
     "the content's virtual size differs from the one the catalog records",
 )
 DATA_MISSING = rule("pipeline.data_missing", Severity.REJECT, "the image's data cannot be read")
+STORE_UNAVAILABLE = rule(
+    "pipeline.store_unavailable", Severity.REJECT, "the image's store kept failing through every retry"
+)
+TIME_LIMIT = rule("pipeline.time_limit", Severity.REJECT, "the inspection ran out of time")
+INTERNAL_ERROR = rule(
+    "pipeline.internal_error", Severity.REJECT, "the inspection stopped on an unexpected exception"
+)
+#: How much of an unexpected exception's text its finding quotes.
+QUOTED = 200
+
+log = logging.getLogger(__name__)
 
 STATUS_OF: dict[Verdict, Status] = {
     Verdict.OK: Status.ACTIVE,
@@ -78,6 +98,15 @@ class Fetching(Protocol):
 
     @property
     def stats(self) -> Fetched: ...
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """The exception a runner raises in an inspection that runs out of time (Celery's
+    SoftTimeLimitExceeded), and its limit in seconds: caught, it is the verdict `pipeline.time_limit`."""
+
+    exception: type[BaseException]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -117,16 +146,32 @@ def introspect_image(
     delivery_limit: int = 3,
     policy: Policy | None = None,
     force: bool = True,
+    time_limit: TimeLimit | None = None,
+    final_attempt: bool = False,
+    unmoved_since: datetime | None = None,
 ) -> Inspection:
     """Inspect one image and write the result back (see the module docstring). Unforced, an
     image whose current data this inspector version already read is skipped.
 
-    Raises `Transient` subclasses for faults worth a retry (`NotReady` among them); everything
-    about the image itself ends up in the catalog as a verdict, and an image that is gone or
-    cannot be inspected from its status is an `Inspection` that says so.
+    Raises `Transient` subclasses for faults worth a retry (`NotReady` among them), except a fault
+    of the store on the `final_attempt`, which is recorded; everything about the image itself ends
+    up in the catalog as a verdict, and so does any other exception once the image is claimed. An
+    image that is gone or cannot be inspected from its status is an `Inspection` that says so.
+    `unmoved_since` is a sweep's mark (workers/sweep.py): skipped if the image moved since.
     """
     try:
-        return _claimed_and_written(catalog, image_id, task_id, job_id, delivery_limit, policy, force)
+        return _claimed_and_written(
+            catalog,
+            image_id,
+            task_id,
+            job_id,
+            delivery_limit,
+            policy,
+            force,
+            time_limit,
+            final_attempt,
+            unmoved_since,
+        )
     except NotFound as error:
         return Inspection(str(image_id), State.DELETED, str(error))
     except UpToDate as error:
@@ -143,8 +188,13 @@ def _claimed_and_written(
     delivery_limit: int,
     policy: Policy | None,
     force: bool,
+    time_limit: TimeLimit | None,
+    final_attempt: bool,
+    unmoved_since: datetime | None,
 ) -> Inspection:
-    claim = catalog.claim(image_id, token=uuid.uuid4().hex, task_id=task_id, force=force)
+    claim = catalog.claim(
+        image_id, token=uuid.uuid4().hex, task_id=task_id, force=force, unmoved_since=unmoved_since
+    )
     fetched: Fetched | None = None
     if claim.deliveries > delivery_limit:
         deaths = claim.deliveries - 1
@@ -157,9 +207,21 @@ def _claimed_and_written(
     else:
         try:
             outcome, fetched = inspect_claimed(claim, policy or DEFAULT_POLICY, opener=catalog.open_location)
+        except StoreUnavailable as error:
+            if not final_attempt:
+                catalog.release(claim)
+                raise
+            outcome = _outcome_of_error(
+                STORE_UNAVAILABLE.finding(
+                    f"{_one_line(error)}; this was the last retry: check the store, then "
+                    f"`introspect rerun {claim.image_id}`"
+                )
+            )
         except Transient:
             catalog.release(claim)
             raise
+        except Exception as error:
+            outcome = _outcome_of_error(_unexpected(error, claim, time_limit))
     written = catalog.finish(claim, outcome, task_id=task_id, job_id=job_id)
     message = f"image {claim.image_id}: {outcome.status}" + (
         "" if written else ", not written: a newer delivery holds the image"
@@ -220,6 +282,28 @@ def inspect_claimed(
         adopt_virtual_size=report.virtual_size if parsed and claim.virtual_size is None else None,
     )
     return outcome, opened.stats if isinstance(opened, Fetching) else None
+
+
+def _unexpected(error: Exception, claim: Claim, time_limit: TimeLimit | None) -> Finding:
+    """The finding of an exception that is neither a verdict nor transient: out of time, or a bug."""
+    if time_limit is not None and isinstance(error, time_limit.exception):
+        return TIME_LIMIT.finding(
+            f"the inspection did not finish within {time_limit.seconds:g} s (INTROSPECT_TASK_TIME_LIMIT): "
+            f"its location stalled, or a parser looped; check {claim.location}, then "
+            f"`introspect rerun {claim.image_id}`"
+        )
+    log.exception("inspecting image %s stopped on an unexpected exception", claim.image_id)
+    return INTERNAL_ERROR.finding(
+        f"the inspection stopped on an unexpected {type(error).__name__}: {_one_line(error)}; a bug: "
+        f"report it with the worker's log (the traceback is there), then `introspect rerun {claim.image_id}`"
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's text, its first line only, quoted up to QUOTED characters."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else "(no message)"
+    return text if len(text) <= QUOTED else text[: QUOTED - 1] + "…"
 
 
 def _outcome_of_error(finding: Finding) -> Outcome:

@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(3, ge=1)
     #: Seconds before Redis hands an unacknowledged task to another worker; see workers/app.py.
     visibility_timeout: int = Field(600, ge=10)
-    #: Hard time limit of one inspection (the worker kills the child past it).
+    #: Time limit of one inspection: past it the task gets SoftTimeLimitExceeded (recorded as the
+    #: verdict `pipeline.time_limit`), and `task_kill_grace` seconds later the worker kills the child.
     task_time_limit: int = Field(120, ge=1)
+    task_kill_grace: int = Field(30, ge=1)
     #: Longest wait between two retries of a transient fault (exponential backoff with jitter).
     retry_backoff_max: int = Field(60, ge=1)
     max_retries: int = Field(8, ge=0)
@@ -59,6 +61,37 @@ class Settings(BaseSettings):
     #: Seconds a blocked `--wait` waits for progress before it publishes the missing tasks again
     #: (a broker restart loses queued messages; tasks are idempotent, so a duplicate is harmless).
     stall_timeout: float = Field(30.0, gt=0)
+    #: The sweep (workers/sweep.py): every `sweep_period` seconds (0: never) each worker queues again
+    #: the images whose inspection stopped moving: `saving` with their bytes complete for
+    #: `sweep_pending_after` seconds (their message was lost), `importing` for `sweep_importing_after`
+    #: seconds (the task that held them is gone). Unset, both deadlines are derived from the time
+    #: limits: the hard limit plus the longest retry wait plus 30 s.
+    sweep_period: float = Field(30.0, ge=0)
+    sweep_pending_after: float | None = Field(None, gt=0)
+    sweep_importing_after: float | None = Field(None, gt=0)
+    #: Images queued again by one sweep of one worker, at most.
+    sweep_batch: int = Field(500, ge=1)
+
+    @property
+    def hard_time_limit(self) -> int:
+        """Seconds after which the worker kills an inspection's process."""
+        return self.task_time_limit + self.task_kill_grace
+
+    @property
+    def importing_deadline(self) -> float:
+        """Seconds an `importing` image may go without moving before a sweep queues it again:
+        past the hard limit, no live delivery can still hold it."""
+        if self.sweep_importing_after is not None:
+            return self.sweep_importing_after
+        return float(self.hard_time_limit + self.retry_backoff_max + 30)
+
+    @property
+    def pending_deadline(self) -> float:
+        """Seconds a `saving` image with its bytes complete may wait for its inspection to start
+        before a sweep queues it again."""
+        if self.sweep_pending_after is not None:
+            return self.sweep_pending_after
+        return float(self.hard_time_limit + self.retry_backoff_max + 30)
 
     @property
     def catalog_url(self) -> str:

@@ -1,6 +1,8 @@
 """The tasks, thin: an image id in, a small dict out; the work is in workers/pipeline.py.
 
-Only infrastructure faults retry (backoff with jitter); a bad image is a verdict, recorded once.
+Only infrastructure faults retry (backoff with jitter, `max_retries` times: on the last try, a
+fault of the image's store is recorded as its verdict); a bad image is a verdict, recorded once, and
+so is an inspection that runs out of time or stops on any other exception (workers/pipeline.py).
 A task for an image that was deleted, or that cannot be inspected from its status, is dropped
 (`introspect_image` says so in its summary).
 """
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task  # type: ignore[import-untyped]  # celery ships no types
+from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
 
 from workers import pipeline
 from workers.app import app
@@ -45,8 +49,12 @@ RETRY_OPTIONS: dict[str, Any] = {
 
 
 @app.task(name="workers.tasks.introspect_image", bind=True, **RETRY_OPTIONS)  # type: ignore[untyped-decorator]
-def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> dict[str, Any]:
-    """Inspect one image and write its properties back."""
+def introspect_image(
+    self: Task, image_id: str, job_id: str | None = None, swept_at: str | None = None
+) -> dict[str, Any]:
+    """Inspect one image and write its properties back. `swept_at` (ISO 8601) marks the sweep's
+    deliveries (workers/sweep.py): one of an image that moved since is dropped, so a copy of a
+    message that was not lost after all costs one statement."""
     settings = get_settings()
     done = pipeline.introspect_image(
         open_backend(settings),
@@ -54,6 +62,9 @@ def introspect_image(self: Task, image_id: str, job_id: str | None = None) -> di
         task_id=self.request.id,
         job_id=job_id,
         delivery_limit=settings.delivery_limit,
+        unmoved_since=datetime.fromisoformat(swept_at) if swept_at else None,
+        time_limit=pipeline.TimeLimit(SoftTimeLimitExceeded, settings.task_time_limit),
+        final_attempt=self.request.retries >= self.max_retries,
     )
     if done.state != pipeline.State.INSPECTED:
         log.warning("dropped introspect_image(%s): %s", image_id, done.message)
@@ -72,15 +83,26 @@ def rerun(self: Task, selection: dict[str, Any], job_id: str | None = None) -> d
     return {"job_id": job_id, "queued": total}
 
 
-def enqueue(image_ids: Iterable[object], *, job_id: str | None = None) -> int:
-    """Publish one introspect_image message per id, over one connection."""
+def enqueue(
+    image_ids: Iterable[object],
+    *,
+    job_id: str | None = None,
+    swept_at: datetime | None = None,
+    retry: bool = True,
+) -> int:
+    """Publish one introspect_image message per id, over one connection (`swept_at`: the sweep's
+    mark; without `retry`, the first failure to publish raises at once instead of riding out a
+    broker restart)."""
     settings = get_settings()
+    kwargs: dict[str, Any] = {"job_id": job_id}
+    if swept_at is not None:
+        kwargs["swept_at"] = swept_at.isoformat()
     count = 0
     try:
         with app.producer_or_acquire() as producer:
             for image_id in image_ids:
                 introspect_image.apply_async(
-                    args=[str(image_id)], kwargs={"job_id": job_id}, queue=settings.queue, producer=producer
+                    args=[str(image_id)], kwargs=kwargs, queue=settings.queue, producer=producer, retry=retry
                 )
                 count += 1
     except (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, OSError) as error:

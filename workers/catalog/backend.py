@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Protocol
 
 from introspect.sources import ByteSource
@@ -68,12 +69,20 @@ class CatalogBackend(Protocol):
     # -- inspections -------------------------------------------------------------------------------
 
     def claim(
-        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+        self,
+        image_id: uuid.UUID | str,
+        *,
+        token: str,
+        task_id: str | None,
+        force: bool = True,
+        unmoved_since: datetime | None = None,
     ) -> Claim:
         """Take the image for an inspection, counting one more delivery before any byte is read.
         Raises `NoData` (nothing to read yet), `InvalidTransition` (its status forbids it),
         `NotReady` (an upload or import still holds it), and, unless `force`, `UpToDate` when
-        this inspector version already read its current data."""
+        this inspector version already read its current data. With `unmoved_since` (a sweep's
+        delivery, workers/sweep.py), only if the image has not moved since that mark:
+        `Superseded` otherwise (a catalog that is never swept refuses it)."""
         ...
 
     def open_location(self, location: str) -> ByteSource:

@@ -112,6 +112,16 @@ class Claim(Record):
     virtual_size: int | None
 
 
+class Stale(Record):
+    """An image a sweep took to queue again (workers/sweep.py): its status, when it last moved, and
+    the mark the sweep left on it (its new `updated_at`), which `give_back` removes."""
+
+    image_id: uuid.UUID
+    status: Status
+    seen: Moment
+    marked: Moment
+
+
 class Outcome(Record):
     """What an inspection writes back: the image's new status and its introspected properties."""
 

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Engine,
     Insert,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -52,8 +54,25 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from introspect.report import INSPECTOR_VERSION
 from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
-from workers.catalog.records import Change, Claim, ImageRecord, Outcome, Property, PropertyValue, Selection
-from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError, UpToDate
+from workers.catalog.records import (
+    Change,
+    Claim,
+    ImageRecord,
+    Outcome,
+    Property,
+    PropertyValue,
+    Selection,
+    Stale,
+)
+from workers.errors import (
+    CatalogUnavailable,
+    InvalidTransition,
+    NoData,
+    NotFound,
+    PipelineError,
+    Superseded,
+    UpToDate,
+)
 from workers.store import open_location
 
 if TYPE_CHECKING:
@@ -504,7 +523,13 @@ class Catalog:
     # -- inspections ----------------------------------------------------------------------------
 
     def claim(
-        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+        self,
+        image_id: uuid.UUID | str,
+        *,
+        token: str,
+        task_id: str | None,
+        force: bool = True,
+        unmoved_since: datetime | None = None,
     ) -> Claim:
         """Take the image for an inspection: -> `importing`, a fresh claim token, one more delivery
         counted (committed before anything is read, so a worker that dies still counts; on
@@ -513,8 +538,10 @@ class Catalog:
         One conditional UPDATE: it moves the image only from a status whose transitions include
         `importing`, so checking and moving are one atomic step (and one round trip). Unforced
         (never on the hot path), an image this inspector version already finished is `UpToDate`:
-        its data never changes under the same id here."""
+        its data never changes under the same id here. With `unmoved_since`, see `_claim_unmoved`."""
         image_id = _uuid(image_id)
+        if unmoved_since is not None:
+            return self._claim_unmoved(image_id, token, unmoved_since)
         if not force:
             _refuse_up_to_date(self.get(image_id))
         params = {"id": self._bind_id(image_id), "token": token, "now": self._bind_moment(utcnow())}
@@ -541,13 +568,51 @@ class Catalog:
             raise NoData(f"image {image_id} has no data yet (queued): upload it before inspecting")
         raise InvalidTransition(f"image {image_id} is {seen}: it cannot be inspected")
 
+    def _claim_unmoved(self, image_id: uuid.UUID, token: str, marked: datetime) -> Claim:
+        """A sweep's delivery claims the image only if nothing moved it since the sweep marked it
+        (`updated_at` still the mark): a delivery that claimed it meanwhile, or finished it, wins,
+        and this one is `Superseded`. So however many copies of its message the broker holds, a
+        sweep never takes an image from a live inspection, nor counts a delivery it did not make."""
+        claimable = [str(status) for status in CLAIMABLE]
+        with self._transaction() as connection:
+            moved = connection.execute(
+                update(images)
+                .where(images.c.id == image_id, images.c.status.in_(claimable), images.c.updated_at == marked)
+                .values(
+                    status=Status.IMPORTING,
+                    claim_token=token,
+                    deliveries=images.c.deliveries + 1,
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            row = connection.execute(
+                select(
+                    images.c.deliveries, images.c.location, images.c.disk_format, images.c.virtual_size
+                ).where(images.c.id == image_id)
+            ).first()
+        if row is None:
+            raise NotFound(image_id)
+        if moved != 1:
+            raise Superseded(
+                f"image {image_id} moved since the sweep queued it again: another delivery has it"
+            )
+        return Claim(
+            image_id=image_id,
+            token=token,
+            deliveries=row.deliveries,
+            location=row.location,
+            disk_format=row.disk_format,
+            virtual_size=row.virtual_size,
+        )
+
     def open_location(self, location: str) -> ByteSource:
         """The store's bytes at a claim's location (file://, http(s)://)."""
         return open_location(location)
 
     def release(self, claim: Claim) -> None:
         """An inspection that stops for a transient fault (it will be retried) gives its delivery
-        back, so that only deliveries that died count towards the poison limit."""
+        back, so that only deliveries that died count towards the poison limit. The image moved
+        (`updated_at`): the sweep's deadline starts again from the retry."""
         with self._transaction() as connection:
             connection.execute(
                 update(images)
@@ -556,7 +621,54 @@ class Catalog:
                     images.c.claim_token == claim.token,
                     images.c.deliveries > 0,
                 )
-                .values(deliveries=images.c.deliveries - 1)
+                .values(deliveries=images.c.deliveries - 1, updated_at=utcnow())
+            )
+
+    # -- the sweep (workers/sweep.py) ---------------------------------------------------------------
+
+    def take_stale(self, *, pending_before: datetime, importing_before: datetime, limit: int) -> list[Stale]:
+        """Images whose inspection stopped moving, oldest first, at most `limit`: `saving` with a
+        location (their bytes are complete: an inspection was queued) since before `pending_before`,
+        `importing` since before `importing_before`. Each is marked (`updated_at` set to now) in the
+        same transaction, so that no other sweep takes it again before its deadline comes round;
+        on PostgreSQL the rows another transaction holds are skipped (FOR UPDATE SKIP LOCKED), so
+        sweeps of many workers never wait on each other, nor on a claim. One query on the status
+        index: the `saving` and `importing` rows are the few in flight."""
+        stale = or_(
+            (images.c.status == Status.SAVING)
+            & images.c.location.is_not(None)
+            & (images.c.updated_at < pending_before),
+            (images.c.status == Status.IMPORTING) & (images.c.updated_at < importing_before),
+        )
+        query = (
+            select(images.c.id, images.c.status, images.c.updated_at)
+            .where(stale)
+            .order_by(images.c.updated_at)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        now = utcnow()
+        with self._transaction() as connection:
+            rows = list(connection.execute(query))
+            if rows:
+                connection.execute(
+                    update(images).where(images.c.id.in_([row.id for row in rows])).values(updated_at=now)
+                )
+        return [Stale(image_id=row.id, status=row.status, seen=row.updated_at, marked=now) for row in rows]
+
+    def give_back(self, taken: Iterable[Stale]) -> None:
+        """Remove a sweep's mark from images it could not queue (the broker was away), so that the
+        next sweep takes them at once; an image that moved meanwhile keeps its new time."""
+        rows = [{"b_id": stale.image_id, "b_marked": stale.marked, "b_seen": stale.seen} for stale in taken]
+        if not rows:
+            return
+        with self._transaction() as connection:
+            connection.execute(
+                update(images)
+                .where(images.c.id == bindparam("b_id"), images.c.updated_at == bindparam("b_marked"))
+                .values(updated_at=bindparam("b_seen")),
+                rows,
             )
 
     def finish(

@@ -242,11 +242,20 @@ class GlanceCatalog:
     # -- inspections ---------------------------------------------------------------------------
 
     def claim(
-        self, image_id: uuid.UUID | str, *, token: str, task_id: str | None, force: bool = True
+        self,
+        image_id: uuid.UUID | str,
+        *,
+        token: str,
+        task_id: str | None,
+        force: bool = True,
+        unmoved_since: datetime | None = None,
     ) -> Claim:
         """Take the image for an inspection: one PATCH recording the claim and one more delivery,
         before any byte is read. Unforced, an image whose marker covers its current data (checksum
-        and inspector version) is `UpToDate`, and nothing is written."""
+        and inspector version) is `UpToDate`, and nothing is written. Glance is never swept (its
+        images' statuses are Glance's): `unmoved_since` is refused."""
+        if unmoved_since is not None:
+            raise PipelineError("the Glance catalog is never swept: `introspect glance sync` catches up")
         image = self._image(image_id)
         status = str(image.get("status"))
         if status == "queued":
