@@ -1,6 +1,6 @@
 """The Celery app. Configuration is a module (workers.celeryconfig) read from the settings;
 `introspect worker` and `celery -A workers.app worker` start the same workers, each with its
-sweep (workers/sweep.py) in the main process."""
+sweep (workers/sweep.py) in the main process, started by workers/tasks.py once the worker is ready."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import gc
 import os
 
 from celery import Celery  # type: ignore[import-untyped]  # celery ships no types
-from celery.signals import (  # type: ignore[import-untyped]
-    worker_process_init,
-    worker_ready,
-    worker_shutdown,
-)
+from celery.signals import worker_process_init  # type: ignore[import-untyped]
 
 from workers.settings import get_settings
 
@@ -33,18 +29,3 @@ def _yield_to_the_main_process(**_: object) -> None:
     hands every task out and acknowledges it: the one serial step of the pipeline."""
     if nice := get_settings().worker_nice:
         os.nice(nice)
-
-
-@worker_ready.connect  # type: ignore[untyped-decorator]
-def _start_the_sweep(**_: object) -> None:
-    """The worker's main process queues again what stopped moving (workers/sweep.py)."""
-    from workers import sweep
-
-    sweep.start(get_settings())
-
-
-@worker_shutdown.connect  # type: ignore[untyped-decorator]
-def _stop_the_sweep(**_: object) -> None:
-    from workers import sweep
-
-    sweep.stop()

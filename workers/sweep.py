@@ -156,7 +156,7 @@ os.register_at_fork(
 _running: Sweeper | None = None
 
 
-def start(settings: Settings) -> Sweeper | None:
+def start(settings: Settings, enqueue: Callable[..., object]) -> Sweeper | None:
     """Start this process's sweeper (the worker's main process, once ready), unless the period is 0
     or the catalog is not SQL (Glance owns its images' statuses: `introspect glance sync` catches
     up on what the listener missed)."""
@@ -164,7 +164,6 @@ def start(settings: Settings) -> Sweeper | None:
     if settings.sweep_period == 0 or settings.catalog != "sql":
         log.info("sweep: off (INTROSPECT_SWEEP_PERIOD=0, or a catalog other than sql)")
         return None
-    from workers.tasks import enqueue
 
     def swept(ids: list[uuid.UUID], marked: datetime) -> object:
         return enqueue(ids, swept_at=marked, retry=False)

@@ -19,8 +19,9 @@ import redis.exceptions
 import sqlalchemy.exc
 from celery import Task  # type: ignore[import-untyped]  # celery ships no types
 from celery.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
+from celery.signals import worker_ready, worker_shutdown  # type: ignore[import-untyped]
 
-from workers import pipeline
+from workers import pipeline, sweep
 from workers.app import app
 from workers.backends import open_backend
 from workers.catalog import Selection
@@ -113,3 +114,15 @@ def enqueue(
 def broker_url() -> str:
     """The broker URL without its password, for messages."""
     return mask(get_settings().broker_url)
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_the_sweep(**_: object) -> None:
+    """The worker's main process queues again what stopped moving (workers/sweep.py), publishing
+    through `enqueue` (passed in, so the sweep never imports the tasks back)."""
+    sweep.start(get_settings(), enqueue)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_the_sweep(**_: object) -> None:
+    sweep.stop()

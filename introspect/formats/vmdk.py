@@ -537,8 +537,7 @@ def _grains_past_the_end(reader: Reader, header: SparseExtentHeader) -> list[Fin
 
 
 def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] | None:
-    """Where the grain furthest into the file starts and ends (a stream's: with its end-of-stream
-    marker), or None when nothing is allocated or the tables are too large to read. The grain
+    """Where the grain furthest into the file starts and ends, or None when nothing is allocated or the tables are too large to read. The grain
     directory and the grain tables that follow it (as qemu writes them) are read in one read when
     all of them fit `MAX_TABLES_READ`, tables elsewhere (a VMware stream's, before its footer) in
     one more; the last grain's marker (a compressed grain) says where it ends. At most three reads."""
@@ -581,10 +580,9 @@ def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] |
     if not header.flags & FLAG_COMPRESSED_GRAINS:
         return grain, grain + header.grain_size * SECTOR_SIZE
     marker = GrainMarker.read(reader, "last compressed grain's marker", grain)
-    end = grain + GrainMarker.SIZE + marker.size
-    if header.flags & FLAG_MARKERS:
-        end = _sectors(end) + SECTOR_SIZE  # and the end-of-stream marker
-    return grain, end
+    # The grain's own bytes only: qemu-img's streams can end right after their last grain (seen
+    # with qemu 7.2 on incompressible data), so an end-of-stream marker is not required here.
+    return grain, grain + GrainMarker.SIZE + marker.size
 
 
 def _descriptor_start(header: SparseExtentHeader, size: int) -> int:

@@ -63,7 +63,7 @@ def test_upload_then_inspect_writes_exactly_what_the_library_says(
     # share a block), each at most one block wider than the read
     report = introspect.inspect(path)
     assert outcome.data_requests is not None and outcome.data_bytes is not None
-    assert 1 <= outcome.data_requests <= report.reads <= 4
+    assert 1 <= outcome.data_requests <= report.reads <= 5  # VHDX: headers, regions, metadata, BAT
     assert outcome.data_bytes <= report.bytes_read + outcome.data_requests * BLOCK
     assert outcome.data_bytes < path.stat().st_size // 4
 
