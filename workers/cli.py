@@ -25,9 +25,11 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.text import Text
 
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
+from introspect.text import literal
 from workers import pipeline
 from workers.backends import open_backend
 from workers.catalog import DONE, CatalogBackend, ImageRecord, Selection, Status, upgrade
@@ -78,9 +80,20 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (PipelineError, IntrospectError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(literal(str(error))) from None
 
     return wrapper
+
+
+def _text(value: object, style: str = "") -> Text:
+    """Untrusted text (names, paths, keys, values, messages: they come from images and users) as a
+    rich Text: printed literally, never read as markup, its control characters escaped."""
+    return Text(literal("" if value is None else str(value)), style=style)
+
+
+def _say(console: Console, *parts: str | Text) -> None:
+    """One line of plain strings (ours) and Text (untrusted, see `_text`), never read as markup."""
+    console.print(Text.assemble(*parts), soft_wrap=True)
 
 
 def _catalog(settings: Settings) -> CatalogBackend:
@@ -118,7 +131,7 @@ def _run_inline(
             delivery_limit=settings.delivery_limit,
         )
         if done.state != pipeline.State.INSPECTED:
-            err.print(f"skipped {image_id}: {done.message}")
+            _say(err, f"skipped {image_id}: ", _text(done.message))
 
 
 def _submit(
@@ -225,14 +238,14 @@ def import_command(
             catalog.delete(image_id)
             raise
         catalog.set_data(image_id, location=stored.location, size=stored.size, checksum=stored.checksum)
-        err.print(f"{image_id}  {file}  {stored.size} bytes  sha256 {stored.checksum}")
+        _say(err, f"{image_id}  ", _text(file), f"  {stored.size} bytes  sha256 {stored.checksum}")
         ids.append(image_id)
     for location in locations:
         size = size_of(location)
         image_id = catalog.create(name=name or location.rsplit("/", 1)[-1], disk_format=declared, owner=owner)
         catalog.start_upload(image_id)
         catalog.set_data(image_id, location=location, size=size, checksum=None)
-        err.print(f"{image_id}  {location}  {size} bytes (read in place)")
+        _say(err, f"{image_id}  ", _text(location), f"  {size} bytes (read in place)")
         ids.append(image_id)
     try:
         _submit(catalog, settings, ids, inline=inline)
@@ -241,7 +254,7 @@ def import_command(
         message = f"{error}; the images stay `saving`: queue them later with `introspect rerun {later}`"
         raise BrokerUnavailable(message) from None
     if not inline and not wait:
-        err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}")
+        err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}", markup=False)
         return
     if not inline:
 
@@ -276,8 +289,8 @@ def _human(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def _status(status: Status) -> str:
-    return f"[{STATUS_STYLE[status]}]{status}[/]"
+def _status(status: Status) -> Text:
+    return Text(str(status), style=STATUS_STYLE[status])
 
 
 def _record_json(record: ImageRecord) -> dict[str, Any]:
@@ -310,9 +323,9 @@ def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: b
     for record in records:
         table.add_row(
             str(record.id),
-            record.name or "",
+            _text(record.name),
             _status(record.status),
-            record.disk_format or "-",
+            _text(record.disk_format or "-"),
             _human(record.size),
             _human(record.virtual_size),
             str(record.inspector_version or "-"),
@@ -327,7 +340,7 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
         out.print_json(json.dumps(data), indent=None)
         return
-    out.print(f"[bold]{record.id}[/]  {record.name or ''}  {_status(record.status)}")
+    _say(out, Text(str(record.id), style="bold"), "  ", _text(record.name), "  ", _status(record.status))
     facts = {
         "disk_format": record.disk_format,
         "container_format": record.container_format,
@@ -344,11 +357,12 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
     }
     for key, value in facts.items():
         if value is not None:
-            out.print(f"  {key:18} {value}")
+            _say(out, f"  {key:18} ", _text(value))
     for finding in record.findings or ():
-        out.print(f"  [red]{finding['severity']}[/] {finding['code']}: {finding['message']}")
+        severity, code = _text(finding["severity"], "red"), _text(finding["code"])
+        _say(out, "  ", severity, " ", code, ": ", _text(finding["message"]))
     for problem in record.mismatches:
-        out.print(f"  [yellow]mismatch[/] {problem}")
+        _say(out, "  ", Text("mismatch", style="yellow"), " ", _text(problem))
     table = Table("key", "value", "source", "introspected", "admin")
     for prop in props:
         found, admin = prop.introspected, prop.admin
@@ -358,7 +372,9 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
             else "-"
         )
         admin_value = f"{admin.value} (by {admin.set_by}, {admin.set_at:%Y-%m-%d %H:%M:%S})" if admin else "-"
-        table.add_row(prop.key, prop.value, str(prop.source), introspected, admin_value)
+        table.add_row(
+            _text(prop.key), _text(prop.value), str(prop.source), _text(introspected), _text(admin_value)
+        )
     out.print(table)
 
 
@@ -387,12 +403,12 @@ def history_command(image_id: str, as_json: bool) -> None:
     for change in changes:
         table.add_row(
             f"{change.at:%Y-%m-%d %H:%M:%S}",
-            change.key,
-            change.old or "-",
-            change.new or "-",
+            _text(change.key),
+            _text(change.old or "-"),
+            _text(change.new or "-"),
             str(change.source),
-            change.actor,
-            change.task_id or "-",
+            _text(change.actor),
+            _text(change.task_id or "-"),
         )
     out.print(table)
 
@@ -517,7 +533,7 @@ def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) 
     out.print(f"{count} image(s) would be re-run")
     mismatched = 0
     for record in catalog.mismatched(batch=settings.rerun_batch):
-        out.print(f"mismatch {record.id}: {'; '.join(record.mismatches)}")
+        _say(out, f"mismatch {record.id}: ", _text("; ".join(record.mismatches)))
         mismatched += 1
     out.print(f"{mismatched} image(s) disagree with their last inspection")
 
@@ -566,7 +582,7 @@ def download_command(image_id: str, output: Path | None) -> None:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    err.print(f"{record.id} -> {target}")
+    _say(err, f"{record.id} -> ", _text(target))
 
 
 def _copy(pread: Callable[[int, int], bytes], size: int, write: Callable[[bytes], Any]) -> None:
@@ -595,7 +611,8 @@ def db_upgrade_command() -> None:
 
     engine = make_engine(get_settings().catalog_url)
     ran = upgrade(engine)
-    out.print(f"{describe(engine)}: {'upgraded to' if ran else 'already at'} {current_revision(engine)}")
+    done = "upgraded to" if ran else "already at"
+    out.print(f"{describe(engine)}: {done} {current_revision(engine)}", markup=False)
 
 
 @click.command("worker")
@@ -658,18 +675,19 @@ def status_command(timeout: float) -> None:
     reachable = True
     try:
         _ping_broker(settings)
-        out.print(f"broker   {mask(settings.broker_url)}: [green]reachable[/]")
+        _say(out, f"broker   {mask(settings.broker_url)}: ", Text("reachable", style="green"))
     except BrokerUnavailable as error:
         reachable = False
-        out.print(f"broker   [red]{error}[/]")
+        _say(out, "broker   ", _text(error, "red"))
     if reachable:
         replies = app.control.inspect(timeout=timeout).ping() or {}
-        out.print(f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else ""))
-        out.print(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting")
+        alive = f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else "")
+        _say(out, _text(alive))
+        _say(out, _text(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting"))
     catalog = _catalog(settings)
     counts = catalog.counts()
     summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
-    out.print(f"catalog  {catalog.url}: {summary}")
+    _say(out, "catalog  ", _text(catalog.url), f": {summary}")
     if not reachable:
         raise SystemExit(1)
 

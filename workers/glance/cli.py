@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from introspect.errors import IntrospectError
+from introspect.text import literal
 from workers.errors import NotReady, PipelineError
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
@@ -44,7 +45,7 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (PipelineError, IntrospectError, ImageRefError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(literal(str(error))) from None
 
     return wrapper
 
@@ -103,7 +104,7 @@ def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
             image_id = client.image_id(parse_image_ref(ref))
             state, message, summary = _inspect_now(catalog, image_id, force=force)
             failed = failed or summary.get("verdict") not in (None, "ok")
-            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {message}")
+            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {literal(message)}")
     if failed:
         raise SystemExit(1)
 
@@ -118,7 +119,8 @@ def show_command(ref: str) -> None:
         image = client.get_image(client.image_id(parse_image_ref(ref)))
     marker = Marker.read(image)
     owned = marker.keys if marker else {}
-    click.echo(f"{image['id']}  {image.get('name') or ''}  {image.get('status')}  {image.get('disk_format')}")
+    name = literal(str(image.get("name") or ""))
+    click.echo(f"{image['id']}  {name}  {image.get('status')}  {image.get('disk_format')}")
     if marker:
         click.echo(f"introspect wrote at {marker.at} (inspector {marker.inspector}, data {marker.data})")
     for key in sorted(image):
@@ -136,7 +138,7 @@ def show_command(ref: str) -> None:
             source = "introspected"
         else:
             source = "changed by someone since introspect wrote it"
-        click.echo(f"  {key} = {value}  ({source})")
+        click.echo(f"  {literal(key)} = {literal(value)}  ({source})")
 
 
 @glance_group.command("listen")
@@ -186,7 +188,7 @@ def sync_command(since: str | None, watch: float | None, force: bool, inline: bo
         def dispatch(image: dict[str, Any]) -> None:
             if inline:
                 state, message, _ = _inspect_now(catalog, str(image["id"]), force=force)
-                click.echo(f"{image['id']}  {state}  {message}")
+                click.echo(f"{image['id']}  {state}  {literal(message)}")
             else:
                 _queue(str(image["id"]))
 
