@@ -12,6 +12,7 @@ import functools
 import getpass
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,15 +36,17 @@ from workers.backends import open_backend
 from workers.catalog import DONE, CatalogBackend, ImageRecord, Selection, Status, upgrade
 from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
-from workers.glance.refs import ImageRefError, parse_image_ref
+from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+#: Into a pipe or a file, tables take the width their cells need: nothing is truncated for scripts.
+UNBOUNDED = 100_000
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else UNBOUNDED)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else UNBOUNDED)
 STATUS_STYLE = {
     Status.ACTIVE: "green",
     Status.REJECTED: "red",
@@ -63,10 +66,16 @@ class ImageRefType(click.ParamType[str]):
     name = "IMAGE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        ref = str(value).strip()
         try:
-            return parse_image_ref(str(value)).id
+            return parse_image_ref(ref).id
         except ImageRefError as error:
-            self.fail(str(error), param, ctx)
+            if ref and not IMAGE_ID.match(ref.rsplit("/", 1)[-1]):
+                shown = literal(repr(ref))
+                self.fail(
+                    f"{shown} does not end in an image id (a UUID): `introspect images list` shows the ids"
+                )
+            self.fail(literal(str(error)), param, ctx)
 
 
 IMAGE_REF = ImageRefType()
@@ -96,8 +105,44 @@ def _say(console: Console, *parts: str | Text) -> None:
     console.print(Text.assemble(*parts), soft_wrap=True)
 
 
-def _catalog(settings: Settings) -> CatalogBackend:
-    return open_backend(settings)
+def _catalog(settings: Settings, *, write: bool) -> CatalogBackend:
+    """The configured catalog. Only a command that writes (`write`) may create or migrate it: a
+    read against a catalog that does not exist, or has no schema, says so and changes nothing."""
+    _check_database_url(settings)
+    return open_backend(settings, write=write)
+
+
+#: What INTROSPECT_DATABASE_URL accepts, for the message that refuses anything else.
+DATABASE_URLS = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
+def _check_database_url(settings: Settings) -> None:
+    """A database URL that cannot work (unparsable, an unknown database, a driver not installed)
+    is one line naming it and what is accepted, before anything is opened."""
+    if settings.catalog != "sql" or settings.database_url is None:
+        return
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from workers.catalog.sql import normalize_url
+
+    url = settings.database_url
+    shown = literal(re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url))  # no password in messages
+    try:
+        parsed = normalize_url(url)
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:  # (an ArgumentError too)
+        reason = "an unknown kind of database"
+    except ArgumentError:
+        reason = "not a database URL"
+    except ImportError as error:
+        reason = f"its driver is not installed ({error})"
+    except ValueError as error:
+        reason = f"not a database URL ({error})"
+    else:
+        if parsed.get_backend_name() in ("sqlite", "postgresql"):
+            return
+        reason = f"{parsed.get_backend_name()} is not a catalog database"
+    raise PipelineError(f"INTROSPECT_DATABASE_URL {shown!r}: {reason}: use {DATABASE_URLS}")
 
 
 def _store(settings: Settings) -> LocalStore:
@@ -222,7 +267,7 @@ def import_command(
             raise PipelineError(f"{file}: no such file")
     for location in locations:
         check_location(location)
-    catalog, store = _catalog(settings), _store(settings)
+    catalog, store = _catalog(settings, write=True), _store(settings)
     inline = _inline(inline, settings)
     if not inline:
         _ping_broker(settings)  # before uploading anything
@@ -304,7 +349,7 @@ def _record_json(record: ImageRecord) -> dict[str, Any]:
 @friendly
 def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
     """Images in the catalog, oldest id first."""
-    catalog = _catalog(get_settings())
+    catalog = _catalog(get_settings(), write=False)
     records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
     if as_json:
         for record in records:
@@ -312,7 +357,7 @@ def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: b
         return
     table = Table(
         Column("id", no_wrap=True, min_width=36),
-        "name",
+        Column("name", overflow="fold"),  # in a terminal a long name wraps, never "na…"
         "status",
         "disk_format",
         "size",
@@ -384,7 +429,7 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
 @friendly
 def show_command(image_id: str, as_json: bool) -> None:
     """One image: its record, findings, and every property with its source and version."""
-    catalog = _catalog(get_settings())
+    catalog = _catalog(get_settings(), write=False)
     _show(catalog, catalog.get(image_id), as_json=as_json)
 
 
@@ -394,7 +439,7 @@ def show_command(image_id: str, as_json: bool) -> None:
 @friendly
 def history_command(image_id: str, as_json: bool) -> None:
     """Every change of every property of one image: who, when, which task."""
-    changes = _catalog(get_settings()).history(image_id)
+    changes = _catalog(get_settings(), write=False).history(image_id)
     if as_json:
         for change in changes:
             out.print_json(json.dumps(change.model_dump(mode="json")), indent=None)
@@ -430,7 +475,7 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
 @friendly
 def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None:
     """Admin overrides: they win over introspected values and survive every re-run."""
-    _catalog(get_settings()).set_admin(image_id, _pairs(pairs), actor=user or getpass.getuser())
+    _catalog(get_settings(), write=True).set_admin(image_id, _pairs(pairs), actor=user or getpass.getuser())
 
 
 @images_group.command("unset")
@@ -440,7 +485,7 @@ def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None
 @friendly
 def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> None:
     """Drop admin overrides: the introspected value shows again."""
-    _catalog(get_settings()).unset_admin(image_id, keys, actor=user or getpass.getuser())
+    _catalog(get_settings(), write=True).unset_admin(image_id, keys, actor=user or getpass.getuser())
 
 
 # -- rerun ----------------------------------------------------------------------------------------
@@ -482,7 +527,7 @@ def rerun_command(
         inspector_older_than=inspector_older_than,
         failed=failed,
     )
-    catalog = _catalog(settings)
+    catalog = _catalog(settings, write=not dry_run)
     for image_id in ids:
         catalog.get(image_id)  # an unknown id is an error, not silently nothing
     if dry_run:
@@ -547,7 +592,7 @@ def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) 
 def delete_command(image_id: str) -> None:
     """Delete an image: its record, properties, history, and its file if the store holds it."""
     settings = get_settings()
-    record = _catalog(settings).delete(image_id)
+    record = _catalog(settings, write=True).delete(image_id)
     if record.location:
         _store(settings).delete(record.location)
     err.print(f"deleted {record.id}")
@@ -564,7 +609,7 @@ def delete_command(image_id: str) -> None:
 @friendly
 def download_command(image_id: str, output: Path | None) -> None:
     """Copy an image's bytes out of the store (or from its location)."""
-    catalog = _catalog(get_settings())
+    catalog = _catalog(get_settings(), write=False)
     record = catalog.get(image_id)
     if record.location is None:
         raise NoData(f"image {record.id} has no data ({record.status})")
@@ -609,7 +654,9 @@ def db_upgrade_command() -> None:
     """Apply the catalog's migrations (they also run on first use)."""
     from workers.catalog.sql import describe, make_engine
 
-    engine = make_engine(get_settings().catalog_url)
+    settings = get_settings()
+    _check_database_url(settings)
+    engine = make_engine(settings.catalog_url, create_directory=settings.database_url is None)
     ran = upgrade(engine)
     done = "upgraded to" if ran else "already at"
     out.print(f"{describe(engine)}: {done} {current_revision(engine)}", markup=False)
@@ -628,7 +675,9 @@ def worker_command(
 ) -> None:
     """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
     settings = get_settings()
-    _catalog(settings)  # reachable and migrated, or one clear line now rather than a retry loop later
+    _catalog(
+        settings, write=True
+    )  # reachable and migrated, or one clear line now rather than a retry loop later
     _ping_broker(settings)
     argv = [
         sys.executable,
@@ -684,10 +733,15 @@ def status_command(timeout: float) -> None:
         alive = f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else "")
         _say(out, _text(alive))
         _say(out, _text(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting"))
-    catalog = _catalog(settings)
-    counts = catalog.counts()
-    summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
-    _say(out, "catalog  ", _text(catalog.url), f": {summary}")
+    try:
+        catalog = _catalog(settings, write=False)
+        counts = catalog.counts()
+    except PipelineError as error:
+        reachable = False
+        _say(out, "catalog  ", _text(error, "red"))
+    else:
+        summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
+        _say(out, "catalog  ", _text(catalog.url), f": {summary}")
     if not reachable:
         raise SystemExit(1)
 

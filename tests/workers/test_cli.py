@@ -199,6 +199,7 @@ def failing(*args: str) -> Result:
     ids=lambda a: " ".join(a[:2]),
 )
 def test_unknown_image_id(data_dir: Path, args: tuple[str, ...]):
+    cli("db", "upgrade")
     shown = re.escape(args[2] if len(args) > 2 and args[0] == "images" else args[1])
     assert re.fullmatch(NO_IMAGE.replace(re.escape(UNKNOWN), shown), failing(*args).stderr.strip())
 
@@ -211,6 +212,7 @@ def test_not_an_image_reference_is_a_usage_error(data_dir: Path):
 
 def test_an_href_names_its_image(data_dir: Path):
     """Nova's and Glance's hrefs (v2 and v1) are accepted wherever an id is."""
+    cli("db", "upgrade")
     for href in (
         f"http://glance.example:9292/v2/images/{UNKNOWN}",
         f"http://glance.example:9292/v1/images/{UNKNOWN}",
@@ -219,6 +221,7 @@ def test_an_href_names_its_image(data_dir: Path):
 
 
 def test_unknown_image_id_on_the_real_command(tmp_path: Path):
+    assert run_cli(tmp_path, "db", "upgrade").returncode == 0
     assert_one_line(run_cli(tmp_path, "images", "show", UNKNOWN), NO_IMAGE)
 
 
@@ -246,7 +249,7 @@ def test_status_with_the_broker_down(tmp_path: Path):
     result = run_cli(tmp_path, "status", INTROSPECT_BROKER_URL=url)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"broker   cannot reach the broker at {url}" in result.stdout
-    assert "catalog  sqlite:///" in result.stdout
+    assert re.search(r"^catalog  the catalog database sqlite:///\S+ does not exist: ", result.stdout, re.M)
 
 
 @pytest.mark.parametrize(
