@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import importlib
 import json
 import os
 import re
@@ -17,10 +18,12 @@ import shutil
 import sys
 import tempfile
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich.console import Console
@@ -33,9 +36,10 @@ from introspect.formats import BY_NAME, canonical_name
 from introspect.text import literal
 from workers import pipeline
 from workers.backends import open_backend
-from workers.catalog import DONE, CatalogBackend, ImageRecord, Selection, Status, upgrade
+from workers.catalog import DONE, CatalogBackend, ImageRecord, Property, Selection, Status, upgrade
 from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
+from workers.glance.ownership import ATTRIBUTES, MAX_KEY, MAX_VALUE, RESERVED_PREFIX
 from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
@@ -224,6 +228,23 @@ def _wait(
 # -- import -------------------------------------------------------------------------------------
 
 
+def _confine(location: str, settings: Settings) -> str:
+    """A `file://` location only under INTROSPECT_LOCATION_ROOTS (symbolic links followed), as Glance
+    confines its filesystem store to its data directories; any other local file is refused."""
+    parts = urlsplit(location)
+    if parts.scheme != "file":
+        return location
+    path = Path(unquote(parts.path)).resolve()
+    roots = settings.file_roots
+    if any(path.is_relative_to(root) for root in roots):
+        return location
+    if not roots:
+        why = "no directory is open to file:// locations (INTROSPECT_LOCATION_ROOTS)"
+    else:
+        why = f"it is outside INTROSPECT_LOCATION_ROOTS ({', '.join(map(str, roots))})"
+    raise PipelineError(f"{literal(location)}: {why}: upload the file instead (`introspect import FILE`)")
+
+
 def _check_format(disk_format: str | None) -> str | None:
     if disk_format is None:
         return None
@@ -266,12 +287,16 @@ def import_command(
         if not file.is_file():
             raise PipelineError(f"{file}: no such file")
     for location in locations:
-        check_location(location)
+        _confine(check_location(location), settings)
+    if name is not None:
+        _bounded("--name", name)
+    for file in files:
+        _bounded("the file name", name or file.name)  # it becomes the image's name
+    owner = _one_line("--owner", _bounded("--owner", owner or getpass.getuser()))
     catalog, store = _catalog(settings, write=True), _store(settings)
     inline = _inline(inline, settings)
     if not inline:
         _ping_broker(settings)  # before uploading anything
-    owner = owner or getpass.getuser()
     ids: list[uuid.UUID] = []
     for file in files:
         image_id = catalog.create(name=name or file.name, disk_format=declared, owner=owner)
@@ -287,7 +312,8 @@ def import_command(
         ids.append(image_id)
     for location in locations:
         size = size_of(location)
-        image_id = catalog.create(name=name or location.rsplit("/", 1)[-1], disk_format=declared, owner=owner)
+        named = name or location.rsplit("/", 1)[-1][:MAX_NAME] or location[:MAX_NAME]
+        image_id = catalog.create(name=named, disk_format=declared, owner=owner)
         catalog.start_upload(image_id)
         catalog.set_data(image_id, location=location, size=size, checksum=None)
         _say(err, f"{image_id}  ", _text(location), f"  {size} bytes (read in place)")
@@ -463,19 +489,130 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+            raise click.BadParameter(f"{_shown(item)}: expected KEY=VALUE")
         pairs[key] = value
     return pairs
+
+
+# -- what may go into the catalog: Glance's rules, checked before anything reaches the database ----
+
+#: Glance's limits: String(255) names, owners and property keys; Text values (MySQL's TEXT, 64 KiB).
+MAX_NAME = MAX_KEY
+#: What Glance and Nova property names are made of (`hw_disk_bus`, `os:secure_boot`, `img_hv_type`).
+PROPERTY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+#: Image attributes, not properties: set elsewhere, or by no one. `disk_format` stays overridable
+#: as a property (an inspection writes it; the audit of `rerun --dry-run` counts overrides).
+NOT_PROPERTIES = ATTRIBUTES - {"disk_format"}
+#: Keys inspections write: an admin value would pass for introspect's own.
+OWN_PREFIX = "introspect_"
+#: Longest piece of a refused value quoted in a message.
+QUOTED = 40
+
+
+def _shown(text: str) -> str:
+    """A refused value as a message quotes it: repr'd, literal, and cut to a readable length."""
+    cut = text if len(text) <= QUOTED else f"{text[:QUOTED]}..."
+    return literal(repr(cut))
+
+
+def _bounded(what: str, value: str, *, limit: int = MAX_NAME) -> str:
+    """A name, owner or user: something there, and at most `limit` characters (the column's size;
+    SQLite does not enforce it, PostgreSQL fails the statement)."""
+    if not value.strip():
+        raise PipelineError(f"{what} {_shown(value)} is empty: give one with a visible character")
+    if len(value) > limit:
+        raise PipelineError(f"{what} {_shown(value)} is {len(value)} characters long: at most {limit}")
+    return value
+
+
+def _one_line(what: str, value: str) -> str:
+    """Text shown as one line (a user name, a property value): no control characters."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise PipelineError(f"{what} {_shown(value)} holds control characters (a newline?): one line of text")
+    return value
+
+
+def _check_key(key: str, *, force: bool) -> None:
+    shown = _shown(key)
+    if len(key) > MAX_KEY:
+        raise PipelineError(f"key {shown} is {len(key)} characters long: at most {MAX_KEY}")
+    if not PROPERTY_KEY.fullmatch(key):
+        raise PipelineError(
+            f"key {shown}: a property key is letters, digits and _ . : - (starting with a letter or digit)"
+        )
+    if key in NOT_PROPERTIES:
+        raise PipelineError(f"key {shown} is an image attribute, not a property: it cannot be set here")
+    if key.startswith(RESERVED_PREFIX):
+        raise PipelineError(f"key {shown}: the {RESERVED_PREFIX} prefix is reserved to Glance")
+    if key.startswith(OWN_PREFIX) and not force:
+        raise PipelineError(
+            f"key {shown}: {OWN_PREFIX}* keys are written by inspections: --force sets it anyway"
+        )
+
+
+def _check_value(key: str, value: str, *, force: bool) -> None:
+    if not value.strip():
+        raise PipelineError(f"{key}: an empty value: `introspect images unset IMAGE {key}` drops an override")
+    _one_line(f"{key}: the value", value)
+    if len(value.encode()) > MAX_VALUE:
+        raise PipelineError(f"{key}: a value of {len(value.encode())} bytes: at most {MAX_VALUE}")
+    refused = None if force else _vocabulary(key, value)
+    if refused:
+        raise PipelineError(f"{key}={_shown(value)}: {refused}: --force sets it anyway")
+
+
+def _vocabulary(key: str, value: str) -> str | None:
+    """What the project's vocabulary (the names and values it writes, the metadefs it ships) says
+    against `key=value`, or None. THE VOCABULARY CALL SITE: `introspect.vocabulary.check(key,
+    value) -> str | None` comes from another branch; until it is merged, no value is checked here."""
+    try:
+        vocabulary = importlib.import_module("introspect.vocabulary")
+    except ModuleNotFoundError:
+        return None
+    refusal: str | None = vocabulary.check(key, value)
+    return refusal
+
+
+def _user(user: str | None) -> str:
+    return _one_line("--user", _bounded("--user", user or getpass.getuser()))
+
+
+def _effective(prop: Property | None) -> str:
+    return "(none)" if prop is None else f"{prop.value} ({prop.source})"
+
+
+def _say_changes(before: dict[str, Property], after: dict[str, Property], keys: Iterable[str]) -> None:
+    """What each key's effective value was, and is now."""
+    for key in keys:
+        old, new = _effective(before.get(key)), _effective(after.get(key))
+        if old == new:
+            _say(out, _text(key), ": ", _text(new), ", unchanged")
+        else:
+            _say(out, _text(key), ": ", _text(old), " -> ", _text(new))
+
+
+def _by_key(catalog: CatalogBackend, image_id: str) -> dict[str, Property]:
+    return {prop.key: prop for prop in catalog.properties(image_id)}
 
 
 @images_group.command("set")
 @click.argument("image_id", type=IMAGE_REF)
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @click.option("--user", default=None, help="Who is setting it (default: you).")
+@click.option("--force", is_flag=True, help="Set introspect_* keys and values the vocabulary does not know.")
 @friendly
-def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None:
-    """Admin overrides: they win over introspected values and survive every re-run."""
-    _catalog(get_settings(), write=True).set_admin(image_id, _pairs(pairs), actor=user or getpass.getuser())
+def set_command(image_id: str, pairs: tuple[str, ...], user: str | None, force: bool) -> None:
+    """Admin overrides: they win over introspected values and survive every re-run. Keys and values
+    are checked (Glance's rules, the vocabulary introspect writes); each change is printed."""
+    values = _pairs(pairs)
+    for key, value in values.items():
+        _check_key(key, force=force)
+        _check_value(key, value, force=force)
+    actor = _user(user)
+    catalog = _catalog(get_settings(), write=True)
+    before = _by_key(catalog, image_id)
+    catalog.set_admin(image_id, values, actor=actor)
+    _say_changes(before, _by_key(catalog, image_id), values)
 
 
 @images_group.command("unset")
@@ -485,7 +622,13 @@ def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None
 @friendly
 def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> None:
     """Drop admin overrides: the introspected value shows again."""
-    _catalog(get_settings(), write=True).unset_admin(image_id, keys, actor=user or getpass.getuser())
+    for key in keys:
+        _check_key(key, force=True)
+    actor = _user(user)
+    catalog = _catalog(get_settings(), write=True)
+    before = _by_key(catalog, image_id)
+    catalog.unset_admin(image_id, keys, actor=actor)
+    _say_changes(before, _by_key(catalog, image_id), keys)
 
 
 # -- rerun ----------------------------------------------------------------------------------------
@@ -614,6 +757,9 @@ def download_command(image_id: str, output: Path | None) -> None:
     if record.location is None:
         raise NoData(f"image {record.id} has no data ({record.status})")
     target = output or Path(record.name or str(record.id)).name
+    settings = get_settings()
+    if not _store(settings).owns(record.location):
+        _confine(record.location, settings)  # registered before the roots were narrowed
     with catalog.open_location(record.location) as source:
         if str(target) == "-":
             _copy(source.pread, source.size, sys.stdout.buffer.write)

@@ -123,7 +123,11 @@ def test_rerun_inline_summary(data_dir: Path, images: dict[str, Path]):
         assert re.search(rf"{status}\s+│ {count}", result.stdout)
 
 
-def test_location_is_registered_without_copying(data_dir: Path, images: dict[str, Path]):
+def test_location_is_registered_without_copying(
+    data_dir: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("INTROSPECT_LOCATION_ROOTS", str(images["disk.vdi"].parent))
+    get_settings.cache_clear()
     location = images["disk.vdi"].as_uri()
     (image_id,) = ids_of(cli("import", "--location", location))
     record = catalog_of(data_dir).get(image_id)
