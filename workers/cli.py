@@ -266,7 +266,17 @@ def _check_format(disk_format: str | None) -> str | None:
 @click.option("--name", help="Image name (default: the file name).")
 @click.option("--disk-format", help="The declared format; a mismatch with the content is a finding.")
 @click.option("--owner", default=None, help="Owner recorded on the image (default: you).")
-@click.option("--wait", is_flag=True, help="Wait for the inspections and show the properties.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the inspections and show the properties (exit 1 unless all active).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 1), the inspections stay queued.",
+)
 @inline_option
 @friendly
 def import_command(
@@ -276,9 +286,11 @@ def import_command(
     disk_format: str | None,
     owner: str | None,
     wait: bool,
+    timeout: float | None,
     inline: bool,
 ) -> None:
-    """Create images, upload their bytes to the store (or register a location), queue inspections."""
+    """Create images, upload their bytes to the store (or register a location), queue inspections.
+    Exit status 1 when an inspection shown (--wait, --inline) did not end `active`."""
     if not files and not locations:
         raise click.UsageError("give FILE arguments or --location URI")
     settings = get_settings()
@@ -297,6 +309,8 @@ def import_command(
     inline = _inline(inline, settings)
     if not inline:
         _ping_broker(settings)  # before uploading anything
+        if wait:
+            _require_workers(settings)  # nobody would ever finish them: say so now, not never
     ids: list[uuid.UUID] = []
     for file in files:
         image_id = catalog.create(name=name or file.name, disk_format=declared, owner=owner)
@@ -328,17 +342,80 @@ def import_command(
         err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}", markup=False)
         return
     if not inline:
+        _wait_for_import(catalog, settings, ids, timeout=timeout)
+    records = [catalog.get(image_id) for image_id in ids]
+    for record in records:
+        _show(catalog, record, as_json=False)
+    failed = [record for record in records if record.status != Status.ACTIVE]
+    if failed:
+        shown = ", ".join(f"{record.id} {record.status}" for record in failed)
+        err.print(f"{len(failed)} of {len(records)} image(s) did not end active: {shown}", markup=False)
+        raise SystemExit(1)
 
-        def finished() -> int:
-            return sum(status in DONE for status in catalog.statuses(ids).values())
 
-        def republish() -> None:
-            missing = [i for i, status in catalog.statuses(ids).items() if status not in DONE]
-            _submit(catalog, settings, missing, inline=False)
+#: Seconds a live worker has to answer when `import --wait` asks who consumes its queue.
+WORKER_ANSWER = 2.0
 
-        _wait(len(ids), finished, republish, settings=settings, label="inspecting")
-    for image_id in ids:
-        _show(catalog, catalog.get(image_id), as_json=False)
+
+def _live_workers(settings: Settings) -> list[str]:
+    """The workers that answer on the broker within WORKER_ANSWER seconds and consume our queue."""
+    from workers.app import app
+
+    replies = app.control.inspect(timeout=WORKER_ANSWER).active_queues() or {}
+    return sorted(
+        worker
+        for worker, queues in replies.items()
+        if any(queue.get("name") == settings.queue for queue in queues or ())
+    )
+
+
+def _require_workers(settings: Settings) -> list[str]:
+    workers = _live_workers(settings)
+    if not workers:
+        raise PipelineError(
+            f"no worker consumes queue {settings.queue!r} on {mask(settings.broker_url)} (none answered in "
+            f"{WORKER_ANSWER:g}s): start one with `introspect worker`, or use --inline"
+        )
+    return workers
+
+
+def _wait_for_import(
+    catalog: CatalogBackend, settings: Settings, ids: list[uuid.UUID], *, timeout: float | None
+) -> None:
+    """`import --wait`: a progress bar until every inspection is done. It never waits on nobody:
+    with no progress for the stall timeout it asks the broker again who is alive (none: one line,
+    exit 1) and says what it publishes again (a broker restart can lose queued messages; a
+    duplicate is harmless). Past `timeout`, it gives up with the ids still unfinished."""
+    total = len(ids)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task("inspecting", total=total)
+        last, last_change = -1, time.monotonic()
+        while True:
+            pending = [i for i, status in catalog.statuses(ids).items() if status not in DONE]
+            progress.update(bar, completed=total - len(pending))
+            if not pending:
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                listed = " ".join(map(str, pending))
+                raise PipelineError(
+                    f"--timeout {timeout:g}s: {len(pending)} of {total} inspection(s) not finished, still "
+                    f"queued: {listed} (`introspect images show ID` follows one)"
+                )
+            if len(pending) != last:
+                last, last_change = len(pending), now
+            elif now - last_change > settings.stall_timeout:
+                workers = _require_workers(settings)
+                progress.console.print(
+                    f"no progress for {settings.stall_timeout:g}s with {len(workers)} worker(s) alive: "
+                    f"publishing {len(pending)} unfinished inspection(s) again",
+                    markup=False,
+                )
+                _submit(catalog, settings, pending, inline=False)
+                last_change = now
+            time.sleep(POLL)
 
 
 # -- images ---------------------------------------------------------------------------------------
