@@ -442,7 +442,7 @@ def _status(status: Status) -> Text:
 
 
 def _record_json(record: ImageRecord) -> dict[str, Any]:
-    return record.model_dump(mode="json", exclude={"claim_token"})
+    return record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"})
 
 
 @images_group.command("list")

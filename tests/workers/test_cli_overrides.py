@@ -118,3 +118,19 @@ def test_file_locations_are_confined_to_the_roots(tmp_path: Path, images: dict[s
     (upload_id,) = re.findall(r"^([0-9a-f-]{36})  ", uploaded.stderr, flags=re.MULTILINE)
     assert run_cli(tmp_path, "download", upload_id, "-o", str(tmp_path / "copy"), **env).returncode == 0
     assert (tmp_path / "copy").read_bytes() == images["disk.vdi"].read_bytes()
+
+
+def test_a_disk_format_override_is_counted_by_the_audit(tmp_path: Path, images: dict[str, Path]):
+    env = {"INTROSPECT_EAGER": "1"}
+    imported = run_cli(tmp_path, "import", str(images["small.qcow2"]), str(images["disk.vhd"]), **env)
+    overridden, agreeing = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
+    assert run_cli(tmp_path, "images", "set", overridden, "disk_format=vmdk", **env).returncode == 0
+    assert run_cli(tmp_path, "images", "set", agreeing, "disk_format=vhd", **env).returncode == 0
+    audit = run_cli(tmp_path, "rerun", "--all", "--dry-run", **env)
+    assert audit.returncode == 0, audit.stderr
+    assert (
+        f"mismatch {overridden}: disk_format overridden by an admin as vmdk but the content is qcow2"
+        in audit.stdout
+    )
+    assert f"mismatch {agreeing}" not in audit.stdout
+    assert "1 image(s) disagree with their last inspection" in audit.stdout

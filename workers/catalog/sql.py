@@ -771,12 +771,23 @@ class Catalog:
             return int(connection.execute(select(func.count()).where(_selection(selection))).scalar_one())
 
     def mismatched(self, *, batch: int = 500) -> Iterator[ImageRecord]:
-        """Images whose declared disk_format/virtual_size disagree with their last inspection."""
-        query = select(images).where(
+        """Images whose declared disk_format/virtual_size, or an admin's disk_format override,
+        disagree with their last inspection."""
+        override = (
+            select(properties.c.value)
+            .where(
+                properties.c.image_id == images.c.id,
+                properties.c.source == Source.ADMIN,
+                properties.c.key == "disk_format",
+            )
+            .scalar_subquery()
+        )
+        query = select(images, override.label("disk_format_override")).where(
             images.c.inspected_at.is_not(None),
             or_(
                 images.c.disk_format != images.c.inspected_format,
                 images.c.virtual_size != images.c.inspected_virtual_size,
+                override != images.c.inspected_format,
             ),
         )
         for page in self._pages(query, batch):
