@@ -8,6 +8,7 @@ traceback.
 
 from __future__ import annotations
 
+import csv
 import functools
 import getpass
 import importlib
@@ -31,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 from rich.text import Text
 
+from introspect.cli import BadInput
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
 from introspect.text import literal
@@ -445,48 +447,159 @@ def _record_json(record: ImageRecord) -> dict[str, Any]:
     return record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"})
 
 
-@images_group.command("list")
-@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
-@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="disk_format (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@friendly
-def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
-    """Images in the catalog, oldest id first."""
-    catalog = _catalog(get_settings(), write=False)
-    records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
-    if as_json:
-        for record in records:
-            out.print_json(json.dumps(_record_json(record)), indent=None)
-        return
+# -- output: the openstack client's -f table|json|value|yaml|csv and -c COLUMN ---------------------
+
+OUTPUTS = ("table", "json", "value", "yaml", "csv")
+
+
+def output_options(command: Callable[P, R]) -> Callable[P, R]:
+    """-f/--format, -c/--column, and --json (the same as -f json) on a listing or show command."""
+    command = click.option("--json", "as_json", is_flag=True, help="The same as -f json.")(command)
+    command = click.option(
+        "-c", "--column", "columns", multiple=True, metavar="COLUMN", help="Only this column (repeatable)."
+    )(command)
+    return click.option(
+        "-f",
+        "--format",
+        "output",
+        type=click.Choice(OUTPUTS),
+        default="table",
+        show_default=True,
+        help="Output format (json and yaml: one object per image or change, as it comes).",
+    )(command)
+
+
+def _columns(columns: tuple[str, ...], available: Iterable[str], default: Iterable[str]) -> list[str]:
+    known = list(available)
+    for column in columns:
+        if column not in known:
+            raise BadInput(f"-c {_shown(column)}: no such column: the columns are {', '.join(known)}")
+    return list(columns) or list(default)
+
+
+def _plain(value: object) -> str:
+    """A value for `-f value` and `-f csv`: lists and objects as JSON, control characters escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return literal(json.dumps(value))
+    return literal(str(value))
+
+
+def _emit(rows: Iterable[dict[str, Any]], output: str, columns: list[str]) -> None:
+    """Rows in a machine format, each written as it comes (a listing of the whole catalog holds
+    one page in memory, not the whole output)."""
+    write = sys.stdout.write
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if output == "yaml":
+        try:
+            import yaml  # type: ignore[import-untyped]  # (PyYAML: the glance extra installs it)
+        except ImportError:
+            raise BadInput("-f yaml needs PyYAML: pip install pyyaml (or use -f json)") from None
+    if output == "csv":
+        writer.writerow(columns)
+    for row in rows:
+        picked = {column: row.get(column) for column in columns}
+        if output == "json":
+            write(json.dumps(picked) + "\n")
+        elif output == "yaml":
+            write(yaml.safe_dump([picked], sort_keys=False))
+        elif output == "csv":
+            writer.writerow([_plain(value) for value in picked.values()])
+        else:
+            write(" ".join(_plain(value) for value in picked.values()) + "\n")
+    sys.stdout.flush()
+
+
+#: What `images list` shows by default (-c picks any field of the record).
+LIST_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "disk_format",
+    "size",
+    "virtual_size",
+    "inspector_version",
+    "updated_at",
+)
+RECORD_FIELDS = [
+    field for field in ImageRecord.model_fields if field not in ("claim_token", "disk_format_override")
+]
+
+
+STATUS_VALUES = frozenset(status.value for status in Status)
+
+
+def _cell(column: str, row: dict[str, Any]) -> Text:
+    """One table cell: sizes for people, statuses in colour, everything else literal."""
+    value = row.get(column)
+    if column in ("size", "virtual_size", "inspected_virtual_size"):
+        return Text(_human(value))
+    if column == "status" and isinstance(value, str) and value in STATUS_VALUES:
+        return _status(Status(value))
+    if column.endswith("_at") and isinstance(value, str):
+        return Text(value.replace("T", " ")[:19])
+    return _text("-" if value is None else _plain(value) if isinstance(value, dict | list) else value)
+
+
+def _table(rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
     table = Table(
-        Column("id", no_wrap=True, min_width=36),
-        Column("name", overflow="fold"),  # in a terminal a long name wraps, never "na…"
-        "status",
-        "disk_format",
-        "size",
-        "virtual size",
-        "inspector",
-        "updated",
-    )
-    for record in records:
-        table.add_row(
-            str(record.id),
-            _text(record.name),
-            _status(record.status),
-            _text(record.disk_format or "-"),
-            _human(record.size),
-            _human(record.virtual_size),
-            str(record.inspector_version or "-"),
-            record.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        *(
+            Column(c, no_wrap=True, min_width=36)
+            if c == "id"
+            else Column(c, overflow="fold")  # in a terminal a long value wraps, never "na…"
+            for c in columns
         )
+    )
+    for row in rows:
+        table.add_row(*(_cell(column, row) for column in columns))
     out.print(table)
 
 
-def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> None:
+@images_group.command("list")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
+@click.option("--disk-format", "formats", multiple=True, metavar="FORMAT", help="disk_format (repeatable).")
+@output_options
+@friendly
+def list_command(
+    statuses: tuple[str, ...], formats: tuple[str, ...], output: str, columns: tuple[str, ...], as_json: bool
+) -> None:
+    """Images in the catalog, oldest id first."""
+    output = "json" if as_json else output
+    machine = output in ("json", "yaml")
+    picked = _columns(columns, RECORD_FIELDS, RECORD_FIELDS if machine else LIST_COLUMNS)
+    catalog = _catalog(get_settings(), write=False)
+    records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
+    rows = (_record_json(record) for record in records)
+    if output == "table":
+        _table(rows, picked)
+    else:
+        _emit(rows, output, picked)
+
+
+SHOW_FIELDS = [*RECORD_FIELDS, "properties"]
+
+
+def _show(
+    catalog: CatalogBackend,
+    record: ImageRecord,
+    *,
+    as_json: bool = False,
+    output: str = "table",
+    columns: tuple[str, ...] = (),
+) -> None:
+    output = "json" if as_json else output
     props = catalog.properties(record.id)
-    if as_json:
+    if output != "table" or columns:
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
-        out.print_json(json.dumps(data), indent=None)
+        picked = _columns(columns, SHOW_FIELDS, SHOW_FIELDS)
+        if output == "table":
+            _table(({"field": column, "value": data[column]} for column in picked), ["field", "value"])
+        elif output == "value":
+            for column in picked:
+                sys.stdout.write(_plain(data[column]) + "\n")
+        else:
+            _emit([data], output, picked)
         return
     _say(out, Text(str(record.id), style="bold"), "  ", _text(record.name), "  ", _status(record.status))
     facts = {
@@ -528,37 +641,32 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
 
 @images_group.command("show")
 @click.argument("image_id", type=IMAGE_REF)
-@click.option("--json", "as_json", is_flag=True)
+@output_options
 @friendly
-def show_command(image_id: str, as_json: bool) -> None:
+def show_command(image_id: str, output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """One image: its record, findings, and every property with its source and version."""
     catalog = _catalog(get_settings(), write=False)
-    _show(catalog, catalog.get(image_id), as_json=as_json)
+    _show(catalog, catalog.get(image_id), as_json=as_json, output=output, columns=columns)
+
+
+HISTORY_FIELDS = ("at", "key", "old", "new", "source", "actor", "task_id")
 
 
 @images_group.command("history")
 @click.argument("image_id", type=IMAGE_REF)
-@click.option("--json", "as_json", is_flag=True)
+@output_options
 @friendly
-def history_command(image_id: str, as_json: bool) -> None:
+def history_command(image_id: str, output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """Every change of every property of one image: who, when, which task."""
+    output = "json" if as_json else output
+    fields = ["id", "image_id", *HISTORY_FIELDS]
+    picked = _columns(columns, fields, fields if output in ("json", "yaml") else HISTORY_FIELDS)
     changes = _catalog(get_settings(), write=False).history(image_id)
-    if as_json:
-        for change in changes:
-            out.print_json(json.dumps(change.model_dump(mode="json")), indent=None)
-        return
-    table = Table("when", "key", "old", "new", "source", "who", "task")
-    for change in changes:
-        table.add_row(
-            f"{change.at:%Y-%m-%d %H:%M:%S}",
-            _text(change.key),
-            _text(change.old or "-"),
-            _text(change.new or "-"),
-            str(change.source),
-            _text(change.actor),
-            _text(change.task_id or "-"),
-        )
-    out.print(table)
+    rows = (change.model_dump(mode="json") for change in changes)
+    if output == "table":
+        _table(rows, picked)
+    else:
+        _emit(rows, output, picked)
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -714,7 +822,9 @@ def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> Non
 @click.command("rerun")
 @click.argument("image_ids", nargs=-1, type=IMAGE_REF)
 @click.option("--all", "everything", is_flag=True, help="Every image with data.")
-@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable).")
+@click.option(
+    "--disk-format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable)."
+)
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
 @click.option("--inspector-older-than", type=int, metavar="V", help="Inspected by a version older than V.")
 @click.option("--failed", is_flag=True, help="Images whose last inspection ended in error.")

@@ -73,7 +73,9 @@ def test_list_show_set_unset_history(data_dir: Path, images: dict[str, Path]):
     assert [
         r["id"]
         for r in json.loads(
-            "[" + ",".join(cli("images", "list", "--json", "--format", "qcow2").stdout.splitlines()) + "]"
+            "["
+            + ",".join(cli("images", "list", "--json", "--disk-format", "qcow2").stdout.splitlines())
+            + "]"
         )
     ] == [image_id]
     assert "base" in cli("images", "list").stdout
@@ -102,7 +104,9 @@ def test_list_show_set_unset_history(data_dir: Path, images: dict[str, Path]):
 
 
 def test_rerun_dry_run_lists_the_selection_and_every_mismatch(data_dir: Path, images: dict[str, Path]):
-    (vmdk_id,) = ids_of(cli("import", "--disk-format", "vmdk", str(images["small.qcow2"])))
+    declared_vmdk = CliRunner().invoke(main, ["import", "--disk-format", "vmdk", str(images["small.qcow2"])])
+    assert declared_vmdk.exit_code == 1  # rejected: the content is qcow2
+    (vmdk_id,) = ids_of(declared_vmdk)
     (qcow2_id,) = ids_of(cli("import", str(images["huge.qcow2"])))
     result = cli("rerun", "--all", "--dry-run")
     assert f"would re-run {vmdk_id}" in result.stdout and f"would re-run {qcow2_id}" in result.stdout
@@ -110,7 +114,7 @@ def test_rerun_dry_run_lists_the_selection_and_every_mismatch(data_dir: Path, im
     if catalog_of(data_dir).get(vmdk_id).inspected_format == "qcow2":
         assert f"mismatch {vmdk_id}: disk_format vmdk but the content is qcow2" in result.stdout
         assert "1 image(s) disagree with their last inspection" in result.stdout
-    only = cli("rerun", "--format", "vmdk", "--dry-run").stdout
+    only = cli("rerun", "--disk-format", "vmdk", "--dry-run").stdout
     assert f"would re-run {vmdk_id}" in only and qcow2_id not in only.split("image(s) would")[0]
 
 
