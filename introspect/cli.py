@@ -303,8 +303,15 @@ def schema() -> None:
 
 
 @main.command()
-def rules() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule.")
+def rules(as_json: bool) -> None:
     """List every rule a finding can come from, with its default severity."""
+    if as_json:
+        for code in sorted(RULES):
+            rule = RULES[code]
+            line = {"code": code, "severity": rule.severity.value, "summary": rule.summary}
+            sys.stdout.write(json.dumps(line | {"names_files": rule.names_files}) + "\n")
+        return
     table = Table(box=None, header_style="bold")
     for column in ("code", "severity", "what fired"):
         table.add_column(column)

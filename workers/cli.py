@@ -279,6 +279,12 @@ def _check_format(disk_format: str | None) -> str | None:
     metavar="SECONDS",
     help="With --wait: give up after this long (exit 1), the inspections stay queued.",
 )
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show every image in full (default: in full for one, else a summary).",
+)
 @inline_option
 @friendly
 def import_command(
@@ -289,6 +295,7 @@ def import_command(
     owner: str | None,
     wait: bool,
     timeout: float | None,
+    verbose: bool,
     inline: bool,
 ) -> None:
     """Create images, upload their bytes to the store (or register a location), queue inspections.
@@ -346,13 +353,32 @@ def import_command(
     if not inline:
         _wait_for_import(catalog, settings, ids, timeout=timeout)
     records = [catalog.get(image_id) for image_id in ids]
-    for record in records:
-        _show(catalog, record, as_json=False)
+    if verbose or len(records) == 1:
+        for record in records:
+            _show(catalog, record, as_json=False)
+    else:
+        _summary(records)
     failed = [record for record in records if record.status != Status.ACTIVE]
     if failed:
         shown = ", ".join(f"{record.id} {record.status}" for record in failed)
         err.print(f"{len(failed)} of {len(records)} image(s) did not end active: {shown}", markup=False)
         raise SystemExit(1)
+
+
+def _summary(records: list[ImageRecord]) -> None:
+    """Many images in a few lines: the counts by status, then each image that did not end active
+    with the codes of its findings (`-v`, or `images show ID`, for everything)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    shown = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+    out.print(f"{len(records)} images: {shown}", markup=False)
+    for record in records:
+        if record.status != Status.ACTIVE:
+            codes = ", ".join(
+                str(f.get("code")) for f in record.findings or () if f.get("severity") != "info"
+            )
+            _say(out, f"{record.id}  ", _text(record.name), "  ", _status(record.status), "  ", _text(codes))
 
 
 #: Seconds a live worker has to answer when `import --wait` asks who consumes its queue.
@@ -829,6 +855,7 @@ def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> Non
 @click.option("--inspector-older-than", type=int, metavar="V", help="Inspected by a version older than V.")
 @click.option("--failed", is_flag=True, help="Images whose last inspection ended in error.")
 @click.option("--dry-run", is_flag=True, help="List what would be re-run, and every declared/found mismatch.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object per line.")
 @click.option("--wait", is_flag=True, help="Show progress until every re-run is done, then a summary.")
 @inline_option
 @friendly
@@ -840,6 +867,7 @@ def rerun_command(
     inspector_older_than: int | None,
     failed: bool,
     dry_run: bool,
+    as_json: bool,
     wait: bool,
     inline: bool,
 ) -> None:
@@ -861,7 +889,7 @@ def rerun_command(
     for image_id in ids:
         catalog.get(image_id)  # an unknown id is an error, not silently nothing
     if dry_run:
-        _dry_run(catalog, selection, settings)
+        _dry_run(catalog, selection, settings, as_json=as_json)
         return
     inline = _inline(inline, settings)
     if not inline:
@@ -899,18 +927,34 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) -> None:
+def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings, *, as_json: bool) -> None:
+    """The selection, then the audit. JSON: {"rerun": ID} and {"mismatch": ID, "problems": [...]}
+    lines as they come, then {"would_rerun": N, "mismatched": M}."""
+
+    def line(data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+
     count = 0
     for page in catalog.select_ids(selection, batch=settings.rerun_batch):
         for image_id in page:
-            out.print(f"would re-run {image_id}")
+            if as_json:
+                line({"rerun": str(image_id)})
+            else:
+                out.print(f"would re-run {image_id}")
         count += len(page)
-    out.print(f"{count} image(s) would be re-run")
+    if not as_json:
+        out.print(f"{count} image(s) would be re-run")
     mismatched = 0
     for record in catalog.mismatched(batch=settings.rerun_batch):
-        _say(out, f"mismatch {record.id}: ", _text("; ".join(record.mismatches)))
+        if as_json:
+            line({"mismatch": str(record.id), "problems": record.mismatches})
+        else:
+            _say(out, f"mismatch {record.id}: ", _text("; ".join(record.mismatches)))
         mismatched += 1
-    out.print(f"{mismatched} image(s) disagree with their last inspection")
+    if as_json:
+        line({"would_rerun": count, "mismatched": mismatched})
+    else:
+        out.print(f"{mismatched} image(s) disagree with their last inspection")
 
 
 # -- delete, download -----------------------------------------------------------------------------
@@ -1048,35 +1092,51 @@ def _ping_broker(settings: Settings) -> None:
 
 @click.command("status")
 @click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @friendly
-def status_command(timeout: float) -> None:
+def status_command(timeout: float, as_json: bool) -> None:
     """Broker reachability, live workers, queue depth, and images by status."""
     from workers.app import app
 
     settings = get_settings()
-    reachable = True
+    state: dict[str, Any] = {"broker": {"url": mask(settings.broker_url), "reachable": True}}
     try:
         _ping_broker(settings)
-        _say(out, f"broker   {mask(settings.broker_url)}: ", Text("reachable", style="green"))
     except BrokerUnavailable as error:
-        reachable = False
-        _say(out, "broker   ", _text(error, "red"))
-    if reachable:
-        replies = app.control.inspect(timeout=timeout).ping() or {}
-        alive = f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else "")
-        _say(out, _text(alive))
-        _say(out, _text(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting"))
+        state["broker"] |= {"reachable": False, "error": str(error)}
+    if state["broker"]["reachable"]:
+        state["workers"] = sorted(app.control.inspect(timeout=timeout).ping() or {})
+        state["queue"] = {"name": settings.queue, "waiting": _queue_depth(app, settings.queue)}
     try:
         catalog = _catalog(settings, write=False)
-        counts = catalog.counts()
+        state["catalog"] = {"url": catalog.url, "images": dict(sorted(catalog.counts().items()))}
     except PipelineError as error:
-        reachable = False
-        _say(out, "catalog  ", _text(error, "red"))
+        state["catalog"] = {"error": str(error)}
+    healthy = state["broker"]["reachable"] and "error" not in state["catalog"]
+    if as_json:
+        sys.stdout.write(json.dumps(state) + "\n")
     else:
-        summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
-        _say(out, "catalog  ", _text(catalog.url), f": {summary}")
-    if not reachable:
+        _say_status(state)
+    if not healthy:
         raise SystemExit(1)
+
+
+def _say_status(state: dict[str, Any]) -> None:
+    broker, catalog = state["broker"], state["catalog"]
+    if broker["reachable"]:
+        _say(out, f"broker   {broker['url']}: ", Text("reachable", style="green"))
+        workers = state["workers"]
+        alive = f"workers  {len(workers)} alive" + (f": {', '.join(workers)}" if workers else "")
+        _say(out, _text(alive))
+        queue = state["queue"]
+        _say(out, _text(f"queue    {queue['name']}: {queue['waiting']} message(s) waiting"))
+    else:
+        _say(out, "broker   ", _text(broker["error"], "red"))
+    if "error" in catalog:
+        _say(out, "catalog  ", _text(catalog["error"], "red"))
+    else:
+        summary = ", ".join(f"{status} {count}" for status, count in catalog["images"].items()) or "empty"
+        _say(out, "catalog  ", _text(catalog["url"]), f": {summary}")
 
 
 def _queue_depth(app: Any, queue: str) -> int:

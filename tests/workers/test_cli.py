@@ -50,7 +50,7 @@ def ids_of(result: Result) -> list[str]:
 
 
 def test_import_inline_wait_shows_what_the_library_reports(data_dir: Path, images: dict[str, Path]):
-    result = cli("import", "--wait", str(images["small.qcow2"]), str(images["stream.vmdk"]))
+    result = cli("import", "--wait", "-v", str(images["small.qcow2"]), str(images["stream.vmdk"]))
     ids = ids_of(result)
     assert len(ids) == 2
     catalog = catalog_of(data_dir)

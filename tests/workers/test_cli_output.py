@@ -72,3 +72,39 @@ def test_nothing_is_truncated_into_a_pipe(tmp_path: Path, images: dict[str, Path
     for args in (("images", "list"), ("images", "list", "-c", "name")):
         result = run_cli(tmp_path, *args, **ENV, COLUMNS="80")
         assert name in result.stdout and "…" not in result.stdout
+
+
+def test_many_images_print_a_summary_and_v_everything(tmp_path: Path, images: dict[str, Path]):
+    paths = [str(images[name]) for name in ("small.qcow2", "disk.vhd", "backed.qcow2")]
+    result = run_cli(tmp_path, "import", *paths, **ENV)
+    assert result.returncode == 1  # backed.qcow2 is rejected
+    backed = re.findall(r"^([0-9a-f-]{36})  ", result.stderr, flags=re.MULTILINE)[2]
+    assert result.stdout.splitlines() == [
+        "3 images: active 2, rejected 1",
+        f"{backed}  backed.qcow2  rejected  qcow2.backing_file",
+    ]
+    verbose = run_cli(tmp_path, "import", "-v", *paths, **ENV)
+    assert verbose.stdout.count("introspected") > 6 and "3 images:" not in verbose.stdout
+
+
+def test_json_of_rules_status_and_the_dry_run(tmp_path: Path, images: dict[str, Path]):
+    rules = [json.loads(line) for line in run_cli(tmp_path, "rules", "--json").stdout.splitlines()]
+    assert {"code": "qcow2.backing_file", "severity": "reject"}.items() <= next(
+        r for r in rules if r["code"] == "qcow2.backing_file"
+    ).items()
+    imported = run_cli(tmp_path, "import", "--disk-format", "vmdk", str(images["small.qcow2"]), **ENV)
+    (image_id,) = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
+    lines = [
+        json.loads(line)
+        for line in run_cli(tmp_path, "rerun", "--all", "--dry-run", "--json").stdout.splitlines()
+    ]
+    assert lines == [
+        {"rerun": image_id},
+        {"mismatch": image_id, "problems": ["disk_format vmdk but the content is qcow2"]},
+        {"would_rerun": 1, "mismatched": 1},
+    ]
+    status = run_cli(tmp_path, "status", "--json", INTROSPECT_BROKER_URL="redis://127.0.0.1:1/0")
+    assert status.returncode == 1
+    state = json.loads(status.stdout)
+    assert state["broker"]["reachable"] is False and "cannot reach the broker" in state["broker"]["error"]
+    assert state["catalog"]["images"] == {"rejected": 1}

@@ -61,7 +61,7 @@ def test_no_worker_is_said_within_seconds(redis_db: RedisDb, tmp_path: Path, ima
 
 def test_an_image_that_does_not_end_active_exits_1(with_worker: Deployment, images: dict[str, Path]):
     result = with_worker.introspect(
-        "import", "--wait", str(images["small.qcow2"]), str(images["backed.qcow2"]), check=False
+        "import", "--wait", "-v", str(images["small.qcow2"]), str(images["backed.qcow2"]), check=False
     )
     assert result.returncode == 1, result.stderr
     good, backed = ids_of(result.stderr)
