@@ -13,7 +13,7 @@ import functools
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -111,18 +111,37 @@ def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
 
 @glance_group.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @friendly
-def show_command(ref: str) -> None:
+def show_command(ref: str, as_json: bool) -> None:
     """An image's properties, each with who set it: introspect, or someone else."""
     settings = get_glance_settings()
     with _client(settings) as client:
         image = client.get_image(client.image_id(parse_image_ref(ref)))
     marker = Marker.read(image)
     owned = marker.keys if marker else {}
+    if as_json:
+        click.echo(json.dumps(_shown(image, marker, owned)))
+        return
     name = literal(str(image.get("name") or ""))
     click.echo(f"{image['id']}  {name}  {image.get('status')}  {image.get('disk_format')}")
     if marker:
         click.echo(f"introspect wrote at {marker.at} (inspector {marker.inspector}, data {marker.data})")
+    for key, value, source in _sources(image, owned):
+        click.echo(f"  {literal(key)} = {literal(value)}  ({source})")
+
+
+def _shown(image: dict[str, Any], marker: Marker | None, owned: Mapping[str, str]) -> dict[str, Any]:
+    """`glance show --json`: the image's attributes, introspect's marker, each property's source."""
+    attributes = {key: image.get(key) for key in ("id", "name", "status", "disk_format", "container_format")}
+    written = {"at": marker.at, "inspector": marker.inspector, "data": marker.data} if marker else None
+    properties = [{"key": k, "value": v, "source": source} for k, v, source in _sources(image, owned)]
+    return attributes | {"introspect_written": written, "properties": properties}
+
+
+def _sources(image: dict[str, Any], owned: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(key, value, who set it) of each string property, in key order."""
+    found = []
     for key in sorted(image):
         value = image[key]
         if (
@@ -138,7 +157,8 @@ def show_command(ref: str) -> None:
             source = "introspected"
         else:
             source = "changed by someone since introspect wrote it"
-        click.echo(f"  {literal(key)} = {literal(value)}  ({source})")
+        found.append((key, value, source))
+    return found
 
 
 @glance_group.command("listen")
