@@ -680,14 +680,18 @@ HISTORY_FIELDS = ("at", "key", "old", "new", "source", "actor", "task_id")
 
 @images_group.command("history")
 @click.argument("image_id", type=IMAGE_REF)
+@click.option("--deleted", is_flag=True, help="The history of a deleted image, from its tombstone.")
 @output_options
 @friendly
-def history_command(image_id: str, output: str, columns: tuple[str, ...], as_json: bool) -> None:
+def history_command(
+    image_id: str, deleted: bool, output: str, columns: tuple[str, ...], as_json: bool
+) -> None:
     """Every change of every property of one image: who, when, which task."""
     output = "json" if as_json else output
-    fields = ["id", "image_id", *HISTORY_FIELDS]
+    fields = ["id", *HISTORY_FIELDS]
     picked = _columns(columns, fields, fields if output in ("json", "yaml") else HISTORY_FIELDS)
-    changes = _catalog(get_settings(), write=False).history(image_id)
+    catalog = _catalog(get_settings(), write=False)
+    changes = catalog.deleted_history(image_id) if deleted else catalog.history(image_id)
     rows = (change.model_dump(mode="json") for change in changes)
     if output == "table":
         _table(rows, picked)
@@ -964,7 +968,8 @@ def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings, 
 @click.argument("image_id", type=IMAGE_REF)
 @friendly
 def delete_command(image_id: str) -> None:
-    """Delete an image: its record, properties, history, and its file if the store holds it."""
+    """Delete an image: its record, properties, and its file if the store holds it. Its history
+    stays in a tombstone: `introspect images history --deleted ID`."""
     settings = get_settings()
     record = _catalog(settings, write=True).delete(image_id)
     if record.location:

@@ -5,6 +5,7 @@ users within bounds, and `file://` locations confined to INTROSPECT_LOCATION_ROO
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,33 @@ def test_a_disk_format_override_is_counted_by_the_audit(tmp_path: Path, images: 
     )
     assert f"mismatch {agreeing}" not in audit.stdout
     assert "1 image(s) disagree with their last inspection" in audit.stdout
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_delete_keeps_the_history_in_a_tombstone(
+    tmp_path: Path, images: dict[str, Path], backend: str, request
+):
+    env = {"INTROSPECT_EAGER": "1"}
+    if backend == "postgresql":
+        env["INTROSPECT_DATABASE_URL"] = request.getfixturevalue("pg_schema")
+    imported = run_cli(tmp_path, "import", str(images["small.qcow2"]), **env)
+    (image_id,) = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
+    assert (
+        run_cli(tmp_path, "images", "set", image_id, "os_distro=debian", "--user", "alice", **env).returncode
+        == 0
+    )
+    before = run_cli(tmp_path, "images", "history", image_id, "--json", **env).stdout
+    assert run_cli(tmp_path, "delete", image_id, **env).returncode == 0
+    gone = run_cli(tmp_path, "images", "history", image_id, **env)
+    assert_one_line(
+        gone, re.escape(f"Error: no image with id {image_id}: `introspect images list` shows the ids")
+    )
+    kept = run_cli(tmp_path, "images", "history", "--deleted", image_id, "--json", **env)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout == before and '"actor": "alice"' in kept.stdout
+    table = run_cli(
+        tmp_path, "images", "history", "--deleted", image_id, "-c", "key", "-c", "actor", **env
+    ).stdout
+    assert re.search(r"│ os_distro\s+│ alice\s+│", table)
+    never = run_cli(tmp_path, "images", "history", "--deleted", str(uuid.UUID(int=9)), **env)
+    assert_one_line(never, r"Error: no deleted image with id 00000000-0000-0000-0000-000000000009: .*")

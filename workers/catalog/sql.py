@@ -51,7 +51,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from introspect.report import INSPECTOR_VERSION
-from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
+from workers.catalog.models import (
+    DONE,
+    TRANSITIONS,
+    Source,
+    Status,
+    history,
+    images,
+    properties,
+    tombstones,
+    utcnow,
+)
 from workers.catalog.records import Change, Claim, ImageRecord, Outcome, Property, PropertyValue, Selection
 from workers.errors import CatalogUnavailable, InvalidTransition, NoData, NotFound, PipelineError, UpToDate
 from workers.store import open_location
@@ -530,9 +540,26 @@ class Catalog:
             )
 
     def delete(self, image_id: uuid.UUID | str) -> ImageRecord:
-        """Remove the image with its properties and history; returns what it was."""
+        """Remove the image with its properties; returns what it was. A tombstone keeps the record
+        and the whole audit history, in the same transaction (`deleted_history`)."""
         record = self.get(image_id)
         with self._transaction() as connection:
+            rows = connection.execute(
+                select(history).where(history.c.image_id == record.id).order_by(history.c.id)
+            )
+            changes = [
+                Change.model_validate(_without(row._asdict(), "image_id")).model_dump(mode="json")
+                for row in rows
+            ]
+            connection.execute(
+                insert(tombstones).values(
+                    id=record.id,
+                    name=record.name,
+                    deleted_at=utcnow(),
+                    record=record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"}),
+                    history=changes,
+                )
+            )
             for table in (history, properties):
                 connection.execute(delete(table).where(table.c.image_id == record.id))
             connection.execute(delete(images).where(images.c.id == record.id))
@@ -752,6 +779,19 @@ class Catalog:
 
     def history(self, image_id: uuid.UUID | str) -> list[Change]:
         return [Change.model_validate(row) for row in self._rows_of(history, image_id, history.c.id)]
+
+    def deleted_history(self, image_id: uuid.UUID | str) -> list[Change]:
+        """The audit history of a deleted image, from its tombstone."""
+        image_id = _uuid(image_id)
+        with self._transaction() as connection:
+            kept = connection.execute(
+                select(tombstones.c.history).where(tombstones.c.id == image_id)
+            ).scalar()
+        if kept is None:
+            raise PipelineError(
+                f"no deleted image with id {image_id}: `introspect images list` shows the live ones"
+            )
+        return [Change.model_validate(change) for change in kept]
 
     # -- selections (re-runs) -------------------------------------------------------------------
 
