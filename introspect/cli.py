@@ -132,13 +132,17 @@ def _level(value: Any, where: str, accepted: str = f"use {LEVELS}") -> Severity:
 
 
 def load_policy(
-    policy_file: str | None, report_only: bool = False, severities: tuple[str, ...] = ()
+    policy_file: str | None,
+    report_only: bool = False,
+    severities: tuple[str, ...] = (),
+    *,
+    option: str = "--policy",
 ) -> Policy:
     """The policy of a JSON file (`--policy`, see `introspect rules`) with `--severity CODE=LEVEL`
     and `--report-only` on top. Every mistake is one line naming the field, the value and what is
     accepted (`BadInput`): a policy that does not say what the operator meant must not run."""
     data: dict[str, Any] = {}
-    where = f"--policy {literal(policy_file)}" if policy_file else "--policy"
+    where = f"{option} {literal(policy_file)}" if policy_file else option
     if policy_file:
         try:
             loaded = json.loads(Path(policy_file).read_text())
@@ -205,7 +209,13 @@ def _row(report: Report) -> tuple[Text, ...]:
 @click.option("--json", "as_json", is_flag=True, help="One Report JSON object per line.")
 @click.option("--expect", metavar="FORMAT", help="The disk_format the images were declared with.")
 @click.option("--cross-check", is_flag=True, help="Also run a caged `qemu-img info` and compare.")
-@click.option("--policy", "policy_file", metavar="FILE", help="A JSON policy (see `introspect rules`).")
+@click.option(
+    "--policy",
+    "policy_file",
+    metavar="FILE",
+    envvar="INTROSPECT_POLICY",
+    help="A JSON policy (see `introspect rules`); also INTROSPECT_POLICY, as every other command reads it.",
+)
 @click.option("--report-only", is_flag=True, help="Record findings without rejecting.")
 @click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL", help="Override a rule.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")

@@ -43,6 +43,7 @@ from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
 from workers.glance.ownership import ATTRIBUTES, MAX_KEY, MAX_VALUE, RESERVED_PREFIX
 from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
+from workers.policy import configured_policy
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
 
@@ -304,6 +305,7 @@ def import_command(
         raise click.UsageError("give FILE arguments or --location URI")
     settings = get_settings()
     declared = _check_format(disk_format)
+    configured_policy()  # a bad INTROSPECT_POLICY is one line before anything is uploaded
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{file}: no such file")
@@ -896,7 +898,9 @@ def rerun_command(
         _dry_run(catalog, selection, settings, as_json=as_json)
         return
     inline = _inline(inline, settings)
-    if not inline:
+    if inline:
+        configured_policy()  # INTROSPECT_POLICY (queued, the worker's own applies)
+    else:
         _ping_broker(settings)
     job_id = uuid.uuid4().hex
     total = pipeline.fan_out(
@@ -1057,9 +1061,8 @@ def worker_command(
 ) -> None:
     """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
     settings = get_settings()
-    _catalog(
-        settings, write=True
-    )  # reachable and migrated, or one clear line now rather than a retry loop later
+    configured_policy()  # INTROSPECT_POLICY: a bad file is one line now, not a failure per task
+    _catalog(settings, write=True)  # reachable and migrated: one clear line now, not a retry loop
     _ping_broker(settings)
     argv = [
         sys.executable,

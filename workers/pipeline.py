@@ -36,6 +36,7 @@ from introspect.safety import DEFAULT_POLICY, Policy, rule
 from introspect.sources import ByteSource
 from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
 from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
+from workers.policy import configured_policy
 
 WORKER_LOST = rule(
     "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
@@ -125,6 +126,7 @@ def introspect_image(
     about the image itself ends up in the catalog as a verdict, and an image that is gone or
     cannot be inspected from its status is an `Inspection` that says so.
     """
+    policy = policy or configured_policy()  # INTROSPECT_POLICY, whatever the trigger; before any claim
     try:
         return _claimed_and_written(catalog, image_id, task_id, job_id, delivery_limit, policy, force)
     except NotFound as error:

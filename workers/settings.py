@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     #: file:///etc/shadow) is refused, so that no command makes workers read it or `download`
     #: serve it. Empty (the default): only uploads, which the store holds, are local.
     location_roots: str = ""
+    #: The policy every inspection runs under (the JSON of `introspect inspect --policy`, see
+    #: `introspect rules`): the worker's tasks, `--inline` imports and re-runs, glance
+    #: listen/sync/inspect. Unset: the default severities.
+    policy: Path | None = None
 
     @property
     def catalog_url(self) -> str:
