@@ -43,6 +43,7 @@ from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
 from workers.glance.ownership import ATTRIBUTES, MAX_KEY, MAX_VALUE, RESERVED_PREFIX
 from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
+from workers.logs import log_options
 from workers.policy import configured_policy
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
@@ -1053,11 +1054,16 @@ def db_upgrade_command() -> None:
     "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 3 per CPU)."
 )
 @click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@log_options
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @friendly
 def worker_command(
-    concurrency: int | None, queues: str | None, loglevel: str, celery_args: tuple[str, ...]
+    concurrency: int | None,
+    queues: str | None,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
+    celery_args: tuple[str, ...],
 ) -> None:
     """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
     settings = get_settings()
@@ -1069,10 +1075,10 @@ def worker_command(
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "workers.worker",  # workers.app's app, its log lines in --log-format
         "worker",
         "--loglevel",
-        loglevel,
+        log_level.upper(),
         "--queues",
         queues or settings.queue,
         "--hostname",
@@ -1082,6 +1088,9 @@ def worker_command(
     ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if log_file:
+        argv += ["--logfile", str(log_file)]
+    os.environ["INTROSPECT_LOG_FORMAT"] = log_format
     argv += list(celery_args)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -22,6 +22,8 @@ Glance's value, the hypervisor by the header), so it is rejected there too, not 
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from introspect.sources import ByteSource
 from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
 from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
 from workers.policy import configured_policy
+
+log = logging.getLogger(__name__)
 
 WORKER_LOST = rule(
     "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
@@ -187,6 +191,7 @@ def inspect_claimed(
             DATA_MISSING.finding("the image has no location: its upload never finished; import it again")
         ), None
     declared = canonical_name(claim.disk_format or "")
+    started = time.monotonic()
     try:
         # a store fault (StoreUnavailable, a Glance outage) is a SourceError: inspect() lets it
         # through to the task, which retries; an OSError of the disk is one too
@@ -210,6 +215,13 @@ def inspect_claimed(
         )
         findings.extend(policy.apply([changed]))
     verdict = policy.verdict(findings, parsed=parsed)
+    elapsed = time.monotonic() - started
+    log.info(
+        "inspected %s: %s in %.3fs, %d bytes in %d reads",
+        claim.image_id, verdict, elapsed, report.bytes_read, report.reads,
+        extra={"image_id": str(claim.image_id), "verdict": str(verdict), "duration_s": round(elapsed, 6),
+               "bytes_read": report.bytes_read, "reads": report.reads},
+    )  # fmt: skip
     outcome = Outcome(
         status=STATUS_OF[verdict],
         verdict=verdict,

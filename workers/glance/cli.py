@@ -14,6 +14,7 @@ import json
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,6 +31,7 @@ from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings, get_glance_settings
 from workers.glance.source import RangeCache
 from workers.glance.sync import parse_since, sync_pass
+from workers.logs import configure, log_options
 from workers.pipeline import introspect_image
 from workers.settings import get_settings
 
@@ -164,9 +166,13 @@ def _sources(image: dict[str, Any], owned: Mapping[str, str]) -> list[tuple[str,
 @glance_group.command("listen")
 @inline_option
 @click.option("--queue", help="Our queue's name (INTROSPECT_GLANCE_QUEUE).")
+@log_options
 @friendly
-def listen_command(inline: bool, queue: str | None) -> None:
+def listen_command(
+    inline: bool, queue: str | None, log_level: str, log_file: Path | None, log_format: str
+) -> None:
     """Consume Glance's notifications and inspect each image once per change of its data."""
+    configure(log_level.upper(), log_file, log_format)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     with _client(settings) as client:
@@ -193,9 +199,19 @@ def listen_command(inline: bool, queue: str | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Dispatch even images whose marker covers their current data.")
 @inline_option
+@log_options
 @friendly
-def sync_command(since: str | None, watch: float | None, force: bool, inline: bool) -> None:
+def sync_command(
+    since: str | None,
+    watch: float | None,
+    force: bool,
+    inline: bool,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
+) -> None:
     """Poll Glance for images changed since T and inspect those not inspected for their data."""
+    configure(log_level.upper(), log_file, log_format)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     try:
