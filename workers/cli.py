@@ -304,6 +304,8 @@ def import_command(
     Exit status 1 when an inspection shown (--wait, --inline) did not end `active`."""
     if not files and not locations:
         raise click.UsageError("give FILE arguments or --location URI")
+    if timeout is not None and not wait:
+        raise BadInput("--timeout: only with --wait (without it, import does not wait)")
     settings = get_settings()
     declared = _check_format(disk_format)
     configured_policy()  # a bad INTROSPECT_POLICY is one line before anything is uploaded

@@ -108,3 +108,9 @@ def test_inline_import_exits_1_on_a_rejected_image(tmp_path: Path, images: dict[
     assert (
         result.stderr.strip().splitlines()[-1] == f"1 of 1 image(s) did not end active: {image_id} rejected"
     )
+
+
+def test_timeout_needs_wait(tmp_path: Path, images: dict[str, Path]):
+    result = run_cli(tmp_path, "import", "--timeout", "3", str(images["small.qcow2"]))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == "Error: --timeout: only with --wait (without it, import does not wait)\n"
