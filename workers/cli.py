@@ -394,7 +394,10 @@ def _live_workers(settings: Settings) -> list[str]:
     """The workers that answer on the broker within WORKER_ANSWER seconds and consume our queue."""
     from workers.app import app
 
-    replies = app.control.inspect(timeout=WORKER_ANSWER).active_queues() or {}
+    try:
+        replies = app.control.inspect(timeout=WORKER_ANSWER).active_queues() or {}
+    except Exception as error:  # kombu's and the transport's own: the broker went away meanwhile
+        raise BrokerUnavailable(f"cannot reach the broker at {mask(settings.broker_url)}: {error}") from None
     return sorted(
         worker
         for worker, queues in replies.items()
@@ -440,13 +443,17 @@ def _wait_for_import(
             if len(pending) != last:
                 last, last_change = len(pending), now
             elif now - last_change > settings.stall_timeout:
-                workers = _require_workers(settings)
-                progress.console.print(
-                    f"no progress for {settings.stall_timeout:g}s with {len(workers)} worker(s) alive: "
-                    f"publishing {len(pending)} unfinished inspection(s) again",
-                    markup=False,
-                )
-                _submit(catalog, settings, pending, inline=False)
+                stalled = f"no progress for {settings.stall_timeout:g}s"
+                try:
+                    workers = _require_workers(settings)
+                    progress.console.print(
+                        f"{stalled}: publishing the unfinished inspections again "
+                        f"({len(pending)} of {total}; {len(workers)} worker(s) alive)",
+                        markup=False,
+                    )
+                    _submit(catalog, settings, pending, inline=False)
+                except BrokerUnavailable as error:  # a broker restarting: its workers reconnect
+                    progress.console.print(f"{stalled}: {literal(str(error))}; still waiting", markup=False)
                 last_change = now
             time.sleep(POLL)
 
