@@ -25,6 +25,8 @@ R = TypeVar("R")
 FORMATS = ("text", "json")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The name of the handler `configure` installs (and replaces when called again).
+HANDLER = "introspect"
 #: The attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -53,9 +55,11 @@ def configure(level: str = "INFO", file: Path | None = None, kind: str = "text")
     """The root logger writes `level` and above to `file` (standard error when None) as `kind`."""
     handler: logging.Handler = logging.FileHandler(file) if file else logging.StreamHandler()
     handler.setFormatter(formatter(kind))
+    handler.set_name(HANDLER)
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if h.get_name() == HANDLER]:  # ours only: a test's stay
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
 
