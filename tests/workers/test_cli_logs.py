@@ -67,3 +67,29 @@ def test_worker_json_log_file_and_one_line_per_inspection(
         assert line["message"].startswith(f"inspected {image_id}: ok in ")
     finally:
         worker.stop()
+
+
+def test_configure_sends_the_listeners_info_lines_to_the_file_as_json(tmp_path: Path):
+    """What `glance listen` and `glance sync` call with their --log-* options."""
+    import logging
+
+    from workers.logs import HANDLER, configure
+
+    path = tmp_path / "listen.jsonl"
+    root = logging.getLogger()
+    level = root.level
+    try:
+        configure("INFO", path, "json")
+        configure("INFO", path, "json")  # twice: still one handler of ours
+        assert [h.get_name() for h in root.handlers].count(HANDLER) == 1
+        logging.getLogger("workers.glance.listener").info(
+            "%s: %s", "inspected", "done", extra={"image_id": "x"}
+        )
+        logging.getLogger("workers.glance.listener").debug("below the level")
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == HANDLER]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert line["message"] == "inspected: done" and line["image_id"] == "x" and line["level"] == "INFO"
