@@ -8,14 +8,16 @@ error (click's own, or a path that cannot be read). Errors are one line on stder
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -108,29 +110,87 @@ class EmptyDirectory(str):
     """A directory argument with no file under it."""
 
 
-def _policy(policy_file: str | None, report_only: bool, severities: tuple[str, ...]) -> Policy:
-    data: dict[str, object] = {}
+class BadInput(click.ClickException):
+    """Bad input, said in one line (`Error: ` and what is wrong, with the value and what is accepted)
+    and exit status 2, the same prefix in every command: no usage text, no traceback."""
+
+    exit_code = USAGE_ERROR
+
+
+LEVELS = ", ".join(level.value for level in Severity)
+
+
+def check_rule_code(code: str, where: str) -> str:
+    """A rule code, or a glob (`vmdk.*`) matching at least one: an unknown one would silently
+    change nothing."""
+    if code in RULES or any(fnmatch.fnmatchcase(known, code) for known in RULES):
+        return code
+    raise BadInput(f"{where}: unknown rule code {literal(repr(code))}: `introspect rules` lists the codes")
+
+
+def _level(value: Any, where: str, accepted: str = f"use {LEVELS}") -> Severity:
+    try:
+        return Severity(value)
+    except ValueError:
+        raise BadInput(f"{where}: {literal(repr(value))} is not a severity: {accepted}") from None
+
+
+def load_policy(
+    policy_file: str | None,
+    report_only: bool = False,
+    severities: tuple[str, ...] = (),
+    *,
+    option: str = "--policy",
+) -> Policy:
+    """The policy of a JSON file (`--policy`, see `introspect rules`) with `--severity CODE=LEVEL`
+    and `--report-only` on top. Every mistake is one line naming the field, the value and what is
+    accepted (`BadInput`): a policy that does not say what the operator meant must not run."""
+    data: dict[str, Any] = {}
+    where = f"{option} {literal(policy_file)}" if policy_file else option
     if policy_file:
         try:
-            data = json.loads(Path(policy_file).read_text())
-        except (OSError, ValueError) as error:
-            raise click.BadParameter(f"{policy_file}: {error}", param_hint="--policy") from None
-    overrides = dict(data.get("severity", {}))  # type: ignore[call-overload]
+            loaded = json.loads(Path(policy_file).read_text())
+        except OSError as error:
+            raise BadInput(f"{where}: {error.strerror or error}") from None
+        except ValueError as error:
+            raise BadInput(f"{where}: not JSON: {error}") from None
+        if not isinstance(loaded, dict):
+            raise BadInput(
+                f'{where}: a policy is a JSON object ({{"severity": {{"CODE": "LEVEL"}}, ...}}), '
+                f"not {type(loaded).__name__ if loaded is not None else 'null'}"
+            )
+        data = loaded
+    overrides = data.get("severity", {})
+    if not isinstance(overrides, dict):
+        raise BadInput(
+            f"{where}: severity: an object of CODE: LEVEL is expected, not {literal(repr(overrides))}"
+        )
+    for code, level in overrides.items():
+        check_rule_code(code, f"{where}: severity")
+        _level(level, f"{where}: severity.{literal(code)}")
+    overrides = dict(overrides)
     for item in severities:
-        code, _, level = item.partition("=")
-        try:
-            overrides[code] = Severity(level)
-        except ValueError:
-            raise click.BadParameter(
-                f"{item!r}: expected CODE=reject|warn|info", param_hint="--severity"
-            ) from None
+        code, sep, level = item.partition("=")
+        if not sep or not code:
+            raise BadInput(f"--severity: {literal(repr(item))}: expected CODE=reject|warn|info")
+        check_rule_code(code, "--severity")
+        overrides[code] = _level(level, f"--severity {literal(code)}", "expected CODE=reject|warn|info")
     data["severity"] = overrides
     if report_only:
         data["report_only"] = True
     try:
         return Policy.model_validate(data)
-    except ValueError as error:
-        raise click.BadParameter(str(error).splitlines()[0], param_hint="--policy") from None
+    except ValidationError as error:
+        raise BadInput(f"{where}: {_first_problem(error)}") from None
+
+
+def _first_problem(error: ValidationError) -> str:
+    """One line for a pydantic error: the field, the value, what is accepted."""
+    problem = error.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"]) or "(the policy)"
+    if problem["type"] == "extra_forbidden":
+        return f"{literal(field)}: unknown key: the keys are {', '.join(Policy.model_fields)}"
+    return f"{literal(field)} = {literal(repr(problem['input']))}: {problem['msg']}"
 
 
 def _row(report: Report) -> tuple[Text, ...]:
@@ -153,7 +213,13 @@ def _row(report: Report) -> tuple[Text, ...]:
 @click.option("--json", "as_json", is_flag=True, help="One Report JSON object per line.")
 @click.option("--expect", metavar="FORMAT", help="The disk_format the images were declared with.")
 @click.option("--cross-check", is_flag=True, help="Also run a caged `qemu-img info` and compare.")
-@click.option("--policy", "policy_file", metavar="FILE", help="A JSON policy (see `introspect rules`).")
+@click.option(
+    "--policy",
+    "policy_file",
+    metavar="FILE",
+    envvar="INTROSPECT_POLICY",
+    help="A JSON policy (see `introspect rules`); also INTROSPECT_POLICY, as every other command reads it.",
+)
 @click.option("--report-only", is_flag=True, help="Record findings without rejecting.")
 @click.option("--severity", "severities", multiple=True, metavar="CODE=LEVEL", help="Override a rule.")
 @click.option(
@@ -177,7 +243,7 @@ def inspect_command(
     what they say about themselves."""
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
-    policy = _policy(policy_file, report_only, severities)
+    policy = load_policy(policy_file, report_only, severities)
     if verify_manifest:
         policy = policy.model_copy(update={"verify_manifest": True})
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -264,8 +330,15 @@ def schema() -> None:
 
 
 @main.command()
-def rules() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule.")
+def rules(as_json: bool) -> None:
     """List every rule a finding can come from, with its default severity."""
+    if as_json:
+        for code in sorted(RULES):
+            rule = RULES[code]
+            line = {"code": code, "severity": rule.severity.value, "summary": rule.summary}
+            sys.stdout.write(json.dumps(line | {"names_files": rule.names_files}) + "\n")
+        return
     table = Table(box=None, header_style="bold")
     for column in ("code", "severity", "what fired"):
         table.add_column(column)

@@ -1,7 +1,8 @@
 """Which catalog a process uses: INTROSPECT_CATALOG names one of `BACKENDS`.
 
 Each backend is a module with a `backend(settings)` function returning its `CatalogBackend`
-(workers/catalog/backend.py). The module is imported only when chosen, so a SQL deployment never
+(workers/catalog/backend.py), and, if opening it can create or change anything (a database's
+schema), a `reader(settings)` for read-only commands that never does. The module is imported only when chosen, so a SQL deployment never
 imports the Glance client; and no backend imports this module, so the catalogs and the Glance
 package never import each other (tests/workers/test_imports.py checks there is no import circle).
 
@@ -26,11 +27,14 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def open_backend(settings: Settings) -> CatalogBackend:
-    """The catalog INTROSPECT_CATALOG names (`sql` by default)."""
+def open_backend(settings: Settings, *, write: bool = True) -> CatalogBackend:
+    """The catalog INTROSPECT_CATALOG names (`sql` by default); with `write=False`, opened so that
+    nothing in it is created or changed (its `reader`, where it has one)."""
     module = BACKENDS.get(settings.catalog)
     if module is None:
         known = ", ".join(BACKENDS)
         raise PipelineError(f"INTROSPECT_CATALOG={settings.catalog!r} names no catalog: use one of {known}")
-    backend = cast("Callable[[Settings], CatalogBackend]", importlib.import_module(module).backend)
+    loaded = importlib.import_module(module)
+    opener = loaded.backend if write else getattr(loaded, "reader", loaded.backend)
+    backend = cast("Callable[[Settings], CatalogBackend]", opener)
     return backend(settings)

@@ -8,40 +8,53 @@ traceback.
 
 from __future__ import annotations
 
+import csv
 import functools
 import getpass
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.text import Text
 
+from introspect import vocabulary
+from introspect.cli import BadInput
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
+from introspect.text import literal
 from workers import pipeline
 from workers.backends import open_backend
-from workers.catalog import DONE, CatalogBackend, ImageRecord, Selection, Status, upgrade
+from workers.catalog import DONE, CatalogBackend, ImageRecord, Property, Selection, Status, upgrade
 from workers.catalog.sql import current_revision
 from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
-from workers.glance.refs import ImageRefError, parse_image_ref
+from workers.glance.ownership import ATTRIBUTES, MAX_KEY, MAX_VALUE, RESERVED_PREFIX
+from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
+from workers.logs import log_options
+from workers.policy import configured_policy
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+#: Into a pipe or a file, tables take the width their cells need: nothing is truncated for scripts.
+UNBOUNDED = 100_000
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else UNBOUNDED)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else UNBOUNDED)
 STATUS_STYLE = {
     Status.ACTIVE: "green",
     Status.REJECTED: "red",
@@ -61,10 +74,16 @@ class ImageRefType(click.ParamType[str]):
     name = "IMAGE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        ref = str(value).strip()
         try:
-            return parse_image_ref(str(value)).id
+            return parse_image_ref(ref).id
         except ImageRefError as error:
-            self.fail(str(error), param, ctx)
+            if ref and not IMAGE_ID.match(ref.rsplit("/", 1)[-1]):
+                shown = literal(repr(ref))
+                self.fail(
+                    f"{shown} does not end in an image id (a UUID): `introspect images list` shows the ids"
+                )
+            self.fail(literal(str(error)), param, ctx)
 
 
 IMAGE_REF = ImageRefType()
@@ -78,13 +97,60 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (PipelineError, IntrospectError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(literal(str(error))) from None
 
     return wrapper
 
 
-def _catalog(settings: Settings) -> CatalogBackend:
-    return open_backend(settings)
+def _text(value: object, style: str = "") -> Text:
+    """Untrusted text (names, paths, keys, values, messages: they come from images and users) as a
+    rich Text: printed literally, never read as markup, its control characters escaped."""
+    return Text(literal("" if value is None else str(value)), style=style)
+
+
+def _say(console: Console, *parts: str | Text) -> None:
+    """One line of plain strings (ours) and Text (untrusted, see `_text`), never read as markup."""
+    console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _catalog(settings: Settings, *, write: bool) -> CatalogBackend:
+    """The configured catalog. Only a command that writes (`write`) may create or migrate it: a
+    read against a catalog that does not exist, or has no schema, says so and changes nothing."""
+    _check_database_url(settings)
+    return open_backend(settings, write=write)
+
+
+#: What INTROSPECT_DATABASE_URL accepts, for the message that refuses anything else.
+DATABASE_URLS = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
+def _check_database_url(settings: Settings) -> None:
+    """A database URL that cannot work (unparsable, an unknown database, a driver not installed)
+    is one line naming it and what is accepted, before anything is opened."""
+    if settings.catalog != "sql" or settings.database_url is None:
+        return
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from workers.catalog.sql import normalize_url
+
+    url = settings.database_url
+    shown = literal(re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url))  # no password in messages
+    try:
+        parsed = normalize_url(url)
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:  # (an ArgumentError too)
+        reason = "an unknown kind of database"
+    except ArgumentError:
+        reason = "not a database URL"
+    except ImportError as error:
+        reason = f"its driver is not installed ({error})"
+    except ValueError as error:
+        reason = f"not a database URL ({error})"
+    else:
+        if parsed.get_backend_name() in ("sqlite", "postgresql"):
+            return
+        reason = f"{parsed.get_backend_name()} is not a catalog database"
+    raise PipelineError(f"INTROSPECT_DATABASE_URL {shown!r}: {reason}: use {DATABASE_URLS}")
 
 
 def _store(settings: Settings) -> LocalStore:
@@ -118,7 +184,7 @@ def _run_inline(
             delivery_limit=settings.delivery_limit,
         )
         if done.state != pipeline.State.INSPECTED:
-            err.print(f"skipped {image_id}: {done.message}")
+            _say(err, f"skipped {image_id}: ", _text(done.message))
 
 
 def _submit(
@@ -166,6 +232,23 @@ def _wait(
 # -- import -------------------------------------------------------------------------------------
 
 
+def _confine(location: str, settings: Settings) -> str:
+    """A `file://` location only under INTROSPECT_LOCATION_ROOTS (symbolic links followed), as Glance
+    confines its filesystem store to its data directories; any other local file is refused."""
+    parts = urlsplit(location)
+    if parts.scheme != "file":
+        return location
+    path = Path(unquote(parts.path)).resolve()
+    roots = settings.file_roots
+    if any(path.is_relative_to(root) for root in roots):
+        return location
+    if not roots:
+        why = "no directory is open to file:// locations (INTROSPECT_LOCATION_ROOTS)"
+    else:
+        why = f"it is outside INTROSPECT_LOCATION_ROOTS ({', '.join(map(str, roots))})"
+    raise PipelineError(f"{literal(location)}: {why}: upload the file instead (`introspect import FILE`)")
+
+
 def _check_format(disk_format: str | None) -> str | None:
     if disk_format is None:
         return None
@@ -187,7 +270,23 @@ def _check_format(disk_format: str | None) -> str | None:
 @click.option("--name", help="Image name (default: the file name).")
 @click.option("--disk-format", help="The declared format; a mismatch with the content is a finding.")
 @click.option("--owner", default=None, help="Owner recorded on the image (default: you).")
-@click.option("--wait", is_flag=True, help="Wait for the inspections and show the properties.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the inspections and show the properties (exit 1 unless all active).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 1), the inspections stay queued.",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show every image in full (default: in full for one, else a summary).",
+)
 @inline_option
 @friendly
 def import_command(
@@ -197,23 +296,35 @@ def import_command(
     disk_format: str | None,
     owner: str | None,
     wait: bool,
+    timeout: float | None,
+    verbose: bool,
     inline: bool,
 ) -> None:
-    """Create images, upload their bytes to the store (or register a location), queue inspections."""
+    """Create images, upload their bytes to the store (or register a location), queue inspections.
+    Exit status 1 when an inspection shown (--wait, --inline) did not end `active`."""
     if not files and not locations:
         raise click.UsageError("give FILE arguments or --location URI")
+    if timeout is not None and not wait:
+        raise BadInput("--timeout: only with --wait (without it, import does not wait)")
     settings = get_settings()
     declared = _check_format(disk_format)
+    configured_policy()  # a bad INTROSPECT_POLICY is one line before anything is uploaded
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{file}: no such file")
     for location in locations:
-        check_location(location)
-    catalog, store = _catalog(settings), _store(settings)
+        _confine(check_location(location), settings)
+    if name is not None:
+        _bounded("--name", name)
+    for file in files:
+        _bounded("the file name", name or file.name)  # it becomes the image's name
+    owner = _one_line("--owner", _bounded("--owner", owner or getpass.getuser()))
+    catalog, store = _catalog(settings, write=True), _store(settings)
     inline = _inline(inline, settings)
     if not inline:
         _ping_broker(settings)  # before uploading anything
-    owner = owner or getpass.getuser()
+        if wait:
+            _require_workers(settings)  # nobody would ever finish them: say so now, not never
     ids: list[uuid.UUID] = []
     for file in files:
         image_id = catalog.create(name=name or file.name, disk_format=declared, owner=owner)
@@ -225,14 +336,15 @@ def import_command(
             catalog.delete(image_id)
             raise
         catalog.set_data(image_id, location=stored.location, size=stored.size, checksum=stored.checksum)
-        err.print(f"{image_id}  {file}  {stored.size} bytes  sha256 {stored.checksum}")
+        _say(err, f"{image_id}  ", _text(file), f"  {stored.size} bytes  sha256 {stored.checksum}")
         ids.append(image_id)
     for location in locations:
         size = size_of(location)
-        image_id = catalog.create(name=name or location.rsplit("/", 1)[-1], disk_format=declared, owner=owner)
+        named = name or location.rsplit("/", 1)[-1][:MAX_NAME] or location[:MAX_NAME]
+        image_id = catalog.create(name=named, disk_format=declared, owner=owner)
         catalog.start_upload(image_id)
         catalog.set_data(image_id, location=location, size=size, checksum=None)
-        err.print(f"{image_id}  {location}  {size} bytes (read in place)")
+        _say(err, f"{image_id}  ", _text(location), f"  {size} bytes (read in place)")
         ids.append(image_id)
     try:
         _submit(catalog, settings, ids, inline=inline)
@@ -241,20 +353,109 @@ def import_command(
         message = f"{error}; the images stay `saving`: queue them later with `introspect rerun {later}`"
         raise BrokerUnavailable(message) from None
     if not inline and not wait:
-        err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}")
+        err.print(f"queued {len(ids)} inspection(s) on {mask(settings.broker_url)}", markup=False)
         return
     if not inline:
+        _wait_for_import(catalog, settings, ids, timeout=timeout)
+    records = [catalog.get(image_id) for image_id in ids]
+    if verbose or len(records) == 1:
+        for record in records:
+            _show(catalog, record, as_json=False)
+    else:
+        _summary(records)
+    failed = [record for record in records if record.status != Status.ACTIVE]
+    if failed:
+        shown = ", ".join(f"{record.id} {record.status}" for record in failed)
+        err.print(f"{len(failed)} of {len(records)} image(s) did not end active: {shown}", markup=False)
+        raise SystemExit(1)
 
-        def finished() -> int:
-            return sum(status in DONE for status in catalog.statuses(ids).values())
 
-        def republish() -> None:
-            missing = [i for i, status in catalog.statuses(ids).items() if status not in DONE]
-            _submit(catalog, settings, missing, inline=False)
+def _summary(records: list[ImageRecord]) -> None:
+    """Many images in a few lines: the counts by status, then each image that did not end active
+    with the codes of its findings (`-v`, or `images show ID`, for everything)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    shown = ", ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+    out.print(f"{len(records)} images: {shown}", markup=False)
+    for record in records:
+        if record.status != Status.ACTIVE:
+            codes = ", ".join(
+                str(f.get("code")) for f in record.findings or () if f.get("severity") != "info"
+            )
+            _say(out, f"{record.id}  ", _text(record.name), "  ", _status(record.status), "  ", _text(codes))
 
-        _wait(len(ids), finished, republish, settings=settings, label="inspecting")
-    for image_id in ids:
-        _show(catalog, catalog.get(image_id), as_json=False)
+
+#: Seconds a live worker has to answer when `import --wait` asks who consumes its queue.
+WORKER_ANSWER = 2.0
+
+
+def _live_workers(settings: Settings) -> list[str]:
+    """The workers that answer on the broker within WORKER_ANSWER seconds and consume our queue."""
+    from workers.app import app
+
+    try:
+        replies = app.control.inspect(timeout=WORKER_ANSWER).active_queues() or {}
+    except Exception as error:  # kombu's and the transport's own: the broker went away meanwhile
+        raise BrokerUnavailable(f"cannot reach the broker at {mask(settings.broker_url)}: {error}") from None
+    return sorted(
+        worker
+        for worker, queues in replies.items()
+        if any(queue.get("name") == settings.queue for queue in queues or ())
+    )
+
+
+def _require_workers(settings: Settings) -> list[str]:
+    workers = _live_workers(settings)
+    if not workers:
+        raise PipelineError(
+            f"no worker consumes queue {settings.queue!r} on {mask(settings.broker_url)} (none answered in "
+            f"{WORKER_ANSWER:g}s): start one with `introspect worker`, or use --inline"
+        )
+    return workers
+
+
+def _wait_for_import(
+    catalog: CatalogBackend, settings: Settings, ids: list[uuid.UUID], *, timeout: float | None
+) -> None:
+    """`import --wait`: a progress bar until every inspection is done. It never waits on nobody:
+    with no progress for the stall timeout it asks the broker again who is alive (none: one line,
+    exit 1) and says what it publishes again (a broker restart can lose queued messages; a
+    duplicate is harmless). Past `timeout`, it gives up with the ids still unfinished."""
+    total = len(ids)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as progress:
+        bar = progress.add_task("inspecting", total=total)
+        last, last_change = -1, time.monotonic()
+        while True:
+            pending = [i for i, status in catalog.statuses(ids).items() if status not in DONE]
+            progress.update(bar, completed=total - len(pending))
+            if not pending:
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                listed = " ".join(map(str, pending))
+                raise PipelineError(
+                    f"--timeout {timeout:g}s: {len(pending)} of {total} inspection(s) not finished, still "
+                    f"queued: {listed} (`introspect images show ID` follows one)"
+                )
+            if len(pending) != last:
+                last, last_change = len(pending), now
+            elif now - last_change > settings.stall_timeout:
+                stalled = f"no progress for {settings.stall_timeout:g}s"
+                try:
+                    workers = _require_workers(settings)
+                    progress.console.print(
+                        f"{stalled}: publishing the unfinished inspections again "
+                        f"({len(pending)} of {total}; {len(workers)} worker(s) alive)",
+                        markup=False,
+                    )
+                    _submit(catalog, settings, pending, inline=False)
+                except BrokerUnavailable as error:  # a broker restarting: its workers reconnect
+                    progress.console.print(f"{stalled}: {literal(str(error))}; still waiting", markup=False)
+                last_change = now
+            time.sleep(POLL)
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -276,58 +477,169 @@ def _human(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-def _status(status: Status) -> str:
-    return f"[{STATUS_STYLE[status]}]{status}[/]"
+def _status(status: Status) -> Text:
+    return Text(str(status), style=STATUS_STYLE[status])
 
 
 def _record_json(record: ImageRecord) -> dict[str, Any]:
-    return record.model_dump(mode="json", exclude={"claim_token"})
+    return record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"})
+
+
+# -- output: the openstack client's -f table|json|value|yaml|csv and -c COLUMN ---------------------
+
+OUTPUTS = ("table", "json", "value", "yaml", "csv")
+
+
+def output_options(command: Callable[P, R]) -> Callable[P, R]:
+    """-f/--format, -c/--column, and --json (the same as -f json) on a listing or show command."""
+    command = click.option("--json", "as_json", is_flag=True, help="The same as -f json.")(command)
+    command = click.option(
+        "-c", "--column", "columns", multiple=True, metavar="COLUMN", help="Only this column (repeatable)."
+    )(command)
+    return click.option(
+        "-f",
+        "--format",
+        "output",
+        type=click.Choice(OUTPUTS),
+        default="table",
+        show_default=True,
+        help="Output format (json and yaml: one object per image or change, as it comes).",
+    )(command)
+
+
+def _columns(columns: tuple[str, ...], available: Iterable[str], default: Iterable[str]) -> list[str]:
+    known = list(available)
+    for column in columns:
+        if column not in known:
+            raise BadInput(f"-c {_shown(column)}: no such column: the columns are {', '.join(known)}")
+    return list(columns) or list(default)
+
+
+def _plain(value: object) -> str:
+    """A value for `-f value` and `-f csv`: lists and objects as JSON, control characters escaped."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return literal(json.dumps(value))
+    return literal(str(value))
+
+
+def _emit(rows: Iterable[dict[str, Any]], output: str, columns: list[str]) -> None:
+    """Rows in a machine format, each written as it comes (a listing of the whole catalog holds
+    one page in memory, not the whole output)."""
+    write = sys.stdout.write
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if output == "yaml":
+        try:
+            import yaml  # type: ignore[import-untyped]  # (PyYAML: the glance extra installs it)
+        except ImportError:
+            raise BadInput("-f yaml needs PyYAML: pip install pyyaml (or use -f json)") from None
+    if output == "csv":
+        writer.writerow(columns)
+    for row in rows:
+        picked = {column: row.get(column) for column in columns}
+        if output == "json":
+            write(json.dumps(picked) + "\n")
+        elif output == "yaml":
+            write(yaml.safe_dump([picked], sort_keys=False))
+        elif output == "csv":
+            writer.writerow([_plain(value) for value in picked.values()])
+        else:
+            write(" ".join(_plain(value) for value in picked.values()) + "\n")
+    sys.stdout.flush()
+
+
+#: What `images list` shows by default (-c picks any field of the record).
+LIST_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "disk_format",
+    "size",
+    "virtual_size",
+    "inspector_version",
+    "updated_at",
+)
+RECORD_FIELDS = [
+    field for field in ImageRecord.model_fields if field not in ("claim_token", "disk_format_override")
+]
+
+
+STATUS_VALUES = frozenset(status.value for status in Status)
+
+
+def _cell(column: str, row: dict[str, Any]) -> Text:
+    """One table cell: sizes for people, statuses in colour, everything else literal."""
+    value = row.get(column)
+    if column in ("size", "virtual_size", "inspected_virtual_size"):
+        return Text(_human(value))
+    if column == "status" and isinstance(value, str) and value in STATUS_VALUES:
+        return _status(Status(value))
+    if column.endswith("_at") and isinstance(value, str):
+        return Text(value.replace("T", " ")[:19])
+    return _text("-" if value is None else _plain(value) if isinstance(value, dict | list) else value)
+
+
+def _table(rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(
+        *(
+            Column(c, no_wrap=True, min_width=36)
+            if c == "id"
+            else Column(c, overflow="fold")  # in a terminal a long value wraps, never "na…"
+            for c in columns
+        )
+    )
+    for row in rows:
+        table.add_row(*(_cell(column, row) for column in columns))
+    out.print(table)
 
 
 @images_group.command("list")
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
-@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="disk_format (repeatable).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--disk-format", "formats", multiple=True, metavar="FORMAT", help="disk_format (repeatable).")
+@output_options
 @friendly
-def list_command(statuses: tuple[str, ...], formats: tuple[str, ...], as_json: bool) -> None:
+def list_command(
+    statuses: tuple[str, ...], formats: tuple[str, ...], output: str, columns: tuple[str, ...], as_json: bool
+) -> None:
     """Images in the catalog, oldest id first."""
-    catalog = _catalog(get_settings())
+    output = "json" if as_json else output
+    machine = output in ("json", "yaml")
+    picked = _columns(columns, RECORD_FIELDS, RECORD_FIELDS if machine else LIST_COLUMNS)
+    catalog = _catalog(get_settings(), write=False)
     records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
-    if as_json:
-        for record in records:
-            out.print_json(json.dumps(_record_json(record)), indent=None)
-        return
-    table = Table(
-        Column("id", no_wrap=True, min_width=36),
-        "name",
-        "status",
-        "disk_format",
-        "size",
-        "virtual size",
-        "inspector",
-        "updated",
-    )
-    for record in records:
-        table.add_row(
-            str(record.id),
-            record.name or "",
-            _status(record.status),
-            record.disk_format or "-",
-            _human(record.size),
-            _human(record.virtual_size),
-            str(record.inspector_version or "-"),
-            record.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    out.print(table)
+    rows = (_record_json(record) for record in records)
+    if output == "table":
+        _table(rows, picked)
+    else:
+        _emit(rows, output, picked)
 
 
-def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> None:
+SHOW_FIELDS = [*RECORD_FIELDS, "properties"]
+
+
+def _show(
+    catalog: CatalogBackend,
+    record: ImageRecord,
+    *,
+    as_json: bool = False,
+    output: str = "table",
+    columns: tuple[str, ...] = (),
+) -> None:
+    output = "json" if as_json else output
     props = catalog.properties(record.id)
-    if as_json:
+    if output != "table" or columns:
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
-        out.print_json(json.dumps(data), indent=None)
+        picked = _columns(columns, SHOW_FIELDS, SHOW_FIELDS)
+        if output == "table":
+            _table(({"field": column, "value": data[column]} for column in picked), ["field", "value"])
+        elif output == "value":
+            for column in picked:
+                sys.stdout.write(_plain(data[column]) + "\n")
+        else:
+            _emit([data], output, picked)
         return
-    out.print(f"[bold]{record.id}[/]  {record.name or ''}  {_status(record.status)}")
+    _say(out, Text(str(record.id), style="bold"), "  ", _text(record.name), "  ", _status(record.status))
     facts = {
         "disk_format": record.disk_format,
         "container_format": record.container_format,
@@ -344,11 +656,12 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
     }
     for key, value in facts.items():
         if value is not None:
-            out.print(f"  {key:18} {value}")
+            _say(out, f"  {key:18} ", _text(value))
     for finding in record.findings or ():
-        out.print(f"  [red]{finding['severity']}[/] {finding['code']}: {finding['message']}")
+        severity, code = _text(finding["severity"], "red"), _text(finding["code"])
+        _say(out, "  ", severity, " ", code, ": ", _text(finding["message"]))
     for problem in record.mismatches:
-        out.print(f"  [yellow]mismatch[/] {problem}")
+        _say(out, "  ", Text("mismatch", style="yellow"), " ", _text(problem))
     table = Table("key", "value", "source", "introspected", "admin")
     for prop in props:
         found, admin = prop.introspected, prop.admin
@@ -358,43 +671,44 @@ def _show(catalog: CatalogBackend, record: ImageRecord, *, as_json: bool) -> Non
             else "-"
         )
         admin_value = f"{admin.value} (by {admin.set_by}, {admin.set_at:%Y-%m-%d %H:%M:%S})" if admin else "-"
-        table.add_row(prop.key, prop.value, str(prop.source), introspected, admin_value)
+        table.add_row(
+            _text(prop.key), _text(prop.value), str(prop.source), _text(introspected), _text(admin_value)
+        )
     out.print(table)
 
 
 @images_group.command("show")
 @click.argument("image_id", type=IMAGE_REF)
-@click.option("--json", "as_json", is_flag=True)
+@output_options
 @friendly
-def show_command(image_id: str, as_json: bool) -> None:
+def show_command(image_id: str, output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """One image: its record, findings, and every property with its source and version."""
-    catalog = _catalog(get_settings())
-    _show(catalog, catalog.get(image_id), as_json=as_json)
+    catalog = _catalog(get_settings(), write=False)
+    _show(catalog, catalog.get(image_id), as_json=as_json, output=output, columns=columns)
+
+
+HISTORY_FIELDS = ("at", "key", "old", "new", "source", "actor", "task_id")
 
 
 @images_group.command("history")
 @click.argument("image_id", type=IMAGE_REF)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--deleted", is_flag=True, help="The history of a deleted image, from its tombstone.")
+@output_options
 @friendly
-def history_command(image_id: str, as_json: bool) -> None:
+def history_command(
+    image_id: str, deleted: bool, output: str, columns: tuple[str, ...], as_json: bool
+) -> None:
     """Every change of every property of one image: who, when, which task."""
-    changes = _catalog(get_settings()).history(image_id)
-    if as_json:
-        for change in changes:
-            out.print_json(json.dumps(change.model_dump(mode="json")), indent=None)
-        return
-    table = Table("when", "key", "old", "new", "source", "who", "task")
-    for change in changes:
-        table.add_row(
-            f"{change.at:%Y-%m-%d %H:%M:%S}",
-            change.key,
-            change.old or "-",
-            change.new or "-",
-            str(change.source),
-            change.actor,
-            change.task_id or "-",
-        )
-    out.print(table)
+    output = "json" if as_json else output
+    fields = ["id", *HISTORY_FIELDS]
+    picked = _columns(columns, fields, fields if output in ("json", "yaml") else HISTORY_FIELDS)
+    catalog = _catalog(get_settings(), write=False)
+    changes = catalog.deleted_history(image_id) if deleted else catalog.history(image_id)
+    rows = (change.model_dump(mode="json") for change in changes)
+    if output == "table":
+        _table(rows, picked)
+    else:
+        _emit(rows, output, picked)
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -402,19 +716,124 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+            raise click.BadParameter(f"{_shown(item)}: expected KEY=VALUE")
         pairs[key] = value
     return pairs
+
+
+# -- what may go into the catalog: Glance's rules, checked before anything reaches the database ----
+
+#: Glance's limits: String(255) names, owners and property keys; Text values (MySQL's TEXT, 64 KiB).
+MAX_NAME = MAX_KEY
+#: What Glance and Nova property names are made of (`hw_disk_bus`, `os:secure_boot`, `img_hv_type`).
+PROPERTY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+#: Image attributes, not properties: set elsewhere, or by no one. `disk_format` stays overridable
+#: as a property (an inspection writes it; the audit of `rerun --dry-run` counts overrides).
+NOT_PROPERTIES = ATTRIBUTES - {"disk_format"}
+#: Keys inspections write: an admin value would pass for introspect's own.
+OWN_PREFIX = "introspect_"
+#: Longest piece of a refused value quoted in a message.
+QUOTED = 40
+
+
+def _shown(text: str) -> str:
+    """A refused value as a message quotes it: repr'd, literal, and cut to a readable length."""
+    cut = text if len(text) <= QUOTED else f"{text[:QUOTED]}..."
+    return literal(repr(cut))
+
+
+def _bounded(what: str, value: str, *, limit: int = MAX_NAME) -> str:
+    """A name, owner or user: something there, and at most `limit` characters (the column's size;
+    SQLite does not enforce it, PostgreSQL fails the statement)."""
+    if not value.strip():
+        raise PipelineError(f"{what} {_shown(value)} is empty: give one with a visible character")
+    if len(value) > limit:
+        raise PipelineError(f"{what} {_shown(value)} is {len(value)} characters long: at most {limit}")
+    return value
+
+
+def _one_line(what: str, value: str) -> str:
+    """Text shown as one line (a user name, a property value): no control characters."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise PipelineError(f"{what} {_shown(value)} holds control characters (a newline?): one line of text")
+    return value
+
+
+def _check_key(key: str, *, force: bool) -> None:
+    shown = _shown(key)
+    if len(key) > MAX_KEY:
+        raise PipelineError(f"key {shown} is {len(key)} characters long: at most {MAX_KEY}")
+    if not PROPERTY_KEY.fullmatch(key):
+        raise PipelineError(
+            f"key {shown}: a property key is letters, digits and _ . : - (starting with a letter or digit)"
+        )
+    if key in NOT_PROPERTIES:
+        raise PipelineError(f"key {shown} is an image attribute, not a property: it cannot be set here")
+    if key.startswith(RESERVED_PREFIX):
+        raise PipelineError(f"key {shown}: the {RESERVED_PREFIX} prefix is reserved to Glance")
+    if key.startswith(OWN_PREFIX) and not force:
+        raise PipelineError(
+            f"key {shown}: {OWN_PREFIX}* keys are written by inspections: --force sets it anyway"
+        )
+
+
+def _check_value(key: str, value: str, *, force: bool) -> None:
+    if not value.strip():
+        raise PipelineError(f"{key}: an empty value: `introspect images unset IMAGE {key}` drops an override")
+    _one_line(f"{key}: the value", value)
+    if len(value.encode()) > MAX_VALUE:
+        raise PipelineError(f"{key}: a value of {len(value.encode())} bytes: at most {MAX_VALUE}")
+    refused = None if force else _vocabulary(key, value)
+    if refused:
+        raise PipelineError(f"{key}={_shown(value)}: {refused}: --force sets it anyway")
+
+
+def _vocabulary(key: str, value: str) -> str | None:
+    """What the project's vocabulary (introspect/data/vocabulary.json: the names and values it
+    writes, the metadefs it ships) says against an admin's `key=value`, or None."""
+    return vocabulary.check_override(key, value)
+
+
+def _user(user: str | None) -> str:
+    return _one_line("--user", _bounded("--user", user or getpass.getuser()))
+
+
+def _effective(prop: Property | None) -> str:
+    return "(none)" if prop is None else f"{prop.value} ({prop.source})"
+
+
+def _say_changes(before: dict[str, Property], after: dict[str, Property], keys: Iterable[str]) -> None:
+    """What each key's effective value was, and is now."""
+    for key in keys:
+        old, new = _effective(before.get(key)), _effective(after.get(key))
+        if old == new:
+            _say(out, _text(key), ": ", _text(new), ", unchanged")
+        else:
+            _say(out, _text(key), ": ", _text(old), " -> ", _text(new))
+
+
+def _by_key(catalog: CatalogBackend, image_id: str) -> dict[str, Property]:
+    return {prop.key: prop for prop in catalog.properties(image_id)}
 
 
 @images_group.command("set")
 @click.argument("image_id", type=IMAGE_REF)
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @click.option("--user", default=None, help="Who is setting it (default: you).")
+@click.option("--force", is_flag=True, help="Set introspect_* keys and values the vocabulary does not know.")
 @friendly
-def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None:
-    """Admin overrides: they win over introspected values and survive every re-run."""
-    _catalog(get_settings()).set_admin(image_id, _pairs(pairs), actor=user or getpass.getuser())
+def set_command(image_id: str, pairs: tuple[str, ...], user: str | None, force: bool) -> None:
+    """Admin overrides: they win over introspected values and survive every re-run. Keys and values
+    are checked (Glance's rules, the vocabulary introspect writes); each change is printed."""
+    values = _pairs(pairs)
+    for key, value in values.items():
+        _check_key(key, force=force)
+        _check_value(key, value, force=force)
+    actor = _user(user)
+    catalog = _catalog(get_settings(), write=True)
+    before = _by_key(catalog, image_id)
+    catalog.set_admin(image_id, values, actor=actor)
+    _say_changes(before, _by_key(catalog, image_id), values)
 
 
 @images_group.command("unset")
@@ -424,7 +843,13 @@ def set_command(image_id: str, pairs: tuple[str, ...], user: str | None) -> None
 @friendly
 def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> None:
     """Drop admin overrides: the introspected value shows again."""
-    _catalog(get_settings()).unset_admin(image_id, keys, actor=user or getpass.getuser())
+    for key in keys:
+        _check_key(key, force=True)
+    actor = _user(user)
+    catalog = _catalog(get_settings(), write=True)
+    before = _by_key(catalog, image_id)
+    catalog.unset_admin(image_id, keys, actor=actor)
+    _say_changes(before, _by_key(catalog, image_id), keys)
 
 
 # -- rerun ----------------------------------------------------------------------------------------
@@ -433,11 +858,14 @@ def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> Non
 @click.command("rerun")
 @click.argument("image_ids", nargs=-1, type=IMAGE_REF)
 @click.option("--all", "everything", is_flag=True, help="Every image with data.")
-@click.option("--format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable).")
+@click.option(
+    "--disk-format", "formats", multiple=True, metavar="FORMAT", help="By disk_format (repeatable)."
+)
 @click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in Status]))
 @click.option("--inspector-older-than", type=int, metavar="V", help="Inspected by a version older than V.")
 @click.option("--failed", is_flag=True, help="Images whose last inspection ended in error.")
 @click.option("--dry-run", is_flag=True, help="List what would be re-run, and every declared/found mismatch.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object per line.")
 @click.option("--wait", is_flag=True, help="Show progress until every re-run is done, then a summary.")
 @inline_option
 @friendly
@@ -449,6 +877,7 @@ def rerun_command(
     inspector_older_than: int | None,
     failed: bool,
     dry_run: bool,
+    as_json: bool,
     wait: bool,
     inline: bool,
 ) -> None:
@@ -466,14 +895,16 @@ def rerun_command(
         inspector_older_than=inspector_older_than,
         failed=failed,
     )
-    catalog = _catalog(settings)
+    catalog = _catalog(settings, write=not dry_run)
     for image_id in ids:
         catalog.get(image_id)  # an unknown id is an error, not silently nothing
     if dry_run:
-        _dry_run(catalog, selection, settings)
+        _dry_run(catalog, selection, settings, as_json=as_json)
         return
     inline = _inline(inline, settings)
-    if not inline:
+    if inline:
+        configured_policy()  # INTROSPECT_POLICY (queued, the worker's own applies)
+    else:
         _ping_broker(settings)
     job_id = uuid.uuid4().hex
     total = pipeline.fan_out(
@@ -508,18 +939,34 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) -> None:
+def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings, *, as_json: bool) -> None:
+    """The selection, then the audit. JSON: {"rerun": ID} and {"mismatch": ID, "problems": [...]}
+    lines as they come, then {"would_rerun": N, "mismatched": M}."""
+
+    def line(data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+
     count = 0
     for page in catalog.select_ids(selection, batch=settings.rerun_batch):
         for image_id in page:
-            out.print(f"would re-run {image_id}")
+            if as_json:
+                line({"rerun": str(image_id)})
+            else:
+                out.print(f"would re-run {image_id}")
         count += len(page)
-    out.print(f"{count} image(s) would be re-run")
+    if not as_json:
+        out.print(f"{count} image(s) would be re-run")
     mismatched = 0
     for record in catalog.mismatched(batch=settings.rerun_batch):
-        out.print(f"mismatch {record.id}: {'; '.join(record.mismatches)}")
+        if as_json:
+            line({"mismatch": str(record.id), "problems": record.mismatches})
+        else:
+            _say(out, f"mismatch {record.id}: ", _text("; ".join(record.mismatches)))
         mismatched += 1
-    out.print(f"{mismatched} image(s) disagree with their last inspection")
+    if as_json:
+        line({"would_rerun": count, "mismatched": mismatched})
+    else:
+        out.print(f"{mismatched} image(s) disagree with their last inspection")
 
 
 # -- delete, download -----------------------------------------------------------------------------
@@ -529,9 +976,10 @@ def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings) 
 @click.argument("image_id", type=IMAGE_REF)
 @friendly
 def delete_command(image_id: str) -> None:
-    """Delete an image: its record, properties, history, and its file if the store holds it."""
+    """Delete an image: its record, properties, and its file if the store holds it. Its history
+    stays in a tombstone: `introspect images history --deleted ID`."""
     settings = get_settings()
-    record = _catalog(settings).delete(image_id)
+    record = _catalog(settings, write=True).delete(image_id)
     if record.location:
         _store(settings).delete(record.location)
     err.print(f"deleted {record.id}")
@@ -548,11 +996,14 @@ def delete_command(image_id: str) -> None:
 @friendly
 def download_command(image_id: str, output: Path | None) -> None:
     """Copy an image's bytes out of the store (or from its location)."""
-    catalog = _catalog(get_settings())
+    catalog = _catalog(get_settings(), write=False)
     record = catalog.get(image_id)
     if record.location is None:
         raise NoData(f"image {record.id} has no data ({record.status})")
     target = output or Path(record.name or str(record.id)).name
+    settings = get_settings()
+    if not _store(settings).owns(record.location):
+        _confine(record.location, settings)  # registered before the roots were narrowed
     with catalog.open_location(record.location) as source:
         if str(target) == "-":
             _copy(source.pread, source.size, sys.stdout.buffer.write)
@@ -566,7 +1017,7 @@ def download_command(image_id: str, output: Path | None) -> None:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    err.print(f"{record.id} -> {target}")
+    _say(err, f"{record.id} -> ", _text(target))
 
 
 def _copy(pread: Callable[[int, int], bytes], size: int, write: Callable[[bytes], Any]) -> None:
@@ -593,9 +1044,12 @@ def db_upgrade_command() -> None:
     """Apply the catalog's migrations (they also run on first use)."""
     from workers.catalog.sql import describe, make_engine
 
-    engine = make_engine(get_settings().catalog_url)
+    settings = get_settings()
+    _check_database_url(settings)
+    engine = make_engine(settings.catalog_url, create_directory=settings.database_url is None)
     ran = upgrade(engine)
-    out.print(f"{describe(engine)}: {'upgraded to' if ran else 'already at'} {current_revision(engine)}")
+    done = "upgraded to" if ran else "already at"
+    out.print(f"{describe(engine)}: {done} {current_revision(engine)}", markup=False)
 
 
 @click.command("worker")
@@ -603,25 +1057,31 @@ def db_upgrade_command() -> None:
     "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 3 per CPU)."
 )
 @click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@log_options
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @friendly
 def worker_command(
-    concurrency: int | None, queues: str | None, loglevel: str, celery_args: tuple[str, ...]
+    concurrency: int | None,
+    queues: str | None,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
+    celery_args: tuple[str, ...],
 ) -> None:
     """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
     settings = get_settings()
-    _catalog(settings)  # reachable and migrated, or one clear line now rather than a retry loop later
+    configured_policy()  # INTROSPECT_POLICY: a bad file is one line now, not a failure per task
+    _catalog(settings, write=True)  # reachable and migrated: one clear line now, not a retry loop
     _ping_broker(settings)
     argv = [
         sys.executable,
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "workers.worker",  # workers.app's app, its log lines in --log-format
         "worker",
         "--loglevel",
-        loglevel,
+        log_level.upper(),
         "--queues",
         queues or settings.queue,
         "--hostname",
@@ -631,6 +1091,9 @@ def worker_command(
     ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if log_file:
+        argv += ["--logfile", str(log_file)]
+    os.environ["INTROSPECT_LOG_FORMAT"] = log_format
     argv += list(celery_args)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -649,29 +1112,51 @@ def _ping_broker(settings: Settings) -> None:
 
 @click.command("status")
 @click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @friendly
-def status_command(timeout: float) -> None:
+def status_command(timeout: float, as_json: bool) -> None:
     """Broker reachability, live workers, queue depth, and images by status."""
     from workers.app import app
 
     settings = get_settings()
-    reachable = True
+    state: dict[str, Any] = {"broker": {"url": mask(settings.broker_url), "reachable": True}}
     try:
         _ping_broker(settings)
-        out.print(f"broker   {mask(settings.broker_url)}: [green]reachable[/]")
     except BrokerUnavailable as error:
-        reachable = False
-        out.print(f"broker   [red]{error}[/]")
-    if reachable:
-        replies = app.control.inspect(timeout=timeout).ping() or {}
-        out.print(f"workers  {len(replies)} alive" + (f": {', '.join(sorted(replies))}" if replies else ""))
-        out.print(f"queue    {settings.queue}: {_queue_depth(app, settings.queue)} message(s) waiting")
-    catalog = _catalog(settings)
-    counts = catalog.counts()
-    summary = ", ".join(f"{status} {count}" for status, count in sorted(counts.items())) or "empty"
-    out.print(f"catalog  {catalog.url}: {summary}")
-    if not reachable:
+        state["broker"] |= {"reachable": False, "error": str(error)}
+    if state["broker"]["reachable"]:
+        state["workers"] = sorted(app.control.inspect(timeout=timeout).ping() or {})
+        state["queue"] = {"name": settings.queue, "waiting": _queue_depth(app, settings.queue)}
+    try:
+        catalog = _catalog(settings, write=False)
+        state["catalog"] = {"url": catalog.url, "images": dict(sorted(catalog.counts().items()))}
+    except PipelineError as error:
+        state["catalog"] = {"error": str(error)}
+    healthy = state["broker"]["reachable"] and "error" not in state["catalog"]
+    if as_json:
+        sys.stdout.write(json.dumps(state) + "\n")
+    else:
+        _say_status(state)
+    if not healthy:
         raise SystemExit(1)
+
+
+def _say_status(state: dict[str, Any]) -> None:
+    broker, catalog = state["broker"], state["catalog"]
+    if broker["reachable"]:
+        _say(out, f"broker   {broker['url']}: ", Text("reachable", style="green"))
+        workers = state["workers"]
+        alive = f"workers  {len(workers)} alive" + (f": {', '.join(workers)}" if workers else "")
+        _say(out, _text(alive))
+        queue = state["queue"]
+        _say(out, _text(f"queue    {queue['name']}: {queue['waiting']} message(s) waiting"))
+    else:
+        _say(out, "broker   ", _text(broker["error"], "red"))
+    if "error" in catalog:
+        _say(out, "catalog  ", _text(catalog["error"], "red"))
+    else:
+        summary = ", ".join(f"{status} {count}" for status, count in catalog["images"].items()) or "empty"
+        _say(out, "catalog  ", _text(catalog["url"]), f": {summary}")
 
 
 def _queue_depth(app: Any, queue: str) -> int:

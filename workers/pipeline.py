@@ -30,6 +30,7 @@ Glance's value, the hypervisor by the header), so it is rejected there too, not 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ from introspect.safety import DEFAULT_POLICY, Policy, rule
 from introspect.sources import ByteSource
 from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
 from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
+from workers.policy import configured_policy
+
+log = logging.getLogger(__name__)
 
 WORKER_LOST = rule(
     "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
@@ -159,6 +163,7 @@ def introspect_image(
     image that is gone or cannot be inspected from its status is an `Inspection` that says so.
     `unmoved_since` is a sweep's mark (workers/sweep.py): skipped if the image moved since.
     """
+    policy = policy or configured_policy()  # INTROSPECT_POLICY, whatever the trigger; before any claim
     try:
         return _claimed_and_written(
             catalog,
@@ -247,6 +252,7 @@ def inspect_claimed(
             DATA_MISSING.finding("the image has no location: its upload never finished; import it again")
         ), None
     declared = canonical_name(claim.disk_format or "")
+    started = time.monotonic()
     try:
         # a store fault (StoreUnavailable, a Glance outage) is a SourceError: inspect() lets it
         # through to the task, which retries; an OSError of the disk is one too
@@ -270,6 +276,13 @@ def inspect_claimed(
         )
         findings.extend(policy.apply([changed]))
     verdict = policy.verdict(findings, parsed=parsed)
+    elapsed = time.monotonic() - started
+    log.info(
+        "inspected %s: %s in %.3fs, %d bytes in %d reads",
+        claim.image_id, verdict, elapsed, report.bytes_read, report.reads,
+        extra={"image_id": str(claim.image_id), "verdict": str(verdict), "duration_s": round(elapsed, 6),
+               "bytes_read": report.bytes_read, "reads": report.reads},
+    )  # fmt: skip
     outcome = Outcome(
         status=STATUS_OF[verdict],
         verdict=verdict,

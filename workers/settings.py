@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     #: Seconds a blocked `--wait` waits for progress before it publishes the missing tasks again
     #: (a broker restart loses queued messages; tasks are idempotent, so a duplicate is harmless).
     stall_timeout: float = Field(30.0, gt=0)
+    #: Directories (separated by `:`) that `import --location file://...` may name, as Glance
+    #: confines its filesystem store to its data directories: any other local file (say
+    #: file:///etc/shadow) is refused, so that no command makes workers read it or `download`
+    #: serve it. Empty (the default): only uploads, which the store holds, are local.
+    location_roots: str = ""
+    #: The policy every inspection runs under (the JSON of `introspect inspect --policy`, see
+    #: `introspect rules`): the worker's tasks, `--inline` imports and re-runs, glance
+    #: listen/sync/inspect. Unset: the default severities.
+    policy: Path | None = None
+
     #: The sweep (workers/sweep.py): every `sweep_period` seconds (0: never) each worker queues again
     #: the images whose inspection stopped moving: `saving` with their bytes complete for
     #: `sweep_pending_after` seconds (their message was lost), `importing` for `sweep_importing_after`
@@ -102,6 +112,11 @@ class Settings(BaseSettings):
     @property
     def image_dir(self) -> Path:
         return self.store_dir or self.data_dir / "images"
+
+    @property
+    def file_roots(self) -> list[Path]:
+        """The directories of `location_roots`, resolved (symbolic links followed)."""
+        return [Path(root).resolve() for root in self.location_roots.split(":") if root.strip()]
 
 
 def mask(url: str) -> str:

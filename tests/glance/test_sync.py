@@ -101,6 +101,11 @@ def test_cli_inspect_show_and_sync(cli_env: dict[str, str], images: dict[str, Pa
     assert shown.exit_code == 0, shown.output
     assert "vmware_adaptertype = busLogic  (introspected)" in shown.output
     assert "hw_scsi_model = virtio-scsi  (someone else's)" in shown.output
+    as_json = json.loads(runner.invoke(glance_group, ["show", "--json", image_id]).output)
+    sources = {p["key"]: (p["value"], p["source"]) for p in as_json["properties"]}
+    assert sources["vmware_adaptertype"] == ("busLogic", "introspected")
+    assert sources["hw_scsi_model"] == ("virtio-scsi", "someone else's")
+    assert as_json["id"] == image_id and as_json["introspect_written"]["inspector"]
 
     synced = runner.invoke(glance_group, ["sync", "--inline", "--since", utc_now(3600)])
     assert synced.exit_code == 0, synced.output

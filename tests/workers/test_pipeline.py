@@ -91,7 +91,8 @@ def deployment(redis_db: RedisDb, tmp_path_factory: pytest.TempPathFactory) -> I
 
 def test_import_wait_stores_what_the_library_reports(deployment: Deployment, images: dict[str, Path]):
     paths = [images[name] for name in NAMES]
-    result = deployment.introspect("import", "--wait", *map(str, paths))
+    result = deployment.introspect("import", "--wait", "-v", *map(str, paths), check=False)
+    assert result.returncode == 1, result.stderr  # backed.qcow2 is rejected: not every image is active
     ids = imported_ids(result)
     assert len(ids) == len(paths)
     catalog = catalog_of(deployment)

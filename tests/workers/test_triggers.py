@@ -87,7 +87,9 @@ def same_for_every_trigger(written: dict[str, Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def sql(redis_db: RedisDb, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployment = deployed(tmp_path_factory.mktemp("triggers-sql"), redis_db)
+    # file:// locations are confined to INTROSPECT_LOCATION_ROOTS: the tests' images are in tmp dirs
+    roots = str(tmp_path_factory.getbasetemp())
+    deployment = deployed(tmp_path_factory.mktemp("triggers-sql"), redis_db, INTROSPECT_LOCATION_ROOTS=roots)
     worker = start_worker(deployment.env, deployment.data_dir / "worker.log", "--concurrency", "1")
     try:
         yield deployment

@@ -125,6 +125,11 @@ class CatalogBackend(Protocol):
         """The audit history (empty where the catalog keeps none)."""
         ...
 
+    def deleted_history(self, image_id: uuid.UUID | str) -> list[Change]:
+        """The audit history of an image `delete` removed, kept in its tombstone; a `PipelineError`
+        where there is none (or the catalog deletes nothing itself)."""
+        ...
+
     # -- re-runs -----------------------------------------------------------------------------------
 
     def select_ids(

@@ -132,6 +132,20 @@ class PropertyChange(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
 
 
+class DeletedImage(Base):
+    """A tombstone: what a deleted image was, and its audit history, as they were at `delete`
+    (the history outlives the image: `images history --deleted`)."""
+
+    __tablename__ = "deleted_images"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    history: Mapped[list[Any]] = mapped_column(JSON)
+
+
 images = cast(Table, Image.__table__)
 properties = cast(Table, ImageProperty.__table__)
 history = cast(Table, PropertyChange.__table__)
+tombstones = cast(Table, DeletedImage.__table__)

@@ -50,6 +50,8 @@ class ImageRecord(Record):
     job_id: str | None
     claim_token: str | None
     deliveries: int
+    #: An admin's `disk_format` property, where the audit (`Catalog.mismatched`) looked it up.
+    disk_format_override: str | None = None
 
     @property
     def mismatches(self) -> list[str]:
@@ -60,6 +62,9 @@ class ImageRecord(Record):
         declared, inspected = self.disk_format, self.inspected_format
         if declared and inspected and declared != inspected and inspected not in SATISFIES.get(declared, ()):
             found.append(f"disk_format {declared} but the content is {inspected}")
+        override = self.disk_format_override
+        if override and inspected and override != inspected and inspected not in SATISFIES.get(override, ()):
+            found.append(f"disk_format overridden by an admin as {override} but the content is {inspected}")
         vsize, inspected_vsize = self.virtual_size, self.inspected_virtual_size
         if vsize is not None and inspected_vsize is not None and vsize != inspected_vsize:
             found.append(f"virtual_size {vsize} but the content says {inspected_vsize}")

@@ -53,7 +53,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from introspect.report import INSPECTOR_VERSION
-from workers.catalog.models import DONE, TRANSITIONS, Source, Status, history, images, properties, utcnow
+from workers.catalog.models import (
+    DONE,
+    TRANSITIONS,
+    Source,
+    Status,
+    history,
+    images,
+    properties,
+    tombstones,
+    utcnow,
+)
 from workers.catalog.records import (
     Change,
     Claim,
@@ -150,12 +160,19 @@ def _immediate(raw: sqlite3.Connection) -> Iterator[None]:
     raw.commit()
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine for `url`, with SQLite made safe for several processes."""
+def make_engine(url: str | URL, *, create_directory: bool = True) -> Engine:
+    """An engine for `url`, with SQLite made safe for several processes. A SQLite file's directory
+    is created only with `create_directory` (the data directory's own catalog): a directory that a
+    configured URL names and that does not exist is a typo, not a new empty catalog."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             directory = Path(parsed.database).parent
+            if not create_directory and not directory.is_dir():
+                shown = parsed.render_as_string(hide_password=True)
+                raise PipelineError(
+                    f"the catalog database {shown} names a directory that does not exist: {directory}"
+                )
             try:
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -331,23 +348,59 @@ _CATALOGS: dict[tuple[int, str], Catalog] = {}
 _CATALOGS_LOCK = threading.Lock()
 
 
-def open_catalog(url: str | URL) -> Catalog:
+def open_catalog(url: str | URL, *, migrate: bool = True, create_directory: bool = True) -> Catalog:
     """The process's catalog for `url`, migrated on first use. Cached per process id, so that a
-    forked worker child never shares its parent's connections."""
+    forked worker child never shares its parent's connections. Without `migrate` nothing is
+    created or changed: the database must exist and hold the newest schema (`require_schema`)."""
     key = (os.getpid(), str(url))
     with _CATALOGS_LOCK:
         catalog = _CATALOGS.get(key)
         if catalog is None:
-            engine = make_engine(url)
-            upgrade(engine)
+            if not migrate:
+                _require_file(url)
+            engine = make_engine(url, create_directory=create_directory and migrate)
+            if migrate:
+                upgrade(engine)
+            else:
+                require_schema(engine)
             catalog = _CATALOGS[key] = Catalog(engine)
         return catalog
+
+
+#: How a read-only command's refusal ends when there is no catalog to read.
+NO_CATALOG_FIX = "`introspect db upgrade` creates it (or check INTROSPECT_DATABASE_URL, INTROSPECT_DATA_DIR)"
+
+
+def _require_file(url: str | URL) -> None:
+    """A SQLite catalog to be read must be there already (connecting would create an empty one)."""
+    parsed = normalize_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        if not Path(database).is_file():
+            shown = parsed.render_as_string(hide_password=True)
+            raise PipelineError(f"the catalog database {shown} does not exist: {NO_CATALOG_FIX}")
+
+
+def require_schema(engine: Engine) -> None:
+    """A read-only command's check: the catalog is at the newest migration; otherwise one line
+    saying so (migrations run only from write commands and `introspect db upgrade`)."""
+    where = f"the catalog database {describe(engine)}"
+    revision, head = current_revision(engine), head_revision()
+    if revision is None:
+        raise PipelineError(f"{where} holds no introspect catalog: {NO_CATALOG_FIX}")
+    if revision != head:
+        raise PipelineError(f"{where} is at revision {revision}, not {head}: run `introspect db upgrade`")
 
 
 def backend(settings: Settings) -> CatalogBackend:
     """The catalog of INTROSPECT_CATALOG=sql (workers/backends.py): INTROSPECT_DATABASE_URL, or
     SQLite under the data directory. (Typed as the contract, so mypy checks `Catalog` keeps it.)"""
-    return open_catalog(settings.catalog_url)
+    return open_catalog(settings.catalog_url, create_directory=settings.database_url is None)
+
+
+def reader(settings: Settings) -> CatalogBackend:
+    """The same catalog for commands that only read: never created, never migrated."""
+    return open_catalog(settings.catalog_url, migrate=False)
 
 
 def _upsert(engine: Engine) -> Insert:
@@ -506,9 +559,26 @@ class Catalog:
             )
 
     def delete(self, image_id: uuid.UUID | str) -> ImageRecord:
-        """Remove the image with its properties and history; returns what it was."""
+        """Remove the image with its properties; returns what it was. A tombstone keeps the record
+        and the whole audit history, in the same transaction (`deleted_history`)."""
         record = self.get(image_id)
         with self._transaction() as connection:
+            rows = connection.execute(
+                select(history).where(history.c.image_id == record.id).order_by(history.c.id)
+            )
+            changes = [
+                Change.model_validate(_without(row._asdict(), "image_id")).model_dump(mode="json")
+                for row in rows
+            ]
+            connection.execute(
+                insert(tombstones).values(
+                    id=record.id,
+                    name=record.name,
+                    deleted_at=utcnow(),
+                    record=record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"}),
+                    history=changes,
+                )
+            )
             for table in (history, properties):
                 connection.execute(delete(table).where(table.c.image_id == record.id))
             connection.execute(delete(images).where(images.c.id == record.id))
@@ -822,6 +892,19 @@ class Catalog:
     def history(self, image_id: uuid.UUID | str) -> list[Change]:
         return [Change.model_validate(row) for row in self._rows_of(history, image_id, history.c.id)]
 
+    def deleted_history(self, image_id: uuid.UUID | str) -> list[Change]:
+        """The audit history of a deleted image, from its tombstone."""
+        image_id = _uuid(image_id)
+        with self._transaction() as connection:
+            kept = connection.execute(
+                select(tombstones.c.history).where(tombstones.c.id == image_id)
+            ).scalar()
+        if kept is None:
+            raise PipelineError(
+                f"no deleted image with id {image_id}: `introspect images list` shows the live ones"
+            )
+        return [Change.model_validate(change) for change in kept]
+
     # -- selections (re-runs) -------------------------------------------------------------------
 
     def select_ids(
@@ -840,12 +923,23 @@ class Catalog:
             return int(connection.execute(select(func.count()).where(_selection(selection))).scalar_one())
 
     def mismatched(self, *, batch: int = 500) -> Iterator[ImageRecord]:
-        """Images whose declared disk_format/virtual_size disagree with their last inspection."""
-        query = select(images).where(
+        """Images whose declared disk_format/virtual_size, or an admin's disk_format override,
+        disagree with their last inspection."""
+        override = (
+            select(properties.c.value)
+            .where(
+                properties.c.image_id == images.c.id,
+                properties.c.source == Source.ADMIN,
+                properties.c.key == "disk_format",
+            )
+            .scalar_subquery()
+        )
+        query = select(images, override.label("disk_format_override")).where(
             images.c.inspected_at.is_not(None),
             or_(
                 images.c.disk_format != images.c.inspected_format,
                 images.c.virtual_size != images.c.inspected_virtual_size,
+                override != images.c.inspected_format,
             ),
         )
         for page in self._pages(query, batch):

@@ -415,6 +415,9 @@ class GlanceCatalog:
         self._image(image_id)
         return []
 
+    def deleted_history(self, image_id: uuid.UUID | str) -> list[Change]:
+        raise PipelineError("images are deleted in Glance, which keeps no history of them")
+
     # -- re-runs -------------------------------------------------------------------------------
 
     def _selected(self, selection: Selection, exclude_job: str | None = None) -> Iterator[ImageRecord]:

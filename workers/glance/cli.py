@@ -13,13 +13,15 @@ import functools
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from introspect.errors import IntrospectError
+from introspect.text import literal
 from workers.errors import NotReady, PipelineError
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
@@ -29,6 +31,7 @@ from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings, get_glance_settings
 from workers.glance.source import RangeCache
 from workers.glance.sync import parse_since, sync_pass
+from workers.logs import configure, log_options
 from workers.pipeline import introspect_image
 from workers.settings import get_settings
 
@@ -44,7 +47,7 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (PipelineError, IntrospectError, ImageRefError) as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(literal(str(error))) from None
 
     return wrapper
 
@@ -103,24 +106,44 @@ def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
             image_id = client.image_id(parse_image_ref(ref))
             state, message, summary = _inspect_now(catalog, image_id, force=force)
             failed = failed or summary.get("verdict") not in (None, "ok")
-            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {message}")
+            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {literal(message)}")
     if failed:
         raise SystemExit(1)
 
 
 @glance_group.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @friendly
-def show_command(ref: str) -> None:
+def show_command(ref: str, as_json: bool) -> None:
     """An image's properties, each with who set it: introspect, or someone else."""
     settings = get_glance_settings()
     with _client(settings) as client:
         image = client.get_image(client.image_id(parse_image_ref(ref)))
     marker = Marker.read(image)
     owned = marker.keys if marker else {}
-    click.echo(f"{image['id']}  {image.get('name') or ''}  {image.get('status')}  {image.get('disk_format')}")
+    if as_json:
+        click.echo(json.dumps(_shown(image, marker, owned)))
+        return
+    name = literal(str(image.get("name") or ""))
+    click.echo(f"{image['id']}  {name}  {image.get('status')}  {image.get('disk_format')}")
     if marker:
         click.echo(f"introspect wrote at {marker.at} (inspector {marker.inspector}, data {marker.data})")
+    for key, value, source in _sources(image, owned):
+        click.echo(f"  {literal(key)} = {literal(value)}  ({source})")
+
+
+def _shown(image: dict[str, Any], marker: Marker | None, owned: Mapping[str, str]) -> dict[str, Any]:
+    """`glance show --json`: the image's attributes, introspect's marker, each property's source."""
+    attributes = {key: image.get(key) for key in ("id", "name", "status", "disk_format", "container_format")}
+    written = {"at": marker.at, "inspector": marker.inspector, "data": marker.data} if marker else None
+    properties = [{"key": k, "value": v, "source": source} for k, v, source in _sources(image, owned)]
+    return attributes | {"introspect_written": written, "properties": properties}
+
+
+def _sources(image: dict[str, Any], owned: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(key, value, who set it) of each string property, in key order."""
+    found = []
     for key in sorted(image):
         value = image[key]
         if (
@@ -136,15 +159,20 @@ def show_command(ref: str) -> None:
             source = "introspected"
         else:
             source = "changed by someone since introspect wrote it"
-        click.echo(f"  {key} = {value}  ({source})")
+        found.append((key, value, source))
+    return found
 
 
 @glance_group.command("listen")
 @inline_option
 @click.option("--queue", help="Our queue's name (INTROSPECT_GLANCE_QUEUE).")
+@log_options
 @friendly
-def listen_command(inline: bool, queue: str | None) -> None:
+def listen_command(
+    inline: bool, queue: str | None, log_level: str, log_file: Path | None, log_format: str
+) -> None:
     """Consume Glance's notifications and inspect each image once per change of its data."""
+    configure(log_level.upper(), log_file, log_format)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     with _client(settings) as client:
@@ -171,9 +199,19 @@ def listen_command(inline: bool, queue: str | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Dispatch even images whose marker covers their current data.")
 @inline_option
+@log_options
 @friendly
-def sync_command(since: str | None, watch: float | None, force: bool, inline: bool) -> None:
+def sync_command(
+    since: str | None,
+    watch: float | None,
+    force: bool,
+    inline: bool,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
+) -> None:
     """Poll Glance for images changed since T and inspect those not inspected for their data."""
+    configure(log_level.upper(), log_file, log_format)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     try:
@@ -186,7 +224,7 @@ def sync_command(since: str | None, watch: float | None, force: bool, inline: bo
         def dispatch(image: dict[str, Any]) -> None:
             if inline:
                 state, message, _ = _inspect_now(catalog, str(image["id"]), force=force)
-                click.echo(f"{image['id']}  {state}  {message}")
+                click.echo(f"{image['id']}  {state}  {literal(message)}")
             else:
                 _queue(str(image["id"]))
 

@@ -1,0 +1,110 @@
+"""Output people and scripts can read: the openstack client's -f table|json|value|yaml|csv and
+-c COLUMN on images list/show/history, never truncated into a pipe (the real command)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.workers.test_cli import run_cli
+
+ENV = {"INTROSPECT_EAGER": "1"}
+
+
+def test_formats_and_columns(tmp_path: Path, images: dict[str, Path]):
+    imported = run_cli(tmp_path, "import", str(images["small.qcow2"]), str(images["disk.vhd"]), **ENV)
+    ids = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
+
+    value = run_cli(tmp_path, "images", "list", "-f", "value", "-c", "id", "-c", "disk_format", **ENV)
+    assert value.stdout.splitlines() == [f"{ids[0]} qcow2", f"{ids[1]} vhd"]
+    rows = list(csv.reader(io.StringIO(run_cli(tmp_path, "images", "list", "-f", "csv", **ENV).stdout)))
+    assert rows[0] == [
+        "id",
+        "name",
+        "status",
+        "disk_format",
+        "size",
+        "virtual_size",
+        "inspector_version",
+        "updated_at",
+    ]
+    assert [row[:4] for row in rows[1:]] == [
+        [ids[0], "small.qcow2", "active", "qcow2"],
+        [ids[1], "disk.vhd", "active", "vhd"],
+    ]
+    listed = yaml.safe_load(run_cli(tmp_path, "images", "list", "-f", "yaml", "-c", "name", **ENV).stdout)
+    assert listed == [{"name": "small.qcow2"}, {"name": "disk.vhd"}]
+    as_json = run_cli(tmp_path, "images", "list", "-f", "json", **ENV).stdout.splitlines()
+    assert [json.loads(line)["id"] for line in as_json] == ids
+    assert run_cli(tmp_path, "images", "list", "--json", **ENV).stdout.splitlines() == as_json
+    only_vhd = run_cli(tmp_path, "images", "list", "--disk-format", "vhd", "-f", "value", "-c", "id", **ENV)
+    assert only_vhd.stdout.split() == [ids[1]]
+
+    status = run_cli(
+        tmp_path, "images", "show", ids[0], "-f", "value", "-c", "status", "-c", "disk_format", **ENV
+    )
+    assert status.stdout.splitlines() == ["active", "qcow2"]
+    shown = json.loads(
+        run_cli(tmp_path, "images", "show", ids[0], "-f", "json", "-c", "properties", **ENV).stdout
+    )
+    assert {p["key"] for p in shown["properties"]} >= {"disk_format"} and list(shown) == ["properties"]
+    table = run_cli(tmp_path, "images", "show", ids[0], "-c", "name", "-c", "status", **ENV).stdout
+    assert re.search(r"│ name\s+│ small\.qcow2\s+│", table) and re.search(r"│ status\s+│ active\s+│", table)
+
+    history = run_cli(tmp_path, "images", "history", ids[0], "-f", "csv", "-c", "key", "-c", "new", **ENV)
+    keys = list(csv.reader(io.StringIO(history.stdout)))
+    assert keys[0] == ["key", "new"] and ["disk_format", "qcow2"] in keys
+
+    unknown = run_cli(tmp_path, "images", "list", "-c", "nope", **ENV)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.startswith("Error: -c 'nope': no such column: the columns are id, name, status, ")
+    assert len(unknown.stderr.splitlines()) == 1
+
+
+def test_nothing_is_truncated_into_a_pipe(tmp_path: Path, images: dict[str, Path]):
+    name = "a-very-long-image-name-" * 8
+    assert run_cli(tmp_path, "import", "--name", name, str(images["small.qcow2"]), **ENV).returncode == 0
+    for args in (("images", "list"), ("images", "list", "-c", "name")):
+        result = run_cli(tmp_path, *args, **ENV, COLUMNS="80")
+        assert name in result.stdout and "…" not in result.stdout
+
+
+def test_many_images_print_a_summary_and_v_everything(tmp_path: Path, images: dict[str, Path]):
+    paths = [str(images[name]) for name in ("small.qcow2", "disk.vhd", "backed.qcow2")]
+    result = run_cli(tmp_path, "import", *paths, **ENV)
+    assert result.returncode == 1  # backed.qcow2 is rejected
+    backed = re.findall(r"^([0-9a-f-]{36})  ", result.stderr, flags=re.MULTILINE)[2]
+    assert result.stdout.splitlines() == [
+        "3 images: active 2, rejected 1",
+        f"{backed}  backed.qcow2  rejected  qcow2.backing_file",
+    ]
+    verbose = run_cli(tmp_path, "import", "-v", *paths, **ENV)
+    assert verbose.stdout.count("introspected") > 6 and "3 images:" not in verbose.stdout
+
+
+def test_json_of_rules_status_and_the_dry_run(tmp_path: Path, images: dict[str, Path]):
+    rules = [json.loads(line) for line in run_cli(tmp_path, "rules", "--json").stdout.splitlines()]
+    assert {"code": "qcow2.backing_file", "severity": "reject"}.items() <= next(
+        r for r in rules if r["code"] == "qcow2.backing_file"
+    ).items()
+    imported = run_cli(tmp_path, "import", "--disk-format", "vmdk", str(images["small.qcow2"]), **ENV)
+    (image_id,) = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
+    lines = [
+        json.loads(line)
+        for line in run_cli(tmp_path, "rerun", "--all", "--dry-run", "--json").stdout.splitlines()
+    ]
+    assert lines == [
+        {"rerun": image_id},
+        {"mismatch": image_id, "problems": ["disk_format vmdk but the content is qcow2"]},
+        {"would_rerun": 1, "mismatched": 1},
+    ]
+    status = run_cli(tmp_path, "status", "--json", INTROSPECT_BROKER_URL="redis://127.0.0.1:1/0")
+    assert status.returncode == 1
+    state = json.loads(status.stdout)
+    assert state["broker"]["reachable"] is False and "cannot reach the broker" in state["broker"]["error"]
+    assert state["catalog"]["images"] == {"rejected": 1}
