@@ -56,6 +56,14 @@ PAGE_SIZE = 200
 #: per sync pass; a `next` link that never ends must not loop forever.
 MAX_PAGES = 1000
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: A plain `GET /v2/images` shows even an admin only part of what it may see: no hidden image
+#: (`os_hidden` defaults to false) and no other project's community image (without a
+#: `visibility`, community images are the caller's own only); glance/db/sqlalchemy/api.py,
+#: _image_get_all, Glance 33. `visibility=all` lifts the second (an admin then sees every project's
+#: public, private, shared and community images); hidden images need a listing of their own.
+EVERY_VISIBILITY = {"visibility": "all"}
+#: The two listings, disjoint: no image comes twice.
+HIDDEN_OR_NOT = ("false", "true")
 
 
 class GlanceError(PipelineError, SourceError):
@@ -350,9 +358,16 @@ class GlanceClient:
         return self._json("GET", f"/v2/tasks/{quote(task_id)}", call=f"GET task {task_id}")
 
     def iter_images(self, **filters: str) -> Iterator[dict[str, Any]]:
-        """Every image the filters select, page by page (Glance's `next` links), oldest change first
-        unless `sort` says otherwise."""
-        params: dict[str, str] = {"limit": str(PAGE_SIZE), "sort": "updated_at:asc,id:asc", **filters}
+        """Every image the filters select that we may see (as admin: of every project and every
+        visibility, hidden ones included; see EVERY_VISIBILITY), page by page (Glance's `next`
+        links), oldest change first unless `sort` says otherwise: the images that are not hidden,
+        then the hidden ones. A `visibility` or `os_hidden` filter narrows the listing."""
+        base: dict[str, str] = {"limit": str(PAGE_SIZE), "sort": "updated_at:asc,id:asc"}
+        base |= EVERY_VISIBILITY | filters
+        for hidden in [filters["os_hidden"]] if "os_hidden" in filters else HIDDEN_OR_NOT:
+            yield from self._listing(base | {"os_hidden": hidden})
+
+    def _listing(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         path: str | None = "/v2/images"
         for _ in range(MAX_PAGES):
             if path is None:
