@@ -81,6 +81,8 @@ MIGRATION_LOCK = 0x696E7472  # "intr"
 #: GET_LOCK name (and seconds it waits) that serializes concurrent upgrades of one MariaDB database.
 MARIADB_MIGRATION_LOCK = "introspect-catalog-migration"
 MARIADB_MIGRATION_WAIT = 300
+#: MariaDB's error for a statement it does not support (GET_LOCK on some Galera versions).
+ER_NOT_SUPPORTED_YET = 1235
 #: The dialect names of MariaDB and MySQL (`mariadb://` and `mysql://`; one code path).
 MYSQL = frozenset({"mysql", "mariadb"})
 #: Seconds a pooled MariaDB connection is kept: below the server's wait_timeout (8 h by default),
@@ -259,7 +261,17 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
         yield
         return
     lock = {"name": MARIADB_MIGRATION_LOCK, "wait": MARIADB_MIGRATION_WAIT}
-    if connection.execute(text("SELECT GET_LOCK(:name, :wait)"), lock).scalar() != 1:
+    try:
+        held = connection.execute(text("SELECT GET_LOCK(:name, :wait)"), lock).scalar()
+    except DBAPIError as error:
+        if not error.orig or error.orig.args[:1] != (ER_NOT_SUPPORTED_YET,):
+            raise
+        # Galera on MariaDB 10.6.13 and 10.11.3 refused GET_LOCK (MDEV-30473, undone by
+        # MDEV-31325); elsewhere on Galera the lock is the node's own. Without it, of two first
+        # uses racing, one fails on a table the other created, and its next try finds the head.
+        yield
+        return
+    if held != 1:
         raise CatalogUnavailable(
             f"the catalog database {describe(connection.engine)} is unavailable: another process "
             f"held its migration lock for {MARIADB_MIGRATION_WAIT} s"

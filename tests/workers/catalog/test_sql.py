@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, create_engine, text
 
-from tests.workers.conftest import PG_ADMIN_URL
+from tests.workers.conftest import PG_ADMIN_URL, SQL_URLS
 from workers.catalog import TRANSITIONS, Catalog, Outcome, Selection, Source, Status
 from workers.catalog.models import Base
 from workers.catalog.sql import (
@@ -282,6 +282,32 @@ def test_images_by_status_and_deletion(catalog: Catalog):
     with pytest.raises(NotFound):
         catalog.history(first)
     assert catalog.counts() == {"saving": 1, "queued": 1}
+
+
+@pytest.mark.parametrize("catalog_url", SQL_URLS[1:], indirect=True)
+def test_first_uses_at_once_migrate_once(catalog_url: str):
+    """Workers starting together on a new database server's database (an advisory lock on
+    PostgreSQL, a named one on MariaDB): one migrates, the others wait and find it done."""
+    engines = [make_engine(catalog_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+    ran: list[bool] = []
+    errors: list[BaseException] = []
+
+    def first_use(engine) -> None:
+        barrier.wait()
+        try:
+            ran.append(upgrade(engine))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_use, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    assert (errors, sorted(ran)) == ([], [False, False, False, True])
 
 
 def test_open_catalog_migrates_on_first_use_and_is_cached_per_process(catalog_url: str):
