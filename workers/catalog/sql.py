@@ -523,10 +523,9 @@ class Catalog:
         """A pooled connection of the driver itself (sqlite3, psycopg or PyMySQL), for the hot
         path's plain SQL. On PostgreSQL it is in autocommit (no BEGIN and COMMIT round trips: each
         statement there is atomic on its own); on SQLite and MariaDB the caller begins (MariaDB:
-        the first statement does) and commits. A driver error
-        becomes the exception SQLAlchemy would have raised, so `_guarded` treats it the same way
-        (a database that is gone or locked is CatalogUnavailable), and a connection the server
-        dropped is discarded."""
+        the first statement does) and commits. A driver error becomes the exception SQLAlchemy
+        would have raised, so `_guarded` treats it the same way (a database that is gone or locked
+        is CatalogUnavailable), and a connection the server dropped is discarded."""
         engine = self._autocommit or self.engine
         dbapi_error = engine.dialect.loaded_dbapi.Error
         with _guarded(self.engine):
@@ -657,10 +656,11 @@ class Catalog:
             if self._dialect == "postgresql":
                 row = raw.execute(self._claim_sql, params).fetchone()
             elif self._dialect == "mariadb":
+                row = None
                 with _committed(raw), raw.cursor() as cursor:
-                    won = cursor.execute(self._claim_sql, params) == 1  # rows matched (FOUND_ROWS)
-                    cursor.execute(_pyformat(CLAIMED_MARIADB), params)
-                    row = cursor.fetchone() if won else None
+                    if cursor.execute(self._claim_sql, params) == 1:  # rows matched (FOUND_ROWS)
+                        cursor.execute(_pyformat(CLAIMED_MARIADB), params)
+                        row = cursor.fetchone()
             else:
                 with _immediate(raw):
                     rows = raw.execute(self._claim_sql, params).fetchall()  # all: the UPDATE completes
