@@ -242,7 +242,9 @@ def upgrade(engine: Engine) -> bool:
     """Bring the schema to the newest migration; True when something ran. Safe to call from many
     processes at once (an advisory lock on PostgreSQL, a named lock on MariaDB, BEGIN IMMEDIATE
     on SQLite)."""
-    with _guarded(engine), engine.begin() as connection, _migration_lock(connection):
+    with _guarded(engine), engine.connect() as connection, _named_lock(connection), connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         if MigrationContext.configure(connection).get_current_revision() == head_revision():
             return False
         config = alembic_config()
@@ -252,23 +254,24 @@ def upgrade(engine: Engine) -> bool:
 
 
 @contextmanager
-def _migration_lock(connection: Connection) -> Iterator[None]:
-    """PostgreSQL: a lock that ends with the transaction. MariaDB: a named lock of the session,
-    which outlives the commits its DDL makes, released here (the connection goes back to a pool)."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+def _named_lock(connection: Connection) -> Iterator[None]:
+    """MariaDB: a named lock of the session around the migration's transaction (it outlives the
+    commits its DDL makes, and is released only once the new revision is committed, so the next
+    holder sees it). Taken and released outside any transaction."""
     if connection.dialect.name not in MYSQL:
         yield
         return
     lock = {"name": MARIADB_MIGRATION_LOCK, "wait": MARIADB_MIGRATION_WAIT}
     try:
         held = connection.execute(text("SELECT GET_LOCK(:name, :wait)"), lock).scalar()
+        connection.commit()  # ends the transaction the SELECT began; the lock stays
     except DBAPIError as error:
         if not error.orig or error.orig.args[:1] != (ER_NOT_SUPPORTED_YET,):
             raise
         # Galera on MariaDB 10.6.13 and 10.11.3 refused GET_LOCK (MDEV-30473, undone by
         # MDEV-31325); elsewhere on Galera the lock is the node's own. Without it, of two first
         # uses racing, one fails on a table the other created, and its next try finds the head.
+        connection.rollback()
         yield
         return
     if held != 1:
@@ -280,6 +283,7 @@ def _migration_lock(connection: Connection) -> Iterator[None]:
         yield
     finally:
         connection.execute(text("SELECT RELEASE_LOCK(:name)"), lock)
+        connection.commit()
 
 
 def describe(engine: Engine) -> str:
