@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from workers.settings import Settings
 
 BACKENDS: dict[str, str] = {
-    "sql": "workers.catalog.sql",  # SQLite (default) or PostgreSQL: INTROSPECT_DATABASE_URL
+    "sql": "workers.catalog.sql",  # SQLite (default), PostgreSQL or MariaDB: INTROSPECT_DATABASE_URL
     "glance": "workers.glance.catalog",  # an OpenStack Glance: INTROSPECT_GLANCE_*
 }
 

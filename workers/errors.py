@@ -1,6 +1,7 @@
 """Errors of the service side, as one small tree (the library's own are in introspect.errors).
 
     PipelineError                 one clear line for the operator; the CLI prints it and exits 1
+     ├── CatalogConfigError       the catalog's database URL names no database the catalog supports
      ├── NotFound                 no image with that id
      ├── InvalidTransition        the status table forbids the move (or another worker moved it first)
      ├── UnknownScheme            a location whose scheme no store serves
@@ -23,6 +24,11 @@ from introspect.errors import SourceError
 
 class PipelineError(Exception):
     """Something the operator can act on; the message says what happened and what to do."""
+
+
+class CatalogConfigError(PipelineError):
+    """The catalog's database URL cannot be used: not a URL, a database the catalog does not
+    support, or its driver is not installed. Not transient: the setting must change."""
 
 
 class NotFound(PipelineError):

@@ -16,6 +16,7 @@ from workers.glance.client import (
     Endpoints,
     GlanceClient,
     GlanceConfigError,
+    GlanceError,
     GlanceUnavailable,
     HeaderIdentity,
     keystone_identity,
@@ -161,3 +162,58 @@ def test_run_completes_when_an_endpoint_dies_mid_run(
     assert client.stats.requests[second_api.url] >= 3  # it served its share before it died
     for image_id in ids:
         assert admin.get(image_id)["introspect_verdict"] == "ok"
+
+
+class Flaky:
+    """A transport that answers each request with the next status of a list (then 200)."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.hosts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.hosts.append(request.url.host)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return httpx.Response(status, json={"id": "x"} if status == 200 else None, text=None)
+
+
+def test_backoff_pauses_only_while_every_endpoint_cools_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("workers.glance.client.time.sleep", lambda s: s and pauses.append(s))  # 0: none
+    one = Flaky(503, 502, 500)
+    with GlanceClient(["http://a"], IDENTITY, attempts=4, transport=httpx.MockTransport(one)) as client:
+        assert client.get_image("x") == {"id": "x"}
+        assert (pauses, client.stats.failovers) == ([0.2, 0.4, 0.8], 3)
+    pauses.clear()
+    two = Flaky(503)
+    with GlanceClient(["http://a", "http://b"], IDENTITY, transport=httpx.MockTransport(two)) as client:
+        assert client.get_image("x") == {"id": "x"}
+        assert (two.hosts, pauses) == (["a", "b"], [])  # the other endpoint was up: no pause
+    dead = Flaky(*[503] * 9)
+    with GlanceClient(["http://a"], IDENTITY, attempts=9, transport=httpx.MockTransport(dead)) as client:
+        with pytest.raises(GlanceUnavailable, match=r"after 9 tries: http://a: 503 "):
+            client.get_image("x")
+    assert max(pauses) == 2.0  # capped
+
+
+def test_a_refused_token_is_renewed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Renewing:
+        renewed = 0
+
+        def headers(self) -> dict[str, str]:
+            return {"X-Auth-Token": f"t{self.renewed}"}
+
+        def invalidate(self) -> bool:
+            self.renewed += 1
+            return True
+
+        def endpoint(self) -> str | None:
+            return None
+
+    identity = Renewing()
+    with GlanceClient(["http://a"], identity, transport=httpx.MockTransport(Flaky(401))) as client:
+        assert client.get_image("x") == {"id": "x"}
+    assert identity.renewed == 1
+    with GlanceClient(["http://a"], identity, transport=httpx.MockTransport(Flaky(401, 401))) as client:
+        with pytest.raises(GlanceError, match=r"Glance answered 401: .*\(check the credentials\)$"):
+            client.get_image("x")

@@ -1,5 +1,5 @@
-"""Fixtures of the pipeline tests: real PostgreSQL and SQLite catalogs, real qemu-img images, a
-claimed Redis database, real `introspect worker` processes."""
+"""Fixtures of the pipeline tests: real PostgreSQL, MariaDB and SQLite catalogs, real qemu-img
+images, a claimed Redis database, real `introspect worker` processes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.workers.mariadb import MariaDb, MariaDbError
 from tests.workers.services import CLAIM_KEY, RedisDb, claim_redis_db, make_images
 from workers.catalog import Catalog
 from workers.catalog.sql import make_engine, upgrade
@@ -37,11 +38,44 @@ def pg_schema() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDb]:
+    """A MariaDB server of this session's own (tests/workers/mariadb.py), stopped at its end."""
+    try:
+        server = MariaDb.start(tmp_path_factory.mktemp("mariadb"))
+    except MariaDbError as error:
+        pytest.fail(str(error))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mariadb_database(mariadb_server: MariaDb) -> Iterator[str]:
+    """The URL of a MariaDB database of this test's own, dropped afterwards."""
+    name = f"t_{secrets.token_hex(6)}"
+    url = mariadb_server.database(name)
+    try:
+        yield url
+    finally:
+        mariadb_server.drop(name)
+
+
+#: The SQL catalogs every SQL test runs on: fixture names, each with its marks.
+SQL_URLS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("pg_schema", id="postgresql", marks=pytest.mark.services),
+    pytest.param("mariadb_database", id="mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=SQL_URLS)
 def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
-    return request.getfixturevalue("pg_schema")
+    url: str = request.getfixturevalue(request.param)
+    return url
 
 
 @contextmanager
@@ -64,6 +98,13 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
 @pytest.fixture
 def pg_catalog(pg_schema: str) -> Iterator[Catalog]:
     with migrated_catalog(pg_schema) as catalog:
+        yield catalog
+
+
+@pytest.fixture(params=SQL_URLS[1:])
+def server_catalog(request: pytest.FixtureRequest) -> Iterator[Catalog]:
+    """A catalog on each database server many workers share: PostgreSQL, MariaDB."""
+    with migrated_catalog(request.getfixturevalue(request.param)) as catalog:
         yield catalog
 
 

@@ -1,7 +1,7 @@
 """End to end, with real services and real processes: a real Redis (a database claimed for this
 session, keys under a prefix of our own), real `introspect worker` processes, the real command
 line. Then the faults: a worker killed mid-task, a broker restarted mid-run, an image that kills
-every worker that touches it, and admin overrides racing re-runs on PostgreSQL."""
+every worker that touches it, and admin overrides racing re-runs on PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -353,13 +353,13 @@ def test_a_broker_restart_mid_run_still_completes(tmp_path: Path, images: dict[s
         redis_process.wait()
 
 
-# -- admin overrides racing re-runs, on PostgreSQL ---------------------------------------------------
+# -- admin overrides racing re-runs, on PostgreSQL and MariaDB ---------------------------------------
 
 
-def test_admin_overrides_made_during_reruns_are_never_lost(pg_catalog: Catalog, images: dict[str, Path]):
+def test_admin_overrides_made_during_reruns_are_never_lost(server_catalog: Catalog, images: dict[str, Path]):
     """Many concurrent pairs: a re-run and an admin write of the same image and key, released
     together by a barrier, in both orders; then the same again with an unset."""
-    catalog = pg_catalog
+    catalog = server_catalog
     pairs = 40
     path = images["stream.vmdk"]
     ids = []

@@ -1,5 +1,5 @@
 """Where images and their properties live: the `CatalogBackend` contract (backend.py), and this
-project's SQL catalog (SQLite by default, PostgreSQL for many workers), reached only through
+project's SQL catalog (SQLite by default, PostgreSQL or MariaDB for many workers), reached only through
 `Catalog`. workers/backends.py picks the configured backend (this one, or Glance's)."""
 
 from __future__ import annotations

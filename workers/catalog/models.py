@@ -14,10 +14,23 @@ from enum import StrEnum
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Table, Text, Uuid
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: An id column that autoincrements on both engines (SQLite only does so for INTEGER PRIMARY KEY).
+#: An id column that autoincrements on every engine (SQLite only does so for INTEGER PRIMARY KEY).
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
+#: An image id: MariaDB's own UUID type (10.7+) sorts ids in another order than Python and the
+#: other engines do, and older servers lack it: 32 hex digits there, as Uuid stores them on SQLite.
+Id = Uuid().with_variant(Uuid(native_uuid=False), "mysql", "mariadb")
+#: A moment, UTC, to the microsecond (MariaDB's DATETIME keeps whole seconds unless told).
+Moment = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+#: MariaDB/MySQL tables: any Unicode, and keys compared byte for byte as on SQLite and PostgreSQL
+#: (under a case-insensitive collation `Foo` and `foo` would be one property).
+TABLE_OPTIONS = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")
+    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_bin"))
+}
 
 
 def utcnow() -> datetime:
@@ -65,8 +78,9 @@ class Image(Base):
     """One image: what was declared, where its bytes are, and what its last inspection found."""
 
     __tablename__ = "images"
+    __table_args__ = TABLE_OPTIONS
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Id, primary_key=True, default=uuid.uuid4)
     name: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), index=True)
     #: Declared at import, or (when nothing was declared) the first format an inspection found;
@@ -79,15 +93,15 @@ class Image(Base):
     virtual_size: Mapped[int | None] = mapped_column(BigInteger)
     location: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(Moment, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Moment, default=utcnow)
     # The last inspection.
     verdict: Mapped[str | None] = mapped_column(String(16))
     findings: Mapped[list[Any] | None] = mapped_column(JSON)
     inspected_format: Mapped[str | None] = mapped_column(String(32))
     inspected_virtual_size: Mapped[int | None] = mapped_column(BigInteger)
     inspector_version: Mapped[int | None] = mapped_column(Integer, index=True)
-    inspected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inspected_at: Mapped[datetime | None] = mapped_column(Moment)
     inspection_task: Mapped[str | None] = mapped_column(String(64))
     #: The re-run job whose task last finished this image (progress of `rerun --wait`).
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -101,9 +115,10 @@ class ImageProperty(Base):
     """One value of one key of one image, from one source (see the module docstring)."""
 
     __tablename__ = "image_properties"
+    __table_args__ = TABLE_OPTIONS
 
     image_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+        Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     source: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -111,7 +126,7 @@ class ImageProperty(Base):
     inspector_version: Mapped[int | None] = mapped_column(Integer)  # introspected rows
     task_id: Mapped[str | None] = mapped_column(String(64))  # introspected rows
     set_by: Mapped[str | None] = mapped_column(String(255))  # admin rows
-    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    set_at: Mapped[datetime] = mapped_column(Moment, default=utcnow)
 
 
 class PropertyChange(Base):
@@ -119,16 +134,16 @@ class PropertyChange(Base):
     (except with its image)."""
 
     __tablename__ = "property_history"
-    __table_args__ = (Index("ix_property_history_image", "image_id", "id"),)
+    __table_args__ = (Index("ix_property_history_image", "image_id", "id"), TABLE_OPTIONS)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
-    image_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("images.id", ondelete="CASCADE"))
+    image_id: Mapped[uuid.UUID] = mapped_column(Id, ForeignKey("images.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     old: Mapped[str | None] = mapped_column(Text)
     new: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(255))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(Moment, default=utcnow)
     task_id: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -1,5 +1,6 @@
-"""The SQL catalog: SQLite by default, PostgreSQL for many workers (SQLAlchemy 2.x Core, except
-an inspection's claim and write-back: plain SQL handed to the driver, see "the hot path" below).
+"""The SQL catalog: SQLite by default, PostgreSQL or MariaDB (MySQL) for many workers
+(SQLAlchemy 2.x Core, except an inspection's claim and write-back: plain SQL handed to the
+driver, see "the hot path" below).
 
 Every status change is a compare-and-swap (`UPDATE ... WHERE status = :seen`) checked against
 `TRANSITIONS`; an inspection's write-back is a compare-and-swap on the claim token it was given,
@@ -9,6 +10,9 @@ property rows, so it can never lose an admin's write. Migrations (Alembic) run o
 SQLite runs in WAL mode with synchronous=NORMAL: a commit is atomic and survives any process
 dying (a killed worker included); only an OS crash or power loss may undo the last commits
 before the next checkpoint, never leaving the file inconsistent. PostgreSQL commits durably.
+MariaDB runs its catalog's transactions in READ COMMITTED (as Galera clusters are usually run:
+every statement sees what others committed, and InnoDB takes no gap locks for them), with
+tables in utf8mb4 under a binary collation (models.py), so keys compare as on the others.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +53,9 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from introspect.report import INSPECTOR_VERSION
 from workers.catalog.models import (
@@ -75,6 +80,7 @@ from workers.catalog.records import (
     Stale,
 )
 from workers.errors import (
+    CatalogConfigError,
     CatalogUnavailable,
     InvalidTransition,
     NoData,
@@ -83,6 +89,7 @@ from workers.errors import (
     Superseded,
     UpToDate,
 )
+from workers.settings import mask
 from workers.store import open_location
 
 if TYPE_CHECKING:
@@ -93,6 +100,20 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: pg_advisory_xact_lock key that serializes concurrent upgrades of one PostgreSQL database.
 MIGRATION_LOCK = 0x696E7472  # "intr"
+#: GET_LOCK name (and seconds it waits) that serializes concurrent upgrades of one MariaDB database.
+MARIADB_MIGRATION_LOCK = "introspect-catalog-migration"
+MARIADB_MIGRATION_WAIT = 300
+#: MariaDB's error for a statement it does not support (GET_LOCK on some Galera versions).
+ER_NOT_SUPPORTED_YET = 1235
+#: The dialect names of MariaDB and MySQL (`mariadb://` and `mysql://`; one code path).
+MYSQL = frozenset({"mysql", "mariadb"})
+#: Seconds a pooled MariaDB connection is kept: below the server's wait_timeout (8 h by default),
+#: and proxies in front of Galera (HAProxy, MaxScale) often drop idle connections sooner.
+MARIADB_POOL_RECYCLE = 3600
+#: The driver a server's URL gets when it names none (those the pipeline extra installs).
+DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+#: The databases a catalog URL may name.
+DIALECTS = frozenset({"sqlite", "postgres", *DRIVERS})
 #: How long a SQLite transaction waits for the write lock, and its first and longest pause.
 SQLITE_LOCK_TIMEOUT = 60.0
 SQLITE_FIRST_WAIT = 0.00005
@@ -104,10 +125,28 @@ CLAIMABLE = sorted(status for status, targets in TRANSITIONS.items() if Status.I
 
 
 def normalize_url(url: str | URL) -> URL:
-    """`postgresql://` means psycopg 3 here (the driver the pipeline extra installs)."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    """The URL with its driver: `postgresql://` means psycopg 3 here, `mariadb://` and `mysql://`
+    PyMySQL (the drivers the pipeline extra installs), and MariaDB speaks utf8mb4. A URL that is
+    not one, or names a database the catalog does not support, is a `CatalogConfigError`."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise CatalogConfigError(
+            f"the catalog database URL {mask(str(url))!r} is not a URL: use sqlite:///PATH, "
+            "postgresql://USER@HOST/DB or mariadb://USER:PASSWORD@HOST/DB"
+        ) from None
+    dialect, _, driver = parsed.drivername.partition("+")
+    if dialect not in DIALECTS:
+        raise CatalogConfigError(
+            f"the catalog database URL {parsed.render_as_string(hide_password=True)} names {dialect!r}, "
+            "a database the catalog does not support: use sqlite, postgresql or mariadb (mysql)"
+        )
+    if dialect == "postgres":
+        dialect = "postgresql"
+    if dialect in DRIVERS:
+        parsed = parsed.set(drivername=f"{dialect}+{driver or DRIVERS[dialect]}")
+    if dialect in MYSQL and "charset" not in parsed.query:
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     return parsed
 
 
@@ -148,6 +187,18 @@ def _begin_immediate(raw: sqlite3.Connection) -> None:
 
 
 @contextmanager
+def _committed(raw: Any) -> Iterator[None]:
+    """One transaction on a driver connection that begins by itself (PyMySQL): COMMIT, or
+    ROLLBACK on any exception (a time limit's included)."""
+    try:
+        yield
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
+
+
+@contextmanager
 def _immediate(raw: sqlite3.Connection) -> Iterator[None]:
     """One write transaction on a driver connection: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on
     any exception (a time limit's included: the write lock must never outlive the transaction)."""
@@ -179,13 +230,26 @@ def make_engine(url: str | URL, *, create_directory: bool = True) -> Engine:
                 shown = parsed.render_as_string(hide_password=True)
                 reason = f"cannot create {directory}: {error.strerror}"
                 raise CatalogUnavailable(f"the catalog database {shown} is unavailable: {reason}") from None
-        engine = create_engine(parsed, connect_args={"timeout": 0})  # see _sqlite_begin
+        engine = _create_engine(parsed, connect_args={"timeout": 0})  # see _sqlite_begin
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     # No pre-ping: it would cost a round trip per transaction. A connection the server dropped
     # fails its next statement, SQLAlchemy discards it, and the caller (a task) retries.
-    return create_engine(parsed)
+    if parsed.get_backend_name() in MYSQL:
+        return _create_engine(parsed, isolation_level="READ COMMITTED", pool_recycle=MARIADB_POOL_RECYCLE)
+    return _create_engine(parsed)
+
+
+def _create_engine(url: URL, **options: Any) -> Engine:
+    """create_engine, with a driver that is not installed said in one line."""
+    try:
+        return create_engine(url, **options)
+    except (NoSuchModuleError, ImportError) as error:
+        raise CatalogConfigError(
+            f"the catalog database {url.render_as_string(hide_password=True)} needs the driver "
+            f"{url.get_driver_name()!r}, which cannot be loaded ({error}): install introspect-images[pipeline]"
+        ) from None
 
 
 def alembic_config() -> Config:
@@ -205,8 +269,9 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> bool:
     """Bring the schema to the newest migration; True when something ran. Safe to call from many
-    processes at once (an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
-    with _guarded(engine), engine.begin() as connection:
+    processes at once (an advisory lock on PostgreSQL, a named lock on MariaDB, BEGIN IMMEDIATE
+    on SQLite)."""
+    with _guarded(engine), engine.connect() as connection, _named_lock(connection), connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         if MigrationContext.configure(connection).get_current_revision() == head_revision():
@@ -215,6 +280,39 @@ def upgrade(engine: Engine) -> bool:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
         return True
+
+
+@contextmanager
+def _named_lock(connection: Connection) -> Iterator[None]:
+    """MariaDB: a named lock of the session around the migration's transaction (it outlives the
+    commits its DDL makes, and is released only once the new revision is committed, so the next
+    holder sees it). Taken and released outside any transaction."""
+    if connection.dialect.name not in MYSQL:
+        yield
+        return
+    lock = {"name": MARIADB_MIGRATION_LOCK, "wait": MARIADB_MIGRATION_WAIT}
+    try:
+        held = connection.execute(text("SELECT GET_LOCK(:name, :wait)"), lock).scalar()
+        connection.commit()  # ends the transaction the SELECT began; the lock stays
+    except DBAPIError as error:
+        if not error.orig or error.orig.args[:1] != (ER_NOT_SUPPORTED_YET,):
+            raise
+        # Galera on MariaDB 10.6.13 and 10.11.3 refused GET_LOCK (MDEV-30473, undone by
+        # MDEV-31325); elsewhere on Galera the lock is the node's own. Without it, of two first
+        # uses racing, one fails on a table the other created, and its next try finds the head.
+        connection.rollback()
+        yield
+        return
+    if held != 1:
+        raise CatalogUnavailable(
+            f"the catalog database {describe(connection.engine)} is unavailable: another process "
+            f"held its migration lock for {MARIADB_MIGRATION_WAIT} s"
+        )
+    try:
+        yield
+    finally:
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), lock)
+        connection.commit()
 
 
 def describe(engine: Engine) -> str:
@@ -241,15 +339,16 @@ def _guarded(engine: Engine) -> Iterator[None]:
 # Plain SQL sent straight to the driver (see `Catalog._driver`): SQLAlchemy's per-statement work
 # (execution context, events, parameter processing, result wrapping) cost more than the database's
 # own, and these statements run twice per image. Written with `:name` parameters, as `text()`
-# takes them; `_pyformat` rewrites them for psycopg. Everything else in this module uses Core.
+# takes them; `_pyformat` rewrites them for psycopg and PyMySQL. Everything else in this module
+# uses Core.
 
 #: Take the image for an inspection: moves it only from a status whose transitions include
-#: `importing`, counts one more delivery, hands back what the inspection needs.
-CLAIM_SQL = f"""
+#: `importing`, counts one more delivery (then CLAIM_SQL hands back what the inspection needs).
+CLAIM_UPDATE_SQL = f"""
 UPDATE images SET status = 'importing', claim_token = :token, deliveries = deliveries + 1, updated_at = :now
 WHERE id = :id AND status IN ({", ".join(f"'{status}'" for status in CLAIMABLE)})
-RETURNING deliveries, location, disk_format, virtual_size
 """
+CLAIM_SQL = f"{CLAIM_UPDATE_SQL}RETURNING deliveries, location, disk_format, virtual_size\n"
 
 #: The claim on PostgreSQL commits asynchronously (without waiting for its WAL to reach the disk;
 #: "the behavior for any one transaction is determined by the setting in effect when it commits",
@@ -339,8 +438,35 @@ VALUES (:image_id, :key, :old, :new, :source, :actor, :at, :task_id)
 """
 
 
+# MariaDB has no UPDATE ... RETURNING: the claim is CLAIM_UPDATE_SQL then this read, in one
+# transaction (the row lock the UPDATE took keeps it ours until the commit), and the write-back
+# the steps of SQLite's path (a round trip each) in one transaction. `key` is a reserved word there.
+CLAIMED_MARIADB = """
+SELECT deliveries, location, disk_format, virtual_size FROM images WHERE id = :id AND claim_token = :token
+"""
+INTROSPECTED_MARIADB = """
+SELECT `key`, value, inspector_version FROM image_properties WHERE image_id = :id AND source = 'introspected'
+"""
+UPSERT_MARIADB = """
+INSERT INTO image_properties (image_id, `key`, source, value, inspector_version, task_id, set_by, set_at)
+VALUES (:image_id, :key, 'introspected', :value, :inspector_version, :task_id, NULL, :set_at)
+ON DUPLICATE KEY UPDATE
+    value = VALUES(value), inspector_version = VALUES(inspector_version),
+    task_id = VALUES(task_id), set_by = VALUES(set_by), set_at = VALUES(set_at)
+"""
+DELETE_MARIADB = """
+DELETE FROM image_properties WHERE image_id = :image_id AND source = 'introspected' AND `key` = :key
+"""
+HISTORY_MARIADB = """
+INSERT INTO property_history (image_id, `key`, old, new, source, actor, at, task_id)
+VALUES (:image_id, :key, :old, :new, :source, :actor, :at, :task_id)
+"""
+
+
+@cache
 def _pyformat(sql: str) -> str:
-    """`:name` parameters as psycopg's `%(name)s` (the SQL above has no `::` casts and no `%`)."""
+    """`:name` parameters as psycopg's and PyMySQL's `%(name)s` (the SQL above has no `::` casts
+    and no `%`)."""
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
@@ -406,15 +532,18 @@ def reader(settings: Settings) -> CatalogBackend:
 def _upsert(engine: Engine) -> Insert:
     """INSERT ... ON CONFLICT (image, key, source) DO UPDATE of the value columns only. With
     RETURNING, SQLAlchemy sends a list of rows as one multi-row INSERT ("insertmanyvalues"): one
-    round trip, where a plain executemany costs one per row (or a pipeline sync with psycopg)."""
+    round trip, where a plain executemany costs one per row (or a pipeline sync with psycopg).
+    MariaDB: INSERT ... ON DUPLICATE KEY UPDATE (the primary key is the only unique key), which
+    PyMySQL's executemany already sends as one multi-row INSERT."""
+    columns = ("value", "inspector_version", "task_id", "set_by", "set_at")
+    if engine.dialect.name in MYSQL:
+        upsert = mysql.insert(properties)
+        return upsert.on_duplicate_key_update({column: upsert.inserted[column] for column in columns})
     dialect_insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(properties)
     return statement.on_conflict_do_update(
         index_elements=[properties.c.image_id, properties.c.key, properties.c.source],
-        set_={
-            column: statement.excluded[column]
-            for column in ("value", "inspector_version", "task_id", "set_by", "set_at")
-        },
+        set_={column: statement.excluded[column] for column in columns},
     ).returning(properties.c.key)
 
 
@@ -423,6 +552,7 @@ class Catalog:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._dialect = "mariadb" if engine.dialect.name in MYSQL else engine.dialect.name
         # A pool of its own whose connections stay in autocommit: switching a pooled connection
         # back and forth costs a SET round trip each way.
         self._autocommit = (
@@ -434,9 +564,10 @@ class Catalog:
         self._history_insert = insert(history).returning(history.c.id)  # one round trip, see _upsert
         # The hot path's SQL in the driver's parameter style, and the conversions SQLAlchemy would
         # apply to its parameters (so that a value is stored exactly as the Core path stores it).
-        postgres = engine.dialect.name == "postgresql"
-        self._claim_sql = _pyformat(CLAIM_POSTGRESQL) if postgres else CLAIM_SQL
-        self._finish_sql = _pyformat(FINISH_POSTGRESQL) if postgres else FINISH_IMAGE_SQL
+        self._claim_sql, self._finish_sql = {
+            "postgresql": (_pyformat(CLAIM_POSTGRESQL), _pyformat(FINISH_POSTGRESQL)),
+            "mariadb": (_pyformat(CLAIM_UPDATE_SQL), _pyformat(FINISH_IMAGE_SQL)),
+        }.get(self._dialect, (CLAIM_SQL, FINISH_IMAGE_SQL))
         self._bind_id = _binder(images.c.id, engine)
         self._bind_moment = _binder(images.c.updated_at, engine)
         self._bind_json = _binder(images.c.findings, engine)
@@ -458,12 +589,12 @@ class Catalog:
 
     @contextmanager
     def _driver(self) -> Iterator[Any]:
-        """A pooled connection of the driver itself (sqlite3 or psycopg), for the hot path's plain
-        SQL. On PostgreSQL it is in autocommit (no BEGIN and COMMIT round trips: each statement
-        there is atomic on its own); on SQLite the caller begins and commits. A driver error
-        becomes the exception SQLAlchemy would have raised, so `_guarded` treats it the same way
-        (a database that is gone or locked is CatalogUnavailable), and a connection the server
-        dropped is discarded."""
+        """A pooled connection of the driver itself (sqlite3, psycopg or PyMySQL), for the hot
+        path's plain SQL. On PostgreSQL it is in autocommit (no BEGIN and COMMIT round trips: each
+        statement there is atomic on its own); on SQLite and MariaDB the caller begins (MariaDB:
+        the first statement does) and commits. A driver error becomes the exception SQLAlchemy
+        would have raised, so `_guarded` treats it the same way (a database that is gone or locked
+        is CatalogUnavailable), and a connection the server dropped is discarded."""
         engine = self._autocommit or self.engine
         dbapi_error = engine.dialect.loaded_dbapi.Error
         with _guarded(self.engine):
@@ -616,8 +747,14 @@ class Catalog:
             _refuse_up_to_date(self.get(image_id))
         params = {"id": self._bind_id(image_id), "token": token, "now": self._bind_moment(utcnow())}
         with self._driver() as raw:
-            if self._autocommit is not None:
+            if self._dialect == "postgresql":
                 row = raw.execute(self._claim_sql, params).fetchone()
+            elif self._dialect == "mariadb":
+                row = None
+                with _committed(raw), raw.cursor() as cursor:
+                    if cursor.execute(self._claim_sql, params) == 1:  # rows matched (FOUND_ROWS)
+                        cursor.execute(_pyformat(CLAIMED_MARIADB), params)
+                        row = cursor.fetchone()
             else:
                 with _immediate(raw):
                     rows = raw.execute(self._claim_sql, params).fetchall()  # all: the UPDATE completes
@@ -765,9 +902,11 @@ class Catalog:
             "adopt_vsize": outcome.adopt_virtual_size,
         }
         with self._driver() as raw:
-            if self._autocommit is not None:
+            if self._dialect == "postgresql":
                 params |= {"keys": list(outcome.properties), "values": list(outcome.properties.values())}
                 return bool(raw.execute(self._finish_sql, params).fetchone()[0])
+            if self._dialect == "mariadb":
+                return self._finish_mariadb(raw, params, outcome)
             return self._finish_sqlite(raw, params, outcome)
 
     def _finish_sqlite(self, raw: sqlite3.Connection, params: dict[str, Any], outcome: Outcome) -> bool:
@@ -788,6 +927,25 @@ class Catalog:
                 raw.executemany(DELETE_SQLITE, [{"image_id": params["id"], "key": key} for key in gone])
             if changes:
                 raw.executemany(HISTORY_SQLITE, changes)
+        return True
+
+    def _finish_mariadb(self, raw: Any, params: dict[str, Any], outcome: Outcome) -> bool:
+        """The write-back on MariaDB: SQLite's steps, in one transaction. The compare-and-swap on
+        the claim token locks the image's row, so no other write-back of this image can run
+        until the commit; admin writes touch other rows."""
+        with _committed(raw), raw.cursor() as cursor:
+            if cursor.execute(self._finish_sql, params) != 1:
+                return False  # a newer delivery holds the image: nothing was written
+            cursor.execute(_pyformat(INTROSPECTED_MARIADB), {"id": params["id"]})
+            old = {key: (value, version) for key, value, version in cursor.fetchall()}
+            rows, changes, gone = _write_back(params["id"], old, outcome, params["task"], params["now"])
+            if rows:
+                cursor.executemany(_pyformat(UPSERT_MARIADB), rows)
+            if gone:
+                deleted = [{"image_id": params["id"], "key": key} for key in gone]
+                cursor.executemany(_pyformat(DELETE_MARIADB), deleted)
+            if changes:
+                cursor.executemany(_pyformat(HISTORY_MARIADB), changes)
         return True
 
     # -- properties -----------------------------------------------------------------------------

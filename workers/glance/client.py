@@ -6,8 +6,9 @@ settings.py). Transport is httpx either way: one request per call, no hidden ret
 
 Several endpoints (several glance-api hosts of one deployment) are used round-robin. A
 connection error, a timeout or a 5xx sends the request to the next endpoint and leaves the
-failed one alone for a cool-down period; only when every endpoint failed `attempts` times in
-all does the call raise `GlanceUnavailable` (a `Transient` fault: the task retries later).
+failed one alone for a cool-down period; only when the call failed `attempts` times in all
+does it raise `GlanceUnavailable` (a `Transient` fault: the task retries later). The tries are
+tenacity's (`Retrying`), pausing with exponential backoff only while every endpoint cools down.
 Every call the client makes is safe to repeat: GETs, and PATCHes whose `add` ops replace.
 
 Errors, as one small tree under the pipeline's:
@@ -39,6 +40,14 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from introspect.errors import SourceError
 from workers.errors import NotFound, PipelineError, Transient
@@ -55,7 +64,18 @@ PAGE_SIZE = 200
 #: Most pages one listing walks: 1000 pages of 200 images, far beyond any real catalog's size
 #: per sync pass; a `next` link that never ends must not loop forever.
 MAX_PAGES = 1000
+#: The pause before the next try while every endpoint cools down: 0.2 s, doubling, at most 2 s.
+#: While one is up, the next try goes to it at once.
+BACKOFF = wait_exponential(multiplier=0.2, max=2.0)
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: A plain `GET /v2/images` shows even an admin only part of what it may see: no hidden image
+#: (`os_hidden` defaults to false) and no other project's community image (without a
+#: `visibility`, community images are the caller's own only); glance/db/sqlalchemy/api.py,
+#: _image_get_all, Glance 33. `visibility=all` lifts the second (an admin then sees every project's
+#: public, private, shared and community images); hidden images need a listing of their own.
+EVERY_VISIBILITY = {"visibility": "all"}
+#: The two listings, disjoint: no image comes twice.
+HIDDEN_OR_NOT = ("false", "true")
 
 
 class GlanceError(PipelineError, SourceError):
@@ -350,9 +370,16 @@ class GlanceClient:
         return self._json("GET", f"/v2/tasks/{quote(task_id)}", call=f"GET task {task_id}")
 
     def iter_images(self, **filters: str) -> Iterator[dict[str, Any]]:
-        """Every image the filters select, page by page (Glance's `next` links), oldest change first
-        unless `sort` says otherwise."""
-        params: dict[str, str] = {"limit": str(PAGE_SIZE), "sort": "updated_at:asc,id:asc", **filters}
+        """Every image the filters select that we may see (as admin: of every project and every
+        visibility, hidden ones included; see EVERY_VISIBILITY), page by page (Glance's `next`
+        links), oldest change first unless `sort` says otherwise: the images that are not hidden,
+        then the hidden ones. A `visibility` or `os_hidden` filter narrows the listing."""
+        base: dict[str, str] = {"limit": str(PAGE_SIZE), "sort": "updated_at:asc,id:asc"}
+        base |= EVERY_VISIBILITY | filters
+        for hidden in [filters["os_hidden"]] if "os_hidden" in filters else HIDDEN_OR_NOT:
+            yield from self._listing(base | {"os_hidden": hidden})
+
+    def _listing(self, params: dict[str, str]) -> Iterator[dict[str, Any]]:
         path: str | None = "/v2/images"
         for _ in range(MAX_PAGES):
             if path is None:
@@ -414,7 +441,9 @@ class GlanceClient:
         """One call, tried on the endpoints in turn; 4xx is an answer, not a failure."""
         failures: list[str] = []
         reauthenticated = False
-        for attempt in range(self.attempts):
+
+        def once() -> httpx.Response:
+            nonlocal reauthenticated
             url = self.endpoints.pick()
             try:
                 request = self._http.build_request(
@@ -422,27 +451,34 @@ class GlanceClient:
                 )
                 response = self._send(request, stream_limit)
             except httpx.TransportError as error:
-                failures.append(f"{url}: {type(error).__name__}: {error}")
-                self._failed(url, attempt)
-                continue
+                raise self._failed(url, failures, f"{url}: {type(error).__name__}: {error}") from error
             self.stats.requests[url] = self.stats.requests.get(url, 0) + 1
             if response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR:
-                failures.append(f"{url}: {response.status_code} {_glance_message(response.text)}")
-                self._failed(url, attempt)
-                continue
+                reason = f"{url}: {response.status_code} {_glance_message(response.text)}"
+                raise self._failed(url, failures, reason)
             if (
                 response.status_code == httpx.codes.UNAUTHORIZED
                 and not reauthenticated
                 and self.identity.invalidate()
             ):
                 reauthenticated = True
-                continue
+                raise _TryAgain("the token was renewed")
             if response.status_code == httpx.codes.UNAUTHORIZED:
                 raise GlanceError(response.status_code, call, response.text + " (check the credentials)")
             return response
-        raise GlanceUnavailable(
-            f"{call}: no Glance endpoint answered after {self.attempts} tries: " + "; ".join(failures)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._backoff,
+            retry=retry_if_exception_type(_TryAgain),
+            sleep=time.sleep,
         )
+        try:
+            return retrying(once)
+        except RetryError:
+            raise GlanceUnavailable(
+                f"{call}: no Glance endpoint answered after {self.attempts} tries: " + "; ".join(failures)
+            ) from None
 
     def _send(self, request: httpx.Request, stream_limit: int | None) -> httpx.Response:
         """Send; with `stream_limit`, read at most that many body bytes (a range answered with
@@ -463,8 +499,19 @@ class GlanceClient:
             response.close()
         return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
 
-    def _failed(self, url: str, attempt: int) -> None:
+    def _failed(self, url: str, failures: list[str], reason: str) -> _TryAgain:
+        """An endpoint failed: it cools down, and the call tries again."""
+        failures.append(reason)
         self.endpoints.failed(url)
         self.stats.failovers += 1
-        if len(self.endpoints.down()) == len(self.endpoints.urls) and attempt + 1 < self.attempts:
-            time.sleep(min(0.2 * 2**attempt, 2.0))
+        return _TryAgain(reason)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """BACKOFF while every endpoint cools down; no pause while one is up."""
+        if len(self.endpoints.down()) < len(self.endpoints.urls):
+            return 0.0
+        return float(BACKOFF(state))
+
+
+class _TryAgain(Exception):
+    """One try failed in a way the next may not (an endpoint down, a token renewed)."""

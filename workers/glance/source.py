@@ -11,16 +11,23 @@ The size comes from the image record; the data is never downloaded whole.
 (sha1 of the image id, here with the data's checksum, so new data under the same id can never
 be served from old ranges), within a byte cap: the least recently used images are evicted
 first. A re-run over unchanged images then costs no data requests at all.
+
+Several worker processes share one cache directory. A range is written to a temporary file and
+renamed into place, so a reader sees a whole range or none; writers hold a shared `flock` on
+DIR/.lock, an eviction an exclusive one, so no eviction removes a directory a writer is about to
+fill or a temporary file it is still writing. Readers take no lock: a range evicted while they
+list an image is one they fetch again.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
-import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +38,8 @@ from workers.glance.client import GlanceClient
 RANGE_SUFFIX = ".range"
 #: Most ranges kept for one image: parsers make at most Budget.max_reads (64) reads.
 MAX_RANGES_PER_IMAGE = 256
+#: The lock file in the cache directory: shared by writers, exclusive for an eviction.
+LOCK_NAME = ".lock"
 
 
 def cache_key(image_id: str, checksum: str) -> str:
@@ -44,7 +53,15 @@ class RangeCache:
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _locked(self, operation: int) -> Iterator[None]:
+        """flock on DIR/.lock (a file opened per call, so threads of one process exclude each other
+        as processes do); closing it releases the lock, whatever happens."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / LOCK_NAME).open("ab") as lock:
+            fcntl.flock(lock, operation)
+            yield
 
     def _dir(self, key: str) -> Path:
         return self.directory / key[:2] / key
@@ -66,11 +83,16 @@ class RangeCache:
         if not data or len(data) > self.max_bytes:
             return
         directory = self._dir(key)
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        Path(temporary).replace(directory / f"{start:016x}{RANGE_SUFFIX}")
+        with self._locked(fcntl.LOCK_SH):
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                Path(temporary).replace(directory / f"{start:016x}{RANGE_SUFFIX}")
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
         self.evict()
 
     def size(self) -> int:
@@ -85,8 +107,11 @@ class RangeCache:
         return images
 
     def evict(self) -> None:
-        """Drop whole images, least recently used first, until the cache fits its cap."""
-        with self._lock:
+        """Drop whole images, least recently used first, until the cache fits its cap. Looked at
+        without the lock first: under the cap (the usual case) writers are never held up."""
+        if self.size() <= self.max_bytes:
+            return
+        with self._locked(fcntl.LOCK_EX):
             images = self._images()
             total = sum(size for _, size in images)
             if total <= self.max_bytes:

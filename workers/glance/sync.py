@@ -1,6 +1,7 @@
 """`introspect glance sync [--since T]`: the poller, for when notifications are off or were lost.
 
-It lists active images changed since T (`updated_at=gte:T`, oldest change first, page by page)
+It lists active images changed since T (`updated_at=gte:T`, oldest change first, page by page;
+of every project and visibility, hidden ones included: see GlanceClient.iter_images)
 and hands each one whose marker does not cover its current data (checksum and inspector
 version) to `dispatch`. Our own write-back changes an image's updated_at too, so the next pass
 sees it again and skips it by its marker: nothing is inspected twice. `--watch` repeats the pass,

@@ -1,9 +1,10 @@
 """The catalog contract (workers/catalog/backend.py), checked once for every backend: SQLite,
-PostgreSQL, and a real Glance. What only one backend does (the SQL audit history and status
+PostgreSQL, MariaDB, and a real Glance. What only one backend does (the SQL audit history and status
 table, Glance's marker and claim property) is tested beside it: tests/workers/catalog/test_sql.py,
 tests/glance/test_catalog.py.
 
-Each backend is isolated: its own SQLite file, its own PostgreSQL schema, and on the session's
+Each backend is isolated: its own SQLite file, its own PostgreSQL schema, its own database on
+the session's private MariaDB server, and on the session's
 Glance only images this test uploaded (every selection names them by id). A new backend is one
 fixture below and one line in BACKENDS.
 """
@@ -71,6 +72,12 @@ def postgresql_catalog(pg_schema: str, images: dict[str, Path]) -> Iterator[Back
 
 
 @pytest.fixture
+def mariadb_catalog(mariadb_database: str, images: dict[str, Path]) -> Iterator[Backend]:
+    with migrated_catalog(mariadb_database) as catalog:
+        yield sql_backend(catalog, images)
+
+
+@pytest.fixture
 def glance_catalog(client: GlanceClient, admin: Admin, images: dict[str, Path]) -> Backend:
     def with_data(path: Path, disk_format: str) -> uuid.UUID:
         return uuid.UUID(admin.uploaded(path, disk_format_=disk_format))
@@ -84,6 +91,7 @@ def glance_catalog(client: GlanceClient, admin: Admin, images: dict[str, Path]) 
 BACKENDS = [
     pytest.param("sqlite_catalog", id="sqlite"),
     pytest.param("postgresql_catalog", id="postgresql", marks=pytest.mark.services),
+    pytest.param("mariadb_catalog", id="mariadb", marks=pytest.mark.mariadb),
     pytest.param("glance_catalog", id="glance", marks=pytest.mark.glance),
 ]
 

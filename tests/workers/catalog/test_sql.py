@@ -1,5 +1,5 @@
-"""What only the SQL catalog does, on SQLite and on PostgreSQL (every test runs on both): its
-status table, audit history, migrations and hot path. What every catalog does is checked once for
+"""What only the SQL catalog does, on SQLite, PostgreSQL and MariaDB (every test taking `catalog`
+runs on all three): its status table, audit history, migrations and hot path. What every catalog does is checked once for
 all of them in test_contract.py."""
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, create_engine, text
 
-from tests.workers.conftest import PG_ADMIN_URL
+from tests.workers.conftest import PG_ADMIN_URL, SQL_URLS
 from workers.catalog import TRANSITIONS, Catalog, Outcome, Selection, Source, Status
 from workers.catalog.models import Base
-from workers.catalog.sql import CLAIM_POSTGRESQL, head_revision, make_engine, open_catalog, upgrade
-from workers.errors import CatalogUnavailable, InvalidTransition, NotFound
+from workers.catalog.sql import (
+    CLAIM_POSTGRESQL,
+    head_revision,
+    make_engine,
+    normalize_url,
+    open_catalog,
+    upgrade,
+)
+from workers.errors import CatalogConfigError, CatalogUnavailable, InvalidTransition, NotFound
 
 
 def outcome(properties: dict[str, str], *, status: Status = Status.ACTIVE, version: int = 1, **extra):
@@ -188,6 +195,17 @@ def test_write_back_replaces_introspected_values_and_keeps_admin_ones(catalog: C
     ]
 
 
+def test_keys_are_compared_byte_for_byte_and_values_keep_any_unicode(catalog: Catalog):
+    """MariaDB's default collation would make `Key` and `key` one property, and its utf8 three
+    bytes a character at most: the catalog's tables say utf8mb4 and a binary collation."""
+    image_id = saved(catalog)
+    values = {"os_distro": "debian", "OS_DISTRO": "other", "note": "Grüße 🖥️ \u202etxt.exe"}
+    inspected(catalog, image_id, values)
+    catalog.set_admin(image_id, {"Os_Distro": "admin"}, actor="alice")
+    assert catalog.effective(image_id) == values | {"Os_Distro": "admin"}
+    assert catalog.introspected(image_id) == values
+
+
 def test_the_same_inspection_twice_gives_the_same_catalog_and_no_audit_rows(catalog: Catalog):
     image_id = saved(catalog)
     inspected(catalog, image_id, {"a": "1", "b": "2"})
@@ -266,6 +284,32 @@ def test_images_by_status_and_deletion(catalog: Catalog):
     assert catalog.counts() == {"saving": 1, "queued": 1}
 
 
+@pytest.mark.parametrize("catalog_url", SQL_URLS[1:], indirect=True)
+def test_first_uses_at_once_migrate_once(catalog_url: str):
+    """Workers starting together on a new database server's database (an advisory lock on
+    PostgreSQL, a named one on MariaDB): one migrates, the others wait and find it done."""
+    engines = [make_engine(catalog_url) for _ in range(4)]
+    barrier = threading.Barrier(len(engines))
+    ran: list[bool] = []
+    errors: list[BaseException] = []
+
+    def first_use(engine) -> None:
+        barrier.wait()
+        try:
+            ran.append(upgrade(engine))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=first_use, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for engine in engines:
+        engine.dispose()
+    assert (errors, sorted(ran)) == ([], [False, False, False, True])
+
+
 def test_open_catalog_migrates_on_first_use_and_is_cached_per_process(catalog_url: str):
     opened = open_catalog(catalog_url)
     assert opened is open_catalog(catalog_url)
@@ -280,12 +324,80 @@ def test_open_catalog_migrates_on_first_use_and_is_cached_per_process(catalog_ur
             "postgresql+psycopg://postgres:***@127.0.0.1:1/test",
         ),
         ("sqlite:////proc/no/such/dir/catalog.sqlite", "sqlite:////proc/no/such/dir/catalog.sqlite"),
+        (
+            "mariadb://introspect:secret@127.0.0.1:1/test",
+            "mariadb+pymysql://introspect:***@127.0.0.1:1/test?charset=utf8mb4",
+        ),
     ],
 )
 def test_an_unreachable_database_is_one_clear_error(url: str, shown: str):
     message = f"^the catalog database {re.escape(shown)} is unavailable: "
     with pytest.raises(CatalogUnavailable, match=message):
         upgrade(make_engine(url))
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("mariadb://u:p@h/db", "mariadb+pymysql://u:p@h/db?charset=utf8mb4"),
+        ("mysql://u:p@h:3306/db", "mysql+pymysql://u:p@h:3306/db?charset=utf8mb4"),
+        ("mysql+pymysql://u@h/db?charset=utf8", "mysql+pymysql://u@h/db?charset=utf8"),
+        ("sqlite:///x.sqlite", "sqlite:///x.sqlite"),
+    ],
+)
+def test_a_url_without_a_driver_gets_the_one_the_pipeline_installs(url: str, driver: str):
+    assert normalize_url(url).render_as_string(hide_password=False) == driver
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "oracle://scott:tiger@db/orcl",
+            "the catalog database URL oracle://scott:***@db/orcl names 'oracle', a database the catalog "
+            "does not support: use sqlite, postgresql or mariadb (mysql)",
+        ),
+        (
+            "catalog.sqlite",
+            "the catalog database URL 'catalog.sqlite' is not a URL: use sqlite:///PATH, "
+            "postgresql://USER@HOST/DB or mariadb://USER:PASSWORD@HOST/DB",
+        ),
+        (
+            "mariadb+nosuchdriver://u:secret@h/db",
+            "the catalog database mariadb+nosuchdriver://u:***@h/db?charset=utf8mb4 needs the driver "
+            "'nosuchdriver', which cannot be loaded (Can't load plugin: sqlalchemy.dialects:"
+            "mariadb.nosuchdriver): install introspect-images[pipeline]",
+        ),
+    ],
+)
+def test_a_url_the_catalog_cannot_use_is_one_clear_error(url: str, message: str):
+    with pytest.raises(CatalogConfigError, match=f"^{re.escape(message)}$"):
+        open_catalog(url)
+
+
+@pytest.mark.mariadb
+def test_on_mariadb_the_catalog_reads_committed_in_utf8mb4(mariadb_database: str):
+    """The server's defaults (REPEATABLE READ, latin1) are not what the catalog runs in."""
+    catalog = migrated(mariadb_database)
+    try:
+        with catalog.engine.connect() as connection:
+            isolation = connection.execute(text("SELECT @@tx_isolation")).scalar_one()
+            tables = connection.execute(
+                text(
+                    "SELECT table_name, table_collation FROM information_schema.tables"
+                    " WHERE table_schema = DATABASE() AND table_name <> 'alembic_version'"
+                )
+            ).all()
+        assert isolation == "READ-COMMITTED"
+        assert sorted(tables) == [
+            ("image_properties", "utf8mb4_bin"),
+            ("images", "utf8mb4_bin"),
+            ("property_history", "utf8mb4_bin"),
+        ]
+    finally:
+        catalog.dispose()
 
 
 # -- the hot path (claim and write-back go straight to the driver): its failures --------------------
@@ -317,7 +429,7 @@ def test_a_write_back_interrupted_midway_writes_nothing_and_keeps_no_lock(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ):
     """A time limit can stop a task anywhere: the write-back is all or nothing, and on SQLite
-    the write lock goes with the transaction."""
+    the write lock goes with the transaction (on MariaDB, the image row's lock)."""
     image_id = saved(catalog)
     inspected(catalog, image_id, {"a": "1"})
     claim = catalog.claim(image_id, token="t", task_id="task-2")
@@ -328,7 +440,7 @@ def test_a_write_back_interrupted_midway_writes_nothing_and_keeps_no_lock(
     def stop(*_: object) -> None:
         raise Stopped
 
-    if catalog.engine.dialect.name == "sqlite":  # the diff runs between the claim's CAS and the rows
+    if catalog.engine.dialect.name != "postgresql":  # the diff runs between the claim's CAS and the rows
         monkeypatch.setattr("workers.catalog.sql._write_back", stop)
         with pytest.raises(Stopped):
             catalog.finish(claim, outcome({"a": "2"}), task_id="task-2")

@@ -7,8 +7,11 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision = "0001"
 down_revision = None
@@ -16,12 +19,22 @@ branch_labels = None
 depends_on = None
 
 AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# MariaDB/MySQL only (the other engines render these as before): microsecond DATETIMEs, ids as 32
+# hex digits (the order Python sorts them in; no UUID type before MariaDB 10.7), and tables
+# in utf8mb4 with a binary collation (property keys compared byte for byte, as elsewhere).
+Moment = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Id = sa.Uuid().with_variant(sa.Uuid(native_uuid=False), "mysql", "mariadb")
+TABLE_OPTIONS: dict[str, Any] = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")
+    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_bin"))
+}
 
 
 def upgrade() -> None:
     op.create_table(
         "images",
-        sa.Column("id", sa.Uuid(), primary_key=True),
+        sa.Column("id", Id, primary_key=True),
         sa.Column("name", sa.String(255)),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("disk_format", sa.String(32)),
@@ -31,18 +44,19 @@ def upgrade() -> None:
         sa.Column("virtual_size", sa.BigInteger()),
         sa.Column("location", sa.Text()),
         sa.Column("owner", sa.String(255)),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", Moment, nullable=False),
+        sa.Column("updated_at", Moment, nullable=False),
         sa.Column("verdict", sa.String(16)),
         sa.Column("findings", sa.JSON()),
         sa.Column("inspected_format", sa.String(32)),
         sa.Column("inspected_virtual_size", sa.BigInteger()),
         sa.Column("inspector_version", sa.Integer()),
-        sa.Column("inspected_at", sa.DateTime(timezone=True)),
+        sa.Column("inspected_at", Moment),
         sa.Column("inspection_task", sa.String(64)),
         sa.Column("job_id", sa.String(64)),
         sa.Column("claim_token", sa.String(64)),
         sa.Column("deliveries", sa.Integer(), nullable=False),
+        **TABLE_OPTIONS,
     )
     op.create_index("ix_images_status", "images", ["status"])
     op.create_index("ix_images_disk_format", "images", ["disk_format"])
@@ -50,26 +64,28 @@ def upgrade() -> None:
     op.create_index("ix_images_job_id", "images", ["job_id"])
     op.create_table(
         "image_properties",
-        sa.Column("image_id", sa.Uuid(), sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("image_id", Id, sa.ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("source", sa.String(16), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
         sa.Column("inspector_version", sa.Integer()),
         sa.Column("task_id", sa.String(64)),
         sa.Column("set_by", sa.String(255)),
-        sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("set_at", Moment, nullable=False),
+        **TABLE_OPTIONS,
     )
     op.create_table(
         "property_history",
         sa.Column("id", AutoId, primary_key=True, autoincrement=True),
-        sa.Column("image_id", sa.Uuid(), sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("image_id", Id, sa.ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("old", sa.Text()),
         sa.Column("new", sa.Text()),
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("actor", sa.String(255), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("at", Moment, nullable=False),
         sa.Column("task_id", sa.String(64)),
+        **TABLE_OPTIONS,
     )
     op.create_index("ix_property_history_image", "property_history", ["image_id", "id"])
 
