@@ -121,7 +121,10 @@ def _catalog(settings: Settings, *, write: bool) -> CatalogBackend:
 
 
 #: What INTROSPECT_DATABASE_URL accepts, for the message that refuses anything else.
-DATABASE_URLS = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+DATABASE_URLS = (
+    "sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
+    "or mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+)
 
 
 def _check_database_url(settings: Settings) -> None:
@@ -129,16 +132,19 @@ def _check_database_url(settings: Settings) -> None:
     is one line naming it and what is accepted, before anything is opened."""
     if settings.catalog != "sql" or settings.database_url is None:
         return
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     from workers.catalog.sql import normalize_url
+    from workers.errors import CatalogConfigError
 
     url = settings.database_url
     shown = literal(re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url))  # no password in messages
     try:
+        make_url(url)
         parsed = normalize_url(url)
         parsed.get_dialect().import_dbapi()
-    except NoSuchModuleError:  # (an ArgumentError too)
+    except (NoSuchModuleError, CatalogConfigError):  # a NoSuchModuleError is an ArgumentError too
         reason = "an unknown kind of database"
     except ArgumentError:
         reason = "not a database URL"
@@ -147,9 +153,7 @@ def _check_database_url(settings: Settings) -> None:
     except ValueError as error:
         reason = f"not a database URL ({error})"
     else:
-        if parsed.get_backend_name() in ("sqlite", "postgresql"):
-            return
-        reason = f"{parsed.get_backend_name()} is not a catalog database"
+        return
     raise PipelineError(f"INTROSPECT_DATABASE_URL {shown!r}: {reason}: use {DATABASE_URLS}")
 
 

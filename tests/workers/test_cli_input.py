@@ -14,7 +14,10 @@ from sqlalchemy import create_engine, inspect, text
 from tests.workers.test_cli import assert_one_line, run_cli
 
 USAGE = 2
-ACCEPTED_URLS = re.escape("use sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+ACCEPTED_URLS = re.escape(
+    "use sqlite:///PATH, postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE "
+    "or mariadb://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+)
 
 
 def assert_usage_line(result, pattern: str) -> None:
@@ -30,12 +33,15 @@ def assert_usage_line(result, pattern: str) -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("mysql://user:secret@db.example/catalog", r"its driver is not installed \(No module named .*\)"),
+        (
+            "mysql+mysqldb://user:secret@db.example/catalog",
+            r"its driver is not installed \(No module named .*\)",
+        ),
         ("garbage", "not a database URL"),
         ("foo://host/db", "an unknown kind of database"),
         ("postgresql://user:secret@host:notaport/db", r"not a database URL \(.*'notaport'\)"),
     ],
-    ids=["mysql", "garbage", "unknown", "port"],
+    ids=["driver", "garbage", "unknown", "port"],
 )
 def test_a_bad_database_url_is_one_line(tmp_path: Path, images: dict[str, Path], url: str, reason: str):
     shown = re.escape(url.replace(":secret@", ":***@"))
@@ -50,7 +56,10 @@ def test_a_bad_database_url_is_one_line(tmp_path: Path, images: dict[str, Path],
 
 POLICY_ERRORS = [
     ("[1, 2]", r"a policy is a JSON object \(.*\), not list"),
-    ('{"severty": {}}', "severty: unknown key: the keys are severity, report_only, vmdk_create_types, max_virtual_size"),
+    (
+        '{"severty": {}}',
+        "severty: unknown key: the keys are severity, report_only, vmdk_create_types, max_virtual_size, verify_manifest",
+    ),
     ('{"severity": {"qcow2.backing_file": "rejectt"}}', "severity.qcow2.backing_file: 'rejectt' is not a severity: use reject, warn, info"),
     ('{"severity": {"qcow2.no_such_rule": "warn"}}', "severity: unknown rule code 'qcow2.no_such_rule': `introspect rules` lists the codes"),
     ('{"severity": {"nope.*": "warn"}}', r"severity: unknown rule code 'nope\.\*': `introspect rules` lists the codes"),

@@ -152,10 +152,11 @@ class DeletedImage(Base):
     (the history outlives the image: `images history --deleted`)."""
 
     __tablename__ = "deleted_images"
+    __table_args__ = TABLE_OPTIONS
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Id, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(255))
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deleted_at: Mapped[datetime] = mapped_column(Moment, default=utcnow)
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
     history: Mapped[list[Any]] = mapped_column(JSON)
 

@@ -392,6 +392,7 @@ def test_on_mariadb_the_catalog_reads_committed_in_utf8mb4(mariadb_database: str
             ).all()
         assert isolation == "READ-COMMITTED"
         assert sorted(tables) == [
+            ("deleted_images", "utf8mb4_bin"),
             ("image_properties", "utf8mb4_bin"),
             ("images", "utf8mb4_bin"),
             ("property_history", "utf8mb4_bin"),
