@@ -13,24 +13,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Table, Text, Uuid
-from sqlalchemy.dialects import mysql
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: An id column that autoincrements on every engine (SQLite only does so for INTEGER PRIMARY KEY).
-AutoId = BigInteger().with_variant(Integer(), "sqlite")
-#: An image id: MariaDB's own UUID type (10.7+) sorts ids in another order than Python and the
-#: other engines do, and older servers lack it: 32 hex digits there, as Uuid stores them on SQLite.
-Id = Uuid().with_variant(Uuid(native_uuid=False), "mysql", "mariadb")
-#: A moment, UTC, to the microsecond (MariaDB's DATETIME keeps whole seconds unless told).
-Moment = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-#: MariaDB/MySQL tables: any Unicode, and keys compared byte for byte as on SQLite and PostgreSQL
-#: (under a case-insensitive collation `Foo` and `foo` would be one property).
-TABLE_OPTIONS = {
-    f"{dialect}_{option}": value
-    for dialect in ("mysql", "mariadb")
-    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_bin"))
-}
+from workers.catalog.columns import TABLE_OPTIONS, AutoId, Id, Moment
 
 
 def utcnow() -> datetime:

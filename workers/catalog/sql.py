@@ -203,12 +203,8 @@ def _immediate(raw: sqlite3.Connection) -> Iterator[None]:
     """One write transaction on a driver connection: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on
     any exception (a time limit's included: the write lock must never outlive the transaction)."""
     _begin_immediate(raw)
-    try:
+    with _committed(raw):
         yield
-    except BaseException:
-        raw.rollback()
-        raise
-    raw.commit()
 
 
 def make_engine(url: str | URL, *, create_directory: bool = True) -> Engine:

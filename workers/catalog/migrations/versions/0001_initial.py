@@ -7,28 +7,15 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+
+from workers.catalog.columns import TABLE_OPTIONS, AutoId, Id, Moment
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-AutoId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-# MariaDB/MySQL only (the other engines render these as before): microsecond DATETIMEs, ids as 32
-# hex digits (the order Python sorts them in; no UUID type before MariaDB 10.7), and tables
-# in utf8mb4 with a binary collation (property keys compared byte for byte, as elsewhere).
-Moment = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-Id = sa.Uuid().with_variant(sa.Uuid(native_uuid=False), "mysql", "mariadb")
-TABLE_OPTIONS: dict[str, Any] = {
-    f"{dialect}_{option}": value
-    for dialect in ("mysql", "mariadb")
-    for option, value in (("charset", "utf8mb4"), ("collate", "utf8mb4_bin"))
-}
 
 
 def upgrade() -> None:
