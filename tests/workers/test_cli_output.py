@@ -20,8 +20,11 @@ def test_formats_and_columns(tmp_path: Path, images: dict[str, Path]):
     imported = run_cli(tmp_path, "import", str(images["small.qcow2"]), str(images["disk.vhd"]), **ENV)
     ids = re.findall(r"^([0-9a-f-]{36})  ", imported.stderr, flags=re.MULTILINE)
 
+    # the listing pages by id (random uuids), not by import order
+    shown = sorted(zip(ids, [("small.qcow2", "qcow2"), ("disk.vhd", "vhd")], strict=True))
+    listed_ids = [image_id for image_id, _ in shown]
     value = run_cli(tmp_path, "images", "list", "-f", "value", "-c", "id", "-c", "disk_format", **ENV)
-    assert value.stdout.splitlines() == [f"{ids[0]} qcow2", f"{ids[1]} vhd"]
+    assert value.stdout.splitlines() == [f"{image_id} {fmt}" for image_id, (_, fmt) in shown]
     rows = list(csv.reader(io.StringIO(run_cli(tmp_path, "images", "list", "-f", "csv", **ENV).stdout)))
     assert rows[0] == [
         "id",
@@ -34,13 +37,12 @@ def test_formats_and_columns(tmp_path: Path, images: dict[str, Path]):
         "updated_at",
     ]
     assert [row[:4] for row in rows[1:]] == [
-        [ids[0], "small.qcow2", "active", "qcow2"],
-        [ids[1], "disk.vhd", "active", "vhd"],
+        [image_id, name, "active", fmt] for image_id, (name, fmt) in shown
     ]
     listed = yaml.safe_load(run_cli(tmp_path, "images", "list", "-f", "yaml", "-c", "name", **ENV).stdout)
-    assert listed == [{"name": "small.qcow2"}, {"name": "disk.vhd"}]
+    assert listed == [{"name": name} for _, (name, _) in shown]
     as_json = run_cli(tmp_path, "images", "list", "-f", "json", **ENV).stdout.splitlines()
-    assert [json.loads(line)["id"] for line in as_json] == ids
+    assert [json.loads(line)["id"] for line in as_json] == listed_ids
     assert run_cli(tmp_path, "images", "list", "--json", **ENV).stdout.splitlines() == as_json
     only_vhd = run_cli(tmp_path, "images", "list", "--disk-format", "vhd", "-f", "value", "-c", "id", **ENV)
     assert only_vhd.stdout.split() == [ids[1]]
