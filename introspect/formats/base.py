@@ -45,7 +45,10 @@ returns exactly `length` bytes of it. A view must guarantee:
 - it never opens another file: a backing file, a data file, a VMDK extent or a parent locator is
   not followed, and the unallocated ranges that would come from it read as zeros only when the
   format says so (otherwise the opener returns None);
-- it returns None when the guest's bytes cannot be read without a key (encrypted qcow2, LUKS).
+- when the guest's bytes cannot be read from this image alone, the opener raises an `ImageError`
+  of a `guest.*` rule that says why (`guest.encrypted`: a qcow2 with AES or LUKS encryption, a LUKS
+  image; `guest.no_view`: a VMDK whose extents are other files); it returns None only when the
+  format has no view yet.
 
 `raw.FORMAT` sets the identity view as the example; formats set `guest=None` until they have one.
 """
@@ -91,6 +94,11 @@ class GuestView(Protocol):
     @property
     def size(self) -> int:
         """The guest disk's size in bytes."""
+
+    @property
+    def incomplete(self) -> str | None:
+        """None when every byte the guest sees is in this image; else what holds the rest (the
+        backing file a qcow2 names): those ranges read as zeros, and facts may be incomplete."""
 
     def read(self, guest_offset: int, length: int) -> bytes:
         """Exactly `length` bytes of the guest disk from `guest_offset`; zeros where unallocated."""

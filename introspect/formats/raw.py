@@ -249,6 +249,8 @@ class RawGuestView:
     presents it. The example every format's view follows (see `introspect.formats.base`); a format
     whose disk is its file's first `size` bytes (a fixed VHD) uses it with that size."""
 
+    incomplete: str | None = None
+
     def __init__(self, reader: Reader, size: int | None = None) -> None:
         self._reader = reader
         self.size = qemu_virtual_size(reader.size) if size is None else size
