@@ -23,12 +23,15 @@ from rich.table import Table
 from rich.text import Text
 
 from introspect import DISTRIBUTION
+from introspect.decode import GIB, KIB, MIB
 from introspect.errors import SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name
+from introspect.inspector import GUEST_BUDGET
 from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
 from introspect.report import Report
 from introspect.safety import RULES, Policy
+from introspect.sources import Budget
 from introspect.streaming import StreamSource
 from introspect.text import literal
 from introspect.vocabulary import NAMESPACE, metadefs_namespace
@@ -193,6 +196,36 @@ def _first_problem(error: ValidationError) -> str:
     return f"{literal(field)} = {literal(repr(problem['input']))}: {problem['msg']}"
 
 
+def _guest_budget(value: str) -> Budget:
+    """`BYTES,READS` (BYTES may end in KiB, MiB or GiB) as the guest pass's Budget."""
+    size, sep, reads = value.partition(",")
+    units = {"gib": GIB, "mib": MIB, "kib": KIB, "": 1}
+    number = size.strip().lower()
+    unit = next(u for u in units if number.endswith(u))
+    digits = number.removesuffix(unit).strip()
+    if not sep or not digits.isdigit() or not reads.strip().isdigit() or int(reads) < 1 or int(digits) < 1:
+        raise click.BadParameter(
+            f"{literal(value)}: expected BYTES,READS such as 4MiB,512", param_hint="--guest-budget"
+        )
+    max_bytes = int(digits) * units[unit]
+    return Budget(max_bytes=max_bytes, max_reads=int(reads), max_read_size=min(max_bytes, 4 * MIB))
+
+
+def _guest_word(report: Report) -> str:
+    """The guest's system in a few words (`debian 12 x86_64`), or why there is none."""
+    if report.guest is None:
+        return "-"
+    systems = report.guest.systems
+    if len(systems) > 1:
+        return f"{len(systems)} systems"
+    if not systems:
+        return "none found"
+    system = systems[0]
+    return " ".join(
+        word for word in (system.os_id or system.os_type, system.version, system.architecture) if word
+    )
+
+
 def _row(report: Report) -> tuple[Text, ...]:
     """One table row. Every cell is literal Text, its control characters escaped: names and values
     come from images and users, and are never read as markup or terminal sequences."""
@@ -204,6 +237,7 @@ def _row(report: Report) -> tuple[Text, ...]:
         Text(_human(report.virtual_size)),
         Text(report.verdict.value, style=VERDICT_STYLE[report.verdict]),
         Text(literal(shown)),
+        Text(literal(_guest_word(report))),
         Text(literal(codes)),
     )
 
@@ -227,6 +261,14 @@ def _row(report: Report) -> tuple[Text, ...]:
     is_flag=True,
     help="Check an OVA's manifest digests (reads every file it lists once).",
 )
+@click.option("--no-guest", is_flag=True, help="Read headers only: skip the guest's volumes and filesystems.")
+@click.option(
+    "--guest-budget",
+    metavar="BYTES,READS",
+    default=f"{GUEST_BUDGET.max_bytes},{GUEST_BUDGET.max_reads}",
+    show_default=True,
+    help="What the guest pass may read per image.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")
 def inspect_command(
     paths: tuple[str, ...],
@@ -237,6 +279,8 @@ def inspect_command(
     report_only: bool,
     severities: tuple[str, ...],
     verify_manifest: bool,
+    no_guest: bool,
+    guest_budget: str,
     verbose: bool,
 ) -> None:
     """Inspect image files (directories are walked; `-` is standard input, read once) and print
@@ -244,6 +288,7 @@ def inspect_command(
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = load_policy(policy_file, report_only, severities)
+    budget = None if no_guest else _guest_budget(guest_budget)
     if verify_manifest:
         policy = policy.model_copy(update={"verify_manifest": True})
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -259,9 +304,18 @@ def inspect_command(
         try:
             if path == STDIN:
                 stdin = StreamSource(sys.stdin.buffer, digests=policy.verify_manifest)
-                report = inspect_image(stdin, expect=expect, policy=policy)
+                report = inspect_image(
+                    stdin, expect=expect, policy=policy, guest=budget is not None, guest_budget=budget
+                )
             else:
-                report = inspect_image(path, expect=expect, policy=policy, cross_check=cross_check)
+                report = inspect_image(
+                    path,
+                    expect=expect,
+                    policy=policy,
+                    cross_check=cross_check,
+                    guest=budget is not None,
+                    guest_budget=budget,
+                )
         except UsageError as error:
             err.print(f"introspect: {literal(str(error))}", markup=False)
             usage_failed = True
@@ -301,9 +355,16 @@ class _Rows:
         "virtual size",
         "verdict",
         "vmware / firmware",
+        "guest",
         "findings",
     )
-    FIXED: ClassVar[dict[str, int]] = {"format": 7, "virtual size": 12, "verdict": 8, "vmware / firmware": 26}
+    FIXED: ClassVar[dict[str, int]] = {
+        "format": 7,
+        "virtual size": 12,
+        "verdict": 8,
+        "vmware / firmware": 26,
+        "guest": 22,
+    }
 
     def __init__(self, console: Console, paths: list[str]) -> None:
         self.console = console

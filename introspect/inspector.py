@@ -19,11 +19,15 @@ from typing import IO, Any
 from introspect import containers, qemu
 from introspect import properties as props
 from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
+from introspect.decode import MIB
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
+from introspect.guest.inspection import GuestInspection, inspect_guest
+from introspect.guest.inspection import properties as guest_properties
+from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
 from introspect.safety import (
@@ -31,6 +35,8 @@ from introspect.safety import (
     DEFAULT_POLICY,
     EMPTY,
     FORMAT_MISMATCH,
+    GUEST_INTERNAL_ERROR,
+    GUEST_UNREADABLE,
     INTERNAL_ERROR,
     POLYGLOT,
     QEMU_SKIPPED,
@@ -57,6 +63,9 @@ NOT_LOCAL = "<not a local file>"
 
 #: Formats whose virtual size is the file's size: unknown in a member whose end is unknown.
 SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_file)
+#: The guest pass's own budget (the header pass keeps `Budget()`): room for a partition table, LVM
+#: metadata, a few filesystems' superblocks and inodes, os-release, an ELF header and a hive's cells.
+GUEST_BUDGET = Budget(max_bytes=4 * MIB, max_reads=512)
 #: The size a member whose end is unknown claims: past any offset a header can hold.
 UNKNOWN_END = 1 << 62
 
@@ -70,6 +79,8 @@ def inspect(
     cross_check: bool = False,
     name: str | None = None,
     expect_container: str | None = None,
+    guest: bool = True,
+    guest_budget: Budget | None = None,
 ) -> Report:
     """Inspect one image: a path, an http(s):// URL (read with Range requests), an open binary
     file, or a ByteSource.
@@ -78,6 +89,9 @@ def inspect(
     `cross_check` also runs `qemu-img info` on a local path and reports any disagreement.
     `expect_container` is the container_format it was declared with (Glance's words: bare, ova,
     ovf, compressed); content that is another is the finding `image.container_mismatch`.
+    `guest` reads the guest's own volumes and filesystems through the format's guest view (the
+    Report's `guest`, and os_type, os_distro... in its properties), within `guest_budget` (its own,
+    `GUEST_BUDGET` by default), separate from the header pass's `budget`.
     """
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise UsageError(f"unknown format {expect!r}; known: {', '.join(sorted(BY_NAME))}")
@@ -92,6 +106,7 @@ def inspect(
             expect=canonical_name(expect) if expect else None,
             policy=policy or DEFAULT_POLICY,
             cross_check_path=(path or NOT_LOCAL) if cross_check else None,
+            guest_budget=(guest_budget or GUEST_BUDGET) if guest else None,
         )
     return (
         report
@@ -165,6 +180,7 @@ def _inspect(
     expect: str | None,
     policy: Policy,
     cross_check_path: str | None,
+    guest_budget: Budget | None,
     depth: int = 0,
 ) -> Report:
     if reader.size == 0:
@@ -191,7 +207,9 @@ def _inspect(
         )
     head = Head(reader.head(), reader.tail(), reader.size)
     for container in containers.sniff_all(head.data):
-        opened = _inspect_container(reader, container, name=name, expect=expect, policy=policy, depth=depth)
+        opened = _inspect_container(
+            reader, container, name=name, expect=expect, policy=policy, guest_budget=guest_budget, depth=depth
+        )
         if opened is not None:
             return opened
     detection = detect(head)
@@ -211,6 +229,10 @@ def _inspect(
         )
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
+    guest = None
+    if inspection is not None and guest_budget is not None:
+        guest = _inspect_guest(fmt, inspection, reader, guest_budget)
+        findings.extend(guest.findings if guest else ())
     named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]
     findings = policy.apply(findings)
     if inspection is not None and cross_check_path is not None:
@@ -223,17 +245,63 @@ def _inspect(
         virtual_size=inspection.virtual_size if inspection else None,
         verdict=policy.verdict(findings, parsed=parsed),
         findings=findings,
-        properties=props.merge(("format", props.format_layer(fmt, inspection.details))).values
+        properties=props.merge(
+            ("format", props.format_layer(fmt, inspection.details)),
+            ("guest", guest_properties(guest.details) if guest else {}),
+        ).values
         if inspection
         else {},
         details=inspection.details if inspection else None,
         bytes_read=reader.bytes_read,
         reads=reader.reads,
+        guest=guest.details if guest else None,
     )
 
 
+def _inspect_guest(
+    fmt: Format[Any], inspection: Inspection[Any], reader: Reader, budget: Budget
+) -> GuestInspection | None:
+    """The guest pass, through its own metered Reader over the same source (its own budget and
+    counts): None when the format has no guest view. A guest fact alone never makes the image's
+    verdict an error: whatever the pass meets is a `guest.*` finding."""
+    if fmt.guest is None:
+        return None
+    guest_reader = Reader(reader.source, budget)
+    guest_reader.size = reader.size  # a member whose end is unknown keeps the size it claims
+    try:
+        view = fmt.guest(guest_reader, inspection.details)
+    except ImageError as error:
+        rule = error.rule if error.rule.code.startswith("guest.") else GUEST_UNREADABLE
+        return GuestInspection(
+            GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads), [rule.finding(str(error))]
+        )
+    if view is None:
+        return None
+    try:
+        return inspect_guest(view, guest_reader)
+    except (OSError, SourceError):
+        raise  # the source failed, not the image: the caller decides (retry)
+    except Exception as error:
+        return GuestInspection(
+            GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads),
+            [
+                GUEST_INTERNAL_ERROR.finding(
+                    f"introspect failed reading this {fmt.name} image's guest ({type(error).__name__}: {error}); "
+                    "the header facts stand; please report it with the file"
+                )
+            ],
+        )
+
+
 def _inspect_container(
-    reader: Reader, container: Container, *, name: str, expect: str | None, policy: Policy, depth: int
+    reader: Reader,
+    container: Container,
+    *,
+    name: str,
+    expect: str | None,
+    policy: Policy,
+    guest_budget: Budget | None,
+    depth: int,
 ) -> Report | None:
     """An image inside a container: inspect its boot member (one level deeper), report the
     container as container_format. A member whose end is unknown (a compressed stream decompressed
@@ -289,7 +357,13 @@ def _inspect_container(
     findings = list(unpacked.findings)
     inner = member.source if member.complete else _EndUnknown(member.source)
     report = _inspect(
-        Reader(inner), name=name, expect=expect, policy=policy, cross_check_path=None, depth=depth + 1
+        Reader(inner),
+        name=name,
+        expect=expect,
+        policy=policy,
+        cross_check_path=None,
+        guest_budget=guest_budget,
+        depth=depth + 1,
     )
     members: list[Report] = []
     if container.multi:
@@ -305,6 +379,7 @@ def _inspect_container(
                     expect=None,
                     policy=policy,
                     cross_check_path=None,
+                    guest_budget=guest_budget,
                     depth=depth + 1,
                 )
             )
@@ -339,6 +414,8 @@ def _inspect_container(
         properties = props.merge(
             ("format", {k: v for k, v in report.properties.items() if k not in unpacked.replaces}),
             ("container", {**unpacked.properties, "introspect_container_format": container.name}),
+            # What the guest's own files say outranks what an exporter declared of them.
+            ("guest", guest_properties(report.guest) if report.guest else {}),
         ).values
     return report.model_copy(
         update={

@@ -8,15 +8,18 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 
 from introspect.containers.ova import OvaDetails
 from introspect.formats import ALL
+from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Frozen, Verdict
 
 #: Bumped whenever a parser or a property mapping changes what it reports, so that
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
 #: 2: a thin flat VMDK is vmware_disktype=preallocated (was thin), a BusLogic VMDK has no
 #: hw_scsi_model (was buslogic), and a createType that is not a word is not written.
+#: 4: the guest pass: os_type, os_distro, os_version, architecture, hw_firmware_type... from the
+#: guest's own filesystems, for every format with a guest view.
 #: 3: OVA and OVF are containers (their disks inspected, the OVF's facts as properties); fixed VHDs
 #: read their partition table as content; truncated and self-contradicting images are named.
-INSPECTOR_VERSION = 3
+INSPECTOR_VERSION = 4
 
 if TYPE_CHECKING:
     Details = BaseModel
@@ -50,6 +53,11 @@ class Report(Frozen):
         description="what an OVA (or a bare OVF descriptor) says of itself: its entries, its descriptor, "
         "the boot disk and its controller, the manifest; left out of the JSON for other images",
     )
+    guest: GuestDetails | None = Field(
+        None,
+        description="what the guest's own volumes and filesystems say (its operating systems, EFI loaders, "
+        "firmware) and what reading them cost; left out of the JSON when the guest pass did not run",
+    )
     members: list[Report] = Field(
         default_factory=list,
         description="every disk of an OVA, each inspected in place with its own Report (the boot disk's "
@@ -72,6 +80,8 @@ class Report(Frozen):
         data: dict[str, Any] = handler(self)
         if self.container is None:
             data.pop("container", None)
+        if self.guest is None:
+            data.pop("guest", None)
         if not self.members:
             data.pop("members", None)
         return data
