@@ -25,6 +25,7 @@ import pytest
 
 import introspect
 from introspect.model import Verdict
+from tests.workers.conftest import SQL_URLS
 from tests.workers.httpserver import Served, serve
 from tests.workers.services import INTROSPECT, Deployment, Worker, claim_redis_db, deployment_env, wait_until
 from workers.catalog import DONE, Catalog, Status, open_catalog
@@ -242,6 +243,14 @@ def figures(
 # -- the faults ---------------------------------------------------------------------------------------
 
 
+#: A broker fault is the broker's: it runs on the catalog production scale-out uses (PostgreSQL);
+#: the sweep, which differs by engine (SKIP LOCKED or not), is run on every engine by the SIGKILL test.
+ON_POSTGRESQL = pytest.mark.parametrize("catalog_url", [SQL_URLS[1]], indirect=True)
+#: The time limits are the worker's: one engine, the default one.
+ON_SQLITE = pytest.mark.parametrize("catalog_url", [SQL_URLS[0]], indirect=True)
+
+
+@ON_POSTGRESQL
 @pytest.mark.parametrize("appendonly", [False, True], ids=["no-persistence", "appendonly"])
 def test_a_broker_restart_mid_batch_strands_nothing(
     appendonly: bool,
@@ -311,6 +320,7 @@ def test_the_worker_killed_mid_batch_strands_nothing(
         supervisor.stop()
 
 
+@ON_SQLITE
 def test_a_hanging_location_and_a_dead_task_end_in_a_verdict(
     private_redis: PrivateRedis, catalog_url: str, images: dict[str, Path], tmp_path: Path
 ):
