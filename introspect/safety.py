@@ -99,7 +99,6 @@ GUEST_MULTIPLE_ROOTS = rule(
 GUEST_INTERNAL_ERROR = rule(
     "guest.internal_error", Severity.WARN, "a bug in introspect's guest pass; the header facts stand"
 )
-GUEST_NO_ROOT = rule("guest.no_root", Severity.INFO, "no operating system was found in the guest")
 
 DEFAULT_VMDK_CREATE_TYPES = frozenset({"monolithicSparse", "streamOptimized"})
 TIB = 1 << 40

@@ -33,7 +33,6 @@ from introspect.safety import (
     GUEST_BACKING_MISSING,
     GUEST_BUDGET,
     GUEST_MULTIPLE_ROOTS,
-    GUEST_NO_ROOT,
     GUEST_UNREADABLE,
     GUEST_UNSUPPORTED_FS,
     READ_BUDGET,
@@ -96,14 +95,6 @@ def inspect_guest(view: GuestView, reader: Reader) -> GuestInspection:
             GUEST_MULTIPLE_ROOTS.finding(
                 f"{len(systems)} operating systems ({', '.join(_describe(s) for s in systems)}): no OS property "
                 "is written; set os_type, os_distro and os_version for the one this image boots"
-            )
-        )
-    elif not systems and not any(f.code == GUEST_BUDGET.code for f in findings):
-        findings.append(
-            GUEST_NO_ROOT.finding(
-                "no operating system was found on the guest's volumes "
-                f"({', '.join(_volume_word(v) for v in volumes) or 'none readable'}); if it has one, set "
-                "os_type, os_distro and os_version by hand"
             )
         )
     details = GuestDetails(
@@ -198,10 +189,6 @@ def _firmware(found: Volumes, loaders: list[Loader]) -> tuple[str | None, list[s
 def _describe(system: OperatingSystem) -> str:
     name = system.name or system.os_id or system.os_type
     return f"{name} on {system.device}"
-
-
-def _volume_word(volume: Volume) -> str:
-    return f"{volume.device} ({volume.filesystem or 'unknown'})"
 
 
 def properties(details: GuestDetails) -> dict[str, str]:
