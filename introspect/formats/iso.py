@@ -36,7 +36,7 @@ from introspect.decode import padded_text
 from introspect.errors import BadField
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.partitions import PartitionTable, boot_evidence, firmware_from, read_partition_table
-from introspect.formats.raw import qemu_virtual_size
+from introspect.formats.raw import RawGuestView, qemu_virtual_size
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.properties import firmware_properties, header_properties
 from introspect.safety import TRUNCATED, Policy, rule
@@ -630,6 +630,12 @@ def properties(details: IsoDetails) -> dict[str, str]:
     return {**firmware_properties(details.firmware), **header_properties(block_size=details.block_size)}
 
 
+def guest_view(reader: Reader, details: IsoDetails) -> RawGuestView:
+    """An ISO is read byte by byte as a raw disk is: its own guest view (its ISO 9660 filesystem,
+    and a hybrid ISO's partitions, are the guest layer's to read)."""
+    return RawGuestView(reader)
+
+
 FORMAT = Format(
     name="iso",
     qemu_name="raw",
@@ -642,5 +648,6 @@ FORMAT = Format(
     properties=properties,
     satisfies=frozenset({"raw"}),
     sized_by_file=True,
+    guest=guest_view,
     data_at_zero=True,
 )
