@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PYTHON ?= python3.11
 # Debian packages the fixtures, the cross-check and the tests need: tool -> package.
-TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso:xorriso \
+TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:genisoimage isoinfo:genisoimage xorriso:xorriso \
 	sgdisk:gdisk sfdisk:fdisk cryptsetup:cryptsetup-bin mkfs.vfat:dosfstools mkfs.ext4:e2fsprogs \
 	zstd:zstd redis-server:redis-server rabbitmqctl:rabbitmq-server /usr/lib/ISOLINUX/isolinux.bin:isolinux \
 	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1 \

@@ -7,8 +7,10 @@ and in clusters for "WithouFreSpacExt" ones), then the data area from data_off. 
 nb_sectors for "WithoutFreeSpace" images; a BAT entry pointing past the end of the file is
 corruption to `qemu-img check`, and later qemu releases refuse to open such an image.
 
-We read the header and look at the BAT entries that the head already holds (the first 16,368);
-the rest of the BAT is never read, so the reads do not grow with the virtual size.
+The parse reads the header and looks at the BAT entries that the head already holds (the first
+16,368); the rest of the BAT is never read, so its reads do not grow with the virtual size. The
+guest view reads the BAT a slice at a time as lookups need it (`introspect.formats.mapped`);
+clusters past the BAT, and those it leaves at 0, read as zeros.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import ClassVar, Literal
 
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.mapped import Location, MappedView, TableSlices
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
@@ -30,6 +33,7 @@ IN_USE = rule("parallels.in_use", Severity.WARN, "the Parallels image was not cl
 OUT_OF_SPEC = rule(
     "parallels.out_of_spec", Severity.WARN, "a Parallels header value the spec forbids but qemu tolerates"
 )
+BAD_BAT = rule("parallels.bad_bat", Severity.REJECT, "a BAT entry points outside the data area's clusters")
 
 #: "magic": the two signatures, and the names `signature_variant` reports them by.
 HEADER_MAGIC = b"WithoutFreeSpace"
@@ -209,6 +213,57 @@ def properties(details: ParallelsDetails) -> dict[str, str]:
     return header_properties(version=details.version, cluster_size=details.cluster_size)
 
 
+# --- The guest view ("BAT", "Data Area") ----------------------------------------------------------
+
+
+class ParallelsGuestView(MappedView):
+    """The guest's disk through the BAT: entry N says where cluster N is, in sectors
+    ("WithoutFreeSpace") or clusters ("WithouFreSpacExt"); 0 is a cluster of zeros."""
+
+    def __init__(self, reader: Reader, details: ParallelsDetails) -> None:
+        super().__init__(
+            reader,
+            size=details.nb_sectors * SECTOR_SIZE,
+            unit=details.cluster_size,
+            what="Parallels data cluster",
+        )
+        self.bat_entries = details.bat_entries
+        extended = details.signature_variant == SIGNATURES[HEADER_MAGIC2]
+        self.entry_unit = details.cluster_size if extended else SECTOR_SIZE
+        # "If data_off is zero, the offset is calculated as the end of BAT table plus some padding
+        # to ensure sector size alignment" (for "WithoutFreeSpace"; the other must not have it).
+        bat_end = BAT_OFFSET + details.bat_entries * BAT_ENTRY.size
+        self.data_start = details.data_off * SECTOR_SIZE or -(-bat_end // SECTOR_SIZE) * SECTOR_SIZE
+        self._tables = TableSlices(reader)
+
+    def locate(self, index: int) -> Location:
+        if index >= self.bat_entries:
+            return None  # the BAT covers less than nb_sectors: the rest reads as zeros
+        (entry,) = self._tables.entry(
+            BAT_OFFSET, self.bat_entries * BAT_ENTRY.size, index, BAT_ENTRY, "Parallels BAT"
+        )
+        if not entry:
+            return None
+        offset = entry * self.entry_unit
+        # "the value must not be lower than data offset ... (cluster offset - data offset) must be
+        # aligned to cluster size"; one past the end of the file is a short read (TruncatedImage).
+        if offset < self.data_start or (offset - self.data_start) % self.unit:
+            raise BadField(
+                BAD_BAT,
+                f"BAT entry {index}",
+                entry,
+                f"a cluster of the data area (from byte {self.data_start}, in {self.unit}-byte clusters)",
+                offset=BAT_OFFSET + index * BAT_ENTRY.size,
+                advice="`qemu-img check -f parallels` reports it; repair it with `-r all`, or re-export the disk",
+            )
+        return offset
+
+
+def guest_view(reader: Reader, details: ParallelsDetails) -> ParallelsGuestView:
+    """The guest's disk: a Parallels image names no other file, so it holds every byte."""
+    return ParallelsGuestView(reader, details)
+
+
 FORMAT = Format(
     name="ploop",
     qemu_name="parallels",
@@ -218,4 +273,5 @@ FORMAT = Format(
     no_checks_because="a Parallels/ploop image names no other file: no backing or data file to refer to",
     details=ParallelsDetails,
     properties=properties,
+    guest=guest_view,
 )

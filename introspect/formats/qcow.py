@@ -3,6 +3,11 @@
 qcow v1 has no written spec; its header is `QCowHeader` in qemu's block/qcow.c, and the limits
 below are the ones qemu's `qcow_open()` enforces (the image is judged as qemu would judge it).
 It shares its magic and leading version field with qcow2 (declared there): version 1 is qcow.
+
+The guest view maps the disk as qemu's `get_cluster_offset()` does: the L1 table (`l1_size`
+entries) points to L2 tables of 2^l2_bits entries, each the offset of a data cluster, or with
+bit 63 set, a compressed cluster (zlib, raw deflate) and its size. Both tables are big-endian
+64-bit entries, read a slice at a time as lookups need them (`introspect.formats.mapped`).
 """
 
 from __future__ import annotations
@@ -13,20 +18,35 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from introspect.decode import c_string
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
-from introspect.formats.qcow2 import QCOW1_VERSION, QCOW_MAGIC, MagicVersion
+from introspect.formats.mapped import Location, Lru, MappedView, TableSlices
+from introspect.formats.qcow2 import (
+    MAX_CACHED_CLUSTERS,
+    QCOW1_VERSION,
+    QCOW_MAGIC,
+    TABLE_ENTRY,
+    MagicVersion,
+    decompress,
+)
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import GUEST_ENCRYPTED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u8, u32, u64
 
 BAD_HEADER = rule("qcow.bad_header", Severity.REJECT, "a qcow header field holds a value qemu refuses")
 BACKING_FILE = rule("qcow.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
 AES_ENCRYPTION = rule("qcow.aes_encryption", Severity.REJECT, "the image uses qcow's AES-CBC encryption")
+BAD_MAPPING = rule(
+    "qcow.bad_mapping",
+    Severity.REJECT,
+    "an L2 table entry, or the compressed cluster it points to, is malformed",
+)
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
+#: What qemu does when a read meets a malformed table entry, and the fix.
+CORRUPT_MAPPING = "qemu fails every read of that cluster; re-export the disk from its source, e.g. as qcow2"
 
 #: qemu's bounds: clusters of 512 bytes to 64 KiB, L2 tables of 512 bytes to 64 KiB (8-byte
 #: entries, so 2^6 to 2^13 of them), an L1 table of at most INT_MAX bytes.
@@ -178,6 +198,99 @@ def properties(details: QcowDetails) -> dict[str, str]:
     return header_properties(version=details.version, cluster_size=details.cluster_size)
 
 
+# --- The guest view (block/qcow.c `get_cluster_offset`, `decompress_cluster`, `qcow_co_preadv`) --
+
+#: L2 entry bit 63: a compressed cluster, whose offset is in the bits below 63 - cluster_bits and
+#: whose size in bytes in the cluster_bits bits above them (QCOW_OFLAG_COMPRESSED).
+COMPRESSED_BIT = 63
+QCOW_OFLAG_COMPRESSED = 1 << COMPRESSED_BIT
+
+
+class QcowGuestView(MappedView):
+    """The guest's disk through the L1 and L2 tables (see the module docstring)."""
+
+    def __init__(self, reader: Reader, details: QcowDetails) -> None:
+        backing = f"the backing file {details.backing_file!r}" if details.backing_file is not None else None
+        super().__init__(
+            reader,
+            # qemu counts the disk in whole 512-byte sectors, as `inspect` reports it.
+            size=details.size - details.size % SECTOR_SIZE,
+            unit=details.cluster_size,
+            what="qcow data cluster",
+            incomplete=backing,
+        )
+        self.cluster_bits = details.cluster_bits
+        self.l2_bits = details.l2_bits
+        self.l1_table_offset = details.l1_table_offset
+        self.l1_size = details.l1_size
+        self._tables = TableSlices(reader)
+        self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
+
+    def locate(self, index: int) -> Location:
+        l1_index = index >> self.l2_bits
+        l2_index = index & ((1 << self.l2_bits) - 1)
+        if l1_index >= self.l1_size:
+            return None
+        (l2_offset,) = self._tables.entry(
+            self.l1_table_offset, self.l1_size * L1E_SIZE, l1_index, TABLE_ENTRY, "qcow L1 table"
+        )
+        if not l2_offset:
+            return None
+        l2_at = l2_offset + l2_index * L2E_SIZE
+        (entry,) = self._tables.entry(
+            l2_offset, L2E_SIZE << self.l2_bits, l2_index, TABLE_ENTRY, "qcow L2 table"
+        )
+        if entry & QCOW_OFLAG_COMPRESSED:
+            return self._compressed(entry, l2_at)
+        if not entry:
+            return None
+        if entry % SECTOR_SIZE:  # qemu fails the read of a cluster not on a sector boundary
+            raise BadField(
+                BAD_MAPPING,
+                f"L2 entry {l2_index}",
+                f"{entry:#x}",
+                f"a data cluster offset on a {SECTOR_SIZE}-byte sector boundary",
+                offset=l2_at,
+                advice=CORRUPT_MAPPING,
+            )
+        return entry
+
+    def _compressed(self, entry: int, l2_at: int) -> bytes:
+        """A compressed cluster, decompressed: `size` bytes from `offset`, which must inflate to
+        a whole cluster (qemu's `decompress_buffer`)."""
+        offset_bits = COMPRESSED_BIT - self.cluster_bits
+        offset = entry & ((1 << offset_bits) - 1)
+        cached = self._clusters.get(offset)
+        if cached is not None:
+            return cached
+        size = entry >> offset_bits & ((1 << self.cluster_bits) - 1)
+        data = self.reader.read(offset, size, "qcow compressed cluster")
+        cluster = decompress(data, "zlib", self.unit)
+        if cluster is None or len(cluster) < self.unit:
+            made = "not a valid stream" if cluster is None else f"a stream of {len(cluster)} bytes"
+            raise BadField(
+                BAD_MAPPING,
+                f"compressed cluster at offset {offset}",
+                made,
+                f"a deflate stream of one {self.unit}-byte cluster",
+                offset=l2_at,
+                advice=CORRUPT_MAPPING,
+            )
+        self._clusters.put(offset, cluster)
+        return cluster
+
+
+def guest_view(reader: Reader, details: QcowDetails) -> QcowGuestView:
+    """The guest's disk, unless it is encrypted."""
+    if details.encryption != "none":
+        raise ImageError(
+            GUEST_ENCRYPTED,
+            "the guest's disk is encrypted (AES): introspect holds no key, so the guest's own facts "
+            "are not read; the image's facts stand",
+        )
+    return QcowGuestView(reader, details)
+
+
 FORMAT = Format(
     name="qcow",
     qemu_name="qcow",
@@ -186,4 +299,5 @@ FORMAT = Format(
     checks=(check_backing_file, check_aes_encryption),
     details=QcowDetails,
     properties=properties,
+    guest=guest_view,
 )

@@ -1,31 +1,36 @@
-"""QEMU copy-on-write, versions 2 and 3: the header, its v3 fields and its header extensions.
+"""QEMU copy-on-write, versions 2 and 3: the header, its v3 fields and its header extensions, and
+the guest view through the active L1 and L2 tables.
 
 Spec: qemu docs/interop/qcow2.txt, sections "Header", "Additional fields (version 3 and
 higher)", "Header extensions", "String header extensions", "Feature name table", "Bitmaps
-extension" and "Full disk encryption header pointer". Where qemu refuses values the spec leaves
-open (cluster sizes, table sizes, name lengths), the limit is named after qemu's own
+extension" and "Full disk encryption header pointer"; for the guest view, "Cluster mapping",
+"Compressed Clusters Descriptor" and "Extended L2 Entries". Where qemu refuses values the spec
+leaves open (cluster sizes, table sizes, name lengths), the limit is named after qemu's own
 (block/qcow2.h, block/qcow2.c) and the image is judged as qemu would judge it when opening it.
 
-Everything this module needs lies in the first cluster (header, extensions, backing file name),
+Everything the parse needs lies in the first cluster (header, extensions, backing file name),
 which the reader already holds for any cluster of 64 KiB or less: a parse costs no reads beyond
-the head, whatever the virtual size.
+the head, whatever the virtual size. The guest view reads the L1 and L2 tables a slice at a time
+as lookups need them (`introspect.formats.mapped`); snapshot tables are never read.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from introspect.decode import c_string
-from introspect.errors import BadField, TruncatedImage
+from introspect.decode import MIB, c_string
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
+from introspect.formats.mapped import Location, Lru, MappedView, TableSlices
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import TRUNCATED, Policy, rule
+from introspect.safety import GUEST_ENCRYPTED, GUEST_NO_VIEW, TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, u8, u32, u64, unpack_array
 
@@ -43,8 +48,18 @@ DATA_FILE = rule(
     "qcow2.data_file", Severity.REJECT, "the image keeps its data in an external file", names_files=True
 )
 AES_ENCRYPTION = rule("qcow2.aes_encryption", Severity.REJECT, "the image uses the legacy AES-CBC encryption")
+BAD_MAPPING = rule(
+    "qcow2.bad_mapping",
+    Severity.REJECT,
+    "an L1 or L2 table entry, or the compressed cluster it points to, is malformed",
+)
 
 RECREATE = "qemu cannot open such an image; re-create or re-export it with qemu-img"
+#: What qemu does with an image whose tables are malformed (qcow2_signal_corruption), and the fix.
+CORRUPT_MAPPING = (
+    "qemu marks such an image corrupt and refuses to read the cluster; check it with "
+    "`qemu-img check`, and re-export the disk from its source"
+)
 
 # --- Header (spec "Header", bytes 0-71: all of a version 2 header) ------------------------------
 
@@ -908,6 +923,210 @@ def properties(details: Qcow2Details) -> dict[str, str]:
     return mapped
 
 
+# --- The guest view (spec "Cluster mapping", "Compressed Clusters Descriptor", "Extended L2
+# Entries") -------------------------------------------------------------------------------------
+
+#: L1 and standard L2 tables are flat arrays of big-endian 64-bit entries (looked up one at a
+#: time, never unpacked as structures).
+TABLE_ENTRY = struct.Struct(">Q")
+
+
+class ExtendedL2Entry(BigEndianStructure):
+    """An extended L2 entry (spec "Extended L2 Entries"): the standard L2 entry, then the
+    subcluster allocation bitmap."""
+
+    l2_entry: int = u64()
+    bitmap: int = u64()
+
+
+#: L1 entry bits 9-55 and standard cluster descriptor bits 9-55: a host offset (qemu's
+#: L1E_OFFSET_MASK and L2E_OFFSET_MASK).
+OFFSET_MASK = 0x00FFFFFFFFFFFE00
+#: L2 entry bit 62: a compressed cluster; standard cluster descriptor bit 0: the cluster reads as
+#: zeros (qemu honours it in any version; "with version 2 ... this is always 0").
+COMPRESSED_BIT = 62
+ZERO_BIT = 0
+QCOW_OFLAG_COMPRESSED = 1 << COMPRESSED_BIT
+QCOW_OFLAG_ZERO = 1 << ZERO_BIT
+#: A compressed cluster descriptor counts the 512-byte sectors its data occupies.
+COMPRESSED_SECTOR_SIZE = 512
+#: Extended L2 entries: 32 subclusters; bitmap bits 0-31 say which are allocated, bits 32-63
+#: which read as zeros.
+SUBCLUSTERS = 1 << SUBCLUSTER_BITS
+SUBCLUSTER_ZEROS_SHIFT = SUBCLUSTERS
+ALL_SUBCLUSTERS = (1 << SUBCLUSTERS) - 1
+#: qemu's raw deflate window for compressed clusters (inflateInit2 with -12 in qcow2-threads.c and
+#: qcow.c): no zlib header, a 4 KiB window.
+ZLIB_WINDOW_BITS = -12
+#: RFC 8878 §3.1.1.1.2: decoders should support windows of up to 8 MiB. A compressed cluster (2 MiB
+#: at most) needs no more, and this bounds what a zstd frame can make the decoder allocate.
+ZSTD_MAX_WINDOW = 8 * MIB
+#: Decompressed clusters kept, so that the blocks of one cluster a filesystem reads one by one cost
+#: one decompression (at most 8 MiB with 2 MiB clusters).
+MAX_CACHED_CLUSTERS = 4
+
+
+def decompress(data: bytes, compression: Literal["zlib", "zstd"], limit: int) -> bytes | None:
+    """The first `limit` bytes the compressed stream holds (qemu stops at a cluster too), fewer
+    when it ends first; None when it is no valid stream. The output never exceeds `limit`,
+    whatever the stream says."""
+    if compression == "zlib":
+        try:
+            return zlib.decompressobj(ZLIB_WINDOW_BITS).decompress(data, limit)
+        except zlib.error:
+            return None
+    import zstandard  # here, not at the top: only zstd-compressed clusters pay for its import
+
+    try:
+        decoder = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        # qemu decodes frame after frame until the cluster is full (qcow2_zstd_decompress).
+        return decoder.stream_reader(data, read_across_frames=True).read(limit)
+    except zstandard.ZstdError:
+        return None
+
+
+class Qcow2GuestView(MappedView):
+    """The guest's disk through the active L1 table (see the module docstring). The unit is the
+    cluster, or the subcluster with extended L2 entries."""
+
+    def __init__(self, reader: Reader, details: Qcow2Details) -> None:
+        self.subclusters = SUBCLUSTERS if details.extended_l2 else 1
+        backing = f"the backing file {details.backing_file!r}" if details.backing_file is not None else None
+        super().__init__(
+            reader,
+            # qemu counts the disk in whole 512-byte sectors, as `inspect` reports it.
+            size=details.size - details.size % SECTOR_SIZE,
+            unit=details.cluster_size // self.subclusters,
+            what="qcow2 data cluster",
+            incomplete=backing,
+        )
+        self.cluster_bits = details.cluster_bits
+        self.cluster_size = details.cluster_size
+        self.compression = details.compression_type
+        self.l1_table_offset = details.l1_table_offset
+        self.l1_size = details.l1_size
+        self.l2_layout = ExtendedL2Entry.STRUCT if details.extended_l2 else TABLE_ENTRY
+        self.l2_entries = details.cluster_size // self.l2_layout.size
+        self._tables = TableSlices(reader)
+        self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
+
+    def locate(self, index: int) -> Location:
+        cluster, subcluster = divmod(index, self.subclusters)
+        l1_index, l2_index = divmod(cluster, self.l2_entries)
+        if l1_index >= self.l1_size:
+            return None  # past the L1 table: unallocated, as qemu reads it
+        l1_at = self.l1_table_offset + l1_index * L1E_SIZE
+        (l1_entry,) = self._tables.entry(
+            self.l1_table_offset, self.l1_size * L1E_SIZE, l1_index, TABLE_ENTRY, "qcow2 L1 table"
+        )
+        l2_offset = l1_entry & OFFSET_MASK
+        if not l2_offset:
+            return None
+        if l2_offset % self.cluster_size:
+            raise self._bad(
+                f"L1 entry {l1_index}", l1_entry, "an L2 table offset aligned to a cluster", l1_at
+            )
+        l2_at = l2_offset + l2_index * self.l2_layout.size
+        l2 = self._tables.entry(l2_offset, self.cluster_size, l2_index, self.l2_layout, "qcow2 L2 table")
+        entry = l2[0]
+        if entry & QCOW_OFLAG_COMPRESSED:
+            data = self._compressed(entry, l2_at)
+            if self.subclusters == 1:
+                return data
+            return data[subcluster * self.unit : (subcluster + 1) * self.unit]
+        host = entry & OFFSET_MASK
+        if self.subclusters == 1:
+            if entry & QCOW_OFLAG_ZERO or not host:
+                return None
+        else:
+            bitmap = l2[1]
+            allocated = bitmap & ALL_SUBCLUSTERS
+            zeros = bitmap >> SUBCLUSTER_ZEROS_SHIFT
+            if allocated & zeros or (allocated and not host):
+                raise self._bad(
+                    f"subcluster bitmap of L2 entry {l2_index}",
+                    bitmap,
+                    "no subcluster both allocated and zero, none allocated without a host cluster",
+                    l2_at,
+                )
+            if not allocated >> subcluster & 1 or zeros >> subcluster & 1:
+                return None
+        if host % self.cluster_size:
+            raise self._bad(
+                f"L2 entry {l2_index}", entry, "a data cluster offset aligned to a cluster", l2_at
+            )
+        return host + subcluster * self.unit
+
+    def _compressed(self, descriptor: int, l2_at: int) -> bytes:
+        """The cluster a compressed cluster descriptor points to, decompressed (spec "Compressed
+        Clusters Descriptor": the data runs from the offset to the end of the descriptor's last
+        sector, at most twice a cluster; decompression stops at a cluster)."""
+        descriptor &= QCOW_OFLAG_COMPRESSED - 1
+        cached = self._clusters.get(descriptor)
+        if cached is not None:
+            return cached
+        # Bits 0..x-1 are the offset, bits x..61 the sectors beyond the offset's: x = 62 - (cluster_bits - 8).
+        x = COMPRESSED_BIT - (self.cluster_bits - 8)
+        offset = descriptor & ((1 << x) - 1)
+        sectors = 1 + (descriptor >> x)
+        length = sectors * COMPRESSED_SECTOR_SIZE - offset % COMPRESSED_SECTOR_SIZE
+        if offset >= self.reader.size:
+            raise TruncatedImage(
+                "qcow2 compressed cluster", offset=offset, length=length, size=self.reader.size
+            )
+        # Its last sector may run past the end of the file, which qemu reads as zeros.
+        data = self.reader.read_upto(offset, length, "qcow2 compressed cluster")
+        cluster = decompress(data, self.compression, self.cluster_size)
+        if cluster is None or len(cluster) < self.cluster_size:
+            if cluster is not None and len(data) < length:
+                raise TruncatedImage(
+                    "qcow2 compressed cluster", offset=offset, length=length, size=self.reader.size
+                )
+            made = "not a valid stream" if cluster is None else f"a stream of {len(cluster)} bytes"
+            raise BadField(
+                BAD_MAPPING,
+                f"{self.compression} compressed cluster at offset {offset}",
+                made,
+                f"a stream of one {self.cluster_size}-byte cluster",
+                offset=l2_at,
+                advice=CORRUPT_MAPPING,
+            )
+        self._clusters.put(descriptor, cluster)
+        return cluster
+
+    def _bad(self, name: str, value: int, expected: str, offset: int) -> BadField:
+        return BadField(BAD_MAPPING, name, f"{value:#x}", expected, offset=offset, advice=CORRUPT_MAPPING)
+
+
+def guest_view(reader: Reader, details: Qcow2Details) -> Qcow2GuestView:
+    """The guest's disk, unless it is encrypted, kept in an external data file, or laid out by
+    incompatible features the spec does not define (which qemu refuses to open)."""
+    if details.encryption != "none":
+        raise ImageError(
+            GUEST_ENCRYPTED,
+            f"the guest's disk is encrypted ({details.encryption.upper()}): introspect holds no key, "
+            "so the guest's own facts are not read; the image's facts stand",
+        )
+    if (
+        details.data_file is not None
+        or INCOMPATIBLE_NAMES[DATA_FILE_BIT] in details.incompatible_features.names
+    ):
+        name = repr(details.data_file) if details.data_file is not None else "(name not recorded)"
+        raise ImageError(
+            GUEST_NO_VIEW,
+            f"the guest's data is in the external data file {name}, which is never opened: make the "
+            "image self-contained with `qemu-img convert -O qcow2` to have the guest's facts read",
+        )
+    if details.incompatible_features.unknown_bits:
+        bits = ", ".join(map(str, details.incompatible_features.unknown_bits))
+        raise ImageError(
+            GUEST_NO_VIEW,
+            f"incompatible feature bits the spec does not define ({bits}) may change how the guest's "
+            "disk is laid out: it is not read",
+        )
+    return Qcow2GuestView(reader, details)
+
+
 FORMAT = Format(
     name="qcow2",
     qemu_name="qcow2",
@@ -916,4 +1135,5 @@ FORMAT = Format(
     checks=(check_backing_file, check_data_file, check_aes_encryption),
     details=Qcow2Details,
     properties=properties,
+    guest=guest_view,
 )

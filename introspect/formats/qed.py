@@ -1,13 +1,15 @@
 """QEMU enhanced disk: a 64-byte little-endian header and, within the header clusters, the
-backing file name.
+backing file name; the guest view through its L1 and L2 tables.
 
 Spec: qemu docs/interop/qed_spec.txt (qed_spec.rst), sections "Header", "Field descriptions" and
-"Feature bits". Where qemu's `bdrv_qed_do_open()` (block/qed.c) refuses more than the spec says,
-the limit is named after qemu's and the image is judged as qemu would judge it.
+"Feature bits"; for the guest view, "Tables", "Logical offset translation", "Zero data clusters"
+and "Consistency checking". Where qemu's `bdrv_qed_do_open()` (block/qed.c) refuses more than the
+spec says, the limit is named after qemu's and the image is judged as qemu would judge it.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Literal
 
@@ -16,6 +18,7 @@ from pydantic import Field
 from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
+from introspect.formats.mapped import Location, MappedView, TableSlices
 from introspect.formats.qcow2 import FeatureBits, feature_bits
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
@@ -29,8 +32,14 @@ UNKNOWN_FEATURES = rule(
 )
 NEED_CHECK = rule("qed.need_check", Severity.WARN, "the image was not closed cleanly (QED_F_NEED_CHECK)")
 BACKING_FILE = rule("qed.backing_file", Severity.REJECT, "the image names a backing file", names_files=True)
+BAD_MAPPING = rule(
+    "qed.bad_mapping", Severity.REJECT, "an L1 or L2 table entry points where the spec forbids"
+)
 
 CONVERT = "qemu cannot open such an image; re-export it from its source, e.g. as qcow2"
+#: What qemu does with such an entry (qed_check_cluster_offset/qed_check_table_offset fail the
+#: read), and the fix.
+CORRUPT_MAPPING = "qemu fails every read through it; run `qemu-img check -f qed`, or re-export the disk"
 
 QED_MAGIC = b"QED\0"
 #: "cluster_size must be a power of 2 in range [2^12, 2^26]".
@@ -234,6 +243,72 @@ def properties(details: QedDetails) -> dict[str, str]:
     return header_properties(cluster_size=details.cluster_size)
 
 
+# --- The guest view ("Tables", "Logical offset translation") ------------------------------------
+
+#: Tables are flat arrays of little-endian 64-bit offsets ("Table"), looked up one at a time.
+TABLE_ENTRY = struct.Struct("<Q")
+#: Data cluster offsets with a special meaning ("Data cluster offsets"): 0 unallocated, 1 zeros.
+QED_CLUSTER_UNALLOCATED = 0
+QED_CLUSTER_ZERO = 1
+
+
+class QedGuestView(MappedView):
+    """The guest's disk through the L1 and L2 tables, each of table_size clusters."""
+
+    def __init__(self, reader: Reader, details: QedDetails) -> None:
+        backing = f"the backing file {details.backing_file!r}" if details.backing_file is not None else None
+        super().__init__(
+            reader,
+            size=details.image_size,
+            unit=details.cluster_size,
+            what="qed data cluster",
+            incomplete=backing,
+        )
+        self.table_length = details.table_size * details.cluster_size
+        self.table_entries = self.table_length // TABLE_ENTRY.size
+        self.l1_table_offset = details.l1_table_offset
+        #: "header_size is the number of clusters used by the header": no table or data before.
+        self.first_cluster = details.header_size * details.cluster_size
+        self._tables = TableSlices(reader)
+
+    def locate(self, index: int) -> Location:
+        l1_index, l2_index = divmod(index, self.table_entries)
+        (l2_offset,) = self._tables.entry(
+            self.l1_table_offset, self.table_length, l1_index, TABLE_ENTRY, "qed L1 table"
+        )
+        if l2_offset == QED_CLUSTER_UNALLOCATED:
+            return None
+        self._check(l2_offset, f"L1 entry {l1_index}", self.l1_table_offset + l1_index * TABLE_ENTRY.size)
+        # "Table offsets must [be] at least table_size * cluster_size bytes from the end of the file".
+        if l2_offset + self.table_length > self.reader.size:
+            raise TruncatedImage(
+                "qed L2 table", offset=l2_offset, length=self.table_length, size=self.reader.size
+            )
+        (offset,) = self._tables.entry(l2_offset, self.table_length, l2_index, TABLE_ENTRY, "qed L2 table")
+        if offset in (QED_CLUSTER_UNALLOCATED, QED_CLUSTER_ZERO):
+            return None
+        self._check(offset, f"L2 entry {l2_index}", l2_offset + l2_index * TABLE_ENTRY.size)
+        return offset
+
+    def _check(self, offset: int, name: str, at: int) -> None:
+        """An offset must be past the header clusters (qemu's qed_check_cluster_offset), and "L1,
+        L2, and data cluster offsets must be aligned to header.cluster_size"."""
+        if offset % self.unit or offset < self.first_cluster:
+            raise BadField(
+                BAD_MAPPING,
+                name,
+                f"{offset:#x}",
+                f"an offset aligned to the cluster size {self.unit}, past the header ({self.first_cluster} bytes)",
+                offset=at,
+                advice=CORRUPT_MAPPING,
+            )
+
+
+def guest_view(reader: Reader, details: QedDetails) -> QedGuestView:
+    """The guest's disk; what the backing file would fill reads as zeros."""
+    return QedGuestView(reader, details)
+
+
 FORMAT = Format(
     name="qed",
     qemu_name="qed",
@@ -242,4 +317,5 @@ FORMAT = Format(
     checks=(check_backing_file,),
     details=QedDetails,
     properties=properties,
+    guest=guest_view,
 )

@@ -7,18 +7,26 @@ Then come the block map (one little-endian 32-bit pointer per block) at offBlock
 blocks at offData. Everything is little-endian; UUIDs are RTUUIDs, stored like Microsoft GUIDs.
 
 qemu (block/vdi.c) opens only version 1.1 with 1 MiB blocks, 512-byte sectors and no link or
-parent UUID, and reports the disk size rounded up to a whole sector. We read the headers only,
-never the block map, so the reads do not grow with the virtual size.
+parent UUID, and reports the disk size rounded up to a whole sector. The parse reads the headers
+only, never the block map, so its reads do not grow with the virtual size.
+
+The guest view reads the block map a slice at a time as lookups need it
+(`introspect.formats.mapped`), as VirtualBox's VDI.cpp maps a block: a pointer below
+cBlocksAllocated numbers the block's place in the data area, each place cbBlockExtra + cbBlock
+bytes with the data after the extra bytes; VDI_IMAGE_BLOCK_FREE and VDI_IMAGE_BLOCK_ZERO read as
+zeros.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 from introspect.decode import MIB, c_string, guid
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.mapped import Location, MappedView, TableSlices
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
@@ -34,6 +42,9 @@ QEMU_UNSUPPORTED = rule(
 )
 OUT_OF_SPEC = rule(
     "vdi.out_of_spec", Severity.WARN, "a VDI header value VirtualBox would not write, that qemu tolerates"
+)
+BAD_BLOCK_MAP = rule(
+    "vdi.bad_block_map", Severity.REJECT, "a block map entry points past the allocated blocks"
 )
 
 #: VDI_IMAGE_SIGNATURE.
@@ -420,6 +431,63 @@ def properties(details: VdiDetails) -> dict[str, str]:
     }
 
 
+# --- The guest view (VDICore.h block map; VDI.cpp vdiRead) --------------------------------------
+
+#: The block map is a flat array of little-endian VDIIMAGEBLOCKPOINTERs, looked up one at a time.
+BLOCK_POINTER = struct.Struct("<I")
+#: VDI_IMAGE_BLOCK_FREE (never written: reads as zeros, or the parent's data in a differencing
+#: image) and VDI_IMAGE_BLOCK_ZERO (discarded: reads as zeros).
+VDI_IMAGE_BLOCK_FREE = 0xFFFFFFFF
+VDI_IMAGE_BLOCK_ZERO = 0xFFFFFFFE
+
+
+class VdiGuestView(MappedView):
+    """The guest's disk through the block map (see the module docstring)."""
+
+    def __init__(self, reader: Reader, details: VdiDetails) -> None:
+        parent = None
+        if details.image_type in DELTA_TYPES or details.uuid_link or details.uuid_parent:
+            parent = f"the parent image {details.uuid_link or details.uuid_parent or '(not named)'}"
+        super().__init__(
+            reader,
+            # qemu rounds an odd disk size up to a whole sector, as `inspect` reports it.
+            size=-(-details.disk_size // VDI_GEOMETRY_SECTOR_SIZE) * VDI_GEOMETRY_SECTOR_SIZE,
+            unit=details.block_size,
+            what="VDI data block",
+            incomplete=parent,
+        )
+        self.blocks = details.blocks
+        self.blocks_allocated = details.blocks_allocated
+        self.offset_blocks = details.offset_blocks
+        self.offset_data = details.offset_data
+        self.block_extra = details.block_extra_data
+        self._tables = TableSlices(reader)
+
+    def locate(self, index: int) -> Location:
+        if index >= self.blocks:
+            return None  # the last sector's tail past cBlocks * cbBlock (the size rounds up)
+        (pointer,) = self._tables.entry(
+            self.offset_blocks, self.blocks * VDI_BLOCK_POINTER_SIZE, index, BLOCK_POINTER, "VDI block map"
+        )
+        if pointer in (VDI_IMAGE_BLOCK_FREE, VDI_IMAGE_BLOCK_ZERO):
+            return None
+        if pointer >= self.blocks_allocated:
+            raise BadField(
+                BAD_BLOCK_MAP,
+                f"block map entry {index}",
+                pointer,
+                f"below cBlocksAllocated ({self.blocks_allocated}), or free or zero",
+                offset=self.offset_blocks + index * VDI_BLOCK_POINTER_SIZE,
+                advice="`qemu-img check -f vdi` reports such an entry; re-export the disk from its source",
+            )
+        return self.offset_data + pointer * (self.block_extra + self.unit) + self.block_extra
+
+
+def guest_view(reader: Reader, details: VdiDetails) -> VdiGuestView:
+    """The guest's disk, static or dynamic; a differencing image's free blocks read as zeros."""
+    return VdiGuestView(reader, details)
+
+
 FORMAT = Format(
     name="vdi",
     qemu_name="vdi",
@@ -428,4 +496,5 @@ FORMAT = Format(
     checks=(check_parent,),
     details=VdiDetails,
     properties=properties,
+    guest=guest_view,
 )
