@@ -81,5 +81,6 @@ def test_the_formats_with_a_guest_view_today():
         "vhd",
         "vdi",
         "ploop",
+        "iso",
         "raw",
     ]
