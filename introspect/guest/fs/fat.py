@@ -280,11 +280,15 @@ def _geometry(sector: bytes) -> Geometry | None:
     )
 
 
+#: A cluster chain's contiguous runs: (first cluster, count).
+Runs = list[tuple[int, int]]
+
+
 @dataclass(slots=True)
 class _Chain:
     """A cluster chain as far as it was walked: contiguous runs (first cluster, count)."""
 
-    runs: list[tuple[int, int]]
+    runs: Runs
     seen: set[int]
     length: int = 0
     ended: bool = False
@@ -314,7 +318,7 @@ class FatFilesystem:
             extension: Fat16Extension | Fat32Extension = Fat32Extension.unpack(sector)
         else:
             extension = Fat16Extension.unpack(sector)
-        self.uuid = f"{extension.BS_VolID >> 16:04X}-{extension.BS_VolID & 0xFFFF:04X}"
+        self.uuid: str | None = f"{extension.BS_VolID >> 16:04X}-{extension.BS_VolID & 0xFFFF:04X}"
         label = self._volume_label()
         if label is None or label == NO_NAME:
             label = extension.BS_VolLab
@@ -345,7 +349,8 @@ class FatFilesystem:
         runs = self._runs(node.id, last_index + 1, f"the file at cluster {node.id}")
         if sum(count for _, count in runs) <= last_index:
             raise CorruptFilesystem(
-                NAME, f"the cluster chain of the file at cluster {node.id} ends before its size ({node.size} bytes)"
+                NAME,
+                f"the cluster chain of the file at cluster {node.id} ends before its size ({node.size} bytes)",
             )
         parts: list[bytes] = []
         index = 0
@@ -379,7 +384,11 @@ class FatFilesystem:
     # --- directories ---
 
     def _node(self, entry: DirectoryEntry) -> Node:
-        cluster = entry.DIR_FstClusHI << 16 | entry.DIR_FstClusLO if self.geometry.bits == 32 else entry.DIR_FstClusLO
+        cluster = (
+            entry.DIR_FstClusHI << 16 | entry.DIR_FstClusLO
+            if self.geometry.bits == 32
+            else entry.DIR_FstClusLO
+        )
         if entry.DIR_Attr & ATTR_DIRECTORY:
             if cluster == ROOT_REGION and self.geometry.bits == 32:
                 cluster = self.geometry.root_cluster
@@ -469,7 +478,7 @@ class FatFilesystem:
                 f"{FIRST_CLUSTER}..{FIRST_CLUSTER + self.geometry.clusters - 1}",
             )
 
-    def _runs(self, first: int, wanted: int, what: str) -> list[tuple[int, int]]:
+    def _runs(self, first: int, wanted: int, what: str) -> Runs:
         """The runs of the chain from `first`, walked until it covers `wanted` clusters or ends."""
         if first == 0:
             return []  # an empty file has no cluster
@@ -517,7 +526,7 @@ class FatFilesystem:
         return self._fat_sectors.get(index, lambda: self.disk.read(offset, size, "FAT sector"))
 
 
-def _last(runs: list[tuple[int, int]]) -> int:
+def _last(runs: Runs) -> int:
     start, count = runs[-1]
     return start + count - 1
 
