@@ -293,6 +293,7 @@ MAX_INDEX_BLOCKS = 1024
 #: Entries of one index node: a 64 KiB node of the smallest entries (16-byte headers, an 8-byte
 #: VCN, 66-byte keys) holds fewer than 1024.
 MAX_NODE_ENTRIES = 1024
+#: Parsed index nodes kept (a path walk's directories, a large directory's blocks).
 INDEX_CACHE_SIZE = 64
 RECORD_CACHE_SIZE = 128
 
@@ -365,6 +366,18 @@ class _Extent:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """An $I30 index entry: the file it names, its key and name (with the name's collation key),
+    and the sub-node holding the names before it. The END entry has no key."""
+
+    reference: int
+    key: FileNameAttr | None
+    name: str
+    collation: bytes
+    subnode: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class _File:
     """A base record's attributes, with its flags."""
 
@@ -431,7 +444,7 @@ class NtfsFilesystem:
         self.clusters = boot.number_of_sectors * boot.bytes_per_sector // self.cluster_size
         self.uuid: str | None = f"{boot.volume_serial_number:016X}"
         self._records: BoundedCache[int, _File] = BoundedCache(RECORD_CACHE_SIZE)
-        self._blocks: BoundedCache[tuple[int, int], bytes] = BoundedCache(INDEX_CACHE_SIZE)
+        self._nodes: BoundedCache[tuple[int, int], tuple[IndexEntry, ...]] = BoundedCache(INDEX_CACHE_SIZE)
         # $MFT's record 0 is where the boot sector says; its $DATA says where every record is.
         if boot.mft_lcn >= self.clusters:
             raise CorruptFilesystem(
@@ -776,39 +789,46 @@ class NtfsFilesystem:
 
     # --- directory indexes ($I30) ---
 
-    def _index(self, number: int) -> tuple[_File, IndexRoot, bytes]:
+    def _index_node(self, number: int, vcn: int | None) -> tuple[IndexEntry, ...]:
+        """The entries of a directory's index root (`vcn` None) or of one of its index blocks,
+        parsed once and kept."""
+        return self._nodes.get((number, -1 if vcn is None else vcn), lambda: self._parse_node(number, vcn))
+
+    def _parse_node(self, number: int, vcn: int | None) -> tuple[IndexEntry, ...]:
         file = self._file(number)
         root = file.find(AT_INDEX_ROOT, I30)
         if root is None or root.value is None or len(root.value) < IndexRoot.SIZE + IndexHeader.SIZE:
             raise CorruptFilesystem(NAME, f"MFT record {number} is not a directory (no $INDEX_ROOT)")
-        return file, IndexRoot.unpack(root.value), root.value[IndexRoot.SIZE :]
+        if vcn is None:
+            return tuple(
+                _node_entries(root.value[IndexRoot.SIZE :], f"the index root of MFT record {number}")
+            )
+        block = self._index_block(file, IndexRoot.unpack(root.value), vcn)
+        return tuple(_node_entries(block, f"index block {vcn} of MFT record {number}"))
 
     def _index_lookup(self, number: int, name: str) -> int | None:
         """The B-tree descent: in each node, the first entry whose name is not below `name`
         (upper-cased, compared as UTF-16 code units) is the match or the subtree to go down."""
-        file, root, node = self._index(number)
         wanted = _collation_key(name)
         visited: set[int] = set()
+        node = self._index_node(number, None)
         for _ in range(MAX_INDEX_DEPTH):
             child: int | None = None
-            for reference, key, entry_name, subnode in _node_entries(
-                node, f"the index of MFT record {number}"
-            ):
-                if key is None:  # the END entry
-                    child = subnode
+            for entry in node:
+                if entry.key is None:  # the END entry
+                    child = entry.subnode
                     break
-                found = _collation_key(entry_name)
-                if found == wanted:
-                    return reference
-                if wanted < found:
-                    child = subnode
+                if entry.collation == wanted:
+                    return entry.reference
+                if wanted < entry.collation:
+                    child = entry.subnode
                     break
             if child is None:
                 break
             if child in visited:
                 raise LoopDetected(f"the index B-tree of MFT record {number} (block VCN {child})")
             visited.add(child)
-            node = self._index_block(file, root, child)
+            node = self._index_node(number, child)
         if name.isascii():
             return None
         # Other characters: Windows upper-cases them with $UpCase, which may order them otherwise.
@@ -821,12 +841,9 @@ class NtfsFilesystem:
     def _index_entries(self, number: int, max_blocks: int) -> Iterator[tuple[int, FileNameAttr, str]]:
         """Every entry of a directory index in order (record number, key, name): the B-tree
         walked depth first, at most `max_blocks` blocks, each once."""
-        file, root, node = self._index(number)
         visited: set[int] = set()
         # A stack of pending node iterators; a sub-node is walked before its entry.
-        stack: list[Iterator[tuple[int, FileNameAttr | None, str, int | None]]] = [
-            iter(list(_node_entries(node, f"the index of MFT record {number}")))
-        ]
+        stack: list[Iterator[IndexEntry]] = [iter(self._index_node(number, None))]
         pending: list[tuple[int, FileNameAttr, str] | None] = [None]
         while stack:
             if len(stack) > MAX_INDEX_DEPTH:
@@ -840,8 +857,8 @@ class NtfsFilesystem:
                 if after is not None:
                     yield after
                 continue
-            reference, key, entry_name, subnode = step
-            entry = (reference & MREF_MASK, key, entry_name) if key is not None else None
+            subnode = step.subnode
+            entry = (step.reference & MREF_MASK, step.key, step.name) if step.key is not None else None
             if subnode is None:
                 if entry is not None:
                     yield entry
@@ -853,8 +870,7 @@ class NtfsFilesystem:
                 raise CorruptFilesystem(
                     NAME, f"the index of MFT record {number} has more than {max_blocks} blocks"
                 )
-            block = self._index_block(file, root, subnode)
-            stack.append(iter(list(_node_entries(block, f"index block {subnode} of MFT record {number}"))))
+            stack.append(iter(self._index_node(number, subnode)))
             pending.append(entry)
 
     def _index_block(self, file: _File, root: IndexRoot, vcn: int) -> bytes:
@@ -872,22 +888,18 @@ class NtfsFilesystem:
         unit = self.cluster_size if size >= self.cluster_size else NTFS_BLOCK_SIZE
         what = f"index block {vcn} of MFT record {file.number}"
 
-        def load() -> bytes:
-            data = _fixed(self._read(allocation, vcn * unit, size, what), INDX_MAGIC, what)
-            if len(data) < size:
-                raise CorruptFilesystem(NAME, f"{what} is past the end of its $INDEX_ALLOCATION")
-            if IndexBlock.unpack(data).index_block_vcn != vcn:
-                raise CorruptFilesystem(
-                    NAME, f"{what} says it is block {IndexBlock.unpack(data).index_block_vcn}"
-                )
-            return data[IndexBlock.SIZE :]
-
-        return self._blocks.get((file.number, vcn), load)
+        data = _fixed(self._read(allocation, vcn * unit, size, what), INDX_MAGIC, what)
+        if len(data) < size:
+            raise CorruptFilesystem(NAME, f"{what} is past the end of its $INDEX_ALLOCATION")
+        if IndexBlock.unpack(data).index_block_vcn != vcn:
+            raise CorruptFilesystem(
+                NAME, f"{what} says it is block {IndexBlock.unpack(data).index_block_vcn}"
+            )
+        return data[IndexBlock.SIZE :]
 
 
-def _node_entries(node: bytes, what: str) -> Iterator[tuple[int, FileNameAttr | None, str, int | None]]:
-    """(file reference, key, name, sub-node VCN) of each entry of a node (an INDEX_HEADER and
-    what follows it); the END entry has no key."""
+def _node_entries(node: bytes, what: str) -> Iterator[IndexEntry]:
+    """The entries of a node (an INDEX_HEADER and what follows it); the END entry has no key."""
     header = IndexHeader.unpack(node)
     end = min(header.index_length, len(node))
     at = header.entries_offset
@@ -903,7 +915,7 @@ def _node_entries(node: bytes, what: str) -> Iterator[tuple[int, FileNameAttr | 
                 raise CorruptFilesystem(NAME, f"{what}: an index entry too short for its sub-node VCN")
             subnode = int.from_bytes(node[at + entry.length - VCN_SIZE : at + entry.length], "little")
         if entry.ie_flags & INDEX_ENTRY_END:
-            yield 0, None, "", subnode
+            yield IndexEntry(0, None, "", b"", subnode)
             return
         key_at = at + IndexEntryHeader.SIZE
         if entry.key_length < FileNameAttr.SIZE or key_at + entry.key_length > at + entry.length:
@@ -913,7 +925,7 @@ def _node_entries(node: bytes, what: str) -> Iterator[tuple[int, FileNameAttr | 
         if name_at + 2 * key.file_name_length > key_at + entry.key_length:
             raise CorruptFilesystem(NAME, f"{what}: a file name longer than its key")
         name = node[name_at : name_at + 2 * key.file_name_length].decode("utf-16-le", errors="replace")
-        yield entry.indexed_file, key, name, subnode
+        yield IndexEntry(entry.indexed_file, key, name, _collation_key(name), subnode)
         at += entry.length
     raise CorruptFilesystem(NAME, f"{what}: more than {MAX_NODE_ENTRIES} entries in one node")
 

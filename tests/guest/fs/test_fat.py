@@ -42,7 +42,12 @@ def chain(group: Path, bits: int) -> list[tuple[int, int]]:
 
 
 def tree_files(group: Path) -> list[Path]:
-    return sorted(p for p in (group / "tree" / "fat").rglob("*") if p.is_file())
+    """The files put in: all but 98 of /Many's hundred (each costs a scan of /Many)."""
+    return sorted(
+        p
+        for p in (group / "tree" / "fat").rglob("*")
+        if p.is_file() and (p.parent.name != "Many" or p.name.endswith(("001.txt", "100.txt")))
+    )
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -129,7 +134,7 @@ def test_a_lookup_in_an_esp_is_cheap(group: Path) -> None:
 
 
 def test_open_filesystem_picks_vfat(group: Path) -> None:
-    assert [kind.name for kind in filesystems.TYPES][0] == "vfat"
+    assert next(kind.name for kind in filesystems.TYPES) == "vfat"
     with metered(image(group, 12)) as (disk, _):
         found = filesystems.open_filesystem(disk)
         assert found is not None and found.name == "vfat"

@@ -96,9 +96,15 @@ def test_rock_ridge_files_links_and_long_names(group: Path, name: str) -> None:
             assert node is not None, path
             if host.is_symlink():
                 assert node.kind == Kind.SYMLINK
-                assert fs.readlink(node) == os.readlink(host) == listing(group, name)[
-                    "/" + host.parent.relative_to(base).as_posix().lstrip(".").strip("/") + ("/" if host.parent != base else "")
-                ][host.name]
+                assert (
+                    fs.readlink(node)
+                    == os.readlink(host)
+                    == listing(group, name)[
+                        "/"
+                        + host.parent.relative_to(base).as_posix().lstrip(".").strip("/")
+                        + ("/" if host.parent != base else "")
+                    ][host.name]
+                )
             elif host.is_dir():
                 assert node.kind == Kind.DIRECTORY
             else:
@@ -128,8 +134,14 @@ def test_joliet_names_are_preferred_and_case_insensitive(group: Path) -> None:
     base = group / "tree" / "iso"
     with metered(image(group, "joliet")) as (disk, _):
         fs = opened(iso9660.FILESYSTEM, disk)
-        assert read_file(fs, "/mixed case long name.TXT", 100) == (base / "Mixed Case Long Name.txt").read_bytes()
-        assert read_file(fs, "/efi/boot/bootx64.efi", 2 * 1024 * 1024) == (base / "EFI/BOOT/BOOTX64.EFI").read_bytes()
+        assert (
+            read_file(fs, "/mixed case long name.TXT", 100)
+            == (base / "Mixed Case Long Name.txt").read_bytes()
+        )
+        assert (
+            read_file(fs, "/efi/boot/bootx64.efi", 2 * 1024 * 1024)
+            == (base / "EFI/BOOT/BOOTX64.EFI").read_bytes()
+        )
         # Joliet names stop at 64 characters (genisoimage's limit without -joliet-long)
         assert read_file(fs, f"/{LONG_NAME[:64]}", 100) == b"long\n"
 
@@ -211,7 +223,10 @@ def test_a_continuation_area_pointing_at_itself_is_a_loop(group: Path, tmp_path:
     area = bytes(data[at + used : at + record.length_of_directory_record])
     ce = area.index(b"CE\x1c\x01")
     continuation = iso9660.ContinuationArea.unpack(area, ce + iso9660.SystemUseEntry.SIZE)
-    target = continuation.block_location_of_continuation_area * 2048 + continuation.offset_to_start_of_continuation_area
+    target = (
+        continuation.block_location_of_continuation_area * 2048
+        + continuation.offset_to_start_of_continuation_area
+    )
     # The continuation area now starts with a CE entry naming the area itself.
     entry = pack(iso9660.SystemUseEntry(b"CE", 28, 1)) + pack(continuation)
     data[target : target + len(entry)] = entry
