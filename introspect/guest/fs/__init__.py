@@ -7,10 +7,15 @@ its entry in `TYPES`.
 from __future__ import annotations
 
 from introspect.guest.disk import Disk
+from introspect.guest.fs import fat, iso9660, ntfs
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
 #: The filesystems read, probed in this order.
-TYPES: tuple[FilesystemType, ...] = ()
+TYPES: tuple[FilesystemType, ...] = (
+    fat.FILESYSTEM,
+    ntfs.FILESYSTEM,
+    iso9660.FILESYSTEM,
+)
 
 
 def open_filesystem(disk: Disk) -> Filesystem | None:
