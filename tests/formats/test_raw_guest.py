@@ -74,4 +74,4 @@ def test_the_view_reads_within_the_guest_budget(tmp_path):
 
 
 def test_the_formats_with_a_guest_view_today():
-    assert [f.name for f in ALL if f.guest is not None] == ["vmdk", "vhdx", "vhd", "raw"]
+    assert [f.name for f in ALL if f.guest is not None] == ["vmdk", "vhdx", "vhd", "luks", "raw"]
