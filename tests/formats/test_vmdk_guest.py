@@ -149,5 +149,5 @@ def test_a_grain_that_is_not_deflate_data_is_refused():
         data[at : at + 16] = bytes(range(16))
 
     view = hostile_view("disk-stream.vmdk", garble)
-    with pytest.raises(introspect.ImageError, match="compressed grain is .*expected deflate"):
+    with pytest.raises(introspect.ImageError, match=r"compressed grain is .*expected deflate"):
         view.read(0, SECTOR)
