@@ -3,6 +3,7 @@ from (fixtures/make/views2.sh); hostile variants derived from those images in th
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -12,8 +13,9 @@ from introspect.formats import vmdk
 from introspect.formats.vmdk import GrainMarker, SparseExtentHeader
 from introspect.safety import GUEST_NO_VIEW, TRUNCATED
 from introspect.sources import BytesSource
+from tests.conftest import fixture_group
 from tests.formats.guest_disk import SECTOR, assert_reads_like_source, group, layout, open_view, source
-from tests.tools import put
+from tests.tools import put, recorded
 
 #: qemu-img's monolithicSparse, qemu-img's streamOptimized (grain directory after the grains,
 #: gdOffset in the header), VMDKstream's (GD_AT_END: the footer at the end holds gdOffset).
@@ -68,17 +70,39 @@ def test_past_the_end_of_the_disk_is_truncation():
 
 
 @pytest.mark.parametrize(
-    ("name", "named"),
+    ("fixtures", "name", "named"),
     [
-        ("disk-flat.vmdk", "FLAT 'disk-flat-flat.vmdk'"),
-        ("disk-split.vmdk", "SPARSE 'disk-split-s001.vmdk'"),
-        ("disk-split-s001.vmdk", "one extent of a split disk"),
+        ("views2", "disk-flat.vmdk", "FLAT 'disk-flat-flat.vmdk'"),
+        ("views2", "disk-split.vmdk", "SPARSE 'disk-split-s001.vmdk'"),
+        ("views2", "disk-split-s001.vmdk", "one extent of a split disk"),
+        ("vmdk", "cowd.vmdk", "ESX sparse"),
     ],
 )
-def test_a_disk_whose_data_is_in_other_files_has_no_view(name, named):
+def test_a_disk_whose_data_is_in_other_files_has_no_view(fixtures, name, named):
     with pytest.raises(introspect.ImageError, match=named) as raised:
-        open_view(group() / name)
+        open_view(fixture_group(fixtures) / name)
     assert raised.value.rule is GUEST_NO_VIEW
+
+
+def test_an_embedded_descriptor_naming_another_file_has_no_view():
+    """qemu-img's own extent line rewritten to a FLAT extent in another file: the data is there."""
+    data = bytearray((group() / "disk.vmdk").read_bytes())
+    line = re.search(rb'RW (\d+) SPARSE "disk.vmdk"', data)
+    other = b'RW %s FLAT "other.img" 0' % line.group(1)
+    data[line.start() : line.start() + len(other)] = other
+    with pytest.raises(introspect.ImageError, match=r"FLAT 'other\.img'") as raised:
+        open_view("other.vmdk", source=BytesSource(bytes(data), "other.vmdk"))
+    assert raised.value.rule is GUEST_NO_VIEW
+
+
+def test_a_delta_disk_names_its_parent_and_reads_zeros_for_it():
+    """qemu-img's delta of base.vmdk (fixtures/make/vmdk.sh): no grain of its own yet."""
+    path = fixture_group("vmdk") / "delta.vmdk"
+    hint = re.search(r'parentFileNameHint="([^"]+)"', recorded(path, "descriptor.txt")).group(1)
+    view, reader = open_view(path)
+    assert f"the parent disk {hint!r}" in view.incomplete
+    assert view.read(0, 64 * 1024) == bytes(64 * 1024)
+    assert reader.reads == 2  # the directory's page and the grain table
 
 
 # --- Hostile images, derived from the real ones ----------------------------------------------------
