@@ -57,9 +57,6 @@ class Lru(Generic[K, V]):
         if len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class Pages:
     """Pages of a file's mapping tables, each read once through the Reader while it stays cached."""

@@ -14,6 +14,13 @@ one known to write a reliable current size (Hyper-V, Disk2vhd, XenServer, XenCon
 qemu 10.0 inverted that table (CHS only for "vpc " and "qemu", current size for everyone else,
 Azure's "wa\\0\\0" included); `CURRENT_SIZE_CREATORS` follows the qemu-img this project runs (7.2),
 and a test runs that qemu-img on rewritten creators to prove it.
+
+The guest view: a fixed disk is its file before the footer (`RawGuestView`); a dynamic or
+differencing disk is read through its BAT and each block's sector bitmap ("Block Allocation Table
+and Data Blocks"), a page of either read once and kept in a bounded LRU. qemu reads a dynamic
+disk's blocks whole and ignores their bitmaps (it sets every bit of a block it allocates); the spec
+says a clear bit is a sector the block does not hold, which reads as zeros here. A differencing
+disk's parent is never opened: its sectors read as zeros and the view's `incomplete` names it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ Virtual Disk Size item.
 Reads: the head (file type identifier), one read of 256 KiB for both headers and both region
 tables, and one read of the metadata table with the 64 KiB after it, where every known writer
 (Hyper-V, qemu) puts the items; an item placed elsewhere costs one more small read.
+
+The guest view reads fixed, dynamic and differencing disks through the BAT (2.5), a page of it
+read once and kept in a bounded LRU; a differencing disk's parent is never opened (its sectors
+read as zeros, and `incomplete` names it). The log is not replayed: an image whose header says it
+has an active log (LogGuid not zero) has no view (`guest.no_view`), since its BAT may be stale
+until the replay the spec requires, and qemu refuses to read it read-only for the same reason.
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ stream-optimized extent whose grain directory is at the end, in the last three s
 costs the head, the tail and at most one more read, whatever the virtual size. Nothing a
 descriptor names is ever opened. The descriptor text itself is parsed by
 `introspect.formats.vmdk_descriptor`.
+
+The guest view (`guest_view`) reads a hosted sparse extent whose embedded descriptor names it
+alone (monolithicSparse, streamOptimized), through its grain directory and grain tables (a page of
+the directory and each grain table read once, kept in a bounded LRU) and, in a stream, its
+compressed grains (each decompressed once, at most a grain, kept in a bounded LRU). A descriptor
+file, a split disk's lone extent and an ESX redo log are `guest.no_view`: their data is in files
+that are not here. A delta disk's view names its parent as `incomplete`.
 """
 
 from __future__ import annotations
