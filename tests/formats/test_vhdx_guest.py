@@ -15,7 +15,7 @@ from introspect.formats.vhdx import RegionTableEntry, RegionTableHeader, VhdxHea
 from introspect.safety import GUEST_NO_VIEW, TRUNCATED
 from introspect.sources import BytesSource
 from tests.formats.guest_disk import MIB, SECTOR, assert_reads_like_source, group, layout, open_view, source
-from tests.tools import qemu_info, rewrite
+from tests.tools import qemu_info, recorded, rewrite
 
 IMAGES = ["disk.vhdx", "disk-fixed.vhdx", "disk-1m.vhdx"]
 
@@ -49,6 +49,30 @@ def test_a_block_not_present_reads_as_zeros_without_reading_it():
     start = 40 * MIB  # past the filesystem's data: qemu-img left these blocks NOT_PRESENT
     assert view.read(start, 2 * MIB) == bytes(2 * MIB) == source()[start : start + 2 * MIB]
     assert reader.reads == 1
+
+
+#: What qemu-io wrote into the differencing disk before it was made one (views2.sh): 125 sectors
+#: of 0xcd from 15 MiB + 3 sectors. fixtures/views2_vhdx_diff.py checked, with libvhdi, that the
+#: disk over its parent reads the parent's bytes with these; without the parent, the rest is zeros.
+WRITTEN = (15 * MIB + 3 * SECTOR, 125 * SECTOR)
+
+
+def test_a_differencing_disk_reads_its_sectors_through_the_bitmap_and_zeros_for_its_parents():
+    path = group() / "diff.vhdx"
+    assert "Disk type\t\t: Differential" in recorded(path, "vhdiinfo.txt")
+    view, reader = open_view(path)
+    assert view.incomplete is not None
+    assert "'disk-1m.vhdx'" in view.incomplete
+    offset, length = WRITTEN
+    block = offset // MIB * MIB
+    expected = bytearray(MIB)
+    expected[offset - block : offset - block + length] = b"\xcd" * length
+    assert view.read(block, MIB) == expected
+    assert view.read(offset - SECTOR, 2 * SECTOR) == bytes(SECTOR) + b"\xcd" * SECTOR
+    assert view.read(0, 4 * MIB) == bytes(4 * MIB)  # blocks not present: the parent's
+    # Two pages of the BAT (the block's entry, its chunk's bitmap entry 4096 entries on), a page of
+    # the sector bitmap, and the sectors written, once for each read that asked for them.
+    assert reader.reads == 5
 
 
 # --- Hostile images, derived from the real ones ----------------------------------------------------

@@ -63,6 +63,21 @@ def test_a_compressed_grain_read_piece_by_piece_is_decompressed_once():
     assert (reader.reads, reader.bytes_read) == before
 
 
+def test_a_zeroed_grain_reads_as_zeros_without_reading_it():
+    """disk-zeroed.vmdk: qemu-io zeroed the grain at 15 MiB ("write -z"), which with the zeroed-grain
+    flag is a grain table entry of 1, no data; the grains around it are the source's."""
+    view, reader = open_view(group() / "disk-zeroed.vmdk")
+    start = 15 * 1024 * 1024
+    expected = bytearray(source()[start - 65536 : start + 2 * 65536])
+    expected[65536 : 2 * 65536] = bytes(65536)
+    assert expected[:65536] != bytes(65536)  # the random file is on both sides
+    view.read(start, SECTOR)
+    before = reader.bytes_read
+    assert view.read(start, 65536) == bytes(65536)
+    assert reader.bytes_read == before
+    assert view.read(start - 65536, 3 * 65536) == expected
+
+
 def test_past_the_end_of_the_disk_is_truncation():
     view, _ = open_view(group() / "disk.vmdk")
     with pytest.raises(introspect.TruncatedImage, match="the guest data needs bytes"):
