@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from introspect.decode import KIB
-from introspect.errors import TruncatedImage
+from introspect.errors import BudgetExceeded, TruncatedImage
 from introspect.sources import Reader
 
 #: A table is read this much at a time: a file system page, 1024 32-bit or 512 64-bit entries.
@@ -156,6 +156,10 @@ class BlockMappedView(ABC):
     def read(self, guest_offset: int, length: int) -> bytes:
         if guest_offset < 0 or length < 0 or guest_offset + length > self.size:
             raise TruncatedImage("guest data", offset=guest_offset, length=length, size=self.size)
+        largest = self.reader.budget.max_read_size
+        if length > largest:
+            # As the Reader refuses one read that large, before anything is allocated for it.
+            raise BudgetExceeded("guest data", limit=f"{length} bytes in one read, at most {largest}")
         out = bytearray(length)
         run = _Run(self.reader, out)
         position, end = guest_offset, guest_offset + length
@@ -178,7 +182,7 @@ class BlockMappedView(ABC):
 
 class _Run:
     """File bytes waiting to be read into `out`: extended while the next part follows in the file
-    (and in `out`), read in one Reader call when it does not, or at the budget's largest read."""
+    (and in `out`), read in one Reader call when it does not."""
 
     def __init__(self, reader: Reader, out: bytearray) -> None:
         self.reader = reader
@@ -186,10 +190,7 @@ class _Run:
         self.file_offset = self.at = self.length = 0
 
     def add(self, file_offset: int, at: int, length: int) -> None:
-        contiguous = (
-            self.length and file_offset == self.file_offset + self.length and at == self.at + self.length
-        )
-        if contiguous and self.length + length <= self.reader.budget.max_read_size:
+        if self.length and file_offset == self.file_offset + self.length and at == self.at + self.length:
             self.length += length
             return
         self.flush()

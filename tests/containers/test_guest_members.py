@@ -114,6 +114,6 @@ def test_an_ova_member_is_read_in_place_through_the_archive():
         assert_reads_like_source(view)
         assert archive.reads <= 64
         assert archive.bytes_read <= 2 * MIB
-        # The whole disk, through the archive, is the source disk.
-        everything = view.read(0, 16 * MIB)
-    assert everything == source()[: 16 * MIB]
+        # The disk's first 16 MiB, through the archive, are the source disk's.
+        first = b"".join(view.read(offset, 4 * MIB) for offset in range(0, 16 * MIB, 4 * MIB))
+    assert first == source()[: 16 * MIB]

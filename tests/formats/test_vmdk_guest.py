@@ -78,6 +78,13 @@ def test_a_zeroed_grain_reads_as_zeros_without_reading_it():
     assert view.read(start - 65536, 3 * 65536) == expected
 
 
+def test_a_read_larger_than_the_budget_s_largest_is_refused_before_it_is_allocated():
+    view, reader = open_view(group() / "disk.vmdk")
+    with pytest.raises(introspect.BudgetExceeded, match="at most 4194304"):
+        view.read(0, view.size)
+    assert reader.reads == 0
+
+
 def test_past_the_end_of_the_disk_is_truncation():
     view, _ = open_view(group() / "disk.vmdk")
     with pytest.raises(introspect.TruncatedImage, match="the guest data needs bytes"):
