@@ -103,7 +103,9 @@ def bitmap_runs(
 ) -> Iterator[tuple[int, int, bool]]:
     """Runs `(start, stop, set)` of the bits `first`..`end` of the `length`-byte bitmap at file
     offset `offset`, read a page at a time; `lsb_first`: bit 0 of byte 0 is the first bit (VHDX),
-    else its most significant bit is (VHD)."""
+    else its most significant bit is (VHD). Bits past the bitmap's end are not walked: every page
+    read holds at least one bit, so the walk ends."""
+    end = min(end, length * 8)
     run_start, run_set = first, None
     bit = first
     while bit < end:

@@ -1085,7 +1085,8 @@ class SparseExtentView(BlockMappedView):
         self.zeroed_grains = header.zeroed_grain
         self.compressed = header.compressed_grains
         self.grain_sectors = header.grain_size
-        self.grains: Lru[int, bytes] = Lru(GRAIN_CACHE_BYTES // grain)
+        # Keyed by the grain and where its table says it is: a marker is checked for each grain.
+        self.grains: Lru[tuple[int, int], bytes] = Lru(GRAIN_CACHE_BYTES // grain)
 
     def spans(self, block: int, start: int, end: int) -> list[Span]:
         table_sector = self.directory.get(self.pages, block // self.gtes_per_gt)
@@ -1101,7 +1102,7 @@ class SparseExtentView(BlockMappedView):
 
     def _grain(self, block: int, sector: int) -> bytes:
         """A compressed grain's bytes, decompressed (at most the grain) and cached."""
-        cached = self.grains.get(sector)
+        cached = self.grains.get((block, sector))
         if cached is not None:
             return cached
         offset = sector * SECTOR_SIZE
@@ -1157,7 +1158,7 @@ class SparseExtentView(BlockMappedView):
                 offset=offset,
                 advice=corrupt,
             )
-        self.grains.put(sector, grain)
+        self.grains.put((block, sector), grain)
         return grain
 
 
