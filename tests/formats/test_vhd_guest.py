@@ -12,7 +12,16 @@ import introspect
 from introspect.formats.vhd import DynamicDiskHeader, HardDiskFooter
 from introspect.safety import TRUNCATED
 from introspect.sources import BytesSource
-from tests.formats.guest_disk import MIB, SECTOR, assert_reads_like_source, group, layout, open_view, source
+from tests.formats.guest_disk import (
+    MIB,
+    SECTOR,
+    assert_reads_like_source,
+    group,
+    layout,
+    open_view,
+    source,
+    survives_mutations,
+)
 from tests.tools import qemu_info, recorded
 
 #: What qemu-io wrote into the differencing disk before it was made one (views2.sh): 125 sectors
@@ -86,3 +95,10 @@ def test_a_block_whose_data_runs_past_the_end_of_the_file_is_truncation():
     view, _ = open_view("hostile.vhd", source=BytesSource(bytes(data), "hostile.vhd"))
     with pytest.raises(introspect.TruncatedImage, match="guest data"):
         view.read(SECTOR, SECTOR)
+
+
+def test_mutated_tables_give_bytes_or_an_image_error():
+    """Words of the BAT (after the footer copy and the dynamic header) overwritten."""
+    data = (group() / "disk.vhd").read_bytes()
+    start = bat_entry(data, 0)
+    assert survives_mutations("disk.vhd", start, start + 4 * 25) > 0

@@ -14,7 +14,16 @@ from introspect.formats import vhdx
 from introspect.formats.vhdx import RegionTableEntry, RegionTableHeader, VhdxHeaderRecord
 from introspect.safety import GUEST_NO_VIEW, TRUNCATED
 from introspect.sources import BytesSource
-from tests.formats.guest_disk import MIB, SECTOR, assert_reads_like_source, group, layout, open_view, source
+from tests.formats.guest_disk import (
+    MIB,
+    SECTOR,
+    assert_reads_like_source,
+    group,
+    layout,
+    open_view,
+    source,
+    survives_mutations,
+)
 from tests.tools import qemu_info, recorded, rewrite
 
 IMAGES = ["disk.vhdx", "disk-fixed.vhdx", "disk-1m.vhdx"]
@@ -138,3 +147,9 @@ def test_an_active_log_is_not_replayed_and_there_is_no_view():
     with pytest.raises(introspect.ImageError, match="log is active") as raised:
         open_view("log.vhdx", source=source)
     assert raised.value.rule is GUEST_NO_VIEW
+
+
+def test_mutated_tables_give_bytes_or_an_image_error():
+    """Words of the BAT's first entries (the disk's 49 blocks) overwritten."""
+    start = bat_offset((group() / "disk-1m.vhdx").read_bytes())
+    assert survives_mutations("disk-1m.vhdx", start, start + 8 * 49) > 0

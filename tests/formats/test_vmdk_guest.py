@@ -14,7 +14,15 @@ from introspect.formats.vmdk import GrainMarker, SparseExtentHeader
 from introspect.safety import GUEST_NO_VIEW, TRUNCATED
 from introspect.sources import BytesSource
 from tests.conftest import fixture_group
-from tests.formats.guest_disk import SECTOR, assert_reads_like_source, group, layout, open_view, source
+from tests.formats.guest_disk import (
+    SECTOR,
+    assert_reads_like_source,
+    group,
+    layout,
+    open_view,
+    source,
+    survives_mutations,
+)
 from tests.tools import put, recorded
 
 #: qemu-img's monolithicSparse, qemu-img's streamOptimized (grain directory after the grains,
@@ -197,3 +205,11 @@ def test_a_grain_that_is_not_deflate_data_is_refused():
     view = hostile_view("disk-stream.vmdk", garble)
     with pytest.raises(introspect.ImageError, match=r"compressed grain is .*expected deflate"):
         view.read(0, SECTOR)
+
+
+@pytest.mark.parametrize("name", ["disk.vmdk", "disk-stream.vmdk"])
+def test_mutated_tables_give_bytes_or_an_image_error(name):
+    """Words of the grain directory and grain tables (qemu-img puts them from sector 21, before
+    the overHead's end) overwritten with hostile values."""
+    header = SparseExtentHeader.unpack((group() / name).read_bytes()[:SECTOR])
+    assert survives_mutations(name, header.rgd_offset * SECTOR, header.over_head * SECTOR) > 0
