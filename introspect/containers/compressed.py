@@ -15,6 +15,20 @@ Specs (the signatures below are declared beside them):
 Decompression bombs: at most `max_output` bytes come out (4 MiB by default: a head, not the
 image) from at most `max_input` bytes read through the metered `Reader`, in a bounded number of
 steps, members and reads; xz and zstd decoders are also held to a memory limit.
+
+The guest's disk, where the cost stays bounded: every wrapper here (gzip, xz, zstd, and bz2; zstd
+only where `zstandard` is installed) gives the guest pass what it gave the header pass, the
+decompressed head and nothing more: nothing is decompressed again, or further. The member's
+format reads its guest view over `guest_source(member)`:
+
+- an image of at most `DECOMPRESSED_HEAD_SIZE` (4 MiB) decompressed is whole in its head: its
+  view reads every byte, as over a file;
+- a larger one is read as far as its first 4 MiB go: a raw disk's partition table and what of its
+  first partition lies there; a sparse format's (VMDK monolithicSparse, VHD, VHDX, qcow2) tables
+  and the blocks its writer put first. Any read past the head raises `NotDecompressed` (a
+  `BytesNotKept` of the rule `compressed.partial`): the guest layer reports facts as partial, never
+  zeros for bytes it did not see. A stream-optimized VMDK whose grain directory is in its footer,
+  at the end, has no view at all (its header pass cannot reach the footer).
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from typing import Any, Literal, Protocol
 
 from introspect.containers.base import Container, Member, Unpacked
 from introspect.decode import MIB
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, BytesNotKept, TruncatedImage
 from introspect.model import Finding, Severity
 from introspect.safety import Policy, rule
 from introspect.sources import HEAD_SIZE, ByteSource, Reader
@@ -149,6 +163,51 @@ class DecompressedHead(ByteSource):
 
     def pread(self, offset: int, length: int) -> bytes:
         return self._data[offset : offset + length]
+
+
+#: The size a head whose image goes on claims: past any offset a table can name, so that reads of
+#: the image's unknown end are reads past the head (`NotDecompressed`), never the end of the file.
+UNKNOWN_END = 1 << 62
+
+
+class NotDecompressed(BytesNotKept):
+    """A read past the decompressed head of an image whose stream goes on."""
+
+    def __init__(self, offset: int, length: int, head: int) -> None:
+        super().__init__(
+            PARTIAL,
+            f"bytes {offset}..{offset + length} of the compressed image lie past the {head} bytes "
+            "decompressed (introspect decompresses a head, never the whole image): facts that need them "
+            "are unknown; decompress the image and upload it to inspect it whole",
+            offset=offset,
+        )
+
+
+class HeadOfStream(ByteSource):
+    """A decompressed head whose image goes on, as the guest pass reads it: its end is unknown
+    (`UNKNOWN_END`), its head is served, and a read past the head raises `NotDecompressed` where a
+    header parser is given a short read (`introspect.inspector` keeps that view for the header
+    pass, whose parsers check tables against the end of the file)."""
+
+    def __init__(self, head: ByteSource) -> None:
+        self._head = head
+        self.name = head.name
+
+    @property
+    def size(self) -> int:
+        return UNKNOWN_END
+
+    def pread(self, offset: int, length: int) -> bytes:
+        data = self._head.pread(offset, length)
+        if len(data) < length:
+            raise NotDecompressed(offset, length, self._head.size)
+        return data
+
+
+def guest_source(member: Member) -> ByteSource:
+    """What a format's guest view of `member` reads: the member itself when it is whole, else its
+    head, past which reads raise `NotDecompressed` (see the module docstring)."""
+    return member.source if member.complete else HeadOfStream(member.source)
 
 
 def zstd_available() -> bool:

@@ -22,10 +22,10 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields, replace
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NoReturn
 
 from introspect.decode import c_string
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.luks2 import (
     BAD_HEADER,
@@ -40,7 +40,7 @@ from introspect.formats.luks2 import (
 )
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import GUEST_ENCRYPTED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import BigEndianStructure, chars, pad, u16, u32, u64, unpack_array
 
@@ -534,6 +534,17 @@ def properties(details: LuksDetails) -> dict[str, str]:
     return {**header_properties(version=details.version), "introspect_encryption": "luks"}
 
 
+def guest_view(reader: Reader, details: LuksDetails) -> NoReturn:
+    """The guest's bytes are the payload, encrypted: nothing can be read of them without a key,
+    and introspect is never given one."""
+    cipher = "-".join(part for part in (details.cipher_name, details.cipher_mode) if part) or "a cipher"
+    raise ImageError(
+        GUEST_ENCRYPTED,
+        f"the disk is a LUKS{details.version} volume encrypted with {cipher}: its contents cannot be read "
+        "without its key, so nothing is known of the guest (set os_* properties by hand)",
+    )
+
+
 FORMAT = Format(
     name="luks",
     qemu_name="luks",
@@ -543,4 +554,5 @@ FORMAT = Format(
     no_checks_because="a LUKS header names no other file (a detached header is a finding of its own)",
     details=LuksDetails,
     properties=properties,
+    guest=guest_view,
 )

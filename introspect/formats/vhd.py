@@ -14,6 +14,13 @@ one known to write a reliable current size (Hyper-V, Disk2vhd, XenServer, XenCon
 qemu 10.0 inverted that table (CHS only for "vpc " and "qemu", current size for everyone else,
 Azure's "wa\\0\\0" included); `CURRENT_SIZE_CREATORS` follows the qemu-img this project runs (7.2),
 and a test runs that qemu-img on rewritten creators to prove it.
+
+The guest view: a fixed disk is its file before the footer (`RawGuestView`); a dynamic or
+differencing disk is read through its BAT and each block's sector bitmap ("Block Allocation Table
+and Data Blocks"), a page of either read once and kept in a bounded LRU. qemu reads a dynamic
+disk's blocks whole and ignores their bitmaps (it sets every bit of a block it allocates); the spec
+says a clear bit is a sector the block does not hold, which reads as zeros here. A differencing
+disk's parent is never opened: its sectors read as zeros and the view's `incomplete` names it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from pydantic import Field
 from introspect.decode import padded_text, utf16_c_string, uuid_be
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.blockmap import BlockMappedView, Span, Table, bitmap_runs
 from introspect.formats.partitions import PartitionTable
 from introspect.formats.raw import RawGuestView, read_disk
 from introspect.model import Finding, Firmware, Frozen, Geometry, Severity
@@ -641,15 +649,66 @@ def is_fixed(details: VhdDetails) -> bool:
     return details.disk_type == "fixed"
 
 
-def guest_view(reader: Reader, details: VhdDetails) -> RawGuestView | None:
-    """A fixed disk's guest view is the identity over the disk before the footer; dynamic and
-    differencing disks have none yet (their block allocation table is not walked)."""
-    if not is_fixed(details):
-        return None
-    size = (
-        details.chs_size if details.size_from == "chs" else details.current_size // SECTOR_SIZE * SECTOR_SIZE
-    )
-    return RawGuestView(reader, size)
+def guest_size(details: VhdDetails) -> int:
+    """The disk the guest sees, in bytes: as qemu 7.2 sizes it (see `virtual_sectors`)."""
+    if details.size_from == "chs":
+        return details.chs_size
+    return details.current_size // SECTOR_SIZE * SECTOR_SIZE
+
+
+#: A BAT entry: the sector where a block (its sector bitmap, then its data) starts.
+BAT_ENTRY = struct.Struct(">I")
+
+
+class DynamicDiskView(BlockMappedView):
+    """The guest's disk in a dynamic or differencing VHD (spec "Block Allocation Table and Data
+    Blocks"): the BAT gives each block's first sector, where the block's sector bitmap (one bit a
+    sector, the most significant bit of byte 0 first, padded to whole sectors) precedes its data.
+    An unallocated block, or a sector whose bit is clear, reads as zeros: in a differencing disk
+    that is a sector of the parent, which is never opened (`incomplete` names it)."""
+
+    def __init__(self, reader: Reader, details: VhdDetails, dynamic: VhdDynamicHeader) -> None:
+        parent = None
+        if details.disk_type == "differencing":
+            locators = ", ".join(locator.platform_code for locator in dynamic.parent_locators)
+            name = (
+                f"{dynamic.parent_unicode_name!r} (parent unicode name)"
+                if dynamic.parent_unicode_name
+                else f"named only by its parent locators ({locators or 'none'})"
+            )
+            parent = f"the parent disk {name}, not read: its sectors read as zeros"
+        super().__init__(reader, guest_size(details), dynamic.block_size, parent)
+        self.bat = Table(dynamic.table_offset, dynamic.max_table_entries, BAT_ENTRY, "block allocation table")
+        self.bitmap_size = -(-dynamic.block_size // SECTOR_SIZE // 8 // SECTOR_SIZE) * SECTOR_SIZE
+
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        entry = self.bat.get(self.pages, block)
+        if entry == BAT_UNALLOCATED:
+            return []
+        bitmap = entry * SECTOR_SIZE
+        data = bitmap + self.bitmap_size
+        runs = bitmap_runs(
+            self.pages,
+            bitmap,
+            self.bitmap_size,
+            start // SECTOR_SIZE,
+            -(-end // SECTOR_SIZE),
+            lsb_first=False,
+            what="sector bitmap",
+        )
+        return [
+            Span(first * SECTOR_SIZE, (stop - first) * SECTOR_SIZE, data + first * SECTOR_SIZE)
+            for first, stop, present in runs
+            if present
+        ]
+
+
+def guest_view(reader: Reader, details: VhdDetails) -> RawGuestView | DynamicDiskView:
+    """A fixed disk's guest view is the identity over the disk before the footer; a dynamic or
+    differencing disk's goes through its BAT and sector bitmaps."""
+    if details.dynamic_header is None:
+        return RawGuestView(reader, guest_size(details))
+    return DynamicDiskView(reader, details, details.dynamic_header)
 
 
 FORMAT = Format(

@@ -16,6 +16,12 @@ Virtual Disk Size item.
 Reads: the head (file type identifier), one read of 256 KiB for both headers and both region
 tables, and one read of the metadata table with the 64 KiB after it, where every known writer
 (Hyper-V, qemu) puts the items; an item placed elsewhere costs one more small read.
+
+The guest view reads fixed, dynamic and differencing disks through the BAT (2.5), a page of it
+read once and kept in a bounded LRU; a differencing disk's parent is never opened (its sectors
+read as zeros, and `incomplete` names it). The log is not replayed: an image whose header says it
+has an active log (LogGuid not zero) has no view (`guest.no_view`), since its BAT may be stale
+until the replay the spec requires, and qemu refuses to read it read-only for the same reason.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from typing import ClassVar, Literal
 import google_crc32c
 
 from introspect.decode import KIB, MIB, guid, utf16_c_string
-from introspect.errors import BadField, TruncatedImage
+from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.blockmap import BlockMappedView, Span, Table, bitmap_runs
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import TRUNCATED, Policy, rule
+from introspect.safety import GUEST_NO_VIEW, TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, StructureT, chars, pad, u16, u32, u64, unpack_array
 
@@ -825,6 +832,128 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VhdxDetails]:
     return Inspection(details=details, virtual_size=virtual_disk_size, findings=findings)
 
 
+# --- Guest view ([MS-VHDX] 2.4 "Blocks", 2.5 "BAT") -----------------------------------------
+
+BAT_ENTRY = struct.Struct("<Q")
+#: Payload BAT entry states (2.5.1.1); 4 and 5 are reserved.
+PAYLOAD_BLOCK_NOT_PRESENT = 0
+PAYLOAD_BLOCK_UNDEFINED = 1
+PAYLOAD_BLOCK_ZERO = 2
+PAYLOAD_BLOCK_UNMAPPED = 3
+PAYLOAD_BLOCK_FULLY_PRESENT = 6
+PAYLOAD_BLOCK_PARTIALLY_PRESENT = 7
+#: States whose reads may return zeros (2.5.1.1: "Return zero data" is allowed for each), as qemu
+#: does; NOT_PRESENT in a differencing disk is the parent's, read as zeros too.
+ZERO_STATES = frozenset(
+    {PAYLOAD_BLOCK_NOT_PRESENT, PAYLOAD_BLOCK_UNDEFINED, PAYLOAD_BLOCK_ZERO, PAYLOAD_BLOCK_UNMAPPED}
+)
+#: Sector bitmap BAT entry state (2.5.1.2): the chunk's 1 MiB bitmap is in the file.
+SB_BLOCK_PRESENT = 6
+SECTOR_BITMAP_BLOCK_SIZE = 1 * MIB
+
+
+class VhdxGuestView(BlockMappedView):
+    """The guest's disk through the BAT (2.5): payload block entries, and after each chunk of
+    `chunk_ratio` of them the entry of the chunk's sector bitmap block. A fully present block is in
+    the file; a partially present one (differencing disks only) is in the file where its sector's
+    bit is set (bit 0 of byte 0 first, 2.4) and the parent's elsewhere, which is never opened and
+    reads as zeros (`incomplete` names it); every other state reads as zeros."""
+
+    def __init__(self, reader: Reader, details: VhdxDetails) -> None:
+        parent = None
+        if details.has_parent:
+            name = repr(details.backing_file) if details.backing_file else "an unnamed parent"
+            parent = f"the parent disk {name} (parent locator), not read: its sectors read as zeros"
+        super().__init__(reader, details.virtual_disk_size, details.block_size, parent)
+        self.has_parent = details.has_parent
+        self.sector_size = details.logical_sector_size
+        self.chunk_ratio = SECTORS_PER_CHUNK * details.logical_sector_size // details.block_size
+        bat = next(r for r in details.regions if r.name == "bat")
+        entries = _bat_entries(
+            details.virtual_disk_size, details.block_size, details.logical_sector_size, details.has_parent
+        )
+        self.bat = Table(bat.file_offset, entries, BAT_ENTRY, "BAT")
+
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        index = block + block // self.chunk_ratio
+        state, offset = self._entry(index)
+        if state in ZERO_STATES:
+            return []
+        if state == PAYLOAD_BLOCK_FULLY_PRESENT:
+            return [Span(0, self.block_size, offset)]
+        if state != PAYLOAD_BLOCK_PARTIALLY_PRESENT or not self.has_parent:
+            raise BadField(
+                INVALID,
+                "payload BAT entry state",
+                state,
+                "0, 1, 2, 3, 6, or 7 in a differencing disk",
+                offset=self.bat.offset + index * BAT_ENTRY.size,
+                advice="the BAT is corrupt; the image cannot be read",
+            )
+        chunk = block // self.chunk_ratio
+        bitmap_index = chunk * (self.chunk_ratio + 1) + self.chunk_ratio
+        bitmap_state, bitmap = self._entry(bitmap_index)
+        if bitmap_state != SB_BLOCK_PRESENT:
+            raise BadField(
+                INVALID,
+                "sector bitmap BAT entry state",
+                bitmap_state,
+                f"{SB_BLOCK_PRESENT} (SB_BLOCK_PRESENT) for a chunk with a partially present block",
+                offset=self.bat.offset + bitmap_index * BAT_ENTRY.size,
+                advice="the BAT is corrupt; the image cannot be read",
+            )
+        first_sector = block % self.chunk_ratio * (self.block_size // self.sector_size)
+        runs = bitmap_runs(
+            self.pages,
+            bitmap,
+            SECTOR_BITMAP_BLOCK_SIZE,
+            first_sector + start // self.sector_size,
+            first_sector + -(-end // self.sector_size),
+            lsb_first=True,
+            what="sector bitmap block",
+        )
+        return [
+            Span(
+                (first - first_sector) * self.sector_size,
+                (stop - first) * self.sector_size,
+                offset + (first - first_sector) * self.sector_size,
+            )
+            for first, stop, present in runs
+            if present
+        ]
+
+    def _entry(self, index: int) -> tuple[int, int]:
+        """A BAT entry's state and file offset; a block placed in the header section is refused
+        (2.5.1: blocks "must reside after the header section")."""
+        entry = self.bat.get(self.pages, index)
+        state, offset = entry & BAT_STATE_MASK, (entry >> BAT_FILE_OFFSET_SHIFT) * MIB
+        if state in PRESENT_STATES and offset < HEADER_SECTION_SIZE:
+            raise BadField(
+                INVALID,
+                "BAT entry file offset",
+                offset,
+                f"at least {HEADER_SECTION_SIZE} (a block after the header section)",
+                offset=self.bat.offset + index * BAT_ENTRY.size,
+                advice="the BAT is corrupt; the image cannot be read",
+            )
+        return state, offset
+
+
+def guest_view(reader: Reader, details: VhdxDetails) -> VhdxGuestView:
+    """Fixed, dynamic and differencing disks alike, through the BAT; an image whose log is active
+    is refused, as qemu refuses it read-only: the spec (2.3.3) says the log MUST be replayed before
+    the image is read, and without the replay its BAT and blocks may be stale."""
+    current = details.headers[details.current_header]
+    if current.log_guid != NULL_GUID:
+        raise ImageError(
+            GUEST_NO_VIEW,
+            f"the VHDX log is active (LogGuid {current.log_guid}) and introspect does not replay it, so its "
+            "BAT and blocks may be stale: open and close the image once in Hyper-V, or run "
+            "`qemu-img check -r all` on it, then upload it again",
+        )
+    return VhdxGuestView(reader, details)
+
+
 def check_differencing(details: VhdxDetails, policy: Policy) -> Iterator[Finding]:
     """A differencing disk is only half a disk: its parent (never opened) holds the rest."""
     if details.has_parent:
@@ -849,4 +978,5 @@ FORMAT = Format(
     checks=(check_differencing,),
     details=VhdxDetails,
     properties=properties,
+    guest=guest_view,
 )

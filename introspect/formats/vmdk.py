@@ -17,6 +17,13 @@ stream-optimized extent whose grain directory is at the end, in the last three s
 costs the head, the tail and at most one more read, whatever the virtual size. Nothing a
 descriptor names is ever opened. The descriptor text itself is parsed by
 `introspect.formats.vmdk_descriptor`.
+
+The guest view (`guest_view`) reads a hosted sparse extent whose embedded descriptor names it
+alone (monolithicSparse, streamOptimized), through its grain directory and grain tables (a page of
+the directory and each grain table read once, kept in a bounded LRU) and, in a stream, its
+compressed grains (each decompressed once, at most a grain, kept in a bounded LRU). A descriptor
+file, a split disk's lone extent and an ESX redo log are `guest.no_view`: their data is in files
+that are not here. A delta disk's view names its parent as `incomplete`.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid
+import zlib
 from collections.abc import Iterable
 from typing import Literal
 
@@ -32,6 +40,7 @@ from pydantic import Field
 from introspect import vocabulary
 from introspect.errors import BadField, BytesNotKept, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
+from introspect.formats.blockmap import BlockMappedView, Lru, Span, Table
 from introspect.formats.vmdk_descriptor import (
     CONVERT,
     DESCRIPTOR_LIMIT,
@@ -48,7 +57,7 @@ from introspect.formats.vmdk_descriptor import (
 )
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
-from introspect.safety import TRUNCATED, Policy, rule
+from introspect.safety import GUEST_NO_VIEW, TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, boolean, char, chars, pad, u16, u32, u64
 
@@ -1040,6 +1049,170 @@ def check_esx_sparse(details: VmdkDetails, policy: Policy) -> Iterable[Finding]:
         )
 
 
+# --- Guest view ---------------------------------------------------------------------------------
+
+#: A grain table entry and a grain directory entry: a sector number (uint32, little-endian).
+SECTOR_ENTRY = struct.Struct("<I")
+#: Compressed grains are decompressed whole: a grain larger than this (qemu and VMware write 64
+#: KiB grains in every stream) is not viewed, so that one grain never costs more memory than this.
+MAX_COMPRESSED_GRAIN = 1 << 20
+#: qemu's bound on a grain marker's compressed length (vmdk_read_extent: the data must fit its
+#: buffer of two grains, the marker's 12 bytes included); a larger `size` is hostile.
+COMPRESSED_GRAIN_FACTOR = 2
+#: The first read of a compressed grain: its marker and, for a grain that compresses well, all of
+#: its data; a grain whose data is longer costs one more read of exactly the rest.
+GRAIN_FIRST_READ = 4096
+#: Decompressed grains kept (bytes), so that reading a grain piece by piece decompresses it once.
+GRAIN_CACHE_BYTES = 1 << 20
+
+
+class SparseExtentView(BlockMappedView):
+    """The guest's disk in a hosted sparse extent (spec "Hosted Sparse Extent Header", "Grain
+    Directories and Grain Tables"): the grain directory points to grain tables, whose entries are
+    the sectors of the grains. An entry of 0 is a grain not allocated, 1 (with the zeroed-grain
+    flag) a grain of zeros: both read as zeros (a delta disk's parent would hold the first, and is
+    never read). The redundant grain directory is not read. A stream-optimized extent's entries
+    point to grain markers: the grain's LBA and compressed length, then its deflate (zlib) data."""
+
+    def __init__(self, reader: Reader, header: SparseHeaderInfo, incomplete: str | None) -> None:
+        grain = header.grain_size * SECTOR_SIZE
+        super().__init__(reader, header.capacity * SECTOR_SIZE, grain, incomplete)
+        self.gtes_per_gt = header.num_gtes_per_gt
+        directory_entries = -(-header.capacity // (header.num_gtes_per_gt * header.grain_size))
+        self.directory = Table(
+            header.gd_offset * SECTOR_SIZE, directory_entries, SECTOR_ENTRY, "grain directory"
+        )
+        self.zeroed_grains = header.zeroed_grain
+        self.compressed = header.compressed_grains
+        self.grain_sectors = header.grain_size
+        # Keyed by the grain and where its table says it is: a marker is checked for each grain.
+        self.grains: Lru[tuple[int, int], bytes] = Lru(GRAIN_CACHE_BYTES // grain)
+
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        table_sector = self.directory.get(self.pages, block // self.gtes_per_gt)
+        if table_sector == 0:
+            return []
+        table = Table(table_sector * SECTOR_SIZE, self.gtes_per_gt, SECTOR_ENTRY, "grain table")
+        sector = table.get(self.pages, block % self.gtes_per_gt)
+        if sector == GTE_UNALLOCATED or (sector == GTE_ZEROED and self.zeroed_grains):
+            return []
+        if self.compressed:
+            return [Span(0, self.block_size, data=self._grain(block, sector))]
+        return [Span(0, self.block_size, file_offset=sector * SECTOR_SIZE)]
+
+    def _grain(self, block: int, sector: int) -> bytes:
+        """A compressed grain's bytes, decompressed (at most the grain) and cached."""
+        cached = self.grains.get((block, sector))
+        if cached is not None:
+            return cached
+        offset = sector * SECTOR_SIZE
+        first = self.reader.read_upto(offset, GRAIN_FIRST_READ, "grain marker")
+        if len(first) < GrainMarker.SIZE:
+            raise TruncatedImage(
+                "grain marker", offset=offset, length=GrainMarker.SIZE, size=self.reader.size
+            )
+        marker = GrainMarker.unpack(first)
+        largest = COMPRESSED_GRAIN_FACTOR * self.block_size - GrainMarker.SIZE
+        lba = block * self.grain_sectors
+        corrupt = "the stream-optimized extent is corrupt; re-export it"
+        if not 0 < marker.size <= largest:
+            raise BadField(
+                BAD_HEADER,
+                "grain marker size",
+                marker.size,
+                f"1 to {largest} bytes",
+                offset=offset,
+                advice=corrupt,
+            )
+        if marker.val != lba:
+            raise BadField(
+                BAD_HEADER,
+                "grain marker LBA",
+                marker.val,
+                f"{lba}, the sector of the grain whose table entry points here",
+                offset=offset,
+                advice=corrupt,
+            )
+        data = first[GrainMarker.SIZE : GrainMarker.SIZE + marker.size]
+        if len(data) < marker.size:
+            data += self.reader.read(offset + len(first), marker.size - len(data), "compressed grain")
+        # The end of the disk may fall inside the last grain: only that much must come out.
+        needed = min(self.block_size, self.size - block * self.block_size)
+        try:
+            grain = zlib.decompressobj().decompress(data, self.block_size)
+        except zlib.error as error:
+            raise BadField(
+                BAD_HEADER,
+                "compressed grain",
+                str(error),
+                "deflate (zlib) data",
+                offset=offset,
+                advice=corrupt,
+            ) from None
+        if len(grain) < needed:
+            raise BadField(
+                BAD_HEADER,
+                "compressed grain length",
+                len(grain),
+                f"{needed} bytes once decompressed",
+                offset=offset,
+                advice=corrupt,
+            )
+        self.grains.put((block, sector), grain)
+        return grain
+
+
+def guest_view(reader: Reader, details: VmdkDetails) -> SparseExtentView:
+    """A hosted sparse extent whose embedded descriptor names it alone is its own disk; a
+    descriptor file, a split disk's lone extent and an ESX redo log need files that are not here."""
+    descriptor = details.descriptor
+    header = details.footer or details.header
+    if details.layout == "esx_sparse":
+        raise ImageError(
+            GUEST_NO_VIEW,
+            "the file is an ESX sparse (COWD) redo log: the disk is its parent with these changes, and the "
+            f"parent is not here; {CONVERT} from ESX",
+        )
+    if details.layout == "descriptor" or descriptor is None or header is None:
+        extents = _extents(details)
+        if not extents:
+            raise ImageError(
+                GUEST_NO_VIEW,
+                "the sparse extent has no embedded descriptor: it is one extent of a split disk, whose "
+                f"descriptor and other extents are not here; {CONVERT}",
+            )
+        raise ImageError(GUEST_NO_VIEW, f"the disk's data is in other files ({_named(extents)}); {JOIN}")
+    extents = descriptor.extents
+    if len(extents) != 1 or extents[0].type != "SPARSE" or extents[0].sectors != header.capacity:
+        raise ImageError(
+            GUEST_NO_VIEW,
+            f"the embedded descriptor lists extents that are not (only) this file ({_named(extents)}): part of "
+            f"the disk would be read from elsewhere; {CONVERT}",
+        )
+    if header.compressed_grains and header.grain_size * SECTOR_SIZE > MAX_COMPRESSED_GRAIN:
+        raise ImageError(
+            GUEST_NO_VIEW,
+            f"the stream-optimized extent has grains of {header.grain_size * SECTOR_SIZE} bytes; introspect "
+            f"decompresses grains of at most {MAX_COMPRESSED_GRAIN} (VMware and qemu write 65536); {CONVERT}",
+        )
+    return SparseExtentView(reader, header, _parent(descriptor))
+
+
+def _named(extents: list[VmdkExtent]) -> str:
+    shown = [f"{e.type} {e.file_name[:QUOTE_LENGTH]!r}" if e.file_name else e.type for e in extents[:3]]
+    return ", ".join(shown) + (", ..." if len(extents) > 3 else "") if shown else "none"
+
+
+def _parent(descriptor: VmdkDescriptor) -> str | None:
+    """What holds the grains a delta disk does not: its parent, by the names the descriptor gives."""
+    parent_cid = _parent_cid(descriptor.parent_cid)
+    hint = descriptor.parent_file_name_hint
+    if hint is None and (parent_cid is None or parent_cid == NO_PARENT_CID):
+        return None
+    name = repr(hint) if hint is not None else f"with CID {descriptor.parent_cid!r}"
+    return f"the parent disk {name} (parentFileNameHint, parentCID), not read: its grains read as zeros"
+
+
 # --- Properties -----------------------------------------------------------------------------------
 
 #: createType -> vmware_disktype, the words of Glance 33.0.0's metadefs (compute-vmware.json):
@@ -1124,4 +1297,5 @@ FORMAT = Format(
     ),
     details=VmdkDetails,
     properties=properties,
+    guest=guest_view,
 )

@@ -10,7 +10,7 @@ import pytest
 import introspect
 from introspect.formats import parallels
 from introspect.formats.parallels import BAT_ENTRY, BAT_OFFSET, HEADER_MAGIC, ParallelsHeader
-from tests.formats.guest_disk import SECTOR, derived, disk, group, opened, probes
+from tests.formats.views1_disk import SECTOR, derived, disk, group, opened, probes
 from tests.tools import qemu_info, rewrite
 
 PATH_NAME = "disk.hds"

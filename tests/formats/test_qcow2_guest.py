@@ -20,7 +20,7 @@ from introspect.formats.qcow2 import (
     QCowHeader,
 )
 from introspect.safety import GUEST_ENCRYPTED, GUEST_NO_VIEW
-from tests.formats.guest_disk import (
+from tests.formats.views1_disk import (
     GUEST_BUDGET,
     SECTOR,
     ZEROS_AT,

@@ -10,7 +10,7 @@ from introspect.formats import qcow
 from introspect.formats.qcow import QCOW_OFLAG_COMPRESSED, QCowHeader
 from introspect.formats.qcow2 import TABLE_ENTRY
 from introspect.safety import GUEST_ENCRYPTED
-from tests.formats.guest_disk import SECTOR, derived, disk, group, guest_bytes, opened, probes
+from tests.formats.views1_disk import SECTOR, derived, disk, group, guest_bytes, opened, probes
 from tests.tools import qemu_info
 
 IMAGES = ["qcow", "qcow-zlib", "qcow-overlay"]

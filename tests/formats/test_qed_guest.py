@@ -8,7 +8,7 @@ import pytest
 import introspect
 from introspect.formats import qed
 from introspect.formats.qed import TABLE_ENTRY, QEDHeader
-from tests.formats.guest_disk import SECTOR, derived, group, guest_bytes, opened, probes, qemu_io_writes
+from tests.formats.views1_disk import SECTOR, derived, group, guest_bytes, opened, probes, qemu_io_writes
 from tests.tools import qemu_info
 
 IMAGES = ["qed", "qed-zero", "qed-overlay"]

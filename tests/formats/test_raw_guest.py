@@ -73,14 +73,7 @@ def test_the_view_reads_within_the_guest_budget(tmp_path):
             view.read(2 * SECTOR, SECTOR)
 
 
-def test_the_formats_with_a_guest_view_today():
-    assert [f.name for f in ALL if f.guest is not None] == [
-        "qcow2",
-        "qcow",
-        "qed",
-        "vhd",
-        "vdi",
-        "ploop",
-        "iso",
-        "raw",
-    ]
+def test_every_format_that_maps_its_data_has_a_guest_view():
+    """Those without one cannot be read block by block: bochs, cloop and dmg (compressed chunks
+    indexed by tables the header pass does not parse); luks has an opener that says why not."""
+    assert {f.name for f in ALL if f.guest is None} == {"bochs", "cloop", "dmg"}

@@ -8,7 +8,7 @@ import pytest
 import introspect
 from introspect.formats import vdi
 from introspect.formats.vdi import BLOCK_POINTER, VDI_IMAGE_BLOCK_ZERO
-from tests.formats.guest_disk import SECTOR, derived, disk, group, guest_bytes, opened, probes, random_runs
+from tests.formats.views1_disk import SECTOR, derived, disk, group, guest_bytes, opened, probes, random_runs
 from tests.tools import qemu_info
 
 IMAGES = ["dynamic", "static"]
