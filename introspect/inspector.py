@@ -19,6 +19,7 @@ from typing import IO, Any
 from introspect import containers, qemu
 from introspect import properties as props
 from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
+from introspect.containers.compressed import UNKNOWN_END, HeadOfStream
 from introspect.decode import MIB
 from introspect.detect import detect
 from introspect.errors import ImageError, SourceError, UsageError
@@ -66,8 +67,6 @@ SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_
 #: The guest pass's own budget (the header pass keeps `Budget()`): room for a partition table, LVM
 #: metadata, a few filesystems' superblocks and inodes, os-release, an ELF header and a hive's cells.
 GUEST_BUDGET = Budget(max_bytes=4 * MIB, max_reads=512)
-#: The size a member whose end is unknown claims: past any offset a header can hold.
-UNKNOWN_END = 1 << 62
 
 
 def inspect(
@@ -266,8 +265,7 @@ def _inspect_guest(
     verdict an error: whatever the pass meets is a `guest.*` finding."""
     if fmt.guest is None:
         return None
-    guest_reader = Reader(reader.source, budget)
-    guest_reader.size = reader.size  # a member whose end is unknown keeps the size it claims
+    guest_reader = Reader(reader.source.unmetered(), budget)
     try:
         view = fmt.guest(guest_reader, inspection.details)
     except ImageError as error:
@@ -447,6 +445,10 @@ class _EndUnknown(ByteSource):
 
     def pread(self, offset: int, length: int) -> bytes:
         return self._head.pread(offset, length)
+
+    def unmetered(self) -> ByteSource:
+        """The guest pass reads the head as `HeadOfStream`: a read past it is refused, never short."""
+        return HeadOfStream(self._head.unmetered())
 
 
 def _parse(

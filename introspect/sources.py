@@ -56,6 +56,12 @@ class ByteSource(ABC):
     def close(self) -> None:  # noqa: B027 - most sources hold nothing
         """Release what the source holds."""
 
+    def unmetered(self) -> ByteSource:
+        """The same bytes without the meters in between: a member's slice read straight from the
+        file rather than through the archive's Reader, so that a second pass over it (the guest
+        pass, with its own budget) is counted by its own Reader only."""
+        return self
+
     def __enter__(self) -> Self:
         return self
 
@@ -193,6 +199,9 @@ class SliceSource(ByteSource):
     def pread(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self._length - offset))
         return self._parent.pread(self._start + offset, length) if length else b""
+
+    def unmetered(self) -> SliceSource:
+        return SliceSource(self._parent.unmetered(), self._start, self._length, self.name)
 
 
 class HttpSource(ByteSource):

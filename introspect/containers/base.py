@@ -127,3 +127,6 @@ class ReaderSource(ByteSource):
 
     def pread(self, offset: int, length: int) -> bytes:
         return self._reader.read_upto(offset, length, self._what)
+
+    def unmetered(self) -> ByteSource:
+        return self._reader.source.unmetered()
