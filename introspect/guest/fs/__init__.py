@@ -7,10 +7,14 @@ its entry in `TYPES`.
 from __future__ import annotations
 
 from introspect.guest.disk import Disk
+from introspect.guest.fs import btrfs, xfs
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
 #: The filesystems read, probed in this order.
-TYPES: tuple[FilesystemType, ...] = ()
+TYPES: tuple[FilesystemType, ...] = (
+    xfs.FILESYSTEM,
+    btrfs.FILESYSTEM,
+)
 
 
 def open_filesystem(disk: Disk) -> Filesystem | None:
