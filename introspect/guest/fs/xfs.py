@@ -472,7 +472,9 @@ def _check_superblock(sb: XfsDsb) -> None:
 
 
 class Xfs:
-    """An XFS filesystem opened on a volume (see the module docstring)."""
+    """An XFS filesystem opened on a volume (see the module docstring). Besides the contract:
+    `v5` (a CRC filesystem), `has_ftype` (entries record their file's type), `blocksize` and
+    `dir_blocks` (filesystem blocks per directory block). A node's id is its inode number."""
 
     name = NAME
     case_sensitive = True
