@@ -16,7 +16,8 @@ TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:ge
 	create_compressed_fs:cloop-utils dmg2img:dmg2img xz:xz-utils bzip2:bzip2 file:file \
 	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server \
 	mcopy:mtools mkntfs:ntfs-3g setfattr:attr \
-	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi
+	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi \
+	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs
 PYTEST_ARGS ?=
 
 .PHONY: help

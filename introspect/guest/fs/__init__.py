@@ -7,11 +7,13 @@ its entry in `TYPES`.
 from __future__ import annotations
 
 from introspect.guest.disk import Disk
-from introspect.guest.fs import fat, iso9660, ntfs
+from introspect.guest.fs import btrfs, fat, iso9660, ntfs, xfs
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
 #: The filesystems read, probed in this order.
 TYPES: tuple[FilesystemType, ...] = (
+    xfs.FILESYSTEM,
+    btrfs.FILESYSTEM,
     fat.FILESYSTEM,
     ntfs.FILESYSTEM,
     iso9660.FILESYSTEM,
