@@ -10,12 +10,13 @@ from introspect.guest.disk import Disk
 from introspect.guest.fs import btrfs, fat, iso9660, ntfs, xfs
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
-#: The filesystems read, probed in this order.
+#: The filesystems read, probed in this order: those whose signature is in the first sector
+#: first (a probe costs one cached block), ISO 9660 last (a hybrid ISO's partitions are read first).
 TYPES: tuple[FilesystemType, ...] = (
-    xfs.FILESYSTEM,
-    btrfs.FILESYSTEM,
     fat.FILESYSTEM,
     ntfs.FILESYSTEM,
+    xfs.FILESYSTEM,
+    btrfs.FILESYSTEM,
     iso9660.FILESYSTEM,
 )
 
