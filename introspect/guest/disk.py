@@ -15,10 +15,9 @@ one read of the view (which itself coalesces what is contiguous in the file).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from introspect.errors import TruncatedImage
 from introspect.formats.base import GuestView
+from introspect.lru import Lru
 from introspect.sources import BytesSource, Reader
 
 #: The cache's block: the page size of every filesystem here, and a multiple of every sector size.
@@ -33,8 +32,7 @@ class BlockCache:
 
     def __init__(self, view: GuestView, max_blocks: int = MAX_CACHED_BLOCKS) -> None:
         self.view = view
-        self.max_blocks = max_blocks
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._blocks: Lru[int, bytes] = Lru(max_blocks)
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly `length` bytes of the view from `offset` (the caller has clamped both)."""
@@ -47,7 +45,6 @@ class BlockCache:
         while block <= last:
             cached = self._blocks.get(block)
             if cached is not None:
-                self._blocks.move_to_end(block)
                 parts.append(cached)
                 block += 1
                 continue
@@ -60,17 +57,12 @@ class BlockCache:
             data = self.view.read(start_byte, end_byte - start_byte)
             for index in range(block, end + 1):
                 piece = data[(index - block) * BLOCK : (index - block + 1) * BLOCK]
-                self._remember(index, piece)
+                self._blocks.put(index, piece)
                 parts.append(piece)
             block = end + 1
         joined = b"".join(parts)
         skip = offset - first * BLOCK
         return joined[skip : skip + length]
-
-    def _remember(self, index: int, data: bytes) -> None:
-        self._blocks[index] = data
-        if len(self._blocks) > self.max_blocks:
-            self._blocks.popitem(last=False)
 
 
 class Disk(Reader):

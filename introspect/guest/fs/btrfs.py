@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import builtins
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -42,6 +41,7 @@ from introspect.guest.fs.base import (
     LoopDetected,
     Node,
 )
+from introspect.lru import Lru
 from introspect.structure import LittleEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
 
 NAME = "btrfs"
@@ -461,10 +461,10 @@ class Btrfs:
         self.checksum = CSUM_TYPES.get(sb.csum_type, f"unknown ({sb.csum_type})")
         self.nodesize = sb.nodesize
         self._system = self._system_chunks()
-        self._chunks: OrderedDict[int, Chunk] = OrderedDict()
+        self._chunks: Lru[int, Chunk] = Lru(MAX_CACHED_CHUNKS)
         self._in_chunk_tree = False
-        self._trees: OrderedDict[int, Tree] = OrderedDict()
-        self._extents: OrderedDict[tuple[int, int, int], bytes] = OrderedDict()
+        self._trees: Lru[int, Tree] = Lru(MAX_CACHED_TREES)
+        self._extents: Lru[tuple[int, int, int], bytes] = Lru(MAX_CACHED_EXTENTS)
         self.chunk_tree = Tree(BTRFS_CHUNK_TREE_OBJECTID, sb.chunk_root, sb.chunk_root_level)
         self.root_tree = Tree(BTRFS_ROOT_TREE_OBJECTID, sb.root, sb.root_level)
         self.default_subvolume = self._default_subvolume()
@@ -557,7 +557,6 @@ class Btrfs:
         offset is its transaction)."""
         tree = self._trees.get(tree_id)
         if tree is not None:
-            self._trees.move_to_end(tree_id)
             return tree
         found = None
         for key, data in self._items(self.root_tree, (tree_id, BTRFS_ROOT_ITEM_KEY, MAX_KEY_OFFSET)):
@@ -572,9 +571,7 @@ class Btrfs:
         if item.level >= BTRFS_MAX_LEVEL:
             raise _corrupt(f"tree {tree_id}'s root is at level {item.level}")
         tree = Tree(tree_id, item.bytenr, item.level, item.root_dirid)
-        self._trees[tree_id] = tree
-        if len(self._trees) > MAX_CACHED_TREES:
-            self._trees.popitem(last=False)
+        self._trees.put(tree_id, tree)
         return tree
 
     def _default_subvolume(self) -> int:
@@ -680,10 +677,9 @@ class Btrfs:
         for chunk in self._system:
             if chunk.start <= logical < chunk.start + chunk.chunk.length:
                 return chunk
-        for start, chunk in self._chunks.items():
-            if start <= logical < start + chunk.chunk.length:
-                self._chunks.move_to_end(start)
-                return chunk
+        cached = self._chunks.find(lambda chunk: chunk.start <= logical < chunk.start + chunk.chunk.length)
+        if cached is not None:
+            return cached
         if self._in_chunk_tree:
             raise _corrupt(f"the chunk tree block at {logical} is in no bootstrap chunk")
         self._in_chunk_tree = True
@@ -698,9 +694,7 @@ class Btrfs:
             self._in_chunk_tree = False
         if found is None or not found.start <= logical < found.start + found.chunk.length:
             raise _corrupt(f"logical address {logical} is in no chunk")
-        self._chunks[found.start] = found
-        if len(self._chunks) > MAX_CACHED_CHUNKS:
-            self._chunks.popitem(last=False)
+        self._chunks.put(found.start, found)
         return found
 
     def _read_logical(self, logical: int, length: int, what: str) -> bytes:
@@ -784,9 +778,7 @@ class Btrfs:
         if plain is None:
             packed = self._read_logical(disk.disk_bytenr, disk.disk_num_bytes, f"compressed data of {what}")
             plain = self._decompress(item.compression, packed, item.ram_bytes, what)
-            self._extents[cached] = plain
-            if len(self._extents) > MAX_CACHED_EXTENTS:
-                self._extents.popitem(last=False)
+            self._extents.put(cached, plain)
         _copy(out, offset, file_pos, plain[disk.offset : disk.offset + disk.num_bytes])
 
     def _decompress(self, compression: int, packed: bytes, ram_bytes: int, what: str) -> bytes:

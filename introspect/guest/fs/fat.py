@@ -26,7 +26,7 @@ from typing import ClassVar
 from introspect.errors import UsageError
 from introspect.guest.disk import Disk
 from introspect.guest.fs.base import CorruptFilesystem, FilesystemType, Kind, LoopDetected, Node
-from introspect.guest.fs.bounded import BoundedCache
+from introspect.lru import Lru
 from introspect.structure import LittleEndianStructure, chars, u8, u16, u32
 
 NAME = "vfat"
@@ -311,8 +311,8 @@ class FatFilesystem:
         if geometry is None:
             raise CorruptFilesystem(NAME, "the boot sector is not a FAT boot sector")
         self.geometry = geometry
-        self._fat_sectors: BoundedCache[int, bytes] = BoundedCache(FAT_CACHE_SECTORS)
-        self._chains: BoundedCache[int, _Chain] = BoundedCache(CHAIN_CACHE_SIZE)
+        self._fat_sectors: Lru[int, bytes] = Lru(FAT_CACHE_SECTORS)
+        self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
         if geometry.bits == 32:
             self._check_cluster(geometry.root_cluster, "the root directory (BPB_RootClus)")
             extension: Fat16Extension | Fat32Extension = Fat32Extension.unpack(sector)
@@ -482,7 +482,7 @@ class FatFilesystem:
         """The runs of the chain from `first`, walked until it covers `wanted` clusters or ends."""
         if first == 0:
             return []  # an empty file has no cluster
-        chain = self._chains.get(first, lambda: _Chain([], set()))
+        chain = self._chains.get_or_make(first, lambda: _Chain([], set()))
         wanted = min(wanted, self.geometry.clusters, MAX_CHAIN_CLUSTERS)
         cluster = first if not chain.runs else self._entry(_last(chain.runs))
         while not chain.ended and chain.length < wanted:
@@ -523,7 +523,7 @@ class FatFilesystem:
     def _fat_sector(self, index: int) -> bytes:
         size = self.geometry.sector_size
         offset = self.geometry.fat_offset + index * size
-        return self._fat_sectors.get(index, lambda: self.disk.read(offset, size, "FAT sector"))
+        return self._fat_sectors.get_or_make(index, lambda: self.disk.read(offset, size, "FAT sector"))
 
 
 def _last(runs: Runs) -> int:

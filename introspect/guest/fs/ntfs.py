@@ -36,7 +36,7 @@ from introspect.guest.fs.base import (
     LoopDetected,
     Node,
 )
-from introspect.guest.fs.bounded import BoundedCache
+from introspect.lru import Lru
 from introspect.structure import LittleEndianStructure, chars, i8, pad, u8, u16, u32, u64
 
 NAME = "ntfs"
@@ -443,8 +443,8 @@ class NtfsFilesystem:
         # the image's end (a truncated image) is TruncatedImage, from the Disk.
         self.clusters = boot.number_of_sectors * boot.bytes_per_sector // self.cluster_size
         self.uuid: str | None = f"{boot.volume_serial_number:016X}"
-        self._records: BoundedCache[int, _File] = BoundedCache(RECORD_CACHE_SIZE)
-        self._nodes: BoundedCache[tuple[int, int], tuple[IndexEntry, ...]] = BoundedCache(INDEX_CACHE_SIZE)
+        self._records: Lru[int, _File] = Lru(RECORD_CACHE_SIZE)
+        self._nodes: Lru[tuple[int, int], tuple[IndexEntry, ...]] = Lru(INDEX_CACHE_SIZE)
         # $MFT's record 0 is where the boot sector says; its $DATA says where every record is.
         if boot.mft_lcn >= self.clusters:
             raise CorruptFilesystem(
@@ -575,7 +575,7 @@ class NtfsFilesystem:
     # --- records and attributes ---
 
     def _file(self, number: int) -> _File:
-        return self._records.get(number, lambda: self._load(number))
+        return self._records.get_or_make(number, lambda: self._load(number))
 
     def _load(self, number: int) -> _File:
         record, header = self._record(number)
@@ -792,7 +792,9 @@ class NtfsFilesystem:
     def _index_node(self, number: int, vcn: int | None) -> tuple[IndexEntry, ...]:
         """The entries of a directory's index root (`vcn` None) or of one of its index blocks,
         parsed once and kept."""
-        return self._nodes.get((number, -1 if vcn is None else vcn), lambda: self._parse_node(number, vcn))
+        return self._nodes.get_or_make(
+            (number, -1 if vcn is None else vcn), lambda: self._parse_node(number, vcn)
+        )
 
     def _parse_node(self, number: int, vcn: int | None) -> tuple[IndexEntry, ...]:
         file = self._file(number)
