@@ -1,61 +1,49 @@
-"""Guest views of images that map the guest's disk in fixed-size blocks (VMDK grains, VHD and VHDX
-blocks): the one read loop they share, and the bounded cache their tables are read through.
+"""What every table-mapped guest view shares: the guest's disk cut into blocks of one size (qcow
+and qcow2 clusters or subclusters, qed clusters, VDI blocks, Parallels clusters, VMDK grains, VHD
+and VHDX blocks) that tables map to the file, the one read loop over them, and the table pages
+their lookups read through.
 
 A format's view subclasses `BlockMappedView` and says, for one block of the guest's disk, where
-each part of it is (`spans`): a run of the file (`Span.file_offset`), zeros (unallocated, or a
-sector a parent disk would hold), or bytes already in memory (a decompressed grain).
-`BlockMappedView.read` walks the blocks a read covers and reads the parts that lie one after the
-other in the file with one read of the Reader: a disk whose blocks the writer laid out in order
-(qemu-img does) costs one read however many blocks a read spans.
+each part of it is (`spans`): a run of the file (`Span.file_offset`), bytes already in memory
+(`Span.data`: a compressed cluster or grain, decompressed), or, where no span covers it, zeros
+(unallocated, a zero cluster, a sector a backing file or a parent disk would hold). Most formats
+map a block whole (one span or none); VHD and VHDX map a partially present block sector by sector
+through its bitmap (`bitmap_runs`).
 
-Mapping tables (grain directories and grain tables, BATs, sector bitmaps) are read a page of
-`TABLE_PAGE` bytes at a time, the first time an entry of that page is needed, and kept in
-`Pages`, an LRU of at most `MAX_CACHED_PAGES` pages: the memory a view holds does not grow with
-the image, and a walk over many blocks of one table costs one read per page.
+`BlockMappedView.read` checks the range against the disk's size and against the budget's largest
+read (before anything is allocated for it), walks the blocks the read covers, and reads the parts
+that lie one after the other in the file with one read of the metered `Reader`: a disk whose
+blocks the writer laid out in order (qemu-img does) costs one read however many blocks a read
+spans. A read costs the bytes asked for, plus the table pages and compressed blocks not already
+cached.
+
+Mapping tables (L1 and L2 tables, grain directories and grain tables, block maps, BATs, sector
+bitmaps) are read a page of `TABLE_PAGE` bytes at a time, the first time an entry of that page is
+needed, and kept in `Pages`, an LRU of at most `MAX_CACHED_PAGES` pages: a lookup costs one small
+read at most, whatever size the header gives a table (a qcow2 L2 table is a whole cluster of up to
+2 MiB, a qed table up to 16 clusters of up to 64 MiB), and the memory a view holds does not grow
+with the image.
 """
 
 from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from introspect.decode import KIB
 from introspect.errors import BudgetExceeded, TruncatedImage
+from introspect.lru import Lru
 from introspect.sources import Reader
 
-#: A table is read this much at a time: a file system page, 1024 32-bit or 512 64-bit entries.
+#: A table is read this much at a time: a file system page, 1024 32-bit or 512 64-bit entries (32
+#: MiB of the guest's disk in qcow2's 64 KiB clusters, 1 GiB in VDI's 1 MiB blocks).
 TABLE_PAGE = 4 * KIB
-#: Pages kept (at most 256 KiB): the tables a guest pass's reads touch (a few grain tables, BAT
-#: pages, bitmaps) fit many times over; a pass that walks more re-reads, never holds more.
+#: Pages kept (at most 256 KiB): far more than the pages of L2 tables, grain tables, BATs and
+#: bitmaps that a filesystem's superblock, inodes and directories need, so a guest pass reads each
+#: page about once; a pass that walks more re-reads, never holds more.
 MAX_CACHED_PAGES = 64
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Lru(Generic[K, V]):
-    """At most `capacity` values, the least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
 
 
 class Pages:
@@ -67,25 +55,22 @@ class Pages:
 
     def read(self, offset: int, length: int, what: str) -> bytes:
         """`length` bytes at `offset` (at most a page): TruncatedImage when the file stops first."""
-        key = (offset, length)
-        data = self._cache.get(key)
-        if data is None:
-            data = self.reader.read(offset, length, what)
-            self._cache.put(key, data)
-        return data
+        return self._cache.get_or_make((offset, length), lambda: self.reader.read(offset, length, what))
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
-    """`count` entries of `entry` (one struct code with its byte order) at file offset `offset`,
-    read through `Pages` one page at a time. The caller clamps `count` and the index."""
+    """`count` entries of `entry` (a struct of unsigned numbers, with its byte order) at file offset
+    `offset`, read through `Pages` one page at a time. The caller clamps `count` and the index."""
 
     offset: int
     count: int
     entry: struct.Struct
     what: str
 
-    def get(self, pages: Pages, index: int) -> int:
+    def get(self, pages: Pages, index: int) -> tuple[int, ...]:
+        """Entry `index`'s fields. The page is read whole, to the table's end at most: a table that
+        runs past the end of the file is TruncatedImage, named `what`."""
         per_page = TABLE_PAGE // self.entry.size
         page, slot = divmod(index, per_page)
         start = page * per_page
@@ -94,8 +79,8 @@ class Table:
             min(per_page, self.count - start) * self.entry.size,
             self.what,
         )
-        (value,) = self.entry.unpack_from(data, slot * self.entry.size)
-        return int(value)
+        fields: tuple[int, ...] = self.entry.unpack_from(data, slot * self.entry.size)
+        return fields
 
 
 def bitmap_runs(
@@ -130,24 +115,35 @@ def bitmap_runs(
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """`length` bytes of a block from `start` (offsets within the block): in the file at
-    `file_offset`, or `data[start:start + length]` when `data` holds the block's bytes (a
-    decompressed grain), or zeros when neither is given."""
+    """`length` bytes of a block from `start` (offsets within the block; the defaults: the whole
+    block): in the file at `file_offset`, or `data[start:start + length]` when `data` holds the
+    block's bytes (a decompressed cluster), or zeros when neither is given."""
 
-    start: int
-    length: int
+    start: int = 0
+    length: int | None = None
     file_offset: int | None = None
     data: bytes | None = None
 
 
 class BlockMappedView(ABC):
-    """A `GuestView` (see `introspect.formats.base`) over a disk mapped in blocks of `block_size`
-    bytes. Subclasses give `spans`; what a span does not cover reads as zeros."""
+    """A `GuestView` (see `introspect.formats.base`) of `size` bytes, mapped in blocks of `unit`
+    bytes (see the module docstring). Subclasses give `spans`; what a span does not cover reads as
+    zeros. `what` names the file's data in errors ("qcow2 data cluster"); `incomplete` says what
+    holds the ranges the image leaves to another file (which read as zeros here)."""
 
-    def __init__(self, reader: Reader, size: int, block_size: int, incomplete: str | None = None) -> None:
+    def __init__(
+        self,
+        reader: Reader,
+        *,
+        size: int,
+        unit: int,
+        what: str = "guest data",
+        incomplete: str | None = None,
+    ) -> None:
         self.reader = reader
         self.size = size
-        self.block_size = block_size
+        self.unit = unit
+        self.what = what
         self.incomplete = incomplete
         self.pages = Pages(reader)
 
@@ -163,21 +159,22 @@ class BlockMappedView(ABC):
             # As the Reader refuses one read that large, before anything is allocated for it.
             raise BudgetExceeded("guest data", limit=f"{length} bytes in one read, at most {largest}")
         out = bytearray(length)
-        run = _Run(self.reader, out)
+        run = _Run(self.reader, out, self.what)
         position, end = guest_offset, guest_offset + length
         while position < end:
-            block, within = divmod(position, self.block_size)
-            stop = min(self.block_size, within + end - position)
-            base = block * self.block_size - guest_offset
+            block, within = divmod(position, self.unit)
+            stop = min(self.unit, within + end - position)
+            base = block * self.unit - guest_offset
             for span in self.spans(block, within, stop):
-                low, high = max(span.start, within), min(span.start + span.length, stop)
+                low = max(span.start, within)
+                high = stop if span.length is None else min(span.start + span.length, stop)
                 if low >= high:
                     continue
                 if span.file_offset is not None:
                     run.add(span.file_offset + low - span.start, base + low, high - low)
                 elif span.data is not None:
                     out[base + low : base + high] = span.data[low:high].ljust(high - low, b"\0")
-            position = block * self.block_size + stop
+            position = block * self.unit + stop
         run.flush()
         return bytes(out)
 
@@ -186,9 +183,10 @@ class _Run:
     """File bytes waiting to be read into `out`: extended while the next part follows in the file
     (and in `out`), read in one Reader call when it does not."""
 
-    def __init__(self, reader: Reader, out: bytearray) -> None:
+    def __init__(self, reader: Reader, out: bytearray, what: str) -> None:
         self.reader = reader
         self.out = out
+        self.what = what
         self.file_offset = self.at = self.length = 0
 
     def add(self, file_offset: int, at: int, length: int) -> None:
@@ -200,6 +198,6 @@ class _Run:
 
     def flush(self) -> None:
         if self.length:
-            data = self.reader.read(self.file_offset, self.length, "guest data")
+            data = self.reader.read(self.file_offset, self.length, self.what)
             self.out[self.at : self.at + self.length] = data
             self.length = 0

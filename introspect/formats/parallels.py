@@ -9,7 +9,7 @@ corruption to `qemu-img check`, and later qemu releases refuse to open such an i
 
 The parse reads the header and looks at the BAT entries that the head already holds (the first
 16,368); the rest of the BAT is never read, so its reads do not grow with the virtual size. The
-guest view reads the BAT a slice at a time as lookups need it (`introspect.formats.mapped`);
+guest view reads the BAT a page at a time as lookups need it (`introspect.formats.blockmap`);
 clusters past the BAT, and those it leaves at 0, read as zeros.
 """
 
@@ -21,7 +21,7 @@ from typing import ClassVar, Literal
 
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.mapped import Location, MappedView, TableSlices
+from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import header_properties
 from introspect.safety import Policy, rule
@@ -216,7 +216,7 @@ def properties(details: ParallelsDetails) -> dict[str, str]:
 # --- The guest view ("BAT", "Data Area") ----------------------------------------------------------
 
 
-class ParallelsGuestView(MappedView):
+class ParallelsGuestView(BlockMappedView):
     """The guest's disk through the BAT: entry N says where cluster N is, in sectors
     ("WithoutFreeSpace") or clusters ("WithouFreSpacExt"); 0 is a cluster of zeros."""
 
@@ -227,36 +227,33 @@ class ParallelsGuestView(MappedView):
             unit=details.cluster_size,
             what="Parallels data cluster",
         )
-        self.bat_entries = details.bat_entries
+        self.bat = Table(BAT_OFFSET, details.bat_entries, BAT_ENTRY, "Parallels BAT")
         extended = details.signature_variant == SIGNATURES[HEADER_MAGIC2]
         self.entry_unit = details.cluster_size if extended else SECTOR_SIZE
         # "If data_off is zero, the offset is calculated as the end of BAT table plus some padding
         # to ensure sector size alignment" (for "WithoutFreeSpace"; the other must not have it).
         bat_end = BAT_OFFSET + details.bat_entries * BAT_ENTRY.size
         self.data_start = details.data_off * SECTOR_SIZE or -(-bat_end // SECTOR_SIZE) * SECTOR_SIZE
-        self._tables = TableSlices(reader)
 
-    def locate(self, index: int) -> Location:
-        if index >= self.bat_entries:
-            return None  # the BAT covers less than nb_sectors: the rest reads as zeros
-        (entry,) = self._tables.entry(
-            BAT_OFFSET, self.bat_entries * BAT_ENTRY.size, index, BAT_ENTRY, "Parallels BAT"
-        )
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        if block >= self.bat.count:
+            return []  # the BAT covers less than nb_sectors: the rest reads as zeros
+        (entry,) = self.bat.get(self.pages, block)
         if not entry:
-            return None
+            return []
         offset = entry * self.entry_unit
         # "the value must not be lower than data offset ... (cluster offset - data offset) must be
         # aligned to cluster size"; one past the end of the file is a short read (TruncatedImage).
         if offset < self.data_start or (offset - self.data_start) % self.unit:
             raise BadField(
                 BAD_BAT,
-                f"BAT entry {index}",
+                f"BAT entry {block}",
                 entry,
                 f"a cluster of the data area (from byte {self.data_start}, in {self.unit}-byte clusters)",
-                offset=BAT_OFFSET + index * BAT_ENTRY.size,
+                offset=BAT_OFFSET + block * BAT_ENTRY.size,
                 advice="`qemu-img check -f parallels` reports it; repair it with `-r all`, or re-export the disk",
             )
-        return offset
+        return [Span(file_offset=offset)]
 
 
 def guest_view(reader: Reader, details: ParallelsDetails) -> ParallelsGuestView:

@@ -7,7 +7,7 @@ It shares its magic and leading version field with qcow2 (declared there): versi
 The guest view maps the disk as qemu's `get_cluster_offset()` does: the L1 table (`l1_size`
 entries) points to L2 tables of 2^l2_bits entries, each the offset of a data cluster, or with
 bit 63 set, a compressed cluster (zlib, raw deflate) and its size. Both tables are big-endian
-64-bit entries, read a slice at a time as lookups need them (`introspect.formats.mapped`).
+64-bit entries, read a page at a time as lookups need them (`introspect.formats.blockmap`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import Field
 from introspect.decode import c_string
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
-from introspect.formats.mapped import Location, Lru, MappedView, TableSlices
+from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.formats.qcow2 import (
     MAX_CACHED_CLUSTERS,
     QCOW1_VERSION,
@@ -29,6 +29,7 @@ from introspect.formats.qcow2 import (
     MagicVersion,
     decompress,
 )
+from introspect.lru import Lru
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import GUEST_ENCRYPTED, Policy, rule
@@ -206,7 +207,7 @@ COMPRESSED_BIT = 63
 QCOW_OFLAG_COMPRESSED = 1 << COMPRESSED_BIT
 
 
-class QcowGuestView(MappedView):
+class QcowGuestView(BlockMappedView):
     """The guest's disk through the L1 and L2 tables (see the module docstring)."""
 
     def __init__(self, reader: Reader, details: QcowDetails) -> None:
@@ -221,29 +222,24 @@ class QcowGuestView(MappedView):
         )
         self.cluster_bits = details.cluster_bits
         self.l2_bits = details.l2_bits
-        self.l1_table_offset = details.l1_table_offset
-        self.l1_size = details.l1_size
-        self._tables = TableSlices(reader)
+        self.l1_table = Table(details.l1_table_offset, details.l1_size, TABLE_ENTRY, "qcow L1 table")
         self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
 
-    def locate(self, index: int) -> Location:
-        l1_index = index >> self.l2_bits
-        l2_index = index & ((1 << self.l2_bits) - 1)
-        if l1_index >= self.l1_size:
-            return None
-        (l2_offset,) = self._tables.entry(
-            self.l1_table_offset, self.l1_size * L1E_SIZE, l1_index, TABLE_ENTRY, "qcow L1 table"
-        )
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        l1_index = block >> self.l2_bits
+        l2_index = block & ((1 << self.l2_bits) - 1)
+        if l1_index >= self.l1_table.count:
+            return []
+        (l2_offset,) = self.l1_table.get(self.pages, l1_index)
         if not l2_offset:
-            return None
+            return []
         l2_at = l2_offset + l2_index * L2E_SIZE
-        (entry,) = self._tables.entry(
-            l2_offset, L2E_SIZE << self.l2_bits, l2_index, TABLE_ENTRY, "qcow L2 table"
-        )
+        l2_table = Table(l2_offset, 1 << self.l2_bits, TABLE_ENTRY, "qcow L2 table")
+        (entry,) = l2_table.get(self.pages, l2_index)
         if entry & QCOW_OFLAG_COMPRESSED:
-            return self._compressed(entry, l2_at)
+            return [Span(data=self._compressed(entry, l2_at))]
         if not entry:
-            return None
+            return []
         if entry % SECTOR_SIZE:  # qemu fails the read of a cluster not on a sector boundary
             raise BadField(
                 BAD_MAPPING,
@@ -253,7 +249,7 @@ class QcowGuestView(MappedView):
                 offset=l2_at,
                 advice=CORRUPT_MAPPING,
             )
-        return entry
+        return [Span(file_offset=entry)]
 
     def _compressed(self, entry: int, l2_at: int) -> bytes:
         """A compressed cluster, decompressed: `size` bytes from `offset`, which must inflate to

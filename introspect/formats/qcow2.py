@@ -10,8 +10,8 @@ leaves open (cluster sizes, table sizes, name lengths), the limit is named after
 
 Everything the parse needs lies in the first cluster (header, extensions, backing file name),
 which the reader already holds for any cluster of 64 KiB or less: a parse costs no reads beyond
-the head, whatever the virtual size. The guest view reads the L1 and L2 tables a slice at a time
-as lookups need them (`introspect.formats.mapped`); snapshot tables are never read.
+the head, whatever the virtual size. The guest view reads the L1 and L2 tables a page at a time
+as lookups need them (`introspect.formats.blockmap`); snapshot tables are never read.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from pydantic import Field
 from introspect.decode import MIB, c_string
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
-from introspect.formats.mapped import Location, Lru, MappedView, TableSlices
+from introspect.formats.blockmap import BlockMappedView, Span, Table
+from introspect.lru import Lru
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
 from introspect.safety import GUEST_ENCRYPTED, GUEST_NO_VIEW, TRUNCATED, Policy, rule
@@ -985,7 +986,7 @@ def decompress(data: bytes, compression: Literal["zlib", "zstd"], limit: int) ->
         return None
 
 
-class Qcow2GuestView(MappedView):
+class Qcow2GuestView(BlockMappedView):
     """The guest's disk through the active L1 table (see the module docstring). The unit is the
     cluster, or the subcluster with extended L2 entries."""
 
@@ -1003,41 +1004,37 @@ class Qcow2GuestView(MappedView):
         self.cluster_bits = details.cluster_bits
         self.cluster_size = details.cluster_size
         self.compression = details.compression_type
-        self.l1_table_offset = details.l1_table_offset
-        self.l1_size = details.l1_size
+        self.l1_table = Table(details.l1_table_offset, details.l1_size, TABLE_ENTRY, "qcow2 L1 table")
         self.l2_layout = ExtendedL2Entry.STRUCT if details.extended_l2 else TABLE_ENTRY
         self.l2_entries = details.cluster_size // self.l2_layout.size
-        self._tables = TableSlices(reader)
         self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
 
-    def locate(self, index: int) -> Location:
-        cluster, subcluster = divmod(index, self.subclusters)
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        cluster, subcluster = divmod(block, self.subclusters)
         l1_index, l2_index = divmod(cluster, self.l2_entries)
-        if l1_index >= self.l1_size:
-            return None  # past the L1 table: unallocated, as qemu reads it
-        l1_at = self.l1_table_offset + l1_index * L1E_SIZE
-        (l1_entry,) = self._tables.entry(
-            self.l1_table_offset, self.l1_size * L1E_SIZE, l1_index, TABLE_ENTRY, "qcow2 L1 table"
-        )
+        if l1_index >= self.l1_table.count:
+            return []  # past the L1 table: unallocated, as qemu reads it
+        l1_at = self.l1_table.offset + l1_index * L1E_SIZE
+        (l1_entry,) = self.l1_table.get(self.pages, l1_index)
         l2_offset = l1_entry & OFFSET_MASK
         if not l2_offset:
-            return None
+            return []
         if l2_offset % self.cluster_size:
             raise self._bad(
                 f"L1 entry {l1_index}", l1_entry, "an L2 table offset aligned to a cluster", l1_at
             )
         l2_at = l2_offset + l2_index * self.l2_layout.size
-        l2 = self._tables.entry(l2_offset, self.cluster_size, l2_index, self.l2_layout, "qcow2 L2 table")
+        l2 = Table(l2_offset, self.l2_entries, self.l2_layout, "qcow2 L2 table").get(self.pages, l2_index)
         entry = l2[0]
         if entry & QCOW_OFLAG_COMPRESSED:
             data = self._compressed(entry, l2_at)
-            if self.subclusters == 1:
-                return data
-            return data[subcluster * self.unit : (subcluster + 1) * self.unit]
+            if self.subclusters > 1:
+                data = data[subcluster * self.unit : (subcluster + 1) * self.unit]
+            return [Span(data=data)]
         host = entry & OFFSET_MASK
         if self.subclusters == 1:
             if entry & QCOW_OFLAG_ZERO or not host:
-                return None
+                return []
         else:
             bitmap = l2[1]
             allocated = bitmap & ALL_SUBCLUSTERS
@@ -1050,12 +1047,12 @@ class Qcow2GuestView(MappedView):
                     l2_at,
                 )
             if not allocated >> subcluster & 1 or zeros >> subcluster & 1:
-                return None
+                return []
         if host % self.cluster_size:
             raise self._bad(
                 f"L2 entry {l2_index}", entry, "a data cluster offset aligned to a cluster", l2_at
             )
-        return host + subcluster * self.unit
+        return [Span(file_offset=host + subcluster * self.unit)]
 
     def _compressed(self, descriptor: int, l2_at: int) -> bytes:
         """The cluster a compressed cluster descriptor points to, decompressed (spec "Compressed

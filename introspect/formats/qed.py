@@ -18,7 +18,7 @@ from pydantic import Field
 from introspect.decode import c_string
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
-from introspect.formats.mapped import Location, MappedView, TableSlices
+from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.formats.qcow2 import FeatureBits, feature_bits
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
@@ -252,7 +252,7 @@ QED_CLUSTER_UNALLOCATED = 0
 QED_CLUSTER_ZERO = 1
 
 
-class QedGuestView(MappedView):
+class QedGuestView(BlockMappedView):
     """The guest's disk through the L1 and L2 tables, each of table_size clusters."""
 
     def __init__(self, reader: Reader, details: QedDetails) -> None:
@@ -266,29 +266,27 @@ class QedGuestView(MappedView):
         )
         self.table_length = details.table_size * details.cluster_size
         self.table_entries = self.table_length // TABLE_ENTRY.size
-        self.l1_table_offset = details.l1_table_offset
+        self.l1_table = Table(details.l1_table_offset, self.table_entries, TABLE_ENTRY, "qed L1 table")
         #: "header_size is the number of clusters used by the header": no table or data before.
         self.first_cluster = details.header_size * details.cluster_size
-        self._tables = TableSlices(reader)
 
-    def locate(self, index: int) -> Location:
-        l1_index, l2_index = divmod(index, self.table_entries)
-        (l2_offset,) = self._tables.entry(
-            self.l1_table_offset, self.table_length, l1_index, TABLE_ENTRY, "qed L1 table"
-        )
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        l1_index, l2_index = divmod(block, self.table_entries)
+        (l2_offset,) = self.l1_table.get(self.pages, l1_index)
         if l2_offset == QED_CLUSTER_UNALLOCATED:
-            return None
-        self._check(l2_offset, f"L1 entry {l1_index}", self.l1_table_offset + l1_index * TABLE_ENTRY.size)
+            return []
+        self._check(l2_offset, f"L1 entry {l1_index}", self.l1_table.offset + l1_index * TABLE_ENTRY.size)
         # "Table offsets must [be] at least table_size * cluster_size bytes from the end of the file".
         if l2_offset + self.table_length > self.reader.size:
             raise TruncatedImage(
                 "qed L2 table", offset=l2_offset, length=self.table_length, size=self.reader.size
             )
-        (offset,) = self._tables.entry(l2_offset, self.table_length, l2_index, TABLE_ENTRY, "qed L2 table")
+        l2_table = Table(l2_offset, self.table_entries, TABLE_ENTRY, "qed L2 table")
+        (offset,) = l2_table.get(self.pages, l2_index)
         if offset in (QED_CLUSTER_UNALLOCATED, QED_CLUSTER_ZERO):
-            return None
+            return []
         self._check(offset, f"L2 entry {l2_index}", l2_offset + l2_index * TABLE_ENTRY.size)
-        return offset
+        return [Span(file_offset=offset)]
 
     def _check(self, offset: int, name: str, at: int) -> None:
         """An offset must be past the header clusters (qemu's qed_check_cluster_offset), and "L1,

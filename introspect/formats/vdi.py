@@ -10,8 +10,8 @@ qemu (block/vdi.c) opens only version 1.1 with 1 MiB blocks, 512-byte sectors an
 parent UUID, and reports the disk size rounded up to a whole sector. The parse reads the headers
 only, never the block map, so its reads do not grow with the virtual size.
 
-The guest view reads the block map a slice at a time as lookups need it
-(`introspect.formats.mapped`), as VirtualBox's VDI.cpp maps a block: a pointer below
+The guest view reads the block map a page at a time as lookups need it
+(`introspect.formats.blockmap`), as VirtualBox's VDI.cpp maps a block: a pointer below
 cBlocksAllocated numbers the block's place in the data area, each place cbBlockExtra + cbBlock
 bytes with the data after the extra bytes; VDI_IMAGE_BLOCK_FREE and VDI_IMAGE_BLOCK_ZERO read as
 zeros.
@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 from introspect.decode import MIB, c_string, guid
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.mapped import Location, MappedView, TableSlices
+from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import Policy, rule
@@ -441,7 +441,7 @@ VDI_IMAGE_BLOCK_FREE = 0xFFFFFFFF
 VDI_IMAGE_BLOCK_ZERO = 0xFFFFFFFE
 
 
-class VdiGuestView(MappedView):
+class VdiGuestView(BlockMappedView):
     """The guest's disk through the block map (see the module docstring)."""
 
     def __init__(self, reader: Reader, details: VdiDetails) -> None:
@@ -456,31 +456,29 @@ class VdiGuestView(MappedView):
             what="VDI data block",
             incomplete=parent,
         )
-        self.blocks = details.blocks
+        self.block_map = Table(details.offset_blocks, details.blocks, BLOCK_POINTER, "VDI block map")
         self.blocks_allocated = details.blocks_allocated
-        self.offset_blocks = details.offset_blocks
         self.offset_data = details.offset_data
         self.block_extra = details.block_extra_data
-        self._tables = TableSlices(reader)
 
-    def locate(self, index: int) -> Location:
-        if index >= self.blocks:
-            return None  # the last sector's tail past cBlocks * cbBlock (the size rounds up)
-        (pointer,) = self._tables.entry(
-            self.offset_blocks, self.blocks * VDI_BLOCK_POINTER_SIZE, index, BLOCK_POINTER, "VDI block map"
-        )
+    def spans(self, block: int, start: int, end: int) -> list[Span]:
+        if block >= self.block_map.count:
+            return []  # the last sector's tail past cBlocks * cbBlock (the size rounds up)
+        (pointer,) = self.block_map.get(self.pages, block)
         if pointer in (VDI_IMAGE_BLOCK_FREE, VDI_IMAGE_BLOCK_ZERO):
-            return None
+            return []
         if pointer >= self.blocks_allocated:
             raise BadField(
                 BAD_BLOCK_MAP,
-                f"block map entry {index}",
+                f"block map entry {block}",
                 pointer,
                 f"below cBlocksAllocated ({self.blocks_allocated}), or free or zero",
-                offset=self.offset_blocks + index * VDI_BLOCK_POINTER_SIZE,
+                offset=self.block_map.offset + block * VDI_BLOCK_POINTER_SIZE,
                 advice="`qemu-img check -f vdi` reports such an entry; re-export the disk from its source",
             )
-        return self.offset_data + pointer * (self.block_extra + self.unit) + self.block_extra
+        return [
+            Span(file_offset=self.offset_data + pointer * (self.block_extra + self.unit) + self.block_extra)
+        ]
 
 
 def guest_view(reader: Reader, details: VdiDetails) -> VdiGuestView:

@@ -677,12 +677,12 @@ class DynamicDiskView(BlockMappedView):
                 else f"named only by its parent locators ({locators or 'none'})"
             )
             parent = f"the parent disk {name}, not read: its sectors read as zeros"
-        super().__init__(reader, guest_size(details), dynamic.block_size, parent)
+        super().__init__(reader, size=guest_size(details), unit=dynamic.block_size, incomplete=parent)
         self.bat = Table(dynamic.table_offset, dynamic.max_table_entries, BAT_ENTRY, "block allocation table")
         self.bitmap_size = -(-dynamic.block_size // SECTOR_SIZE // 8 // SECTOR_SIZE) * SECTOR_SIZE
 
     def spans(self, block: int, start: int, end: int) -> list[Span]:
-        entry = self.bat.get(self.pages, block)
+        (entry,) = self.bat.get(self.pages, block)
         if entry == BAT_UNALLOCATED:
             return []
         bitmap = entry * SECTOR_SIZE

@@ -864,7 +864,7 @@ class VhdxGuestView(BlockMappedView):
         if details.has_parent:
             name = repr(details.backing_file) if details.backing_file else "an unnamed parent"
             parent = f"the parent disk {name} (parent locator), not read: its sectors read as zeros"
-        super().__init__(reader, details.virtual_disk_size, details.block_size, parent)
+        super().__init__(reader, size=details.virtual_disk_size, unit=details.block_size, incomplete=parent)
         self.has_parent = details.has_parent
         self.sector_size = details.logical_sector_size
         self.chunk_ratio = SECTORS_PER_CHUNK * details.logical_sector_size // details.block_size
@@ -880,7 +880,7 @@ class VhdxGuestView(BlockMappedView):
         if state in ZERO_STATES:
             return []
         if state == PAYLOAD_BLOCK_FULLY_PRESENT:
-            return [Span(0, self.block_size, offset)]
+            return [Span(file_offset=offset)]
         if state != PAYLOAD_BLOCK_PARTIALLY_PRESENT or not self.has_parent:
             raise BadField(
                 INVALID,
@@ -902,7 +902,7 @@ class VhdxGuestView(BlockMappedView):
                 offset=self.bat.offset + bitmap_index * BAT_ENTRY.size,
                 advice="the BAT is corrupt; the image cannot be read",
             )
-        first_sector = block % self.chunk_ratio * (self.block_size // self.sector_size)
+        first_sector = block % self.chunk_ratio * (self.unit // self.sector_size)
         runs = bitmap_runs(
             self.pages,
             bitmap,
@@ -925,7 +925,7 @@ class VhdxGuestView(BlockMappedView):
     def _entry(self, index: int) -> tuple[int, int]:
         """A BAT entry's state and file offset; a block placed in the header section is refused
         (2.5.1: blocks "must reside after the header section")."""
-        entry = self.bat.get(self.pages, index)
+        (entry,) = self.bat.get(self.pages, index)
         state, offset = entry & BAT_STATE_MASK, (entry >> BAT_FILE_OFFSET_SHIFT) * MIB
         if state in PRESENT_STATES and offset < HEADER_SECTION_SIZE:
             raise BadField(

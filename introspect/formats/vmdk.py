@@ -40,7 +40,7 @@ from pydantic import Field
 from introspect import vocabulary
 from introspect.errors import BadField, BytesNotKept, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
-from introspect.formats.blockmap import BlockMappedView, Lru, Span, Table
+from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.formats.vmdk_descriptor import (
     CONVERT,
     DESCRIPTOR_LIMIT,
@@ -55,6 +55,7 @@ from introspect.formats.vmdk_descriptor import (
     number,
     parse_descriptor,
 )
+from introspect.lru import Lru
 from introspect.model import Finding, Frozen, Geometry, Severity
 from introspect.properties import geometry_properties, header_properties
 from introspect.safety import GUEST_NO_VIEW, TRUNCATED, Policy, rule
@@ -1076,7 +1077,7 @@ class SparseExtentView(BlockMappedView):
 
     def __init__(self, reader: Reader, header: SparseHeaderInfo, incomplete: str | None) -> None:
         grain = header.grain_size * SECTOR_SIZE
-        super().__init__(reader, header.capacity * SECTOR_SIZE, grain, incomplete)
+        super().__init__(reader, size=header.capacity * SECTOR_SIZE, unit=grain, incomplete=incomplete)
         self.gtes_per_gt = header.num_gtes_per_gt
         directory_entries = -(-header.capacity // (header.num_gtes_per_gt * header.grain_size))
         self.directory = Table(
@@ -1089,16 +1090,16 @@ class SparseExtentView(BlockMappedView):
         self.grains: Lru[tuple[int, int], bytes] = Lru(GRAIN_CACHE_BYTES // grain)
 
     def spans(self, block: int, start: int, end: int) -> list[Span]:
-        table_sector = self.directory.get(self.pages, block // self.gtes_per_gt)
+        (table_sector,) = self.directory.get(self.pages, block // self.gtes_per_gt)
         if table_sector == 0:
             return []
         table = Table(table_sector * SECTOR_SIZE, self.gtes_per_gt, SECTOR_ENTRY, "grain table")
-        sector = table.get(self.pages, block % self.gtes_per_gt)
+        (sector,) = table.get(self.pages, block % self.gtes_per_gt)
         if sector == GTE_UNALLOCATED or (sector == GTE_ZEROED and self.zeroed_grains):
             return []
         if self.compressed:
-            return [Span(0, self.block_size, data=self._grain(block, sector))]
-        return [Span(0, self.block_size, file_offset=sector * SECTOR_SIZE)]
+            return [Span(data=self._grain(block, sector))]
+        return [Span(file_offset=sector * SECTOR_SIZE)]
 
     def _grain(self, block: int, sector: int) -> bytes:
         """A compressed grain's bytes, decompressed (at most the grain) and cached."""
@@ -1112,7 +1113,7 @@ class SparseExtentView(BlockMappedView):
                 "grain marker", offset=offset, length=GrainMarker.SIZE, size=self.reader.size
             )
         marker = GrainMarker.unpack(first)
-        largest = COMPRESSED_GRAIN_FACTOR * self.block_size - GrainMarker.SIZE
+        largest = COMPRESSED_GRAIN_FACTOR * self.unit - GrainMarker.SIZE
         lba = block * self.grain_sectors
         corrupt = "the stream-optimized extent is corrupt; re-export it"
         if not 0 < marker.size <= largest:
@@ -1137,9 +1138,9 @@ class SparseExtentView(BlockMappedView):
         if len(data) < marker.size:
             data += self.reader.read(offset + len(first), marker.size - len(data), "compressed grain")
         # The end of the disk may fall inside the last grain: only that much must come out.
-        needed = min(self.block_size, self.size - block * self.block_size)
+        needed = min(self.unit, self.size - block * self.unit)
         try:
-            grain = zlib.decompressobj().decompress(data, self.block_size)
+            grain = zlib.decompressobj().decompress(data, self.unit)
         except zlib.error as error:
             raise BadField(
                 BAD_HEADER,

@@ -11,7 +11,7 @@ import zstandard
 import introspect
 from introspect.decode import KIB, MIB
 from introspect.formats import qcow2
-from introspect.formats.mapped import TABLE_SLICE
+from introspect.formats.blockmap import TABLE_PAGE as TABLE_SLICE
 from introspect.formats.qcow2 import (
     OFFSET_MASK,
     QCOW_OFLAG_COMPRESSED,
