@@ -10,6 +10,7 @@ import pytest
 import introspect
 from introspect.formats.blockmap import MAX_CACHED_PAGES, TABLE_PAGE, Pages, Table
 from introspect.sources import Budget, BytesSource, Reader
+from tests.formats.views1_disk import GUEST_BUDGET, group, opened
 
 ENTRY = struct.Struct(">Q")
 PER_PAGE = TABLE_PAGE // ENTRY.size
@@ -59,3 +60,15 @@ def test_the_cache_keeps_the_most_recently_used_pages_only():
     assert reader.reads == count
     entries.get(pages, 0)  # the oldest: dropped, read again
     assert reader.reads == count + 1
+
+
+@pytest.mark.parametrize("name", ["v3.qcow2", "qcow.qcow", "qed.qed", "dynamic.vdi", "disk.hds"])
+def test_a_read_larger_than_the_budget_s_largest_is_refused_before_it_is_allocated(name):
+    """Every table-mapped view, as the Reader does: a hostile filesystem cannot make a view
+    allocate a disk's worth of zeros."""
+    with opened(group() / name) as (view, reader):
+        largest = GUEST_BUDGET.max_read_size
+        assert view.size > largest
+        with pytest.raises(introspect.BudgetExceeded, match=f"at most {largest}"):
+            view.read(0, largest + 1)
+        assert reader.reads == 0
