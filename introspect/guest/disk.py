@@ -78,7 +78,9 @@ class Disk(Reader):
     exactly what was asked or raises `TruncatedImage` (a structure of the guest runs past its
     volume); `read_upto` stops at the volume's end."""
 
-    def __init__(self, cache: BlockCache, start: int = 0, size: int | None = None, name: str = "disk") -> None:
+    def __init__(
+        self, cache: BlockCache, start: int = 0, size: int | None = None, name: str = "disk"
+    ) -> None:
         super().__init__(BytesSource(b"", name))
         self.cache = cache
         self.start = start

@@ -15,8 +15,12 @@ class Volume(Frozen):
     device: str
     start: int = Field(description="byte offset on the guest's disk (an LV: of its first segment)")
     size: int
-    partition_type: str | None = Field(None, description="the GPT type's name or GUID, the MBR type byte in hex")
-    filesystem: str | None = Field(None, description="as blkid names it: ext4, xfs, btrfs, vfat, ntfs, iso9660, swap, LVM2_member...")
+    partition_type: str | None = Field(
+        None, description="the GPT type's name or GUID, the MBR type byte in hex"
+    )
+    filesystem: str | None = Field(
+        None, description="as blkid names it: ext4, xfs, btrfs, vfat, ntfs, iso9660, swap, LVM2_member..."
+    )
     label: str | None = None
     uuid: str | None = None
     note: str | None = Field(None, description="why its content was not read, when it was not")
@@ -42,12 +46,17 @@ class OperatingSystem(Frozen):
     name: str | None = Field(None, description="PRETTY_NAME; Windows ProductName")
     build: str | None = Field(None, description="Windows CurrentBuild")
     edition: str | None = Field(None, description="Windows EditionID")
+    installation_type: str | None = Field(
+        None, description="Windows InstallationType: Client, Server or Server Core (tells win10 from win2k16)"
+    )
     architecture: str | None = Field(None, description="from the ELF or PE header of a system binary")
     osinfo: str | None = Field(None, description="libosinfo's short id (virt-inspector's)")
     kernels: list[str] = Field(default_factory=list)
     qemu_guest_agent: bool = False
     cloud_init: bool = False
-    virtio_drivers: list[str] = Field(default_factory=list, description="Windows: viostor, vioscsi, netkvm... installed")
+    virtio_drivers: list[str] = Field(
+        default_factory=list, description="Windows: viostor, vioscsi, netkvm... installed"
+    )
     installer: bool = Field(False, description="an installer's media (an ISO), not an installed system")
     sources: dict[str, Source] = Field(default_factory=dict, description="each fact -> where it was read")
 
@@ -68,7 +77,8 @@ class GuestDetails(Frozen):
     systems: list[OperatingSystem] = Field(default_factory=list)
     loaders: list[Loader] = Field(default_factory=list)
     firmware: str | None = Field(
-        None, description="uefi, bios or hybrid, from the partition table, the ESP's loaders and the boot code"
+        None,
+        description="uefi, bios or hybrid, from the partition table, the ESP's loaders and the boot code",
     )
     firmware_evidence: list[str] = Field(default_factory=list)
     bytes_read: int = 0
