@@ -72,13 +72,21 @@ QEMU_FAILED = rule("qemu.failed", Severity.WARN, "qemu-img info could not read t
 
 # The guest pass (introspect.guest): what it could not read. A guest fact alone never rejects an
 # image, so every guest rule is info or warn by default; a policy may promote any of them.
-GUEST_BUDGET = rule("guest.budget", Severity.WARN, "the guest pass stopped at its read budget; facts may be incomplete")
+GUEST_BUDGET = rule(
+    "guest.budget", Severity.WARN, "the guest pass stopped at its read budget; facts may be incomplete"
+)
 GUEST_ENCRYPTED = rule("guest.encrypted", Severity.INFO, "the guest's disk is encrypted: no guest facts")
 GUEST_BACKING_MISSING = rule(
-    "guest.backing_missing", Severity.INFO, "unallocated ranges belong to a backing file not read; facts may be incomplete"
+    "guest.backing_missing",
+    Severity.INFO,
+    "unallocated ranges belong to a backing file not read; facts may be incomplete",
 )
-GUEST_NO_VIEW = rule("guest.no_view", Severity.INFO, "the guest's disk cannot be read through this image alone")
-GUEST_UNREADABLE = rule("guest.unreadable", Severity.WARN, "a volume or filesystem of the guest could not be read")
+GUEST_NO_VIEW = rule(
+    "guest.no_view", Severity.INFO, "the guest's disk cannot be read through this image alone"
+)
+GUEST_UNREADABLE = rule(
+    "guest.unreadable", Severity.WARN, "a volume or filesystem of the guest could not be read"
+)
 GUEST_LOOP = rule("guest.loop", Severity.WARN, "a loop in the guest's directories, extents or links")
 GUEST_UNSUPPORTED_FS = rule("guest.unsupported_fs", Severity.INFO, "a filesystem introspect does not read")
 GUEST_UNSUPPORTED_VOLUME = rule(

@@ -3,8 +3,8 @@
 
 - `.disk/info` (Debian's and Ubuntu's images, written by debian-cd and livecd-rootfs): one line,
   `Debian GNU/Linux 12.5.0 "Bookworm" - Official amd64 NETINST with firmware 20240210-11:27`:
-  the distribution, its version, the codename in quotes, then after " - " the kind of build and
-  the Debian architecture.
+  the distribution, its version, the codename in quotes, then after " - " the kind of build (one
+  word or more: "Release Candidate") and the Debian architecture.
 - `.treeinfo` (Fedora's, Red Hat's, CentOS', openSUSE's trees, productmd's format): an INI file;
   [release] name/version (format 1.x) or [general] family/version (0.x), the architecture in
   [tree] arch or [general] arch.
@@ -54,7 +54,7 @@ class Installer:
 # --- .disk/info ---------------------------------------------------------------------------------
 
 _DISK_INFO = re.compile(
-    r'^(?P<name>.+?) (?P<version>\d+(?:\.\d+)*)(?: LTS)? "(?P<codename>[^"]*)" - (?P<kind>\S+) (?P<arch>\S+)'
+    r'^(?P<name>.+?) (?P<version>\d+(?:\.\d+)*)(?: LTS)?(?: "(?P<codename>[^"]*)")? - (?P<rest>.*)$'
 )
 #: A .disk/info's distribution -> its os-release ID (Ubuntu's flavours are Ubuntu).
 _DISK_INFO_IDS = (("Debian", "debian"), ("Ubuntu", "ubuntu"), ("Kubuntu", "ubuntu"), ("Xubuntu", "ubuntu"))
@@ -69,12 +69,15 @@ def parse_disk_info(data: bytes, path: str = DISK_INFO) -> Installer | None:
         return None
     distribution = match.group("name")
     os_id = next((os_id for prefix, os_id in _DISK_INFO_IDS if distribution.startswith(prefix)), None)
+    # The build's kind comes first ("Official", "Release", "Release Candidate"), then the arch.
+    words = match.group("rest").split()
+    architecture = next((word for word in map(osinfo.nova_architecture, words) if word is not None), None)
     return Installer(
         os_type="linux",
         os_id=os_id,
         version=match.group("version"),
         name=line[:MAX_NAME],
-        architecture=osinfo.nova_architecture(match.group("arch")),
+        architecture=architecture,
         path=path,
     )
 

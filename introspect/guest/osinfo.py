@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from introspect.vocabulary import PROPERTIES
@@ -202,17 +202,28 @@ OSINFO_DB = Path("/usr/share/osinfo")
 #: At most this many OS files are read (osinfo-db 2022 has 800), and each at most this big.
 MAX_OS_FILES = 4096
 MAX_OS_FILE = 1 << 20
+#: Volume id expressions kept compiled (osinfo-db 2022 has about 2000).
+MAX_PATTERNS = 4096
 #: A label is an ISO 9660 volume identifier (32 characters) or a Joliet/UDF one (at most 128).
 MAX_LABEL = 128
 
 
 @dataclass(frozen=True, slots=True)
 class Media:
-    """One <media> of osinfo-db: the OS's short id, the media's architecture, its volume id."""
+    """One <media> of osinfo-db: the OS's short id, the media's architecture, its volume id (a
+    regular expression, compiled when a label of that architecture is first matched)."""
 
     short_id: str
     arch: str | None
-    volume_id: re.Pattern[str]
+    volume_id: str
+
+
+@lru_cache(maxsize=MAX_PATTERNS)
+def _pattern(volume_id: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(volume_id)
+    except re.error:
+        return None
 
 
 @cache
@@ -235,13 +246,8 @@ def osinfo_media(root: Path = OSINFO_DB) -> tuple[Media, ...]:
                 continue
             for media in entry.iter("media"):
                 pattern = media.findtext("iso/volume-id")
-                if not pattern:
-                    continue
-                try:
-                    compiled = re.compile(pattern)
-                except re.error:
-                    continue
-                found.append(Media(short_id, media.get("arch"), compiled))
+                if pattern:
+                    found.append(Media(short_id, media.get("arch"), pattern))
     return tuple(found)
 
 
@@ -251,9 +257,11 @@ def match_media(label: str | None, arch: str | None = None, root: Path = OSINFO_
     osinfo-db is absent, nothing matches, or several OSes do."""
     if not label or len(label) > MAX_LABEL:
         return None
-    ids = {
-        media.short_id
-        for media in osinfo_media(root)
-        if (arch is None or media.arch in (None, arch)) and media.volume_id.search(label)
-    }
+    ids = set()
+    for media in osinfo_media(root):
+        if arch is not None and media.arch not in (None, arch):
+            continue
+        pattern = _pattern(media.volume_id)
+        if pattern is not None and pattern.search(label):
+            ids.add(media.short_id)
     return ids.pop() if len(ids) == 1 else None
