@@ -100,7 +100,8 @@ def linux_osinfo(os_id: str | None, version: str | None, *, name: str | None = N
         return distro
     numbers = major_minor(version)
     if numbers is None:
-        return None
+        # Debian's testing has no VERSION_ID, and "trixie/sid" in its names: osinfo-db's debiantesting.
+        return "debiantesting" if distro == "debian" and name and "/sid" in name else None
     major, minor = numbers
     if distro == "centos":
         if (name and "stream" in name.lower()) or major >= 9:  # CentOS Linux ended at 8
@@ -123,8 +124,9 @@ def linux_osinfo(os_id: str | None, version: str | None, *, name: str | None = N
     return None
 
 
-#: Windows NT 10.0 server releases, told apart by their product name.
-_SERVER_10 = (("2025", "win2k25"), ("2022", "win2k22"), ("2019", "win2k19"))
+#: Windows NT 10.0 server releases, told apart by the year in their product name, else (the
+#: semi-annual channel's "Windows Server Datacenter") by the first build of each.
+_SERVER_10 = (("2025", 26100, "win2k25"), ("2022", 20348, "win2k22"), ("2019", 17763, "win2k19"))
 #: The first build of Windows 11 (which still calls itself 10.0 and "Windows 10" in ProductName).
 WINDOWS_11_BUILD = 22000
 _WINDOWS_6 = {
@@ -143,7 +145,8 @@ def windows_osinfo(
     build: str | None,
 ) -> str | None:
     """libosinfo's short id of a Windows system from its CurrentVersion values: the NT version,
-    ProductName, InstallationType (Server or Client) and the build number."""
+    ProductName, InstallationType (Server or Client) and the build number (libguestfs reads the
+    year in a server's name only, and calls every server without one win2k16)."""
     if major is None or minor is None:
         return None
     product = product_name or ""
@@ -158,7 +161,11 @@ def windows_osinfo(
         return server_id if server else client_id
     if major == 10 and minor == 0:
         if server:
-            return next((short for year, short in _SERVER_10 if year in product), "win2k16")
+            by_name = next((short for year, _, short in _SERVER_10 if year in product), None)
+            if by_name is not None:
+                return by_name
+            number = int(build) if build is not None and build.isdigit() else 0
+            return next((short for _, first, short in _SERVER_10 if number >= first), "win2k16")
         if build is None or not build.isdigit():
             return None
         return "win11" if int(build) >= WINDOWS_11_BUILD else "win10"

@@ -505,11 +505,14 @@ def name_hash(name: str) -> int | None:
 
 
 def _hint(name: str) -> bytes | None:
-    """The "lf" hint a key called `name` has, folded; None outside ASCII (see `name_hash`)."""
+    """The characters of an "lf" hint a key called `name` has (at most the first 4), folded; None
+    outside ASCII (see `name_hash`)."""
     if not name.isascii():
         return None
-    return name[:HINT_SIZE].casefold().encode("ascii").ljust(HINT_SIZE, b"\0")
+    return name[:HINT_SIZE].casefold().encode("ascii")
 
 
 def _hint_matches(stored: bytes, hint: bytes) -> bool:
-    return stored.lower() == hint or not stored.isascii()
+    """Does a stored hint agree with `hint`? Only as many characters as the name has are compared
+    (what pads a shorter name's hint is not said), and a hint outside ASCII is not trusted."""
+    return stored[: len(hint)].lower() == hint or not stored.isascii()

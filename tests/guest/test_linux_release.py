@@ -153,3 +153,12 @@ def test_os_release_is_bounded() -> None:
     assert len(linux.parse_os_release(many)) == linux.MAX_KEYS
     long = b"PRETTY_NAME=" + b"x" * (1 << 20)
     assert len(linux.parse_os_release(long)["PRETTY_NAME"]) == linux.MAX_VALUE
+
+
+def test_debian_testing_is_debiantesting(distros: Path) -> None:
+    """Debian testing's os-release has no VERSION_ID and its debian_version no number: osinfo-db
+    calls it debiantesting."""
+    said = shell_reading(distros / "debiantesting" / "etc" / "os-release")
+    assert said["VERSION_ID"] == ""
+    assert osinfo.linux_osinfo(said["ID"], None, name=said["PRETTY_NAME"]) == "debiantesting"
+    assert osinfo.linux_osinfo("debian", None, name="Debian GNU/Linux") is None

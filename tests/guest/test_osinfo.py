@@ -60,6 +60,7 @@ def test_os_distro(os_id: str | None, word: str | None) -> None:
 LINUX = [
     ("debian", "11", None, "debian11"),
     ("debian", "10", None, "debian10"),
+    ("debian", None, "Debian GNU/Linux trixie/sid", "debiantesting"),
     ("ubuntu", "22.04", None, "ubuntu22.04"),
     ("ubuntu", "20.10", None, "ubuntu20.10"),
     ("centos", "7", "CentOS Linux 7 (Core)", "centos7.0"),
@@ -108,6 +109,8 @@ WINDOWS = [
     (10, 0, "Windows Server 2019 Standard", "Server", "17763", "win2k19"),
     (10, 0, "Windows Server 2022 Datacenter", "Server", "20348", "win2k22"),
     (10, 0, "Windows Server 2016 Standard", "Server Core", "14393", "win2k16"),
+    (10, 0, "Windows Server Datacenter", "Server Core", "18363", "win2k19"),  # semi-annual 1909
+    (10, 0, "Windows Server Datacenter", "Server Core", "14393", "win2k16"),
     (10, 0, "Windows 10 Pro", "Client", "19045", "win10"),
     (10, 0, "Windows 10 Pro", "Client", "22631", "win11"),  # Windows 11 still says "Windows 10"
     (6, 3, "Windows Server 2012 R2 Datacenter", "Server", "9600", "win2k12r2"),

@@ -15,6 +15,8 @@ from introspect.guest.registry import (
     BASE_BLOCK_SIZE,
     BigData,
     CellHeader,
+    FastLeafElement,
+    HashLeafElement,
     Hive,
     KeyNode,
     KeyValue,
@@ -25,9 +27,9 @@ from introspect.guest.registry import (
     name_hash,
 )
 from introspect.sources import Budget, BytesSource, FileSource, Reader
-from introspect.structure import pack
+from introspect.structure import pack, unpack_array
 from tests.conftest import fixture_group
-from tests.tools import rewrite
+from tests.tools import put, rewrite
 
 CURRENT_VERSION = "Microsoft\\Windows NT\\CurrentVersion"
 #: (hive, key, the file hivexget's .reg output of that key was recorded in)
@@ -132,16 +134,67 @@ def test_name_hash_is_the_one_windows_stored(group: Path) -> None:
     hash of the name its key node holds."""
     data = (group / "system.hive").read_bytes()
     hive, _ = open_hive(group / "system.hive")
-    at = BASE_BLOCK_SIZE + hive.root.subkeys_list_offset + CellHeader.SIZE
+    at = cell(hive.root.subkeys_list_offset)
+    header = ListHeader.unpack(data, at)
+    elements = unpack_array(HashLeafElement, data, header.number_of_elements, at + ListHeader.SIZE)
+    names = dict(root_subkeys(data, hive))
+    assert len(elements) == len(names) == 17
+    for element in elements:
+        assert name_hash(names[element.key_node_offset]) == element.name_hash
+
+
+def root_subkeys(data: bytes, hive: Hive) -> list[tuple[int, str]]:
+    """The root's subkeys as its real "lh" list holds them: (key node offset, name)."""
+    at = cell(hive.root.subkeys_list_offset)
     header = ListHeader.unpack(data, at)
     assert header.signature == b"lh"
-    for index in range(header.number_of_elements):
-        offset, stored = (
-            int.from_bytes(data[at + 4 + 8 * index + k : at + 8 + 8 * index + k], "little") for k in (0, 4)
-        )
-        node = KeyNode.unpack(data, BASE_BLOCK_SIZE + offset + CellHeader.SIZE)
-        start = BASE_BLOCK_SIZE + offset + CellHeader.SIZE + KeyNode.SIZE
-        assert name_hash(data[start : start + node.key_name_length].decode("latin-1")) == stored
+    found = []
+    for element in unpack_array(HashLeafElement, data, header.number_of_elements, at + ListHeader.SIZE):
+        node = KeyNode.unpack(data, cell(element.key_node_offset))
+        start = cell(element.key_node_offset) + KeyNode.SIZE
+        found.append((element.key_node_offset, data[start : start + node.key_name_length].decode("latin-1")))
+    return found
+
+
+def relisted(data: bytearray, hive: Hive, kind: bytes) -> None:
+    """The root's real "lh" list rewritten in place as an "lf" (each element's hint the name's
+    first 4 characters), an "li", or an "li" inside an "ri" (the ri written as a cell of its own
+    in the list cell's unused second half)."""
+    keys = root_subkeys(bytes(data), hive)
+    at = cell(hive.root.subkeys_list_offset)
+    elements = at + ListHeader.SIZE
+    if kind == b"lf":
+        put(data, ListHeader(b"lf", len(keys)), at)
+        for index, (offset, name) in enumerate(keys):
+            hint = name[:4].encode("latin-1").ljust(4, b"\0")
+            put(data, FastLeafElement(offset, hint), elements + index * FastLeafElement.SIZE)
+        return
+    put(data, ListHeader(b"li", len(keys)), at)
+    for index, (offset, _) in enumerate(keys):
+        put(data, Offset(offset), elements + index * Offset.SIZE)
+    if kind == b"ri":
+        inner = elements + len(keys) * Offset.SIZE  # free: the lh elements took twice as much
+        ri_size = CellHeader.SIZE + ListHeader.SIZE + Offset.SIZE
+        put(data, CellHeader((1 << 32) - 16), inner)
+        put(data, ListHeader(b"ri", 1), inner + CellHeader.SIZE)
+        put(data, Offset(hive.root.subkeys_list_offset), inner + CellHeader.SIZE + ListHeader.SIZE)
+        assert ri_size <= 16 and inner + 16 <= at + len(keys) * HashLeafElement.SIZE + ListHeader.SIZE
+        rewrite(data, KeyNode, cell(hive.root.offset), subkeys_list_offset=inner - BASE_BLOCK_SIZE)
+
+
+@pytest.mark.parametrize("kind", [b"lf", b"li", b"ri"])
+def test_every_kind_of_subkeys_list(group: Path, kind: bytes) -> None:
+    """Windows 10 writes "lh" lists; "lf" (Windows XP), "li" and "ri" (large keys) are derived
+    from the real one, and every key is still found, and no other."""
+    real = (group / "system.hive").read_bytes()
+    keys = root_subkeys(real, open_hive(group / "system.hive")[0])
+    assert len(keys) == 17
+    hive = Hive(derived(group, "system.hive", lambda d, h: relisted(d, h, kind)), "relisted")
+    for offset, name in keys:
+        found = hive.open(name.upper())
+        assert found is not None and (found.offset, found.name) == (offset, name)
+    assert hive.open("NoSuchKey") is None
+    assert hive.open("Sel") is None
 
 
 # --- hostile hives, derived from the real ones -------------------------------------------------
