@@ -17,7 +17,9 @@ TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:ge
 	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server \
 	mcopy:mtools mkntfs:ntfs-3g setfattr:attr \
 	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi \
-	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs
+	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
+	readelf:binutils llvm-readobj:llvm hivexget:libhivex-bin hivexregedit:libwin-hivex-perl \
+	/usr/share/osinfo/VERSION:osinfo-db
 PYTEST_ARGS ?=
 
 .PHONY: help

@@ -46,6 +46,9 @@ class OperatingSystem(Frozen):
     name: str | None = Field(None, description="PRETTY_NAME; Windows ProductName")
     build: str | None = Field(None, description="Windows CurrentBuild")
     edition: str | None = Field(None, description="Windows EditionID")
+    installation_type: str | None = Field(
+        None, description="Windows InstallationType: Client, Server or Server Core (tells win10 from win2k16)"
+    )
     architecture: str | None = Field(None, description="from the ELF or PE header of a system binary")
     osinfo: str | None = Field(None, description="libosinfo's short id (virt-inspector's)")
     kernels: list[str] = Field(default_factory=list)
