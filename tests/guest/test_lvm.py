@@ -15,7 +15,7 @@ from introspect.errors import TruncatedImage
 from introspect.formats.raw import RawGuestView
 from introspect.guest import lvm
 from introspect.guest.disk import Disk
-from introspect.guest.fs import open_filesystem
+from introspect.guest.fs import identify, open_filesystem
 from introspect.guest.fs.base import read_file
 from introspect.guest.lvm import CorruptLvm, LabelHeader, LogicalVolumeDisk, MdaHeader, RawLocn, calc_crc
 from introspect.guest.volumes import Volumes, find_volumes
@@ -60,8 +60,17 @@ def test_the_pvs_are_pvs_pvs(group: Path) -> None:
     volumes, _ = volumes_of(group / "lvm.img")
     found = by_device(volumes)
     for pv in report(group, "pvs"):
-        volume, _ = found[pv["pv_name"]]
+        volume, disk = found[pv["pv_name"]]
         assert (volume.filesystem, volume.uuid) == ("LVM2_member", pv["pv_uuid"])
+        assert identify(disk) == "LVM2_member"
+
+
+def test_a_lookup_through_lvm_stays_well_within_the_guest_budget(group: Path) -> None:
+    volumes, reader = volumes_of(group / "lvm.img")
+    root = open_filesystem(by_device(volumes)[f"/dev/{VG}/root"][1])
+    assert read_file(root, "/etc/os-release", 4096).startswith(b'NAME="Volext Linux"')
+    assert reader.reads <= 24
+    assert reader.bytes_read <= 512 * 1024
 
 
 def test_the_lvs_are_the_visible_ones_lvs_lists(group: Path) -> None:

@@ -77,6 +77,7 @@ RO_COMPAT_BTREE_DIR = 1 << RO_COMPAT_BTREE_DIR_BIT
 #: libblkid's names: ext2 knows only these features, ext3 these plus a journal (and recovery);
 #: anything else makes it ext4 (superblocks/ext.c EXT2/EXT3_FEATURE_*_SUPP).
 EXT2_FEATURE_INCOMPAT_SUPP = INCOMPAT_FILETYPE | INCOMPAT_META_BG
+EXT2_FEATURE_RO_COMPAT_SUPP = RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR
 EXT3_FEATURE_INCOMPAT_SUPP = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG
 EXT3_FEATURE_RO_COMPAT_SUPP = RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR
 
@@ -380,7 +381,7 @@ def blkid_type(sb: Ext4SuperBlock) -> str:
     if sb.s_feature_compat & COMPAT_HAS_JOURNAL:
         if not incompat & ~EXT3_FEATURE_INCOMPAT_SUPP and not ro_compat & ~EXT3_FEATURE_RO_COMPAT_SUPP:
             return "ext3"
-    elif not incompat & ~EXT2_FEATURE_INCOMPAT_SUPP and not ro_compat & ~EXT3_FEATURE_RO_COMPAT_SUPP:
+    elif not incompat & ~EXT2_FEATURE_INCOMPAT_SUPP and not ro_compat & ~EXT2_FEATURE_RO_COMPAT_SUPP:
         return "ext2"
     return "ext4"
 
