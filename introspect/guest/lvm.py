@@ -619,7 +619,9 @@ def _group_volumes(
             cow = snapshot.section.get("cow_store")
             target = by_name.get(cow, lv) if isinstance(cow, str) else lv
             name = target.name
-            note = f"a snapshot of {snapshot.section.get('origin')}: snapshots are not read"
+            origin = snapshot.section.get("origin")
+            of = origin if isinstance(origin, str) and _NAME.fullmatch(origin) else "an LV"
+            note = f"a snapshot of {of}: snapshots are not read"
         else:
             target, name, note = lv, lv.name, None
         named += 1

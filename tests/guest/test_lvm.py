@@ -264,6 +264,25 @@ def test_a_text_whose_checksum_fails_is_not_read(group: Path, tmp_path: Path) ->
     assert [f.message.endswith("fails its checksum") for f in volumes.findings] == [True, True]
 
 
+def test_a_text_larger_than_its_area_is_not_read(group: Path, tmp_path: Path) -> None:
+    path = patched(group, tmp_path)
+    starts = partition_starts(group)
+    for device in ("/dev/sda1", "/dev/sda2"):
+        at, _, _ = mda(path, starts[device])
+
+        def grow(sector: bytearray) -> None:
+            rewrite(sector, RawLocn, MdaHeader.SIZE, size=1 << 40)
+            rewrite(
+                sector, MdaHeader, 0, checksum_xl=calc_crc(lvm.INITIAL_CRC, bytes(sector[lvm.MDA_CRC_FROM :]))
+            )
+
+        edit(path, at, SECTOR, grow)
+    volumes, reader = volumes_of(path)
+    assert len(volumes.found) == 2
+    assert all("larger than its area or the cap" in f.message for f in volumes.findings)
+    assert reader.bytes_read < 1 << 20
+
+
 # --- The text parser, bounded ----------------------------------------------------------------------
 
 
