@@ -19,7 +19,8 @@ TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:ge
 	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi \
 	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
 	readelf:binutils llvm-readobj:llvm hivexget:libhivex-bin hivexregedit:libwin-hivex-perl \
-	/usr/share/osinfo/VERSION:osinfo-db
+	/usr/share/osinfo/VERSION:osinfo-db \
+	guestfish:libguestfs-tools lvm:lvm2
 PYTEST_ARGS ?=
 
 .PHONY: help
