@@ -228,12 +228,21 @@ def _inspect(
         )
     if inspection is not None:
         findings.extend(_size_findings(inspection.virtual_size, policy))
-    guest = None
-    if inspection is not None and guest_budget is not None:
-        guest = _inspect_guest(fmt, inspection, reader, guest_budget)
-        findings.extend(guest.findings if guest else ())
     named_files = [f.code for f in findings if f.code in RULES and RULES[f.code].names_files]
     findings = policy.apply(findings)
+    guest = None
+    # The guest pass reads images the header pass accepted: a rejected image's findings already
+    # say what to fix (a backing file, a cut file, an unknown feature), and its guest would go
+    # unused, as the image does; report-only and demoted rules let it run.
+    if (
+        inspection is not None
+        and guest_budget is not None
+        and policy.verdict(findings, parsed=True) == Verdict.OK
+    ):
+        guest = _inspect_guest(fmt, inspection, reader, guest_budget)
+        # One finding per cause: what the header pass said of the partition table is not repeated.
+        said = {finding.code for finding in findings}
+        findings.extend(policy.apply(f for f in guest.findings if f.code not in said) if guest else ())
     if inspection is not None and cross_check_path is not None:
         findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, named_files)))
     parsed = inspection is not None
@@ -276,7 +285,10 @@ def _inspect_guest(
     if view is None:
         return None
     try:
-        return inspect_guest(view, guest_reader)
+        guest = inspect_guest(view, guest_reader)
+        if not fmt.holds_disk_at_zero(inspection.details):
+            guest.findings = [_inside(finding, fmt) for finding in guest.findings]
+        return guest
     except (OSError, SourceError):
         raise  # the source failed, not the image: the caller decides (retry)
     except Exception as error:
@@ -449,6 +461,20 @@ class _EndUnknown(ByteSource):
     def unmetered(self) -> ByteSource:
         """The guest pass reads the head as `HeadOfStream`: a read past it is refused, never short."""
         return HeadOfStream(self._head.unmetered())
+
+
+def _inside(finding: Finding, fmt: Format[Any]) -> Finding:
+    """Partition table advice (`sgdisk -e`...) read through a format's mapping is for the disk
+    inside the image, never the image file, which a partitioning tool would corrupt."""
+    if not finding.code.startswith(("gpt.", "mbr.")):
+        return finding
+    raw = f"`qemu-img convert -O raw` makes of this {fmt.name} image" if fmt.qemu_name else "the image's disk"
+    return finding.model_copy(
+        update={
+            "message": f"{finding.message} (on the disk inside the image: inside the guest, or on the raw disk "
+            f"{raw}; never on the {fmt.name} file itself)"
+        }
+    )
 
 
 def _parse(

@@ -75,6 +75,9 @@ QEMU_FAILED = rule("qemu.failed", Severity.WARN, "qemu-img info could not read t
 GUEST_BUDGET = rule(
     "guest.budget", Severity.WARN, "the guest pass stopped at its read budget; facts may be incomplete"
 )
+GUEST_PARTIAL = rule(
+    "guest.partial", Severity.INFO, "the guest's bytes lie past what a stream or a compressed head kept"
+)
 GUEST_ENCRYPTED = rule("guest.encrypted", Severity.INFO, "the guest's disk is encrypted: no guest facts")
 GUEST_BACKING_MISSING = rule(
     "guest.backing_missing",

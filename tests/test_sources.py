@@ -138,14 +138,18 @@ def test_file_source_usage_errors(tmp_path, make, message):
 
 def test_an_http_url_is_read_with_ranges_only(tmp_path):
     """A 1 TiB qcow2 served over HTTP: a HEAD and three small ranges (head, tail, and the refcount
-    table with the block after it), never the image."""
+    table with the block after it), then the guest pass's one (the first slice of the L1 table,
+    which says the disk holds nothing), never the image."""
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / "big.qcow2"), "1T"], check=True)
     with serve(tmp_path) as served:
         report = introspect.inspect(served.url("big.qcow2"))
     assert (report.format, report.virtual_size, report.verdict) == ("qcow2", 1 << 40, "ok")
-    assert [method for method, _, _ in served.requests] == ["HEAD", "GET", "GET", "GET"]
+    assert [method for method, _, _ in served.requests] == ["HEAD", "GET", "GET", "GET", "GET"]
     assert all(r is not None for method, _, r in served.requests if method == "GET")
-    assert served.bytes_sent == report.bytes_read < (tmp_path / "big.qcow2").stat().st_size
+    assert report.guest.reads == 1
+    assert [(v.device, v.filesystem) for v in report.guest.volumes] == [("/dev/sda", None)]
+    total = report.bytes_read + report.guest.bytes_read
+    assert served.bytes_sent == total < (tmp_path / "big.qcow2").stat().st_size
 
 
 def test_an_http_server_that_sends_more_than_the_range_is_not_read_on(tmp_path):

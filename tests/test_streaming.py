@@ -48,7 +48,11 @@ def test_an_ova_streams_natively(name, keep):
         file.virtual_size,
         file.verdict,
     )
-    assert [f.code for f in stream.findings] == [f.code for f in file.findings]
+    # The same header facts; the guest's bytes went by with the stream (said once, as guest.partial).
+    assert [f.code for f in stream.findings if not f.code.startswith("guest.")] == [
+        f.code for f in file.findings if not f.code.startswith("guest.")
+    ]
+    assert [f.code for f in stream.findings if f.code.startswith("guest.")] in ([], ["guest.partial"])
     assert stream.properties == file.properties
     assert [m.virtual_size for m in stream.members] == [m.virtual_size for m in file.members]
 

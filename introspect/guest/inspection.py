@@ -16,7 +16,7 @@ from functools import partial
 from typing import TypeVar
 
 from introspect import vocabulary
-from introspect.errors import BudgetExceeded, ImageError
+from introspect.errors import BudgetExceeded, BytesNotKept, ImageError
 from introspect.formats.base import GuestView
 from introspect.formats.partitions import EFI_SYSTEM_PARTITION, boot_evidence
 from introspect.guest import fs as filesystems
@@ -33,10 +33,9 @@ from introspect.safety import (
     GUEST_BACKING_MISSING,
     GUEST_BUDGET,
     GUEST_MULTIPLE_ROOTS,
+    GUEST_PARTIAL,
     GUEST_UNREADABLE,
     GUEST_UNSUPPORTED_FS,
-    READ_BUDGET,
-    TRUNCATED,
 )
 from introspect.sources import Reader
 
@@ -44,6 +43,9 @@ T = TypeVar("T")
 
 #: What blkid names and the guest pass rightly leaves alone: no facts live there.
 NOTHING_TO_READ = frozenset({"swap", "LVM2_member", "crypto_LUKS", "BitLocker"})
+
+#: blkid's names of the filesystems `introspect.guest.fs` reads (ext is named ext2, ext3 or ext4).
+READ_HERE = frozenset({kind.name for kind in filesystems.TYPES} | {"ext2", "ext3", "ext4"})
 
 SystemFinder = Callable[[Filesystem, str, list[Finding]], OperatingSystem | None]
 #: Tried on every filesystem, in this order; the first that answers names the system on it.
@@ -124,10 +126,20 @@ def _read_volume(
     if volume.note is not None or volume.filesystem in NOTHING_TO_READ:
         return volume
     where = f"{volume.device}"
+    said = len(findings)
     fs = _guarded(lambda: filesystems.open_filesystem(disk), f"the filesystem on {where}", findings)
     if fs is None:
         named = _guarded(lambda: filesystems.identify(disk), f"the signature on {where}", findings)
-        if named is not None and named not in NOTHING_TO_READ:
+        if len(findings) > said:
+            pass  # the filesystem's own reader said what is wrong with it
+        elif named in READ_HERE:
+            findings.append(
+                GUEST_UNREADABLE.finding(
+                    f"{where} carries the signature of {named}, but its superblock fails the checks introspect "
+                    "makes before reading one: facts on it are not reported"
+                )
+            )
+        elif named is not None and named not in NOTHING_TO_READ:
             findings.append(
                 GUEST_UNSUPPORTED_FS.finding(
                     f"{where} holds {named}, which introspect does not read: facts on it are not reported"
@@ -163,12 +175,13 @@ def _guarded(read: Callable[[], T], what: str, findings: list[Finding]) -> T | N
             )
         )
         raise _Stop from error
+    except BytesNotKept as error:
+        # Said once: every later volume past what was kept would say it again.
+        if not any(finding.code == GUEST_PARTIAL.code for finding in findings):
+            findings.append(GUEST_PARTIAL.finding(f"{what}: {error}"))
+        return None
     except ImageError as error:
-        rule = (
-            GUEST_UNREADABLE
-            if error.rule in {TRUNCATED, READ_BUDGET} or not error.rule.code.startswith("guest.")
-            else error.rule
-        )
+        rule = error.rule if error.rule.code.startswith("guest.") else GUEST_UNREADABLE
         findings.append(rule.finding(f"{what}: {error}"))
         return None
 
