@@ -22,7 +22,7 @@ from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
 from introspect.containers.compressed import UNKNOWN_END, HeadOfStream
 from introspect.decode import MIB
 from introspect.detect import detect
-from introspect.errors import ImageError, SourceError, UsageError
+from introspect.errors import BytesNotKept, ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
@@ -37,6 +37,7 @@ from introspect.safety import (
     EMPTY,
     FORMAT_MISMATCH,
     GUEST_INTERNAL_ERROR,
+    GUEST_PARTIAL,
     GUEST_UNREADABLE,
     INTERNAL_ERROR,
     POLYGLOT,
@@ -275,25 +276,22 @@ def _inspect_guest(
     if fmt.guest is None:
         return None
     guest_reader = Reader(reader.source.unmetered(), budget)
+    nothing = GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads)
     try:
         view = fmt.guest(guest_reader, inspection.details)
-    except ImageError as error:
-        rule = error.rule if error.rule.code.startswith("guest.") else GUEST_UNREADABLE
-        return GuestInspection(
-            GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads), [rule.finding(str(error))]
-        )
-    if view is None:
-        return None
-    try:
+        if view is None:
+            return None
         guest = inspect_guest(view, guest_reader)
-        if not fmt.holds_disk_at_zero(inspection.details):
-            guest.findings = [_inside(finding, fmt) for finding in guest.findings]
-        return guest
     except (OSError, SourceError):
         raise  # the source failed, not the image: the caller decides (retry)
+    except BytesNotKept as error:
+        return GuestInspection(nothing, [GUEST_PARTIAL.finding(str(error))])
+    except ImageError as error:  # the opener's: why this image's guest cannot be read
+        rule = error.rule if error.rule.code.startswith("guest.") else GUEST_UNREADABLE
+        return GuestInspection(nothing, [rule.finding(str(error))])
     except Exception as error:
         return GuestInspection(
-            GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads),
+            nothing,
             [
                 GUEST_INTERNAL_ERROR.finding(
                     f"introspect failed reading this {fmt.name} image's guest ({type(error).__name__}: {error}); "
@@ -301,6 +299,9 @@ def _inspect_guest(
                 )
             ],
         )
+    if not fmt.holds_disk_at_zero(inspection.details):
+        guest.findings = [_inside(finding, fmt) for finding in guest.findings]
+    return guest
 
 
 def _inspect_container(
