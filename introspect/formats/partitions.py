@@ -385,9 +385,13 @@ def table_in_head(head: bytes) -> str | None:
     """ "gpt" or "mbr" when a file's first blocks hold a partition table a raw reader would use:
     a GPT header whose CRC32 checks out, or a valid MBR with a partition. Partition tables are
     not probed formats, so this is how a qcow2 or VMDK that is also a GPT disk is caught."""
+    # Linux (block/partitions/efi.c) and libblkid use a GPT only behind a valid MBR signature (the
+    # protective MBR): a GPT header alone further in is some other format's data (a dynamic VHD
+    # whose first block holds a partitioned disk puts the guest's GPT header at byte 4096).
+    has_mbr = head.startswith(MBR_SIGNATURE_BYTES, LegacyMbr.offset_of("signature"))
     for sector_size in SECTOR_SIZES:
         offset = PRIMARY_HEADER_LBA * sector_size
-        if not head.startswith(GPT_SIGNATURE, offset):
+        if not has_mbr or not head.startswith(GPT_SIGNATURE, offset):
             continue
         block = head[offset : offset + sector_size]
         if len(block) >= MIN_HEADER_SIZE:
