@@ -194,13 +194,20 @@ def inspect_media(fs: Filesystem, device: str, notes: list[Finding]) -> Operatin
         return None
     read_from = source(device, fs, installer.path)
     sources: dict[str, Source] = {"os_id": read_from}
-    short_id = osinfo.match_media(fs.label, installer.architecture)
+    # A Linux installer's id is derived from its version as libguestfs derives it (osinfo-db may
+    # predate the release: its generic "-unknown" entry then matches); only the media tell a
+    # Windows Server ISO from a client one.
+    short_id = (
+        osinfo.linux_osinfo(installer.os_id, installer.version, name=installer.name)
+        if installer.os_type == "linux"
+        else None
+    )
     if short_id is not None:
-        sources["osinfo"] = Source(device=device, filesystem=fs.name, path="volume label")
-    elif installer.os_type == "linux":
-        short_id = osinfo.linux_osinfo(installer.os_id, installer.version, name=installer.name)
+        sources["osinfo"] = read_from
+    else:
+        short_id = osinfo.match_media(fs.label, installer.architecture, os_id=installer.os_id)
         if short_id is not None:
-            sources["osinfo"] = read_from
+            sources["osinfo"] = Source(device=device, filesystem=fs.name, path="volume label")
     distro = osinfo.os_distro(installer.os_id)
     for fact, value in (
         ("distro", distro),

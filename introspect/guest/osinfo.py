@@ -233,13 +233,34 @@ def _pattern(volume_id: str) -> re.Pattern[str] | None:
         return None
 
 
+#: The osinfo-db directory of each os-release ID's vendor: a match reads that vendor's files only
+#: (parsing all 800 of osinfo-db 2022 costs a second; one vendor's, a few milliseconds).
+VENDORS = {
+    "windows": "microsoft.com",
+    "debian": "debian.org",
+    "ubuntu": "ubuntu.com",
+    "fedora": "fedoraproject.org",
+    "centos": "centos.org",
+    "rhel": "redhat.com",
+    "rocky": "rockylinux.org",
+    "almalinux": "almalinux.org",
+    "opensuse-leap": "opensuse.org",
+    "opensuse-tumbleweed": "opensuse.org",
+    "sles": "suse.com",
+    "alpine": "alpinelinux.org",
+    "arch": "archlinux.org",
+    "ol": "oracle.com",
+}
+
+
 @cache
-def osinfo_media(root: Path = OSINFO_DB) -> tuple[Media, ...]:
-    """Every <media> with a <volume-id> in the osinfo-db at `root` (none when it is absent)."""
+def osinfo_media(root: Path = OSINFO_DB, vendor: str | None = None) -> tuple[Media, ...]:
+    """Every <media> with a <volume-id> in the osinfo-db at `root` (none when it is absent), of
+    one vendor's directory when `vendor` is given."""
     from defusedxml import ElementTree
 
     found: list[Media] = []
-    files = sorted((root / "os").glob("*/*.xml"))[:MAX_OS_FILES]
+    files = sorted((root / "os").glob(f"{vendor or '*'}/*.xml"))[:MAX_OS_FILES]
     for path in files:
         if path.stat().st_size > MAX_OS_FILE:
             continue
@@ -258,14 +279,17 @@ def osinfo_media(root: Path = OSINFO_DB) -> tuple[Media, ...]:
     return tuple(found)
 
 
-def match_media(label: str | None, arch: str | None = None, root: Path = OSINFO_DB) -> str | None:
+def match_media(
+    label: str | None, arch: str | None = None, root: Path = OSINFO_DB, *, os_id: str | None = None
+) -> str | None:
     """The short id of the one OS whose installer media have a volume id matching `label` (as
-    libosinfo matches: a search, case-sensitive), of architecture `arch` when given; None when
-    osinfo-db is absent, nothing matches, or several OSes do."""
+    libosinfo matches: a search, case-sensitive), of architecture `arch` when given, among the OSes
+    of `os_id`'s vendor when it has one; None when osinfo-db is absent, nothing matches, or several
+    OSes do."""
     if not label or len(label) > MAX_LABEL:
         return None
     ids = set()
-    for media in osinfo_media(root):
+    for media in osinfo_media(root, VENDORS.get(os_id or "")):
         if arch is not None and media.arch not in (None, arch):
             continue
         pattern = _pattern(media.volume_id)
