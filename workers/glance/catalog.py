@@ -171,17 +171,28 @@ class GlanceCatalog:
     """The pipeline's catalog operations, against Glance."""
 
     def __init__(
-        self, client: GlanceClient, *, cache: RangeCache | None = None, block: int = 64 * 1024
+        self,
+        client: GlanceClient,
+        *,
+        cache: RangeCache | None = None,
+        block: int = 64 * 1024,
+        max_block: int | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
         self.block = block
+        self.max_block = max_block
 
     @classmethod
     def from_settings(cls, settings: GlanceSettings | None = None) -> GlanceCatalog:
         settings = settings or get_glance_settings()
         cache = RangeCache(settings.cache_dir, settings.cache_max_bytes) if settings.cache_max_bytes else None
-        return cls(GlanceClient.from_settings(settings), cache=cache, block=settings.read_block)
+        return cls(
+            GlanceClient.from_settings(settings),
+            cache=cache,
+            block=settings.read_block,
+            max_block=settings.read_block_max,
+        )
 
     @property
     def url(self) -> str:
@@ -488,4 +499,5 @@ class GlanceCatalog:
             checksum=data_identity(image),
             cache=self.cache,
             block=self.block,
+            max_block=self.max_block,
         )

@@ -58,7 +58,7 @@ def _client(settings: GlanceSettings) -> GlanceClient:
 
 def _catalog(client: GlanceClient, settings: GlanceSettings) -> GlanceCatalog:
     cache = RangeCache(settings.cache_dir, settings.cache_max_bytes) if settings.cache_max_bytes else None
-    return GlanceCatalog(client, cache=cache, block=settings.read_block)
+    return GlanceCatalog(client, cache=cache, block=settings.read_block, max_block=settings.read_block_max)
 
 
 def _inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool) -> tuple[str, str, dict[str, Any]]:

@@ -57,8 +57,9 @@ class GlanceSettings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
     #: Granule of a range request: a read is widened to whole blocks, so nearby reads of a parser
-    #: become one request.
+    #: become one request; the block doubles with each request of an image, up to read_block_max.
     read_block: int = Field(64 * 1024, ge=512)
+    read_block_max: int = Field(512 * 1024, ge=512)
     #: Notifications (oslo.messaging, driver messagingv2): the broker Glance publishes to, its
     #: control exchange, the topic, and the queue of our own bound to `<topic>.info`.
     transport_url: str = "amqp://guest:guest@127.0.0.1:5672//"
