@@ -8,7 +8,6 @@ error (click's own, or a path that cannot be read). Errors are one line on stder
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import sys
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -29,14 +27,25 @@ from introspect.formats import BY_NAME, canonical_name
 from introspect.inspector import GUEST_BUDGET
 from introspect.inspector import inspect as inspect_image
 from introspect.model import Severity, Verdict
+from introspect.output import (
+    USAGE_ERROR,
+    BadInput,
+    RowWriter,
+    chosen,
+    emit,
+    make_console,
+    output_options,
+    pick_columns,
+    print_table,
+)
+from introspect.policyfile import check_rule_code, read_policy, severity_named
 from introspect.report import Report
-from introspect.safety import RULES, Policy
+from introspect.safety import DEFAULT_POLICY, RULES, Policy
 from introspect.sources import Budget
 from introspect.streaming import StreamSource
 from introspect.text import literal
 from introspect.vocabulary import NAMESPACE, metadefs_namespace
 
-USAGE_ERROR = 2
 #: The path that means standard input, read once as a stream (`curl ... | introspect inspect -`).
 STDIN = "-"
 #: Properties worth a column in the table; the rest is in --json.
@@ -113,31 +122,6 @@ class EmptyDirectory(str):
     """A directory argument with no file under it."""
 
 
-class BadInput(click.ClickException):
-    """Bad input, said in one line (`Error: ` and what is wrong, with the value and what is accepted)
-    and exit status 2, the same prefix in every command: no usage text, no traceback."""
-
-    exit_code = USAGE_ERROR
-
-
-LEVELS = ", ".join(level.value for level in Severity)
-
-
-def check_rule_code(code: str, where: str) -> str:
-    """A rule code, or a glob (`vmdk.*`) matching at least one: an unknown one would silently
-    change nothing."""
-    if code in RULES or any(fnmatch.fnmatchcase(known, code) for known in RULES):
-        return code
-    raise BadInput(f"{where}: unknown rule code {literal(repr(code))}: `introspect rules` lists the codes")
-
-
-def _level(value: Any, where: str, accepted: str = f"use {LEVELS}") -> Severity:
-    try:
-        return Severity(value)
-    except ValueError:
-        raise BadInput(f"{where}: {literal(repr(value))} is not a severity: {accepted}") from None
-
-
 def load_policy(
     policy_file: str | None,
     report_only: bool = False,
@@ -145,55 +129,29 @@ def load_policy(
     *,
     option: str = "--policy",
 ) -> Policy:
-    """The policy of a JSON file (`--policy`, see `introspect rules`) with `--severity CODE=LEVEL`
-    and `--report-only` on top. Every mistake is one line naming the field, the value and what is
-    accepted (`BadInput`): a policy that does not say what the operator meant must not run."""
-    data: dict[str, Any] = {}
-    where = f"{option} {literal(policy_file)}" if policy_file else option
-    if policy_file:
-        try:
-            loaded = json.loads(Path(policy_file).read_text())
-        except OSError as error:
-            raise BadInput(f"{where}: {error.strerror or error}") from None
-        except ValueError as error:
-            raise BadInput(f"{where}: not JSON: {error}") from None
-        if not isinstance(loaded, dict):
-            raise BadInput(
-                f'{where}: a policy is a JSON object ({{"severity": {{"CODE": "LEVEL"}}, ...}}), '
-                f"not {type(loaded).__name__ if loaded is not None else 'null'}"
-            )
-        data = loaded
-    overrides = data.get("severity", {})
-    if not isinstance(overrides, dict):
-        raise BadInput(
-            f"{where}: severity: an object of CODE: LEVEL is expected, not {literal(repr(overrides))}"
-        )
-    for code, level in overrides.items():
-        check_rule_code(code, f"{where}: severity")
-        _level(level, f"{where}: severity.{literal(code)}")
-    overrides = dict(overrides)
-    for item in severities:
-        code, sep, level = item.partition("=")
-        if not sep or not code:
-            raise BadInput(f"--severity: {literal(repr(item))}: expected CODE=reject|warn|info")
-        check_rule_code(code, "--severity")
-        overrides[code] = _level(level, f"--severity {literal(code)}", "expected CODE=reject|warn|info")
-    data["severity"] = overrides
-    if report_only:
-        data["report_only"] = True
+    """The policy of a JSON file (`--policy`, see `introspect rules` and introspect/policyfile.py)
+    with `--severity CODE=LEVEL` and `--report-only` on top. Every mistake is one line naming the
+    field, the value and what is accepted (`BadInput`)."""
     try:
-        return Policy.model_validate(data)
-    except ValidationError as error:
-        raise BadInput(f"{where}: {_first_problem(error)}") from None
+        policy = (
+            read_policy(policy_file, f"{option} {literal(policy_file)}") if policy_file else DEFAULT_POLICY
+        )
+        overrides = dict(_severity(item) for item in severities)
+    except UsageError as error:
+        raise BadInput(str(error)) from None
+    update: dict[str, Any] = {"severity": {**policy.severity, **overrides}} if overrides else {}
+    if report_only:
+        update["report_only"] = True
+    return policy.model_copy(update=update) if update else policy
 
 
-def _first_problem(error: ValidationError) -> str:
-    """One line for a pydantic error: the field, the value, what is accepted."""
-    problem = error.errors()[0]
-    field = ".".join(str(part) for part in problem["loc"]) or "(the policy)"
-    if problem["type"] == "extra_forbidden":
-        return f"{literal(field)}: unknown key: the keys are {', '.join(Policy.model_fields)}"
-    return f"{literal(field)} = {literal(repr(problem['input']))}: {problem['msg']}"
+def _severity(item: str) -> tuple[str, Severity]:
+    """One `--severity CODE=LEVEL`, checked."""
+    code, sep, level = item.partition("=")
+    if not sep or not code:
+        raise UsageError(f"--severity: {literal(repr(item))}: expected CODE=reject|warn|info")
+    accepted = "expected CODE=reject|warn|info"
+    return check_rule_code(code, "--severity"), severity_named(level, f"--severity {literal(code)}", accepted)
 
 
 def _guest_budget(value: str) -> Budget:
@@ -242,9 +200,14 @@ def _row(report: Report) -> tuple[Text, ...]:
     )
 
 
+#: What `inspect -f value|csv` shows without -c (-c picks any field of the Report).
+INSPECT_COLUMNS = ("source", "format", "container_format", "virtual_size", "verdict")
+REPORT_FIELDS = tuple(Report.model_fields)
+
+
 @main.command("inspect")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One Report JSON object per line.")
+@output_options
 @click.option("--expect", metavar="FORMAT", help="The disk_format the images were declared with.")
 @click.option("--cross-check", is_flag=True, help="Also run a caged `qemu-img info` and compare.")
 @click.option(
@@ -272,6 +235,8 @@ def _row(report: Report) -> tuple[Text, ...]:
 @click.option("--verbose", "-v", is_flag=True, help="Print every finding's message under its row.")
 def inspect_command(
     paths: tuple[str, ...],
+    output: str,
+    columns: tuple[str, ...],
     as_json: bool,
     expect: str | None,
     cross_check: bool,
@@ -284,7 +249,11 @@ def inspect_command(
     verbose: bool,
 ) -> None:
     """Inspect image files (directories are walked; `-` is standard input, read once) and print
-    what they say about themselves."""
+    what they say about themselves, a row as each is done (-f json: the whole Report, unless -c
+    picks its fields)."""
+    output = chosen(output, as_json)
+    machine = output in ("json", "yaml")
+    picked = pick_columns(columns, REPORT_FIELDS, REPORT_FIELDS if machine else INSPECT_COLUMNS)
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = load_policy(policy_file, report_only, severities)
@@ -295,7 +264,14 @@ def inspect_command(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     failed = usage_failed = False
     targets = list(_paths(paths))
-    rows = None if as_json else _Rows(out, [t for t in targets if not isinstance(t, EmptyDirectory)])
+    whole = output == "json" and not columns  # the Report's own JSON, as `--json` always printed
+    rows = (
+        _Rows(out, [t for t in targets if not isinstance(t, EmptyDirectory)])
+        if output == "table" and not columns
+        else None
+    )
+    writer = RowWriter(output, picked) if output != "table" and not whole else None
+    picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
     for path in targets:
         if isinstance(path, EmptyDirectory):
             err.print(f"introspect: {literal(path)}: the directory holds no file to inspect", markup=False)
@@ -329,12 +305,17 @@ def inspect_command(
             failed = True
             continue
         failed |= report.verdict != Verdict.OK
-        if as_json:
+        if whole:
             sys.stdout.write(report.model_dump_json() + "\n")
             sys.stdout.flush()  # each line as soon as its image is done, also into a pipe
             continue
-        assert rows is not None
-        rows.add(report)
+        if writer is not None:
+            writer.write(report.model_dump(mode="json"))
+            continue
+        if rows is None:
+            picked_rows.append(report.model_dump(mode="json"))
+        else:
+            rows.add(report)
         if verbose:
             for f in report.findings:
                 out.print(
@@ -342,6 +323,8 @@ def inspect_command(
                     markup=False,
                     soft_wrap=True,  # one line a finding, whatever its length: scripts read them
                 )
+    if picked_rows:
+        print_table(picked_rows, picked, make_console())
     sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
 
 
@@ -390,23 +373,30 @@ def schema() -> None:
     click.echo(json.dumps(Report.model_json_schema(), indent=2))
 
 
+RULE_FIELDS = ("code", "severity", "summary", "names_files")
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule.")
-def rules(as_json: bool) -> None:
-    """List every rule a finding can come from, with its default severity."""
-    if as_json:
-        for code in sorted(RULES):
-            rule = RULES[code]
-            line = {"code": code, "severity": rule.severity.value, "summary": rule.summary}
-            sys.stdout.write(json.dumps(line | {"names_files": rule.names_files}) + "\n")
-        return
-    table = Table(box=None, header_style="bold")
-    for column in ("code", "severity", "what fired"):
-        table.add_column(column)
-    for code in sorted(RULES):
-        rule = RULES[code]
-        table.add_row(code, rule.severity.value, rule.summary)
-    Console().print(table)
+@output_options
+def rules(output: str, columns: tuple[str, ...], as_json: bool) -> None:
+    """List every rule a finding can come from, with its default severity (`summary`: what fired;
+    `names_files`: the image names a file outside itself, which no policy changes)."""
+    output = chosen(output, as_json)
+    machine = output in ("json", "yaml")
+    picked = pick_columns(columns, RULE_FIELDS, RULE_FIELDS if machine else RULE_FIELDS[:3])
+    rows = (
+        {
+            "code": code,
+            "severity": rule.severity.value,
+            "summary": rule.summary,
+            "names_files": rule.names_files,
+        }
+        for code, rule in sorted(RULES.items())
+    )
+    if output == "table":
+        print_table(rows, picked, make_console())
+    else:
+        emit(rows, output, picked)
 
 
 @main.command()

@@ -103,6 +103,27 @@ GUEST_INTERNAL_ERROR = rule(
     "guest.internal_error", Severity.WARN, "a bug in introspect's guest pass; the header facts stand"
 )
 
+# The services that inspect images for a catalog (workers/pipeline.py): how an inspection can end
+# there besides the image's own findings. Declared here, with the rest, so that every reader of a
+# policy (`introspect inspect --policy`, the workers, Glance's import plugin) knows every code a
+# policy may name, and `introspect rules` lists them.
+WORKER_LOST = rule(
+    "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
+)
+VIRTUAL_SIZE_CHANGED = rule(
+    "pipeline.virtual_size_changed",
+    Severity.REJECT,
+    "the content's virtual size differs from the one the catalog records",
+)
+DATA_MISSING = rule("pipeline.data_missing", Severity.REJECT, "the image's data cannot be read")
+STORE_UNAVAILABLE = rule(
+    "pipeline.store_unavailable", Severity.REJECT, "the image's store kept failing through every retry"
+)
+TIME_LIMIT = rule("pipeline.time_limit", Severity.REJECT, "the inspection ran out of time")
+PIPELINE_INTERNAL_ERROR = rule(
+    "pipeline.internal_error", Severity.REJECT, "the inspection stopped on an unexpected exception"
+)
+
 DEFAULT_VMDK_CREATE_TYPES = frozenset({"monolithicSparse", "streamOptimized"})
 TIB = 1 << 40
 

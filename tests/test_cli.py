@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -9,16 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from introspect.cli import main
+from introspect.safety import RULES
 from tests.conftest import fixture_group
 from tests.tools import qemu_info
 from tests.workers.httpserver import serve
+from tests.workers.services import process_env
 
 INTROSPECT = str(Path(sys.executable).with_name("introspect"))
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INTROSPECT, *args], capture_output=True, text=True, timeout=120)
+    """The command, running this checkout's code (the venv's may be another checkout's)."""
+    return subprocess.run([INTROSPECT, *args], capture_output=True, text=True, timeout=120, env=process_env())
 
 
 def qcow2(tmp_path, name="disk.qcow2", size="1G", *options):
@@ -34,6 +41,34 @@ def test_json_lines_one_per_image_and_exit_0(tmp_path):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["source"], r["virtual_size"]) for r in lines] == [(str(a), 1 << 30), (str(b), 2 << 30)]
     assert result.stderr == ""
+
+
+def test_rows_for_scripts_pick_the_reports_fields(tmp_path):
+    a, b = (
+        qcow2(tmp_path, "a.qcow2", "1G"),
+        qcow2(tmp_path, "b.qcow2", "2G", "-b", "/etc/passwd", "-F", "raw"),
+    )
+
+    def inspect(*args: str) -> str:
+        result = CliRunner().invoke(main, ["inspect", "--no-guest", *args, str(a), str(b)])
+        assert result.exit_code == 1, result.output  # b is rejected
+        return result.stdout
+
+    assert inspect("-f", "value", "-c", "virtual_size", "-c", "verdict").splitlines() == [
+        f"{1 << 30} ok",
+        f"{2 << 30} rejected",
+    ]
+    rows = list(csv.reader(io.StringIO(inspect("-f", "csv"))))
+    assert rows == [
+        ["source", "format", "container_format", "virtual_size", "verdict"],
+        [str(a), "qcow2", "bare", str(1 << 30), "ok"],
+        [str(b), "qcow2", "bare", str(2 << 30), "rejected"],
+    ]
+    picked = [json.loads(line) for line in inspect("-f", "json", "-c", "findings").splitlines()]
+    assert picked[0] == {"findings": []} and picked[1]["findings"][0]["code"] == "qcow2.backing_file"
+    assert [json.loads(line) for line in inspect("--json").splitlines()] == [
+        json.loads(line) for line in inspect("-f", "json").splitlines()
+    ]  # the whole Report
 
 
 def test_a_directory_is_walked(tmp_path):
@@ -106,6 +141,9 @@ def test_policy_file(tmp_path):
     policy.write_text("{not json")
     result = run("inspect", "--policy", str(policy), str(child))
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    # one file for every reader: the codes of the service's pipeline are known here too
+    policy.write_text(json.dumps({"severity": {"pipeline.*": "warn", "qcow2.backing_file": "info"}}))
+    assert CliRunner().invoke(main, ["inspect", "--policy", str(policy), str(child)]).exit_code == 0
 
 
 @pytest.mark.qemu
@@ -130,6 +168,29 @@ def test_rules_lists_every_code():
     result = run("rules")
     for code in ("image.polyglot", "qcow2.backing_file", "vmdk.extent_path", "gpt.header_crc"):
         assert code in result.stdout
+
+
+def test_rules_for_scripts_in_every_format():
+    def rules(*args: str) -> str:
+        result = CliRunner().invoke(main, ["rules", *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    listed = [json.loads(line) for line in rules("-f", "json").splitlines()]
+    assert [rule["code"] for rule in listed] == sorted(RULES)  # the pipeline's (pipeline.*) among them
+    backing = RULES["qcow2.backing_file"]
+    assert {
+        "code": backing.code,
+        "severity": "reject",
+        "summary": backing.summary,
+        "names_files": True,
+    } in listed
+    assert rules("--json") == rules("-f", "json")
+    rows = list(csv.reader(io.StringIO(rules("-f", "csv", "-c", "code", "-c", "names_files"))))
+    assert rows[0] == ["code", "names_files"] and ["qcow2.backing_file", "True"] in rows
+    assert rules("-f", "value", "-c", "code").split() == sorted(RULES)
+    table = rules()  # not a terminal: every summary whole, on one line
+    assert all(rule.summary in table for rule in RULES.values()) and "…" not in table
 
 
 def test_thousands_of_paths_in_one_process(tmp_path):

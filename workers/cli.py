@@ -8,10 +8,8 @@ traceback.
 
 from __future__ import annotations
 
-import csv
 import functools
 import getpass
-import json
 import os
 import re
 import shutil
@@ -20,7 +18,7 @@ import tempfile
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -28,13 +26,26 @@ from urllib.parse import unquote, urlsplit
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
+from rich.table import Table
 from rich.text import Text
 
 from introspect import vocabulary
-from introspect.cli import BadInput
 from introspect.errors import IntrospectError
 from introspect.formats import BY_NAME, canonical_name
+from introspect.output import (
+    BadInput,
+    chosen,
+    emit,
+    emit_one,
+    make_console,
+    output_options,
+    pick_columns,
+    plain,
+    print_fields,
+    print_table,
+    shown,
+)
+from introspect.safety import Policy
 from introspect.text import literal
 from workers import pipeline
 from workers.backends import open_backend
@@ -44,17 +55,15 @@ from workers.errors import BrokerUnavailable, NoData, NotFound, PipelineError
 from workers.glance.ownership import ATTRIBUTES, MAX_KEY, MAX_VALUE, RESERVED_PREFIX
 from workers.glance.refs import IMAGE_ID, ImageRefError, parse_image_ref
 from workers.logs import log_options
-from workers.policy import configured_policy
+from workers.policy import command_policy, policy_option
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Into a pipe or a file, tables take the width their cells need: nothing is truncated for scripts.
-UNBOUNDED = 100_000
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else UNBOUNDED)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else UNBOUNDED)
+out = make_console()
+err = make_console(stderr=True)
 STATUS_STYLE = {
     Status.ACTIVE: "green",
     Status.REJECTED: "red",
@@ -176,7 +185,11 @@ inline_option = click.option(
 
 
 def _run_inline(
-    catalog: CatalogBackend, settings: Settings, ids: Iterable[uuid.UUID], job_id: str | None
+    catalog: CatalogBackend,
+    settings: Settings,
+    ids: Iterable[uuid.UUID],
+    job_id: str | None,
+    policy: Policy | None,
 ) -> None:
     """The task's code, called directly: the same thing a worker does, in this process."""
     for image_id in ids:
@@ -186,6 +199,7 @@ def _run_inline(
             task_id=f"inline-{uuid.uuid4().hex}",
             job_id=job_id,
             delivery_limit=settings.delivery_limit,
+            policy=policy,
         )
         if done.state != pipeline.State.INSPECTED:
             _say(err, f"skipped {image_id}: ", _text(done.message))
@@ -198,9 +212,11 @@ def _submit(
     *,
     inline: bool,
     job_id: str | None = None,
+    policy: Policy | None = None,
 ) -> None:
+    """Inspect `ids` here (`inline`, under `policy`, else INTROSPECT_POLICY), or queue them."""
     if inline:
-        _run_inline(catalog, settings, ids, job_id)
+        _run_inline(catalog, settings, ids, job_id, policy)
         return
     from workers.tasks import enqueue  # Celery only when something is queued
 
@@ -292,6 +308,7 @@ def _check_format(disk_format: str | None) -> str | None:
     help="Show every image in full (default: in full for one, else a summary).",
 )
 @inline_option
+@policy_option
 @friendly
 def import_command(
     files: tuple[Path, ...],
@@ -303,6 +320,7 @@ def import_command(
     timeout: float | None,
     verbose: bool,
     inline: bool,
+    policy_file: Path | None,
 ) -> None:
     """Create images, upload their bytes to the store (or register a location), queue inspections.
     Exit status 1 when an inspection shown (--wait, --inline) did not end `active`."""
@@ -312,7 +330,8 @@ def import_command(
         raise BadInput("--timeout: only with --wait (without it, import does not wait)")
     settings = get_settings()
     declared = _check_format(disk_format)
-    configured_policy()  # a bad INTROSPECT_POLICY is one line before anything is uploaded
+    # a bad policy is one line before anything is uploaded
+    policy = command_policy(policy_file, here=_inline(inline, settings))
     for file in files:
         if not file.is_file():
             raise PipelineError(f"{file}: no such file")
@@ -351,7 +370,7 @@ def import_command(
         _say(err, f"{image_id}  ", _text(location), f"  {size} bytes (read in place)")
         ids.append(image_id)
     try:
-        _submit(catalog, settings, ids, inline=inline)
+        _submit(catalog, settings, ids, inline=inline, policy=policy)
     except BrokerUnavailable as error:
         later = " ".join(map(str, ids))
         message = f"{error}; the images stay `saving`: queue them later with `introspect rerun {later}`"
@@ -489,70 +508,6 @@ def _record_json(record: ImageRecord) -> dict[str, Any]:
     return record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"})
 
 
-# -- output: the openstack client's -f table|json|value|yaml|csv and -c COLUMN ---------------------
-
-OUTPUTS = ("table", "json", "value", "yaml", "csv")
-
-
-def output_options(command: Callable[P, R]) -> Callable[P, R]:
-    """-f/--format, -c/--column, and --json (the same as -f json) on a listing or show command."""
-    command = click.option("--json", "as_json", is_flag=True, help="The same as -f json.")(command)
-    command = click.option(
-        "-c", "--column", "columns", multiple=True, metavar="COLUMN", help="Only this column (repeatable)."
-    )(command)
-    return click.option(
-        "-f",
-        "--format",
-        "output",
-        type=click.Choice(OUTPUTS),
-        default="table",
-        show_default=True,
-        help="Output format (json and yaml: one object per image or change, as it comes).",
-    )(command)
-
-
-def _columns(columns: tuple[str, ...], available: Iterable[str], default: Iterable[str]) -> list[str]:
-    known = list(available)
-    for column in columns:
-        if column not in known:
-            raise BadInput(f"-c {_shown(column)}: no such column: the columns are {', '.join(known)}")
-    return list(columns) or list(default)
-
-
-def _plain(value: object) -> str:
-    """A value for `-f value` and `-f csv`: lists and objects as JSON, control characters escaped."""
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return literal(json.dumps(value))
-    return literal(str(value))
-
-
-def _emit(rows: Iterable[dict[str, Any]], output: str, columns: list[str]) -> None:
-    """Rows in a machine format, each written as it comes (a listing of the whole catalog holds
-    one page in memory, not the whole output)."""
-    write = sys.stdout.write
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    if output == "yaml":
-        try:
-            import yaml  # type: ignore[import-untyped]  # (PyYAML: the glance extra installs it)
-        except ImportError:
-            raise BadInput("-f yaml needs PyYAML: pip install pyyaml (or use -f json)") from None
-    if output == "csv":
-        writer.writerow(columns)
-    for row in rows:
-        picked = {column: row.get(column) for column in columns}
-        if output == "json":
-            write(json.dumps(picked) + "\n")
-        elif output == "yaml":
-            write(yaml.safe_dump([picked], sort_keys=False))
-        elif output == "csv":
-            writer.writerow([_plain(value) for value in picked.values()])
-        else:
-            write(" ".join(_plain(value) for value in picked.values()) + "\n")
-    sys.stdout.flush()
-
-
 #: What `images list` shows by default (-c picks any field of the record).
 LIST_COLUMNS = (
     "id",
@@ -581,21 +536,11 @@ def _cell(column: str, row: dict[str, Any]) -> Text:
         return _status(Status(value))
     if column.endswith("_at") and isinstance(value, str):
         return Text(value.replace("T", " ")[:19])
-    return _text("-" if value is None else _plain(value) if isinstance(value, dict | list) else value)
+    return _text("-" if value is None else plain(value) if isinstance(value, dict | list) else value)
 
 
 def _table(rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(
-        *(
-            Column(c, no_wrap=True, min_width=36)
-            if c == "id"
-            else Column(c, overflow="fold")  # in a terminal a long value wraps, never "na…"
-            for c in columns
-        )
-    )
-    for row in rows:
-        table.add_row(*(_cell(column, row) for column in columns))
-    out.print(table)
+    print_table(rows, columns, out, cell=_cell)
 
 
 @images_group.command("list")
@@ -607,16 +552,16 @@ def list_command(
     statuses: tuple[str, ...], formats: tuple[str, ...], output: str, columns: tuple[str, ...], as_json: bool
 ) -> None:
     """Images in the catalog, oldest id first."""
-    output = "json" if as_json else output
+    output = chosen(output, as_json)
     machine = output in ("json", "yaml")
-    picked = _columns(columns, RECORD_FIELDS, RECORD_FIELDS if machine else LIST_COLUMNS)
+    picked = pick_columns(columns, RECORD_FIELDS, RECORD_FIELDS if machine else LIST_COLUMNS)
     catalog = _catalog(get_settings(), write=False)
     records = catalog.images(statuses=statuses, formats=[canonical_name(f) for f in formats])
     rows = (_record_json(record) for record in records)
     if output == "table":
         _table(rows, picked)
     else:
-        _emit(rows, output, picked)
+        emit(rows, output, picked)
 
 
 SHOW_FIELDS = [*RECORD_FIELDS, "properties"]
@@ -630,18 +575,15 @@ def _show(
     output: str = "table",
     columns: tuple[str, ...] = (),
 ) -> None:
-    output = "json" if as_json else output
+    output = chosen(output, as_json)
     props = catalog.properties(record.id)
     if output != "table" or columns:
         data = _record_json(record) | {"properties": [p.model_dump(mode="json") for p in props]}
-        picked = _columns(columns, SHOW_FIELDS, SHOW_FIELDS)
+        picked = pick_columns(columns, SHOW_FIELDS, SHOW_FIELDS)
         if output == "table":
             _table(({"field": column, "value": data[column]} for column in picked), ["field", "value"])
-        elif output == "value":
-            for column in picked:
-                sys.stdout.write(_plain(data[column]) + "\n")
         else:
-            _emit([data], output, picked)
+            emit_one(data, output, picked)
         return
     _say(out, Text(str(record.id), style="bold"), "  ", _text(record.name), "  ", _status(record.status))
     facts = {
@@ -703,16 +645,16 @@ def history_command(
     image_id: str, deleted: bool, output: str, columns: tuple[str, ...], as_json: bool
 ) -> None:
     """Every change of every property of one image: who, when, which task."""
-    output = "json" if as_json else output
+    output = chosen(output, as_json)
     fields = ["id", *HISTORY_FIELDS]
-    picked = _columns(columns, fields, fields if output in ("json", "yaml") else HISTORY_FIELDS)
+    picked = pick_columns(columns, fields, fields if output in ("json", "yaml") else HISTORY_FIELDS)
     catalog = _catalog(get_settings(), write=False)
     changes = catalog.deleted_history(image_id) if deleted else catalog.history(image_id)
     rows = (change.model_dump(mode="json") for change in changes)
     if output == "table":
         _table(rows, picked)
     else:
-        _emit(rows, output, picked)
+        emit(rows, output, picked)
 
 
 def _pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -720,7 +662,7 @@ def _pairs(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{_shown(item)}: expected KEY=VALUE")
+            raise click.BadParameter(f"{shown(item)}: expected KEY=VALUE")
         pairs[key] = value
     return pairs
 
@@ -736,48 +678,40 @@ PROPERTY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 NOT_PROPERTIES = ATTRIBUTES - {"disk_format"}
 #: Keys inspections write: an admin value would pass for introspect's own.
 OWN_PREFIX = "introspect_"
-#: Longest piece of a refused value quoted in a message.
-QUOTED = 40
-
-
-def _shown(text: str) -> str:
-    """A refused value as a message quotes it: repr'd, literal, and cut to a readable length."""
-    cut = text if len(text) <= QUOTED else f"{text[:QUOTED]}..."
-    return literal(repr(cut))
 
 
 def _bounded(what: str, value: str, *, limit: int = MAX_NAME) -> str:
     """A name, owner or user: something there, and at most `limit` characters (the column's size;
     SQLite does not enforce it, PostgreSQL fails the statement)."""
     if not value.strip():
-        raise PipelineError(f"{what} {_shown(value)} is empty: give one with a visible character")
+        raise PipelineError(f"{what} {shown(value)} is empty: give one with a visible character")
     if len(value) > limit:
-        raise PipelineError(f"{what} {_shown(value)} is {len(value)} characters long: at most {limit}")
+        raise PipelineError(f"{what} {shown(value)} is {len(value)} characters long: at most {limit}")
     return value
 
 
 def _one_line(what: str, value: str) -> str:
     """Text shown as one line (a user name, a property value): no control characters."""
     if any(unicodedata.category(char) == "Cc" for char in value):
-        raise PipelineError(f"{what} {_shown(value)} holds control characters (a newline?): one line of text")
+        raise PipelineError(f"{what} {shown(value)} holds control characters (a newline?): one line of text")
     return value
 
 
 def _check_key(key: str, *, force: bool) -> None:
-    shown = _shown(key)
+    quoted = shown(key)
     if len(key) > MAX_KEY:
-        raise PipelineError(f"key {shown} is {len(key)} characters long: at most {MAX_KEY}")
+        raise PipelineError(f"key {quoted} is {len(key)} characters long: at most {MAX_KEY}")
     if not PROPERTY_KEY.fullmatch(key):
         raise PipelineError(
-            f"key {shown}: a property key is letters, digits and _ . : - (starting with a letter or digit)"
+            f"key {quoted}: a property key is letters, digits and _ . : - (starting with a letter or digit)"
         )
     if key in NOT_PROPERTIES:
-        raise PipelineError(f"key {shown} is an image attribute, not a property: it cannot be set here")
+        raise PipelineError(f"key {quoted} is an image attribute, not a property: it cannot be set here")
     if key.startswith(RESERVED_PREFIX):
-        raise PipelineError(f"key {shown}: the {RESERVED_PREFIX} prefix is reserved to Glance")
+        raise PipelineError(f"key {quoted}: the {RESERVED_PREFIX} prefix is reserved to Glance")
     if key.startswith(OWN_PREFIX) and not force:
         raise PipelineError(
-            f"key {shown}: {OWN_PREFIX}* keys are written by inspections: --force sets it anyway"
+            f"key {quoted}: {OWN_PREFIX}* keys are written by inspections: --force sets it anyway"
         )
 
 
@@ -789,7 +723,7 @@ def _check_value(key: str, value: str, *, force: bool) -> None:
         raise PipelineError(f"{key}: a value of {len(value.encode())} bytes: at most {MAX_VALUE}")
     refused = None if force else _vocabulary(key, value)
     if refused:
-        raise PipelineError(f"{key}={_shown(value)}: {refused}: --force sets it anyway")
+        raise PipelineError(f"{key}={shown(value)}: {refused}: --force sets it anyway")
 
 
 def _vocabulary(key: str, value: str) -> str | None:
@@ -869,9 +803,10 @@ def unset_command(image_id: str, keys: tuple[str, ...], user: str | None) -> Non
 @click.option("--inspector-older-than", type=int, metavar="V", help="Inspected by a version older than V.")
 @click.option("--failed", is_flag=True, help="Images whose last inspection ended in error.")
 @click.option("--dry-run", is_flag=True, help="List what would be re-run, and every declared/found mismatch.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object per line.")
 @click.option("--wait", is_flag=True, help="Show progress until every re-run is done, then a summary.")
 @inline_option
+@policy_option
+@output_options
 @friendly
 def rerun_command(
     image_ids: tuple[str, ...],
@@ -881,12 +816,22 @@ def rerun_command(
     inspector_older_than: int | None,
     failed: bool,
     dry_run: bool,
-    as_json: bool,
     wait: bool,
     inline: bool,
+    policy_file: Path | None,
+    output: str,
+    columns: tuple[str, ...],
+    as_json: bool,
 ) -> None:
-    """Inspect images again (after a parser upgrade, a policy change, a failure)."""
+    """Inspect images again (after a parser upgrade, a policy change, a failure). With --dry-run,
+    a row for each image it would re-run (action `rerun`), then one for each image whose declared
+    disk_format or virtual size disagrees with its last inspection (action `mismatch`, with its
+    problems); with --wait or --inline, the images of the job by status. --policy: with --inline."""
     settings = get_settings()
+    output = chosen(output, as_json)
+    picked = pick_columns(columns, DRY_RUN_FIELDS if dry_run else JOB_FIELDS, ())
+    inline = _inline(inline, settings)
+    policy = command_policy(policy_file, here=inline or dry_run)  # one line before anything happens
     try:
         ids = [uuid.UUID(image_id) for image_id in image_ids]
     except ValueError:
@@ -903,18 +848,15 @@ def rerun_command(
     for image_id in ids:
         catalog.get(image_id)  # an unknown id is an error, not silently nothing
     if dry_run:
-        _dry_run(catalog, selection, settings, as_json=as_json)
+        _dry_run(catalog, selection, settings, output=output, picked=picked)
         return
-    inline = _inline(inline, settings)
-    if inline:
-        configured_policy()  # INTROSPECT_POLICY (queued, the worker's own applies)
-    else:
+    if not inline:
         _ping_broker(settings)
     job_id = uuid.uuid4().hex
     total = pipeline.fan_out(
         catalog,
         selection,
-        lambda page: _submit(catalog, settings, page, inline=inline, job_id=job_id),
+        lambda page: _submit(catalog, settings, page, inline=inline, job_id=job_id, policy=policy),
         batch=settings.rerun_batch,
     )
     err.print(f"{'ran' if inline else 'queued'} {total} inspection(s) (job {job_id})")
@@ -929,10 +871,14 @@ def rerun_command(
 
         _wait(total, finished, republish, settings=settings, label="re-running")
     if wait or inline:
-        table = Table("status", "images")
-        for status, count in sorted(catalog.job_progress(job_id).items()):
-            table.add_row(_status(Status(status)), str(count))
-        out.print(table)
+        rows = [
+            {"status": status, "images": count}
+            for status, count in sorted(catalog.job_progress(job_id).items())
+        ]
+        if output == "table":
+            _table(rows, picked or list(JOB_FIELDS))
+        else:
+            emit(rows, output, picked or list(JOB_FIELDS))
 
 
 def _is_uuid(text: str) -> bool:
@@ -943,34 +889,40 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
-def _dry_run(catalog: CatalogBackend, selection: Selection, settings: Settings, *, as_json: bool) -> None:
-    """The selection, then the audit. JSON: {"rerun": ID} and {"mismatch": ID, "problems": [...]}
-    lines as they come, then {"would_rerun": N, "mismatched": M}."""
+#: The rows of `rerun --dry-run`, and of the job's summary after `rerun --wait` or `--inline`.
+DRY_RUN_FIELDS = ("action", "id", "problems")
+JOB_FIELDS = ("status", "images")
 
-    def line(data: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(data) + "\n")
 
-    count = 0
-    for page in catalog.select_ids(selection, batch=settings.rerun_batch):
-        for image_id in page:
-            if as_json:
-                line({"rerun": str(image_id)})
-            else:
-                out.print(f"would re-run {image_id}")
-        count += len(page)
-    if not as_json:
-        out.print(f"{count} image(s) would be re-run")
-    mismatched = 0
-    for record in catalog.mismatched(batch=settings.rerun_batch):
-        if as_json:
-            line({"mismatch": str(record.id), "problems": record.mismatches})
-        else:
-            _say(out, f"mismatch {record.id}: ", _text("; ".join(record.mismatches)))
-        mismatched += 1
-    if as_json:
-        line({"would_rerun": count, "mismatched": mismatched})
+def _dry_run(
+    catalog: CatalogBackend, selection: Selection, settings: Settings, *, output: str, picked: list[str]
+) -> None:
+    """The selection, then the audit, a row each as they come; then the counts (on stderr in a
+    machine format, where stdout holds the rows alone)."""
+    counts = {"rerun": 0, "mismatch": 0}
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for page in catalog.select_ids(selection, batch=settings.rerun_batch):
+            for image_id in page:
+                counts["rerun"] += 1
+                yield {"action": "rerun", "id": str(image_id), "problems": []}
+        for record in catalog.mismatched(batch=settings.rerun_batch):
+            counts["mismatch"] += 1
+            yield {"action": "mismatch", "id": str(record.id), "problems": record.mismatches}
+
+    if output != "table":
+        emit(rows(), output, picked or list(DRY_RUN_FIELDS))
+    elif picked:
+        _table(rows(), picked)
     else:
-        out.print(f"{mismatched} image(s) disagree with their last inspection")
+        for row in rows():
+            if row["action"] == "rerun":
+                out.print(f"would re-run {row['id']}")
+            else:
+                _say(out, f"mismatch {row['id']}: ", _text("; ".join(row["problems"])))
+    would = f"{counts['rerun']} image(s) would be re-run"
+    disagree = f"{counts['mismatch']} image(s) disagree with their last inspection"
+    _say(out if output == "table" else err, f"{would}; {disagree}")
 
 
 # -- delete, download -----------------------------------------------------------------------------
@@ -1061,20 +1013,25 @@ def db_upgrade_command() -> None:
     "--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: 3 per CPU)."
 )
 @click.option("--queues", "-Q", help="Comma-separated queues (default: INTROSPECT_QUEUE).")
+@policy_option
 @log_options
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @friendly
 def worker_command(
     concurrency: int | None,
     queues: str | None,
+    policy_file: Path | None,
     log_level: str,
     log_file: Path | None,
     log_format: str,
     celery_args: tuple[str, ...],
 ) -> None:
-    """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`."""
+    """Start a Celery worker (it replaces this process); extra arguments go to `celery worker`.
+    Its tasks inspect under --policy (else INTROSPECT_POLICY)."""
     settings = get_settings()
-    configured_policy()  # INTROSPECT_POLICY: a bad file is one line now, not a failure per task
+    command_policy(policy_file, here=True)  # a bad file is one line now, not a failure per task
+    if policy_file is not None:
+        os.environ["INTROSPECT_POLICY"] = str(policy_file.resolve())  # for every pool process
     _catalog(settings, write=True)  # reachable and migrated: one clear line now, not a retry loop
     _ping_broker(settings)
     argv = [
@@ -1114,14 +1071,20 @@ def _ping_broker(settings: Settings) -> None:
         raise BrokerUnavailable(f"cannot reach the broker at {mask(settings.broker_url)}: {error}") from None
 
 
+STATUS_FIELDS = ("broker", "workers", "queue", "catalog")
+
+
 @click.command("status")
 @click.option("--timeout", default=1.0, show_default=True, help="Seconds to wait for workers to answer.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@output_options
 @friendly
-def status_command(timeout: float, as_json: bool) -> None:
-    """Broker reachability, live workers, queue depth, and images by status."""
+def status_command(timeout: float, output: str, columns: tuple[str, ...], as_json: bool) -> None:
+    """Broker reachability, live workers, queue depth, and images by status (exit 1 when the
+    broker or the catalog cannot be reached). -c picks broker, workers, queue or catalog."""
     from workers.app import app
 
+    output = chosen(output, as_json)
+    picked = pick_columns(columns, STATUS_FIELDS, STATUS_FIELDS)
     settings = get_settings()
     state: dict[str, Any] = {"broker": {"url": mask(settings.broker_url), "reachable": True}}
     try:
@@ -1131,14 +1094,18 @@ def status_command(timeout: float, as_json: bool) -> None:
     if state["broker"]["reachable"]:
         state["workers"] = sorted(app.control.inspect(timeout=timeout).ping() or {})
         state["queue"] = {"name": settings.queue, "waiting": _queue_depth(app, settings.queue)}
+    else:
+        state |= {"workers": None, "queue": None}  # unknown: the broker did not answer
     try:
         catalog = _catalog(settings, write=False)
         state["catalog"] = {"url": catalog.url, "images": dict(sorted(catalog.counts().items()))}
     except PipelineError as error:
         state["catalog"] = {"error": str(error)}
     healthy = state["broker"]["reachable"] and "error" not in state["catalog"]
-    if as_json:
-        sys.stdout.write(json.dumps(state) + "\n")
+    if output != "table":
+        emit_one(state, output, picked)
+    elif columns:
+        print_fields(state, picked, out)
     else:
         _say_status(state)
     if not healthy:

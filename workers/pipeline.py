@@ -41,8 +41,17 @@ from typing import Any, Protocol, runtime_checkable
 import introspect
 from introspect.errors import UsageError
 from introspect.formats import BY_NAME, canonical_name
-from introspect.model import Finding, Severity, Verdict
-from introspect.safety import DEFAULT_POLICY, Policy, rule
+from introspect.model import Finding, Verdict
+from introspect.safety import (
+    DATA_MISSING,
+    DEFAULT_POLICY,
+    STORE_UNAVAILABLE,
+    TIME_LIMIT,
+    VIRTUAL_SIZE_CHANGED,
+    WORKER_LOST,
+    Policy,
+)
+from introspect.safety import PIPELINE_INTERNAL_ERROR as INTERNAL_ERROR
 from introspect.sources import ByteSource
 from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
 from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
@@ -50,22 +59,6 @@ from workers.policy import configured_policy
 
 log = logging.getLogger(__name__)
 
-WORKER_LOST = rule(
-    "pipeline.worker_lost", Severity.REJECT, "inspecting the image killed the worker on every delivery"
-)
-VIRTUAL_SIZE_CHANGED = rule(
-    "pipeline.virtual_size_changed",
-    Severity.REJECT,
-    "the content's virtual size differs from the one the catalog records",
-)
-DATA_MISSING = rule("pipeline.data_missing", Severity.REJECT, "the image's data cannot be read")
-STORE_UNAVAILABLE = rule(
-    "pipeline.store_unavailable", Severity.REJECT, "the image's store kept failing through every retry"
-)
-TIME_LIMIT = rule("pipeline.time_limit", Severity.REJECT, "the inspection ran out of time")
-INTERNAL_ERROR = rule(
-    "pipeline.internal_error", Severity.REJECT, "the inspection stopped on an unexpected exception"
-)
 #: How much of an unexpected exception's text its finding quotes.
 QUOTED = 200
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 import introspect
@@ -80,7 +81,9 @@ def cli_env(api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 @pytest.mark.glance
-def test_cli_inspect_show_and_sync(cli_env: dict[str, str], images: dict[str, Path], admin: Admin) -> None:
+def test_cli_inspect_show_and_sync(
+    cli_env: dict[str, str], images: dict[str, Path], admin: Admin, tmp_path: Path
+) -> None:
     runner = CliRunner()
     image_id = admin.uploaded(images["buslogic.vmdk"])
     href = f"{cli_env['INTROSPECT_GLANCE_ENDPOINTS']}/v2/images/{image_id}"
@@ -106,6 +109,18 @@ def test_cli_inspect_show_and_sync(cli_env: dict[str, str], images: dict[str, Pa
     assert sources["vmware_adaptertype"] == ("busLogic", "introspected")
     assert sources["hw_scsi_model"] == ("virtio-scsi", "someone else's")
     assert as_json["id"] == image_id and as_json["introspect_written"]["inspector"]
+    shown = runner.invoke(glance_group, ["show", "-f", "yaml", "-c", "id", "-c", "status", image_id])
+    assert yaml.safe_load(shown.stdout) == [{"id": image_id, "status": "active"}]
+
+    # --policy: `glance inspect`'s own inspections run under it; where `sync` queues, it is refused
+    strict = tmp_path / "strict.json"
+    strict.write_text(json.dumps({"max_virtual_size": 1 << 30}))  # the image is 1 GiB + 3 MiB
+    args = ["inspect", "--force", "--policy", str(strict), "-f", "value", "-c", "state", "-c", "verdict"]
+    refused = runner.invoke(glance_group, [*args, image_id])
+    assert (refused.exit_code, refused.stdout) == (1, "inspected rejected\n")
+    assert "image.virtual_size_limit" in admin.get(image_id)["introspect_findings"].split(",")
+    queued = runner.invoke(glance_group, ["sync", "--policy", str(strict)])
+    assert queued.exit_code == 1 and "the inspections are queued" in queued.output
 
     synced = runner.invoke(glance_group, ["sync", "--inline", "--since", utc_now(3600)])
     assert synced.exit_code == 0, synced.output

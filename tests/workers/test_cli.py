@@ -116,6 +116,17 @@ def test_rerun_dry_run_lists_the_selection_and_every_mismatch(data_dir: Path, im
         assert "1 image(s) disagree with their last inspection" in result.stdout
     only = cli("rerun", "--disk-format", "vmdk", "--dry-run").stdout
     assert f"would re-run {vmdk_id}" in only and qcow2_id not in only.split("image(s) would")[0]
+    # for scripts: a row per image and action, the counts on stderr
+    rows = cli("rerun", "--disk-format", "vmdk", "--dry-run", "-f", "value", "-c", "action", "-c", "id")
+    assert rows.stdout.splitlines() == [f"rerun {vmdk_id}", f"mismatch {vmdk_id}"]
+    assert rows.stderr.strip() == "1 image(s) would be re-run; 1 image(s) disagree with their last inspection"
+    as_json = [json.loads(line) for line in cli("rerun", "--all", "--dry-run", "--json").stdout.splitlines()]
+    assert {
+        "action": "mismatch",
+        "id": vmdk_id,
+        "problems": ["disk_format vmdk but the content is qcow2"],
+    } in as_json
+    assert sorted(row["id"] for row in as_json if row["action"] == "rerun") == sorted([vmdk_id, qcow2_id])
 
 
 def test_rerun_inline_summary(data_dir: Path, images: dict[str, Path]):

@@ -10,10 +10,9 @@ nothing but Glance (and, for `listen`, the notification broker) is needed.
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
@@ -21,6 +20,17 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from introspect.errors import IntrospectError
+from introspect.output import (
+    chosen,
+    emit,
+    emit_one,
+    make_console,
+    output_options,
+    pick_columns,
+    print_fields,
+    print_table,
+)
+from introspect.safety import Policy
 from introspect.text import literal
 from workers.errors import NotReady, PipelineError
 from workers.glance.catalog import GlanceCatalog
@@ -33,6 +43,7 @@ from workers.glance.source import RangeCache
 from workers.glance.sync import parse_since, sync_pass
 from workers.logs import configure, log_options
 from workers.pipeline import introspect_image
+from workers.policy import command_policy, policy_option
 from workers.settings import get_settings
 
 P = ParamSpec("P")
@@ -61,11 +72,18 @@ def _catalog(client: GlanceClient, settings: GlanceSettings) -> GlanceCatalog:
     return GlanceCatalog(client, cache=cache, block=settings.read_block, max_block=settings.read_block_max)
 
 
-def _inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool) -> tuple[str, str, dict[str, Any]]:
+def _inspect_now(
+    catalog: GlanceCatalog, image_id: str, *, force: bool, policy: Policy
+) -> tuple[str, str, dict[str, Any]]:
     """The pipeline's inspection, in this process: (state, message, summary)."""
     try:
         done = introspect_image(
-            catalog, image_id, task_id=None, delivery_limit=get_settings().delivery_limit, force=force
+            catalog,
+            image_id,
+            task_id=None,
+            delivery_limit=get_settings().delivery_limit,
+            force=force,
+            policy=policy,
         )
     except NotReady as error:
         return "not_ready", str(error), {"image_id": image_id, "state": "not_ready", "message": str(error)}
@@ -89,41 +107,91 @@ def glance_group() -> None:
     """Work with an OpenStack Glance: inspect its images and write the properties back."""
 
 
+#: What `glance inspect` says of each image (the pipeline's summary of its inspection).
+INSPECT_FIELDS = (
+    "image_id",
+    "state",
+    "message",
+    "status",
+    "verdict",
+    "format",
+    "findings",
+    "written",
+    "data_requests",
+    "data_bytes",
+)
+#: What `glance inspect -f value|csv` shows without -c.
+INSPECT_COLUMNS = ("image_id", "state", "verdict", "message")
+
+
 @glance_group.command("inspect")
 @click.argument("refs", nargs=-1, required=True)
 @click.option(
     "--force", is_flag=True, help="Inspect even when the marker says the data was already inspected."
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@policy_option
+@output_options
 @friendly
-def inspect_command(refs: tuple[str, ...], force: bool, as_json: bool) -> None:
-    """Inspect images (ids or hrefs) now and write their properties back."""
+def inspect_command(
+    refs: tuple[str, ...],
+    force: bool,
+    policy_file: Path | None,
+    output: str,
+    columns: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Inspect images (ids or hrefs) now and write their properties back (exit 1 unless every
+    verdict is ok). A row for each image, as it is done."""
+    output = chosen(output, as_json)
+    machine = output in ("json", "yaml")
+    picked = pick_columns(columns, INSPECT_FIELDS, INSPECT_FIELDS if machine else INSPECT_COLUMNS)
+    policy = command_policy(policy_file, here=True)
     settings = get_glance_settings()
     failed = False
-    with _client(settings) as client:
-        catalog = _catalog(client, settings)
-        for ref in refs:
-            image_id = client.image_id(parse_image_ref(ref))
-            state, message, summary = _inspect_now(catalog, image_id, force=force)
-            failed = failed or summary.get("verdict") not in (None, "ok")
-            click.echo(json.dumps(summary) if as_json else f"{image_id}  {state}  {literal(message)}")
+
+    def inspected() -> Iterator[dict[str, Any]]:
+        nonlocal failed
+        with _client(settings) as client:
+            catalog = _catalog(client, settings)
+            for ref in refs:
+                image_id = client.image_id(parse_image_ref(ref))
+                _, _, summary = _inspect_now(catalog, image_id, force=force, policy=policy)
+                failed = failed or summary.get("verdict") not in (None, "ok")
+                yield summary
+
+    if output != "table":
+        emit(inspected(), output, picked)
+    elif columns:
+        print_table(inspected(), picked, make_console())
+    else:
+        for summary in inspected():
+            click.echo(f"{summary['image_id']}  {summary['state']}  {literal(summary['message'])}")
     if failed:
         raise SystemExit(1)
 
 
+#: What `glance show` shows of an image: a few attributes, introspect's marker, the properties.
+SHOW_FIELDS = ("id", "name", "status", "disk_format", "container_format", "introspect_written", "properties")
+
+
 @glance_group.command("show")
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@output_options
 @friendly
-def show_command(ref: str, as_json: bool) -> None:
+def show_command(ref: str, output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """An image's properties, each with who set it: introspect, or someone else."""
+    output = chosen(output, as_json)
+    picked = pick_columns(columns, SHOW_FIELDS, SHOW_FIELDS)
     settings = get_glance_settings()
     with _client(settings) as client:
         image = client.get_image(client.image_id(parse_image_ref(ref)))
     marker = Marker.read(image)
     owned = marker.keys if marker else {}
-    if as_json:
-        click.echo(json.dumps(_shown(image, marker, owned)))
+    if output != "table":
+        emit_one(_shown(image, marker, owned), output, picked)
+        return
+    if columns:
+        print_fields(_shown(image, marker, owned), picked, make_console())
         return
     name = literal(str(image.get("name") or ""))
     click.echo(f"{image['id']}  {name}  {image.get('status')}  {image.get('disk_format')}")
@@ -134,7 +202,7 @@ def show_command(ref: str, as_json: bool) -> None:
 
 
 def _shown(image: dict[str, Any], marker: Marker | None, owned: Mapping[str, str]) -> dict[str, Any]:
-    """`glance show --json`: the image's attributes, introspect's marker, each property's source."""
+    """`glance show -f json`: the image's attributes, introspect's marker, each property's source."""
     attributes = {key: image.get(key) for key in ("id", "name", "status", "disk_format", "container_format")}
     written = {"at": marker.at, "inspector": marker.inspector, "data": marker.data} if marker else None
     properties = [{"key": k, "value": v, "source": source} for k, v, source in _sources(image, owned)]
@@ -166,18 +234,26 @@ def _sources(image: dict[str, Any], owned: Mapping[str, str]) -> list[tuple[str,
 @glance_group.command("listen")
 @inline_option
 @click.option("--queue", help="Our queue's name (INTROSPECT_GLANCE_QUEUE).")
+@policy_option
 @log_options
 @friendly
 def listen_command(
-    inline: bool, queue: str | None, log_level: str, log_file: Path | None, log_format: str
+    inline: bool,
+    queue: str | None,
+    policy_file: Path | None,
+    log_level: str,
+    log_file: Path | None,
+    log_format: str,
 ) -> None:
-    """Consume Glance's notifications and inspect each image once per change of its data."""
+    """Consume Glance's notifications and inspect each image once per change of its data
+    (--policy: with --inline; queued, the workers' own policy applies)."""
     configure(log_level.upper(), log_file, log_format)
+    policy = command_policy(policy_file, here=inline)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     with _client(settings) as client:
         runner = (
-            Inline(_catalog(client, settings), delivery_limit=get_settings().delivery_limit)
+            Inline(_catalog(client, settings), delivery_limit=get_settings().delivery_limit, policy=policy)
             if inline
             else None
         )
@@ -199,6 +275,7 @@ def listen_command(
 )
 @click.option("--force", is_flag=True, help="Dispatch even images whose marker covers their current data.")
 @inline_option
+@policy_option
 @log_options
 @friendly
 def sync_command(
@@ -206,12 +283,15 @@ def sync_command(
     watch: float | None,
     force: bool,
     inline: bool,
+    policy_file: Path | None,
     log_level: str,
     log_file: Path | None,
     log_format: str,
 ) -> None:
-    """Poll Glance for images changed since T and inspect those not inspected for their data."""
+    """Poll Glance for images changed since T and inspect those not inspected for their data
+    (--policy: with --inline; queued, the workers' own policy applies)."""
     configure(log_level.upper(), log_file, log_format)
+    policy = command_policy(policy_file, here=inline)
     settings = get_glance_settings()
     stop = _stop_on_signals()
     try:
@@ -223,7 +303,7 @@ def sync_command(
 
         def dispatch(image: dict[str, Any]) -> None:
             if inline:
-                state, message, _ = _inspect_now(catalog, str(image["id"]), force=force)
+                state, message, _ = _inspect_now(catalog, str(image["id"]), force=force, policy=policy)
                 click.echo(f"{image['id']}  {state}  {literal(message)}")
             else:
                 _queue(str(image["id"]))

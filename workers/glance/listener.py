@@ -36,6 +36,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from introspect.safety import Policy
 from workers.catalog import CatalogBackend
 from workers.errors import NotReady, PipelineError, Transient
 from workers.glance.client import GlanceClient, GlanceError
@@ -236,10 +237,12 @@ class Inline:
         catalog: CatalogBackend,
         *,
         delivery_limit: int = 3,
+        policy: Policy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.catalog = catalog
         self.delivery_limit = delivery_limit
+        self.policy = policy
         self.clock = clock
         self.outcomes: list[Inspection] = []
         self._pending: dict[str, tuple[int, float]] = {}
@@ -247,7 +250,12 @@ class Inline:
     def __call__(self, image_id: str, attempt: int = 0) -> None:
         try:
             done = introspect_image(
-                self.catalog, image_id, task_id=None, delivery_limit=self.delivery_limit, force=False
+                self.catalog,
+                image_id,
+                task_id=None,
+                delivery_limit=self.delivery_limit,
+                policy=self.policy,
+                force=False,
             )
         except NotReady as error:
             if attempt < len(self.DELAYS):

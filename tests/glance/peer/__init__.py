@@ -269,12 +269,21 @@ class Deployment:
         lines = [f"{name} = {target}" for name, target in declared.items()] or [PLUGIN_ENTRY]
         (info / "entry_points.txt").write_text(f"[{PLUGIN_GROUP}]\n" + "\n".join(lines) + "\n")
 
-    def start_api(self, port: int = 0) -> Api:
-        """Start one glance-api and wait until GET /versions answers."""
+    def start_api(self, port: int = 0, *, plugin_options: dict[str, str] | None = None) -> Api:
+        """Start one glance-api and wait until GET /versions answers. `plugin_options`: the
+        introspect import plugin's `[introspect]` options for this process alone (a copy of
+        etc/ of its own; the database and stores stay shared), e.g. {"enforce": "true"}."""
         port = port or free_port()
-        ini = self.etc / f"glance-uwsgi-{port}.ini"
+        etc = self.etc
+        if plugin_options is not None:
+            etc = self.directory / f"etc-{port}"
+            shutil.copytree(self.etc, etc, dirs_exist_ok=True)
+            options = "".join(f"{key} = {value}\n" for key, value in plugin_options.items())
+            with (etc / "glance-image-import.conf").open("a") as out:
+                out.write(f"[introspect]\n{options}")
+        ini = etc / f"glance-uwsgi-{port}.ini"
         ini.write_text((self.etc / "glance-uwsgi.ini").read_text().replace("@PORT@", str(port)))
-        env = {**os.environ, "OS_GLANCE_CONFIG_DIR": str(self.etc)}
+        env = {**os.environ, "OS_GLANCE_CONFIG_DIR": str(etc)}
         env.pop("PYTHONPATH", None)
         if self.import_plugins:
             env["PYTHONPATH"] = f"{self.directory / 'plugin-site'}{os.pathsep}{ROOT}"
