@@ -99,6 +99,7 @@ def inspect_guest(view: GuestView, reader: Reader) -> GuestInspection:
                 "is written; set os_type, os_distro and os_version for the one this image boots"
             )
         )
+    findings = [_as_guest_finding(finding) for finding in findings]
     details = GuestDetails(
         volumes=volumes,
         systems=systems,
@@ -186,10 +187,26 @@ def _guarded(read: Callable[[], T], what: str, findings: list[Finding]) -> T | N
         return None
 
 
+#: Codes the guest pass reports as they are: its own, and the partition table's (all info or warn).
+OWN_CODES = ("guest.", "gpt.", "mbr.")
+
+
+def _as_guest_finding(finding: Finding) -> Finding:
+    """What a volume's or a file's reader raised, as a guest finding: a structure of the guest cut
+    short or out of bounds (image.truncated, a format's own rule) is the guest's unreadable part,
+    never a rejection of the image (a guest fact alone never rejects)."""
+    if finding.code.startswith(OWN_CODES):
+        return finding
+    return GUEST_UNREADABLE.finding(finding.message)
+
+
 def _firmware(found: Volumes, loaders: list[Loader]) -> tuple[str | None, list[str]]:
     """uefi, bios or hybrid, from the partition table's boot evidence and the ESP's loaders."""
     bios, uefi = boot_evidence(found.table)
-    uefi = [*uefi, *(f"{loader.device} holds the EFI loader {loader.path}" for loader in loaders)]
+    for device in dict.fromkeys(loader.device for loader in loaders):
+        paths = [loader.path for loader in loaders if loader.device == device]
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        uefi.append(f"{device} holds EFI loaders ({shown})")
     if bios and uefi:
         return "hybrid", [*bios, *uefi]
     if uefi:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from introspect.decode import MIB
-from introspect.errors import ImageError
+from introspect.errors import BudgetExceeded, ImageError
 from introspect.guest.disk import BlockCache, Disk
 from introspect.guest.model import Volume
 from introspect.model import Finding
@@ -589,6 +589,8 @@ def scan(candidates: Sequence[tuple[Volume, Disk]]) -> LvmScan:
             if text is None:
                 continue
             group = volume_group(text, volume.device)
+        except BudgetExceeded:
+            raise  # the guest pass stops there (introspect.guest.inspection)
         except ImageError as error:
             result.findings.append(error.rule.finding(str(error)))
             continue
