@@ -256,7 +256,7 @@ def _inspect(
         findings=findings,
         properties=props.merge(
             ("format", props.format_layer(fmt, inspection.details)),
-            ("guest", guest_properties(guest.details) if guest else {}),
+            ("guest", guest_properties(guest.details, policy) if guest else {}),
         ).values
         if inspection
         else {},
@@ -426,7 +426,7 @@ def _inspect_container(
             ("format", {k: v for k, v in report.properties.items() if k not in unpacked.replaces}),
             ("container", {**unpacked.properties, "introspect_container_format": container.name}),
             # What the guest's own files say outranks what an exporter declared of them.
-            ("guest", guest_properties(report.guest) if report.guest else {}),
+            ("guest", guest_properties(report.guest, policy) if report.guest else {}),
         ).values
     return report.model_copy(
         update={

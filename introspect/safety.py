@@ -138,6 +138,10 @@ class Policy(Frozen):
     #: Check an OVA's manifest digests: reads every file it lists once (`introspect inspect
     #: --verify-manifest`); otherwise the manifest is parsed and recorded, not checked.
     verify_manifest: bool = False
+    #: Write os_distro from the guest's own files. False on a VMware cloud: Nova's VMware driver
+    #: hands os_distro to vSphere as the guest id (nova/virt/vmwareapi/images.py), where a Linux
+    #: distribution's word is no guest id; os_type, os_version and introspect_os_id are still written.
+    guest_os_distro: bool = True
 
     def severity_of(self, finding: Finding) -> Severity:
         if finding.code in self.severity:

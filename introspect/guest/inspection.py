@@ -30,12 +30,14 @@ from introspect.guest.volumes import Volumes, find_volumes
 from introspect.guest.windows import inspect_windows
 from introspect.model import Finding
 from introspect.safety import (
+    DEFAULT_POLICY,
     GUEST_BACKING_MISSING,
     GUEST_BUDGET,
     GUEST_MULTIPLE_ROOTS,
     GUEST_PARTIAL,
     GUEST_UNREADABLE,
     GUEST_UNSUPPORTED_FS,
+    Policy,
 )
 from introspect.sources import Reader
 
@@ -221,17 +223,18 @@ def _describe(system: OperatingSystem) -> str:
     return f"{name} on {system.device}"
 
 
-def properties(details: GuestDetails) -> dict[str, str]:
+def properties(details: GuestDetails, policy: Policy = DEFAULT_POLICY) -> dict[str, str]:
     """The guest layer's properties: an operating system's only when there is exactly one (a
     dual-boot image states no single answer), each value only when the image states it and
-    Glance's vocabulary has a word for it; firmware only when the evidence points one way."""
+    Glance's vocabulary has a word for it; firmware only when the evidence points one way.
+    `policy.guest_os_distro` false leaves os_distro out (a VMware cloud: see `Policy`)."""
     values: dict[str, str] = {}
     if details.firmware in ("uefi", "bios"):
         values["hw_firmware_type"] = details.firmware
     if len(details.systems) == 1:
         system = details.systems[0]
         values["os_type"] = system.os_type
-        if system.distro is not None:
+        if system.distro is not None and policy.guest_os_distro:
             values["os_distro"] = system.distro
         if system.version is not None and vocabulary.check("os_version", system.version) is None:
             values["os_version"] = system.version

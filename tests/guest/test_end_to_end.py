@@ -21,6 +21,7 @@ import pytest
 import introspect
 from introspect import vocabulary
 from introspect.guest.model import Source
+from introspect.safety import Policy
 from introspect.sources import Budget
 from tests.conftest import fixture_group
 
@@ -307,3 +308,12 @@ def test_no_guest_reads_headers_only():
     report = introspect.inspect(fixture_group(GROUP) / "debian-uefi.qcow2", guest=False)
     assert report.guest is None and "os_type" not in report.properties
     assert "guest" not in report.model_dump(mode="json")
+
+
+def test_a_vmware_cloud_policy_leaves_os_distro_out():
+    """Nova's VMware driver hands os_distro to vSphere as the guest id: such a cloud turns it off."""
+    path = fixture_group(GROUP) / "debian-bios.stream.vmdk"
+    report = introspect.inspect(path, policy=Policy(guest_os_distro=False))
+    assert "os_distro" not in report.properties
+    assert report.properties["os_type"] == "linux" and report.properties["introspect_os_id"] == "debian"
+    assert inspected("debian-bios.stream.vmdk").properties["os_distro"] == "debian"
