@@ -176,7 +176,7 @@ class GlanceCatalog:
         *,
         cache: RangeCache | None = None,
         block: int = 64 * 1024,
-        max_block: int | None = None,
+        max_block: int = 512 * 1024,
     ) -> None:
         self.client = client
         self.cache = cache

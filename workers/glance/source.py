@@ -159,14 +159,14 @@ class GlanceSource(ByteSource):
         checksum: str | None,
         cache: RangeCache | None = None,
         block: int = 64 * 1024,
-        max_block: int | None = None,
+        max_block: int = 512 * 1024,
     ) -> None:
         self.client = client
         self.image_id = image_id
         self.name = f"glance:{image_id}"
         self._size = size
         self._block = block
-        self._max_block = max(block, max_block or block)
+        self._max_block = max(block, max_block)
         self._cache = cache if checksum else None
         self._key = cache_key(image_id, checksum) if checksum else ""
         self.stats = FetchStats()
