@@ -14,7 +14,9 @@ TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso
 	/usr/lib/x86_64-linux-gnu/libmagic.so.1:libmagic1 \
 	/usr/lib/python3/dist-packages/VMDKstream.py:python3-vmdkstream bximage:bximage \
 	create_compressed_fs:cloop-utils dmg2img:dmg2img xz:xz-utils bzip2:bzip2 file:file \
-	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server
+	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server \
+	mmdebstrap:mmdebstrap mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mcopy:mtools mkntfs:ntfs-3g \
+	hivexget:libhivex-bin hivexregedit:libwin-hivex-perl pvs:lvm2 jq:jq readelf:binutils
 PYTEST_ARGS ?=
 
 .PHONY: help
