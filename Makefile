@@ -17,6 +17,9 @@ TOOLS := qemu-img:qemu-utils genisoimage:genisoimage isoinfo:genisoimage xorriso
 	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server \
 	mmdebstrap:mmdebstrap mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mcopy:mtools mkntfs:ntfs-3g \
 	hivexget:libhivex-bin hivexregedit:libwin-hivex-perl pvs:lvm2 jq:jq readelf:binutils
+# The same, installed without their recommends: libguestfs (the guest fixtures' and bench-guest's
+# reference inspection) and the kernel its appliance boots.
+TOOLS_NO_RECOMMENDS := guestfish:libguestfs-tools /vmlinuz:linux-image-amd64
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -24,12 +27,19 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## install the system tools (qemu-img, genisoimage, sgdisk...) that are missing
+tools: ## install the system tools (qemu-img, genisoimage, sgdisk, libguestfs...) that are missing
 	@missing=""; for pair in $(TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
 		if ! command -v $$tool >/dev/null 2>&1 && [ ! -e $$tool ]; then missing="$$missing $$pkg"; fi; done; \
+	bare=""; for pair in $(TOOLS_NO_RECOMMENDS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+		if ! command -v $$tool >/dev/null 2>&1 && [ ! -e $$tool ]; then bare="$$bare $$pkg"; fi; done; \
+	if [ -n "$$missing$$bare" ]; then apt-get update -qq; fi; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi; \
+	if [ -n "$$bare" ]; then \
+		echo "installing (without recommends):$$bare"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$bare >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
