@@ -81,6 +81,11 @@ bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img in
 	$(PY) -m tests.bench.bench_inspect
 	$(PY) -m tests.bench.bench_ova
 
+.PHONY: bench-guest
+bench-guest: venv tools ## guest inspection: introspect vs libguestfs (ms, reads, KiB, agreement); BENCH_ALL=1 times libguestfs on every image
+	fixtures/build.sh guest guest-libguestfs
+	$(PY) -m tests.bench.bench_guest
+
 .PHONY: bench-pipeline
 bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task
 	$(PY) -m tests.bench.bench_pipeline
