@@ -17,10 +17,12 @@ TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:ge
 	/usr/lib/syslinux/mbr/mbr.bin:syslinux-common /usr/sbin/mariadbd:mariadb-server \
 	mcopy:mtools mkntfs:ntfs-3g setfattr:attr \
 	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi \
-	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs \
+	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mmdebstrap:mmdebstrap jq:jq \
 	readelf:binutils llvm-readobj:llvm hivexget:libhivex-bin hivexregedit:libwin-hivex-perl \
-	/usr/share/osinfo/VERSION:osinfo-db \
-	guestfish:libguestfs-tools lvm:lvm2
+	/usr/share/osinfo/VERSION:osinfo-db lvm:lvm2
+# The same, installed without their recommends: libguestfs (the guest fixtures' and bench-guest's
+# reference inspection, the LVM fixtures' builder) and the kernel its appliance boots.
+TOOLS_NO_RECOMMENDS := guestfish:libguestfs-tools /vmlinuz:linux-image-amd64
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -28,12 +30,19 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## install the system tools (qemu-img, genisoimage, sgdisk...) that are missing
+tools: ## install the system tools (qemu-img, genisoimage, sgdisk, libguestfs...) that are missing
 	@missing=""; for pair in $(TOOLS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
 		if ! command -v $$tool >/dev/null 2>&1 && [ ! -e $$tool ]; then missing="$$missing $$pkg"; fi; done; \
+	bare=""; for pair in $(TOOLS_NO_RECOMMENDS); do tool=$${pair%%:*}; pkg=$${pair##*:}; \
+		if ! command -v $$tool >/dev/null 2>&1 && [ ! -e $$tool ]; then bare="$$bare $$pkg"; fi; done; \
+	if [ -n "$$missing$$bare" ]; then apt-get update -qq; fi; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi; \
+	if [ -n "$$bare" ]; then \
+		echo "installing (without recommends):$$bare"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$bare >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
@@ -74,6 +83,11 @@ bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img in
 	$(PIP) install -q 'oslo.utils>=7' cryptography
 	$(PY) -m tests.bench.bench_inspect
 	$(PY) -m tests.bench.bench_ova
+
+.PHONY: bench-guest
+bench-guest: venv tools ## guest inspection: introspect vs libguestfs (ms, reads, KiB, agreement); BENCH_ALL=1 times libguestfs on every image
+	fixtures/build.sh guest guest-libguestfs
+	$(PY) -m tests.bench.bench_guest
 
 .PHONY: bench-pipeline
 bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task
