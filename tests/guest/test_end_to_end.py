@@ -220,13 +220,9 @@ def test_firmware_is_what_the_partition_types_and_loaders_point_to():
 def test_a_windows_system_volume():
     source = source_of("windows.raw")
     hive = recorded(source, "/dev/sda2", "hivexget")
-    values = dict(
-        re.findall(r'^"(\w+)"=(?:"(.*)"|dword:([0-9a-f]+))$', hive, re.MULTILINE)
-        and [
-            (key, text or str(int(number, 16)))
-            for key, text, number in re.findall(r'^"(\w+)"=(?:"(.*)"|dword:([0-9a-f]+))$', hive, re.MULTILINE)
-        ]
-    )
+    values: dict[str, str] = {}
+    for key, text, number in re.findall(r'^"(\w+)"=(?:"(.*)"|dword:([0-9a-f]{8}))$', hive, re.MULTILINE):
+        values.setdefault(key, str(int(number, 16)) if number else text)  # SOFTWARE's come first
     pe = recorded(source, "/dev/sda2", "pe-file")
     for name in ("windows.raw", "windows.qcow2", "windows.vhdx"):
         [system] = inspected(name).guest.systems
