@@ -313,3 +313,17 @@ def test_a_vmware_cloud_policy_leaves_os_distro_out():
     assert "os_distro" not in report.properties
     assert report.properties["os_type"] == "linux" and report.properties["introspect_os_id"] == "debian"
     assert inspected("debian-bios.stream.vmdk").properties["os_distro"] == "debian"
+
+
+def test_an_ovas_boot_disk_is_read_in_place_and_its_files_outrank_the_descriptor():
+    """vCenter's descriptor declares debian10_64Guest; the disk's own os-release says 12."""
+    source = source_of("debian-uefi.ova")
+    descriptor = (source.parent / "debian-uefi.ova.ovf.txt").read_text()
+    assert 'vmw:osType="debian10_64Guest"' in descriptor
+    report = inspected("debian-uefi.ova")
+    assert (report.container_format, report.format) == ("ova", "vmdk")
+    [(device, release)] = recorded_roots(source).items()
+    assert report.properties["os_version"] == release["VERSION_ID"] == "12"
+    assert report.properties["vmware_ostype"] == "debian10_64Guest"  # what the exporter declared stays
+    assert [s.device for s in report.guest.systems] == [device]
+    assert report.members[0].guest == report.guest
