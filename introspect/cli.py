@@ -274,7 +274,7 @@ def inspect_command(
     picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
     for path in targets:
         if isinstance(path, EmptyDirectory):
-            err.print(f"introspect: {literal(path)}: the directory holds no file to inspect", markup=False)
+            err.print(f"Error: {literal(path)}: the directory holds no file to inspect", markup=False)
             failed = True
             continue
         try:
@@ -293,15 +293,15 @@ def inspect_command(
                     guest_budget=budget,
                 )
         except UsageError as error:
-            err.print(f"introspect: {literal(str(error))}", markup=False)
+            err.print(f"Error: {literal(str(error))}", markup=False)
             usage_failed = True
             continue
         except OSError as error:
-            err.print(f"introspect: {literal(path)}: {literal(str(error.strerror or error))}", markup=False)
+            err.print(f"Error: {literal(path)}: {literal(str(error.strerror or error))}", markup=False)
             failed = True
             continue
         except SourceError as error:
-            err.print(f"introspect: {literal(str(error))}", markup=False)
+            err.print(f"Error: {literal(str(error))}", markup=False)
             failed = True
             continue
         failed |= report.verdict != Verdict.OK

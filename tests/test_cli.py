@@ -103,7 +103,7 @@ def test_missing_path_is_one_line_and_exit_2(tmp_path):
     good = qcow2(tmp_path)
     result = run("inspect", "--json", str(tmp_path / "nope.qcow2"), str(good))
     assert result.returncode == 2
-    assert result.stderr == f"introspect: {tmp_path / 'nope.qcow2'}: no such file\n"
+    assert result.stderr == f"Error: {tmp_path / 'nope.qcow2'}: no such file\n"
     assert len(result.stdout.splitlines()) == 1
 
 
@@ -210,7 +210,7 @@ def test_special_files_are_refused_one_line_each_and_nothing_hangs(tmp_path):
     result = run("inspect", "--json", str(tmp_path / "pipe"), str(good), str(tmp_path))
     assert result.returncode == 2
     assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [str(good), str(good)]
-    refusal = f"introspect: {tmp_path / 'pipe'}: is a FIFO (named pipe), not an image file"
+    refusal = f"Error: {tmp_path / 'pipe'}: is a FIFO (named pipe), not an image file"
     assert result.stderr.splitlines() == [refusal, refusal]
 
 
@@ -218,7 +218,7 @@ def test_an_empty_directory_is_said_to_be_empty(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("inspect", str(tmp_path / "empty"))
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"introspect: {tmp_path / 'empty'}: the directory holds no file to inspect\n"
+    assert result.stderr == f"Error: {tmp_path / 'empty'}: the directory holds no file to inspect\n"
 
 
 @pytest.mark.timeout(60)

@@ -94,7 +94,7 @@ def test_the_library_alone_brings_no_command_line_or_service_packages(dist, tmp_
     assert command.returncode == 2
     assert (
         command.stderr
-        == "introspect: the command line needs the click package: pip install 'introspect-images[cli]'\n"
+        == "Error: the command line needs the click package: pip install 'introspect-images[cli]'\n"
     )
 
 
