@@ -15,12 +15,21 @@ number as XXXX-XXXX.
 
 What a lookup reads: the boot sector once, a directory's clusters until the name is found, and the
 FAT entries of the chains it follows, each FAT sector read once (and kept in a bounded cache).
+A FAT16/FAT32 chain is walked by runs, not by clusters: each FAT sector is decoded once into its
+entries, and a run of consecutive clusters is extended by comparing a slice of them with the
+cluster numbers that would continue it (a comparison made in C), so reaching the end of a
+contiguous loader on an ESP (shim's string table is there) costs a few comparisons, not thousands
+of entries. FAT12 volumes are small: their chains are walked entry by entry (an entry may
+straddle two sectors there).
 """
 
 from __future__ import annotations
 
+import struct
+from bisect import bisect_right, insort
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import ClassVar
 
 from introspect.errors import UsageError
@@ -125,6 +134,9 @@ MAX_FAT32_CLUSTERS = BAD_CLUSTER[32] - FIRST_CLUSTER
 #: FAT32 entries are 28 bits: "the high 4 bits of a FAT32 FAT entry are reserved".
 FAT32_MASK = 0x0FFFFFFF
 FAT12_MASK = 0xFFF
+#: FAT16 and FAT32 entries as struct codes, to decode a FAT sector at once (FAT12's 12-bit
+#: entries are read one by one).
+ENTRY_CODES = {16: "H", 32: "I"}
 #: FAT sectors kept read: 64 sectors of 512 bytes cover 16384 FAT16 clusters, a whole ESP's chains.
 FAT_CACHE_SECTORS = 64
 #: Cluster chains kept (their runs), by first cluster: the files and directories of one walk.
@@ -132,6 +144,12 @@ CHAIN_CACHE_SIZE = 64
 #: The longest chain walked: a file of 2^20 clusters (512 MiB with 512-byte clusters, 32 GiB with
 #: 32 KiB ones) is past any file the guest pass reads, and it bounds the memory of loop detection.
 MAX_CHAIN_CLUSTERS = 1 << 20
+#: Loop detection keeps the clusters a chain has walked as intervals, sorted within buckets of this
+#: many cluster numbers: a check is a bisect in the buckets a run spans, and adding a run moves at
+#: most one bucket's intervals. (One sorted list would move all of them each time a hostile chain
+#: jumps below the clusters it holds: quadratic, a minute for 2^19 runs, where this stays
+#: O(n log n); a set of clusters would cost an entry per cluster of a contiguous file.)
+HELD_BUCKET = 256
 
 # --- FAT Directory Structure, FAT Long Directory Entries -------------------------------------------
 
@@ -284,12 +302,49 @@ def _geometry(sector: bytes) -> Geometry | None:
 Runs = list[tuple[int, int]]
 
 
+class _Held:
+    """The clusters of a chain walked so far (see HELD_BUCKET): disjoint intervals [start, end),
+    each kept, clipped, in every bucket it spans, sorted by start."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[tuple[int, int]]] = {}
+
+    def first(self, start: int, end: int) -> int | None:
+        """The lowest cluster of [start, end) already held, or None."""
+        bucket = start // HELD_BUCKET
+        while bucket * HELD_BUCKET < end:
+            intervals = self._buckets.get(bucket)
+            if intervals:
+                # Only the first bucket can hold an interval from below `start`.
+                at = bisect_right(intervals, start, key=_START)
+                if at and intervals[at - 1][1] > start:
+                    return start
+                if at < len(intervals) and intervals[at][0] < end:
+                    return intervals[at][0]
+            bucket += 1
+        return None
+
+    def add(self, start: int, end: int) -> None:
+        """Hold [start, end) (none of it held yet)."""
+        while start < end:
+            bucket = start // HELD_BUCKET
+            stop = min(end, (bucket + 1) * HELD_BUCKET)
+            insort(self._buckets.setdefault(bucket, []), (start, stop))
+            start = stop
+
+
+_START = itemgetter(0)
+
+
 @dataclass(slots=True)
 class _Chain:
-    """A cluster chain as far as it was walked: contiguous runs (first cluster, count)."""
+    """A cluster chain as far as it was walked: contiguous runs (first cluster, count) in chain
+    order, and the same clusters held for loop detection."""
 
-    runs: Runs
-    seen: set[int]
+    runs: Runs = field(default_factory=list)
+    held: _Held = field(default_factory=_Held)
     length: int = 0
     ended: bool = False
 
@@ -312,6 +367,9 @@ class FatFilesystem:
             raise CorruptFilesystem(NAME, "the boot sector is not a FAT boot sector")
         self.geometry = geometry
         self._fat_sectors: Lru[int, bytes] = Lru(FAT_CACHE_SECTORS)
+        # FAT16/FAT32: each FAT sector decoded once into its entries (masked as the spec says).
+        self._fat_tables: Lru[int, tuple[int, ...]] = Lru(FAT_CACHE_SECTORS)
+        self._per_sector = geometry.sector_size * 8 // geometry.bits
         self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
         if geometry.bits == 32:
             self._check_cluster(geometry.root_cluster, "the root directory (BPB_RootClus)")
@@ -482,48 +540,117 @@ class FatFilesystem:
         """The runs of the chain from `first`, walked until it covers `wanted` clusters or ends."""
         if first == 0:
             return []  # an empty file has no cluster
-        chain = self._chains.get_or_make(first, lambda: _Chain([], set()))
+        chain = self._chains.get_or_make(first, _Chain)
         wanted = min(wanted, self.geometry.clusters, MAX_CHAIN_CLUSTERS)
+        last_cluster = FIRST_CLUSTER + self.geometry.clusters - 1
+        end_of_chain = END_OF_CHAIN[self.geometry.bits]
         cluster = first if not chain.runs else self._entry(_last(chain.runs))
         while not chain.ended and chain.length < wanted:
-            if chain.runs and cluster >= END_OF_CHAIN[self.geometry.bits]:
+            if chain.runs and cluster >= end_of_chain:
                 chain.ended = True
                 break
             self._check_cluster(cluster, what)
-            if cluster in chain.seen:
-                raise LoopDetected(f"the FAT cluster chain of {what} (cluster {cluster} comes back)")
-            chain.seen.add(cluster)
-            if chain.runs and _last(chain.runs) + 1 == cluster:
-                start, count = chain.runs[-1]
-                chain.runs[-1] = (start, count + 1)
-            else:
-                chain.runs.append((cluster, 1))
-            chain.length += 1
+            # The run from `cluster`: the clusters that follow it one by one, within the volume
+            # (the cluster past it is checked as the next jump) and within what is wanted.
+            following, after = self._following(
+                cluster, min(wanted - chain.length - 1, last_cluster - cluster)
+            )
+            count = 1 + following
+            again = chain.held.first(cluster, cluster + count)
+            if again is not None:
+                if again > cluster:  # the clusters before the one that comes back are the chain's
+                    _extend(chain, cluster, again - cluster)
+                raise LoopDetected(f"the FAT cluster chain of {what} (cluster {again} comes back)")
+            _extend(chain, cluster, count)
             if chain.length < wanted:
-                cluster = self._entry(cluster)
+                cluster = self._entry(cluster + count - 1) if after is None else after
         return list(chain.runs)
+
+    def _following(self, cluster: int, limit: int) -> tuple[int, int | None]:
+        """How many clusters (at most `limit`) follow `cluster` one by one in its chain (the m for
+        which the FAT entries of cluster .. cluster+m-1 are cluster+1 .. cluster+m), and the FAT
+        entry of cluster+m when it was read (m < limit): where the chain goes after the run."""
+        count = 0
+        if self.geometry.bits == 12:
+            while count < limit:
+                after = self._entry(cluster + count)
+                if after != cluster + count + 1:
+                    return count, after
+                count += 1
+            return count, None
+        per_sector = self._per_sector
+        while count < limit:
+            at = cluster + count
+            index, within = divmod(at, per_sector)
+            entries = self._fat_table(index)
+            span = min(limit - count, per_sector - within)
+            found = _counting(entries, within, span, at + 1)
+            count += found
+            if found < span:
+                return count, entries[within + found]
+        return count, None
 
     def _entry(self, cluster: int) -> int:
         """The FAT entry of `cluster` (a valid cluster number): the next cluster, or an EOC mark."""
         bits = self.geometry.bits
+        if bits != 12:
+            return self._fat_table(cluster // self._per_sector)[cluster % self._per_sector]
         at = cluster * bits // 8  # FAT12: N + N/2 bytes
         sector_size = self.geometry.sector_size
         index = at // sector_size
         data = self._fat_sector(index)
-        if at % sector_size + 2 > sector_size and bits == 12:
+        if at % sector_size + 2 > sector_size:
             data += self._fat_sector(index + 1)  # a FAT12 entry may straddle two sectors
         within = at % sector_size
-        if bits == 12:
-            pair = int.from_bytes(data[within : within + 2], "little")
-            return (pair >> 4 if cluster & 1 else pair) & FAT12_MASK
-        if bits == 16:
-            return int.from_bytes(data[within : within + 2], "little")
-        return int.from_bytes(data[within : within + 4], "little") & FAT32_MASK
+        pair = int.from_bytes(data[within : within + 2], "little")
+        return (pair >> 4 if cluster & 1 else pair) & FAT12_MASK
 
     def _fat_sector(self, index: int) -> bytes:
         size = self.geometry.sector_size
         offset = self.geometry.fat_offset + index * size
         return self._fat_sectors.get_or_make(index, lambda: self.disk.read(offset, size, "FAT sector"))
+
+    def _fat_table(self, index: int) -> tuple[int, ...]:
+        """The entries of FAT sector `index` (FAT16, FAT32), decoded once."""
+        return self._fat_tables.get_or_make(index, lambda: self._decode(index))
+
+    def _decode(self, index: int) -> tuple[int, ...]:
+        size = self.geometry.sector_size
+        data = self.disk.read(self.geometry.fat_offset + index * size, size, "FAT sector")
+        entries = struct.unpack(f"<{self._per_sector}{ENTRY_CODES[self.geometry.bits]}", data)
+        if self.geometry.bits == 32 and max(entries) > FAT32_MASK:
+            entries = tuple(entry & FAT32_MASK for entry in entries)
+        return entries
+
+
+def _extend(chain: _Chain, cluster: int, count: int) -> None:
+    """Add the `count` clusters from `cluster` to `chain` (none of them in it yet)."""
+    chain.held.add(cluster, cluster + count)
+    if chain.runs and _last(chain.runs) + 1 == cluster:
+        start, before = chain.runs[-1]
+        chain.runs[-1] = (start, before + count)
+    else:
+        chain.runs.append((cluster, count))
+    chain.length += count
+
+
+def _counting(entries: tuple[int, ...], start: int, span: int, value: int) -> int:
+    """The longest m <= `span` for which entries[start : start+m] are value, value+1, ...: blocks
+    compared in C, doubling while they match and halving past a mismatch."""
+    if not span or entries[start] != value:
+        return 0  # a jump (or an end), the common case of a fragmented chain
+    matched, size = 1, 2
+    while matched < span:
+        size = min(size, span - matched)
+        at = start + matched
+        if entries[at : at + size] == tuple(range(value + matched, value + matched + size)):
+            matched += size
+            size *= 2
+        elif size == 1:
+            break
+        else:
+            size //= 2
+    return matched
 
 
 def _last(runs: Runs) -> int:
