@@ -75,6 +75,10 @@ bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img in
 	$(PY) -m tests.bench.bench_inspect
 	$(PY) -m tests.bench.bench_ova
 
+.PHONY: bench-guest
+bench-guest: venv tools fixtures ## the guest pass's time per image (median, p90), reads and bytes, over fixtures/build/guest
+	$(PY) -m tests.bench.bench_guest
+
 .PHONY: bench-pipeline
 bench-pipeline: venv tools ## images/s of the Celery pipeline against a no-op task
 	$(PY) -m tests.bench.bench_pipeline
