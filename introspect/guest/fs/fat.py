@@ -27,14 +27,22 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right, insort
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import ClassVar
 
 from introspect.errors import UsageError
 from introspect.guest.disk import Disk
-from introspect.guest.fs.base import CorruptFilesystem, FilesystemType, Kind, LoopDetected, Node
+from introspect.guest.fs.base import (
+    MAX_INDEXED_DIRECTORIES,
+    CorruptFilesystem,
+    DirectoryIndex,
+    FilesystemType,
+    Kind,
+    LoopDetected,
+    Node,
+)
 from introspect.lru import Lru
 from introspect.structure import LittleEndianStructure, chars, u8, u16, u32
 
@@ -371,6 +379,7 @@ class FatFilesystem:
         self._fat_tables: Lru[int, tuple[int, ...]] = Lru(FAT_CACHE_SECTORS)
         self._per_sector = geometry.sector_size * 8 // geometry.bits
         self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
+        self._directories: Lru[Hashable, DirectoryIndex[str, DirectoryEntry]] = Lru(MAX_INDEXED_DIRECTORIES)
         if geometry.bits == 32:
             self._check_cluster(geometry.root_cluster, "the root directory (BPB_RootClus)")
             extension: Fat16Extension | Fat32Extension = Fat32Extension.unpack(sector)
@@ -390,11 +399,11 @@ class FatFilesystem:
         return Node(ROOT_REGION, Kind.DIRECTORY, 0)
 
     def lookup(self, directory: Node, name: str) -> Node | None:
-        wanted = name.casefold()
-        for long_name, short_name, entry in self._entries(directory):
-            if wanted in (short_name.casefold(), long_name.casefold() if long_name else None):
-                return self._node(entry)
-        return None
+        index = self._directories.get_or_make(
+            directory.id, lambda: DirectoryIndex(lambda: self._names(directory))
+        )
+        entry = index.find(name.casefold())
+        return None if entry is None else self._node(entry)
 
     def read(self, node: Node, offset: int, length: int) -> bytes:
         end = min(node.size, offset + length)
@@ -487,6 +496,14 @@ class FatFilesystem:
             if short_name in DOT_NAMES:
                 continue
             yield long_name, short_name, entry
+
+    def _names(self, directory: Node) -> Iterator[tuple[str, DirectoryEntry]]:
+        """Each entry under its long name (when it has one) and its short name, casefolded: names
+        compare without case."""
+        for long_name, short_name, entry in self._entries(directory):
+            if long_name:
+                yield long_name.casefold(), entry
+            yield short_name.casefold(), entry
 
     def _raw_entries(self, directory: Node) -> Iterator[bytes]:
         """Each 32-byte entry of a directory, read DIRECTORY_CHUNK bytes at a time."""
