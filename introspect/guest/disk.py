@@ -91,6 +91,13 @@ class Disk(Reader):
         length = max(0, min(length, self.size - offset))
         return self.cache.read(self.start + offset, length)
 
+    def block_span(self, offset: int) -> tuple[int, int]:
+        """The bytes of this disk (start, end) that share the cache's block holding `offset`:
+        reading any of them reads the whole block, so a parser may take them all at no further
+        cost (a FAT is decoded that way)."""
+        low = (self.start + offset) // BLOCK * BLOCK - self.start
+        return max(0, low), min(self.size, low + BLOCK)
+
     def slice(self, start: int, size: int, name: str) -> Disk:
         """A volume inside this one (a partition, a logical volume), clamped to this one's end."""
         start = max(0, min(start, self.size))

@@ -25,7 +25,8 @@ straddle two sectors there).
 
 from __future__ import annotations
 
-import struct
+import sys
+from array import array
 from bisect import bisect_right, insort
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
@@ -141,12 +142,17 @@ BAD_CLUSTER = {12: 0xFF7, 16: 0xFFF7, 32: 0x0FFFFFF7}
 MAX_FAT32_CLUSTERS = BAD_CLUSTER[32] - FIRST_CLUSTER
 #: FAT32 entries are 28 bits: "the high 4 bits of a FAT32 FAT entry are reserved".
 FAT32_MASK = 0x0FFFFFFF
+FAT16_MASK = 0xFFFF
 FAT12_MASK = 0xFFF
-#: FAT16 and FAT32 entries as struct codes, to decode a FAT sector at once (FAT12's 12-bit
-#: entries are read one by one).
-ENTRY_CODES = {16: "H", 32: "I"}
-#: FAT sectors kept read: 64 sectors of 512 bytes cover 16384 FAT16 clusters, a whole ESP's chains.
+#: FAT16 and FAT32 entries are decoded a window at a time (see `FatFilesystem._window`) into an
+#: array of the C type of their size, raw: a FAT32 entry is masked when it is read, and an entry
+#: whose reserved bits are set breaks a run where it is (FAT12's 12-bit entries are read one by one).
+ENTRY_TYPES = {bits: next(code for code in "HIL" if array(code).itemsize == bits // 8) for bits in (16, 32)}
+#: FAT sectors kept read (FAT12): 64 sectors of 512 bytes cover the FAT of any FAT12 volume.
 FAT_CACHE_SECTORS = 64
+#: FAT16/FAT32 windows kept decoded: at most a block of the disk's cache each (4 KiB, 2048 FAT16
+#: or 1024 FAT32 entries), so 16 cover the chains of an ESP's files in 64 KiB of memory.
+FAT_CACHE_WINDOWS = 16
 #: Cluster chains kept (their runs), by first cluster: the files and directories of one walk.
 CHAIN_CACHE_SIZE = 64
 #: The longest chain walked: a file of 2^20 clusters (512 MiB with 512-byte clusters, 32 GiB with
@@ -236,6 +242,8 @@ class Geometry:
     #: Data clusters: valid cluster numbers are FIRST_CLUSTER .. FIRST_CLUSTER + clusters - 1.
     clusters: int
     fat_offset: int
+    #: The bytes of one FAT.
+    fat_size: int
     root_offset: int
     root_entries: int
     data_offset: int
@@ -299,6 +307,7 @@ def _geometry(sector: bytes) -> Geometry | None:
         cluster_size=per_cluster * size,
         clusters=clusters,
         fat_offset=(bpb.BPB_RsvdSecCnt + active * fat_sectors) * size,
+        fat_size=fat_sectors * size,
         root_offset=(bpb.BPB_RsvdSecCnt + bpb.BPB_NumFATs * fat_sectors) * size,
         root_entries=bpb.BPB_RootEntCnt if bits != 32 else 0,
         data_offset=first_data * size,
@@ -375,9 +384,9 @@ class FatFilesystem:
             raise CorruptFilesystem(NAME, "the boot sector is not a FAT boot sector")
         self.geometry = geometry
         self._fat_sectors: Lru[int, bytes] = Lru(FAT_CACHE_SECTORS)
-        # FAT16/FAT32: each FAT sector decoded once into its entries (masked as the spec says).
-        self._fat_tables: Lru[int, tuple[int, ...]] = Lru(FAT_CACHE_SECTORS)
+        self._fat_windows: Lru[int, array[int]] = Lru(FAT_CACHE_WINDOWS)
         self._per_sector = geometry.sector_size * 8 // geometry.bits
+        self._mask = FAT32_MASK if geometry.bits == 32 else FAT16_MASK
         self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
         self._directories: Lru[Hashable, DirectoryIndex[str, DirectoryEntry]] = Lru(MAX_INDEXED_DIRECTORIES)
         if geometry.bits == 32:
@@ -595,23 +604,23 @@ class FatFilesystem:
                     return count, after
                 count += 1
             return count, None
-        per_sector = self._per_sector
         while count < limit:
             at = cluster + count
-            index, within = divmod(at, per_sector)
-            entries = self._fat_table(index)
-            span = min(limit - count, per_sector - within)
+            base, entries = self._window(at)
+            within = at - base
+            span = min(limit - count, len(entries) - within)
             found = _counting(entries, within, span, at + 1)
             count += found
             if found < span:
-                return count, entries[within + found]
+                return count, entries[within + found] & self._mask
         return count, None
 
     def _entry(self, cluster: int) -> int:
         """The FAT entry of `cluster` (a valid cluster number): the next cluster, or an EOC mark."""
         bits = self.geometry.bits
         if bits != 12:
-            return self._fat_table(cluster // self._per_sector)[cluster % self._per_sector]
+            base, entries = self._window(cluster)
+            return entries[cluster - base] & self._mask
         at = cluster * bits // 8  # FAT12: N + N/2 bytes
         sector_size = self.geometry.sector_size
         index = at // sector_size
@@ -627,16 +636,30 @@ class FatFilesystem:
         offset = self.geometry.fat_offset + index * size
         return self._fat_sectors.get_or_make(index, lambda: self.disk.read(offset, size, "FAT sector"))
 
-    def _fat_table(self, index: int) -> tuple[int, ...]:
-        """The entries of FAT sector `index` (FAT16, FAT32), decoded once."""
-        return self._fat_tables.get_or_make(index, lambda: self._decode(index))
-
-    def _decode(self, index: int) -> tuple[int, ...]:
+    def _window(self, cluster: int) -> tuple[int, array[int]]:
+        """The decoded FAT16/FAT32 window holding the entry of `cluster`: the first cluster whose
+        entry it holds, and its entries. A window is the FAT's sectors that lie in the disk cache's
+        block holding the entry's sector (reading one of them reads them all: a window costs the
+        reads and bytes its sector alone would), or that sector alone when it straddles two blocks."""
         size = self.geometry.sector_size
-        data = self.disk.read(self.geometry.fat_offset + index * size, size, "FAT sector")
-        entries = struct.unpack(f"<{self._per_sector}{ENTRY_CODES[self.geometry.bits]}", data)
-        if self.geometry.bits == 32 and max(entries) > FAT32_MASK:
-            entries = tuple(entry & FAT32_MASK for entry in entries)
+        index = cluster // self._per_sector
+        low, high = self.disk.block_span(self.geometry.fat_offset + index * size)
+        first = max(0, -(-(low - self.geometry.fat_offset) // size))
+        end = min(self.geometry.fat_size // size, (high - self.geometry.fat_offset) // size)
+        if not first <= index < end:
+            first, end = index, index + 1
+        return first * self._per_sector, self._fat_windows.get_or_make(
+            first, lambda: self._decode(first, end)
+        )
+
+    def _decode(self, first: int, end: int) -> array[int]:
+        """FAT sectors first..end-1, decoded."""
+        size = self.geometry.sector_size
+        data = self.disk.read(self.geometry.fat_offset + first * size, (end - first) * size, "FAT sector")
+        entries = array(ENTRY_TYPES[self.geometry.bits])
+        entries.frombytes(data)
+        if sys.byteorder != "little":
+            entries.byteswap()
         return entries
 
 
@@ -651,16 +674,17 @@ def _extend(chain: _Chain, cluster: int, count: int) -> None:
     chain.length += count
 
 
-def _counting(entries: tuple[int, ...], start: int, span: int, value: int) -> int:
+def _counting(entries: array[int], start: int, span: int, value: int) -> int:
     """The longest m <= `span` for which entries[start : start+m] are value, value+1, ...: blocks
-    compared in C, doubling while they match and halving past a mismatch."""
+    compared in C, doubling while they match and halving past a mismatch (each entry is compared
+    about once, and a run of m entries costs about log2(m) comparisons)."""
     if not span or entries[start] != value:
         return 0  # a jump (or an end), the common case of a fragmented chain
     matched, size = 1, 2
     while matched < span:
         size = min(size, span - matched)
         at = start + matched
-        if entries[at : at + size] == tuple(range(value + matched, value + matched + size)):
+        if entries[at : at + size] == array(entries.typecode, range(value + matched, value + matched + size)):
             matched += size
             size *= 2
         elif size == 1:
