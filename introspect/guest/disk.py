@@ -40,6 +40,11 @@ class BlockCache:
             return b""
         first = offset // BLOCK
         last = (offset + length - 1) // BLOCK
+        if first == last:  # most reads: an inode, an entry, a sector, inside one block
+            kept = self._blocks.get(first)
+            if kept is not None:
+                skip = offset - first * BLOCK
+                return kept[skip : skip + length]
         parts: list[bytes] = []
         block = first
         while block <= last:
