@@ -40,7 +40,8 @@ MAX_COMPONENTS = 256
 MAX_LINK_TARGET = 4096
 #: Entries a `DirectoryIndex` remembers: /usr/bin of a full system holds about 2,000. Past them a
 #: lookup parses the directory again from its start, as it streams by, so that the memory held
-#: stays bounded (a few hundred KiB a directory) whatever a hostile directory holds.
+#: stays bounded whatever a hostile directory holds (at worst about 1.5 MiB for 4096 names of 255
+#: bytes, themselves 1 MiB of directory blocks that the guest budget pays for).
 MAX_INDEXED_ENTRIES = 4096
 #: Directories whose `DirectoryIndex` a filesystem keeps (least recently used dropped first): the
 #: directories of one inspection's paths.
