@@ -25,6 +25,7 @@ chains are walked entry by entry (an entry may straddle two sectors there).
 
 from __future__ import annotations
 
+import functools
 import sys
 from array import array
 from bisect import bisect_right, insort
@@ -384,7 +385,8 @@ class FatFilesystem:
             raise CorruptFilesystem(NAME, "the boot sector is not a FAT boot sector")
         self.geometry = geometry
         self._fat_sectors: Lru[int, bytes] = Lru(FAT_CACHE_SECTORS)
-        self._fat_windows: Lru[int, array[int]] = Lru(FAT_CACHE_WINDOWS)
+        self._fat_windows: Lru[int, _Window] = Lru(FAT_CACHE_WINDOWS)
+        self._recent: _Window | None = None  # the window last used: a chain walks within one
         self._per_sector = geometry.sector_size * 8 // geometry.bits
         self._mask = FAT32_MASK if geometry.bits == 32 else FAT16_MASK
         self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
@@ -606,21 +608,21 @@ class FatFilesystem:
             return count, None
         while count < limit:
             at = cluster + count
-            base, entries = self._window(at)
-            within = at - base
-            span = min(limit - count, len(entries) - within)
-            found = _counting(entries, within, span, at + 1)
+            window = self._window(at)
+            within = at - window.first
+            span = min(limit - count, len(window.entries) - within)
+            found = window.following(within, span)
             count += found
             if found < span:
-                return count, entries[within + found] & self._mask
+                return count, window.entries[within + found] & self._mask
         return count, None
 
     def _entry(self, cluster: int) -> int:
         """The FAT entry of `cluster` (a valid cluster number): the next cluster, or an EOC mark."""
         bits = self.geometry.bits
         if bits != 12:
-            base, entries = self._window(cluster)
-            return entries[cluster - base] & self._mask
+            window = self._window(cluster)
+            return window.entries[cluster - window.first] & self._mask
         at = cluster * bits // 8  # FAT12: N + N/2 bytes
         sector_size = self.geometry.sector_size
         index = at // sector_size
@@ -636,11 +638,14 @@ class FatFilesystem:
         offset = self.geometry.fat_offset + index * size
         return self._fat_sectors.get_or_make(index, lambda: self.disk.read(offset, size, "FAT sector"))
 
-    def _window(self, cluster: int) -> tuple[int, array[int]]:
-        """The decoded FAT16/FAT32 window holding the entry of `cluster`: the first cluster whose
-        entry it holds, and its entries. A window is the FAT's sectors that lie in the disk cache's
-        block holding the entry's sector (reading one of them reads them all: a window costs the
-        reads and bytes its sector alone would), or that sector alone when it straddles two blocks."""
+    def _window(self, cluster: int) -> _Window:
+        """The decoded FAT16/FAT32 window holding the entry of `cluster`. A window is the FAT's
+        sectors that lie in the disk cache's block holding the entry's sector (reading one of them
+        reads them all: a window costs the reads and bytes its sector alone would), or that sector
+        alone when it straddles two blocks."""
+        recent = self._recent
+        if recent is not None and 0 <= cluster - recent.first < len(recent.entries):
+            return recent
         size = self.geometry.sector_size
         index = cluster // self._per_sector
         low, high = self.disk.block_span(self.geometry.fat_offset + index * size)
@@ -648,11 +653,10 @@ class FatFilesystem:
         end = min(self.geometry.fat_size // size, (high - self.geometry.fat_offset) // size)
         if not first <= index < end:
             first, end = index, index + 1
-        return first * self._per_sector, self._fat_windows.get_or_make(
-            first, lambda: self._decode(first, end)
-        )
+        self._recent = self._fat_windows.get_or_make(first, lambda: self._decode(first, end))
+        return self._recent
 
-    def _decode(self, first: int, end: int) -> array[int]:
+    def _decode(self, first: int, end: int) -> _Window:
         """FAT sectors first..end-1, decoded."""
         size = self.geometry.sector_size
         data = self.disk.read(self.geometry.fat_offset + first * size, (end - first) * size, "FAT sector")
@@ -660,7 +664,44 @@ class FatFilesystem:
         entries.frombytes(data)
         if sys.byteorder != "little":
             entries.byteswap()
-        return entries
+        first_cluster = first * self._per_sector
+        ones, steps = _ramp(self.geometry.bits, len(entries))
+        ramp = (first_cluster + 1) * ones + steps
+        return _Window(first_cluster, self.geometry.bits, entries, int.from_bytes(data, "little") ^ ramp)
+
+
+@functools.cache
+def _ramp(width: int, count: int) -> tuple[int, int]:
+    """`count` fields of `width` bits packed in one integer (field i at bit i * width), all ones
+    (sum of x^i, x = 2^width) and counting up from 0 (sum of i * x^i): b * ones + steps packs
+    b, b+1, ..., b+count-1 (no field overflows: cluster numbers fit their entries)."""
+    x = 1 << width
+    ones = (x**count - 1) // (x - 1)
+    steps = (x - count * x**count + (count - 1) * x ** (count + 1)) // (x - 1) ** 2
+    return ones, steps
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Decoded FAT16/FAT32 entries: `entries[i]` is the entry of cluster `first + i`, raw, and
+    `breaks` is the window's entries XOR first+1, first+2, ... as one integer (`width` bits each):
+    an entry's bits there are all zero when the next cluster follows it in its chain, so where a
+    run stops is the lowest bit set from its start, found in C however long the run."""
+
+    first: int
+    width: int
+    entries: array[int]
+    breaks: int
+
+    def following(self, start: int, span: int) -> int:
+        """The longest m <= `span` for which the entries from `start` are a run (entry i holds
+        first + i + 1)."""
+        if not span or self.entries[start] != self.first + start + 1:
+            return 0  # a jump (or an end), the common case of a fragmented chain
+        rest = self.breaks >> (start * self.width)
+        if not rest:
+            return span
+        return min(span, ((rest & -rest).bit_length() - 1) // self.width)
 
 
 def _extend(chain: _Chain, cluster: int, count: int) -> None:
@@ -672,26 +713,6 @@ def _extend(chain: _Chain, cluster: int, count: int) -> None:
     else:
         chain.runs.append((cluster, count))
     chain.length += count
-
-
-def _counting(entries: array[int], start: int, span: int, value: int) -> int:
-    """The longest m <= `span` for which entries[start : start+m] are value, value+1, ...: blocks
-    compared in C, doubling while they match and halving past a mismatch (each entry is compared
-    about once, and a run of m entries costs about log2(m) comparisons)."""
-    if not span or entries[start] != value:
-        return 0  # a jump (or an end), the common case of a fragmented chain
-    matched, size = 1, 2
-    while matched < span:
-        size = min(size, span - matched)
-        at = start + matched
-        if entries[at : at + size] == array(entries.typecode, range(value + matched, value + matched + size)):
-            matched += size
-            size *= 2
-        elif size == 1:
-            break
-        else:
-            size //= 2
-    return matched
 
 
 def _last(runs: Runs) -> int:
