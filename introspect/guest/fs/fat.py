@@ -16,10 +16,11 @@ number as XXXX-XXXX.
 What a lookup reads: the boot sector once, a directory's clusters until the name is found, and the
 FAT entries of the chains it follows, each FAT sector read once (and kept in a bounded cache).
 A FAT16/FAT32 chain is walked by runs, not by clusters: the FAT is decoded once into its entries,
-a window at a time (the sectors in one block of the disk's cache), and a run of consecutive
-clusters is extended by comparing a slice of them with the cluster numbers that would continue it
-(a comparison made in C), so reaching the end of a contiguous loader on an ESP (shim's string
-table is there) costs a few comparisons, not thousands of entries. FAT12 volumes are small: their
+a window at a time (the sectors in one block of the disk's cache), and where a run of consecutive
+clusters stops is the first entry that differs from the cluster numbers that would continue it
+(found in C, in one integer holding the window's entries XOR those numbers), so reaching the end
+of a contiguous loader on an ESP (shim's string table is there) costs a few operations a window,
+not one per cluster. FAT12 volumes are small: their
 chains are walked entry by entry (an entry may straddle two sectors there).
 """
 
