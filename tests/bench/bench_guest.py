@@ -4,8 +4,10 @@ For every image of fixtures/build/guest (real Debian roots, a Windows volume, IS
 container): `introspect.inspect(path)` REPEAT times, timing only the guest pass (the inspector's
 `_inspect_guest`, which runs after the header pass), and the guest reads and bytes the Report
 counts. Prints a markdown table: per image (median and p90 of the guest pass), per format, and
-overall. The goal (issue 10): a median of at most 20 ms per image. `--profile` prints cProfile's
-top functions over one pass of every image instead. Not a test: numbers depend on the machine.
+overall, with CPU time beside wall time (the machine may be shared). The goal (issue 10): a median
+of at most 20 ms per image. Arguments: parts of image names, to bench only those; `--profile`
+prints cProfile's top functions over one pass of each image instead. Not a test: numbers depend on
+the machine.
 """
 
 from __future__ import annotations
