@@ -87,6 +87,7 @@ bench: venv tools fixtures ## images/s and bytes read: introspect vs qemu-img in
 .PHONY: bench-guest
 bench-guest: venv tools ## guest inspection: introspect vs libguestfs (ms, reads, KiB, agreement); BENCH_ALL=1 times libguestfs on every image
 	fixtures/build.sh guest guest-libguestfs
+	$(PY) -m tests.bench.bench_guest_pass
 	$(PY) -m tests.bench.bench_guest
 
 .PHONY: bench-pipeline

@@ -22,11 +22,11 @@ from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.formats.qcow2 import (
-    MAX_CACHED_CLUSTERS,
     QCOW1_VERSION,
     QCOW_MAGIC,
     TABLE_ENTRY,
     MagicVersion,
+    cached_clusters,
     decompress,
 )
 from introspect.lru import Lru
@@ -223,7 +223,7 @@ class QcowGuestView(BlockMappedView):
         self.cluster_bits = details.cluster_bits
         self.l2_bits = details.l2_bits
         self.l1_table = Table(details.l1_table_offset, details.l1_size, TABLE_ENTRY, "qcow L1 table")
-        self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
+        self._clusters: Lru[int, bytes] = Lru(cached_clusters(details.cluster_size))
 
     def spans(self, block: int, start: int, end: int) -> list[Span]:
         l1_index = block >> self.l2_bits

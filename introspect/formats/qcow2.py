@@ -962,9 +962,17 @@ ZLIB_WINDOW_BITS = -12
 #: RFC 8878 §3.1.1.1.2: decoders should support windows of up to 8 MiB. A compressed cluster (2 MiB
 #: at most) needs no more, and this bounds what a zstd frame can make the decoder allocate.
 ZSTD_MAX_WINDOW = 8 * MIB
-#: Decompressed clusters kept, so that the blocks of one cluster a filesystem reads one by one cost
-#: one decompression (at most 8 MiB with 2 MiB clusters).
-MAX_CACHED_CLUSTERS = 4
+#: Decompressed clusters kept, so that the blocks of one cluster a filesystem reads one by one, at
+#: any time of a guest pass, cost one read and one decompression: this many bytes of them (32
+#: clusters of 64 KiB; a guest pass touches about 30), and at least MIN_CACHED_CLUSTERS (8 MiB with
+#: 2 MiB clusters).
+CLUSTER_CACHE_BYTES = 2 * MIB
+MIN_CACHED_CLUSTERS = 4
+
+
+def cached_clusters(cluster_size: int) -> int:
+    """How many decompressed clusters of `cluster_size` bytes a view keeps."""
+    return max(MIN_CACHED_CLUSTERS, CLUSTER_CACHE_BYTES // cluster_size)
 
 
 def decompress(data: bytes, compression: Literal["zlib", "zstd"], limit: int) -> bytes | None:
@@ -1007,7 +1015,7 @@ class Qcow2GuestView(BlockMappedView):
         self.l1_table = Table(details.l1_table_offset, details.l1_size, TABLE_ENTRY, "qcow2 L1 table")
         self.l2_layout = ExtendedL2Entry.STRUCT if details.extended_l2 else TABLE_ENTRY
         self.l2_entries = details.cluster_size // self.l2_layout.size
-        self._clusters: Lru[int, bytes] = Lru(MAX_CACHED_CLUSTERS)
+        self._clusters: Lru[int, bytes] = Lru(cached_clusters(details.cluster_size))
 
     def spans(self, block: int, start: int, end: int) -> list[Span]:
         cluster, subcluster = divmod(block, self.subclusters)

@@ -40,6 +40,11 @@ class BlockCache:
             return b""
         first = offset // BLOCK
         last = (offset + length - 1) // BLOCK
+        if first == last:  # most reads: an inode, an entry, a sector, inside one block
+            kept = self._blocks.get(first)
+            if kept is not None:
+                skip = offset - first * BLOCK
+                return kept[skip : skip + length]
         parts: list[bytes] = []
         block = first
         while block <= last:
@@ -90,6 +95,13 @@ class Disk(Reader):
             raise TruncatedImage(what, offset=offset, length=length, size=self.size)
         length = max(0, min(length, self.size - offset))
         return self.cache.read(self.start + offset, length)
+
+    def block_span(self, offset: int) -> tuple[int, int]:
+        """The bytes of this disk (start, end) that share the cache's block holding `offset`:
+        reading any of them reads the whole block, so a parser may take them all at no further
+        cost (a FAT is decoded that way)."""
+        low = (self.start + offset) // BLOCK * BLOCK - self.start
+        return max(0, low), min(self.size, low + BLOCK)
 
     def slice(self, start: int, size: int, name: str) -> Disk:
         """A volume inside this one (a partition, a logical volume), clamped to this one's end."""

@@ -11,6 +11,10 @@ filesystem answers four questions, each with bounded reads through its `Disk`:
 - `readlink(node)`: a symbolic link's target;
 - `list(directory, limit)`: at most `limit` names of a directory (kernels in /boot, loaders in an ESP).
 
+A filesystem that finds a name by reading its directory's entries in order (ext, XFS, FAT, ISO
+9660) keeps a `DirectoryIndex` per directory: the entries one lookup parsed are not parsed again
+by the next lookup in the same directory (/etc, /usr/bin are each searched several times).
+
 Paths are walked here, not in each filesystem: `resolve` follows symbolic links inside the guest
 only (absolute targets resolved against this filesystem's root, never the host's), at most
 `MAX_SYMLINKS` of them per walk, so a loop of links ends with `LoopDetected`. Every filesystem
@@ -20,10 +24,10 @@ when its structures contradict themselves; `TruncatedImage` when they point past
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from introspect.errors import ImageError
 from introspect.guest.disk import Disk
@@ -34,6 +38,17 @@ MAX_SYMLINKS = 40
 MAX_COMPONENTS = 256
 #: A symbolic link's target is at most this long (PATH_MAX).
 MAX_LINK_TARGET = 4096
+#: Entries a `DirectoryIndex` remembers: /usr/bin of a full system holds about 2,000. Past them a
+#: lookup parses the directory again from its start, as it streams by, so that the memory held
+#: stays bounded whatever a hostile directory holds (at worst about 1.5 MiB for 4096 names of 255
+#: bytes, themselves 1 MiB of directory blocks that the guest budget pays for).
+MAX_INDEXED_ENTRIES = 4096
+#: Directories whose `DirectoryIndex` a filesystem keeps (least recently used dropped first): the
+#: directories of one inspection's paths.
+MAX_INDEXED_DIRECTORIES = 16
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class Kind(StrEnum):
@@ -101,6 +116,50 @@ class LoopDetected(ImageError):
         from introspect.safety import GUEST_LOOP
 
         super().__init__(GUEST_LOOP, f"a loop in {what}: the walk stopped there")
+
+
+class DirectoryIndex(Generic[K, V]):
+    """A directory's entries (name -> what the filesystem makes of it), as far as lookups parsed
+    them: `entries()` parses the directory from its start, in order, and a lookup goes on from
+    where the last one stopped. The first entry of a name wins, as in a linear search. When parsing
+    fails, the error goes up and the next lookup that needs more parses from the start again (it
+    meets the same error), so an index answers exactly what a linear search would."""
+
+    __slots__ = ("_complete", "_entries", "_known", "_rest")
+
+    def __init__(self, entries: Callable[[], Iterator[tuple[K, V]]]) -> None:
+        self._entries = entries
+        self._known: dict[K, V] = {}
+        self._rest: Iterator[tuple[K, V]] | None = None
+        self._complete = False
+
+    def find(self, name: K) -> V | None:
+        """The entry of `name`, or None when the directory has none."""
+        found = self._known.get(name)
+        if found is not None or self._complete:
+            return found
+        if len(self._known) < MAX_INDEXED_ENTRIES:
+            if self._rest is None:
+                self._rest = self._entries()
+            try:
+                for entry, value in self._rest:
+                    self._known.setdefault(entry, value)
+                    if entry == name:
+                        return value
+                    if len(self._known) >= MAX_INDEXED_ENTRIES:
+                        break
+                else:
+                    self._complete = True
+                    return None
+            except BaseException:
+                self._rest = None
+                raise
+            self._rest = None
+        # Past MAX_INDEXED_ENTRIES: the rest of the directory is searched as it streams by.
+        for entry, value in self._entries():
+            if entry == name:
+                return value
+        return None
 
 
 def resolve(fs: Filesystem, path: str, *, follow: bool = True) -> Node | None:

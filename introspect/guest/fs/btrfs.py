@@ -196,6 +196,9 @@ MAX_CACHED_TREES = 64
 MAX_CACHED_CHUNKS = 256
 #: Decompressed extents kept (each at most 128 KiB): a file read in pieces decompresses once.
 MAX_CACHED_EXTENTS = 8
+#: Tree blocks kept read and checked (each a node, at most 64 KiB; 512 KiB of 16 KiB nodes): every
+#: lookup walks from a root, through the same few blocks near it.
+MAX_CACHED_BLOCKS = 32
 
 # objectids and item types (btrfs_tree.h)
 BTRFS_ROOT_TREE_OBJECTID = 1
@@ -465,6 +468,7 @@ class Btrfs:
         self._in_chunk_tree = False
         self._trees: Lru[int, Tree] = Lru(MAX_CACHED_TREES)
         self._extents: Lru[tuple[int, int, int], bytes] = Lru(MAX_CACHED_EXTENTS)
+        self._blocks: Lru[tuple[int, int], tuple[bytes, int]] = Lru(MAX_CACHED_BLOCKS)
         self.chunk_tree = Tree(BTRFS_CHUNK_TREE_OBJECTID, sb.chunk_root, sb.chunk_root_level)
         self.root_tree = Tree(BTRFS_ROOT_TREE_OBJECTID, sb.root, sb.root_level)
         self.default_subvolume = self._default_subvolume()
@@ -636,21 +640,23 @@ class Btrfs:
             path.append((block, count, 0))
 
     def _block(self, bytenr: int, level: int, walk: _Walk) -> tuple[bytes, int]:
-        """A tree block, checked: where it says it is, its level, its item count."""
+        """A tree block, checked: where it says it is, its level, its item count (kept, by its
+        address and level, for the next walk through it)."""
         walk.visit(bytenr)
-        data = self._read_logical(bytenr, self.nodesize, f"tree {walk.tree} block at {bytenr}")
+        return self._blocks.get_or_make((bytenr, level), lambda: self._read_block(bytenr, level, walk.tree))
+
+    def _read_block(self, bytenr: int, level: int, tree: int) -> tuple[bytes, int]:
+        data = self._read_logical(bytenr, self.nodesize, f"tree {tree} block at {bytenr}")
         header = BtrfsHeader.unpack(data, 0)
         entry = BtrfsItem.SIZE if level == 0 else BtrfsKeyPtr.SIZE
         room = (self.nodesize - BtrfsHeader.SIZE) // entry
         if header.bytenr != bytenr or header.level != level:
             raise _corrupt(
-                f"tree {walk.tree} block at {bytenr} says it is at {header.bytenr}, level {header.level} "
+                f"tree {tree} block at {bytenr} says it is at {header.bytenr}, level {header.level} "
                 f"(expected level {level})"
             )
         if header.nritems > room or (level > 0 and header.nritems == 0):
-            raise _corrupt(
-                f"tree {walk.tree} block at {bytenr} counts {header.nritems} items (room for {room})"
-            )
+            raise _corrupt(f"tree {tree} block at {bytenr} counts {header.nritems} items (room for {room})")
         return data, header.nritems
 
     # --- logical addresses ---

@@ -8,7 +8,8 @@ util-linux's libblkid (superblocks/ext.c) for which of ext2, ext3 and ext4 a sup
 
 A lookup reads the superblock, one group descriptor per inode group visited, the inodes on the
 path and the directory blocks up to the entry found (read in runs of DIRECTORY_CHUNK bytes), all
-through the guest disk's block cache. Directories are read linearly: an htree's root and index
+through the guest disk's block cache; a directory's entries are parsed once (`DirectoryIndex`),
+however many lookups pass them. Directories are read linearly: an htree's root and index
 blocks look like empty entries to a linear reader, as the format intends. What is not read:
 journals (a filesystem not cleanly unmounted is read as its blocks are, like `debugfs`),
 encrypted names, case-folded lookups (names compare byte for byte), and extended attributes
@@ -24,8 +25,10 @@ from typing import ClassVar
 from introspect.decode import MIB, c_string, uuid_be
 from introspect.guest.disk import Disk
 from introspect.guest.fs.base import (
+    MAX_INDEXED_DIRECTORIES,
     MAX_LINK_TARGET,
     CorruptFilesystem,
+    DirectoryIndex,
     FilesystemType,
     Kind,
     LoopDetected,
@@ -428,6 +431,7 @@ class ExtFilesystem:
         self.group_count = -(-(self.blocks_count - sb.s_first_data_block) // sb.s_blocks_per_group)
         self.inodes_count = min(sb.s_inodes_count, self.group_count * sb.s_inodes_per_group)
         self._inodes: Lru[int, Inode] = Lru(MAX_CACHED_INODES)
+        self._directories: Lru[int, DirectoryIndex[bytes, int]] = Lru(MAX_INDEXED_DIRECTORIES)
 
     def _corrupt(self, message: str) -> CorruptFilesystem:
         return CorruptFilesystem(self.name, message)
@@ -749,11 +753,12 @@ class ExtFilesystem:
         return self._node(inode)
 
     def lookup(self, directory: Node, name: str) -> Node | None:
-        wanted = name.encode("utf-8", errors="surrogateescape")
-        for entry, number in self._entries(self._inode(_number(directory))):
-            if entry == wanted:
-                return self._node(self._inode(number))
-        return None
+        number = _number(directory)
+        index = self._directories.get_or_make(
+            number, lambda: DirectoryIndex(lambda: self._entries(self._inode(number)))
+        )
+        found = index.find(name.encode("utf-8", errors="surrogateescape"))
+        return None if found is None else self._node(self._inode(found))
 
     def read(self, node: Node, offset: int, length: int) -> bytes:
         inode = self._inode(_number(node))

@@ -15,17 +15,37 @@ number as XXXX-XXXX.
 
 What a lookup reads: the boot sector once, a directory's clusters until the name is found, and the
 FAT entries of the chains it follows, each FAT sector read once (and kept in a bounded cache).
+A FAT16/FAT32 chain is walked by runs, not by clusters: the FAT is decoded once into its entries,
+a window at a time (the sectors in one block of the disk's cache), and where a run of consecutive
+clusters stops is the first entry that differs from the cluster numbers that would continue it
+(found in C, in one integer holding the window's entries XOR those numbers), so reaching the end
+of a contiguous loader on an ESP (shim's string table is there) costs a few operations a window,
+not one per cluster. FAT12 volumes are small: their
+chains are walked entry by entry (an entry may straddle two sectors there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import functools
+import sys
+from array import array
+from bisect import bisect_right, insort
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import ClassVar
 
 from introspect.errors import UsageError
 from introspect.guest.disk import Disk
-from introspect.guest.fs.base import CorruptFilesystem, FilesystemType, Kind, LoopDetected, Node
+from introspect.guest.fs.base import (
+    MAX_INDEXED_DIRECTORIES,
+    CorruptFilesystem,
+    DirectoryIndex,
+    FilesystemType,
+    Kind,
+    LoopDetected,
+    Node,
+)
 from introspect.lru import Lru
 from introspect.structure import LittleEndianStructure, chars, u8, u16, u32
 
@@ -124,14 +144,28 @@ BAD_CLUSTER = {12: 0xFF7, 16: 0xFFF7, 32: 0x0FFFFFF7}
 MAX_FAT32_CLUSTERS = BAD_CLUSTER[32] - FIRST_CLUSTER
 #: FAT32 entries are 28 bits: "the high 4 bits of a FAT32 FAT entry are reserved".
 FAT32_MASK = 0x0FFFFFFF
+FAT16_MASK = 0xFFFF
 FAT12_MASK = 0xFFF
-#: FAT sectors kept read: 64 sectors of 512 bytes cover 16384 FAT16 clusters, a whole ESP's chains.
+#: FAT16 and FAT32 entries are decoded a window at a time (see `FatFilesystem._window`) into an
+#: array of the C type of their size, raw: a FAT32 entry is masked when it is read, and an entry
+#: whose reserved bits are set breaks a run where it is (FAT12's 12-bit entries are read one by one).
+ENTRY_TYPES = {bits: next(code for code in "HIL" if array(code).itemsize == bits // 8) for bits in (16, 32)}
+#: FAT sectors kept read (FAT12): 64 sectors of 512 bytes cover the FAT of any FAT12 volume.
 FAT_CACHE_SECTORS = 64
+#: FAT16/FAT32 windows kept decoded: at most a block of the disk's cache each (4 KiB, 2048 FAT16
+#: or 1024 FAT32 entries), so 16 cover the chains of an ESP's files in 64 KiB of memory.
+FAT_CACHE_WINDOWS = 16
 #: Cluster chains kept (their runs), by first cluster: the files and directories of one walk.
 CHAIN_CACHE_SIZE = 64
 #: The longest chain walked: a file of 2^20 clusters (512 MiB with 512-byte clusters, 32 GiB with
 #: 32 KiB ones) is past any file the guest pass reads, and it bounds the memory of loop detection.
 MAX_CHAIN_CLUSTERS = 1 << 20
+#: Loop detection keeps the clusters a chain has walked as intervals, sorted within buckets of this
+#: many cluster numbers: a check is a bisect in the buckets a run spans, and adding a run moves at
+#: most one bucket's intervals. (One sorted list would move all of them each time a hostile chain
+#: jumps below the clusters it holds: quadratic, a minute for 2^19 runs, where this stays
+#: O(n log n); a set of clusters would cost an entry per cluster of a contiguous file.)
+HELD_BUCKET = 256
 
 # --- FAT Directory Structure, FAT Long Directory Entries -------------------------------------------
 
@@ -210,6 +244,8 @@ class Geometry:
     #: Data clusters: valid cluster numbers are FIRST_CLUSTER .. FIRST_CLUSTER + clusters - 1.
     clusters: int
     fat_offset: int
+    #: The bytes of one FAT.
+    fat_size: int
     root_offset: int
     root_entries: int
     data_offset: int
@@ -273,6 +309,7 @@ def _geometry(sector: bytes) -> Geometry | None:
         cluster_size=per_cluster * size,
         clusters=clusters,
         fat_offset=(bpb.BPB_RsvdSecCnt + active * fat_sectors) * size,
+        fat_size=fat_sectors * size,
         root_offset=(bpb.BPB_RsvdSecCnt + bpb.BPB_NumFATs * fat_sectors) * size,
         root_entries=bpb.BPB_RootEntCnt if bits != 32 else 0,
         data_offset=first_data * size,
@@ -284,12 +321,49 @@ def _geometry(sector: bytes) -> Geometry | None:
 Runs = list[tuple[int, int]]
 
 
+class _Held:
+    """The clusters of a chain walked so far (see HELD_BUCKET): disjoint intervals [start, end),
+    each kept, clipped, in every bucket it spans, sorted by start."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[tuple[int, int]]] = {}
+
+    def first(self, start: int, end: int) -> int | None:
+        """The lowest cluster of [start, end) already held, or None."""
+        bucket = start // HELD_BUCKET
+        while bucket * HELD_BUCKET < end:
+            intervals = self._buckets.get(bucket)
+            if intervals:
+                # Only the first bucket can hold an interval from below `start`.
+                at = bisect_right(intervals, start, key=_START)
+                if at and intervals[at - 1][1] > start:
+                    return start
+                if at < len(intervals) and intervals[at][0] < end:
+                    return intervals[at][0]
+            bucket += 1
+        return None
+
+    def add(self, start: int, end: int) -> None:
+        """Hold [start, end) (none of it held yet)."""
+        while start < end:
+            bucket = start // HELD_BUCKET
+            stop = min(end, (bucket + 1) * HELD_BUCKET)
+            insort(self._buckets.setdefault(bucket, []), (start, stop))
+            start = stop
+
+
+_START = itemgetter(0)
+
+
 @dataclass(slots=True)
 class _Chain:
-    """A cluster chain as far as it was walked: contiguous runs (first cluster, count)."""
+    """A cluster chain as far as it was walked: contiguous runs (first cluster, count) in chain
+    order, and the same clusters held for loop detection."""
 
-    runs: Runs
-    seen: set[int]
+    runs: Runs = field(default_factory=list)
+    held: _Held = field(default_factory=_Held)
     length: int = 0
     ended: bool = False
 
@@ -312,7 +386,12 @@ class FatFilesystem:
             raise CorruptFilesystem(NAME, "the boot sector is not a FAT boot sector")
         self.geometry = geometry
         self._fat_sectors: Lru[int, bytes] = Lru(FAT_CACHE_SECTORS)
+        self._fat_windows: Lru[int, _Window] = Lru(FAT_CACHE_WINDOWS)
+        self._recent: _Window | None = None  # the window last used: a chain walks within one
+        self._per_sector = geometry.sector_size * 8 // geometry.bits
+        self._mask = FAT32_MASK if geometry.bits == 32 else FAT16_MASK
         self._chains: Lru[int, _Chain] = Lru(CHAIN_CACHE_SIZE)
+        self._directories: Lru[Hashable, DirectoryIndex[str, DirectoryEntry]] = Lru(MAX_INDEXED_DIRECTORIES)
         if geometry.bits == 32:
             self._check_cluster(geometry.root_cluster, "the root directory (BPB_RootClus)")
             extension: Fat16Extension | Fat32Extension = Fat32Extension.unpack(sector)
@@ -332,11 +411,11 @@ class FatFilesystem:
         return Node(ROOT_REGION, Kind.DIRECTORY, 0)
 
     def lookup(self, directory: Node, name: str) -> Node | None:
-        wanted = name.casefold()
-        for long_name, short_name, entry in self._entries(directory):
-            if wanted in (short_name.casefold(), long_name.casefold() if long_name else None):
-                return self._node(entry)
-        return None
+        index = self._directories.get_or_make(
+            directory.id, lambda: DirectoryIndex(lambda: self._names(directory))
+        )
+        entry = index.find(name.casefold())
+        return None if entry is None else self._node(entry)
 
     def read(self, node: Node, offset: int, length: int) -> bytes:
         end = min(node.size, offset + length)
@@ -430,6 +509,14 @@ class FatFilesystem:
                 continue
             yield long_name, short_name, entry
 
+    def _names(self, directory: Node) -> Iterator[tuple[str, DirectoryEntry]]:
+        """Each entry under its long name (when it has one) and its short name, casefolded: names
+        compare without case."""
+        for long_name, short_name, entry in self._entries(directory):
+            if long_name:
+                yield long_name.casefold(), entry
+            yield short_name.casefold(), entry
+
     def _raw_entries(self, directory: Node) -> Iterator[bytes]:
         """Each 32-byte entry of a directory, read DIRECTORY_CHUNK bytes at a time."""
         if not isinstance(directory.id, int):
@@ -482,48 +569,151 @@ class FatFilesystem:
         """The runs of the chain from `first`, walked until it covers `wanted` clusters or ends."""
         if first == 0:
             return []  # an empty file has no cluster
-        chain = self._chains.get_or_make(first, lambda: _Chain([], set()))
+        chain = self._chains.get_or_make(first, _Chain)
         wanted = min(wanted, self.geometry.clusters, MAX_CHAIN_CLUSTERS)
+        last_cluster = FIRST_CLUSTER + self.geometry.clusters - 1
+        end_of_chain = END_OF_CHAIN[self.geometry.bits]
         cluster = first if not chain.runs else self._entry(_last(chain.runs))
         while not chain.ended and chain.length < wanted:
-            if chain.runs and cluster >= END_OF_CHAIN[self.geometry.bits]:
+            if chain.runs and cluster >= end_of_chain:
                 chain.ended = True
                 break
             self._check_cluster(cluster, what)
-            if cluster in chain.seen:
-                raise LoopDetected(f"the FAT cluster chain of {what} (cluster {cluster} comes back)")
-            chain.seen.add(cluster)
-            if chain.runs and _last(chain.runs) + 1 == cluster:
-                start, count = chain.runs[-1]
-                chain.runs[-1] = (start, count + 1)
-            else:
-                chain.runs.append((cluster, 1))
-            chain.length += 1
+            # The run from `cluster`: the clusters that follow it one by one, within the volume
+            # (the cluster past it is checked as the next jump) and within what is wanted.
+            following, after = self._following(
+                cluster, min(wanted - chain.length - 1, last_cluster - cluster)
+            )
+            count = 1 + following
+            again = chain.held.first(cluster, cluster + count)
+            if again is not None:
+                if again > cluster:  # the clusters before the one that comes back are the chain's
+                    _extend(chain, cluster, again - cluster)
+                raise LoopDetected(f"the FAT cluster chain of {what} (cluster {again} comes back)")
+            _extend(chain, cluster, count)
             if chain.length < wanted:
-                cluster = self._entry(cluster)
+                cluster = self._entry(cluster + count - 1) if after is None else after
         return list(chain.runs)
+
+    def _following(self, cluster: int, limit: int) -> tuple[int, int | None]:
+        """How many clusters (at most `limit`) follow `cluster` one by one in its chain (the m for
+        which the FAT entries of cluster .. cluster+m-1 are cluster+1 .. cluster+m), and the FAT
+        entry of cluster+m when it was read (m < limit): where the chain goes after the run."""
+        count = 0
+        if self.geometry.bits == 12:
+            while count < limit:
+                after = self._entry(cluster + count)
+                if after != cluster + count + 1:
+                    return count, after
+                count += 1
+            return count, None
+        while count < limit:
+            at = cluster + count
+            window = self._window(at)
+            within = at - window.first
+            span = min(limit - count, len(window.entries) - within)
+            found = window.following(within, span)
+            count += found
+            if found < span:
+                return count, window.entries[within + found] & self._mask
+        return count, None
 
     def _entry(self, cluster: int) -> int:
         """The FAT entry of `cluster` (a valid cluster number): the next cluster, or an EOC mark."""
         bits = self.geometry.bits
+        if bits != 12:
+            window = self._window(cluster)
+            return window.entries[cluster - window.first] & self._mask
         at = cluster * bits // 8  # FAT12: N + N/2 bytes
         sector_size = self.geometry.sector_size
         index = at // sector_size
         data = self._fat_sector(index)
-        if at % sector_size + 2 > sector_size and bits == 12:
+        if at % sector_size + 2 > sector_size:
             data += self._fat_sector(index + 1)  # a FAT12 entry may straddle two sectors
         within = at % sector_size
-        if bits == 12:
-            pair = int.from_bytes(data[within : within + 2], "little")
-            return (pair >> 4 if cluster & 1 else pair) & FAT12_MASK
-        if bits == 16:
-            return int.from_bytes(data[within : within + 2], "little")
-        return int.from_bytes(data[within : within + 4], "little") & FAT32_MASK
+        pair = int.from_bytes(data[within : within + 2], "little")
+        return (pair >> 4 if cluster & 1 else pair) & FAT12_MASK
 
     def _fat_sector(self, index: int) -> bytes:
         size = self.geometry.sector_size
         offset = self.geometry.fat_offset + index * size
         return self._fat_sectors.get_or_make(index, lambda: self.disk.read(offset, size, "FAT sector"))
+
+    def _window(self, cluster: int) -> _Window:
+        """The decoded FAT16/FAT32 window holding the entry of `cluster`. A window is the FAT's
+        sectors that lie in the disk cache's block holding the entry's sector (reading one of them
+        reads them all: a window costs the reads and bytes its sector alone would), or that sector
+        alone when it straddles two blocks."""
+        recent = self._recent
+        if recent is not None and 0 <= cluster - recent.first < len(recent.entries):
+            return recent
+        size = self.geometry.sector_size
+        index = cluster // self._per_sector
+        low, high = self.disk.block_span(self.geometry.fat_offset + index * size)
+        first = max(0, -(-(low - self.geometry.fat_offset) // size))
+        end = min(self.geometry.fat_size // size, (high - self.geometry.fat_offset) // size)
+        if not first <= index < end:
+            first, end = index, index + 1
+        self._recent = self._fat_windows.get_or_make(first, lambda: self._decode(first, end))
+        return self._recent
+
+    def _decode(self, first: int, end: int) -> _Window:
+        """FAT sectors first..end-1, decoded."""
+        size = self.geometry.sector_size
+        data = self.disk.read(self.geometry.fat_offset + first * size, (end - first) * size, "FAT sector")
+        entries = array(ENTRY_TYPES[self.geometry.bits])
+        entries.frombytes(data)
+        if sys.byteorder != "little":
+            entries.byteswap()
+        first_cluster = first * self._per_sector
+        ones, steps = _ramp(self.geometry.bits, len(entries))
+        ramp = (first_cluster + 1) * ones + steps
+        return _Window(first_cluster, self.geometry.bits, entries, int.from_bytes(data, "little") ^ ramp)
+
+
+@functools.cache
+def _ramp(width: int, count: int) -> tuple[int, int]:
+    """`count` fields of `width` bits packed in one integer (field i at bit i * width), all ones
+    (sum of x^i, x = 2^width) and counting up from 0 (sum of i * x^i): b * ones + steps packs
+    b, b+1, ..., b+count-1 (no field overflows: cluster numbers fit their entries)."""
+    x = 1 << width
+    ones = (x**count - 1) // (x - 1)
+    steps = (x - count * x**count + (count - 1) * x ** (count + 1)) // (x - 1) ** 2
+    return ones, steps
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """Decoded FAT16/FAT32 entries: `entries[i]` is the entry of cluster `first + i`, raw, and
+    `breaks` is the window's entries XOR first+1, first+2, ... as one integer (`width` bits each):
+    an entry's bits there are all zero when the next cluster follows it in its chain, so where a
+    run stops is the lowest bit set from its start, found in C however long the run."""
+
+    first: int
+    width: int
+    entries: array[int]
+    breaks: int
+
+    def following(self, start: int, span: int) -> int:
+        """The longest m <= `span` for which the entries from `start` are a run (entry i holds
+        first + i + 1)."""
+        if not span or self.entries[start] != self.first + start + 1:
+            return 0  # a jump (or an end), the common case of a fragmented chain
+        rest = self.breaks >> (start * self.width)
+        if not rest:
+            return span
+        return min(span, ((rest & -rest).bit_length() - 1) // self.width)
+
+
+def _extend(chain: _Chain, cluster: int, count: int) -> None:
+    """Add the `count` clusters from `cluster` to `chain` (none of them in it yet)."""
+    chain.held.add(cluster, cluster + count)
+    if chain.runs and _last(chain.runs) + 1 == cluster:
+        start, before = chain.runs[-1]
+        chain.runs[-1] = (start, before + count)
+    else:
+        chain.runs.append((cluster, count))
+    chain.length += count
 
 
 def _last(runs: Runs) -> int:

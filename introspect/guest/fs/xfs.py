@@ -25,7 +25,16 @@ from typing import ClassVar
 from introspect.decode import MIB, c_string, uuid_be
 from introspect.errors import BudgetExceeded, ImageError
 from introspect.guest.disk import Disk
-from introspect.guest.fs.base import CorruptFilesystem, FilesystemType, Kind, LoopDetected, Node
+from introspect.guest.fs.base import (
+    MAX_INDEXED_DIRECTORIES,
+    CorruptFilesystem,
+    DirectoryIndex,
+    FilesystemType,
+    Kind,
+    LoopDetected,
+    Node,
+)
+from introspect.lru import Lru
 from introspect.structure import BigEndianStructure, chars, pad, u8, u16, u32, u64, unpack_array
 
 NAME = "xfs"
@@ -495,6 +504,7 @@ class Xfs:
         self.blocksize = sb.sb_blocksize
         self.dir_blocks = 1 << sb.sb_dirblklog  # filesystem blocks per directory block
         self.core_size = V3_CORE_SIZE if self.v5 else V2_CORE_SIZE
+        self._directories: Lru[int, DirectoryIndex[bytes, int]] = Lru(MAX_INDEXED_DIRECTORIES)
 
     # --- the Filesystem contract ---
 
@@ -502,11 +512,12 @@ class Xfs:
         return self._node(self._inode(self.sb.sb_rootino))
 
     def lookup(self, directory: Node, name: str) -> Node | None:
-        wanted = name.encode("utf-8", "surrogateescape")
-        for entry, ino in self._entries(self._inode(_ino(directory))):
-            if entry == wanted:
-                return self._node(self._inode(ino))
-        return None
+        ino = _ino(directory)
+        index = self._directories.get_or_make(
+            ino, lambda: DirectoryIndex(lambda: self._entries(self._inode(ino)))
+        )
+        found = index.find(name.encode("utf-8", "surrogateescape"))
+        return None if found is None else self._node(self._inode(found))
 
     def read(self, node: Node, offset: int, length: int) -> bytes:
         inode = self._inode(_ino(node))

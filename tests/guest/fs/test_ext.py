@@ -14,7 +14,7 @@ import pytest
 from introspect.errors import BudgetExceeded, ImageError, TruncatedImage
 from introspect.formats.raw import RawGuestView
 from introspect.guest.disk import Disk
-from introspect.guest.fs import TYPES, ext, open_filesystem
+from introspect.guest.fs import TYPES, base, ext, open_filesystem
 from introspect.guest.fs.base import (
     CorruptFilesystem,
     Kind,
@@ -297,6 +297,47 @@ def test_a_rec_len_of_zero_is_corrupt_not_a_hang(group: Path, tmp_path: Path, na
     fs, _ = open_ext(write(path, data))
     with pytest.raises(CorruptFilesystem, match="rec_len 0 does not fit"):
         resolve(fs, "/deep/a/b/c/file.txt")
+
+
+def test_lookups_past_a_corrupt_entry_fail_every_time_and_those_before_it_succeed(
+    group: Path, tmp_path: Path
+) -> None:
+    """Lookups in one directory share what they parsed of it: asked again, in any order, each
+    answers what a walk of the directory's entries from its start answers."""
+    name = "ext4-4k.img"
+    data, path = derived(group, tmp_path, name)
+    size = block_size(group / name)
+    # /many's second block (its first is the htree root, read as . and .. only)
+    at = int(re.search(r"\(1\):(\d+)", debugfs(group / name)["/many"]).group(1)) * size
+    records = dir_records(data, at, size)
+    names = list(records)
+    broken = names[len(names) // 2]
+    rewrite(data, Ext4DirEntry2, records[broken], rec_len=0)
+    later = next(
+        p.removeprefix("/many/")
+        for _, _, p in tree_find(group, every=True)
+        if p.startswith("/many/") and p.removeprefix("/many/").encode() not in records
+    )
+    fs, _ = open_ext(write(path, data))
+    for _ in range(2):
+        for found in (names[len(names) // 2 - 1], names[0]):
+            assert resolve(fs, f"/many/{found.decode()}") is not None
+        for missing in (broken.decode(), later, "nothing"):
+            with pytest.raises(CorruptFilesystem, match="rec_len 0 does not fit"):
+                resolve(fs, f"/many/{missing}")
+
+
+def test_a_directory_past_what_its_index_remembers_is_searched_again(
+    group: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [p for kind, _, p in tree_find(group, every=True) if p.startswith("/many/") and kind == "f"]
+    fs, _ = open_ext(group / "ext4-4k.img")
+    expected = {path: resolve(fs, path) for path in (paths[0], paths[200], paths[-1])}
+    monkeypatch.setattr(base, "MAX_INDEXED_ENTRIES", 16)
+    fs, _ = open_ext(group / "ext4-4k.img")
+    for path in (paths[-1], paths[0], paths[200], paths[-1], paths[0]):
+        assert resolve(fs, path) == expected[path] != None  # noqa: E711
+    assert resolve(fs, "/many/nothing") is None
 
 
 def test_an_entry_past_s_inodes_count_is_corrupt(group: Path, tmp_path: Path) -> None:

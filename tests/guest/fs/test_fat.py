@@ -172,6 +172,52 @@ def test_a_chain_that_loops_is_detected(group: Path, tmp_path: Path) -> None:
             fs.read(node, 0, node.size)
 
 
+def set_entry(data: bytearray, group: Path, bits: int, cluster: int, value: int) -> None:
+    """Point the first FAT's entry of `cluster` (FAT16, FAT32) at `value`."""
+    at = fsck(group, bits, r"First FAT starts at byte (\d+)") + cluster * bits // 8
+    data[at : at + bits // 8] = value.to_bytes(bits // 8, "little")
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_a_chain_that_jumps_back_into_a_run_is_detected(group: Path, tmp_path: Path, bits: int) -> None:
+    path = image(group, bits)
+    data = bytearray(path.read_bytes())
+    runs = chain(group, bits)
+    # frag.bin's chain goes from the third cluster of its last run back to its second cluster, in
+    # the middle of its first run (FAT32: 21, 22, 23, 22; FAT16: 4, 5, 8, 9, 10, 5)
+    back = runs[0][0] + 1
+    set_entry(data, group, bits, runs[-1][0] + 2, back)
+    with metered(derived(path, tmp_path, data)) as (disk, _):
+        fs = opened(fat.FILESYSTEM, disk)
+        node = resolve(fs, "/frag.bin")
+        assert node is not None
+        with pytest.raises(LoopDetected, match=f"cluster {back} comes back"):
+            fs.read(node, 0, node.size)
+
+
+@pytest.mark.parametrize("bits", [16, 32])
+def test_a_chain_of_jumps_reads_in_chain_order(group: Path, tmp_path: Path, bits: int) -> None:
+    path = image(group, bits)
+    data = bytearray(path.read_bytes())
+    clusters = [c for first, last in chain(group, bits) for c in range(first, last + 1)]
+    # frag.bin's clusters taken from both ends in turn: every step of the chain is a jump
+    order = [clusters[i // 2] if i % 2 == 0 else clusters[-1 - i // 2] for i in range(len(clusters))]
+    for cluster, after in zip(order, [*order[1:], fat.END_OF_CHAIN[bits]], strict=True):
+        set_entry(data, group, bits, cluster, after)
+    start = fsck(group, bits, r"Data area starts at byte (\d+)")
+    size = fsck(group, bits, r"(\d+) bytes per cluster")
+    on_disk = b"".join(
+        data[start + (c - fat.FIRST_CLUSTER) * size : start + (c - fat.FIRST_CLUSTER + 1) * size]
+        for c in order
+    )
+    with metered(derived(path, tmp_path, data)) as (disk, _):
+        fs = opened(fat.FILESYSTEM, disk)
+        node = resolve(fs, "/frag.bin")
+        assert node is not None and node.id == order[0]
+        assert fs.read(node, 0, node.size) == on_disk[: node.size]
+        assert fs.read(node, size - 3, 6) == on_disk[size - 3 : size + 3]
+
+
 def test_a_cluster_past_the_volume_is_corrupt(group: Path, tmp_path: Path) -> None:
     path = image(group, 16)
     data = bytearray(path.read_bytes())
