@@ -14,8 +14,7 @@ def main() -> None:
         from introspect.cli import main as command
     except ImportError as missing:
         sys.stderr.write(
-            f"Error: the command line needs the {missing.name} package: "
-            f"pip install '{DISTRIBUTION}[cli]'\n"
+            f"Error: the command line needs the {missing.name} package: pip install '{DISTRIBUTION}[cli]'\n"
         )
         sys.exit(2)
     command()
