@@ -58,7 +58,7 @@ POLICY_ERRORS = [
     ("[1, 2]", r"a policy is a JSON object \(.*\), not list"),
     (
         '{"severty": {}}',
-        "severty: unknown key: the keys are severity, report_only, vmdk_create_types, max_virtual_size, verify_manifest",
+        "severty: unknown key: the keys are severity, report_only, vmdk_create_types, max_virtual_size, verify_manifest, guest_os_distro",
     ),
     ('{"severity": {"qcow2.backing_file": "rejectt"}}', "severity.qcow2.backing_file: 'rejectt' is not a severity: use reject, warn, info"),
     ('{"severity": {"qcow2.no_such_rule": "warn"}}', "severity: unknown rule code 'qcow2.no_such_rule': `introspect rules` lists the codes"),
