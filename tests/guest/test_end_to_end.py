@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -327,3 +328,20 @@ def test_an_ovas_boot_disk_is_read_in_place_and_its_files_outrank_the_descriptor
     assert report.properties["vmware_ostype"] == "debian10_64Guest"  # what the exporter declared stays
     assert [s.device for s in report.guest.systems] == [device]
     assert report.members[0].guest == report.guest
+
+
+def test_an_overlay_is_read_alone_and_says_its_backing_file_holds_the_rest(tmp_path):
+    """qemu-img's overlay of a real Debian, inspected under a policy that lets backing files be:
+    the base is never opened, so the overlay's guest is its own (empty) clusters, and a finding says
+    where the rest is."""
+    base = fixture_group(GROUP) / "debian-uefi.qcow2"
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(overlay)], check=True
+    )
+    assert introspect.inspect(overlay).guest is None  # rejected (qcow2.backing_file): not read further
+    report = introspect.inspect(overlay, policy=Policy(severity={"qcow2.backing_file": "warn"}))
+    codes = [f.code for f in report.findings]
+    assert codes == ["qcow2.backing_file", "guest.backing_missing"]
+    assert str(base) in report.findings[1].message
+    assert report.guest.systems == [] and "os_type" not in report.properties
