@@ -18,7 +18,7 @@ from typing import TypeVar
 from introspect import vocabulary
 from introspect.errors import BudgetExceeded, BytesNotKept, ImageError
 from introspect.formats.base import GuestView
-from introspect.formats.partitions import EFI_SYSTEM_PARTITION, boot_evidence
+from introspect.formats.partitions import boot_evidence
 from introspect.guest import fs as filesystems
 from introspect.guest.disk import Disk
 from introspect.guest.esp import inspect_esp
@@ -132,17 +132,17 @@ def _read_volume(
     said = len(findings)
     fs = _guarded(lambda: filesystems.open_filesystem(disk), f"the filesystem on {where}", findings)
     if fs is None:
+        # When the filesystem's own reader failed it said why: the signature only names the volume.
+        failed = len(findings) > said
         named = _guarded(lambda: filesystems.identify(disk), f"the signature on {where}", findings)
-        if len(findings) > said:
-            pass  # the filesystem's own reader said what is wrong with it
-        elif named in READ_HERE:
+        if not failed and named in READ_HERE:
             findings.append(
                 GUEST_UNREADABLE.finding(
                     f"{where} carries the signature of {named}, but its superblock fails the checks introspect "
                     "makes before reading one: facts on it are not reported"
                 )
             )
-        elif named is not None and named not in NOTHING_TO_READ:
+        elif not failed and named is not None and named not in NOTHING_TO_READ:
             findings.append(
                 GUEST_UNSUPPORTED_FS.finding(
                     f"{where} holds {named}, which introspect does not read: facts on it are not reported"
@@ -157,7 +157,7 @@ def _read_volume(
         if system is not None:
             systems.append(system)
             break
-    if volume.partition_type in {EFI_SYSTEM_PARTITION, "0xef"} or fs.name == "vfat":
+    if fs.name == "vfat":  # an ESP is FAT (UEFI 2.10 §13.3); loaders on any FAT volume count
         loaders.extend(
             _guarded(lambda: inspect_esp(fs, volume.device, notes), f"the ESP on {where}", findings) or []
         )
