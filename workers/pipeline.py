@@ -251,7 +251,10 @@ def inspect_claimed(
         # through to the task, which retries; an OSError of the disk is one too
         with opener(claim.location) as opened:
             report = introspect.inspect(
-                opened, expect=declared if declared in BY_NAME else None, policy=policy
+                opened,
+                expect=declared if declared in BY_NAME else None,
+                expect_container=claim.container_format,
+                policy=policy,
             )
     except OSError as error:
         raise StoreUnavailable(f"reading {claim.location} failed: {error}") from error

@@ -277,3 +277,20 @@ def test_mismatch_with_what_glance_declares_is_a_finding_never_a_rewrite(
         "image.format_mismatch",
         "pipeline.virtual_size_changed",
     }
+
+
+def test_a_declared_container_format_is_checked(
+    images: dict[str, Path], admin: Admin, catalog: GlanceCatalog
+) -> None:
+    """Glance keeps what the uploader declared: a bare qcow2 declared `ova` is a finding, as the
+    import plugin and the library say, on the write-back path too."""
+    path = images["disk.qcow2"]
+    image_id = admin.create("declared-ova", "qcow2", "ova")
+    admin.upload(image_id, path)
+    outcome = inspect_now(catalog, image_id)
+    assert outcome.state == State.INSPECTED, outcome.message
+    image = admin.get(image_id)
+    assert image["container_format"] == "ova"
+    report = introspect.inspect(path, expect_container="ova")
+    assert image["introspect_verdict"] == report.verdict == "rejected"
+    assert "image.container_mismatch" in image["introspect_findings"].split(",")

@@ -21,8 +21,15 @@ from workers.store import LocalStore
 STATUS = {Verdict.OK: Status.ACTIVE, Verdict.REJECTED: Status.REJECTED, Verdict.ERROR: Status.ERROR}
 
 
-def imported(catalog: Catalog, store_dir: Path, path: Path, *, disk_format: str | None = None) -> uuid.UUID:
-    image_id = catalog.create(name=path.name, disk_format=disk_format)
+def imported(
+    catalog: Catalog,
+    store_dir: Path,
+    path: Path,
+    *,
+    disk_format: str | None = None,
+    container_format: str | None = None,
+) -> uuid.UUID:
+    image_id = catalog.create(name=path.name, disk_format=disk_format, container_format=container_format)
     catalog.start_upload(image_id)
     with path.open("rb") as stream:
         stored = LocalStore(store_dir).add(image_id, stream)
@@ -89,6 +96,21 @@ def test_a_declared_format_is_passed_as_expect_and_never_rewritten(
     assert record.status == STATUS[report.verdict]
     assert "image.format_mismatch" in {f["code"] for f in record.findings}
     assert record.findings == [f.model_dump(mode="json") for f in report.findings]
+
+
+@pytest.mark.parametrize(("declared", "mismatch"), [("ova", True), ("bare", False), (None, False)])
+def test_a_declared_container_format_is_checked(
+    catalog: Catalog, images: dict[str, Path], tmp_path: Path, declared: str | None, mismatch: bool
+):
+    """A bare qcow2 declared as an OVA is a finding (Glance's container_format, checked on every
+    path as the import plugin checks it); declared bare, or not declared, it is not."""
+    image_id = imported(catalog, tmp_path, images["small.qcow2"], container_format=declared)
+    run(catalog, image_id)
+    report = introspect.inspect(images["small.qcow2"], expect_container=declared)
+    record = catalog.get(image_id)
+    assert record.findings == [f.model_dump(mode="json") for f in report.findings]
+    assert ("image.container_mismatch" in {f["code"] for f in record.findings}) == mismatch
+    assert record.status == STATUS[report.verdict] == (Status.REJECTED if mismatch else Status.ACTIVE)
 
 
 def test_running_twice_gives_the_same_catalog(catalog: Catalog, images: dict[str, Path], tmp_path: Path):

@@ -115,6 +115,9 @@ class Claim(Record):
     location: str | None
     disk_format: str | None
     virtual_size: int | None
+    #: What the image was declared with (Glance's bare, ova, ovf, compressed): content that is
+    #: another is `image.container_mismatch`.
+    container_format: str | None = None
 
 
 class Stale(Record):

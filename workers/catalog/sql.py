@@ -344,7 +344,9 @@ CLAIM_UPDATE_SQL = f"""
 UPDATE images SET status = 'importing', claim_token = :token, deliveries = deliveries + 1, updated_at = :now
 WHERE id = :id AND status IN ({", ".join(f"'{status}'" for status in CLAIMABLE)})
 """
-CLAIM_SQL = f"{CLAIM_UPDATE_SQL}RETURNING deliveries, location, disk_format, virtual_size\n"
+#: What a claim returns: what the inspection needs of the image (`Claim`).
+CLAIMED_COLUMNS = "deliveries, location, disk_format, virtual_size, container_format"
+CLAIM_SQL = f"{CLAIM_UPDATE_SQL}RETURNING {CLAIMED_COLUMNS}\n"
 
 #: The claim on PostgreSQL commits asynchronously (without waiting for its WAL to reach the disk;
 #: "the behavior for any one transaction is determined by the setting in effect when it commits",
@@ -355,7 +357,7 @@ CLAIM_SQL = f"{CLAIM_UPDATE_SQL}RETURNING deliveries, location, disk_format, vir
 #: here: claim, inspection and write-back of one small image in 1.1 ms of wall time, not 1.5.
 CLAIM_POSTGRESQL = f"""
 WITH claimed AS ({CLAIM_SQL})
-SELECT deliveries, location, disk_format, virtual_size FROM claimed
+SELECT {CLAIMED_COLUMNS} FROM claimed
 WHERE set_config('synchronous_commit', 'off', true) = 'off'
 """
 
@@ -437,8 +439,8 @@ VALUES (:image_id, :key, :old, :new, :source, :actor, :at, :task_id)
 # MariaDB has no UPDATE ... RETURNING: the claim is CLAIM_UPDATE_SQL then this read, in one
 # transaction (the row lock the UPDATE took keeps it ours until the commit), and the write-back
 # the steps of SQLite's path (a round trip each) in one transaction. `key` is a reserved word there.
-CLAIMED_MARIADB = """
-SELECT deliveries, location, disk_format, virtual_size FROM images WHERE id = :id AND claim_token = :token
+CLAIMED_MARIADB = f"""
+SELECT {CLAIMED_COLUMNS} FROM images WHERE id = :id AND claim_token = :token
 """
 INTROSPECTED_MARIADB = """
 SELECT `key`, value, inspector_version FROM image_properties WHERE image_id = :id AND source = 'introspected'
@@ -756,7 +758,7 @@ class Catalog:
                     rows = raw.execute(self._claim_sql, params).fetchall()  # all: the UPDATE completes
                 row = rows[0] if rows else None
         if row is not None:
-            deliveries, location, disk_format, virtual_size = row
+            deliveries, location, disk_format, virtual_size, container_format = row
             return Claim(
                 image_id=image_id,
                 token=token,
@@ -764,6 +766,7 @@ class Catalog:
                 location=location,
                 disk_format=disk_format,
                 virtual_size=virtual_size,
+                container_format=container_format,
             )
         with self._transaction() as connection:
             seen = _status(connection, image_id)
@@ -790,7 +793,11 @@ class Catalog:
             ).rowcount
             row = connection.execute(
                 select(
-                    images.c.deliveries, images.c.location, images.c.disk_format, images.c.virtual_size
+                    images.c.deliveries,
+                    images.c.location,
+                    images.c.disk_format,
+                    images.c.virtual_size,
+                    images.c.container_format,
                 ).where(images.c.id == image_id)
             ).first()
         if row is None:
@@ -806,6 +813,7 @@ class Catalog:
             location=row.location,
             disk_format=row.disk_format,
             virtual_size=row.virtual_size,
+            container_format=row.container_format,
         )
 
     def open_location(self, location: str) -> ByteSource:

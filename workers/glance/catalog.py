@@ -299,6 +299,9 @@ class GlanceCatalog:
             location=f"{SCHEME}{image['id']}" if isinstance(size, int) and size > 0 else None,
             disk_format=image.get("disk_format"),
             virtual_size=image.get("virtual_size") if isinstance(image.get("virtual_size"), int) else None,
+            container_format=image.get("container_format")
+            if isinstance(image.get("container_format"), str)
+            else None,
         )
 
     def release(self, claim: Claim) -> None:
