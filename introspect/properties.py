@@ -15,7 +15,10 @@ Layers, merged in this order (their keys come out in it too):
   (`introspect.containers.ovf.properties`: os_type, os_distro, vmware_ostype, hw_firmware_type,
   the boot disk's controller, hw_vif_model, introspect_ovf_*), which replaces the VMDK's own
   controller words (`Unpacked.replaces`: ddb.adapterType cannot say SAS, PVSCSI, SATA or NVMe).
-- `guest` (to come): what the guest's filesystems say (os_type, os_distro...).
+- `guest`: what the guest's own files say (`introspect.guest.inspection.properties`: os_type,
+  os_distro, os_version, architecture, hw_firmware_type from the partition types and the ESP's
+  loaders, hw_qemu_guest_agent, introspect_os_id, introspect_osinfo...), only when the image
+  holds exactly one system; it comes last, so the guest's files outrank an OVF's declarations.
 
 A later layer's value for a key replaces an earlier one's, in the earlier one's place; `Merged`
 records which layer gave each key and what was replaced, for the audit (and the finding) a

@@ -15,10 +15,10 @@ from introspect.model import Finding, Frozen, Verdict
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
 #: 2: a thin flat VMDK is vmware_disktype=preallocated (was thin), a BusLogic VMDK has no
 #: hw_scsi_model (was buslogic), and a createType that is not a word is not written.
-#: 4: the guest pass: os_type, os_distro, os_version, architecture, hw_firmware_type... from the
-#: guest's own filesystems, for every format with a guest view.
 #: 3: OVA and OVF are containers (their disks inspected, the OVF's facts as properties); fixed VHDs
 #: read their partition table as content; truncated and self-contradicting images are named.
+#: 4: the guest pass: os_type, os_distro, os_version, architecture, hw_firmware_type... from the
+#: guest's own filesystems, for every format with a guest view.
 INSPECTOR_VERSION = 4
 
 if TYPE_CHECKING:
