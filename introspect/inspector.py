@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from introspect import containers, qemu
 from introspect import properties as props
@@ -26,8 +26,6 @@ from introspect.errors import BytesNotKept, ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
-from introspect.guest.inspection import GuestInspection, inspect_guest
-from introspect.guest.inspection import properties as guest_properties
 from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Severity, Verdict
 from introspect.report import Report
@@ -57,6 +55,9 @@ from introspect.sources import (
     Reader,
     is_url,
 )
+
+if TYPE_CHECKING:
+    from introspect.guest.inspection import GuestInspection
 
 Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 
@@ -256,7 +257,7 @@ def _inspect(
         findings=findings,
         properties=props.merge(
             ("format", props.format_layer(fmt, inspection.details)),
-            ("guest", guest_properties(guest.details, policy) if guest else {}),
+            ("guest", _guest_properties(guest.details, policy) if guest else {}),
         ).values
         if inspection
         else {},
@@ -275,6 +276,10 @@ def _inspect_guest(
     verdict an error: whatever the pass meets is a `guest.*` finding."""
     if fmt.guest is None:
         return None
+    # Imported when first needed: the filesystems' modules cost a command that inspects nothing
+    # (`introspect images list`) a third of its start-up.
+    from introspect.guest.inspection import GuestInspection, inspect_guest
+
     guest_reader = Reader(reader.source.unmetered(), budget)
     nothing = GuestDetails(max_bytes=budget.max_bytes, max_reads=budget.max_reads)
     try:
@@ -302,6 +307,12 @@ def _inspect_guest(
     if not fmt.holds_disk_at_zero(inspection.details):
         guest.findings = [_inside(finding, fmt) for finding in guest.findings]
     return guest
+
+
+def _guest_properties(details: GuestDetails, policy: Policy) -> dict[str, str]:
+    from introspect.guest.inspection import properties
+
+    return properties(details, policy)
 
 
 def _inspect_container(
@@ -426,7 +437,7 @@ def _inspect_container(
             ("format", {k: v for k, v in report.properties.items() if k not in unpacked.replaces}),
             ("container", {**unpacked.properties, "introspect_container_format": container.name}),
             # What the guest's own files say outranks what an exporter declared of them.
-            ("guest", guest_properties(report.guest, policy) if report.guest else {}),
+            ("guest", _guest_properties(report.guest, policy) if report.guest else {}),
         ).values
     return report.model_copy(
         update={
