@@ -25,6 +25,7 @@ gone), never a wrong answer. Memory is bounded: at most `KEEP_HEAD + KEEP_TAIL` 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -80,11 +81,15 @@ class _Window:
 
 
 class StreamSource(ByteSource):
-    """A stream read once at construction; `size` is its length, `pread` serves the kept windows."""
+    """A stream read once at construction; `size` is its length, `pread` serves the kept windows.
+
+    `StreamSource.fed(...)` makes one that is given the bytes instead (`feed`, then `finish`), so
+    a pass that reads the stream for another purpose (an upload into the store) keeps the same
+    windows and digests on the way (`member_digests`)."""
 
     def __init__(
         self,
-        stream: IO[bytes],
+        stream: IO[bytes] | None,
         name: str = "<stdin>",
         *,
         digests: bool = False,
@@ -99,28 +104,72 @@ class StreamSource(ByteSource):
         self._hashing: list[_Hashing] = []
         self._hashed: dict[int, _Hashing] = {}
         self._want(0, keep_head)
-        tail = bytearray()
-        tar: _TarWatch | None = None
-        position = 0
-        while chunk := _read(stream, CHUNK):
-            if position == 0 and ova.sniff_ova(chunk[:BLOCK]):
-                tar = _TarWatch(self)
+        self._tail = bytearray()
+        self._tar: _TarWatch | None = None
+        self._first = bytearray()  # the stream's first block, until it is whole (a tar or not)
+        self._position = 0
+        self._size = -1
+        if stream is not None:
+            while chunk := _read(stream, CHUNK):
+                self.feed(chunk)
+            self.finish()
+
+    @classmethod
+    def fed(
+        cls, name: str, *, digests: bool = False, keep_head: int = KEEP_HEAD, keep_tail: int = KEEP_TAIL
+    ) -> StreamSource:
+        """One to be given the stream's bytes in order with `feed`, and `finish`ed at its end."""
+        return cls(None, name, digests=digests, keep_head=keep_head, keep_tail=keep_tail)
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the stream."""
+        if self._size >= 0:
+            raise ValueError("the stream was finished")
+        if self._position == 0 and len(self._first) + len(chunk) < BLOCK:
+            self._first += chunk  # whether it is a tar shows in its first whole block
+            return
+        if self._first:
+            chunk, self._first = bytes(self._first) + chunk, bytearray()
+        position = self._position
+        if position == 0 and ova.sniff_ova(chunk[:BLOCK]):
+            self._tar = _TarWatch(self)
+        for window in self._open:
+            window.take(position, chunk)
+        # Each header read asks for windows (its entry's data, the next header) that may start
+        # inside this very chunk: keep taking until no header is left to read in it.
+        while self._tar is not None and self._tar.step():
             for window in self._open:
                 window.take(position, chunk)
-            # Each header read asks for windows (its entry's data, the next header) that may
-            # start inside this very chunk: keep taking until no header is left to read in it.
-            while tar is not None and tar.step():
-                for window in self._open:
-                    window.take(position, chunk)
-            self._open = [w for w in self._open if w.filled < w.end]
-            for hashing in self._hashing:
-                hashing.take(position, chunk)
-            self._hashing = [h for h in self._hashing if h.fed < h.end]
-            tail += chunk
-            del tail[: max(0, len(tail) - keep_tail)]
-            position += len(chunk)
-        self._size = position
-        self._windows.append(_Window(position - len(tail), position, tail))
+        self._open = [w for w in self._open if w.filled < w.end]
+        for hashing in self._hashing:
+            hashing.take(position, chunk)
+        self._hashing = [h for h in self._hashing if h.fed < h.end]
+        self._tail += chunk
+        del self._tail[: max(0, len(self._tail) - self._keep[1])]
+        self._position += len(chunk)
+
+    def finish(self) -> None:
+        """The stream ended: what it held is now what `size` and `pread` serve."""
+        if self._size >= 0:
+            return
+        if self._first:
+            first, self._first = bytes(self._first), bytearray()
+            for window in self._open:
+                window.take(0, first)
+            self._tail += first
+            self._position = len(first)
+        self._size = self._position
+        self._windows.append(_Window(self._size - len(self._tail), self._size, self._tail))
+
+    def member_digests(self) -> dict[int, dict[str, str]]:
+        """Each tar member hashed whole as it passed (`digests=True`): its data offset -> the
+        hex digest by algorithm. What a catalog keeps so a later inspection verifies an OVA's
+        manifest without reading it again (`DigestedSource`)."""
+        return {
+            start: {name: digest.hexdigest() for name, digest in hashing.hashes.items()}
+            for start, hashing in self._hashed.items()
+            if hashing.fed >= hashing.end
+        }
 
     @property
     def size(self) -> int:
@@ -259,3 +308,28 @@ class _TarWatch:
         """The end of the archive, or a header the OVA container will refuse: nothing more to keep."""
         self.done = True
         return False
+
+
+class DigestedSource(ByteSource):
+    """An image's bytes with the digests of its tar members taken when they passed once before
+    (`StreamSource.member_digests`, kept by a catalog from the upload): an OVA's manifest is
+    then verified against them, and nothing is read again for it. The digests must be of these
+    very bytes: a catalog gives them only with the data they were taken from."""
+
+    def __init__(self, data: ByteSource, digests: Mapping[int, Mapping[str, str]]) -> None:
+        self.name = data.name
+        self._data = data
+        self._digests = digests
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._data.pread(offset, length)
+
+    def unmetered(self) -> ByteSource:
+        return self._data.unmetered()
+
+    def member_digest(self, data_offset: int, algorithm: str) -> str | None:
+        return self._digests.get(data_offset, {}).get(algorithm.lower())

@@ -3,9 +3,11 @@ formats from bounded windows, and a read of bytes the stream passed is `stream.p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,8 @@ import introspect
 from introspect.containers import ova
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
-from introspect.sources import HEAD_SIZE, TAIL_SIZE
-from introspect.streaming import MEMBER_HEAD, MEMBER_TAIL, StreamSource
+from introspect.sources import HEAD_SIZE, TAIL_SIZE, FileSource
+from introspect.streaming import MEMBER_HEAD, MEMBER_TAIL, DigestedSource, StreamSource
 from tests.conftest import fixture_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,3 +123,63 @@ def test_the_cli_reads_standard_input_once():
     report = json.loads(result.stdout)
     assert (report["source"], report["format"], report["container_format"]) == ("<stdin>", "vmdk", "ova")
     assert report["properties"]["hw_disk_bus"] == "sata"
+
+
+def _member_hashes(path: Path) -> dict[int, dict[str, str]]:
+    """Each file member as GNU tar extracts it, hashed, by where its data starts (tarfile's word)."""
+    with tarfile.open(path) as archive:
+        members = [member for member in archive.getmembers() if member.isfile()]
+    return {
+        member.offset_data: {
+            name: hashlib.new(
+                name,
+                subprocess.run(
+                    ["tar", "-xOf", str(path), member.name], check=True, capture_output=True
+                ).stdout,
+            ).hexdigest()
+            for name in ("sha1", "sha256", "sha512")
+        }
+        for member in members
+    }
+
+
+@pytest.mark.parametrize("chunk", [100, 511, 512, 65536 + 3])
+@pytest.mark.parametrize("name", ["vbox-sata.ova", "vmware-pvscsi-pax.ova", "long-name-gnu.ova"])
+def test_a_fed_stream_hashes_each_member_as_tar_extracts_it(name, chunk):
+    """Bytes given in any pieces (an upload's chunks): the digests of every member, whole."""
+    path = fixture_group("ova") / name
+    data = path.read_bytes()
+    source = StreamSource.fed(path.name, digests=True, keep_head=0, keep_tail=0)
+    for start in range(0, len(data), chunk):
+        source.feed(data[start : start + chunk])
+    source.finish()
+    assert source.size == len(data)
+    assert source.member_digests() == _member_hashes(path)
+
+
+@pytest.mark.parametrize(("name", "verified"), [("vbox-sata.ova", True), ("manifest-mismatch.ova", False)])
+def test_digests_kept_from_an_earlier_pass_verify_the_manifest_reading_nothing_more(name, verified):
+    """What a catalog keeps from an upload: the file inspected later checks its manifest against it."""
+    path = fixture_group("ova") / name
+    source = StreamSource.fed(path.name, digests=True)
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            source.feed(chunk)
+    source.finish()
+    with FileSource(path) as file:
+        report = introspect.inspect(
+            DigestedSource(file, source.member_digests()), policy=Policy(verify_manifest=True)
+        )
+    assert report.container.manifest.verified is verified
+    assert [f.code for f in report.findings if f.severity != Severity.INFO] == (
+        [] if verified else ["ova.manifest_mismatch"]
+    )
+    assert report.bytes_read == introspect.inspect(path).bytes_read
+
+
+def test_a_stream_shorter_than_a_tar_block_is_kept_whole():
+    source = StreamSource.fed("tiny")
+    source.feed(b"QFI")
+    source.feed(b"\xfb")
+    source.finish()
+    assert (source.size, source.pread(0, 8)) == (4, b"QFI\xfb")

@@ -20,7 +20,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import click
@@ -58,6 +58,9 @@ from workers.logs import log_options
 from workers.policy import command_policy, policy_option
 from workers.settings import Settings, get_settings, mask
 from workers.store import LocalStore, check_location, size_of
+
+if TYPE_CHECKING:
+    from introspect.streaming import StreamSource
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -354,11 +357,22 @@ def import_command(
         catalog.start_upload(image_id)
         try:
             with file.open("rb") as stream:
-                stored = store.add(image_id, stream)
+                members = _member_digester(stream, file.name)
+                stored = store.add(image_id, stream, tap=members.feed if members else None)
         except BaseException:
             catalog.delete(image_id)
             raise
-        catalog.set_data(image_id, location=stored.location, size=stored.size, checksum=stored.checksum)
+        digests = None
+        if members is not None:
+            members.finish()
+            digests = members.member_digests()
+        catalog.set_data(
+            image_id,
+            location=stored.location,
+            size=stored.size,
+            checksum=stored.checksum,
+            member_digests=digests,
+        )
         _say(err, f"{image_id}  ", _text(file), f"  {stored.size} bytes  sha256 {stored.checksum}")
         ids.append(image_id)
     for location in locations:
@@ -391,6 +405,18 @@ def import_command(
         shown = ", ".join(f"{record.id} {record.status}" for record in failed)
         err.print(f"{len(failed)} of {len(records)} image(s) did not end active: {shown}", markup=False)
         raise SystemExit(1)
+
+
+def _member_digester(stream: BinaryIO, name: str) -> StreamSource | None:
+    """For a tar (an OVA), what hashes its members as the upload passes them: the inspection then
+    verifies the manifest against those digests, so an import reads the file once, whatever its
+    size. None for anything else."""
+    from introspect.containers.ova import BLOCK, sniff_ova
+    from introspect.streaming import StreamSource
+
+    head = stream.read(BLOCK)
+    stream.seek(0)
+    return StreamSource.fed(name, digests=True, keep_head=0, keep_tail=0) if sniff_ova(head) else None
 
 
 def _summary(records: list[ImageRecord]) -> None:
@@ -504,8 +530,12 @@ def _status(status: Status) -> Text:
     return Text(str(status), style=STATUS_STYLE[status])
 
 
+#: Plumbing, not facts about the image: the claim's token, the audit's lookup, the upload's digests.
+HIDDEN_FIELDS = frozenset({"claim_token", "disk_format_override", "member_digests"})
+
+
 def _record_json(record: ImageRecord) -> dict[str, Any]:
-    return record.model_dump(mode="json", exclude={"claim_token", "disk_format_override"})
+    return record.model_dump(mode="json", exclude=set(HIDDEN_FIELDS))
 
 
 #: What `images list` shows by default (-c picks any field of the record).
@@ -519,9 +549,7 @@ LIST_COLUMNS = (
     "inspector_version",
     "updated_at",
 )
-RECORD_FIELDS = [
-    field for field in ImageRecord.model_fields if field not in ("claim_token", "disk_format_override")
-]
+RECORD_FIELDS = [field for field in ImageRecord.model_fields if field not in HIDDEN_FIELDS]
 
 
 STATUS_VALUES = frozenset(status.value for status in Status)

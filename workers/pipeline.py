@@ -53,6 +53,7 @@ from introspect.safety import (
 )
 from introspect.safety import PIPELINE_INTERNAL_ERROR as INTERNAL_ERROR
 from introspect.sources import ByteSource
+from introspect.streaming import DigestedSource
 from workers.catalog import CatalogBackend, Claim, Outcome, Selection, Status
 from workers.errors import InvalidTransition, NoData, NotFound, StoreUnavailable, Transient, UpToDate
 from workers.policy import configured_policy
@@ -250,8 +251,13 @@ def inspect_claimed(
         # a store fault (StoreUnavailable, a Glance outage) is a SourceError: inspect() lets it
         # through to the task, which retries; an OSError of the disk is one too
         with opener(claim.location) as opened:
+            source: ByteSource = opened
+            if claim.member_digests:
+                # taken by the upload of these very bytes: the manifest check reads nothing again
+                source = DigestedSource(opened, claim.member_digests)
+                policy = policy.model_copy(update={"verify_manifest": True})
             report = introspect.inspect(
-                opened,
+                source,
                 expect=declared if declared in BY_NAME else None,
                 expect_container=claim.container_format,
                 policy=policy,

@@ -26,7 +26,9 @@ budget. Nothing in the archive is extracted, and no name in it is ever opened as
 Budget: an OVA walks up to `MAX_ENTRIES` headers and inspects several disks, so an inspection
 that runs with the default budget gets `OVA_BUDGET` instead (an explicit budget is kept).
 Verifying the manifest (`Policy.verify_manifest`) reads every listed file once, in
-`VERIFY_CHUNK` reads, and raises the budget by exactly what that takes.
+`VERIFY_CHUNK` reads, and raises the budget by exactly what that takes; unless the source hashed
+the members already (`HashedAsItPassed`: standard input read once, or an upload's digests kept
+by the catalog), when it reads nothing more.
 
 Rules: every `ova.*` code below; `ova.ovf_size`, `ova.ovf_invalid` and `ova.xml_unsafe` are the
 descriptor's (`introspect.containers.ovf`).

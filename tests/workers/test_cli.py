@@ -165,8 +165,8 @@ def test_download_and_delete(data_dir: Path, images: dict[str, Path], tmp_path: 
 
 
 def test_db_upgrade(data_dir: Path):
-    assert re.fullmatch(r"sqlite:///.*catalog\.sqlite: upgraded to 0002\n", cli("db", "upgrade").stdout)
-    assert cli("db", "upgrade").stdout.endswith(": already at 0002\n")
+    assert re.fullmatch(r"sqlite:///.*catalog\.sqlite: upgraded to 0003\n", cli("db", "upgrade").stdout)
+    assert cli("db", "upgrade").stdout.endswith(": already at 0003\n")
 
 
 # -- bad input: one line, exit 1, no traceback (the real command) ------------------------------------

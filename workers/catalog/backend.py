@@ -60,8 +60,17 @@ class CatalogBackend(Protocol):
 
     def start_upload(self, image_id: uuid.UUID) -> None: ...
 
-    def set_data(self, image_id: uuid.UUID, *, location: str, size: int | None, checksum: str | None) -> None:
-        """Where the bytes are, once they are all there."""
+    def set_data(
+        self,
+        image_id: uuid.UUID,
+        *,
+        location: str,
+        size: int | None,
+        checksum: str | None,
+        member_digests: Mapping[int, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Where the bytes are, once they are all there, and the tar members' digests the upload
+        took (an OVA's: its manifest is then verified without a second read)."""
         ...
 
     def delete(self, image_id: uuid.UUID | str) -> ImageRecord: ...

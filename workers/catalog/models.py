@@ -75,6 +75,9 @@ class Image(Base):
     container_format: Mapped[str | None] = mapped_column(String(32))
     size: Mapped[int | None] = mapped_column(BigInteger)
     checksum: Mapped[str | None] = mapped_column(String(64))  # sha256, hex
+    #: An OVA's tar members hashed by the upload that stored them (data offset -> algorithm ->
+    #: hex digest): its inspections verify the manifest against them, reading nothing again.
+    member_digests: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: Set by the first successful inspection, never rewritten (same rule as disk_format).
     virtual_size: Mapped[int | None] = mapped_column(BigInteger)
     location: Mapped[str | None] = mapped_column(Text)

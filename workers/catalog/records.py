@@ -35,6 +35,8 @@ class ImageRecord(Record):
     container_format: str | None
     size: int | None
     checksum: str | None
+    #: Tar members hashed on upload (an OVA's, for its manifest): data offset -> algorithm -> hex.
+    member_digests: dict[int, dict[str, str]] | None = Field(default=None, repr=False)
     virtual_size: int | None
     location: str | None
     owner: str | None
@@ -118,6 +120,9 @@ class Claim(Record):
     #: What the image was declared with (Glance's bare, ova, ovf, compressed): content that is
     #: another is `image.container_mismatch`.
     container_format: str | None = None
+    #: The tar members' digests taken when the data was uploaded (see ImageRecord): an OVA's
+    #: manifest is verified against them.
+    member_digests: dict[int, dict[str, str]] | None = None
 
 
 class Stale(Record):

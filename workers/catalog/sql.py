@@ -17,6 +17,7 @@ tables in utf8mb4 under a binary collation (models.py), so keys compare as on th
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -345,7 +346,7 @@ UPDATE images SET status = 'importing', claim_token = :token, deliveries = deliv
 WHERE id = :id AND status IN ({", ".join(f"'{status}'" for status in CLAIMABLE)})
 """
 #: What a claim returns: what the inspection needs of the image (`Claim`).
-CLAIMED_COLUMNS = "deliveries, location, disk_format, virtual_size, container_format"
+CLAIMED_COLUMNS = "deliveries, location, disk_format, virtual_size, container_format, member_digests"
 CLAIM_SQL = f"{CLAIM_UPDATE_SQL}RETURNING {CLAIMED_COLUMNS}\n"
 
 #: The claim on PostgreSQL commits asynchronously (without waiting for its WAL to reach the disk;
@@ -674,9 +675,17 @@ class Catalog:
     def start_upload(self, image_id: uuid.UUID) -> None:
         self.transition(image_id, Status.SAVING)
 
-    def set_data(self, image_id: uuid.UUID, *, location: str, size: int | None, checksum: str | None) -> None:
+    def set_data(
+        self,
+        image_id: uuid.UUID,
+        *,
+        location: str,
+        size: int | None,
+        checksum: str | None,
+        member_digests: Mapping[int, Mapping[str, str]] | None = None,
+    ) -> None:
         """Record where the bytes are, once they are all there (the image stays `saving` until an
-        inspection claims it)."""
+        inspection claims it), with the tar members' digests the upload took, if any."""
         with self._transaction() as connection:
             seen = _status(connection, image_id)
             if seen != Status.SAVING:
@@ -684,7 +693,13 @@ class Catalog:
             connection.execute(
                 update(images)
                 .where(images.c.id == image_id, images.c.status == Status.SAVING)
-                .values(location=location, size=size, checksum=checksum, updated_at=utcnow())
+                .values(
+                    location=location,
+                    size=size,
+                    checksum=checksum,
+                    member_digests=_digests_column(member_digests),
+                    updated_at=utcnow(),
+                )
             )
 
     def delete(self, image_id: uuid.UUID | str) -> ImageRecord:
@@ -758,7 +773,7 @@ class Catalog:
                     rows = raw.execute(self._claim_sql, params).fetchall()  # all: the UPDATE completes
                 row = rows[0] if rows else None
         if row is not None:
-            deliveries, location, disk_format, virtual_size, container_format = row
+            deliveries, location, disk_format, virtual_size, container_format, digests = row
             return Claim(
                 image_id=image_id,
                 token=token,
@@ -767,6 +782,7 @@ class Catalog:
                 disk_format=disk_format,
                 virtual_size=virtual_size,
                 container_format=container_format,
+                member_digests=_json(digests),
             )
         with self._transaction() as connection:
             seen = _status(connection, image_id)
@@ -798,6 +814,7 @@ class Catalog:
                     images.c.disk_format,
                     images.c.virtual_size,
                     images.c.container_format,
+                    images.c.member_digests,
                 ).where(images.c.id == image_id)
             ).first()
         if row is None:
@@ -814,6 +831,7 @@ class Catalog:
             disk_format=row.disk_format,
             virtual_size=row.virtual_size,
             container_format=row.container_format,
+            member_digests=row.member_digests,
         )
 
     def open_location(self, location: str) -> ByteSource:
@@ -1274,3 +1292,16 @@ def _selection(selection: Selection) -> ColumnElement[bool]:
             images.c.inspector_version.is_(None), images.c.inspector_version < selection.inspector_older_than
         )
     return clause
+
+
+def _digests_column(digests: Mapping[int, Mapping[str, str]] | None) -> dict[str, dict[str, str]] | None:
+    """Member digests as the JSON column keeps them (object keys are strings); None when empty."""
+    if not digests:
+        return None
+    return {str(offset): dict(by_algorithm) for offset, by_algorithm in digests.items()}
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read by a raw statement: PostgreSQL's driver decodes it, SQLite's and
+    MariaDB's hand back its text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value

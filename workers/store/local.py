@@ -1,6 +1,7 @@
 """The local directory store: one file per image, named by its id, under the store directory.
 
-An upload is read once: sha256 and size are computed in the same pass that writes the bytes.
+An upload is read once: sha256 and size (and, for an OVA, its members' digests: see `tap`) are
+computed in the same pass that writes the bytes.
 It goes to a temporary name, is fsynced, then renamed into place (and the directory fsynced), so
 the store never holds half an image under a real name, whatever kills the process. Runs of zero
 bytes are skipped rather than written, so sparse disk images stay sparse.
@@ -47,9 +48,15 @@ class LocalStore:
         self.root = root
 
     def add(
-        self, image_id: uuid.UUID, stream: BinaryIO, *, progress: Callable[[int], None] | None = None
+        self,
+        image_id: uuid.UUID,
+        stream: BinaryIO,
+        *,
+        progress: Callable[[int], None] | None = None,
+        tap: Callable[[bytes], None] | None = None,
     ) -> Stored:
-        """Stream `stream` in as image `image_id`; `progress` gets the byte count of each chunk."""
+        """Stream `stream` in as image `image_id`; `progress` gets the byte count of each chunk,
+        `tap` each chunk itself (what else the one pass computes: an OVA's member digests)."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / str(image_id)
         fd, temporary = tempfile.mkstemp(dir=self.root, prefix=f".{image_id}.", suffix=".part")
@@ -60,6 +67,8 @@ class LocalStore:
             with os.fdopen(fd, "wb") as out:
                 while chunk := stream.read(CHUNK):
                     digest.update(chunk)
+                    if tap is not None:
+                        tap(chunk)
                     size += len(chunk)
                     if chunk == zeros[: len(chunk)]:
                         out.seek(len(chunk), os.SEEK_CUR)

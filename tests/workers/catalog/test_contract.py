@@ -299,3 +299,20 @@ def test_the_audit_lists_what_was_declared_against_what_was_found(backend: Backe
     assert catalog.get(agreeing).mismatches == []
     listed = {record.id for record in catalog.mismatched(batch=2)}
     assert declared_raw in listed and agreeing not in listed
+
+
+@pytest.mark.parametrize("engine", BACKENDS[:3])
+def test_member_digests_of_an_upload_reach_the_claim(engine: str, request: pytest.FixtureRequest) -> None:
+    """What the upload hashed comes back with the claim, on every engine (JSON read by a raw
+    statement: decoded by PostgreSQL's driver, text from SQLite's and MariaDB's)."""
+    backend: Backend = request.getfixturevalue(engine)
+    digests = {512: {"sha1": "a" * 40, "sha256": "b" * 64}, 1 << 40: {"sha512": "c" * 128}}
+    image_id = backend.catalog.create(name="vm.ova")
+    backend.catalog.start_upload(image_id)
+    backend.catalog.set_data(
+        image_id, location=backend.data.as_uri(), size=1, checksum=None, member_digests=digests
+    )
+    assert backend.catalog.get(image_id).member_digests == digests
+    assert backend.catalog.claim(image_id, token="t", task_id=None).member_digests == digests
+    plain = backend.image()
+    assert backend.catalog.claim(plain, token="u", task_id=None).member_digests is None
