@@ -82,6 +82,9 @@ class MemberReport(Protocol):
     @property
     def virtual_size(self) -> int | None: ...
 
+    @property
+    def details(self) -> object: ...
+
 
 Check = Callable[[Unpacked, Sequence[MemberReport]], list[Finding]]
 

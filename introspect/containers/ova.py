@@ -52,6 +52,8 @@ from introspect.decode import KIB, MIB
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats import PROBED
 from introspect.formats.base import Head
+from introspect.formats.vmdk import VmdkDetails
+from introspect.formats.vmdk_descriptor import QUOTE_LENGTH
 from introspect.model import Finding, Frozen, Severity
 from introspect.safety import POLYGLOT, Policy, Rule, rule
 from introspect.sources import Budget, ByteSource, Reader, SliceSource
@@ -92,6 +94,18 @@ MANIFEST_MISMATCH = rule(
     "ova.manifest_mismatch",
     Severity.REJECT,
     "a file's digest differs from the manifest's (verified on request)",
+)
+EXTENT_MEMBER = rule(
+    "ova.extent_member",
+    Severity.REJECT,
+    "a disk the OVF descriptor names is a VMDK descriptor whose data is in other files of the archive",
+    names_files=True,
+)
+EXTENT_MISSING = rule(
+    "ova.extent_missing",
+    Severity.REJECT,
+    "a VMDK descriptor in the archive names an extent file the archive does not hold",
+    names_files=True,
 )
 DESCRIPTOR_ONLY = rule(
     "ovf.descriptor_only", Severity.REJECT, "the file is an OVF descriptor alone, without its disks"
@@ -895,8 +909,56 @@ def check_capacities(unpacked: Unpacked, members: Sequence[MemberReport]) -> lis
     return findings
 
 
+def check_extents(unpacked: Unpacked, members: Sequence[MemberReport]) -> list[Finding]:
+    """A disk that is a VMDK descriptor keeps its data in the extent files it names. Whether the
+    archive holds them or not, the package is not importable as it is: ovftool, vCenter and
+    Glance's OVF processing take the one file the descriptor names as the disk."""
+    details = unpacked.details
+    if not isinstance(details, OvaDetails):
+        return []
+    held = {_plain(entry.name) for entry in details.entries}
+    findings = []
+    for member, report in zip(unpacked.members, members, strict=True):
+        disk = report.details
+        if not isinstance(disk, VmdkDetails) or disk.layout != "descriptor" or disk.descriptor is None:
+            continue
+        named = [extent.file_name for extent in disk.descriptor.extents if extent.file_name]
+        missing = [name for name in named if _plain(name) not in held]
+        present = [name for name in named if _plain(name) in held]
+        one_file = (
+            f"convert the disk to one file (`qemu-img convert -O vmdk -o subformat=streamOptimized "
+            f"{member.name[:QUOTE_LENGTH]} disk.vmdk`, where its extents are) and package that"
+        )
+        if missing:
+            findings.append(
+                EXTENT_MISSING.finding(
+                    f"the disk {member.name[:QUOTE_LENGTH]!r} is a VMDK descriptor naming the extent(s) "
+                    f"{_quoted(missing)}, which the archive does not hold: the disk's data is not in the "
+                    f"package; {one_file}"
+                )
+            )
+        if present:
+            findings.append(
+                EXTENT_MEMBER.finding(
+                    f"the disk {member.name[:QUOTE_LENGTH]!r} is a VMDK descriptor whose data is in "
+                    f"{_quoted(present)}, other files of the archive, which importers do not join to it; "
+                    f"{one_file}"
+                )
+            )
+    return findings
+
+
+def _quoted(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(name[:QUOTE_LENGTH]) for name in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_members(unpacked: Unpacked, members: Sequence[MemberReport]) -> list[Finding]:
+    return [*check_capacities(unpacked, members), *check_extents(unpacked, members)]
+
+
 OVA = Container(
-    name="ova", sniff=sniff_ova, open=open_ova, partial=_never_partial, multi=True, check=check_capacities
+    name="ova", sniff=sniff_ova, open=open_ova, partial=_never_partial, multi=True, check=check_members
 )
 
 

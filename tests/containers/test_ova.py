@@ -196,6 +196,28 @@ def test_a_rejected_second_disk_rejects_the_package(group):
     assert report.members[1].format == "qcow2"
 
 
+def _extent_files(descriptor: Path) -> list[str]:
+    """The extent file names in the descriptor qemu-img wrote (`RW 2097152 FLAT "name" 0`)."""
+    return [line.split('"')[1] for line in descriptor.read_text().splitlines() if line.startswith("RW ")]
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("flat-extent.ova", "ova.extent_member"), ("flat-extent-missing.ova", "ova.extent_missing")],
+)
+def test_a_descriptor_disk_whose_extents_the_package_holds_or_lacks_is_named(group, name, code):
+    """qemu-img's monolithicFlat descriptor as the disk: its data is the extent file it names."""
+    (extent,) = _extent_files(group / "src" / "flat" / "vm-disk1.vmdk")
+    listed = subprocess.run(["tar", "-tf", str(group / name)], check=True, capture_output=True, text=True)
+    assert (extent in listed.stdout.split()) == (code == "ova.extent_member")
+    report = inspect(group, name)
+    assert report.verdict == Verdict.REJECTED
+    (found,) = [f for f in report.findings if f.code.startswith("ova.extent")]
+    assert found.code == code
+    assert repr(extent) in found.message and "subformat=streamOptimized" in found.message
+    assert "vmdk.descriptor_flat" in [f.code for f in report.findings]
+
+
 def test_a_collection_lists_its_systems_and_states_properties_of_none(group):
     report = inspect(group, "collection.ova")
     descriptor = report.container.descriptor
