@@ -585,9 +585,13 @@ def _check_tables(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> None:
 
 #: The refcount table and one refcount block are read, once, only when together at most this
 #: large (clusters up to 512 KiB; a 64 KiB refcount block of 16-bit refcounts covers 2 GiB of 64 KiB
-#: clusters, and a 64 KiB table 8 Ki such blocks). Images with larger clusters are not checked.
+#: clusters, and a 64 KiB table 8 Ki such blocks). Images with larger clusters have the refcounts
+#: of the clusters from the end of the file on checked instead, `MAX_TAIL_REFCOUNTS` bytes of them.
 MAX_REFCOUNT_READ = 1 << 20
+#: 4 KiB of 16-bit refcounts: the 2 Ki clusters after the end of the file (4 GiB of 2 MiB ones).
+MAX_TAIL_REFCOUNTS = 4 * 1024
 #: Refcount table entry (spec "Host cluster management"): bits 9-63 are the refcount block's offset.
+REFTABLE_ENTRY_SIZE = 8
 REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 
 
@@ -598,7 +602,7 @@ def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3)
     cluster_size = 1 << header.cluster_bits
     table_length = header.refcount_table_clusters * cluster_size
     if table_length + cluster_size > MAX_REFCOUNT_READ:
-        return []
+        return _clusters_just_past_the_end(reader, header, v3)
     try:
         window = reader.read_upto(header.refcount_table_offset, table_length + cluster_size, "refcount table")
         table = (
@@ -633,6 +637,60 @@ def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3)
             "the image was cut short (a partial upload or download); upload it again"
         )
     ]
+
+
+def _clusters_just_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> list[Finding]:
+    """With clusters too large to read a whole refcount block (2 MiB ones: a 2 MiB table and 2 MiB
+    blocks), the refcounts of the clusters that start at the end of the file and after it: one
+    8-byte table entry and at most `MAX_TAIL_REFCOUNTS` of the block it points at. A cut upload
+    shows there: qemu allocates clusters in file order, so the ones cut off follow the end."""
+    cluster_size = 1 << header.cluster_bits
+    bits = 1 << v3.refcount_order
+    per_block = cluster_size * BITS_PER_BYTE // bits
+    first = -(-reader.size // cluster_size)  # the first cluster starting at or past the end
+    index, start = divmod(first, per_block)
+    if (index + 1) * REFTABLE_ENTRY_SIZE > header.refcount_table_clusters * cluster_size:
+        return []  # past what the table can count: nothing is in use there
+    try:
+        entry_offset = header.refcount_table_offset + index * REFTABLE_ENTRY_SIZE
+        (entry,) = struct.unpack(">Q", reader.read(entry_offset, REFTABLE_ENTRY_SIZE, "refcount table entry"))
+        block_offset = entry & REFT_OFFSET_MASK
+        if not block_offset:
+            return []
+        skip, first_byte = start * bits % BITS_PER_BYTE // bits, start * bits // BITS_PER_BYTE
+        _check_inside(reader, "refcount block", block_offset, cluster_size)
+        window = reader.read(
+            block_offset + first_byte, min(MAX_TAIL_REFCOUNTS, cluster_size - first_byte), "refcount block"
+        )
+    except TruncatedImage as error:
+        return [TRUNCATED.finding(f"the qcow2 refcount structures run past the end of the file: {error}")]
+    used = _first_used(window, bits, skip)
+    if used is None:
+        return []
+    cluster = (index * per_block + start - skip + used) * cluster_size
+    return [
+        TRUNCATED.finding(
+            f"the qcow2 refcounts count a cluster in use at byte {cluster}, but the file ends at {reader.size}: "
+            "the image was cut short (a partial upload or download); upload it again"
+        )
+    ]
+
+
+def _first_used(refcounts: bytes, bits: int, skip: int = 0) -> int | None:
+    """The index of the first nonzero refcount in `refcounts` (`bits` wide, packed as qemu packs
+    them: narrower than a byte from the low bits up), the first `skip` of them left out (they
+    share the first byte with the window's first refcount)."""
+    if skip and refcounts:
+        refcounts = bytes([refcounts[0] & ~((1 << (skip * bits)) - 1) & 0xFF]) + refcounts[1:]
+    stripped = refcounts.lstrip(b"\0")
+    if not stripped:
+        return None
+    byte = len(refcounts) - len(stripped)
+    if bits >= BITS_PER_BYTE:
+        return byte // (bits // BITS_PER_BYTE)
+    value = refcounts[byte]
+    lowest = min(k for k in range(BITS_PER_BYTE // bits) if (value >> (k * bits)) & ((1 << bits) - 1))
+    return byte * (BITS_PER_BYTE // bits) + lowest
 
 
 def _last_used(block: bytes, bits: int) -> int | None:

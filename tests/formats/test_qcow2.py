@@ -137,10 +137,12 @@ def test_reads_do_not_depend_on_virtual_size(group: Path, small: str, huge: str)
     assert b.bytes_read <= 64 * 1024 + 512 + qcow2.MAX_REFCOUNT_READ
 
 
-def test_2m_clusters_cost_no_more_than_the_head(group: Path) -> None:
+def test_2m_clusters_cost_the_head_and_the_refcounts_past_the_end(group: Path) -> None:
+    """The head, and what says whether the file was cut: one refcount table entry and the
+    refcounts of the clusters after the end of the file (their blocks are too large to read)."""
     report = introspect.inspect(image(group, "cluster-2m"))
-    assert report.reads <= 2
-    assert report.bytes_read <= 64 * 1024 + 512
+    assert report.reads <= 4
+    assert report.bytes_read <= 64 * 1024 + 512 + 8 + qcow2.MAX_TAIL_REFCOUNTS
 
 
 def test_compression_type_is_read_only_when_header_length_covers_it(group: Path) -> None:
@@ -421,12 +423,59 @@ def test_reads_past_the_head_are_metered(group: Path, tmp_path: Path) -> None:
     report = introspect.inspect(path)
     assert isinstance(report.details, qcow2.Qcow2Details)
     assert report.details.backing_file == "far-away.qcow2"
-    assert report.reads == 3  # 2 MiB clusters: the refcount structures are too large to check
+    assert report.reads == 5  # 2 MiB clusters: a table entry and the refcounts past the end, not whole blocks
     tight = introspect.inspect(path, budget=Budget(max_reads=2))
     assert codes(tight) == ["image.read_budget"]
     assert tight.findings[0].message.startswith(
         "reading the qcow2 backing file name would exceed the inspection budget (at most 2 reads)"
     )
+
+
+@pytest.mark.parametrize("refcount_bits", [16, 1, 64])
+def test_a_cut_qcow2_with_2m_clusters_is_truncated_from_the_refcounts_after_its_end(
+    tmp_path: Path, refcount_bits: int
+) -> None:
+    """2 MiB clusters (a 2 MiB refcount table and blocks, too large to read whole): the refcounts
+    of the clusters after the end of the file are read instead. A GPT disk with data in three
+    places, converted by qemu-img; `qemu-img check` says where its clusters end."""
+    import json
+    import random
+    import subprocess
+
+    raw = tmp_path / "disk.raw"
+    with raw.open("wb") as out:
+        out.truncate(1 << 30)
+    subprocess.run(
+        ["sgdisk", "-n1:2048:+100M", "-t1:ef00", "-n2:0:0", str(raw)], check=True, capture_output=True
+    )
+    noise = random.Random(7).randbytes(3 << 20)
+    with raw.open("r+b") as out:
+        for offset in (200 << 20, 600 << 20, 900 << 20):
+            out.seek(offset)
+            out.write(noise)
+    image = tmp_path / "disk.qcow2"
+    options = f"cluster_size=2M,refcount_bits={refcount_bits}"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", "-o", options, str(raw), str(image)], check=True)
+    checked = subprocess.run(
+        ["qemu-img", "check", "--output=json", str(image)], check=True, capture_output=True, text=True
+    )
+    end, data = json.loads(checked.stdout)["image-end-offset"], image.read_bytes()
+    assert qcow2.QCowHeader.unpack(data).cluster_bits == 21
+    cluster = 2 << 20
+    for keep in (end, end - cluster, end - cluster - 512, end - 3 * cluster):
+        cut = tmp_path / f"cut-{keep}.qcow2"
+        cut.write_bytes(data[:keep])
+        report = introspect.inspect(cut)
+        if keep >= end:
+            assert report.ok and report.findings == [], report.findings
+            continue
+        assert report.verdict == Verdict.REJECTED, (keep, report.findings)
+        assert codes(report) == ["image.truncated"]
+        first_missing = -(-keep // cluster) * cluster
+        assert report.findings[0].message.startswith(
+            f"the qcow2 refcounts count a cluster in use at byte {first_missing}, but the file ends at {keep}"
+        )
+        assert report.bytes_read < 256 * 1024
 
 
 @pytest.mark.parametrize("name", ["gpt.qcow2", "mbr.qcow2"])
