@@ -283,7 +283,8 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
         raise ImageError(
             OVF_INVALID, f"the OVF descriptor is not well-formed XML ({error}): {ADVICE}"
         ) from None
-    except UnicodeError as error:
+    except (UnicodeError, LookupError) as error:
+        # LookupError: the XML declaration names an encoding Python does not know
         raise ImageError(
             OVF_INVALID, f"the OVF descriptor's text cannot be decoded ({error}): {ADVICE}"
         ) from None

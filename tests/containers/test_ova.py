@@ -644,3 +644,16 @@ def test_a_capacity_the_disk_does_not_have_is_a_warning(group):
         f"the OVF descriptor gives 'vm-disk1.vmdk' a capacity of {2 << 30} bytes, the disk itself {1 << 30}: "
         "an importer that sizes the disk from the descriptor (ovftool, vCenter) would make it too large"
     )
+
+
+def test_a_descriptor_in_an_encoding_python_does_not_know_is_invalid(group):
+    """Found by `make fuzz`: the XML declaration's encoding reached Python's codec lookup."""
+    real = (group / "bare.ovf").read_bytes()
+    data = real.replace(b'encoding="UTF-8"', b'encoding="zUTF-8"', 1)
+    assert data != real
+    with pytest.raises(introspect.ImageError) as raised:
+        ovf.parse_ovf(data)
+    assert raised.value.rule.code == "ova.ovf_invalid"
+    assert "zUTF-8" in str(raised.value)
+    report = introspect.inspect(BytesSource(data, "odd.ovf"))
+    assert [f.code for f in report.findings] == ["ova.ovf_invalid"]
