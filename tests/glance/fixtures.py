@@ -208,7 +208,7 @@ class Running:
     """A listener consuming in a thread, inspecting inline, until stopped. `settings`: the
     INTROSPECT_GLANCE_* messaging settings (durable_queues=True, messaging_config=path...)."""
 
-    def __init__(self, client: GlanceClient, transport_url: str | None, **settings: Any) -> None:
+    def __init__(self, client: GlanceClient, transport_url: str | None = None, **settings: Any) -> None:
         self.inline = Inline(GlanceCatalog(client))
         self.listener = Listener(client, self.inline)
         self.ready = threading.Event()

@@ -1,7 +1,7 @@
 """The notification transport configured as Glance's: what oslo.messaging makes of our settings
 and of glance-api.conf, and the listener against real Glance API processes whose notifications
-are durable, on quorum queues, or reached through a transport URL of two hosts, one of which dies
-(the real RabbitMQ; a vhost of each test's own)."""
+are durable, or on quorum queues reached through a transport URL of two hosts, one of which dies
+(the real RabbitMQ, in the session's vhost; each API process on an exchange of its own)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from click.testing import CliRunner
 
-from tests.glance.fixtures import RABBIT, Admin, Running, private_vhost, rabbitmqctl, settle
+from tests.glance.fixtures import RABBIT, Admin, Running, rabbitmqctl, settle
 from tests.glance.peer import ADMIN, Api, Deployment
 from tests.glance.proxy import proxies
 from tests.workers.services import INTROSPECT, process_env
@@ -145,87 +145,54 @@ def test_listen_says_what_is_wrong_in_one_line(monkeypatch: pytest.MonkeyPatch) 
 
 
 @contextlib.contextmanager
-def glance_api(glance: Deployment, **rabbit: str) -> Iterator[tuple[Api, str]]:
-    """One more glance-api process of the session's Glance, sending its notifications to a vhost
-    of its own with these `[oslo_messaging_rabbit]` options; yields it and the transport URL."""
-    with private_vhost() as vhost:
-        url = f"rabbit://guest:guest@{RABBIT}/{vhost}"
-        options = "".join(f"{key} = {value}\n" for key, value in rabbit.items())
-        api = glance.start_api(
-            api_config=f"[oslo_messaging_notifications]\ntransport_url = {url}\n[oslo_messaging_rabbit]\n{options}"
-        )
-        try:
-            yield api, url
-        finally:
-            api.kill()  # nothing in flight: no need to wait for a graceful stop
-            glance.apis.remove(api)
+def glance_api(glance: Deployment, name: str, **rabbit: str) -> Iterator[Api]:
+    """One more glance-api process of the session's Glance, with these `[oslo_messaging_rabbit]`
+    options, sending its notifications to the session's vhost on an exchange (`glance-NAME`) and
+    topic (`NAME`) of its own, so that its declarations never meet the other processes'."""
+    options = "".join(f"{key} = {value}\n" for key, value in rabbit.items())
+    api = glance.start_api(
+        api_config=f"[DEFAULT]\ncontrol_exchange = glance-{name}\n"
+        f"[oslo_messaging_notifications]\ntopics = {name}\n[oslo_messaging_rabbit]\n{options}"
+    )
+    try:
+        yield api
+    finally:
+        api.kill()  # nothing in flight: no need to wait for a graceful stop
+        glance.apis.remove(api)
 
 
-def declared(vhost_url: str, kind: str, *columns: str) -> dict[str, list[str]]:
-    """What RabbitMQ says of the exchanges or queues of a vhost: name -> the columns asked."""
-    vhost = vhost_url.rsplit("/", 1)[1]
-    rows = rabbitmqctl(f"list_{kind}", "-p", vhost, "--no-table-headers", "name", *columns).splitlines()
-    return {row.split("\t")[0]: row.split("\t")[1:] for row in rows if row.strip()}
-
-
-def inspected_once(running: Running, admin: Admin, path: Path) -> dict[str, str]:
-    """Upload `path` through `admin`'s API: the listener inspects it once and writes back."""
-    image_id = admin.uploaded(path)
-    settle(running, lambda: running.outcomes_for(image_id))
-    assert running.outcomes_for(image_id) == [State.INSPECTED]
-    image = admin.get(image_id)
-    assert image.get("introspect_verdict") == "ok", image
-    return image
+def queues(transport_url: str) -> dict[str, list[str]]:
+    """What RabbitMQ says of the queues of a vhost: name -> [durable, type]."""
+    vhost = transport_url.rsplit("/", 1)[1]
+    listed = rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "durable", "type")
+    return {row.split("\t")[0]: row.split("\t")[1:] for row in listed.splitlines() if row.strip()}
 
 
 @pytest.mark.glance
-def test_glance_with_durable_queues(glance: Deployment, images: dict[str, Path]) -> None:
-    with glance_api(glance, amqp_durable_queues="true") as (api, url):
+def test_glance_with_durable_queues(glance: Deployment, rabbit_vhost: str, images: dict[str, Path]) -> None:
+    """Glance's amqp_durable_queues: the old listener's mistake (declaring the exchange
+    non-durable) is refused with one line saying what to set; with INTROSPECT_GLANCE_DURABLE_QUEUES
+    (and the exchange and topic set), the listener sees an upload and writes back."""
+    with glance_api(glance, "durable", amqp_durable_queues="true") as api:
         admin = Admin(api.url, dict(ADMIN))
         admin.uploaded(images["disk.vhd"])  # Glance declares its exchange on its first notification
+        target = {"transport_url": rabbit_vhost, "exchange": "glance-durable", "topic": "durable"}
         with GlanceClient([api.url], IDENTITY) as client:
-            # the old listener's mistake: declaring Glance's exchange non-durable is refused
             with pytest.raises(
                 MessagingError, match=r"PRECONDITION_FAILED.*INTROSPECT_GLANCE_DURABLE_QUEUES"
             ):
+                queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
                 Listener(client, lambda image_id: None).consume(
-                    messaging(
-                        GlanceSettings(transport_url=url, queue=f"introspect-test-{uuid.uuid4().hex[:8]}")
-                    )
+                    messaging(GlanceSettings(**target, queue=queue))
                 )
-            with Running(client, url, durable_queues=True) as running:
-                image = inspected_once(running, admin, images["ide.vmdk"])
-                assert image["vmware_adaptertype"] == "ide"
-        queues = declared(url, "queues", "durable", "type")
-        # Glance's default queue and ours, both durable (each as its exchange, which RabbitMQ's
-        # refusal above says is durable)
-        assert (queues["notifications.info"], queues[running.queue]) == (
-            ["true", "classic"],
-            ["true", "classic"],
-        )
-
-
-@pytest.mark.glance
-def test_glance_with_quorum_queues_read_from_its_own_config(
-    glance: Deployment, images: dict[str, Path]
-) -> None:
-    """INTROSPECT_GLANCE_MESSAGING_CONFIG names the API's glance-api.conf: its transport URL and
-    `rabbit_quorum_queue` are the listener's, nothing else set."""
-    with glance_api(glance, rabbit_quorum_queue="true") as (api, url):
-        admin = Admin(api.url, dict(ADMIN))
-        with (
-            GlanceClient([api.url], IDENTITY) as client,
-            Running(client, None, messaging_config=api.etc / "glance-api.conf") as running,
-        ):
-            assert running.messaging.masked_url == url.replace("guest:guest", "guest:***")
-            image = inspected_once(running, admin, images["sparse.vmdk"])
-            assert image["vmware_disktype"] == "sparse"
-        queues = declared(url, "queues", "durable", "type")
-        # Glance's default queue (declared as it sent the upload's notifications) and ours
-        assert (queues["notifications.info"], queues[running.queue]) == (
-            ["true", "quorum"],
-            ["true", "quorum"],
-        )
+            with Running(client, **target, durable_queues=True) as running:
+                image_id = admin.uploaded(images["ide.vmdk"])
+                settle(running, lambda: running.outcomes_for(image_id))
+                assert running.outcomes_for(image_id) == [State.INSPECTED]
+        assert admin.get(image_id)["vmware_adaptertype"] == "ide"
+    declared = queues(rabbit_vhost)
+    # Glance's default queue and ours, both durable as the exchange (which RabbitMQ's refusal said)
+    assert (declared["durable.info"], declared[running.queue]) == (["true", "classic"], ["true", "classic"])
 
 
 @pytest.fixture
@@ -241,22 +208,30 @@ def special_user(rabbit_vhost: str) -> Iterator[tuple[str, str]]:
 
 
 @pytest.mark.glance
-def test_listen_fails_over_between_the_hosts_of_its_url_and_stops_on_sigterm(
-    api: Api, rabbit_vhost: str, images: dict[str, Path], admin: Admin, special_user: tuple[str, str],
+def test_listen_as_glance_with_quorum_queues_fails_over_between_two_hosts_and_stops_on_sigterm(
+    glance: Deployment, rabbit_vhost: str, images: dict[str, Path], special_user: tuple[str, str],
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    """The real `introspect glance listen --inline`, on a URL of two hosts (two proxies to the
-    RabbitMQ, the credentials percent-encoded). The host it is connected to dies; it reconnects to
-    the other (oslo.messaging shuffles the hosts, so which one dies is read from the proxies),
-    inspects the next upload, and ends on SIGTERM with status 0."""
+    """The real `introspect glance listen --inline` beside a Glance with `rabbit_quorum_queue`:
+    INTROSPECT_GLANCE_MESSAGING_CONFIG names that Glance's glance-api.conf (the quorum option,
+    exchange and topic are Glance's), and INTROSPECT_GLANCE_TRANSPORT_URL a user of our own on
+    two hosts (two proxies to the RabbitMQ; name and password percent-encoded). The host it is
+    connected to dies (oslo.messaging shuffles the hosts: which one is read from the proxies);
+    it reconnects to the other, inspects the next upload, and ends on SIGTERM with status 0."""
     user, password = (quote(part, safe="") for part in special_user)
     vhost = rabbit_vhost.rsplit("/", 1)[1]
     log = tmp_path / "listen.log"
-    with proxies(("127.0.0.1", int(RABBIT.rsplit(":", 1)[1])), 2) as hosts:
+    queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
+    with (
+        glance_api(glance, "quorum", rabbit_quorum_queue="true") as api,
+        proxies(("127.0.0.1", int(RABBIT.rsplit(":", 1)[1])), 2) as hosts,
+    ):
+        admin = Admin(api.url, dict(ADMIN))
         url = ",".join(f"{user}:{password}@127.0.0.1:{host.port}" for host in hosts)
         env = process_env(
+            INTROSPECT_GLANCE_MESSAGING_CONFIG=str(api.etc / "glance-api.conf"),
             INTROSPECT_GLANCE_TRANSPORT_URL=f"rabbit://{url}/{vhost}",
-            INTROSPECT_GLANCE_QUEUE=f"introspect-test-{uuid.uuid4().hex[:8]}",
+            INTROSPECT_GLANCE_QUEUE=queue,
             INTROSPECT_GLANCE_ENDPOINTS=api.url,
             INTROSPECT_GLANCE_AUTH="headers",
             INTROSPECT_GLANCE_CACHE_MAX_BYTES="0",
@@ -269,7 +244,7 @@ def test_listen_fails_over_between_the_hosts_of_its_url_and_stops_on_sigterm(
             wait_for(lambda: "listening on" in read(log), process, "the listener did not start")
             [connected] = [host for host in hosts if host.carried]
             connected.down()
-            image_id = admin.uploaded(images["disk.vdi"])
+            image_id = admin.uploaded(images["sparse.vmdk"])
             wait_for(
                 lambda: "introspect_written" in admin.get(image_id), process, "the image was not inspected"
             )
@@ -280,11 +255,15 @@ def test_listen_fails_over_between_the_hosts_of_its_url_and_stops_on_sigterm(
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    assert process.returncode == 0, err
-    assert admin.get(image_id)["introspect_verdict"] == "ok"
+        assert process.returncode == 0, err
+        assert admin.get(image_id)["vmware_disktype"] == "sparse"
     text = read(log)
+    assert "exchange glance-quorum key quorum.info" in text
     assert f"rabbit://{special_user[0]}:***@127.0.0.1:" in text and special_user[1] not in text
     assert "stopped listening" in text
+    declared = queues(rabbit_vhost)
+    # Glance's default queue (declared as it sent the upload's notifications) and ours
+    assert (declared["quorum.info"], declared[queue]) == (["true", "quorum"], ["true", "quorum"])
 
 
 def read(path: Path) -> str:

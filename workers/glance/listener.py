@@ -57,9 +57,6 @@ log = logging.getLogger(__name__)
 SEEN_MAX = 100_000
 IMPORT_TASK_TYPE = "api_image_import"
 TASK_EVENTS = frozenset({"task.success", "task.run"})
-#: oslo.messaging's NotificationResult values (its endpoint contract).
-HANDLED = "handled"
-REQUEUE = "requeue"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +72,8 @@ class BadNotification(ValueError):
 
 
 def event(event_type: object, payload: object) -> Event:
-    """What oslo.messaging hands our endpoint -> Event. A notification without a payload object
-    (`image.send`'s is one) is still an event; one without an event type is not."""
+    """What oslo.messaging hands our endpoint -> Event. A notification whose payload is not an
+    object is still an event (with an empty payload); one without an event type is not."""
     if not isinstance(event_type, str) or not event_type:
         raise BadNotification(f"no event type (got {type(event_type).__name__})")
     return Event(event_type, payload if isinstance(payload, Mapping) else {})
@@ -199,7 +196,7 @@ class Listener:
             allow_requeue=True,
         )
         try:
-            started = self._start(listener, chosen, should_stop, poll_seconds)
+            started = _start(listener, chosen, should_stop, poll_seconds)
         except MessagingError:
             connected.cleanup()
             raise
@@ -223,32 +220,30 @@ class Listener:
             connected.cleanup()
             log.info("stopped listening on %s", chosen.masked_url)
 
-    @staticmethod
-    def _start(
-        listener: Any, chosen: Messaging, should_stop: Callable[[], bool], poll_seconds: float
-    ) -> bool:
-        """Start consuming (the queue declared and bound, so a notification sent from now on is
-        ours). oslo.messaging waits for an unreachable broker for ever, in the calling thread, so
-        the start runs in a thread of its own: a stop asked meanwhile returns False at once (the
-        process is ending; that thread goes with it)."""
-        failed: list[BaseException] = []
 
-        def start() -> None:
-            try:
-                listener.start(override_pool_size=1)
-            except Exception as error:  # shown below, as one line
-                failed.append(error)
+def _start(listener: Any, chosen: Messaging, should_stop: Callable[[], bool], poll_seconds: float) -> bool:
+    """Start consuming (the queue declared and bound, so a notification sent from now on is
+    ours). oslo.messaging waits for an unreachable broker for ever, in the calling thread, so
+    the start runs in a thread of its own: a stop asked meanwhile returns False at once (the
+    process is ending; that thread goes with it)."""
+    failed: list[BaseException] = []
 
-        starter = threading.Thread(target=start, name="introspect-listener-start", daemon=True)
-        starter.start()
-        while starter.is_alive():
-            if should_stop():
-                log.info("stopped before the broker at %s answered", chosen.masked_url)
-                return False
-            starter.join(poll_seconds)
-        if failed:
-            raise refused(chosen, failed[0])
-        return True
+    def start() -> None:
+        try:
+            listener.start(override_pool_size=1)
+        except Exception as error:  # shown below, as one line
+            failed.append(error)
+
+    starter = threading.Thread(target=start, name="introspect-listener-start", daemon=True)
+    starter.start()
+    while starter.is_alive():
+        if should_stop():
+            log.info("stopped before the broker at %s answered", chosen.masked_url)
+            return False
+        starter.join(poll_seconds)
+    if failed:
+        raise refused(chosen, failed[0])
+    return True
 
 
 class Endpoint:
@@ -269,6 +264,10 @@ class Endpoint:
         payload: Any,
         metadata: Mapping[str, Any],
     ) -> str:
+        """HANDLED (acted on, or dropped as unreadable), or REQUEUE when acting on it failed."""
+        results = oslo_messaging().NotificationResult
+        handled: str = results.HANDLED
+        requeue: str = results.REQUEUE
         try:
             found = event(event_type, payload)
         except BadNotification as error:
@@ -278,7 +277,7 @@ class Endpoint:
                 metadata.get("message_id"),
                 error,
             )
-            return HANDLED
+            return handled
         with self.lock:
             try:
                 self.listener.handle(found)
@@ -288,9 +287,9 @@ class Endpoint:
                 log.exception("handling %s failed; the notification goes back to the queue", found.event_type)
                 self.listener.forget(found)
             else:
-                return HANDLED
+                return handled
         time.sleep(self.pause)  # not at once: what failed may need a moment
-        return REQUEUE
+        return requeue
 
 
 class Inline:
