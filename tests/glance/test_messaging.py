@@ -5,12 +5,12 @@ are durable, or on quorum queues reached through a transport URL of two hosts, o
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -144,21 +144,33 @@ def test_listen_says_what_is_wrong_in_one_line(monkeypatch: pytest.MonkeyPatch) 
         get_glance_settings.cache_clear()
 
 
-@contextlib.contextmanager
-def glance_api(glance: Deployment, name: str, **rabbit: str) -> Iterator[Api]:
-    """One more glance-api process of the session's Glance, with these `[oslo_messaging_rabbit]`
-    options, sending its notifications to the session's vhost on an exchange (`glance-NAME`) and
-    topic (`NAME`) of its own, so that its declarations never meet the other processes'."""
-    options = "".join(f"{key} = {value}\n" for key, value in rabbit.items())
-    api = glance.start_api(
-        api_config=f"[DEFAULT]\ncontrol_exchange = glance-{name}\n"
-        f"[oslo_messaging_notifications]\ntopics = {name}\n[oslo_messaging_rabbit]\n{options}"
-    )
+#: The extra glance-api processes: name -> their `[oslo_messaging_rabbit]` options.
+MODES = {"durable": {"amqp_durable_queues": "true"}, "quorum": {"rabbit_quorum_queue": "true"}}
+
+
+@pytest.fixture(scope="module")
+def mode_apis(glance: Deployment, rabbit_vhost: str) -> Iterator[dict[str, Api]]:
+    """One more glance-api process of the session's Glance for each of MODES, started together
+    (each start is ~2 s of Glance importing itself), each sending its notifications to the
+    session's vhost with its options, on an exchange (`glance-NAME`) and topic (`NAME`) of its own
+    so that its declarations never meet the other processes'."""
+
+    def start(name: str) -> Api:
+        options = "".join(f"{key} = {value}\n" for key, value in MODES[name].items())
+        return glance.start_api(
+            api_config=f"[DEFAULT]\ncontrol_exchange = glance-{name}\n"
+            f"[oslo_messaging_notifications]\ntopics = {name}\n[oslo_messaging_rabbit]\n{options}"
+        )
+
+    with ThreadPoolExecutor(len(MODES)) as pool:
+        futures = {name: pool.submit(start, name) for name in MODES}
+    started = {name: future.result() for name, future in futures.items()}
     try:
-        yield api
+        yield started
     finally:
-        api.kill()  # nothing in flight: no need to wait for a graceful stop
-        glance.apis.remove(api)
+        for api in started.values():
+            api.kill()  # nothing in flight: no need to wait for a graceful stop
+            glance.apis.remove(api)
 
 
 def queues(transport_url: str) -> dict[str, list[str]]:
@@ -169,27 +181,25 @@ def queues(transport_url: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.glance
-def test_glance_with_durable_queues(glance: Deployment, rabbit_vhost: str, images: dict[str, Path]) -> None:
+def test_glance_with_durable_queues(
+    mode_apis: dict[str, Api], rabbit_vhost: str, images: dict[str, Path]
+) -> None:
     """Glance's amqp_durable_queues: the old listener's mistake (declaring the exchange
     non-durable) is refused with one line saying what to set; with INTROSPECT_GLANCE_DURABLE_QUEUES
     (and the exchange and topic set), the listener sees an upload and writes back."""
-    with glance_api(glance, "durable", amqp_durable_queues="true") as api:
-        admin = Admin(api.url, dict(ADMIN))
-        admin.uploaded(images["disk.vhd"])  # Glance declares its exchange on its first notification
-        target = {"transport_url": rabbit_vhost, "exchange": "glance-durable", "topic": "durable"}
-        with GlanceClient([api.url], IDENTITY) as client:
-            with pytest.raises(
-                MessagingError, match=r"PRECONDITION_FAILED.*INTROSPECT_GLANCE_DURABLE_QUEUES"
-            ):
-                queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
-                Listener(client, lambda image_id: None).consume(
-                    messaging(GlanceSettings(**target, queue=queue))
-                )
-            with Running(client, **target, durable_queues=True) as running:
-                image_id = admin.uploaded(images["ide.vmdk"])
-                settle(running, lambda: running.outcomes_for(image_id))
-                assert running.outcomes_for(image_id) == [State.INSPECTED]
-        assert admin.get(image_id)["vmware_adaptertype"] == "ide"
+    api = mode_apis["durable"]
+    admin = Admin(api.url, dict(ADMIN))
+    admin.uploaded(images["disk.vhd"])  # Glance declares its exchange on its first notification
+    target = {"transport_url": rabbit_vhost, "exchange": "glance-durable", "topic": "durable"}
+    with GlanceClient([api.url], IDENTITY) as client:
+        with pytest.raises(MessagingError, match=r"PRECONDITION_FAILED.*INTROSPECT_GLANCE_DURABLE_QUEUES"):
+            queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
+            Listener(client, lambda image_id: None).consume(messaging(GlanceSettings(**target, queue=queue)))
+        with Running(client, **target, durable_queues=True) as running:
+            image_id = admin.uploaded(images["ide.vmdk"])
+            settle(running, lambda: running.outcomes_for(image_id))
+            assert running.outcomes_for(image_id) == [State.INSPECTED]
+    assert admin.get(image_id)["vmware_adaptertype"] == "ide"
     declared = queues(rabbit_vhost)
     # Glance's default queue and ours, both durable as the exchange (which RabbitMQ's refusal said)
     assert (declared["durable.info"], declared[running.queue]) == (["true", "classic"], ["true", "classic"])
@@ -209,7 +219,7 @@ def special_user(rabbit_vhost: str) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.glance
 def test_listen_as_glance_with_quorum_queues_fails_over_between_two_hosts_and_stops_on_sigterm(
-    glance: Deployment, rabbit_vhost: str, images: dict[str, Path], special_user: tuple[str, str],
+    mode_apis: dict[str, Api], rabbit_vhost: str, images: dict[str, Path], special_user: tuple[str, str],
     tmp_path: Path,
 ) -> None:  # fmt: skip
     """The real `introspect glance listen --inline` beside a Glance with `rabbit_quorum_queue`:
@@ -222,10 +232,8 @@ def test_listen_as_glance_with_quorum_queues_fails_over_between_two_hosts_and_st
     vhost = rabbit_vhost.rsplit("/", 1)[1]
     log = tmp_path / "listen.log"
     queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
-    with (
-        glance_api(glance, "quorum", rabbit_quorum_queue="true") as api,
-        proxies(("127.0.0.1", int(RABBIT.rsplit(":", 1)[1])), 2) as hosts,
-    ):
+    api = mode_apis["quorum"]
+    with proxies(("127.0.0.1", int(RABBIT.rsplit(":", 1)[1])), 2) as hosts:
         admin = Admin(api.url, dict(ADMIN))
         url = ",".join(f"{user}:{password}@127.0.0.1:{host.port}" for host in hosts)
         env = process_env(
