@@ -2,6 +2,7 @@
 
     PipelineError                 one clear line for the operator; the CLI prints it and exits 1
      ├── CatalogConfigError       the catalog's database URL names no database the catalog supports
+     ├── MessagingError           the notification listener cannot start: its settings or the broker said no
      ├── NotFound                 no image with that id
      ├── InvalidTransition        the status table forbids the move (or another worker moved it first)
      ├── UnknownScheme            a location whose scheme no store serves
@@ -29,6 +30,12 @@ class PipelineError(Exception):
 class CatalogConfigError(PipelineError):
     """The catalog's database URL cannot be used: not a URL, a database the catalog does not
     support, or its driver is not installed. Not transient: the setting must change."""
+
+
+class MessagingError(PipelineError):
+    """The notification listener cannot start: a transport URL or config file oslo.messaging
+    refuses, a broker that refuses our login, or a declaration unlike Glance's. Not transient:
+    a setting must change."""
 
 
 class NotFound(PipelineError):

@@ -6,6 +6,7 @@ through the code under test)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -23,6 +24,8 @@ from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient, HeaderIdentity
 from workers.glance.listener import Inline, Listener
+from workers.glance.messaging import messaging
+from workers.glance.settings import GlanceSettings
 from workers.pipeline import Inspection, State, introspect_image
 
 RABBIT = "127.0.0.1:5672"
@@ -49,19 +52,34 @@ def disk_format(name: str) -> str:
     return {image[0]: image[3] for image in IMAGES}.get(name, Path(name).suffix.lstrip("."))
 
 
-@pytest.fixture(scope="session")
-def rabbit_vhost() -> Iterator[str]:
-    """A RabbitMQ vhost of this session's own (guest may use it), deleted afterwards; yields the
-    oslo.messaging transport URL."""
+def rabbitmqctl(*args: str) -> str:
+    """The real rabbitmqctl (quiet); its output."""
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is missing: the Glance suite needs the RabbitMQ on 127.0.0.1:5672")
+    result = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def private_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of our own (guest may use it), deleted afterwards; yields its name."""
     vhost = f"introspect-test-{uuid.uuid4().hex[:8]}"
-    run("rabbitmqctl", "-q", "add_vhost", vhost)
+    rabbitmqctl("add_vhost", vhost)
     try:
-        run("rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"rabbit://guest:guest@{RABBIT}/{vhost}"
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield vhost
     finally:
-        run("rabbitmqctl", "-q", "delete_vhost", vhost)
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    """A RabbitMQ vhost of this session's own, deleted afterwards; yields the oslo.messaging
+    transport URL."""
+    with private_vhost() as vhost:
+        yield f"rabbit://guest:guest@{RABBIT}/{vhost}"
 
 
 @pytest.fixture(scope="session")
@@ -187,29 +205,40 @@ def member(api: Api) -> Admin:
 
 
 class Running:
-    """A listener consuming in a thread, inspecting inline, until stopped."""
+    """A listener consuming in a thread, inspecting inline, until stopped. `settings`: the
+    INTROSPECT_GLANCE_* messaging settings (durable_queues=True, messaging_config=path...)."""
 
-    def __init__(self, client: GlanceClient, transport_url: str) -> None:
+    def __init__(self, client: GlanceClient, transport_url: str | None = None, **settings: Any) -> None:
         self.inline = Inline(GlanceCatalog(client))
         self.listener = Listener(client, self.inline)
         self.ready = threading.Event()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.queue = f"introspect-test-{uuid.uuid4().hex[:8]}"
-        self.thread = threading.Thread(target=self._run, args=(transport_url,), daemon=True)
+        self.messaging = messaging(GlanceSettings(transport_url=transport_url, queue=self.queue, **settings))
+        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self, transport_url: str) -> None:
+    def _run(self) -> None:
         def idle() -> None:
             self.ready.set()
             self.inline.idle()
 
         try:
-            self.listener.consume(
-                transport_url, queue=self.queue, should_stop=self.stop.is_set, idle=idle, poll_seconds=0.05
-            )
+            self.listener.consume(self.messaging, should_stop=self.stop.is_set, idle=idle, poll_seconds=0.05)
         except BaseException as error:  # shown by the test, not lost in the thread
             self.errors.append(error)
             self.ready.set()
+
+    def __enter__(self) -> Running:
+        """Started and consuming (its queue declared and bound)."""
+        self.thread.start()
+        assert self.ready.wait(15), "the listener did not start consuming"
+        assert not self.errors, self.errors
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
 
     def outcomes_for(self, image_id: str) -> list[State]:
         return [outcome.state for outcome in self.inline.outcomes if outcome.image_id == image_id]

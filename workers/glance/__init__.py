@@ -8,7 +8,10 @@
                    bounded on-disk cache of the ranges fetched
     ownership.py   the marker property and the rule that keeps someone else's values (pure code)
     writeback.py   one atomic JSON-patch per image, and Glance's refusals (403/409/413/404) as outcomes
-    listener.py    Glance notifications -> one inspection per change of the image's data
+    messaging.py   the notification transport as Glance's: oslo.messaging's options from our settings
+                   and/or glance-api.conf, the transport URL parsed by oslo.messaging
+    listener.py    Glance notifications (oslo.messaging's listener) -> one inspection per change of
+                   the image's data
     sync.py        the poller (`introspect glance sync --since T`)
     plugin.py      the interoperable-import plugin (runs inside Glance, library only)
     catalog.py     the catalog contract over Glance (INTROSPECT_CATALOG=glance): every trigger

@@ -36,6 +36,7 @@ from workers.errors import NotReady, PipelineError
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
 from workers.glance.listener import Inline, Listener
+from workers.glance.messaging import messaging
 from workers.glance.ownership import ATTRIBUTES, MARKER, RESERVED_PREFIX, Marker, digest
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings, get_glance_settings
@@ -233,7 +234,7 @@ def _sources(image: dict[str, Any], owned: Mapping[str, str]) -> list[tuple[str,
 
 @glance_group.command("listen")
 @inline_option
-@click.option("--queue", help="Our queue's name (INTROSPECT_GLANCE_QUEUE).")
+@click.option("--queue", help="Our listener pool, which names our queue (INTROSPECT_GLANCE_QUEUE).")
 @policy_option
 @log_options
 @friendly
@@ -250,6 +251,7 @@ def listen_command(
     configure(log_level.upper(), log_file, log_format)
     policy = command_policy(policy_file, here=inline)
     settings = get_glance_settings()
+    chosen = messaging(settings, queue=queue)
     stop = _stop_on_signals()
     with _client(settings) as client:
         runner = (
@@ -259,10 +261,7 @@ def listen_command(
         )
         listener = Listener(client, runner if runner is not None else _queue)
         listener.consume(
-            settings.transport_url,
-            exchange=settings.exchange,
-            topic=settings.topic,
-            queue=queue or settings.queue,
+            chosen,
             should_stop=stop,
             idle=runner.idle if runner is not None else lambda: None,
         )

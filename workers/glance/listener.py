@@ -1,11 +1,12 @@
 """`introspect glance listen`: Glance's notifications in, one inspection per change of data out.
 
-Glance (oslo.messaging, driver messagingv2) publishes to the topic exchange `glance` with routing
-key `notifications.info`; the body is an envelope `{"oslo.version": "2.0", "oslo.message": "<JSON
-text>"}` whose inner message has `event_type` and `payload`. We bind a queue of our own (never
-Glance's `notifications.info` queue, which other consumers such as ceilometer compete for),
-declared like Glance declares its exchange: durable=False (a durable declaration is refused
-with 406 PRECONDITION_FAILED).
+Glance publishes with oslo.messaging (driver messagingv2) and we consume with oslo.messaging's own
+notification listener (workers/glance/messaging.py: the transport URL, the pool that names our
+queue, and the `[oslo_messaging_rabbit]` options that must be Glance's, from our settings or
+glance-api.conf itself). oslo.messaging decodes each message and calls our endpoint's `info()`
+with the event type and payload, one message at a time (a pool of one thread: the dedupe and the
+inline inspections are not shared between threads); reconnects and failover between the
+transport URL's hosts are oslo.messaging's.
 
 Which events mean "new data to inspect" (measured on Glance 33, see tests/glance/README-section.md):
 
@@ -23,13 +24,20 @@ Each image is inspected once per change of its data however many events arrive: 
 deduplicated in memory by (image id, checksum) and by task id, and the inspection itself (the
 pipeline's `introspect_image`, unforced) skips an image whose marker says its current data was
 already inspected (so a restarted listener, a second listener, or the poller do not inspect twice).
+
+What happens to a message: one that is not a notification we can read (no event type, a payload
+that is not an object) is logged and dropped (acknowledged); one oslo.messaging cannot decode is
+logged and rejected by oslo.messaging itself. When acting on an event fails (Glance unreachable
+while inline: the pipeline's Transient; the task broker down while queueing), the event is
+forgotten by the dedupe and the message goes back to the queue (NotificationResult.REQUEUE)
+after a pause of `poll_seconds`, to come again. An image not ready yet (an import finishing) is
+tried again by `Inline` after growing delays, the message acknowledged.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -38,8 +46,9 @@ from typing import Any
 
 from introspect.safety import Policy
 from workers.catalog import CatalogBackend
-from workers.errors import NotReady, PipelineError, Transient
+from workers.errors import MessagingError, NotReady, PipelineError, Transient
 from workers.glance.client import GlanceClient, GlanceError
+from workers.glance.messaging import Messaging, oslo_messaging, refused, transport
 from workers.pipeline import Inspection, introspect_image
 
 log = logging.getLogger(__name__)
@@ -48,8 +57,6 @@ log = logging.getLogger(__name__)
 SEEN_MAX = 100_000
 IMPORT_TASK_TYPE = "api_image_import"
 TASK_EVENTS = frozenset({"task.success", "task.run"})
-#: Longest notification body we decode (Glance's image payloads are a few KB).
-MAX_BODY = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,30 +68,15 @@ class Event:
 
 
 class BadNotification(ValueError):
-    """A message on our queue that is not an oslo.messaging notification."""
+    """A message on our queue that is not a notification we can read."""
 
 
-def decode(body: bytes | str | Mapping[str, Any]) -> Event:
-    """An oslo.messaging notification (the v2 envelope, or a bare v1 message) -> Event."""
-    if isinstance(body, bytes | str):
-        if len(body) > MAX_BODY:
-            raise BadNotification(f"a notification of {len(body)} bytes is beyond {MAX_BODY}")
-        try:
-            body = json.loads(body)
-        except ValueError as error:
-            raise BadNotification(f"not JSON: {error}") from None
-    if not isinstance(body, Mapping):
-        raise BadNotification(f"not a JSON object but {type(body).__name__}")
-    message: Any = body
-    if "oslo.message" in body:
-        try:
-            message = json.loads(body["oslo.message"])
-        except (TypeError, ValueError) as error:
-            raise BadNotification(f"oslo.message is not JSON text: {error}") from None
-    if not isinstance(message, Mapping) or not isinstance(message.get("event_type"), str):
-        raise BadNotification("no event_type")
-    payload = message.get("payload")
-    return Event(message["event_type"], payload if isinstance(payload, Mapping) else {})
+def event(event_type: object, payload: object) -> Event:
+    """What oslo.messaging hands our endpoint -> Event. A notification whose payload is not an
+    object is still an event (with an empty payload); one without an event type is not."""
+    if not isinstance(event_type, str) or not event_type:
+        raise BadNotification(f"no event type (got {type(event_type).__name__})")
+    return Event(event_type, payload if isinstance(payload, Mapping) else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +124,9 @@ class Seen:
             self._keys.popitem(last=False)
         return True
 
+    def discard(self, key: Hashable) -> None:
+        self._keys.pop(key, None)
+
     def forget_image(self, image_id: str) -> None:
         for key in [key for key in self._keys if isinstance(key, tuple) and key[:2] == ("image", image_id)]:
             del self._keys[key]
@@ -173,55 +168,128 @@ class Listener:
         image_id = (found.get("result") or {}).get("image_id") or (found.get("input") or {}).get("image_id")
         return str(image_id) if image_id else None
 
+    def forget(self, event: Event) -> None:
+        """Let this event's change be acted on again (its handling failed and it is requeued)."""
+        wanted = trigger(event)
+        if wanted is not None:
+            self.seen.discard(wanted.key)
+
     def consume(
         self,
-        transport_url: str,
+        chosen: Messaging,
         *,
-        exchange: str = "glance",
-        topic: str = "notifications",
-        queue: str = "introspect-glance",
         should_stop: Callable[[], bool] = lambda: False,
         idle: Callable[[], None] = lambda: None,
         poll_seconds: float = 0.5,
     ) -> None:
-        """Consume until `should_stop()`; `idle()` runs between messages (delayed retries)."""
-        kombu: Any = importlib.import_module("kombu")
-        exchange_ = kombu.Exchange(exchange, type="topic", durable=False)
-        queue_ = kombu.Queue(queue, exchange=exchange_, routing_key=f"{topic}.info", durable=False)
-
-        def on_message(body: Any, message: Any) -> None:
-            try:
-                event = decode(body if isinstance(body, Mapping) else message.body)
-            except BadNotification as error:
-                log.warning("dropped a message on %s: %s", queue, error)
-                message.ack()
-                return
-            try:
-                self.handle(event)
-            except Exception:
-                # The dispatch could not be done (the broker for tasks is down...): leave the
-                # message for later rather than lose the change.
-                log.exception("handling %s failed; the notification goes back to the queue", event.event_type)
-                message.requeue()
-                time.sleep(poll_seconds)
-                return
-            message.ack()
-
-        with kombu.Connection(amqp_url(transport_url)) as connection:
-            with connection.Consumer(queue_, callbacks=[on_message], accept=["json"]):
-                log.info(
-                    "listening on %s exchange %s key %s.info, queue %s",
-                    mask(transport_url),
-                    exchange,
-                    topic,
-                    queue,
-                )
-                while not should_stop():
-                    try:
-                        connection.drain_events(timeout=poll_seconds)
-                    except TimeoutError:
-                        pass
+        """Consume through oslo.messaging until `should_stop()`; `idle()` runs every
+        `poll_seconds` (delayed retries), never at the same time as a notification's handling."""
+        oslo = oslo_messaging()
+        endpoint = Endpoint(self, poll_seconds)
+        connected = transport(chosen)
+        listener = oslo.get_notification_listener(
+            connected,
+            targets=[oslo.Target(topic=chosen.topic, exchange=chosen.exchange)],
+            endpoints=[endpoint],
+            executor="threading",
+            pool=chosen.pool,
+            allow_requeue=True,
+        )
+        try:
+            started = _start(listener, chosen, should_stop, poll_seconds)
+        except MessagingError:
+            connected.cleanup()
+            raise
+        if not started:
+            return
+        log.info(
+            "listening on %s exchange %s key %s.info, pool (queue) %s",
+            chosen.masked_url,
+            chosen.exchange,
+            chosen.topic,
+            chosen.pool,
+        )
+        try:
+            while not should_stop():
+                with endpoint.lock:
                     idle()
+                time.sleep(poll_seconds)
+        finally:
+            listener.stop()
+            listener.wait()
+            connected.cleanup()
+            log.info("stopped listening on %s", chosen.masked_url)
+
+
+def _start(listener: Any, chosen: Messaging, should_stop: Callable[[], bool], poll_seconds: float) -> bool:
+    """Start consuming (the queue declared and bound, so a notification sent from now on is
+    ours). oslo.messaging waits for an unreachable broker for ever, in the calling thread, so
+    the start runs in a thread of its own: a stop asked meanwhile returns False at once (the
+    process is ending; that thread goes with it)."""
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            listener.start(override_pool_size=1)
+        except Exception as error:  # shown below, as one line
+            failed.append(error)
+
+    starter = threading.Thread(target=start, name="introspect-listener-start", daemon=True)
+    starter.start()
+    while starter.is_alive():
+        if should_stop():
+            log.info("stopped before the broker at %s answered", chosen.masked_url)
+            return False
+        starter.join(poll_seconds)
+    if failed:
+        raise refused(chosen, failed[0])
+    return True
+
+
+class Endpoint:
+    """oslo.messaging's notification endpoint: `info()` for every notification of priority INFO
+    (Glance sends all of its notifications so)."""
+
+    def __init__(self, listener: Listener, pause: float) -> None:
+        self.listener = listener
+        self.pause = pause
+        #: Held while a notification is handled and while `idle()` runs.
+        self.lock = threading.Lock()
+
+    def info(
+        self,
+        ctxt: Mapping[str, Any],
+        publisher_id: str,
+        event_type: str,
+        payload: Any,
+        metadata: Mapping[str, Any],
+    ) -> str:
+        """HANDLED (acted on, or dropped as unreadable), or REQUEUE when acting on it failed."""
+        results = oslo_messaging().NotificationResult
+        handled: str = results.HANDLED
+        requeue: str = results.REQUEUE
+        try:
+            found = event(event_type, payload)
+        except BadNotification as error:
+            log.warning(
+                "dropped a notification from %s (message %s): %s",
+                publisher_id,
+                metadata.get("message_id"),
+                error,
+            )
+            return handled
+        with self.lock:
+            try:
+                self.listener.handle(found)
+            except Exception:
+                # The change could not be acted on (Glance or the task broker unreachable...):
+                # the message comes back rather than the change being lost.
+                log.exception("handling %s failed; the notification goes back to the queue", found.event_type)
+                self.listener.forget(found)
+            else:
+                return handled
+        time.sleep(self.pause)  # not at once: what failed may need a moment
+        return requeue
 
 
 class Inline:
@@ -285,22 +353,3 @@ class Inline:
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-
-def amqp_url(transport_url: str) -> str:
-    """oslo.messaging's `rabbit://` is kombu's `amqp://` (the rest of the URL is the same)."""
-    return (
-        "amqp://" + transport_url.removeprefix("rabbit://")
-        if transport_url.startswith("rabbit://")
-        else transport_url
-    )
-
-
-def mask(url: str) -> str:
-    """The URL without its password, for logs."""
-    head, at, tail = url.rpartition("@")
-    if not at:
-        return url
-    scheme, _, credentials = head.partition("://")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from glance.common.exception import UploadException  # type: ignore[import-not-found]
-from oslo_config import cfg  # type: ignore[import-not-found]
+from oslo_config import cfg
 from taskflow import task  # type: ignore[import-not-found]
 from taskflow.patterns import linear_flow  # type: ignore[import-not-found]
 

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from workers.errors import PipelineError
 
 KEYSTONE_VARIABLES = ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE")
 
@@ -60,12 +62,35 @@ class GlanceSettings(BaseSettings):
     #: become one request; the block doubles with each request of an image, up to read_block_max.
     read_block: int = Field(64 * 1024, ge=512)
     read_block_max: int = Field(512 * 1024, ge=512)
-    #: Notifications (oslo.messaging, driver messagingv2): the broker Glance publishes to, its
-    #: control exchange, the topic, and the queue of our own bound to `<topic>.info`.
-    transport_url: str = "amqp://guest:guest@127.0.0.1:5672//"
-    exchange: str = "glance"
-    topic: str = "notifications"
-    queue: str = "introspect-glance"
+    #: Notifications, consumed through oslo.messaging as Glance sends them (workers/glance/messaging.py).
+    #: `messaging_config`: a file in oslo.config's format, usually glance-api.conf itself, whose
+    #: transport URL, `control_exchange`, `[oslo_messaging_notifications] topics` and
+    #: `[oslo_messaging_rabbit]` options are then exactly Glance's; each setting below that is
+    #: set overrides the file's value, and what neither sets is oslo.messaging's default
+    #: (`rabbit://` on localhost, exchange `glance` as Glance's default, topic `notifications`).
+    messaging_config: Path | None = None
+    #: The broker Glance publishes to, as in glance-api.conf: `rabbit://user:pass@host:5672/vhost`,
+    #: several hosts comma-separated (`rabbit://u:p@h1:5672,u:p@h2:5672/vhost`), with a `:`, `@`
+    #: or `,` in a name or password percent-encoded (`%3A %40 %2C`); a `/` is refused, as
+    #: oslo.messaging's rabbit driver cannot log in with one.
+    transport_url: str | None = None
+    exchange: str | None = None
+    topic: str | None = None
+    #: Our listener pool: oslo.messaging names our own queue after it and binds it to
+    #: `<topic>.info`, so listeners of one pool share the work and never take Glance's default
+    #: `notifications.info` queue from its other consumers (ceilometer...).
+    queue: str = Field("introspect-glance", min_length=1)
+    #: `[oslo_messaging_rabbit]` options that must be Glance's own: `amqp_durable_queues` and
+    #: `rabbit_quorum_queue` decide whether the exchange is durable (RabbitMQ refuses a
+    #: consumer that declares it otherwise), `heartbeat_timeout_threshold`, and TLS (`ssl`,
+    #: `ssl_ca_file`, `ssl_cert_file`, `ssl_key_file`). Unset: the config file's, else oslo's default.
+    durable_queues: bool | None = None
+    quorum_queues: bool | None = None
+    heartbeat_timeout: int | None = Field(None, ge=0)
+    ssl: bool | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
 
     @field_validator("endpoints", "roles", mode="before")
     @classmethod
@@ -83,5 +108,14 @@ class GlanceSettings(BaseSettings):
 
 @cache
 def get_glance_settings() -> GlanceSettings:
-    """The process's Glance settings, read once from the environment."""
-    return GlanceSettings()
+    """The process's Glance settings, read once from the environment; a value that is not one
+    is one line naming the variable."""
+    try:
+        return GlanceSettings()
+    except ValidationError as error:
+        prefix = GlanceSettings.model_config.get("env_prefix", "")
+        problems = "; ".join(
+            f"{prefix}{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise PipelineError(problems) from None

@@ -179,6 +179,8 @@ class Api:
     port: int
     process: subprocess.Popen[bytes]
     log_file: Path
+    #: The config directory this process read (its own copy when started with options of its own).
+    etc: Path
 
     @property
     def alive(self) -> bool:
@@ -269,18 +271,26 @@ class Deployment:
         lines = [f"{name} = {target}" for name, target in declared.items()] or [PLUGIN_ENTRY]
         (info / "entry_points.txt").write_text(f"[{PLUGIN_GROUP}]\n" + "\n".join(lines) + "\n")
 
-    def start_api(self, port: int = 0, *, plugin_options: dict[str, str] | None = None) -> Api:
-        """Start one glance-api and wait until GET /versions answers. `plugin_options`: the
-        introspect import plugin's `[introspect]` options for this process alone (a copy of
-        etc/ of its own; the database and stores stay shared), e.g. {"enforce": "true"}."""
+    def start_api(
+        self, port: int = 0, *, plugin_options: dict[str, str] | None = None, api_config: str | None = None
+    ) -> Api:
+        """Start one glance-api and wait until GET /versions answers. For this process alone (a
+        copy of etc/ of its own, `Api.etc`; the database and stores stay shared):
+        `plugin_options`, the introspect import plugin's `[introspect]` options, e.g.
+        {"enforce": "true"}; `api_config`, sections appended to its glance-api.conf (a later
+        value of an option wins), e.g. its own notification transport."""
         port = port or free_port()
         etc = self.etc
-        if plugin_options is not None:
+        if plugin_options is not None or api_config is not None:
             etc = self.directory / f"etc-{port}"
             shutil.copytree(self.etc, etc, dirs_exist_ok=True)
+        if plugin_options is not None:
             options = "".join(f"{key} = {value}\n" for key, value in plugin_options.items())
             with (etc / "glance-image-import.conf").open("a") as out:
                 out.write(f"[introspect]\n{options}")
+        if api_config is not None:
+            with (etc / "glance-api.conf").open("a") as out:
+                out.write(f"\n{api_config}\n")
         ini = etc / f"glance-uwsgi-{port}.ini"
         ini.write_text((self.etc / "glance-uwsgi.ini").read_text().replace("@PORT@", str(port)))
         env = {**os.environ, "OS_GLANCE_CONFIG_DIR": str(etc)}
@@ -299,7 +309,7 @@ class Deployment:
                 env=env,
                 start_new_session=True,
             )
-        api = Api(url=url, port=port, process=process, log_file=log_file)
+        api = Api(url=url, port=port, process=process, log_file=log_file, etc=etc)
         self.apis.append(api)
         deadline = started + START_TIMEOUT
         while True:
