@@ -9,11 +9,31 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.errors import PipelineError
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def read_settings(kind: type[SettingsT]) -> SettingsT:
+    """`kind` read from the environment; a value that is not one is one line naming the variable
+    (`INTROSPECT_EAGER: Input should be a valid boolean`), never a pydantic traceback."""
+    try:
+        return kind()
+    except ValidationError as error:
+        prefix = kind.model_config.get("env_prefix", "")
+        raise PipelineError(
+            "; ".join(
+                f"{prefix}{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg']}"
+                for problem in error.errors()
+            )
+        ) from None
 
 
 def _default_data_dir() -> Path:
@@ -131,4 +151,4 @@ def mask(url: str) -> str:
 @cache
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
-    return Settings()
+    return read_settings(Settings)

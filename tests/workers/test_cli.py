@@ -287,3 +287,13 @@ def test_bad_arguments(data_dir: Path, images: dict[str, Path]):
     result = CliRunner().invoke(main, ["images", "set", UNKNOWN, "novalue"])
     assert result.exit_code == 2 and "'novalue': expected KEY=VALUE" in result.stderr
     assert failing("rerun").stderr.startswith("Error: say what to re-run: --all, ")
+
+
+def test_a_setting_that_is_not_one_is_one_line_naming_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("INTROSPECT_EAGER", "maybe")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["images", "list"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "Error: INTROSPECT_EAGER: Input should be a valid boolean, unable to interpret input"
+    ]

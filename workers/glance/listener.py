@@ -8,7 +8,7 @@ with the event type and payload, one message at a time (a pool of one thread: th
 inline inspections are not shared between threads); reconnects and failover between the
 transport URL's hosts are oslo.messaging's.
 
-Which events mean "new data to inspect" (measured on Glance 33, see tests/glance/README-section.md):
+Which events mean "new data to inspect" (measured on Glance 33; tests/glance/test_listener.py replays each):
 
 - `image.update` with status `active`, no `os_glance_import_task` and no store still importing:
   the end of a plain upload (PUT /file), and the last event of it. `image.upload` and

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from workers.errors import PipelineError
+from workers.settings import read_settings
 
 KEYSTONE_VARIABLES = ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE")
 
@@ -110,12 +110,4 @@ class GlanceSettings(BaseSettings):
 def get_glance_settings() -> GlanceSettings:
     """The process's Glance settings, read once from the environment; a value that is not one
     is one line naming the variable."""
-    try:
-        return GlanceSettings()
-    except ValidationError as error:
-        prefix = GlanceSettings.model_config.get("env_prefix", "")
-        problems = "; ".join(
-            f"{prefix}{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg']}"
-            for problem in error.errors()
-        )
-        raise PipelineError(problems) from None
+    return read_settings(GlanceSettings)
