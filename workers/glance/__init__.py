@@ -2,8 +2,10 @@
 
     settings.py    INTROSPECT_GLANCE_* settings: endpoints, identity, cache, notifications
     refs.py        image references: a bare id or an href (`http://host:9292/v2/images/<id>`), as Nova
-    client.py      httpx client: keystoneauth1 identity or fixed identity headers; round-robin over
-                   endpoints with failover and a cool-down for a failed one
+    cloud.py       the keystone identity, read by openstacksdk's config loader (clouds.yaml,
+                   secure.yaml, OS_*): its keystoneauth1 session carries every call
+    client.py      the calls, each through that session (or one with fixed identity headers);
+                   round-robin over endpoints with failover and a cool-down for a failed one
     source.py      a ByteSource over `GET /v2/images/{id}/file` with single Range requests, and the
                    bounded on-disk cache of the ranges fetched
     ownership.py   the marker property and the rule that keeps someone else's values (pure code)
@@ -19,5 +21,5 @@
     cli.py         `introspect glance inspect|show|listen|sync`
 
 The import plugin runs inside Glance's own process and venv: it imports only `introspect` and
-taskflow, oslo.config and ownership.py, never the rest of this package (no settings, no httpx).
+taskflow, oslo.config and ownership.py, never the rest of this package (no settings, no keystoneauth1).
 """

@@ -1,8 +1,12 @@
-"""A small Glance v2 client over httpx: only the calls introspect makes, with failover.
+"""A small Glance v2 client: only the calls introspect makes, with failover.
 
-Identity is either a keystoneauth1 session (tokens from keystone; the image endpoint from the
-catalog unless configured) or fixed identity headers for a keystone-less Glance (see
-settings.py). Transport is httpx either way: one request per call, no hidden retries.
+Every call goes through one keystoneauth1 session, so the TLS settings (the CA bundle, no
+verification, a client certificate) apply to each of them as they do to keystone. With keystone
+(workers/glance/cloud.py reads the cloud as openstacksdk does) the session puts a token on each
+request and renews it once on a 401; the image endpoint comes from the catalog unless configured.
+Without it, a session with no auth plugin carries fixed identity headers for a keystone-less
+Glance (see settings.py). One request per try: the session retries nothing itself, follows no
+redirect, and reads a range's body only as far as asked.
 
 Several endpoints (several glance-api hosts of one deployment) are used round-robin. A
 connection error, a timeout or a 5xx sends the request to the next endpoint and leaves the
@@ -28,18 +32,20 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import httpx
+import requests
+import urllib3
+from keystoneauth1 import exceptions as ksa_exceptions
+from keystoneauth1.session import Session
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -68,6 +74,13 @@ MAX_PAGES = 1000
 #: While one is up, the next try goes to it at once.
 BACKOFF = wait_exponential(multiplier=0.2, max=2.0)
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+#: Bytes asked of the socket at a time while a range's body is read.
+READ_CHUNK = 64 * 1024
+#: Why OpenSSL refused a server's certificate, in keystoneauth1's message of the failure.
+CERT_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(']+)")
+#: The operating system's reason inside urllib3's message of a failed connection.
+ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+URL_OF_FAILURE = re.compile(r"connecting to (https?://[^/\s:]+(?::\d+)?)")
 #: A plain `GET /v2/images` shows even an admin only part of what it may see: no hidden image
 #: (`os_hidden` defaults to false) and no other project's community image (without a
 #: `visibility`, community images are the caller's own only); glance/db/sqlalchemy/api.py,
@@ -130,24 +143,39 @@ def _glance_message(text: str) -> str:
 
 
 class Identity(Protocol):
-    """Who we are to Glance: headers for each request, and where the image API is."""
+    """Who we are to Glance, and the keystoneauth1 session every call goes through: its TLS
+    settings (verify, client certificate) and, with keystone, the token it puts on each request."""
 
-    def headers(self) -> dict[str, str]: ...
+    session: Session
+    #: True when the session's auth plugin adds a token (and renews it once on a 401).
+    authenticated: bool
 
-    def invalidate(self) -> bool:
-        """Drop a cached token; True when a retry may now succeed."""
+    def headers(self) -> dict[str, str]:
+        """Headers of every request besides the session's own."""
         ...
 
-    def endpoint(self) -> str | None: ...
+    def endpoint(self) -> str | None:
+        """The image API's URL when the identity knows it (the catalog), else None."""
+        ...
 
 
-@dataclass(frozen=True)
 class HeaderIdentity:
-    """Keystone-less: the identity keystonemiddleware would have put in the headers, stated."""
+    """Keystone-less: the identity keystonemiddleware would have put in the headers, stated, over
+    a session without an auth plugin (so TLS settings still apply)."""
 
-    roles: Sequence[str]
-    project_id: str
-    user_id: str
+    authenticated = False
+
+    def __init__(
+        self, roles: Sequence[str], project_id: str, user_id: str, *, verify: bool | str = True
+    ) -> None:
+        self.roles = tuple(roles)
+        self.project_id = project_id
+        self.user_id = user_id
+        self.session = Session(verify=verify)
+        if verify is False:
+            # asked for (INTROSPECT_GLANCE_INSECURE): not a warning on every request, as
+            # openstacksdk's session does with `insecure`
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -157,92 +185,79 @@ class HeaderIdentity:
             "X-User-Id": self.user_id,
         }
 
-    def invalidate(self) -> bool:
-        return False
-
     def endpoint(self) -> str | None:
         return None
 
 
 class KeystoneIdentity:
-    """A keystoneauth1 session: a token per request, the image endpoint from the catalog."""
+    """A cloud's keystoneauth1 session (workers/glance/cloud.py loads it): a token per request,
+    the image endpoint from the catalog, unless the cloud overrides it."""
 
-    def __init__(self, session: Any, *, interface: str, region_name: str | None) -> None:
+    authenticated = True
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        interface: str | list[str] | None,
+        region_name: str | None,
+        endpoint_override: str | None = None,
+    ) -> None:
         self.session = session
         self.interface = interface
         self.region_name = region_name
+        self.endpoint_override = endpoint_override
 
     def headers(self) -> dict[str, str]:
-        return dict(self.session.get_auth_headers() or {})
-
-    def invalidate(self) -> bool:
-        return bool(self.session.invalidate())
+        return {}
 
     def endpoint(self) -> str | None:
-        found = self.session.get_endpoint(
-            service_type="image", interface=self.interface, region_name=self.region_name
-        )
-        return str(found) if found else None
-
-
-def keystone_identity(settings: GlanceSettings, environ: Mapping[str, str] | None = None) -> KeystoneIdentity:
-    """The usual OpenStack settings: OS_CLOUD (clouds.yaml) or OS_* variables, via keystoneauth1."""
-    from keystoneauth1 import loading, session
-
-    env = os.environ if environ is None else environ
-    interface = env.get("OS_INTERFACE", settings.interface)
-    region = env.get("OS_REGION_NAME", settings.region_name or "") or None
-    verify: bool | str = env.get("OS_CACERT") or env.get("OS_INSECURE", "").lower() not in (
-        "1",
-        "true",
-        "yes",
-    )
-    if env.get("OS_CLOUD"):
-        cloud = _clouds_yaml_entry(env["OS_CLOUD"], env)
-        auth_type = str(cloud.get("auth_type", "password"))
-        options = {key.replace("-", "_"): value for key, value in dict(cloud.get("auth", {})).items()}
-        interface = str(cloud.get("interface", interface))
-        region = cloud.get("region_name", region)
-        if "cacert" in cloud:
-            verify = str(cloud["cacert"])
-        elif cloud.get("verify") is False or cloud.get("insecure") is True:
-            verify = False
-    else:
-        auth_type = env.get("OS_AUTH_TYPE", "password")
-        options = {}
-    loader: Any = loading.get_plugin_loader(auth_type)
-    for opt in loader.get_options():
-        for variable in opt.argparse_envvars:
-            if opt.dest not in options and variable in env:
-                options[opt.dest] = env[variable]
-    auth = loader.load_from_options(**options)
-    return KeystoneIdentity(
-        session.Session(auth=auth, verify=verify), interface=interface, region_name=region
-    )
-
-
-def _clouds_yaml_entry(cloud: str, env: Mapping[str, str]) -> dict[str, Any]:
-    """The named cloud from the first clouds.yaml found where openstacksdk looks for it."""
-    import yaml  # type: ignore[import-untyped]
-
-    candidates = [env.get("OS_CLIENT_CONFIG_FILE", ""), "clouds.yaml"]
-    candidates += [str(Path.home() / ".config" / "openstack" / "clouds.yaml"), "/etc/openstack/clouds.yaml"]
-    for candidate in filter(None, candidates):
-        path = Path(candidate)
-        if path.is_file():
-            clouds = (yaml.safe_load(path.read_text()) or {}).get("clouds", {})
-            if cloud in clouds:
-                return dict(clouds[cloud])
-            raise GlanceConfigError(
-                f"{path} has no cloud named {cloud!r} (it has: {', '.join(clouds) or 'none'})"
+        if self.endpoint_override:
+            return self.endpoint_override
+        try:
+            found = self.session.get_endpoint(
+                service_type="image", interface=self.interface, region_name=self.region_name
             )
-    raise GlanceConfigError(
-        f"OS_CLOUD={cloud} but no clouds.yaml was found (looked in {', '.join(candidates[1:])})"
+        except ksa_exceptions.EndpointNotFound:
+            found = None
+        except ksa_exceptions.ClientException as error:
+            raise keystone_failure(error) from None
+        if not found:
+            raise GlanceConfigError(
+                f"keystone's catalog has no image endpoint for interface {self.interface or 'public'} "
+                f"in region {self.region_name or '(any)'}: choose them with the cloud's interface and "
+                "region_name (or INTROSPECT_GLANCE_INTERFACE, _REGION_NAME), or name the API with "
+                "INTROSPECT_GLANCE_ENDPOINTS"
+            )
+        return str(found)
+
+
+def keystone_failure(error: ksa_exceptions.ClientException) -> PipelineError:
+    """What keystone's failure to hand us a token (or the catalog) means: a certificate we do not
+    trust or refused credentials are the operator's to fix; keystone out of reach may pass."""
+    if isinstance(error, ksa_exceptions.SSLError):
+        return tls_failure(error)
+    if isinstance(error, ksa_exceptions.ConnectionError | ksa_exceptions.HttpServerError):
+        return GlanceUnavailable(f"keystone did not answer: {error}")
+    return GlanceConfigError(f"keystone refused us: {error} (check the credentials)")
+
+
+def tls_failure(error: ksa_exceptions.SSLError) -> PipelineError:
+    """A server certificate we cannot verify is a setting to fix, said in one line; any other TLS
+    failure (a handshake cut short) is a failed try."""
+    reason = CERT_VERIFY_FAILED.search(str(error))
+    if reason is None:
+        return GlanceUnavailable(str(error))
+    url = URL_OF_FAILURE.search(str(error))
+    return GlanceConfigError(
+        f"{url.group(1) if url else 'the server'}: TLS certificate verify failed "
+        f"({reason.group(1).strip()}): give the CA that signed it as `cacert` in clouds.yaml or "
+        "OS_CACERT (INTROSPECT_GLANCE_CACERT without keystone)"
     )
 
 
 class GlanceConfigError(PipelineError):
-    """The settings do not say where Glance is or who we are."""
+    """The settings do not say where Glance is or who we are, or say it wrongly."""
 
 
 @dataclass
@@ -287,6 +302,19 @@ class Stats:
     data_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What Glance said to one request: its status, headers and (at most the asked-for) body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
 class GlanceClient:
     """The calls introspect makes on the image API v2, each with failover."""
 
@@ -297,8 +325,8 @@ class GlanceClient:
         *,
         cooldown: float = 30.0,
         attempts: int = 4,
-        timeout: httpx.Timeout | None = None,
-        transport: httpx.BaseTransport | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
     ) -> None:
         if not endpoints:
             raise GlanceConfigError(
@@ -308,18 +336,22 @@ class GlanceClient:
         self.endpoints = Endpoints([normalize_endpoint(url) for url in endpoints], cooldown)
         self.identity = identity
         self.attempts = max(attempts, 1)
+        self.timeout = (connect_timeout, read_timeout)
         self.stats = Stats()
-        self._http = httpx.Client(
-            timeout=timeout or httpx.Timeout(60.0, connect=5.0), transport=transport, follow_redirects=False
-        )
 
     @classmethod
     def from_settings(cls, settings: GlanceSettings) -> GlanceClient:
+        """The client the settings describe: keystone through openstacksdk's config (the image
+        endpoint from the catalog unless INTROSPECT_GLANCE_ENDPOINTS names it), or headers."""
         identity: Identity
         if settings.uses_keystone:
+            from workers.glance.cloud import keystone_identity
+
             identity = keystone_identity(settings)
         else:
-            identity = HeaderIdentity(settings.roles, settings.project_id, settings.user_id)
+            identity = HeaderIdentity(
+                settings.roles, settings.project_id, settings.user_id, verify=settings.verify
+            )
         endpoints = list(settings.endpoints)
         if not endpoints:
             discovered = identity.endpoint()
@@ -329,11 +361,17 @@ class GlanceClient:
             identity,
             cooldown=settings.cooldown,
             attempts=settings.attempts,
-            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
         )
 
+    @property
+    def session(self) -> Session:
+        """The keystoneauth1 session every call goes through."""
+        return self.identity.session
+
     def close(self) -> None:
-        self._http.close()
+        self.session.session.close()
 
     def __enter__(self) -> GlanceClient:
         return self
@@ -362,7 +400,7 @@ class GlanceClient:
             "PATCH",
             f"/v2/images/{quote(image_id)}",
             call=f"PATCH image {image_id}",
-            content=json.dumps(list(ops)).encode(),
+            data=json.dumps(list(ops)).encode(),
             headers={"Content-Type": PATCH_MEDIA_TYPE},
         )
 
@@ -397,24 +435,22 @@ class GlanceClient:
         end = start + length - 1
         header = f"bytes=-{length}" if end == size - 1 and start > 0 else f"bytes={start}-{end}"
         call = f"GET image {image_id} data {header}"
-        response = self._request(
+        answer = self._request(
             "GET",
             f"/v2/images/{quote(image_id)}/file",
             call=call,
             headers={"Range": header},
             stream_limit=length,
         )
-        data = response.content
-        if response.status_code == httpx.codes.PARTIAL_CONTENT:
-            got = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        data = answer.body
+        if answer.status == HTTPStatus.PARTIAL_CONTENT:
+            got = CONTENT_RANGE.match(answer.headers.get("Content-Range", ""))
             if got is None or int(got.group(1)) != start:
-                raise GlanceError(
-                    response.status_code, call, f"unexpected Content-Range {got and got.group(0)!r}"
-                )
-        elif response.status_code == httpx.codes.OK and start == 0:
+                raise GlanceError(answer.status, call, f"unexpected Content-Range {got and got.group(0)!r}")
+        elif answer.status == HTTPStatus.OK and start == 0:
             data = data[:length]  # a server that ignores Range: we stopped reading at `length`
         else:
-            raise ERRORS.get(response.status_code, GlanceError)(response.status_code, call, response.text)
+            raise ERRORS.get(answer.status, GlanceError)(answer.status, call, answer.text)
         self.stats.range_requests += 1
         self.stats.data_bytes += len(data)
         return data
@@ -422,10 +458,16 @@ class GlanceClient:
     # -- transport -------------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, *, call: str, **kwargs: Any) -> dict[str, Any]:
-        response = self._request(method, path, call=call, **kwargs)
-        if response.status_code >= httpx.codes.BAD_REQUEST:
-            raise ERRORS.get(response.status_code, GlanceError)(response.status_code, call, response.text)
-        body: dict[str, Any] = response.json()
+        answer = self._request(method, path, call=call, **kwargs)
+        if answer.status >= HTTPStatus.MULTIPLE_CHOICES:
+            text = answer.text
+            if answer.status < HTTPStatus.BAD_REQUEST:
+                text = f"a redirect to {answer.headers.get('Location')!r}, not followed"
+            raise ERRORS.get(answer.status, GlanceError)(answer.status, call, text)
+        try:
+            body: dict[str, Any] = json.loads(answer.body)
+        except ValueError:
+            raise GlanceError(answer.status, call, f"not JSON: {answer.text}") from None
         return body
 
     def _request(
@@ -437,35 +479,34 @@ class GlanceClient:
         headers: Mapping[str, str] | None = None,
         stream_limit: int | None = None,
         **kwargs: Any,
-    ) -> httpx.Response:
-        """One call, tried on the endpoints in turn; 4xx is an answer, not a failure."""
+    ) -> Answer:
+        """One call, tried on the endpoints in turn; 4xx is an answer, not a failure. The session
+        sends it: TLS as configured, the token (renewed once on a 401), no retries of its own,
+        no redirect followed."""
         failures: list[str] = []
-        reauthenticated = False
 
-        def once() -> httpx.Response:
-            nonlocal reauthenticated
+        def once() -> Answer:
+            if self.identity.authenticated:
+                self._token()
             url = self.endpoints.pick()
             try:
-                request = self._http.build_request(
-                    method, url + path, headers={**self.identity.headers(), **(headers or {})}, **kwargs
-                )
-                response = self._send(request, stream_limit)
-            except httpx.TransportError as error:
-                raise self._failed(url, failures, f"{url}: {type(error).__name__}: {error}") from error
+                answer = self._send(
+                    method, url + path, headers={**self.identity.headers(), **(headers or {})},
+                    stream_limit=stream_limit, **kwargs,
+                )  # fmt: skip
+            except ksa_exceptions.SSLError as error:
+                failure = tls_failure(error)
+                if isinstance(failure, GlanceConfigError):
+                    raise failure from None
+                raise self._failed(url, failures, f"{url}: {error}") from error
+            except (ksa_exceptions.ConnectionError, requests.RequestException) as error:
+                raise self._failed(url, failures, f"{url}: {_why(error)}") from error
             self.stats.requests[url] = self.stats.requests.get(url, 0) + 1
-            if response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR:
-                reason = f"{url}: {response.status_code} {_glance_message(response.text)}"
-                raise self._failed(url, failures, reason)
-            if (
-                response.status_code == httpx.codes.UNAUTHORIZED
-                and not reauthenticated
-                and self.identity.invalidate()
-            ):
-                reauthenticated = True
-                raise _TryAgain("the token was renewed")
-            if response.status_code == httpx.codes.UNAUTHORIZED:
-                raise GlanceError(response.status_code, call, response.text + " (check the credentials)")
-            return response
+            if answer.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                raise self._failed(url, failures, f"{url}: {answer.status} {_glance_message(answer.text)}")
+            if answer.status == HTTPStatus.UNAUTHORIZED:
+                raise GlanceError(answer.status, call, answer.text + " (check the credentials)")
+            return answer
 
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
@@ -480,24 +521,46 @@ class GlanceClient:
                 f"{call}: no Glance endpoint answered after {self.attempts} tries: " + "; ".join(failures)
             ) from None
 
-    def _send(self, request: httpx.Request, stream_limit: int | None) -> httpx.Response:
-        """Send; with `stream_limit`, read at most that many body bytes (a range answered with
-        the whole image must not download the whole image)."""
-        if stream_limit is None:
-            return self._http.send(request)
-        response = self._http.send(request, stream=True)
+    def _token(self) -> None:
+        """Have a token before a Glance endpoint is tried, so that keystone's failures are
+        keystone's (a certificate, the credentials, keystone down), never blamed on Glance."""
         try:
-            chunks: list[bytes] = []
-            received = 0
-            for chunk in response.iter_raw():
-                chunks.append(chunk)
-                received += len(chunk)
-                if received >= stream_limit:
-                    break
-            body = b"".join(chunks)
+            self.session.get_auth_headers()
+        except ksa_exceptions.ClientException as error:
+            raise keystone_failure(error) from None
+
+    def _send(
+        self, method: str, url: str, *, headers: Mapping[str, str], stream_limit: int | None, **kwargs: Any
+    ) -> Answer:
+        """Send through the session; with `stream_limit`, read at most that many body bytes (a
+        range answered with the whole image must not download the whole image)."""
+        response = self.session.request(
+            url,
+            method,
+            headers=dict(headers),
+            authenticated=self.identity.authenticated,
+            raise_exc=False,
+            redirect=False,
+            connect_retries=0,
+            timeout=self.timeout,
+            stream=stream_limit is not None,
+            **kwargs,
+        )
+        try:
+            if stream_limit is None:
+                body = response.content
+            else:
+                chunks: list[bytes] = []
+                received = 0
+                for chunk in response.iter_content(chunk_size=min(stream_limit, READ_CHUNK)):
+                    chunks.append(chunk)
+                    received += len(chunk)
+                    if received >= stream_limit:
+                        break
+                body = b"".join(chunks)
         finally:
             response.close()
-        return httpx.Response(response.status_code, headers=response.headers, content=body, request=request)
+        return Answer(response.status_code, response.headers, body)
 
     def _failed(self, url: str, failures: list[str], reason: str) -> _TryAgain:
         """An endpoint failed: it cools down, and the call tries again."""
@@ -513,5 +576,12 @@ class GlanceClient:
         return float(BACKOFF(state))
 
 
+def _why(error: Exception) -> str:
+    """A connection failure's kind and its root (`[Errno 111] Connection refused`), without the
+    layers of urllib3's wrapping around it."""
+    root = ERRNO.search(str(error))
+    return f"{type(error).__name__}: {root.group(0).strip() if root else error}"
+
+
 class _TryAgain(Exception):
-    """One try failed in a way the next may not (an endpoint down, a token renewed)."""
+    """One try failed in a way the next may not (an endpoint down)."""

@@ -2,12 +2,18 @@
 
 Identity comes one of two ways:
 
-- keystone (the usual OpenStack settings): `OS_CLOUD` with clouds.yaml, or `OS_AUTH_URL` and the
-  other `OS_*` variables, loaded by keystoneauth1; the image endpoint is discovered from the
-  service catalog unless INTROSPECT_GLANCE_ENDPOINTS names it.
+- keystone (the usual OpenStack settings), read by openstacksdk's own loader exactly as the
+  `openstack` command reads them: `OS_CLOUD` naming a cloud of clouds.yaml, with its secrets in
+  secure.yaml beside it (`OS_CLIENT_CONFIG_FILE`, `OS_CLIENT_SECURE_FILE`, else ./,
+  ~/.config/openstack/, /etc/openstack/), or `OS_AUTH_URL` and the other `OS_*` variables. The
+  cloud's `cacert`, `insecure`/`verify` and `cert`/`key` (`OS_CACERT`, `OS_INSECURE`...) apply to
+  keystone and to every Glance call alike. The image endpoint comes from the service catalog (the
+  cloud's `interface` and `region_name`, or INTROSPECT_GLANCE_INTERFACE / _REGION_NAME) unless
+  INTROSPECT_GLANCE_ENDPOINTS names it, or the cloud's `image_endpoint_override` does.
 - headers (a keystone-less Glance whose paste pipeline trusts X-* headers, as a test peer or a
   Glance behind an authenticating proxy): INTROSPECT_GLANCE_ENDPOINTS plus the identity stated in
-  X-Identity-Status/X-Roles/X-Project-Id/X-User-Id.
+  X-Identity-Status/X-Roles/X-Project-Id/X-User-Id; TLS from INTROSPECT_GLANCE_CACERT (else
+  OS_CACERT) and INTROSPECT_GLANCE_INSECURE.
 
 `auth = auto` (the default) picks keystone when any of OS_CLOUD, OS_AUTH_URL, OS_AUTH_TYPE is set.
 """
@@ -46,9 +52,14 @@ class GlanceSettings(BaseSettings):
     roles: Annotated[tuple[str, ...], NoDecode] = ("admin",)
     project_id: str = "introspect"
     user_id: str = "introspect"
-    #: keystone: which catalog entry to use.
-    interface: str = "public"
+    #: keystone: which catalog entry to use; unset, the cloud's own (`interface`, `region_name` in
+    #: clouds.yaml, OS_INTERFACE, OS_REGION_NAME; `public` when nothing says).
+    interface: str | None = None
     region_name: str | None = None
+    #: headers: the CA bundle that signed Glance's certificate (unset: OS_CACERT, else the
+    #: system's), or no verification at all. With keystone, the cloud's settings say it.
+    cacert: Path | None = None
+    insecure: bool = False
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)
     #: Seconds a failed endpoint is left alone.
@@ -104,6 +115,14 @@ class GlanceSettings(BaseSettings):
         if self.auth == "auto":
             return any(os.environ.get(name) for name in KEYSTONE_VARIABLES)
         return self.auth == "keystone"
+
+    @property
+    def verify(self) -> bool | str:
+        """requests' `verify` for the headers mode: False, a CA bundle, or True (the system's)."""
+        if self.insecure:
+            return False
+        cacert = str(self.cacert) if self.cacert else os.environ.get("OS_CACERT")
+        return cacert or True
 
 
 @cache
