@@ -19,6 +19,7 @@ TOOLS := qemu-img:qemu-utils qemu-io:qemu-utils debugfs:e2fsprogs genisoimage:ge
 	vhdiinfo:libvhdi-utils /usr/share/doc/python3-libvhdi:python3-libvhdi \
 	mkfs.xfs:xfsprogs mkfs.btrfs:btrfs-progs mmdebstrap:mmdebstrap jq:jq \
 	readelf:binutils llvm-readobj:llvm hivexget:libhivex-bin hivexregedit:libwin-hivex-perl \
+	haproxy:haproxy \
 	/usr/share/osinfo/VERSION:osinfo-db lvm:lvm2
 # The same, installed without their recommends: libguestfs (the guest fixtures' and bench-guest's
 # reference inspection, the LVM fixtures' builder) and the kernel its appliance boots.
@@ -60,6 +61,10 @@ venv: $(VENV)/.installed ## create .venv and install introspect with its CLI at 
 glance-venv: venv ## build the cached Glance 33.0.0 venv the Glance tests run against (~/.cache/introspect)
 	$(PY) -m tests.glance.peer venv
 
+.PHONY: keystone-venv
+keystone-venv: venv ## build the cached Keystone 30.0.0 venv and its bootstrapped state, for the keystone+TLS Glance tests
+	$(PY) -m tests.glance.keystone venv
+
 .PHONY: fixtures
 fixtures: tools ## build fixtures/build/ with real tools (only what changed)
 	fixtures/build.sh
@@ -71,7 +76,7 @@ lint: venv ## ruff (rules and format) over everything, mypy --strict over intros
 	$(VENV)/bin/mypy
 
 .PHONY: test
-test: venv tools fixtures lint glance-venv ## the whole suite: lint, types, formats, pipeline, Glance
+test: venv tools fixtures lint glance-venv keystone-venv ## the whole suite: lint, types, formats, pipeline, Glance
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: demo

@@ -6,9 +6,12 @@
     Deployment(dir, ...)        one Glance: config, database and stores in DIR
       .start_api() -> Api       one glance-api process (uWSGI) on a free 127.0.0.1 port;
                                 start it twice for two endpoints in front of the same Glance
+    Deployment(..., authtoken=, tls=)   the same Glance checking keystone tokens (paste flavor
+                                `keystone`, keystonemiddleware against tests/glance/keystone's
+                                Keystone), each api behind HAProxy terminating TLS (tls.py)
     python -m tests.glance.peer venv | start DIR | stop DIR      (see __main__.py)
 
-Identity: the paste flavor `headerauth` builds the request context from the X-Identity-Status,
+Identity (keystone-less): the paste flavor `headerauth` builds the request context from the X-Identity-Status,
 X-Roles, X-Project-Id and X-User-Id headers, as keystonemiddleware would after checking a token.
 Glance 33 enforces the new policy defaults without implied roles, so a normal user needs both
 `member` and `reader`; the service that writes properties back is `admin`.
@@ -39,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.glance.tls import Authority, Front
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
@@ -148,10 +153,10 @@ def build_venv(log: Log = _stderr) -> Path:
     return venv
 
 
-def _drop_old_venvs(current: Path) -> None:
+def _drop_old_venvs(current: Path, pattern: str = "glance-venv-*") -> None:
     """Venvs of older pin sets (250 MB each) go once a new one is built; one in use by another
     run (its lock held) stays."""
-    for old in current.parent.glob("glance-venv-*"):
+    for old in current.parent.glob(pattern):
         if old == current or not old.is_dir():
             continue
         with (old.parent / f"{old.name}.lock").open("w") as lock:
@@ -173,7 +178,8 @@ def free_port() -> int:
 
 @dataclass
 class Api:
-    """One glance-api process (a uWSGI master and its worker, in a process group of their own)."""
+    """One glance-api process (a uWSGI master and its worker, in a process group of their own),
+    and the HAProxy in front of it when the deployment serves TLS (`url` is then HAProxy's)."""
 
     url: str
     port: int
@@ -181,26 +187,29 @@ class Api:
     log_file: Path
     #: The config directory this process read (its own copy when started with options of its own).
     etc: Path
+    front: Front | None = None
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """Gone at once, as a crashed server: SIGKILL to the group we started (master and worker)."""
+        """Gone at once, as a crashed server: SIGKILL to the group we started (master and worker).
+        A TLS front stays, as a load balancer whose backend died: it answers 503."""
         if self.alive:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def stop(self) -> None:
-        """SIGTERM (die-on-term), then SIGKILL after 10 s."""
-        if not self.alive:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        """SIGTERM (die-on-term), then SIGKILL after 10 s; then the front."""
+        if self.alive:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.front is not None:
+            self.front.stop()
 
 
 @dataclass
@@ -213,6 +222,10 @@ class Deployment:
     protections: bool = False
     transport_url: str | None = None
     import_plugins: tuple[str, ...] = ()
+    #: [keystone_authtoken] options: tokens checked by keystonemiddleware (paste flavor keystone).
+    authtoken: dict[str, str] | None = None
+    #: Serve each api through HAProxy with a certificate of this authority.
+    tls: Authority | None = None
     log: Log = _stderr
     apis: list[Api] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -236,6 +249,12 @@ class Deployment:
                 f"property_protection_file = {self.etc / 'property-protections.conf'}",
                 "property_protection_rule_format = roles",
             ]
+        if self.authtoken is not None:
+            extra += ["[paste_deploy]", "flavor = keystone", "[keystone_authtoken]"]
+            extra += [f"{key} = {value}" for key, value in self.authtoken.items()]
+        if self.tls is not None:
+            # HAProxy says the scheme in X-Forwarded-Proto: Glance's links are then https
+            extra += ["[oslo_middleware]", "enable_proxy_headers_parsing = true"]
         if self.transport_url:
             extra += [
                 "[oslo_messaging_notifications]",
@@ -326,6 +345,9 @@ class Deployment:
                     f"glance-api did not answer {url}/versions in {START_TIMEOUT:.0f} s: see {log_file}"
                 )
             time.sleep(0.05)
+        if self.tls is not None:
+            api.front = Front.start(self.directory / "log", free_port(), port, self.tls.server_pem)
+            api.url = api.front.url
         self.timings.setdefault("api_start", time.monotonic() - started)
         return api
 
