@@ -8,7 +8,17 @@ import pytest
 
 # The Glance peer's fixtures, registered here once for every suite that asks for them (the
 # Glance suite and the catalog contract suite share one Glance per run).
-from tests.glance.fixtures import admin, api, client, glance, member, rabbit_vhost  # noqa: F401
+from tests.glance.fixtures import (  # noqa: F401
+    admin,
+    api,
+    client,
+    glance,
+    header_peer,
+    keystone_peer,
+    member,
+    peer,
+    rabbit_vhost,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "build"

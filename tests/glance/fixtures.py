@@ -1,31 +1,47 @@
-"""The Glance peer as pytest fixtures, shared by the Glance suite and the catalog contract suite
-(tests/conftest.py registers them once, so a whole run starts one Glance): a real Glance 33.0.0
-for the session (two API processes on demand), a RabbitMQ vhost of its own for the
-notifications, the client under test, and an admin that talks to Glance with plain HTTP (never
-through the code under test)."""
+"""The Glance peers as pytest fixtures, shared by the Glance suite and the catalog contract suite
+(tests/conftest.py registers them once, so a whole run starts each peer once):
+
+- `header_peer`: a real keystone-less Glance 33.0.0 (identity in X-* headers), with property
+  protections, notifications to a RabbitMQ vhost of its own and the import plugin;
+- `keystone_peer`: a real Keystone 30.0.0 (tests/glance/keystone) and a second Glance that checks
+  its tokens (keystonemiddleware), served over TLS by HAProxy with a certificate of a CA this
+  session made (tests/glance/tls.py); the client under test reads a clouds.yaml whose password is
+  in secure.yaml, with the CA as `cacert`, and finds Glance in keystone's catalog.
+
+`peer` is the header peer, unless a test asks for both (`@THROUGH_BOTH`); `glance`, `api`,
+`admin`, `member` and `client` are the chosen peer's: its deployment (two API processes on
+demand), an admin and a project member that talk to Glance with plain HTTP (never through the
+code under test), and the client under test, as the service.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
+import ssl
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, deployment
+from tests.glance import keystone as keystone_peer_module
+from tests.glance.keystone import ADMIN_PASSWORD, REGION, Account, Keystone
+from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, build_venv, deployment
+from tests.glance.tls import Authority
 from workers.glance.catalog import GlanceCatalog
-from workers.glance.client import GlanceClient, HeaderIdentity
+from workers.glance.client import GlanceClient
 from workers.glance.listener import Inline, Listener
 from workers.glance.messaging import messaging
-from workers.glance.settings import GlanceSettings
+from workers.glance.settings import GlanceSettings, get_glance_settings
 from workers.pipeline import Inspection, State, introspect_image
 
 RABBIT = "127.0.0.1:5672"
@@ -82,29 +98,169 @@ def rabbit_vhost() -> Iterator[str]:
         yield f"rabbit://guest:guest@{RABBIT}/{vhost}"
 
 
+#: Every variable that says where Glance is and who we are: cleared before a peer's are set.
+SETTINGS_VARIABLES = (
+    "OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE", "OS_CLIENT_CONFIG_FILE", "OS_CLIENT_SECURE_FILE",
+    "OS_CACERT", "OS_INSECURE", "OS_INTERFACE", "OS_REGION_NAME", "OS_USERNAME", "OS_PASSWORD",
+    "OS_PROJECT_NAME", "OS_USER_DOMAIN_ID", "OS_PROJECT_DOMAIN_ID", "OS_TOKEN", "OS_ENDPOINT",
+    "INTROSPECT_GLANCE_ENDPOINTS", "INTROSPECT_GLANCE_AUTH", "INTROSPECT_GLANCE_PROJECT_ID",
+    "INTROSPECT_GLANCE_CACERT", "INTROSPECT_GLANCE_INSECURE", "INTROSPECT_GLANCE_INTERFACE",
+    "INTROSPECT_GLANCE_REGION_NAME",
+)  # fmt: skip
+#: The two peers, by the name tests are parametrized with.
+PEERS = ("header", "keystone")
+#: Run a test against both peers (each test that asks for `peer`, `api`, `admin`, `client`...).
+THROUGH_BOTH = pytest.mark.parametrize("peer", PEERS, indirect=True)
+
+
+@dataclass
+class Peer:
+    """One Glance of the session, and who may talk to it."""
+
+    name: str
+    glance: Deployment
+    admin: Admin
+    member: Admin
+    #: The member's project (Glance's `owner` of what the member creates).
+    member_project: str
+    #: The environment that makes the service (`GlanceSettings`, the commands) reach this Glance.
+    env: dict[str, str]
+    keystone: Keystone | None = None
+    authority: Authority | None = None
+    accounts: dict[str, Account] = field(default_factory=dict)
+
+    @property
+    def api(self) -> Api:
+        return self.glance.apis[0]
+
+
 @pytest.fixture(scope="session")
-def glance(tmp_path_factory: pytest.TempPathFactory, rabbit_vhost: str) -> Iterator[Deployment]:
-    """One Glance for the session: property protections on, notifications to our vhost, the
+def header_peer(tmp_path_factory: pytest.TempPathFactory, rabbit_vhost: str) -> Iterator[Peer]:
+    """The keystone-less Glance: property protections on, notifications to our vhost, the
     introspect import plugin enabled, one API process started (tests may start more)."""
     with deployment(
         tmp_path_factory.mktemp("glance"),
         protections=True,
         transport_url=rabbit_vhost,
         import_plugins=("introspect",),
-    ) as peer:
-        yield peer
+    ) as glance:
+        url = glance.apis[0].url
+        env = {"INTROSPECT_GLANCE_ENDPOINTS": url, "INTROSPECT_GLANCE_PROJECT_ID": "0" * 31 + "a"}
+        yield Peer(
+            "header", glance, Admin(url, dict(ADMIN)), Admin(url, dict(MEMBER)), MEMBER["X-Project-Id"], env
+        )
 
 
 @pytest.fixture(scope="session")
-def api(glance: Deployment) -> Api:
-    return glance.apis[0]
+def keystone_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    """Keystone, and a Glance that checks its tokens, behind TLS. Keystone starts while Glance's
+    database is made; the catalog and the accounts are then registered through its API."""
+    directory = tmp_path_factory.mktemp("keystone-glance")
+    authority = Authority.create(directory / "tls")
+    keystone = Keystone(directory / "keystone", keystone_peer_module.build_venv())
+    keystone.spawn()
+    glance = Deployment(
+        directory / "glance",
+        build_venv(),
+        protections=True,
+        authtoken=keystone.authtoken_options(),
+        tls=authority,
+    )
+    try:
+        glance.configure()
+        api = glance.start_api()
+        keystone.wait()
+        accounts = keystone.register(
+            {"public": api.url, "internal": api.url.replace("127.0.0.1", "localhost")}
+        )
+        admin_token, _ = keystone.token(Account("admin", ADMIN_PASSWORD, "admin"))
+        alice = accounts["alice"]
+        member_token, _ = keystone.token(alice)
+        verify = str(authority.ca_cert)
+        env = write_cloud(directory / "cloud", keystone, accounts["introspect"], cacert=authority.ca_cert)
+        yield Peer(
+            "keystone",
+            glance,
+            Admin(api.url, {"X-Auth-Token": admin_token}, verify),
+            Admin(api.url, {"X-Auth-Token": member_token}, verify),
+            alice.project_id,
+            env,
+            keystone,
+            authority,
+            accounts,
+        )
+    finally:
+        glance.stop()
+        keystone.stop()
+
+
+def write_cloud(
+    directory: Path,
+    keystone: Keystone,
+    account: Account,
+    *,
+    cacert: Path | None = None,
+    **settings: Any,
+) -> dict[str, str]:
+    """clouds.yaml (cloud `suite`) and secure.yaml (its password, and nothing else) in
+    `directory`, as an operator writes them; the environment that names them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cloud: dict[str, Any] = {
+        "auth_type": "password",
+        "auth": {
+            "auth_url": keystone.auth_url,
+            "username": account.user,
+            "project_name": account.project,
+            "user_domain_id": "default",
+            "project_domain_id": "default",
+        },
+        "region_name": REGION,
+        **settings,
+    }
+    if cacert is not None:
+        cloud["cacert"] = str(cacert)
+    clouds, secure = directory / "clouds.yaml", directory / "secure.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"suite": cloud}}))
+    secure.write_text(yaml.safe_dump({"clouds": {"suite": {"auth": {"password": account.password}}}}))
+    return {"OS_CLOUD": "suite", "OS_CLIENT_CONFIG_FILE": str(clouds), "OS_CLIENT_SECURE_FILE": str(secure)}
+
+
+@pytest.fixture(scope="session")
+def peer(request: pytest.FixtureRequest) -> Peer:
+    """The header peer, or the one a test is parametrized with (THROUGH_BOTH)."""
+    name = getattr(request, "param", "header")
+    chosen: Peer = request.getfixturevalue(f"{name}_peer")
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def glance(peer: Peer) -> Deployment:
+    return peer.glance
+
+
+@pytest.fixture(scope="session")
+def api(peer: Peer) -> Api:
+    return peer.api
+
+
+def use_settings(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> GlanceSettings:
+    """Exactly `env` as the Glance settings of this process (every other such variable cleared)."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_glance_settings.cache_clear()
+    return get_glance_settings()
 
 
 @pytest.fixture
-def client(api: Api) -> Iterator[GlanceClient]:
-    """The client under test, as the service: admin role, as Glance's default policies need."""
-    with GlanceClient([api.url], HeaderIdentity(["admin"], "0" * 31 + "a", "introspect")) as made:
+def client(peer: Peer, monkeypatch: pytest.MonkeyPatch) -> Iterator[GlanceClient]:
+    """The client under test, as the service, built from settings as the commands build it: the
+    admin role, as Glance's default policies need (headers), or the `introspect` user of the
+    clouds.yaml (keystone)."""
+    with GlanceClient.from_settings(use_settings(monkeypatch, peer.env)) as made:
         yield made
+    get_glance_settings.cache_clear()
 
 
 def inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool = False) -> Inspection:
@@ -113,16 +269,27 @@ def inspect_now(catalog: GlanceCatalog, image_id: str, *, force: bool = False) -
     return introspect_image(catalog, image_id, task_id=None, force=force)
 
 
+@functools.cache
+def trusting(cafile: str) -> ssl.SSLContext:
+    """An SSL context that trusts `cafile` (httpx takes contexts, not paths)."""
+    return ssl.create_default_context(cafile=cafile)
+
+
 @dataclass
 class Admin:
     """A person at Glance's API with curl: plain HTTP, independent of the code under test."""
 
     url: str
     headers: dict[str, str]
+    #: The CA that signed Glance's certificate (the keystone peer's TLS), else the system's.
+    verify: bool | str = True
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+        verify = trusting(self.verify) if isinstance(self.verify, str) else self.verify
+        return httpx.request(
+            method, f"{self.url}{path}", headers=headers, timeout=30, verify=verify, **kwargs
+        )
 
     def create(self, name: str, disk_format: str, container_format: str = "bare", **properties: str) -> str:
         body = {"name": name, "disk_format": disk_format, "container_format": container_format, **properties}
@@ -194,14 +361,14 @@ class Admin:
 
 
 @pytest.fixture
-def admin(api: Api) -> Admin:
-    return Admin(api.url, dict(ADMIN))
+def admin(peer: Peer) -> Admin:
+    return peer.admin
 
 
 @pytest.fixture
-def member(api: Api) -> Admin:
+def member(peer: Peer) -> Admin:
     """A project member (member,reader): not an admin."""
-    return Admin(api.url, dict(MEMBER))
+    return peer.member
 
 
 class Running:

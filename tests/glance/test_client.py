@@ -1,26 +1,31 @@
-"""The client: round-robin with cool-down, failover when a real glance-api dies mid-run,
-keystoneauth1 identity from OS_* variables and clouds.yaml, and refusals with clear messages."""
+"""The client: round-robin with cool-down, failover when a real glance-api dies mid-run (through
+both peers: keystone-less, and keystone with TLS), the keystone identity from OS_* variables and
+clouds.yaml as openstacksdk reads them, and refusals with clear messages. The real Keystone's
+own cases (secure.yaml, cacert, a renewed token) are in test_keystone.py."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+import requests
 
-from tests.glance.fixtures import Admin, inspect_now
+from tests.glance.fixtures import THROUGH_BOTH, Admin, inspect_now, use_settings
 from tests.glance.peer import Api, Deployment, free_port
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import (
     Endpoints,
     GlanceClient,
     GlanceConfigError,
-    GlanceError,
     GlanceUnavailable,
     HeaderIdentity,
-    keystone_identity,
 )
+from workers.glance.cloud import keystone_identity
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings
 from workers.pipeline import State
@@ -56,38 +61,63 @@ def test_no_endpoint_is_a_configuration_error() -> None:
         GlanceClient([], IDENTITY)
 
 
-def test_settings_split_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INTROSPECT_GLANCE_ENDPOINTS", "http://a:9292, http://b:9292/v2/")
-    monkeypatch.setenv("INTROSPECT_GLANCE_ROLES", "admin,service")
-    for name in ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE"):
-        monkeypatch.delenv(name, raising=False)
-    settings = GlanceSettings()
+def test_settings_split_comma_separated_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    settings = use_settings(
+        monkeypatch,
+        {
+            "INTROSPECT_GLANCE_ENDPOINTS": "http://a:9292, http://b:9292/v2/",
+            "INTROSPECT_GLANCE_ROLES": "admin,service",
+            "INTROSPECT_GLANCE_CACERT": str(ca),
+        },
+    )
     assert settings.endpoints == ("http://a:9292", "http://b:9292/v2/")
     assert settings.roles == ("admin", "service")
     assert not settings.uses_keystone
     client = GlanceClient.from_settings(settings)
     assert client.endpoints.urls == ["http://a:9292", "http://b:9292"]
     assert client.identity.headers()["X-Roles"] == "admin,service"
+    assert client.session.verify == str(ca)  # every call goes through this session
+    assert (
+        GlanceClient.from_settings(GlanceSettings(insecure=True, endpoints=("http://a",))).session.verify
+        is False
+    )
+    monkeypatch.delenv("INTROSPECT_GLANCE_CACERT")
+    monkeypatch.setenv("OS_CACERT", "/etc/other-ca.pem")
+    assert GlanceSettings(endpoints=("http://a",)).verify == "/etc/other-ca.pem"
 
 
-def test_keystone_identity_from_os_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {"OS_AUTH_TYPE": "admin_token", "OS_TOKEN": "tok", "OS_ENDPOINT": "http://glance.example:9292"}
-    identity = keystone_identity(GlanceSettings(), environ)
-    assert identity.headers() == {"X-Auth-Token": "tok"}
+def test_keystone_identity_from_os_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no clouds.yaml of the working directory's
+    use_settings(
+        monkeypatch,
+        {"OS_AUTH_TYPE": "admin_token", "OS_TOKEN": "tok", "OS_ENDPOINT": "http://glance.example:9292"},
+    )
+    identity = keystone_identity(GlanceSettings())
+    assert identity.session.get_auth_headers() == {"X-Auth-Token": "tok"}
     assert identity.endpoint() == "http://glance.example:9292"
 
 
-def test_keystone_identity_from_clouds_yaml(tmp_path: Path) -> None:
+def test_keystone_identity_from_clouds_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(
         "clouds:\n  lab:\n    auth_type: admin_token\n    auth:\n      token: t2\n"
-        "      endpoint: http://glance.lab:9292\n    region_name: RegionTwo\n"
+        "      endpoint: http://glance.lab:9292\n    region_name: RegionTwo\n    interface: internal\n"
+        "    cacert: /etc/lab-ca.pem\n"
     )
-    identity = keystone_identity(GlanceSettings(), {"OS_CLOUD": "lab", "OS_CLIENT_CONFIG_FILE": str(clouds)})
-    assert identity.headers() == {"X-Auth-Token": "t2"}
-    assert identity.region_name == "RegionTwo"
-    with pytest.raises(GlanceConfigError, match="has no cloud named 'nope'"):
-        keystone_identity(GlanceSettings(), {"OS_CLOUD": "nope", "OS_CLIENT_CONFIG_FILE": str(clouds)})
+    use_settings(monkeypatch, {"OS_CLOUD": "lab", "OS_CLIENT_CONFIG_FILE": str(clouds)})
+    identity = keystone_identity(GlanceSettings())
+    assert identity.session.get_auth_headers() == {"X-Auth-Token": "t2"}
+    assert (identity.region_name, identity.interface) == ("RegionTwo", "internal")
+    assert identity.session.verify == "/etc/lab-ca.pem"
+    # our own settings choose the catalog entry over the cloud's
+    assert keystone_identity(GlanceSettings(interface="admin")).interface == "admin"
+    monkeypatch.setenv("OS_CLOUD", "nope")
+    with pytest.raises(
+        GlanceConfigError,
+        match=r"^OS_CLOUD=nope but .*clouds.yaml has no cloud of that name \(it has: lab\)$",
+    ):
+        keystone_identity(GlanceSettings())
 
 
 def test_href_to_an_unconfigured_endpoint_is_refused() -> None:
@@ -99,15 +129,18 @@ def test_href_to_an_unconfigured_endpoint_is_refused() -> None:
 
 
 @pytest.mark.glance
-def test_dead_endpoint_costs_one_try_then_is_skipped(api: Api, admin: Admin, images: dict[str, Path]) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+@THROUGH_BOTH
+def test_dead_endpoint_costs_one_try_then_is_skipped(
+    api: Api, admin: Admin, images: dict[str, Path], client: GlanceClient
+) -> None:
+    dead = f"{api.url.split(':')[0]}://127.0.0.1:{free_port()}"
     image_id = admin.uploaded(images["disk.qcow2"])
-    with GlanceClient([dead, api.url], IDENTITY, cooldown=60) as client:
+    with GlanceClient([dead, api.url], client.identity, cooldown=60) as failing_over:
         for _ in range(5):
-            assert client.get_image(image_id)["id"] == image_id
-        assert client.stats.failovers == 1
-        assert dead in client.endpoints.down()
-        assert client.stats.requests == {api.url: 5}
+            assert failing_over.get_image(image_id)["id"] == image_id
+        assert failing_over.stats.failovers == 1
+        assert dead in failing_over.endpoints.down()
+        assert failing_over.stats.requests == {api.url: 5}
 
 
 @pytest.mark.glance
@@ -115,7 +148,8 @@ def test_all_endpoints_dead_is_transient_with_every_reason() -> None:
     dead = [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]
     with GlanceClient(dead, IDENTITY, attempts=3) as client:
         with pytest.raises(
-            GlanceUnavailable, match=r"no Glance endpoint answered after 3 tries: .*ConnectError"
+            GlanceUnavailable,
+            match=r"no Glance endpoint answered after 3 tries: http://127.0.0.1:\d+: ConnectFailure: \[Errno 111\] Connection refused; ",
         ):
             client.get_image("6c5ac2b3-0d6d-4c2c-8b2a-2b1f8d3f1a11")
 
@@ -129,8 +163,9 @@ def second_api(glance: Deployment) -> Iterator[Api]:
     glance.apis.remove(started)
 
 
-class KillAfter(httpx.HTTPTransport):
-    """Kills one glance-api (SIGKILL, as a crash) once the run has sent `after` requests."""
+class KillAfter(requests.adapters.HTTPAdapter):
+    """Kills one glance-api (SIGKILL, as a crash) once the run has sent `after` requests to
+    Glance (the session's transport: a requests adapter, mounted for Glance's URLs only)."""
 
     def __init__(self, victim: Api, after: int) -> None:
         super().__init__()
@@ -138,82 +173,82 @@ class KillAfter(httpx.HTTPTransport):
         self.after = after
         self.sent = 0
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         self.sent += 1
         if self.sent == self.after:
             self.victim.kill()
-        return super().handle_request(request)
+        return super().send(request, *args, **kwargs)
 
 
 @pytest.mark.glance
+@THROUGH_BOTH
 def test_run_completes_when_an_endpoint_dies_mid_run(
-    api: Api, second_api: Api, admin: Admin, images: dict[str, Path]
+    api: Api, second_api: Api, admin: Admin, images: dict[str, Path], client: GlanceClient
 ) -> None:
+    """With TLS, HAProxy stays up as a load balancer does: the dead api's requests get its 503."""
     names = ["lsilogic.vmdk", "disk.qcow2", "disk.vhd", "buslogic.vmdk", "disk.vdi", "ide.vmdk"]
     ids = [admin.uploaded(images[name]) for name in names]
     transport = KillAfter(second_api, after=7)  # inside the third image's reads
-    with GlanceClient([second_api.url, api.url], IDENTITY, cooldown=60, transport=transport) as client:
-        catalog = GlanceCatalog(client)
+    with GlanceClient([second_api.url, api.url], client.identity, cooldown=60) as failing_over:
+        for url in failing_over.endpoints.urls:
+            failing_over.session.session.mount(url, transport)
+        catalog = GlanceCatalog(failing_over)
         outcomes = [inspect_now(catalog, image_id) for image_id in ids]
     assert not second_api.alive
     assert [outcome.state for outcome in outcomes] == [State.INSPECTED] * len(ids)
     assert all(outcome.outcome is not None and outcome.outcome.verdict == "ok" for outcome in outcomes)
-    assert client.stats.failovers >= 1
-    assert client.stats.requests[second_api.url] >= 3  # it served its share before it died
+    assert failing_over.stats.failovers >= 1
+    assert failing_over.stats.requests[second_api.url] >= 3  # it served its share before it died
     for image_id in ids:
         assert admin.get(image_id)["introspect_verdict"] == "ok"
 
 
-class Flaky:
-    """A transport that answers each request with the next status of a list (then 200)."""
+@contextmanager
+def answering(*statuses: int) -> Iterator[tuple[str, list[int]]]:
+    """A local HTTP server answering each request with the next status of `statuses` (then 200
+    and an image's JSON): a Glance failing as it does under load, on demand. Yields its URL and
+    the statuses it sent."""
+    pending = list(statuses)
+    sent: list[int] = []
 
-    def __init__(self, *statuses: int) -> None:
-        self.statuses = list(statuses)
-        self.hosts: list[str] = []
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.hosts.append(request.url.host)
-        status = self.statuses.pop(0) if self.statuses else 200
-        return httpx.Response(status, json={"id": "x"} if status == 200 else None, text=None)
+        def do_GET(self) -> None:
+            status = pending.pop(0) if pending else 200
+            sent.append(status)
+            body = b'{"id": "x"}' if status == 200 else b"<html><h1>busy</h1></html>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_backoff_pauses_only_while_every_endpoint_cools_down(monkeypatch: pytest.MonkeyPatch) -> None:
     pauses: list[float] = []
     monkeypatch.setattr("workers.glance.client.time.sleep", lambda s: s and pauses.append(s))  # 0: none
-    one = Flaky(503, 502, 500)
-    with GlanceClient(["http://a"], IDENTITY, attempts=4, transport=httpx.MockTransport(one)) as client:
+    with answering(503, 502, 500) as (url, sent), GlanceClient([url], IDENTITY, attempts=4) as client:
         assert client.get_image("x") == {"id": "x"}
-        assert (pauses, client.stats.failovers) == ([0.2, 0.4, 0.8], 3)
+        assert (pauses, client.stats.failovers, sent) == ([0.2, 0.4, 0.8], 3, [503, 502, 500, 200])
     pauses.clear()
-    two = Flaky(503)
-    with GlanceClient(["http://a", "http://b"], IDENTITY, transport=httpx.MockTransport(two)) as client:
+    with (
+        answering(503) as (busy, _),
+        answering() as (idle, sent),
+        GlanceClient([busy, idle], IDENTITY) as client,
+    ):
         assert client.get_image("x") == {"id": "x"}
-        assert (two.hosts, pauses) == (["a", "b"], [])  # the other endpoint was up: no pause
-    dead = Flaky(*[503] * 9)
-    with GlanceClient(["http://a"], IDENTITY, attempts=9, transport=httpx.MockTransport(dead)) as client:
-        with pytest.raises(GlanceUnavailable, match=r"after 9 tries: http://a: 503 "):
+        assert (sent, pauses) == ([200], [])  # the other endpoint was up: no pause
+    with answering(*[503] * 9) as (url, _), GlanceClient([url], IDENTITY, attempts=9) as client:
+        with pytest.raises(GlanceUnavailable, match=rf"after 9 tries: {url}: 503 busy"):
             client.get_image("x")
     assert max(pauses) == 2.0  # capped
-
-
-def test_a_refused_token_is_renewed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Renewing:
-        renewed = 0
-
-        def headers(self) -> dict[str, str]:
-            return {"X-Auth-Token": f"t{self.renewed}"}
-
-        def invalidate(self) -> bool:
-            self.renewed += 1
-            return True
-
-        def endpoint(self) -> str | None:
-            return None
-
-    identity = Renewing()
-    with GlanceClient(["http://a"], identity, transport=httpx.MockTransport(Flaky(401))) as client:
-        assert client.get_image("x") == {"id": "x"}
-    assert identity.renewed == 1
-    with GlanceClient(["http://a"], identity, transport=httpx.MockTransport(Flaky(401, 401))) as client:
-        with pytest.raises(GlanceError, match=r"Glance answered 401: .*\(check the credentials\)$"):
-            client.get_image("x")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
+import requests
 
-from tests.glance.fixtures import Admin
+from tests.glance.fixtures import Admin, Peer
 from tests.glance.peer import Api
 from workers.glance.client import GlanceClient, HeaderIdentity
 from workers.glance.source import GlanceSource, RangeCache, cache_key
@@ -20,30 +21,30 @@ KIB = 1024
 BLOCK = 64 * KIB
 
 
-class Recording(httpx.HTTPTransport):
-    """Remembers the Range header of every request it sends."""
+class Recording(requests.adapters.HTTPAdapter):
+    """Remembers the Range header of every request it sends (the client's session's transport)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ranges: list[str | None] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/file"):
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        if (request.path_url or "").split("?")[0].endswith("/file"):
             self.ranges.append(request.headers.get("Range"))
-        return super().handle_request(request)
+        return super().send(request, *args, **kwargs)
 
 
 @pytest.fixture
 def recording(api: Api) -> tuple[GlanceClient, Recording]:
     transport = Recording()
-    return GlanceClient([api.url], HeaderIdentity(["admin"], "p", "u"), transport=transport), transport
+    client = GlanceClient([api.url], HeaderIdentity(["admin"], "p", "u"))
+    client.session.session.mount(api.url, transport)
+    return client, transport
 
 
 @pytest.fixture(scope="module")
-def uploaded(images: dict[str, Path], api: Api) -> tuple[str, Path, dict[str, object]]:
-    from tests.glance.peer import ADMIN
-
-    admin = Admin(api.url, dict(ADMIN))
+def uploaded(images: dict[str, Path], peer: Peer) -> tuple[str, Path, dict[str, object]]:
+    admin = peer.admin
     path = images["disk.qcow2"]
     image_id = admin.uploaded(path)
     return image_id, path, admin.get(image_id)

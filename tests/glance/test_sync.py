@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 import introspect
-from tests.glance.fixtures import Admin, inspect_now
+from tests.glance.fixtures import THROUGH_BOTH, Admin, Peer, inspect_now, use_settings
 from tests.glance.peer import Api
 from tests.workers.services import INTROSPECT, process_env
 from workers.glance.catalog import GlanceCatalog
@@ -39,6 +39,7 @@ def utc_now(delta: float = 0.0) -> str:
 
 
 @pytest.mark.glance
+@THROUGH_BOTH
 def test_sync_dispatches_each_changed_image_once(
     images: dict[str, Path], admin: Admin, client: GlanceClient
 ) -> None:
@@ -65,28 +66,23 @@ def test_sync_dispatches_each_changed_image_once(
 
 
 @pytest.fixture
-def cli_env(api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    for name in ("OS_CLOUD", "OS_AUTH_URL", "OS_AUTH_TYPE"):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "INTROSPECT_GLANCE_ENDPOINTS": api.url,
-        "INTROSPECT_GLANCE_CACHE_DIR": str(tmp_path / "cache"),
-        "INTROSPECT_GLANCE_PROJECT_ID": "0" * 31 + "a",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_glance_settings.cache_clear()
+def cli_env(peer: Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The service's settings for the peer (the keystone peer's: a clouds.yaml, Glance found in
+    the catalog), in this process's environment."""
+    env = {**peer.env, "INTROSPECT_GLANCE_CACHE_DIR": str(tmp_path / "cache")}
+    use_settings(monkeypatch, env)
     yield env
     get_glance_settings.cache_clear()
 
 
 @pytest.mark.glance
+@THROUGH_BOTH
 def test_cli_inspect_show_and_sync(
-    cli_env: dict[str, str], images: dict[str, Path], admin: Admin, tmp_path: Path
+    cli_env: dict[str, str], images: dict[str, Path], admin: Admin, api: Api, tmp_path: Path
 ) -> None:
     runner = CliRunner()
     image_id = admin.uploaded(images["buslogic.vmdk"])
-    href = f"{cli_env['INTROSPECT_GLANCE_ENDPOINTS']}/v2/images/{image_id}"
+    href = f"{api.url}/v2/images/{image_id}"
     done = runner.invoke(glance_group, ["inspect", href])
     assert done.exit_code == 0, done.output
     assert f"{image_id}  inspected  image {image_id}: " in done.output
@@ -128,6 +124,7 @@ def test_cli_inspect_show_and_sync(
 
 
 @pytest.mark.glance
+@THROUGH_BOTH
 def test_cli_refusals_are_one_line(cli_env: dict[str, str]) -> None:
     runner = CliRunner()
     elsewhere = runner.invoke(glance_group, ["inspect", f"http://elsewhere:9292/v2/images/{ID}"])
@@ -141,13 +138,14 @@ def test_cli_refusals_are_one_line(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.glance
+@THROUGH_BOTH
 def test_the_pipeline_commands_work_on_glance_images(
-    cli_env: dict[str, str], images: dict[str, Path], admin: Admin, monkeypatch: pytest.MonkeyPatch
+    cli_env: dict[str, str], images: dict[str, Path], admin: Admin, api: Api
 ) -> None:
     """INTROSPECT_CATALOG=glance: `introspect rerun` and `introspect images show` (the pipeline's
     own commands, a real process) read and write Glance, and take an href as well as an id."""
     image_id = admin.uploaded(images["ide.vmdk"])
-    href = f"{cli_env['INTROSPECT_GLANCE_ENDPOINTS']}/v2/images/{image_id}"
+    href = f"{api.url}/v2/images/{image_id}"
     env = process_env(**cli_env, INTROSPECT_CATALOG="glance")
     rerun = subprocess.run([*INTROSPECT, "rerun", "--inline", href], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

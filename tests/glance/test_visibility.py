@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.glance.fixtures import Admin, inspect_now
-from tests.glance.peer import ADMIN, MEMBER, Api
+from tests.glance.fixtures import THROUGH_BOTH, Admin, Peer, inspect_now
 from workers.catalog import Selection
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
 from workers.glance.sync import sync_pass
 
-pytestmark = pytest.mark.glance
+pytestmark = [pytest.mark.glance, THROUGH_BOTH]
 
 #: A project that is neither the admin's nor the member's: the shared image's invited member.
 OTHER_PROJECT = "b" * 32
@@ -53,9 +52,9 @@ def create(person: Admin, name: str, body: dict[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def made(api: Api, images: dict[str, Path]) -> Made:
+def made(peer: Peer, images: dict[str, Path]) -> Made:
     """One image of each kind, with data; `since` is a second before the first was made."""
-    people = {"admin": Admin(api.url, dict(ADMIN)), "member": Admin(api.url, dict(MEMBER))}
+    people = {"admin": peer.admin, "member": peer.member}
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     time.sleep(1.1)  # Glance's updated_at has one-second resolution
     ids = {}
@@ -71,9 +70,8 @@ def made(api: Api, images: dict[str, Path]) -> Made:
     return Made(since, ids)
 
 
-def test_a_plain_listing_hides_hidden_and_other_projects_community_images(api: Api, made: Made) -> None:
+def test_a_plain_listing_hides_hidden_and_other_projects_community_images(admin: Admin, made: Made) -> None:
     """What Glance 33 does, and the reason for the client's listings."""
-    admin = Admin(api.url, dict(ADMIN))
     listed = admin.call("GET", "/v2/images", params={"limit": "1000", "created_at": f"gte:{made.since}"})
     assert listed.status_code == 200, listed.text
     plain = {image["id"] for image in listed.json()["images"]}

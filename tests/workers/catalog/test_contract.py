@@ -1,5 +1,6 @@
 """The catalog contract (workers/catalog/backend.py), checked once for every backend: SQLite,
-PostgreSQL, MariaDB, and a real Glance. What only one backend does (the SQL audit history and status
+PostgreSQL, MariaDB, and a real Glance (keystone-less, and behind keystone and TLS, where the
+client finds it in the catalog). What only one backend does (the SQL audit history and status
 table, Glance's marker and claim property) is tested beside it: tests/workers/catalog/test_sql.py,
 tests/glance/test_catalog.py.
 
@@ -21,12 +22,13 @@ from typing import Any
 import pytest
 
 from introspect import INSPECTOR_VERSION
-from tests.glance.fixtures import Admin
+from tests.glance.fixtures import Admin, Peer, use_settings
 from tests.workers.conftest import migrated_catalog
 from workers.catalog import Catalog, CatalogBackend, Outcome, Selection, Source, Status
 from workers.errors import NoData, NotFound, PipelineError, UpToDate
 from workers.glance.catalog import GlanceCatalog
 from workers.glance.client import GlanceClient
+from workers.glance.settings import get_glance_settings
 
 #: What qemu-img made (tests.workers.services.IMAGE_RECIPES): the data of every image here.
 DATA = "small.qcow2"
@@ -77,8 +79,7 @@ def mariadb_catalog(mariadb_database: str, images: dict[str, Path]) -> Iterator[
         yield sql_backend(catalog, images)
 
 
-@pytest.fixture
-def glance_catalog(client: GlanceClient, admin: Admin, images: dict[str, Path]) -> Backend:
+def glance_backend(client: GlanceClient, admin: Admin, images: dict[str, Path]) -> Backend:
     def with_data(path: Path, disk_format: str) -> uuid.UUID:
         return uuid.UUID(admin.uploaded(path, disk_format_=disk_format))
 
@@ -88,11 +89,28 @@ def glance_catalog(client: GlanceClient, admin: Admin, images: dict[str, Path]) 
     return Backend(GlanceCatalog(client), with_data, without_data, images[DATA])
 
 
+@pytest.fixture
+def glance_catalog(client: GlanceClient, admin: Admin, images: dict[str, Path]) -> Backend:
+    return glance_backend(client, admin, images)
+
+
+@pytest.fixture
+def glance_keystone_catalog(
+    keystone_peer: Peer, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
+    """The Glance catalog as the service builds it from a clouds.yaml: keystone's token, Glance
+    found in the catalog, TLS verified with the session's CA."""
+    with GlanceClient.from_settings(use_settings(monkeypatch, keystone_peer.env)) as client:
+        yield glance_backend(client, keystone_peer.admin, images)
+    get_glance_settings.cache_clear()
+
+
 BACKENDS = [
     pytest.param("sqlite_catalog", id="sqlite"),
     pytest.param("postgresql_catalog", id="postgresql", marks=pytest.mark.services),
     pytest.param("mariadb_catalog", id="mariadb", marks=pytest.mark.mariadb),
     pytest.param("glance_catalog", id="glance", marks=pytest.mark.glance),
+    pytest.param("glance_keystone_catalog", id="glance-keystone-tls", marks=pytest.mark.glance),
 ]
 
 
