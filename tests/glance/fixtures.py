@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.glance import keystone as keystone_peer_module
-from tests.glance.keystone import ADMIN_PASSWORD, REGION, Account, Keystone
+from tests.glance import keystone as ks
+from tests.glance.keystone import Account, Keystone
 from tests.glance.peer import ADMIN, MEMBER, Api, Deployment, build_venv, deployment
 from tests.glance.tls import Authority
 from workers.glance.catalog import GlanceCatalog
@@ -127,7 +127,6 @@ class Peer:
     env: dict[str, str]
     keystone: Keystone | None = None
     authority: Authority | None = None
-    accounts: dict[str, Account] = field(default_factory=dict)
 
     @property
     def api(self) -> Api:
@@ -154,10 +153,10 @@ def header_peer(tmp_path_factory: pytest.TempPathFactory, rabbit_vhost: str) -> 
 @pytest.fixture(scope="session")
 def keystone_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     """Keystone, and a Glance that checks its tokens, behind TLS. Keystone starts while Glance's
-    database is made; the catalog and the accounts are then registered through its API."""
+    database is made; the catalog is then registered through its API."""
     directory = tmp_path_factory.mktemp("keystone-glance")
     authority = Authority.create(directory / "tls")
-    keystone = Keystone(directory / "keystone", keystone_peer_module.build_venv())
+    keystone = Keystone(directory / "keystone", ks.build_venv())
     keystone.spawn()
     glance = Deployment(
         directory / "glance",
@@ -170,28 +169,26 @@ def keystone_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
         glance.configure()
         api = glance.start_api()
         keystone.wait()
-        accounts = keystone.register(
-            {"public": api.url, "internal": api.url.replace("127.0.0.1", "localhost")}
-        )
-        admin_token, _ = keystone.token(Account("admin", ADMIN_PASSWORD, "admin"))
-        alice = accounts["alice"]
-        member_token, _ = keystone.token(alice)
+        keystone.register({"public": api.url, "internal": api.url.replace("127.0.0.1", "localhost")})
+        admin_token, _ = keystone.token(ks.ADMIN)
+        member_token, member = keystone.token(ks.ALICE)
         verify = str(authority.ca_cert)
-        env = write_cloud(directory / "cloud", keystone, accounts["introspect"], cacert=authority.ca_cert)
+        env = write_cloud(directory / "cloud", keystone, ks.INTROSPECT, cacert=authority.ca_cert)
         yield Peer(
             "keystone",
             glance,
             Admin(api.url, {"X-Auth-Token": admin_token}, verify),
             Admin(api.url, {"X-Auth-Token": member_token}, verify),
-            alice.project_id,
+            member["project"]["id"],
             env,
             keystone,
             authority,
-            accounts,
         )
     finally:
+        stopping = threading.Thread(target=keystone.stop)  # both stop at once: a second saved
+        stopping.start()
         glance.stop()
-        keystone.stop()
+        stopping.join()
 
 
 def write_cloud(
@@ -214,7 +211,7 @@ def write_cloud(
             "user_domain_id": "default",
             "project_domain_id": "default",
         },
-        "region_name": REGION,
+        "region_name": ks.REGION,
         **settings,
     }
     if cacert is not None:

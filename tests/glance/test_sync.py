@@ -138,7 +138,6 @@ def test_cli_refusals_are_one_line(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.glance
-@THROUGH_BOTH
 def test_the_pipeline_commands_work_on_glance_images(
     cli_env: dict[str, str], images: dict[str, Path], admin: Admin, api: Api
 ) -> None:

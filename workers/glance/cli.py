@@ -1,6 +1,7 @@
 """`introspect glance ...`: inspect, listen, sync, show, against a Glance image API v2.
 
-Settings come from INTROSPECT_GLANCE_* and the usual OS_* variables (workers/glance/settings.py).
+Settings come from INTROSPECT_GLANCE_* and the cloud's own (clouds.yaml, secure.yaml, OS_*), read as the
+`openstack` command reads them (workers/glance/settings.py, cloud.py).
 Without `--inline`, `listen` and `sync` queue the pipeline's task for each image (the worker
 then reads it through the Glance catalog, INTROSPECT_CATALOG=glance); with it, the same
 inspection (the pipeline's `introspect_image` over the Glance catalog) runs in this process, so

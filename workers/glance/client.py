@@ -80,6 +80,8 @@ READ_CHUNK = 64 * 1024
 CERT_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^(']+)")
 #: The operating system's reason inside urllib3's message of a failed connection.
 ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+#: The URL keystoneauth1 names in its message of a failed request.
+URL_IN_MESSAGE = re.compile(r"(https?://\S+?):?\s")
 URL_OF_FAILURE = re.compile(r"connecting to (https?://[^/\s:]+(?::\d+)?)")
 #: A plain `GET /v2/images` shows even an admin only part of what it may see: no hidden image
 #: (`os_hidden` defaults to false) and no other project's community image (without a
@@ -238,7 +240,10 @@ def keystone_failure(error: ksa_exceptions.ClientException) -> PipelineError:
     if isinstance(error, ksa_exceptions.SSLError):
         return tls_failure(error)
     if isinstance(error, ksa_exceptions.ConnectionError | ksa_exceptions.HttpServerError):
-        return GlanceUnavailable(f"keystone did not answer: {error}")
+        where = URL_IN_MESSAGE.search(str(error))
+        return GlanceUnavailable(
+            f"keystone did not answer{f' at {where.group(1)}' if where else ''}: {_why(error)}"
+        )
     return GlanceConfigError(f"keystone refused us: {error} (check the credentials)")
 
 

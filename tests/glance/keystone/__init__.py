@@ -2,14 +2,17 @@
 
     venv_dir() / build_venv()   keystone + pyuwsgi, built once per pin set and cached under
                                 ~/.cache/introspect/keystone-venv-30.0.0-<hash of the pins>, with
-                                a bootstrapped state in it (template/): `keystone-manage db_sync`,
-                                `fernet_setup`, `credential_setup` and `bootstrap` (the admin user
-                                and project, the roles, RegionOne), which cost 10 s a run otherwise
-    Keystone(dir, venv).start() a copy of that state in DIR, served by uWSGI on a free port
-      .register(...)            what an operator does next, through the API (as `openstack service
-                                create`, `endpoint create`, `user create` would): the identity and
-                                image services and their endpoints, glance's service user, the
-                                user introspect runs as (admin) and a project member
+                                a bootstrapped state in it (template/), made once rather than in
+                                every run: `keystone-manage db_sync`, `fernet_setup`,
+                                `credential_setup`, `bootstrap` (the admin user and project, the
+                                roles, RegionOne), and `bootstrap` again for each account (glance's
+                                service user, the user introspect runs as, a project member), which
+                                makes a user, its project and its role there (and grants the role
+                                on the system scope too, which project-scoped tokens do not carry)
+    Keystone(dir, venv).spawn() a copy of that state in DIR, served by uWSGI on a free port
+      .wait(), .register(...)   up; then the catalog, as an operator's `openstack service create`
+                                and `endpoint create`: the identity and image services and their
+                                endpoints (Glance's ports are the run's)
     python -m tests.glance.keystone venv      (`make keystone-venv`)
 
 Keystone's own certificate is not the point here, so it speaks plain HTTP; Glance is the one
@@ -39,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from tests.glance.peer import Log, PeerError, _drop_old_venvs, _run, _stderr, free_port
+from tests.glance.peer import Log, PeerError, _drop_old_venvs, _run, free_port
 
 HERE = Path(__file__).resolve().parent
 KEYSTONE_VERSION = "30.0.0"
@@ -58,19 +61,28 @@ STATE = ("keystone.sqlite", "fernet-keys", "credential-keys")
 
 @dataclass(frozen=True)
 class Account:
-    """A keystone user, its password and the project it works in."""
+    """A keystone user, its password, the project it works in and its role there."""
 
     user: str
     password: str
     project: str
-    project_id: str = ""
+    role: str
 
 
-#: Who exists once `register` ran: glance's service user (authtoken validates tokens with it),
-#: the user introspect runs as (admin, as Glance's policies need for the write-back), a member.
-GLANCE = Account("glance", "glance-service-for-tests", "service")
-INTROSPECT = Account("introspect", "introspect-for-tests", "service")
-ALICE = Account("alice", "alice-for-tests", "alice")
+#: The bootstrap admin (the `admin` project's admin).
+ADMIN = Account("admin", ADMIN_PASSWORD, "admin", "admin")
+#: glance's service user: keystonemiddleware validates tokens with it (the `service` role).
+GLANCE = Account("glance", "glance-service-for-tests", "service", "service")
+#: The user introspect runs as: `admin`, as Glance's policies need for the write-back.
+INTROSPECT = Account("introspect", "introspect-for-tests", "service", "admin")
+#: A project member (keystone's implied roles give it `reader` too).
+ALICE = Account("alice", "alice-for-tests", "alice", "member")
+#: Made by `keystone-manage bootstrap` in the template, each with its project and its role.
+ACCOUNTS = (GLANCE, INTROSPECT, ALICE)
+
+
+def _stderr(line: str) -> None:
+    print(f"keystone-peer: {line}", file=sys.stderr, flush=True)
 
 
 def venv_dir() -> Path:
@@ -81,7 +93,9 @@ def venv_dir() -> Path:
     key = hashlib.sha256()
     for pinned in (CONSTRAINTS, CONF):
         key.update(pinned.read_bytes())
-    key.update("\n".join([KEYSTONE_VERSION, PYUWSGI_VERSION, ADMIN_PASSWORD, REGION]).encode())
+    key.update(
+        "\n".join([KEYSTONE_VERSION, PYUWSGI_VERSION, REGION, *map(repr, (ADMIN, *ACCOUNTS))]).encode()
+    )
     key.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "introspect" / f"keystone-venv-{KEYSTONE_VERSION}-{key.hexdigest()[:12]}"
@@ -138,10 +152,23 @@ def _build(venv: Path, marker: Path, log: Log) -> None:
     _run([*manage, "fernet_setup", *owner], build_log, "keystone-manage fernet_setup")
     _run([*manage, "credential_setup", *owner], build_log, "keystone-manage credential_setup")
     _run(
-        [*manage, "bootstrap", "--bootstrap-password", ADMIN_PASSWORD, "--bootstrap-region-id", REGION],
+        [*manage, "bootstrap", "--bootstrap-password", ADMIN.password, "--bootstrap-region-id", REGION],
         build_log,
         "keystone-manage bootstrap",
     )
+    for account in ACCOUNTS:  # bootstrap again: a user, its project and its role there, at once
+        _run(
+            [
+                *manage,
+                "bootstrap",
+                "--bootstrap-username", account.user,
+                "--bootstrap-password", account.password,
+                "--bootstrap-project-name", account.project,
+                "--bootstrap-role-name", account.role,
+            ],
+            build_log,
+            f"keystone-manage bootstrap ({account.user})",
+        )  # fmt: skip
     timings["total"] = time.monotonic() - started
     marker.write_text(json.dumps({"seconds": timings, "python": sys.version.split()[0]}) + "\n")
     log(f"keystone venv and bootstrapped template built in {timings['total']:.1f} s")
@@ -259,7 +286,7 @@ class Keystone:
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call as the bootstrap admin."""
         if self._admin_token is None:
-            self._admin_token, _ = self.token(Account("admin", ADMIN_PASSWORD, "admin"))
+            self._admin_token, _ = self.token(ADMIN)
         headers = {"X-Auth-Token": self._admin_token, **kwargs.pop("headers", {})}
         return httpx.request(method, f"{self.auth_url}{path}", headers=headers, timeout=30, **kwargs)
 
@@ -270,15 +297,9 @@ class Keystone:
             raise PeerError(f"keystone refused to create a {kind}: {response.status_code} {response.text}")
         return str(response.json()[kind]["id"])
 
-    def role_id(self, name: str) -> str:
-        roles = self.call("GET", "/roles", params={"name": name}).json()["roles"]
-        if not roles:
-            raise PeerError(f"keystone has no role {name!r} (bootstrap makes admin, member, reader, service)")
-        return str(roles[0]["id"])
-
-    def register(self, image_endpoints: dict[str, str]) -> dict[str, Account]:
-        """The catalog (identity, and image with `image_endpoints`: interface -> URL) and the
-        accounts, through the API; the accounts with their project ids."""
+    def register(self, image_endpoints: dict[str, str]) -> None:
+        """The catalog, through the API: the identity service, and the image service with
+        `image_endpoints` (interface -> URL)."""
         started = time.monotonic()
         identity = self.create("service", {"type": "identity", "name": "keystone"})
         for interface in ("public", "internal"):  # keystonemiddleware looks for the internal one
@@ -291,23 +312,7 @@ class Keystone:
             self.create(
                 "endpoint", {"service_id": image, "interface": interface, "url": url, "region_id": REGION}
             )
-        projects: dict[str, str] = {}
-        accounts: dict[str, Account] = {}
-        for account, role in ((GLANCE, "service"), (INTROSPECT, "admin"), (ALICE, "member")):
-            if account.project not in projects:
-                projects[account.project] = self.create(
-                    "project", {"name": account.project, "domain_id": DOMAIN}
-                )
-            project_id = projects[account.project]
-            user_id = self.create(
-                "user", {"name": account.user, "password": account.password, "domain_id": DOMAIN}
-            )
-            granted = self.call("PUT", f"/projects/{project_id}/users/{user_id}/roles/{self.role_id(role)}")
-            if granted.status_code != 204:
-                raise PeerError(f"keystone refused a role assignment: {granted.status_code} {granted.text}")
-            accounts[account.user] = Account(account.user, account.password, account.project, project_id)
         self.timings["register"] = time.monotonic() - started
-        return accounts
 
     def authtoken_options(self) -> dict[str, str]:
         """glance-api.conf's [keystone_authtoken]: tokens checked as the glance service user."""
