@@ -5,9 +5,11 @@ own cases (secure.yaml, cacert, a renewed token) are in test_keystone.py."""
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from workers.glance.client import (
     Endpoints,
     GlanceClient,
     GlanceConfigError,
+    GlanceError,
     GlanceUnavailable,
     HeaderIdentity,
 )
@@ -203,35 +206,64 @@ def test_run_completes_when_an_endpoint_dies_mid_run(
         assert admin.get(image_id)["introspect_verdict"] == "ok"
 
 
+@dataclass
+class Served:
+    """What a local server (`serving`) sent: the status of each answer, and body bytes sent."""
+
+    statuses: list[int] = field(default_factory=list)
+    body_bytes: int = 0
+
+
 @contextmanager
-def answering(*statuses: int) -> Iterator[tuple[str, list[int]]]:
-    """A local HTTP server answering each request with the next status of `statuses` (then 200
-    and an image's JSON): a Glance failing as it does under load, on demand. Yields its URL and
-    the statuses it sent."""
-    pending = list(statuses)
-    sent: list[int] = []
+def serving(answer: Callable[[BaseHTTPRequestHandler, Served], None]) -> Iterator[tuple[str, Served]]:
+    """A local HTTP server whose every answer `answer` writes: Glance as it misbehaves on
+    demand, reached through the client's real session. Yields its URL and what it sent."""
+    served = Served()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
         def do_GET(self) -> None:
-            status = pending.pop(0) if pending else 200
-            sent.append(status)
-            body = b'{"id": "x"}' if status == 200 else b"<html><h1>busy</h1></html>"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                answer(self, served)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped reading: what a bounded read does
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
     finally:
         server.shutdown()
         server.server_close()
+
+
+def send(handler: BaseHTTPRequestHandler, served: Served, status: int, body: bytes, **headers: str) -> None:
+    served.statuses.append(status)
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    for start in range(0, len(body), 64 * 1024):
+        handler.wfile.write(body[start : start + 64 * 1024])
+        handler.wfile.flush()
+        served.body_bytes += len(body[start : start + 64 * 1024])
+
+
+@contextmanager
+def answering(*statuses: int) -> Iterator[tuple[str, list[int]]]:
+    """A server answering each request with the next status of `statuses` (then 200 and an
+    image's JSON): a Glance failing as it does under load. Yields its URL and the statuses sent."""
+    pending = list(statuses)
+
+    def answer(handler: BaseHTTPRequestHandler, served: Served) -> None:
+        status = pending.pop(0) if pending else 200
+        send(handler, served, status, b'{"id": "x"}' if status == 200 else b"<html><h1>busy</h1></html>")
+
+    with serving(answer) as (url, served):
+        yield url, served.statuses
 
 
 def test_backoff_pauses_only_while_every_endpoint_cools_down(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,3 +284,32 @@ def test_backoff_pauses_only_while_every_endpoint_cools_down(monkeypatch: pytest
         with pytest.raises(GlanceUnavailable, match=rf"after 9 tries: {url}: 503 busy"):
             client.get_image("x")
     assert max(pauses) == 2.0  # capped
+
+
+def test_a_redirect_is_not_followed() -> None:
+    """Credentials go where the operator pointed them, never where an answer sends them."""
+
+    def answer(handler: BaseHTTPRequestHandler, served: Served) -> None:
+        send(handler, served, 302, b"", Location="http://elsewhere:9292/v2/images/x")
+
+    with serving(answer) as (url, served), GlanceClient([url], IDENTITY) as client:
+        with pytest.raises(
+            GlanceError,
+            match=r"^GET image x: Glance answered 302: a redirect to 'http://elsewhere:9292/v2/images/x', not followed$",
+        ):
+            client.get_image("x")
+    assert served.statuses == [302]
+
+
+def test_a_range_answered_with_the_whole_image_is_read_only_as_far_as_asked() -> None:
+    """A server that ignores Range sends the whole image: the client stops reading at the
+    length it asked for and drops the connection."""
+    image = random.Random(3).randbytes(64 << 20)
+
+    def answer(handler: BaseHTTPRequestHandler, served: Served) -> None:
+        send(handler, served, 200, image, **{"Content-Type": "application/octet-stream"})
+
+    with serving(answer) as (url, served), GlanceClient([url], IDENTITY) as client:
+        assert client.read_range("x", 0, 1000, len(image)) == image[:1000]
+        assert client.stats.data_bytes == 1000
+    assert served.body_bytes < 16 << 20, served.body_bytes  # what socket buffers took, not 64 MiB
