@@ -23,8 +23,11 @@ Errors, as one small tree under the pipeline's:
      │    ├── Forbidden         403: a policy or a property protection said no
      │    ├── Conflict          409: the patch named a key that is not there any more
      │    └── QuotaExceeded     413: more properties than image_property_quota
+     ├── GlanceConfigError      the settings are wrong: no endpoint, no such cloud, a certificate
+     │                          we cannot verify, credentials keystone refuses (one line each)
      └── Transient
-          └── GlanceUnavailable no endpoint answered (connection errors, timeouts, 5xx)
+          └── GlanceUnavailable no endpoint answered (connection errors, timeouts, 5xx), or
+                                keystone did not
 """
 
 from __future__ import annotations
@@ -261,8 +264,10 @@ def tls_failure(error: ksa_exceptions.SSLError) -> PipelineError:
     )
 
 
-class GlanceConfigError(PipelineError):
-    """The settings do not say where Glance is or who we are, or say it wrongly."""
+class GlanceConfigError(PipelineError, SourceError):
+    """The settings do not say where Glance is or who we are, or say it wrongly (a certificate we
+    cannot verify, credentials keystone refuses). A SourceError too: met in a range read, it says
+    nothing of the image, and `introspect.inspect` lets it through."""
 
 
 @dataclass
