@@ -27,8 +27,8 @@ from workers.glance.client import (
     GlanceError,
     GlanceUnavailable,
     HeaderIdentity,
+    KeystoneIdentity,
 )
-from workers.glance.cloud import keystone_identity
 from workers.glance.refs import ImageRefError, parse_image_ref
 from workers.glance.settings import GlanceSettings
 from workers.pipeline import State
@@ -96,7 +96,7 @@ def test_keystone_identity_from_os_variables(monkeypatch: pytest.MonkeyPatch, tm
         monkeypatch,
         {"OS_AUTH_TYPE": "admin_token", "OS_TOKEN": "tok", "OS_ENDPOINT": "http://glance.example:9292"},
     )
-    identity = keystone_identity(GlanceSettings())
+    identity = KeystoneIdentity.from_settings(GlanceSettings())
     assert identity.session.get_auth_headers() == {"X-Auth-Token": "tok"}
     assert identity.endpoint() == "http://glance.example:9292"
 
@@ -109,18 +109,18 @@ def test_keystone_identity_from_clouds_yaml(monkeypatch: pytest.MonkeyPatch, tmp
         "    cacert: /etc/lab-ca.pem\n"
     )
     use_settings(monkeypatch, {"OS_CLOUD": "lab", "OS_CLIENT_CONFIG_FILE": str(clouds)})
-    identity = keystone_identity(GlanceSettings())
+    identity = KeystoneIdentity.from_settings(GlanceSettings())
     assert identity.session.get_auth_headers() == {"X-Auth-Token": "t2"}
     assert (identity.region_name, identity.interface) == ("RegionTwo", "internal")
     assert identity.session.verify == "/etc/lab-ca.pem"
     # our own settings choose the catalog entry over the cloud's
-    assert keystone_identity(GlanceSettings(interface="admin")).interface == "admin"
+    assert KeystoneIdentity.from_settings(GlanceSettings(interface="admin")).interface == "admin"
     monkeypatch.setenv("OS_CLOUD", "nope")
     with pytest.raises(
         GlanceConfigError,
         match=r"^OS_CLOUD=nope but .*clouds.yaml has no cloud of that name \(it has: lab\)$",
     ):
-        keystone_identity(GlanceSettings())
+        KeystoneIdentity.from_settings(GlanceSettings())
 
 
 def test_href_to_an_unconfigured_endpoint_is_refused() -> None:

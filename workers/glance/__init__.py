@@ -2,8 +2,8 @@
 
     settings.py    INTROSPECT_GLANCE_* settings: endpoints, identity, cache, notifications
     refs.py        image references: a bare id or an href (`http://host:9292/v2/images/<id>`), as Nova
-    cloud.py       the keystone identity, read by openstacksdk's config loader (clouds.yaml,
-                   secure.yaml, OS_*): its keystoneauth1 session carries every call
+    cloud.py       the cloud's settings, read by openstacksdk's config loader (clouds.yaml,
+                   secure.yaml, OS_*): the keystoneauth1 session that carries every call
     client.py      the calls, each through that session (or one with fixed identity headers);
                    round-robin over endpoints with failover and a cool-down for a failed one
     source.py      a ByteSource over `GET /v2/images/{id}/file` with single Range requests, and the

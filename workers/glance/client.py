@@ -60,8 +60,17 @@ from tenacity import (
 
 from introspect.errors import SourceError
 from workers.errors import NotFound, PipelineError, Transient
+from workers.glance.cloud import GlanceConfigError, load_cloud
 from workers.glance.refs import ImageRef, ImageRefError, normalize_endpoint
 from workers.glance.settings import GlanceSettings
+
+#: GlanceConfigError is cloud.py's (which knows nothing of the client); the client's errors are
+#: all to be found here.
+__all__ = [
+    "Conflict", "Endpoints", "Forbidden", "GlanceClient", "GlanceConfigError", "GlanceError",
+    "GlanceUnavailable", "HeaderIdentity", "Identity", "ImageGone", "KeystoneIdentity",
+    "QuotaExceeded", "Stats",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +207,16 @@ class KeystoneIdentity:
     """A cloud's keystoneauth1 session (workers/glance/cloud.py loads it): a token per request,
     the image endpoint from the catalog, unless the cloud overrides it."""
 
+    @classmethod
+    def from_settings(cls, settings: GlanceSettings) -> KeystoneIdentity:
+        cloud = load_cloud(settings)
+        return cls(
+            cloud.session,
+            interface=cloud.interface,
+            region_name=cloud.region_name,
+            endpoint_override=cloud.endpoint_override,
+        )
+
     authenticated = True
 
     def __init__(
@@ -262,12 +281,6 @@ def tls_failure(error: ksa_exceptions.SSLError) -> PipelineError:
         f"({reason.group(1).strip()}): give the CA that signed it as `cacert` in clouds.yaml or "
         "OS_CACERT (INTROSPECT_GLANCE_CACERT without keystone)"
     )
-
-
-class GlanceConfigError(PipelineError, SourceError):
-    """The settings do not say where Glance is or who we are, or say it wrongly (a certificate we
-    cannot verify, credentials keystone refuses). A SourceError too: met in a range read, it says
-    nothing of the image, and `introspect.inspect` lets it through."""
 
 
 @dataclass
@@ -355,9 +368,7 @@ class GlanceClient:
         endpoint from the catalog unless INTROSPECT_GLANCE_ENDPOINTS names it), or headers."""
         identity: Identity
         if settings.uses_keystone:
-            from workers.glance.cloud import keystone_identity
-
-            identity = keystone_identity(settings)
+            identity = KeystoneIdentity.from_settings(settings)
         else:
             identity = HeaderIdentity(
                 settings.roles, settings.project_id, settings.user_id, verify=settings.verify

@@ -1,4 +1,4 @@
-"""The keystone identity, read from the cloud's settings as the `openstack` command reads them.
+"""The cloud's settings, read as the `openstack` command reads them, for the keystone identity.
 
 openstacksdk's own loader (`openstack.config`) does the reading: `OS_CLOUD` and clouds.yaml
 with its secrets in secure.yaml (`OS_CLIENT_CONFIG_FILE` and `OS_CLIENT_SECURE_FILE`, else the
@@ -8,26 +8,48 @@ auth type and its options, `cacert`, `insecure`/`verify`, `cert`/`key`, `region_
 then goes through, so a private CA or a client certificate applies to Glance as to keystone.
 
 INTROSPECT_GLANCE_INTERFACE and _REGION_NAME, when set, choose the catalog entry over the
-cloud's. Whatever the loader refuses becomes one GlanceConfigError line.
+cloud's. Whatever the loader refuses becomes one GlanceConfigError line. (client.py makes the
+KeystoneIdentity of a Cloud; this module knows nothing of the client.)
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from keystoneauth1 import exceptions as ksa_exceptions
+from keystoneauth1.session import Session
 
-from workers.glance.client import GlanceConfigError, KeystoneIdentity
+from introspect.errors import SourceError
+from workers.errors import PipelineError
 from workers.glance.settings import GlanceSettings
 
 #: Where openstacksdk looks for clouds.yaml when OS_CLIENT_CONFIG_FILE does not say (in order).
 CLOUDS_YAML_PLACES = "./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml"
 
 
-def keystone_identity(settings: GlanceSettings) -> KeystoneIdentity:
-    """The cloud named by OS_CLOUD (or described by OS_* variables) as a KeystoneIdentity."""
+class GlanceConfigError(PipelineError, SourceError):
+    """The settings do not say where Glance is or who we are, or say it wrongly (a certificate we
+    cannot verify, credentials keystone refuses). A SourceError too: met in a range read, it says
+    nothing of the image, and `introspect.inspect` lets it through."""
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """What the loader made of the cloud: its keystoneauth1 session (auth plugin, verify, cert)
+    and where the image API is to be found."""
+
+    session: Session
+    interface: str | list[str] | None
+    region_name: str | None
+    #: The cloud's `image_endpoint_override`, which the catalog does not overrule.
+    endpoint_override: str | None
+
+
+def load_cloud(settings: GlanceSettings) -> Cloud:
+    """The cloud named by OS_CLOUD, or described by the OS_* variables alone."""
     import yaml  # type: ignore[import-untyped]
     from openstack import exceptions as sdk_exceptions
     from openstack import warnings as sdk_warnings
@@ -52,7 +74,7 @@ def keystone_identity(settings: GlanceSettings) -> KeystoneIdentity:
     except (sdk_exceptions.SDKException, ksa_exceptions.ClientException, yaml.YAMLError, OSError) as error:
         where = f"cloud {cloud!r}" if cloud else "the OS_* variables"
         raise GlanceConfigError(f"OpenStack settings ({where}): {_one_line(error)}") from None
-    return KeystoneIdentity(
+    return Cloud(
         session,
         interface=region.get_interface("image"),
         region_name=region.get_region_name("image"),
