@@ -207,6 +207,8 @@ class KeystoneIdentity:
     """A cloud's keystoneauth1 session (workers/glance/cloud.py loads it): a token per request,
     the image endpoint from the catalog, unless the cloud overrides it."""
 
+    authenticated = True
+
     @classmethod
     def from_settings(cls, settings: GlanceSettings) -> KeystoneIdentity:
         cloud = load_cloud(settings)
@@ -216,8 +218,6 @@ class KeystoneIdentity:
             region_name=cloud.region_name,
             endpoint_override=cloud.endpoint_override,
         )
-
-    authenticated = True
 
     def __init__(
         self,

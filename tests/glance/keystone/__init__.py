@@ -18,8 +18,10 @@
 Keystone's own certificate is not the point here, so it speaks plain HTTP; Glance is the one
 behind TLS (tests/glance/tls.py), and the catalog's image endpoints are https.
 
-Measured on the 2-core test machine: venv build (pip, warm cache) 15 s, the template's four
-keystone-manage steps 11 s (once per pin set); a run's start to the first GET /v3 about 3 s.
+Measured on the 2-core test machine (shared, load 2-4): the venv and its template 45 s once per
+pin set (pip 23 s, then seven keystone-manage runs of 2-4 s each); in a run, start to the first
+GET /v3 5-6 s (Glance's db_sync and start, about as long, run meanwhile), the catalog 0.9 s: the
+keystone peer is up 6 s after it was asked for.
 """
 
 from __future__ import annotations
