@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -313,3 +314,20 @@ def test_a_range_answered_with_the_whole_image_is_read_only_as_far_as_asked() ->
         assert client.read_range("x", 0, 1000, len(image)) == image[:1000]
         assert client.stats.data_bytes == 1000
     assert served.body_bytes < 16 << 20, served.body_bytes  # what socket buffers took, not 64 MiB
+
+
+def test_an_answer_slower_than_the_read_timeout_is_a_failed_try() -> None:
+    """The read timeout reaches the session: a Glance that takes 2 s to answer costs 0.3 s a try."""
+
+    def answer(handler: BaseHTTPRequestHandler, served: Served) -> None:
+        time.sleep(2)
+        send(handler, served, 200, b'{"id": "x"}')
+
+    with serving(answer) as (url, _), GlanceClient([url], IDENTITY, attempts=2, read_timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(
+            GlanceUnavailable,
+            match=rf"after 2 tries: {url}: ConnectTimeout: Request to {url}/v2/images/x timed out; ",
+        ):
+            client.get_image("x")
+        assert time.monotonic() - started < 1.5
