@@ -7,6 +7,7 @@ line. The keystone-less client reaches a Glance behind TLS with INTROSPECT_GLANC
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -68,6 +69,26 @@ def test_the_password_in_secure_yaml_and_glance_from_the_catalog(
         assert client.get_image(image_id) == keystone_peer.admin.get(image_id)
         size = int(keystone_peer.admin.get(image_id)["size"])
         assert client.read_range(image_id, 0, 4, size) == b"QFI\xfb"  # streamed, through TLS too
+
+
+def test_clouds_yaml_and_secure_yaml_where_openstack_looks(
+    keystone_peer: Peer, image_id: str, tmp_path: Path
+) -> None:
+    """Both files in the working directory (one of openstacksdk's places, fixed when it is first
+    imported: hence a process of its own), OS_CLOUD alone set: the command shows the image."""
+    assert keystone_peer.keystone is not None and keystone_peer.authority is not None
+    write_cloud(tmp_path, keystone_peer.keystone, ks.INTROSPECT, cacert=keystone_peer.authority.ca_cert)
+    done = subprocess.run(
+        [*INTROSPECT, "glance", "show", "-f", "json", image_id],
+        env=process_env(OS_CLOUD="suite"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    image = keystone_peer.admin.get(image_id)
+    assert (shown["id"], shown["status"]) == (image_id, image["status"]), shown
 
 
 def test_interface_and_region_choose_the_catalog_entry(
