@@ -11,76 +11,131 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from introspect import DISTRIBUTION
 from introspect.decode import GIB, KIB, MIB
-from introspect.errors import SourceError, UsageError
-from introspect.formats import BY_NAME, canonical_name
-from introspect.inspector import GUEST_BUDGET
-from introspect.inspector import inspect as inspect_image
-from introspect.model import Severity, Verdict
-from introspect.output import (
-    USAGE_ERROR,
-    BadInput,
-    RowWriter,
-    chosen,
-    emit,
-    make_console,
-    output_options,
-    pick_columns,
-    print_table,
-)
-from introspect.policyfile import check_rule_code, read_policy, severity_named
-from introspect.report import Report
-from introspect.safety import DEFAULT_POLICY, RULES, Policy
-from introspect.sources import Budget
-from introspect.streaming import StreamSource
+from introspect.output import USAGE_ERROR, BadInput, chosen, output_options, pick_columns
+from introspect.sources import GUEST_BUDGET, Budget
 from introspect.text import literal
 from introspect.vocabulary import NAMESPACE, metadefs_namespace
+
+# What a command needs is imported when it runs, not here: `introspect --help` needs none of it,
+# and `introspect inspect` none of the schema's, rules' or metadefs' (the formats' models,
+# rich, the guest pass each cost a command that does not use them tens of milliseconds).
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from introspect.model import Severity
+    from introspect.report import Report
+    from introspect.safety import Policy
 
 #: The path that means standard input, read once as a stream (`curl ... | introspect inspect -`).
 STDIN = "-"
 #: Properties worth a column in the table; the rest is in --json.
 SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
-VERDICT_STYLE = {Verdict.OK: "green", Verdict.REJECTED: "red", Verdict.ERROR: "magenta"}
+VERDICT_STYLE = {"ok": "green", "rejected": "red", "error": "magenta"}
+#: The entry point group other packages declare their commands in (see `PluginGroup`).
+PLUGINS = "introspect.commands"
+
+
+@dataclass(frozen=True, slots=True)
+class LazyCommand:
+    """A plugin's command as `introspect --help` lists it, without importing it: `target` is where
+    the click command is (`module:attribute`, imported when the command runs), `help` the first
+    paragraph of its help (all the listing shows of it), `needs` the packages it cannot import
+    without (its extra's): when one is missing, the command is absent, as an uninstalled extra's
+    commands always were."""
+
+    target: str
+    help: str
+    needs: tuple[str, ...] = ()
+
+    def installed(self) -> bool:
+        return all(find_spec(package) is not None for package in self.needs)
+
+    def load(self) -> click.Command:
+        module, _, attribute = self.target.partition(":")
+        command: click.Command = getattr(import_module(module), attribute)
+        return command
 
 
 class PluginGroup(click.Group):
-    """The library's own commands, plus those other packages register under the entry point
-    group `introspect.commands`. Plugins load only when a command is not one of ours (or for
-    --help), so `introspect inspect` never pays for importing the pipeline's Celery/SQLAlchemy."""
+    """The library's own commands, plus those other packages add through the entry point group
+    `introspect.commands`: each entry is a function `register(group)`, loaded only when a command
+    is not one of ours (or for --help), so `introspect inspect` never pays for reading the
+    installed packages' metadata. `register` may `add_command` (the command is imported with the
+    function) or `add_lazy_command` (listed from its declaration, imported when it runs): the
+    pipeline's commands bring Celery and SQLAlchemy, which `introspect --help` need not import."""
 
     _plugins_loaded = False
+    _listing = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: dict[str, LazyCommand] = {}
+
+    def add_lazy_command(self, name: str, command: LazyCommand) -> None:
+        """Declare a command that is imported only when it runs (and listed by `--help` before)."""
+        if command.installed():
+            self.lazy_commands[name] = command
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from importlib.metadata import entry_points  # here: 60 ms that `inspect` never needs
+        from importlib.metadata import entry_points  # here: tens of ms that `inspect` never needs
 
-        for entry in entry_points(group="introspect.commands"):
+        for entry in entry_points(group=PLUGINS):
             try:
-                register = entry.load()
+                register: Callable[[click.Group], None] = entry.load()
             except ImportError:
                 continue  # that extra is not installed: its commands are simply absent
             register(self)
 
+    def _load(self, name: str) -> None:
+        """Import a declared command and make it a command like the others."""
+        declared = self.lazy_commands.pop(name)
+        try:
+            command = declared.load()
+        except ImportError as missing:
+            # Its `needs` were found, yet an import failed: a broken install, said in one line.
+            raise click.ClickException(
+                f"`introspect {name}` cannot run: the {missing.name} package is missing or broken"
+            ) from None
+        self.add_command(command, name)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands:
             self._load_plugins()
+        if cmd_name in self.lazy_commands:
+            if self._listing:  # --help lists it from its declaration: the same line, no import
+                return click.Command(cmd_name, help=self.lazy_commands[cmd_name].help)
+            self._load(cmd_name)
+        elif cmd_name not in self.commands:
+            # Unknown: click's "Did you mean" looks for it among every command, so all are loaded.
+            for name in list(self.lazy_commands):
+                self._load(name)
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugins()
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,6 +187,10 @@ def load_policy(
     """The policy of a JSON file (`--policy`, see `introspect rules` and introspect/policyfile.py)
     with `--severity CODE=LEVEL` and `--report-only` on top. Every mistake is one line naming the
     field, the value and what is accepted (`BadInput`)."""
+    from introspect.errors import UsageError
+    from introspect.policyfile import read_policy
+    from introspect.safety import DEFAULT_POLICY
+
     try:
         policy = (
             read_policy(policy_file, f"{option} {literal(policy_file)}") if policy_file else DEFAULT_POLICY
@@ -147,6 +206,9 @@ def load_policy(
 
 def _severity(item: str) -> tuple[str, Severity]:
     """One `--severity CODE=LEVEL`, checked."""
+    from introspect.errors import UsageError
+    from introspect.policyfile import check_rule_code, severity_named
+
     code, sep, level = item.partition("=")
     if not sep or not code:
         raise UsageError(f"--severity: {literal(repr(item))}: expected CODE=reject|warn|info")
@@ -187,6 +249,10 @@ def _guest_word(report: Report) -> str:
 def _row(report: Report) -> tuple[Text, ...]:
     """One table row. Every cell is literal Text, its control characters escaped: names and values
     come from images and users, and are never read as markup or terminal sequences."""
+    from rich.text import Text
+
+    from introspect.model import Severity
+
     shown = ", ".join(report.properties[k] for k in SHOWN_PROPERTIES if k in report.properties)
     codes = ", ".join(f.code for f in report.findings if f.severity != Severity.INFO)
     return (
@@ -202,7 +268,6 @@ def _row(report: Report) -> tuple[Text, ...]:
 
 #: What `inspect -f value|csv` shows without -c (-c picks any field of the Report).
 INSPECT_COLUMNS = ("source", "format", "container_format", "virtual_size", "verdict")
-REPORT_FIELDS = tuple(Report.model_fields)
 
 
 @main.command("inspect")
@@ -251,30 +316,46 @@ def inspect_command(
     """Inspect image files (directories are walked; `-` is standard input, read once) and print
     what they say about themselves, a row as each is done (-f json: the whole Report, unless -c
     picks its fields)."""
+    from introspect.errors import SourceError, UsageError
+    from introspect.formats import BY_NAME, canonical_name
+    from introspect.inspector import inspect as inspect_image
+    from introspect.output import RowWriter, make_console, print_table
+    from introspect.report import Report
+    from introspect.streaming import StreamSource
+
     output = chosen(output, as_json)
     machine = output in ("json", "yaml")
-    picked = pick_columns(columns, REPORT_FIELDS, REPORT_FIELDS if machine else INSPECT_COLUMNS)
+    fields = tuple(Report.model_fields)
+    picked = pick_columns(columns, fields, fields if machine else INSPECT_COLUMNS)
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise click.BadParameter(f"unknown format {expect!r}", param_hint="--expect")
     policy = load_policy(policy_file, report_only, severities)
     budget = None if no_guest else _guest_budget(guest_budget)
     if verify_manifest:
         policy = policy.model_copy(update={"verify_manifest": True})
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 240)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Consoles (rich) only where they print: JSON lines and error-free runs never import rich.
+    out = _table_console() if output == "table" else None
+    err: Console | None = None
+
+    def error(line: str) -> None:
+        nonlocal err
+        if err is None:
+            err = _error_console()
+        err.print(line, markup=False)
+
     failed = usage_failed = False
     targets = list(_paths(paths))
     whole = output == "json" and not columns  # the Report's own JSON, as `--json` always printed
     rows = (
         _Rows(out, [t for t in targets if not isinstance(t, EmptyDirectory)])
-        if output == "table" and not columns
+        if out is not None and not columns
         else None
     )
     writer = RowWriter(output, picked) if output != "table" and not whole else None
     picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
     for path in targets:
         if isinstance(path, EmptyDirectory):
-            err.print(f"Error: {literal(path)}: the directory holds no file to inspect", markup=False)
+            error(f"Error: {literal(path)}: the directory holds no file to inspect")
             failed = True
             continue
         try:
@@ -292,19 +373,19 @@ def inspect_command(
                     guest=budget is not None,
                     guest_budget=budget,
                 )
-        except UsageError as error:
-            err.print(f"Error: {literal(str(error))}", markup=False)
+        except UsageError as problem:
+            error(f"Error: {literal(str(problem))}")
             usage_failed = True
             continue
-        except OSError as error:
-            err.print(f"Error: {literal(path)}: {literal(str(error.strerror or error))}", markup=False)
+        except OSError as problem:
+            error(f"Error: {literal(path)}: {literal(str(problem.strerror or problem))}")
             failed = True
             continue
-        except SourceError as error:
-            err.print(f"Error: {literal(str(error))}", markup=False)
+        except SourceError as problem:
+            error(f"Error: {literal(str(problem))}")
             failed = True
             continue
-        failed |= report.verdict != Verdict.OK
+        failed |= not report.ok
         if whole:
             sys.stdout.write(report.model_dump_json() + "\n")
             sys.stdout.flush()  # each line as soon as its image is done, also into a pipe
@@ -316,7 +397,7 @@ def inspect_command(
             picked_rows.append(report.model_dump(mode="json"))
         else:
             rows.add(report)
-        if verbose:
+        if verbose and out is not None:
             for f in report.findings:
                 out.print(
                     f"{literal(report.source)}: {f.severity} {f.code}: {literal(f.message)}",
@@ -326,6 +407,20 @@ def inspect_command(
     if picked_rows:
         print_table(picked_rows, picked, make_console())
     sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
+
+
+def _table_console() -> Console:
+    """Rows for people: the terminal's width, or 240 columns into a pipe."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+
+
+def _error_console() -> Console:
+    """Error lines: one a line, never wrapped."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _Rows:
@@ -359,6 +454,8 @@ class _Rows:
         self.header_printed = False
 
     def add(self, report: Report) -> None:
+        from rich.table import Table
+
         table = Table(box=None, pad_edge=False, header_style="bold", show_header=not self.header_printed)
         for column in self.COLUMNS:
             table.add_column(column, width=self.widths.get(column), overflow="fold")
@@ -370,6 +467,8 @@ class _Rows:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the Report that `inspect --json` prints."""
+    from introspect.report import Report
+
     click.echo(json.dumps(Report.model_json_schema(), indent=2))
 
 
@@ -381,6 +480,10 @@ RULE_FIELDS = ("code", "severity", "summary", "names_files")
 def rules(output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """List every rule a finding can come from, with its default severity (`summary`: what fired;
     `names_files`: the image names a file outside itself, which no policy changes)."""
+    import introspect.policyfile  # noqa: F401  # it imports every module that declares rules
+    from introspect.output import emit, make_console, print_table
+    from introspect.safety import RULES
+
     output = chosen(output, as_json)
     machine = output in ("json", "yaml")
     picked = pick_columns(columns, RULE_FIELDS, RULE_FIELDS if machine else RULE_FIELDS[:3])

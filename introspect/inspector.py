@@ -20,7 +20,6 @@ from introspect import containers, qemu
 from introspect import properties as props
 from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
 from introspect.containers.compressed import UNKNOWN_END, HeadOfStream
-from introspect.decode import MIB
 from introspect.detect import detect
 from introspect.errors import BytesNotKept, ImageError, SourceError, UsageError
 from introspect.formats import BY_NAME, canonical_name, satisfies
@@ -47,6 +46,7 @@ from introspect.safety import (
     Policy,
 )
 from introspect.sources import (
+    GUEST_BUDGET,
     Budget,
     ByteSource,
     FileSource,
@@ -66,9 +66,6 @@ NOT_LOCAL = "<not a local file>"
 
 #: Formats whose virtual size is the file's size: unknown in a member whose end is unknown.
 SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_file)
-#: The guest pass's own budget (the header pass keeps `Budget()`): room for a partition table, LVM
-#: metadata, a few filesystems' superblocks and inodes, os-release, an ELF header and a hive's cells.
-GUEST_BUDGET = Budget(max_bytes=4 * MIB, max_reads=512)
 
 
 def inspect(

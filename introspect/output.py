@@ -9,14 +9,17 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Column, Table
-from rich.text import Text
 
 from introspect.text import literal
+
+# rich is imported where a table or a console is made: a command that prints JSON lines, or only
+# its --help, never pays for it.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +42,8 @@ class BadInput(click.ClickException):
 def make_console(*, stderr: bool = False) -> Console:
     """A console for our output: its terminal's width in a terminal (a long cell wraps there),
     unbounded into a pipe or a file (a script gets every character)."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else UNBOUNDED
     return Console(stderr=stderr, highlight=False, soft_wrap=not stderr, width=width)
@@ -141,6 +146,8 @@ def emit_one(data: dict[str, Any], output: str, picked: list[str]) -> None:
 
 def literal_cell(column: str, row: dict[str, Any]) -> Text:
     """A table cell: the value as `plain` writes it, literal (never markup), `-` when there is none."""
+    from rich.text import Text
+
     value = row.get(column)
     return Text("-" if value is None else plain(value))
 
@@ -153,6 +160,8 @@ def print_table(
 ) -> None:
     """Rows as a table: an id never wraps, any other cell folds in a terminal (a long name wraps
     rather than become "na…"), and into a pipe the console is wide enough for every cell."""
+    from rich.table import Column, Table
+
     made = Table(
         *(Column(c, no_wrap=True, min_width=36) if c == "id" else Column(c, overflow="fold") for c in picked)
     )

@@ -14,6 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+# The modules that declare rules as they are imported (every format and container, through the
+# inspector; the stream reader), so that RULES holds every code a policy may name, whichever
+# reader imports this module first.
+import introspect.inspector
+import introspect.streaming  # noqa: F401
 from introspect.errors import UsageError
 from introspect.model import Severity
 from introspect.safety import RULES, Policy

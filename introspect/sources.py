@@ -389,6 +389,11 @@ class Budget:
     max_read_size: int = 4 * MIB
 
 
+#: The guest pass's own budget (the header pass keeps `Budget()`): room for a partition table, LVM
+#: metadata, a few filesystems' superblocks and inodes, os-release, an ELF header and a hive's cells.
+GUEST_BUDGET = Budget(max_bytes=4 * MIB, max_reads=512)
+
+
 class Reader:
     """The one metered way to read an image: budgeted, counted, cached for head and tail.
 

@@ -164,6 +164,46 @@ def test_schema_is_the_reports_json_schema():
     ].keys()
 
 
+def imported(tmp_path, *args: str) -> set[str]:
+    """The modules an `introspect ARGS...` process had imported when it ended."""
+    listing = tmp_path / "modules.txt"
+    code = (
+        "import sys\n"
+        "from introspect.command import main\n"
+        "sys.argv = ['introspect', *sys.argv[1:]]\n"
+        "try:\n    main()\n"
+        "except SystemExit:\n    pass\n"
+        f"open({str(listing)!r}, 'w').write(' '.join(sys.modules))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, timeout=120, env=process_env(), check=True
+    )
+    return set(listing.read_text().split())
+
+
+def test_a_command_imports_what_it_uses_and_no_more(tmp_path):
+    """Start-up is most of a single inspection: `--help` lists every command (the pipeline's too)
+    from their declarations, without the formats, pydantic, rich or the pipeline's packages; JSON
+    lines need no rich."""
+    image = qcow2(tmp_path)
+    helped = imported(tmp_path, "--help")
+    heavy = {
+        "pydantic",
+        "rich",
+        "introspect.formats",
+        "introspect.inspector",
+        "workers.cli",
+        "celery",
+        "sqlalchemy",
+    }
+    assert not helped & heavy
+    assert "workers.commands" in helped  # the plugins' declarations were read
+    as_json = imported(tmp_path, "inspect", "--json", str(image))
+    assert "introspect.inspector" in as_json
+    assert not as_json & {"rich", "workers.commands"}
+    assert "rich" in imported(tmp_path, "inspect", str(image))
+
+
 def test_rules_lists_every_code():
     result = run("rules")
     for code in ("image.polyglot", "qcow2.backing_file", "vmdk.extent_path", "gpt.header_crc"):

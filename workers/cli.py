@@ -1,4 +1,5 @@
-"""The pipeline's commands, added to `introspect` through the `introspect.commands` entry point:
+"""The pipeline's commands, added to `introspect` through the `introspect.commands` entry point
+(declared in workers/commands.py, this module imported when one of them runs):
 import, images (list/show/history/set/unset), rerun, delete, download, db upgrade, worker, status.
 
 `--inline` (or INTROSPECT_EAGER=1) runs the task code in this process instead of queueing it,
@@ -1169,19 +1170,14 @@ def _queue_depth(app: Any, queue: str) -> int:
     return int(depth)
 
 
-def register(group: click.Group) -> None:
-    """Add the pipeline's commands to the `introspect` group."""
-    for command in (
-        import_command,
-        images_group,
-        rerun_command,
-        delete_command,
-        download_command,
-        db_group,
-        worker_command,
-        status_command,
-    ):
-        group.add_command(command)
-
-
-__all__ = ["register"]
+#: The commands workers/commands.py declares (`introspect.commands`), imported when one runs.
+__all__ = [
+    "db_group",
+    "delete_command",
+    "download_command",
+    "images_group",
+    "import_command",
+    "rerun_command",
+    "status_command",
+    "worker_command",
+]

@@ -336,8 +336,3 @@ def _stop_on_signals() -> Callable[[], bool]:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return lambda: stopped
-
-
-def register(group: click.Group) -> None:
-    """Add `introspect glance` to the `introspect` command group."""
-    group.add_command(glance_group)
