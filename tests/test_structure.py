@@ -72,6 +72,39 @@ def test_objects_are_frozen_slots_dataclasses():
     assert not hasattr(header, "__dict__")
     assert dataclasses.replace(header, size=1).size == 1
     assert [f.name for f in dataclasses.fields(header)] == list(qcow2.QCowHeader.FIELDS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del header.size  # type: ignore[misc]
+
+
+class Pair(LittleEndianStructure):
+    first: int = u32()
+    reserved: None = pad(2)
+    second: bytes = chars(2)
+
+
+def test_the_shared_methods_answer_as_a_frozen_dataclass_would():
+    """Structures share one __init__, __repr__, __eq__ and __hash__ (not code compiled for each
+    class): their answers are those `@dataclass(frozen=True)` generates."""
+    made = (
+        Pair(7, b"ab"),
+        Pair(7, second=b"ab"),
+        Pair(first=7, second=b"ab"),
+        Pair.unpack(b"\x07\0\0\0\0\0ab"),
+    )
+    for pair in made:
+        assert repr(pair) == "Pair(first=7, second=b'ab')"
+        assert pair == made[0]
+        assert hash(pair) == hash((7, b"ab"))  # a frozen dataclass hashes the tuple of its fields
+    assert made[0] != Pair(8, b"ab")
+    assert made[0].__eq__((7, b"ab")) is NotImplemented
+    for args, kwargs, message in (
+        ((7,), {}, "missing required arguments: 'second'"),
+        ((7, b"ab", 1), {}, "takes 2 positional arguments but 3 were given"),
+        ((7,), {"first": 8, "second": b"ab"}, "got multiple values for argument 'first'"),
+        ((7, b"ab"), {"third": 1}, "got an unexpected keyword argument 'third'"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            Pair(*args, **kwargs)
 
 
 def test_reserved_bytes_keep_their_place_but_are_not_attributes():
