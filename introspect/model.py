@@ -30,7 +30,7 @@ class Verdict(StrEnum):
 class Frozen(BaseModel):
     """Base of every output model: immutable, and unknown fields are a bug, not extra data."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Finding(Frozen):
