@@ -16,9 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import magic
 from pydantic import Field
 
 from introspect.errors import TruncatedImage
@@ -36,6 +35,9 @@ from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.properties import firmware_properties
 from introspect.safety import NOT_A_DISK, Policy, rule
 from introspect.sources import HEAD_SIZE, Reader
+
+if TYPE_CHECKING:
+    import magic
 
 PARTITION_BEYOND_END = rule(
     "raw.partition_beyond_end", Severity.WARN, "a partition ends past the end of the raw disk"
@@ -122,7 +124,11 @@ class RawDetails(Frozen):
 @cache
 def _magic(*, mime: bool) -> magic.Magic:
     """One libmagic handle per kind, opened on first use (loading the database costs ~10 ms);
-    python-magic serialises calls on a handle with its own lock."""
+    python-magic serialises calls on a handle with its own lock. python-magic itself is imported
+    here too: loading libmagic (ctypes, logging, subprocess) cost every other format's first
+    inspection in a process ~10 ms more."""
+    import magic
+
     return magic.Magic(mime=mime)
 
 
