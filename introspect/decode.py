@@ -41,3 +41,22 @@ def padded_text(raw: bytes, encoding: str = "ascii", padding: str = "\0") -> str
     """Text filling its field, padded at the end with the `padding` characters (VHD's NULs,
     ECMA-119's spaces)."""
     return raw.decode(encoding, errors="replace").rstrip(padding)
+
+
+#: Zeros that a window of bytes is compared with (one memcmp) by `end_of_data`.
+_ZEROS = bytes(4 * KIB)
+
+
+def end_of_data(data: bytes) -> int:
+    """`len(data.rstrip(b"\\0"))`: where the data ends before trailing zero bytes. Mapping tables and
+    refcount blocks are mostly zeros after their last entry; 4 KiB windows are compared with zeros
+    from the end, and the last one that is not is measured in one big-integer conversion: a few
+    µs for a 64 KiB table, where `rstrip` tests each byte (~100 µs)."""
+    end = len(data)
+    while end:
+        start = max(0, end - len(_ZEROS))
+        window = data[start:end]
+        if window != _ZEROS[: end - start]:
+            return start + (int.from_bytes(window, "little").bit_length() + 7) // 8
+        end = start
+    return 0

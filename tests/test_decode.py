@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from introspect import decode
 from introspect.formats import partitions, vhd
 from tests.conftest import fixture_group
@@ -49,3 +52,18 @@ def test_padded_text_strips_only_its_padding():
 def test_sizes():
     assert (decode.KIB, decode.MIB, decode.GIB) == (1 << 10, 1 << 20, 1 << 30)
     assert qemu_info(fixture_group("qcow") / "v3-7m.qcow2")["virtual-size"] == 7 * decode.MIB
+
+
+@given(st.binary(max_size=3 * decode.KIB), st.integers(0, 20 * decode.KIB))
+def test_end_of_data_is_where_rstrip_ends_the_data(data, zeros):
+    padded = data + bytes(zeros)
+    assert decode.end_of_data(padded) == len(padded.rstrip(b"\0"))
+
+
+def test_end_of_data_at_window_edges():
+    window = 4 * decode.KIB
+    for end in (0, 1, window - 1, window, window + 1, 3 * window, 16 * window):
+        data = b"\x01" * end + bytes(16 * window + 7 - end)
+        assert decode.end_of_data(data) == end
+    assert decode.end_of_data(b"\x80" + bytes(window)) == 1  # the top bit of the last byte counts
+    assert decode.end_of_data(b"") == 0

@@ -24,7 +24,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from introspect.decode import MIB, c_string
+from introspect.decode import MIB, c_string, end_of_data
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.formats.blockmap import BlockMappedView, Span, Table
@@ -610,11 +610,10 @@ def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3)
             if len(window) < table_length
             else window[:table_length]
         )
-        entries = [entry & REFT_OFFSET_MASK for (entry,) in struct.iter_unpack(">Q", table)]
-        last = max((i for i, entry in enumerate(entries) if entry), default=None)
-        if last is None:
+        found = _last_refcount_block(table)
+        if found is None:
             return []
-        block_offset = entries[last]
+        last, block_offset = found
         inside = header.refcount_table_offset <= block_offset
         inside = inside and block_offset + cluster_size <= header.refcount_table_offset + len(window)
         block = (
@@ -693,17 +692,30 @@ def _first_used(refcounts: bytes, bits: int, skip: int = 0) -> int | None:
     return byte * (BITS_PER_BYTE // bits) + lowest
 
 
+def _last_refcount_block(table: bytes) -> tuple[int, int] | None:
+    """The index and offset of the last refcount table entry that points at a block, or None. The
+    search starts at the last nonzero byte (`end_of_data`); only an entry whose reserved low bits
+    alone are set makes it step back an entry at a time."""
+    entries = -(-end_of_data(table) // REFTABLE_ENTRY_SIZE)  # up to the one holding the last nonzero byte
+    for index in range(entries - 1, -1, -1):
+        (entry,) = struct.unpack_from(">Q", table, index * REFTABLE_ENTRY_SIZE)
+        offset = entry & REFT_OFFSET_MASK
+        if offset:
+            return index, offset
+    return None
+
+
 def _last_used(block: bytes, bits: int) -> int | None:
     """The index of the last nonzero refcount in a refcount block of `bits`-bit refcounts (qemu
     packs refcounts narrower than a byte from the low bits up)."""
-    stripped = block.rstrip(b"\0")
-    if not stripped:
+    end = end_of_data(block)
+    if not end:
         return None
-    byte = len(stripped) - 1
+    byte = end - 1
     if bits >= BITS_PER_BYTE:
         return byte // (bits // BITS_PER_BYTE)
     per_byte = BITS_PER_BYTE // bits
-    value = stripped[byte]
+    value = block[byte]
     highest = max(k for k in range(per_byte) if (value >> (k * bits)) & ((1 << bits) - 1))
     return byte * per_byte + highest
 
