@@ -92,6 +92,9 @@ GUEST_UNREADABLE = rule(
 )
 GUEST_LOOP = rule("guest.loop", Severity.WARN, "a loop in the guest's directories, extents or links")
 GUEST_UNSUPPORTED_FS = rule("guest.unsupported_fs", Severity.INFO, "a filesystem introspect does not read")
+GUEST_VOLUME_CUT = rule(
+    "guest.volume_cut", Severity.WARN, "a partition runs past the end of the guest's disk, or begins after it"
+)
 GUEST_UNSUPPORTED_VOLUME = rule(
     "guest.unsupported_volume", Severity.INFO, "a volume named but not read (striped, mirrored or thin LVs)"
 )

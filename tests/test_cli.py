@@ -210,6 +210,24 @@ def test_rules_lists_every_code():
         assert code in result.stdout
 
 
+def test_rules_lists_the_rules_of_modules_imported_later():
+    """Rules are declared as their modules are imported, and the guest pass is imported only when
+    an inspection needs it: a fresh `introspect rules` (and every policy reader) still knows every
+    code that any module of the library declares."""
+    every = (
+        "import importlib, pkgutil, introspect\n"
+        "from introspect.safety import RULES\n"
+        "for module in pkgutil.walk_packages(introspect.__path__, 'introspect.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "print(' '.join(sorted(RULES)))\n"
+    )
+    declared = subprocess.run(
+        [sys.executable, "-c", every], capture_output=True, text=True, check=True, env=process_env()
+    ).stdout.split()
+    assert "guest.volume_cut" in declared
+    assert run("rules", "-f", "value", "-c", "code").stdout.split() == declared
+
+
 def test_rules_for_scripts_in_every_format():
     def rules(*args: str) -> str:
         result = CliRunner().invoke(main, ["rules", *args])

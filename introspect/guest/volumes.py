@@ -23,12 +23,8 @@ from introspect.formats.partitions import (
 from introspect.guest import lvm
 from introspect.guest.disk import Disk
 from introspect.guest.model import Volume
-from introspect.model import Finding, Severity
-from introspect.safety import rule
-
-GUEST_VOLUME_CUT = rule(
-    "guest.volume_cut", Severity.WARN, "a partition runs past the end of the guest's disk, or begins after it"
-)
+from introspect.model import Finding
+from introspect.safety import GUEST_VOLUME_CUT
 
 #: The guest's first disk, as its kernel names it.
 DISK_DEVICE = "/dev/sda"

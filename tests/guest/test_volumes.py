@@ -14,7 +14,8 @@ from introspect.formats.partitions import GPT_TYPE_NAMES, LegacyMbr, PartitionRe
 from introspect.formats.raw import RawGuestView
 from introspect.guest.disk import Disk
 from introspect.guest.fs import identify, open_filesystem
-from introspect.guest.volumes import GUEST_VOLUME_CUT, Volumes, find_volumes
+from introspect.guest.volumes import Volumes, find_volumes
+from introspect.safety import GUEST_VOLUME_CUT
 from introspect.sources import Budget, FileSource, Reader
 from tests.conftest import fixture_group
 from tests.tools import recorded, rewrite
