@@ -6,7 +6,10 @@ already capped the field's size (a fixed-size field, or a length clamped to a na
 
 from __future__ import annotations
 
+import sys
 import uuid
+from array import array
+from functools import lru_cache
 from typing import Literal
 
 KIB = 1024
@@ -43,20 +46,52 @@ def padded_text(raw: bytes, encoding: str = "ascii", padding: str = "\0") -> str
     return raw.decode(encoding, errors="replace").rstrip(padding)
 
 
-#: Zeros that a window of bytes is compared with (one memcmp) by `end_of_data`.
-_ZEROS = bytes(4 * KIB)
+#: Windows `end_of_data` compares with zeros start at this size, and doubling stop at the last.
+_WINDOW = 4 * KIB
+_LARGEST_WINDOW = 64 * KIB
+
+
+@lru_cache(maxsize=64)
+def _zeros(size: int) -> bytes:
+    return bytes(size)
+
+
+def _all_zeros(data: bytes, start: int, end: int) -> bool:
+    """Is data[start:end] all zeros? One memcmp, copying neither side."""
+    return data.endswith(_zeros(end - start), start, end)
 
 
 def end_of_data(data: bytes) -> int:
     """`len(data.rstrip(b"\\0"))`: where the data ends before trailing zero bytes. Mapping tables and
-    refcount blocks are mostly zeros after their last entry; 4 KiB windows are compared with zeros
-    from the end, and the last one that is not is measured in one big-integer conversion: a few
-    µs for a 64 KiB table, where `rstrip` tests each byte (~100 µs)."""
-    end = len(data)
-    while end:
-        start = max(0, end - len(_ZEROS))
-        window = data[start:end]
-        if window != _ZEROS[: end - start]:
-            return start + (int.from_bytes(window, "little").bit_length() + 7) // 8
-        end = start
-    return 0
+    refcount blocks are mostly zeros after their last entry: windows from the end, doubling, are
+    compared with zeros until one is not; that one is halved down to 4 KiB, which one big-integer
+    conversion measures. ~2 µs for a 64 KiB table, where `rstrip` tests each byte (~100 µs)."""
+    end, size = len(data), _WINDOW
+    while True:
+        if not end:
+            return 0
+        start = max(0, end - size)
+        if not _all_zeros(data, start, end):
+            break
+        end, size = start, min(2 * size, _LARGEST_WINDOW)
+    while end - start > _WINDOW:  # the last nonzero byte is in data[start:end]
+        middle = (start + end) // 2
+        if _all_zeros(data, middle, end):
+            end = middle
+        else:
+            start = middle
+    return start + (int.from_bytes(data[start:end], "little").bit_length() + 7) // 8
+
+
+#: The array type code of unsigned 32-bit numbers on this machine.
+_U32 = next(code for code in "ILH" if array(code).itemsize == 4)
+
+
+def largest_u32le(data: bytes) -> int:
+    """The largest of the little-endian unsigned 32-bit numbers `data` holds (its length a multiple
+    of 4), 0 when it holds none: one array and one `max` in C, where unpacking each number to a
+    tuple took ~0.1 µs a number (a VMDK's grain tables hold thousands)."""
+    numbers = array(_U32, data)
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    return max(numbers, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,3 +68,9 @@ def test_end_of_data_at_window_edges():
         assert decode.end_of_data(data) == end
     assert decode.end_of_data(b"\x80" + bytes(window)) == 1  # the top bit of the last byte counts
     assert decode.end_of_data(b"") == 0
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=3000))
+def test_largest_u32le_is_the_largest_number_struct_reads(numbers):
+    data = struct.pack(f"<{len(numbers)}I", *numbers)
+    assert decode.largest_u32le(data) == max(numbers, default=0)

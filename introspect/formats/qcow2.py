@@ -934,7 +934,7 @@ def _backing_file(reader: Reader, header: QCowHeader, cluster_size: int) -> str 
 
 def feature_bits(value: int, names: dict[int, str]) -> FeatureBits:
     """A feature bitmap split into the bits `names` knows and the ones it does not."""
-    bits = [bit for bit in range(64) if value >> bit & 1]
+    bits = [bit for bit in range(value.bit_length()) if value >> bit & 1]  # the set ones, low first
     return FeatureBits(
         value=value,
         names=[names[bit] for bit in bits if bit in names],

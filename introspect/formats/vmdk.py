@@ -38,6 +38,7 @@ from typing import Literal
 from pydantic import Field
 
 from introspect import vocabulary
+from introspect.decode import end_of_data, largest_u32le
 from introspect.errors import BadField, BytesNotKept, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.blockmap import BlockMappedView, Span, Table
@@ -413,7 +414,7 @@ def _check_text(data: bytes) -> None:
     """A descriptor file is text: a control byte (a NUL other than the padding at the end) in what
     qemu reads of it means it is a broken or hand-spliced file, which no reader can be trusted to
     see the same way."""
-    text = data.rstrip(b"\0")
+    text = data[: end_of_data(data)]
     if len(text.translate(None, CONTROL_BYTES)) == len(text):
         return
     at = next(i for i, byte in enumerate(text) if byte in BINARY_BYTES)
@@ -469,7 +470,7 @@ def _inspect_sparse(reader: Reader) -> Inspection[VmdkDetails]:
         raw = reader.read(
             _descriptor_start(effective, reader.size), min(length, DESCRIPTOR_MAX_SIZE), "embedded descriptor"
         )
-        if raw.strip(b"\0 \t\r\n"):
+        if raw[: end_of_data(raw)].strip(b"\0 \t\r\n"):  # NUL padding measured, not stripped
             descriptor, descriptor_findings = parse_descriptor(raw)
             findings.extend(descriptor_findings)
     if descriptor is None:
@@ -576,17 +577,14 @@ def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] |
         data, first = tables_window, gd_start
     else:
         data = reader.read(first, last - first, "grain tables")
-    grains = [
-        g
-        for t in tables
-        for (g,) in struct.iter_unpack(
-            "<I", data[t * SECTOR_SIZE - first : t * SECTOR_SIZE - first + gt_bytes]
-        )
-        if g not in (GTE_UNALLOCATED, GTE_ZEROED)
-    ]
-    if not grains:
+    # Unallocated (0) and zeroed (1) entries are the two smallest: the largest entry is the last
+    # grain unless it is one of them.
+    largest = max(
+        largest_u32le(data[t * SECTOR_SIZE - first : t * SECTOR_SIZE - first + gt_bytes]) for t in tables
+    )
+    if largest in (GTE_UNALLOCATED, GTE_ZEROED):
         return None
-    grain = max(grains) * SECTOR_SIZE
+    grain = largest * SECTOR_SIZE
     if not header.flags & FLAG_COMPRESSED_GRAINS:
         return grain, grain + header.grain_size * SECTOR_SIZE
     marker = GrainMarker.read(reader, "last compressed grain's marker", grain)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from introspect.decode import MIB
+from introspect.decode import MIB, end_of_data
 from introspect.model import Finding, Frozen, Severity
 from introspect.safety import rule
 
@@ -169,7 +169,7 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     Trailing NUL padding (a sector-padded descriptor) is stripped; text after an inner NUL is not
     parsed (qemu stops there too) and is a finding."""
     findings: list[Finding] = []
-    raw = raw.rstrip(b"\0")
+    raw = raw[: end_of_data(raw)]
     nul = raw.find(b"\0")
     if nul >= 0:
         raw = raw[:nul]
