@@ -756,7 +756,8 @@ def verify(
 
 
 def sniff_ova(head: bytes) -> bool:
-    return len(head) >= BLOCK and TarHeader.unpack(head).magic.startswith(USTAR)
+    """The first header's magic, read in place: every inspection asks (a whole TarHeader was ~1 µs)."""
+    return len(head) >= BLOCK and head.startswith(USTAR, TarHeader.offset_of("magic"))
 
 
 def open_ova(reader: Reader, policy: Policy) -> Unpacked | None:

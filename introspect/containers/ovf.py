@@ -36,11 +36,8 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
-from xml.etree.ElementTree import Element, ParseError
+from typing import TYPE_CHECKING, Literal
 
-import defusedxml
-import defusedxml.ElementTree
 from pydantic import Field
 
 from introspect import vocabulary
@@ -49,6 +46,10 @@ from introspect.errors import ImageError
 from introspect.formats.vmdk import ADAPTERS as VMDK_ADAPTERS
 from introspect.model import Frozen, Severity
 from introspect.safety import rule
+
+# The XML parser is imported when a descriptor is parsed: every inspection imports this module.
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
 
 OVF_SIZE = rule("ova.ovf_size", Severity.REJECT, "the OVF descriptor is larger than introspect reads")
 OVF_INVALID = rule("ova.ovf_invalid", Severity.REJECT, "the OVF descriptor is not well-formed OVF XML")
@@ -270,6 +271,10 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
             f"the OVF descriptor is {len(data)} bytes, more than the {MAX_OVF_SIZE} introspect reads: "
             f"a real descriptor is a few KiB; {ADVICE}",
         )
+    from xml.etree.ElementTree import ParseError
+
+    import defusedxml
+
     try:
         return _parse(data)
     except defusedxml.DefusedXmlException as error:
@@ -291,6 +296,8 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
 
 
 def _events(data: bytes) -> Iterator[tuple[str, Element]]:
+    import defusedxml.ElementTree
+
     yield from defusedxml.ElementTree.iterparse(
         io.BytesIO(data), events=("start", "end"), forbid_dtd=True, forbid_entities=True, forbid_external=True
     )

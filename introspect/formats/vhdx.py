@@ -32,8 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import google_crc32c
-
 from introspect.decode import KIB, MIB, guid, utf16_c_string
 from introspect.errors import BadField, ImageError, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
@@ -69,6 +67,8 @@ LOG_PENDING = rule("vhdx.log_pending", Severity.WARN, "the log is active: the im
 
 def crc32c_valid(data: bytes, checksum_offset: int, stored: int) -> bool:
     """CRC-32C over `data` with its 4-byte checksum field counted as zero ([MS-VHDX] 2.2.2)."""
+    import google_crc32c  # here: the other formats' inspections need not load it
+
     zeroed = data[:checksum_offset] + bytes(4) + data[checksum_offset + 4 :]
     return int(google_crc32c.value(zeroed)) == stored
 

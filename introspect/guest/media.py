@@ -19,9 +19,9 @@ with a bound (`MAX_FILE`), and parsed as text whatever it holds.
 
 from __future__ import annotations
 
-import configparser
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from introspect.decode import KIB
 from introspect.guest import osinfo
@@ -29,6 +29,9 @@ from introspect.guest.files import attempt, source
 from introspect.guest.fs.base import Filesystem, read_file
 from introspect.guest.model import OperatingSystem, Source
 from introspect.model import Finding
+
+if TYPE_CHECKING:
+    import configparser
 
 #: Each of these files is a few hundred bytes; nothing past this is read.
 MAX_FILE = 64 * KIB
@@ -87,6 +90,8 @@ def parse_disk_info(data: bytes, path: str = DISK_INFO) -> Installer | None:
 
 def _ini(data: bytes) -> configparser.ConfigParser | None:
     """An INI file's sections, read without interpolation; None when it is not one."""
+    import configparser  # here: only installer media have INI files to read
+
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
         parser.read_string(data[:MAX_FILE].decode("utf-8", errors="replace"))

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-import google_crc32c
 import zstandard
 
 from introspect.decode import KIB, MIB, c_string, uuid_be
@@ -407,6 +406,8 @@ def _unsupported(message: str) -> ImageError:
 
 def name_hash(name: bytes) -> int:
     """btrfs_name_hash: crc32c seeded with ~1, without the final inversion (the DIR_ITEM key's offset)."""
+    import google_crc32c  # here: a guest without Btrfs need not load it
+
     return ~int(google_crc32c.extend(1, name)) & 0xFFFFFFFF
 
 
