@@ -1,11 +1,20 @@
 """`make bench`: introspect against `qemu-img info` and oslo.utils' format inspector, one run, same files.
 
 For every image under fixtures/build that qemu-img recorded (IMAGE.qemu-img.json beside it):
-- introspect in-process: `introspect.inspect(path)`, repeated, images/s and bytes read (Report counts);
-- introspect CLI: one `introspect inspect --json` process over the batch, REPEAT times over;
+- introspect in-process: `introspect.inspect(path, guest=False)` (the header pass, what qemu-img
+  info and oslo.utils read), repeated: images/s, µs per image (median and mean over images, each
+  image's the median of its passes), bytes read (Report counts);
+- introspect CLI: one `introspect inspect --json --no-guest` process over the batch, REPEAT times over;
 - qemu-img info: one caged-free `qemu-img info -f FMT --output=json` process per image (its best case);
 - oslo.utils: `format_inspector.detect_file_format(path)` in-process, bytes read from /proc/self/io.
-Prints a markdown table (README "Benchmark"). Not a test: numbers depend on the machine.
+
+Then a single call, cold (a new process each time, COLD_RUNS of them, the median): the interpreter
+alone, `qemu-img info` of one qcow2, `introspect --help`, `introspect inspect` of that qcow2 (and
+of a Debian guest's, guest pass included); the CLI's marginal cost per image (one process over
+the batch, less one process over one image) against a `qemu-img info` process per image; and
+where a cold `introspect inspect` spends its imports, by package (`-X importtime`, the fastest of
+IMPORT_RUNS). Cold runs get compiled bytecode (a first run writes it), as an installed package has.
+Prints markdown tables (README "Benchmarks"). Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -13,9 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +37,17 @@ from introspect.formats import BY_NAME
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "build"
 REPEAT = int(os.environ.get("BENCH_REPEAT", "20"))
+COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "15"))
+PASSES = max(2, REPEAT // 4)
+IMPORT_RUNS = int(os.environ.get("BENCH_IMPORT_RUNS", "5"))
+#: The single image of the cold runs (qemu-img create -f qcow2 ... 1G+3M: nothing inside), and a
+#: Debian system's disk, whose guest pass reads its filesystems.
+ONE = FIXTURES / "qcow" / "v3-1g3m.qcow2"
+GUEST = FIXTURES / "guest" / "debian-uefi.qcow2"
+INTROSPECT = str(Path(sys.executable).with_name("introspect"))
+#: Cold processes as an installed package runs: with compiled bytecode (PYTHONDONTWRITEBYTECODE
+#: would make every run compile the editable checkout's modules again).
+COLD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def images() -> list[tuple[Path, str]]:
@@ -43,24 +66,77 @@ def rchar() -> int:
     raise RuntimeError("no rchar in /proc/self/io")
 
 
-def bench_introspect(paths: list[Path]) -> tuple[float, float, dict[Path, introspect.Report]]:
-    reports = {p: introspect.inspect(p) for p in paths}  # warm-up, and the reports to compare
-    start = time.perf_counter()
+def bench_introspect(paths: list[Path]) -> tuple[float, list[float], float, dict[Path, introspect.Report]]:
+    """images/s, each image's median µs, mean bytes read, and the reports, of the header pass."""
+    reports = {p: introspect.inspect(p, guest=False) for p in paths}  # warm-up, and the reports to compare
+    times: dict[Path, list[float]] = {p: [] for p in paths}
     for _ in range(REPEAT):
         for path in paths:
-            introspect.inspect(path)
-    elapsed = time.perf_counter() - start
+            start = time.perf_counter()
+            introspect.inspect(path, guest=False)
+            times[path].append(time.perf_counter() - start)
+    elapsed = sum(sum(t) for t in times.values())
+    per_image = [statistics.median(t) * 1e6 for t in times.values()]
     mean_bytes = sum(r.bytes_read for r in reports.values()) / len(paths)
-    return REPEAT * len(paths) / elapsed, mean_bytes, reports
+    return REPEAT * len(paths) / elapsed, per_image, mean_bytes, reports
+
+
+def run_cli(*args: str) -> float:
+    """Seconds one `introspect ARGS...` process takes, start-up included."""
+    start = time.perf_counter()
+    subprocess.run([INTROSPECT, *args], stdout=subprocess.DEVNULL, check=False, env=COLD_ENV)
+    return time.perf_counter() - start
 
 
 def bench_cli(paths: list[Path]) -> float:
     """One process over the batch, as an operator runs it (interpreter start-up included)."""
     batch = [str(p) for p in paths] * REPEAT
-    command = [str(Path(sys.executable).with_name("introspect")), "inspect", "--json", *batch]
-    start = time.perf_counter()
-    subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
-    return len(batch) / (time.perf_counter() - start)
+    return len(batch) / run_cli("inspect", "--json", "--no-guest", *batch)
+
+
+def marginal(paths: list[Path], *flags: str) -> float:
+    """µs the CLI spends per image once started: one process over PASSES passes of the images less
+    one over a single pass (which pays the start-up, and builds each format's models once), over
+    the images in between; the fastest of three of each, as other processes slow some runs down."""
+    batch = [str(p) for p in paths]
+    one = min(run_cli("inspect", "--json", *flags, *batch) for _ in range(3))
+    many = min(run_cli("inspect", "--json", *flags, *batch * PASSES) for _ in range(3))
+    return (many - one) / ((PASSES - 1) * len(batch)) * 1e6
+
+
+def cold(command: list[str]) -> float:
+    """Median ms of COLD_RUNS new processes running `command` (after one that warms the caches)."""
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=COLD_ENV)
+    times = []
+    for _ in range(COLD_RUNS):
+        start = time.perf_counter()
+        subprocess.run(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=COLD_ENV
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def import_costs(command: list[str]) -> dict[str, float]:
+    """ms of self import time by package (ours by module) of a cold `command`: each module's fastest
+    of IMPORT_RUNS runs, so that a run another process slowed down does not count."""
+    fastest: dict[str, int] = {}
+    for _ in range(IMPORT_RUNS):
+        stderr = subprocess.run(
+            [sys.executable, "-X", "importtime", *command],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=COLD_ENV,
+        ).stderr
+        for match in re.finditer(r"^import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)$", stderr, flags=re.MULTILINE):
+            us, module = int(match[1]), match[2]
+            fastest[module] = min(fastest.get(module, us), us)
+    costs: Counter[str] = Counter()
+    for module, us in fastest.items():
+        ours = module.startswith(("introspect.", "workers."))
+        costs[module if ours else module.split(".")[0]] += us
+    return {name: us / 1000 for name, us in costs.most_common()}
 
 
 def bench_qemu(pairs: list[tuple[Path, str]]) -> float:
@@ -116,7 +192,7 @@ def main() -> None:
     if not pairs:
         sys.exit("bench: no fixtures with qemu-img records under fixtures/build: run `make fixtures`")
     paths = [p for p, _ in pairs]
-    rate, mean_bytes, reports = bench_introspect(paths)
+    rate, per_image, mean_bytes, reports = bench_introspect(paths)
     cli_rate = bench_cli(paths)
     qemu_rate = bench_qemu(pairs)
     qemu_sizes = {
@@ -130,6 +206,9 @@ def main() -> None:
     )
     print(f"{len(paths)} images from fixtures/build (qemu-img recorded each), {REPEAT} in-process passes\n")
     print(f"qemu-img {qemu_version()}, python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    print(
+        "The header pass (what qemu-img info and oslo.utils read; the guest pass is `make bench-guest`'s):\n"
+    )
     print(
         "| tool | images/s | × qemu-img info | mean bytes read per image | same format and size as qemu-img |"
     )
@@ -155,10 +234,64 @@ def main() -> None:
     print("| image | virtual size | reads | bytes read |")
     print("|---|---:|---:|---:|")
     biggest = sorted(reports.values(), key=lambda r: -(r.virtual_size or 0))[:4]
-    smallest = sorted(reports.values(), key=lambda r: r.virtual_size or 0)[:0]
-    for report in [*biggest, *smallest]:
+    for report in biggest:
         name = Path(report.source).relative_to(FIXTURES)
         print(f"| {name} | {report.virtual_size:,} | {report.reads} | {report.bytes_read:,} |")
+    single_call(paths, per_image, qemu_rate)
+
+
+def single_call(paths: list[Path], per_image: list[float], qemu_rate: float) -> None:
+    """The start-up table: one call, cold; then the cost per image once started; then imports."""
+    one, guest = str(ONE), str(GUEST)
+    python = sys.executable
+    rows = [
+        ("`python -c pass`", cold([python, "-c", "pass"])),
+        ("`python -S -c pass` (no site-packages)", cold([python, "-S", "-c", "pass"])),
+        (f"`qemu-img info {ONE.name}`", cold(["qemu-img", "info", "--force-share", one])),
+        ("`introspect --help` (every command listed)", cold([INTROSPECT, "--help"])),
+        (f"`introspect inspect {ONE.name}`", cold([INTROSPECT, "inspect", one])),
+        (f"`introspect inspect --json {ONE.name}`", cold([INTROSPECT, "inspect", "--json", one])),
+    ]
+    if GUEST.is_file():
+        rows.append(
+            (f"`introspect inspect {GUEST.name}` (a Debian guest)", cold([INTROSPECT, "inspect", guest]))
+        )
+    print(
+        f"\nA single call, cold (a new process each time; median of {COLD_RUNS}; `{ONE.relative_to(FIXTURES)}`):\n"
+    )
+    print("| command | ms |")
+    print("|---|---:|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:,.1f} |")
+    qemu_us = 1e6 / qemu_rate
+    header_cli = marginal(paths, "--no-guest")
+    whole_cli = marginal(paths)
+    print(
+        f"\nPer image once started ({len(paths)} images; × = a `qemu-img info` process per image, {qemu_us:,.0f} µs):\n"
+    )
+    print("| | µs per image | × qemu-img info |")
+    print("|---|---:|---:|")
+    median, mean = statistics.median(per_image), statistics.mean(per_image)
+    print(f"| in-process header pass, median image | {median:,.1f} | {qemu_us / median:,.0f}× |")
+    print(f"| in-process header pass, mean | {mean:,.1f} | {qemu_us / mean:,.0f}× |")
+    print(f"| CLI, marginal, `--no-guest` | {header_cli:,.1f} | {qemu_us / header_cli:,.0f}× |")
+    print(f"| CLI, marginal, with the guest pass | {whole_cli:,.1f} | {qemu_us / whole_cli:,.0f}× |")
+    costs = import_costs(
+        [
+            "-c",
+            f"import sys; sys.argv = ['introspect', 'inspect', {one!r}]; "
+            "from introspect.command import main; main()",
+        ]
+    )
+    ours = sum(ms for name, ms in costs.items() if name.startswith(("introspect", "workers")))
+    print(
+        f"\nWhere a cold `introspect inspect {ONE.name}` imports (self time, fastest of {IMPORT_RUNS} runs; "
+        f"-X importtime adds its own): {sum(costs.values()):,.1f} ms, introspect's modules {ours:,.1f} ms:\n"
+    )
+    print("| package | ms |")
+    print("|---|---:|")
+    for name, ms in list(costs.items())[:15]:
+        print(f"| {name} | {ms:,.1f} |")
 
 
 if __name__ == "__main__":
