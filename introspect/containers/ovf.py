@@ -288,8 +288,7 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
         raise ImageError(
             OVF_INVALID, f"the OVF descriptor is not well-formed XML ({error}): {ADVICE}"
         ) from None
-    except (UnicodeError, LookupError) as error:
-        # LookupError: the XML declaration names an encoding Python does not know
+    except UnicodeError as error:
         raise ImageError(
             OVF_INVALID, f"the OVF descriptor's text cannot be decoded ({error}): {ADVICE}"
         ) from None
@@ -298,9 +297,20 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
 def _events(data: bytes) -> Iterator[tuple[str, Element]]:
     import defusedxml.ElementTree
 
-    yield from defusedxml.ElementTree.iterparse(
-        io.BytesIO(data), events=("start", "end"), forbid_dtd=True, forbid_entities=True, forbid_external=True
-    )
+    try:
+        yield from defusedxml.ElementTree.iterparse(
+            io.BytesIO(data),
+            events=("start", "end"),
+            forbid_dtd=True,
+            forbid_entities=True,
+            forbid_external=True,
+        )
+    except (LookupError, ValueError) as error:
+        # the XML declaration names an encoding Python does not know (LookupError) or expat cannot
+        # read (ValueError: "multi-byte encodings are not supported"); raised by the parser only
+        raise ImageError(
+            OVF_INVALID, f"the OVF descriptor's encoding cannot be read ({error}): {ADVICE}"
+        ) from None
 
 
 def _parse(data: bytes) -> OvfDescriptor:
