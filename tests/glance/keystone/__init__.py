@@ -34,7 +34,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Any
 import httpx
 
 from tests.glance.peer import Log, PeerError, _drop_old_venvs, _run, free_port
+from tests.processes import stop_group
 
 HERE = Path(__file__).resolve().parent
 KEYSTONE_VERSION = "30.0.0"
@@ -253,14 +253,8 @@ class Keystone:
         self.timings["start"] = time.monotonic() - self._started
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None:
+            stop_group(self.process)
 
     # -- the API, as an operator uses it ---------------------------------------------------------
 

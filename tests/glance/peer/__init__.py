@@ -44,6 +44,7 @@ from pathlib import Path
 import httpx
 
 from tests.glance.tls import Authority, Front
+from tests.processes import stop_group
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
@@ -202,12 +203,7 @@ class Api:
 
     def stop(self) -> None:
         """SIGTERM (die-on-term), then SIGKILL after 10 s; then the front."""
-        if self.alive:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.process)
         if self.front is not None:
             self.front.stop()
 
