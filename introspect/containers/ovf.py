@@ -295,6 +295,7 @@ def parse_ovf(data: bytes) -> OvfDescriptor:
 
 
 def _events(data: bytes) -> Iterator[tuple[str, Element]]:
+    import defusedxml
     import defusedxml.ElementTree
 
     try:
@@ -305,6 +306,8 @@ def _events(data: bytes) -> Iterator[tuple[str, Element]]:
             forbid_entities=True,
             forbid_external=True,
         )
+    except defusedxml.DefusedXmlException:
+        raise  # a ValueError too, and the caller's to name: ova.xml_unsafe
     except (LookupError, ValueError) as error:
         # the XML declaration names an encoding Python does not know (LookupError) or expat cannot
         # read (ValueError: "multi-byte encodings are not supported"); raised by the parser only
