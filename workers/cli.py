@@ -455,13 +455,17 @@ def _live_workers(settings: Settings) -> list[str]:
     )
 
 
+def _no_workers(settings: Settings, waited: str) -> PipelineError:
+    return PipelineError(
+        f"no worker consumes queue {settings.queue!r} on {mask(settings.broker_url)} (none answered in "
+        f"{waited}): start one with `introspect worker`, or use --inline"
+    )
+
+
 def _require_workers(settings: Settings) -> list[str]:
     workers = _live_workers(settings)
     if not workers:
-        raise PipelineError(
-            f"no worker consumes queue {settings.queue!r} on {mask(settings.broker_url)} (none answered in "
-            f"{WORKER_ANSWER:g}s): start one with `introspect worker`, or use --inline"
-        )
+        raise _no_workers(settings, f"{WORKER_ANSWER:g}s")
     return workers
 
 
@@ -470,10 +474,12 @@ def _wait_for_import(
 ) -> None:
     """`import --wait`: a progress bar until every inspection is done. It never waits on nobody:
     with no progress for the stall timeout it asks the broker again who is alive (none: one line,
-    exit 1) and says what it publishes again (a broker restart can lose queued messages; a
-    duplicate is harmless). Past `timeout`, it gives up with the ids still unfinished."""
+    exit 1, once the worker grace has passed without one) and says what it publishes again (a broker
+    restart can lose queued messages; a duplicate is harmless). Past `timeout`, it gives up with
+    the ids still unfinished."""
     total = len(ids)
     deadline = None if timeout is None else time.monotonic() + timeout
+    workers_seen = time.monotonic()  # the import asked before it queued anything
     columns = (TextColumn("inspecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress:
         bar = progress.add_task("inspecting", total=total)
@@ -495,15 +501,27 @@ def _wait_for_import(
             elif now - last_change > settings.stall_timeout:
                 stalled = f"no progress for {settings.stall_timeout:g}s"
                 try:
-                    workers = _require_workers(settings)
-                    progress.console.print(
-                        f"{stalled}: publishing the unfinished inspections again "
-                        f"({len(pending)} of {total}; {len(workers)} worker(s) alive)",
-                        markup=False,
-                    )
-                    _submit(catalog, settings, pending, inline=False)
+                    workers = _live_workers(settings)
                 except BrokerUnavailable as error:  # a broker restarting: its workers reconnect
                     progress.console.print(f"{stalled}: {literal(str(error))}; still waiting", markup=False)
+                    workers_seen = time.monotonic()  # their grace starts when the broker is back
+                else:
+                    if workers:
+                        workers_seen = now
+                        progress.console.print(
+                            f"{stalled}: publishing the unfinished inspections again "
+                            f"({len(pending)} of {total}; {len(workers)} worker(s) alive)",
+                            markup=False,
+                        )
+                        _submit(catalog, settings, pending, inline=False)
+                    elif now - workers_seen > settings.worker_grace:
+                        raise _no_workers(settings, f"the last {now - workers_seen:.0f}s")
+                    else:
+                        progress.console.print(
+                            f"{stalled}: no worker answered; waiting up to {settings.worker_grace:g}s for one "
+                            "to come back (a restarted broker's workers reconnect)",
+                            markup=False,
+                        )
                 last_change = now
             time.sleep(POLL)
 

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     #: Seconds a blocked `--wait` waits for progress before it publishes the missing tasks again
     #: (a broker restart loses queued messages; tasks are idempotent, so a duplicate is harmless).
     stall_timeout: float = Field(30.0, gt=0)
+    #: Seconds a blocked `--wait` goes on with no worker answering (after one did, or after the
+    #: broker was unreachable) before it says nobody will finish: a restarted broker's Celery
+    #: workers reconnect with a backoff (2 s, 4 s, 6 s… up to 30 s between tries), silent meanwhile.
+    worker_grace: float = Field(60.0, gt=0)
     #: Directories (separated by `:`) that `import --location file://...` may name, as Glance
     #: confines its filesystem store to its data directories: any other local file (say
     #: file:///etc/shadow) is refused, so that no command makes workers read it or `download`

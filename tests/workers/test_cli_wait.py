@@ -1,11 +1,15 @@
 """`import --wait` tells the truth (the real command, a real Redis and a real worker): it says within
-seconds that no worker consumes its queue and which broker it asked, gives up at `--timeout`, and
-exits 1 when an image did not end `active`, as `inspect` does."""
+seconds that no worker consumes its queue and which broker it asked, gives the workers a grace to
+come back when they go silent mid-run, gives up at `--timeout`, and exits 1 when an image did not
+end `active`, as `inspect` does."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,19 +18,20 @@ from pathlib import Path
 import pytest
 
 from tests.workers.httpserver import serve
-from tests.workers.services import Deployment, RedisDb, deployment_env, start_worker, wait_until
+from tests.workers.services import INTROSPECT, Deployment, RedisDb, deployment_env, start_worker, wait_until
 from tests.workers.test_cli import run_cli
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.qemu]
 
 
-def deployed(tmp: Path, redis_db: RedisDb) -> Deployment:
+def deployed(tmp: Path, redis_db: RedisDb, **extra: str) -> Deployment:
     env = deployment_env(
         tmp,
         broker_url=redis_db.url,
         prefix=redis_db.prefix,
         queue=f"q-{secrets.token_hex(4)}",
         database_url=None,
+        **extra,
     )
     return Deployment(env=env, data_dir=tmp)
 
@@ -57,6 +62,59 @@ def test_no_worker_is_said_within_seconds(redis_db: RedisDb, tmp_path: Path, ima
         "start one with `introspect worker`, or use --inline"
     )
     assert not (tmp_path / "data" / "images").exists()  # said before uploading anything
+
+
+def test_workers_gone_mid_run_get_their_grace_then_it_is_said(
+    redis_db: RedisDb, tmp_path: Path, images: dict[str, Path]
+):
+    """A worker silent mid-run may be reconnecting to a restarted broker: the wait says it waits
+    for one to come back, and only past INTROSPECT_WORKER_GRACE says nobody will finish."""
+    deployment = deployed(
+        tmp_path / "data", redis_db, INTROSPECT_STALL_TIMEOUT="1", INTROSPECT_WORKER_GRACE="4"
+    )
+    worker = start_worker(deployment.env, tmp_path / "worker.log", "--concurrency", "1")
+    path = images["disk.vdi"]
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold_reads(method: str, _path: str) -> None:
+        if method == "GET":
+            held.set()
+            release.wait(60)
+
+    try:
+        with serve(path.parent) as served:
+            served.on_request = hold_reads
+            run = subprocess.Popen(
+                [*INTROSPECT, "import", "--wait", "--location", served.url(path.name)],
+                env=deployment.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert held.wait(60), "the worker never read the image"
+                os.killpg(worker.process.pid, signal.SIGKILL)  # mid-inspection: nobody is left to finish it
+                started = time.monotonic()
+                _, stderr = run.communicate(timeout=90)
+            finally:
+                release.set()
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+    finally:
+        worker.stop()
+    queue = deployment.env["INTROSPECT_QUEUE"]
+    assert run.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "no progress for 1s: no worker answered; waiting up to 4s for one to come back" in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"Error: no worker consumes queue {re.escape(repr(queue))} on {re.escape(redis_db.url)} "
+        r"\(none answered in the last \d+s\): start one with `introspect worker`, or use --inline",
+        last,
+    ), last
+    waited = int(re.search(r"the last (\d+)s", last).group(1))  # type: ignore[union-attr]
+    assert 4 <= waited and time.monotonic() - started >= 4
 
 
 def test_an_image_that_does_not_end_active_exits_1(with_worker: Deployment, images: dict[str, Path]):
