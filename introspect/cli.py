@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 #: The path that means standard input, read once as a stream (`curl ... | introspect inspect -`).
 STDIN = "-"
+STDIN_NAME = "<stdin>"  # the name its Report and row carry
 #: Properties worth a column in the table; the rest is in --json.
 SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
 VERDICT_STYLE = {"ok": "green", "rejected": "red", "error": "magenta"}
@@ -347,7 +348,7 @@ def inspect_command(
     targets = list(_paths(paths))
     whole = output == "json" and not columns  # the Report's own JSON, as `--json` always printed
     rows = (
-        _Rows(out, [t for t in targets if not isinstance(t, EmptyDirectory)])
+        _Rows(out, [STDIN_NAME if t == STDIN else t for t in targets if not isinstance(t, EmptyDirectory)])
         if out is not None and not columns
         else None
     )
@@ -360,7 +361,7 @@ def inspect_command(
             continue
         try:
             if path == STDIN:
-                stdin = StreamSource(sys.stdin.buffer, digests=policy.verify_manifest)
+                stdin = StreamSource(sys.stdin.buffer, STDIN_NAME, digests=policy.verify_manifest)
                 report = inspect_image(
                     stdin, expect=expect, policy=policy, guest=budget is not None, guest_budget=budget
                 )

@@ -125,6 +125,24 @@ def test_the_cli_reads_standard_input_once():
     assert report["properties"]["hw_disk_bus"] == "sata"
 
 
+def test_the_cli_table_names_standard_input_whole():
+    """The row's image column is as wide as `<stdin>`, the name it shows, not as `-`."""
+    path = fixture_group("ova") / "vbox-sata.ova"
+    with path.open("rb") as stdin:
+        result = subprocess.run(
+            [sys.executable, "-c", "from introspect.cli import main; main()", "inspect", "-"],
+            stdin=stdin,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split()[:2] == ["image", "format"]
+    assert row.split()[:2] == ["<stdin>", "vmdk"]
+
+
 def _member_hashes(path: Path) -> dict[int, dict[str, str]]:
     """Each file member as GNU tar extracts it, hashed, by where its data starts (tarfile's word)."""
     with tarfile.open(path) as archive:
