@@ -441,7 +441,15 @@ def _inspect_container(
             update={"findings": [f for f in report.findings if f.code not in unknowable]}
         )
         findings.append(container.partial(member, needed_more[0].message if needed_more else None))
-    all_findings = [*report.findings, *policy.apply(findings)]
+
+    # A question the boot disk's header left open and the container answers is no longer asked
+    # (qemu-img's default ide adapter, when the OVF states the controller): the member's own
+    # Report, in `members`, still says it.
+    def settled(finding: Finding) -> bool:
+        about = RULES[finding.code].about if finding.code in RULES else frozenset()
+        return bool(about) and about <= unpacked.replaces
+
+    all_findings = [*(f for f in report.findings if not settled(f)), *policy.apply(findings)]
     properties = report.properties
     if report.format is not None:
         properties = props.merge(

@@ -23,22 +23,28 @@ RULES: dict[str, Rule] = {}
 class Rule:
     """A named check. `summary` says what fired, for `introspect rules` and the README.
     `names_files`: the image names (or may name) a file outside itself, which qemu-img would open;
-    a safety fact that no policy changes, so it alone decides whether qemu-img may look."""
+    a safety fact that no policy changes, so it alone decides whether qemu-img may look.
+    `about`: the properties whose value the finding questions; when an outer layer states them
+    instead (an OVF's controller over a VMDK's `ddb.adapterType`), the question is settled and the
+    finding is left to the member's own Report."""
 
     code: str
     severity: Severity
     summary: str
     names_files: bool = False
+    about: frozenset[str] = frozenset()
 
     def finding(self, message: str) -> Finding:
         return Finding(code=self.code, severity=self.severity, message=message)
 
 
-def rule(code: str, severity: Severity, summary: str, *, names_files: bool = False) -> Rule:
+def rule(
+    code: str, severity: Severity, summary: str, *, names_files: bool = False, about: Iterable[str] = ()
+) -> Rule:
     """Declare and register a rule; a code can be declared only once."""
     if code in RULES:
         raise ValueError(f"rule {code!r} is declared twice")
-    declared = Rule(code, severity, summary, names_files)
+    declared = Rule(code, severity, summary, names_files, frozenset(about))
     RULES[code] = declared
     return declared
 

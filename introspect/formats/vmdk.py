@@ -135,6 +135,7 @@ WRITER_DEFAULTS = rule(
     "vmdk.writer_defaults",
     Severity.INFO,
     "the adapter type and hardware version are qemu-img's defaults (ide, 4): low confidence",
+    about=("vmware_adaptertype", "hw_disk_bus", "hw_scsi_model"),
 )
 UNCLEAN_SHUTDOWN = rule(
     "vmdk.unclean_shutdown", Severity.WARN, "the sparse extent was not closed cleanly (uncleanShutdown)"

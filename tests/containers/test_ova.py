@@ -154,6 +154,20 @@ def test_a_controller_nova_has_no_adapter_word_for_leaves_none_from_the_vmdk(gro
     assert report.properties.get("hw_disk_bus") == ("sata" if name == "vbox-sata.ova" else None)
 
 
+def test_qemu_img_s_default_adapter_is_not_questioned_when_the_ovf_states_the_controller(group):
+    """vbox-sata.ova's disk is `qemu-img create -o adapter_type=ide` (what qemu-img writes when not
+    told): alone it gets vmdk.writer_defaults ("check how the VM booted it"); the OVF says AHCI, so
+    the package's findings do not ask, and the disk's own Report in `members` still says it."""
+    alone = introspect.inspect(group / "src" / "stream-ide.vmdk", guest=False)
+    assert [f.code for f in alone.findings] == ["vmdk.writer_defaults"]
+    assert b'ddb.adapterType = "ide"' in (group / "src" / "stream-ide.vmdk").read_bytes()[:65536]
+    report = inspect(group, "vbox-sata.ova")
+    assert report.details.adapter_type == "ide"
+    assert "vmdk.writer_defaults" not in [f.code for f in report.findings]
+    assert [f.code for f in report.members[0].findings] == ["vmdk.writer_defaults"]
+    assert report.properties["hw_disk_bus"] == "sata"
+
+
 @pytest.mark.parametrize("name", ["vmware-pvscsi.ova", "vmware-pvscsi-pax.ova", "vmware-pvscsi-gnu.ova"])
 def test_ustar_pax_and_gnu_archives_read_alike(group, name):
     report = inspect(group, name)
