@@ -295,6 +295,7 @@ def inspect_claimed(
         properties=report.properties,
         adopt_format=report.format if parsed and claim.disk_format is None else None,
         adopt_virtual_size=report.virtual_size if parsed and claim.virtual_size is None else None,
+        adopt_container_format=report.container_format if parsed and claim.container_format is None else None,
     )
     return outcome, opened.stats if isinstance(opened, Fetching) else None
 

@@ -33,6 +33,7 @@ def test_an_imported_ova_is_inspected_inside(data_dir):
     record = catalog.get(image_id)
     assert record.size == ova.stat().st_size
     assert (record.disk_format, record.virtual_size) == ("vmdk", report.virtual_size)
+    assert record.container_format == "ova"  # adopted, as disk_format is: import declared neither
 
 
 def _members_as_tar_extracts_them(ova: Path) -> dict[int, dict[str, str]]:

@@ -145,9 +145,11 @@ class Outcome(Record):
     inspected_virtual_size: int | None
     inspector_version: int
     properties: dict[str, str]
-    #: Set only when the image declared no disk_format (virtual_size): the first inspection's.
+    #: Set only when the image declared no disk_format (virtual_size, container_format): the first
+    #: inspection's (an imported OVA is then `ova`, as Glance would have it declared).
     adopt_format: str | None = None
     adopt_virtual_size: int | None = None
+    adopt_container_format: str | None = None
 
 
 class Selection(Record):

@@ -371,7 +371,8 @@ UPDATE images SET
     inspector_version = :version, inspected_at = :now, inspection_task = :task,
     job_id = :job, claim_token = NULL, deliveries = 0, updated_at = :now,
     disk_format = COALESCE(disk_format, :adopt_format),
-    virtual_size = COALESCE(virtual_size, :adopt_vsize)
+    virtual_size = COALESCE(virtual_size, :adopt_vsize),
+    container_format = COALESCE(container_format, :adopt_container)
 WHERE id = :id AND status = 'importing' AND claim_token = :token
 """
 
@@ -922,6 +923,7 @@ class Catalog:
             "job": job_id,
             "adopt_format": outcome.adopt_format,
             "adopt_vsize": outcome.adopt_virtual_size,
+            "adopt_container": outcome.adopt_container_format,
         }
         with self._driver() as raw:
             if self._dialect == "postgresql":

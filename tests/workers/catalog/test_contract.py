@@ -320,6 +320,26 @@ def test_the_audit_lists_what_was_declared_against_what_was_found(backend: Backe
 
 
 @pytest.mark.parametrize("engine", BACKENDS[:3])
+def test_an_undeclared_container_format_is_adopted_once(engine: str, request: pytest.FixtureRequest) -> None:
+    """As disk_format: an image that declared none (`introspect import vm.ova`) takes its first
+    inspection's (`ova`), and keeps it; a declared one is never rewritten (the audit compares)."""
+    backend: Backend = request.getfixturevalue(engine)
+    catalog = backend.catalog
+    undeclared = backend.image()
+    inspected(catalog, undeclared, adopt_container_format="ova")
+    inspected(catalog, undeclared, adopt_container_format="bare")
+    assert catalog.get(undeclared).container_format == "ova"
+    assert isinstance(catalog, Catalog)
+    declared = catalog.create(name="declared", disk_format="qcow2", container_format="bare")
+    catalog.start_upload(declared)
+    catalog.set_data(
+        declared, location=backend.data.as_uri(), size=backend.data.stat().st_size, checksum=None
+    )
+    inspected(catalog, declared)
+    assert catalog.get(declared).container_format == "bare"
+
+
+@pytest.mark.parametrize("engine", BACKENDS[:3])
 def test_member_digests_of_an_upload_reach_the_claim(engine: str, request: pytest.FixtureRequest) -> None:
     """What the upload hashed comes back with the claim, on every engine (JSON read by a raw
     statement: decoded by PostgreSQL's driver, text from SQLite's and MariaDB's)."""
