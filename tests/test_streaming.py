@@ -108,11 +108,11 @@ def test_bytes_the_stream_passed_make_the_report_partial():
     assert introspect.inspect(path).verdict == Verdict.OK
 
 
-def test_the_cli_reads_standard_input_once():
-    path = fixture_group("ova") / "vbox-sata.ova"
+def _inspect_stdin(path: Path, *args: str) -> str:
+    """`introspect inspect ARGS -` with the file on standard input: its stdout."""
     with path.open("rb") as stdin:
         result = subprocess.run(
-            [sys.executable, "-c", "from introspect.cli import main; main()", "inspect", "--json", "-"],
+            [sys.executable, "-c", "from introspect.cli import main; main()", "inspect", *args, "-"],
             stdin=stdin,
             cwd=ROOT,
             capture_output=True,
@@ -120,25 +120,18 @@ def test_the_cli_reads_standard_input_once():
             timeout=120,
         )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    return result.stdout
+
+
+def test_the_cli_reads_standard_input_once():
+    report = json.loads(_inspect_stdin(fixture_group("ova") / "vbox-sata.ova", "--json"))
     assert (report["source"], report["format"], report["container_format"]) == ("<stdin>", "vmdk", "ova")
     assert report["properties"]["hw_disk_bus"] == "sata"
 
 
 def test_the_cli_table_names_standard_input_whole():
     """The row's image column is as wide as `<stdin>`, the name it shows, not as `-`."""
-    path = fixture_group("ova") / "vbox-sata.ova"
-    with path.open("rb") as stdin:
-        result = subprocess.run(
-            [sys.executable, "-c", "from introspect.cli import main; main()", "inspect", "-"],
-            stdin=stdin,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert result.returncode == 0, result.stderr
-    header, row = result.stdout.splitlines()
+    header, row = _inspect_stdin(fixture_group("ova") / "vbox-sata.ova").splitlines()
     assert header.split()[:2] == ["image", "format"]
     assert row.split()[:2] == ["<stdin>", "vmdk"]
 
