@@ -84,7 +84,7 @@ demo: venv tools ## the main job on embedded defaults: no broker, SQLite, local 
 	$(PY) -m workers.demo
 
 .PHONY: bench
-bench: venv tools fixtures ## images/s, bytes read, cold start and µs per image: introspect vs qemu-img info vs oslo.utils; OVAs/s in place vs tar + qemu-img
+bench: venv tools fixtures glance-venv ## images/s, bytes read, cold start and µs per image: introspect vs qemu-img info vs oslo.utils; OVAs/s in place vs tar + qemu-img and Glance's ovf_process
 	$(PIP) install -q 'oslo.utils>=7' cryptography
 	$(PY) -m tests.bench.bench_inspect
 	$(PY) -m tests.bench.bench_ova

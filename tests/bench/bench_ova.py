@@ -7,21 +7,28 @@ the shapes ovftool, VirtualBox and OVF 0.9 write, up to a 1 TiB disk):
   (the Report's counts: the tar walk, the descriptor and each disk's head and tail);
 - tar + qemu-img info: `tar -xf` of the boot disk into a temporary directory, then
   `qemu-img info -f FMT --output=json` on it: OVAs/s, and bytes read (the disk's size: tar reads
-  through it to extract it), which is what a checker without a tar walk must do.
-Prints a markdown table. Not a test: numbers depend on the machine.
+  through it to extract it), which is what a checker without a tar walk must do;
+- Glance's own `ovf_process` (OVAImageExtractor, in-process in the cached Glance 33.0.0 venv, by
+  tests/glance/peer/ovf_process.py): the descriptor parsed, the disk copied out as Glance's import
+  task copies it before it replaces the package; OVAs/s over the packages it takes, bytes copied,
+  and the packages it refuses (several disks).
+Prints markdown tables. Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import introspect
 from introspect.formats import BY_NAME
+from tests.glance.peer import build_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 OVAS = ROOT / "fixtures" / "build" / "ova"
@@ -67,6 +74,18 @@ def bench_extract_and_qemu(pairs: list[tuple[Path, introspect.Report]]) -> tuple
     return len(pairs) / (time.perf_counter() - start), extracted / len(pairs)
 
 
+def bench_glance(paths: list[Path]) -> list[dict[str, Any]]:
+    """Glance's OVAImageExtractor on each package, in Glance's venv; its own timing of each."""
+    result = subprocess.run(
+        [build_venv() / "bin" / "python", "-m", "tests.glance.peer.ovf_process", *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
 def main() -> None:
     pairs = [
         (p, r) for p, r in packages() if p.stat().st_size < 1 << 30
@@ -86,6 +105,19 @@ def main() -> None:
         f"| introspect (in-process, in place) | {rate:,.0f} | {rate / qemu_rate:,.0f}× | {mean_bytes:,.0f} | {mean_reads:.1f} |"
     )
     print(f"| tar -xf + qemu-img info (per OVA) | {qemu_rate:,.1f} | 1× | {extracted:,.0f} extracted | n/a |")
+    glance = bench_glance(paths)
+    taken = [g for g in glance if g["outcome"] == "extracted"]
+    if taken:
+        glance_rate = len(taken) / sum(g["seconds"] for g in taken)
+        copied = sum(g["bytes"] for g in taken) / len(taken)
+        print(
+            f"| Glance ovf_process (in-process; {len(taken)} of {n} taken) | {glance_rate:,.0f} "
+            f"| {glance_rate / qemu_rate:,.0f}× | {copied:,.0f} copied | n/a |"
+        )
+    refused = ", ".join(
+        f"{g['ova']} ({g['error'].split(':')[0]})" for g in glance if g["outcome"] != "extracted"
+    )
+    print(f"\nGlance ovf_process refused: {refused or 'none'}")
     print("\nPer OVA:\n")
     print("| OVA | size | disk | virtual size | reads | bytes read |")
     print("|---|---:|---|---:|---:|---:|")
