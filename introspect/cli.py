@@ -410,11 +410,15 @@ def inspect_command(
     sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
 
 
+#: The width of `inspect`'s rows into a pipe or a file (its image column takes what is left).
+PIPED_WIDTH = 240
+
+
 def _table_console() -> Console:
-    """Rows for people: the terminal's width, or 240 columns into a pipe."""
+    """Rows for people: the terminal's width, or PIPED_WIDTH columns into a pipe."""
     from rich.console import Console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 240)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
 def _error_console() -> Console:
@@ -445,11 +449,16 @@ class _Rows:
         "guest": 22,
     }
 
+    #: Into a pipe or a file, each row one line: the longest words the column can hold
+    #: ("streamOptimized, lsiLogicsas, uefi"); a terminal's rows wrap there instead.
+    UNWRAPPED: ClassVar[dict[str, int]] = {"vmware / firmware": 34}
+
     def __init__(self, console: Console, paths: list[str]) -> None:
         self.console = console
-        room = console.width - sum(self.FIXED.values()) - 2 * len(self.COLUMNS) - 20
+        fixed = {**self.FIXED, **(self.UNWRAPPED if console.width >= PIPED_WIDTH else {})}
+        room = console.width - sum(fixed.values()) - 2 * len(self.COLUMNS) - 20
         self.widths = {
-            **self.FIXED,
+            **fixed,
             "image": max(5, min(max((len(p) for p in paths), default=5), max(room, 20))),
         }
         self.header_printed = False

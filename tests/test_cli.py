@@ -91,6 +91,23 @@ def test_rejected_image_exits_1_and_the_table_names_the_rule(tmp_path):
     assert "rejected" in row and "qcow2.backing_file" in row
 
 
+def test_piped_rows_are_one_line_each_with_the_longest_vmware_words(tmp_path):
+    """An OVF with the LSI SAS controller and BIOS firmware beside a qemu-img VMDK: the longest
+    "vmware / firmware" cell; into a pipe each image is one line that grep can find whole."""
+    path = tmp_path / "stream.vmdk"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic",
+         str(path), "1G"],
+        check=True,
+    )  # fmt: skip
+    result = run("inspect", str(path), str(fixture_group("ova") / "vmware-lsisas.ova"))
+    assert result.returncode == 0, result.stderr
+    header, first, second = result.stdout.splitlines()
+    assert header.startswith("image ")
+    assert "streamOptimized, lsiLogic " in first
+    assert "streamOptimized, lsiLogicsas, bios " in second and second.startswith(str(fixture_group("ova")))
+
+
 def test_verbose_prints_the_message(tmp_path):
     empty = tmp_path / "empty.img"
     empty.touch()
