@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 import introspect
 from introspect.errors import UsageError
 from introspect.formats import BY_NAME, canonical_name
+from introspect.inspector import GLANCE_CONTAINER_WORD
 from introspect.model import Finding, Verdict
 from introspect.safety import (
     DATA_MISSING,
@@ -295,7 +296,10 @@ def inspect_claimed(
         properties=report.properties,
         adopt_format=report.format if parsed and claim.disk_format is None else None,
         adopt_virtual_size=report.virtual_size if parsed and claim.virtual_size is None else None,
-        adopt_container_format=report.container_format if parsed and claim.container_format is None else None,
+        # Glance's word for what was found (a gzip stream is `compressed`; a plain tar has none)
+        adopt_container_format=GLANCE_CONTAINER_WORD.get(report.container_format)
+        if parsed and claim.container_format is None
+        else None,
     )
     return outcome, opened.stats if isinstance(opened, Fetching) else None
 

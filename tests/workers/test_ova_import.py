@@ -36,6 +36,20 @@ def test_an_imported_ova_is_inspected_inside(data_dir):
     assert record.container_format == "ova"  # adopted, as disk_format is: import declared neither
 
 
+@pytest.mark.parametrize(
+    ("group", "name", "word"),
+    [("named", "wrapped-1g3m.qcow2.gz", "compressed"), ("qcow", "v3-1g3m.qcow2", "bare")],
+)
+def test_an_import_declares_glance_s_container_word_for_what_was_found(data_dir, group, name, word):
+    """`gzip -c` of a qemu-img qcow2 is what Glance calls `compressed`; a qcow2 alone is `bare`."""
+    path = fixture_group(group) / name
+    assert (
+        path.read_bytes()[:2] == b"\x1f\x8b" if word == "compressed" else path.read_bytes()[:4] == b"QFI\xfb"
+    )
+    (image_id,) = ids_of(cli("import", "--wait", str(path)))
+    assert catalog_of(data_dir).get(image_id).container_format == word
+
+
 def _members_as_tar_extracts_them(ova: Path) -> dict[int, dict[str, str]]:
     """Each file of the archive as GNU tar extracts it, hashed, by where its data starts."""
     with tarfile.open(ova) as archive:

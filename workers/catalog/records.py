@@ -146,7 +146,8 @@ class Outcome(Record):
     inspector_version: int
     properties: dict[str, str]
     #: Set only when the image declared no disk_format (virtual_size, container_format): the first
-    #: inspection's (an imported OVA is then `ova`, as Glance would have it declared).
+    #: inspection's, container_format in Glance's words (an imported OVA is `ova`, a gzip stream
+    #: `compressed`), as Glance would have them declared.
     adopt_format: str | None = None
     adopt_virtual_size: int | None = None
     adopt_container_format: str | None = None
