@@ -21,13 +21,9 @@ from introspect.formats.base import GuestView
 from introspect.formats.partitions import boot_evidence
 from introspect.guest import fs as filesystems
 from introspect.guest.disk import Disk
-from introspect.guest.esp import inspect_esp
 from introspect.guest.fs.base import Filesystem
-from introspect.guest.linux import inspect_linux
-from introspect.guest.media import inspect_media
 from introspect.guest.model import GuestDetails, Loader, OperatingSystem, Volume
 from introspect.guest.volumes import Volumes, find_volumes
-from introspect.guest.windows import inspect_windows
 from introspect.model import Finding
 from introspect.safety import (
     DEFAULT_POLICY,
@@ -47,11 +43,19 @@ T = TypeVar("T")
 NOTHING_TO_READ = frozenset({"swap", "LVM2_member", "crypto_LUKS", "BitLocker"})
 
 #: blkid's names of the filesystems `introspect.guest.fs` reads (ext is named ext2, ext3 or ext4).
-READ_HERE = frozenset({kind.name for kind in filesystems.TYPES} | {"ext2", "ext3", "ext4"})
+READ_HERE = frozenset({entry.name for entry in filesystems.REGISTERED} | {"ext2", "ext3", "ext4"})
 
 SystemFinder = Callable[[Filesystem, str, list[Finding]], OperatingSystem | None]
-#: Tried on every filesystem, in this order; the first that answers names the system on it.
-SYSTEM_FINDERS: tuple[SystemFinder, ...] = (inspect_linux, inspect_windows, inspect_media)
+
+
+def system_finders() -> tuple[SystemFinder, ...]:
+    """Tried on every filesystem, in this order; the first that answers names the system on it.
+    Imported when a volume first holds a filesystem (a blank disk needs none of them)."""
+    from introspect.guest.linux import inspect_linux
+    from introspect.guest.media import inspect_media
+    from introspect.guest.windows import inspect_windows
+
+    return (inspect_linux, inspect_windows, inspect_media)
 
 
 @dataclass(slots=True)
@@ -152,12 +156,14 @@ def _read_volume(
     volume = volume.model_copy(update={"filesystem": fs.name, "label": fs.label, "uuid": fs.uuid})
     notes: list[Finding] = []
     device = volume.device
-    for finder in SYSTEM_FINDERS:
+    for finder in system_finders():
         system = _guarded(partial(finder, fs, device, notes), f"{fs.name} on {where}", findings)
         if system is not None:
             systems.append(system)
             break
     if fs.name == "vfat":  # an ESP is FAT (UEFI 2.10 §13.3); loaders on any FAT volume count
+        from introspect.guest.esp import inspect_esp
+
         loaders.extend(
             _guarded(lambda: inspect_esp(fs, volume.device, notes), f"the ESP on {where}", findings) or []
         )

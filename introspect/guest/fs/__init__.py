@@ -1,32 +1,62 @@
 """The filesystems the guest layer reads, and `identify` for those it only names.
 
 Adding a filesystem is one module exporting `FILESYSTEM` (see `introspect.guest.fs.base`) plus
-its entry in `TYPES`.
+its entry in `REGISTERED`, with the signature every volume it reads carries: a module is imported
+only when a volume carries its signature, so an image pays for the filesystems it holds (a blank
+disk or an ext4 root does not import the NTFS, XFS, Btrfs and ISO 9660 readers).
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 from introspect.guest.disk import Disk
-from introspect.guest.fs import btrfs, ext, fat, iso9660, ntfs, xfs
 from introspect.guest.fs.base import Filesystem, FilesystemType
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A filesystem `open_filesystem` reads: blkid's name for it, its module under this package,
+    and `signature`, (offset, bytes) that every volume its probe accepts carries (its module's own
+    constants: tests/guest/fs/test_registry.py checks them); None when the probe needs no fixed
+    bytes (a FAT boot sector is recognised by its BPB alone), so it is always asked."""
+
+    name: str
+    module: str
+    signature: tuple[int, bytes] | None
+
+    def load(self) -> FilesystemType:
+        filesystem: FilesystemType = importlib.import_module(f"{__name__}.{self.module}").FILESYSTEM
+        return filesystem
+
+    def carried_by(self, disk: Disk) -> bool:
+        if self.signature is None:
+            return True
+        offset, magic = self.signature
+        return disk.read_upto(offset, len(magic), f"{self.name} signature") == magic
+
 
 #: The filesystems read, probed in this order: those whose signature is in the first sector
 #: first (a probe costs one cached block), ISO 9660 last (a hybrid ISO's partitions are read first).
-TYPES: tuple[FilesystemType, ...] = (
-    fat.FILESYSTEM,
-    ntfs.FILESYSTEM,
-    xfs.FILESYSTEM,
-    ext.FILESYSTEM,
-    btrfs.FILESYSTEM,
-    iso9660.FILESYSTEM,
+REGISTERED: tuple[Registered, ...] = (
+    Registered("vfat", "fat", None),
+    Registered("ntfs", "ntfs", (3, b"NTFS    ")),  # the boot sector's OEM ID
+    Registered("xfs", "xfs", (0, b"XFSB")),  # sb_magicnum
+    Registered("ext", "ext", (0x438, (0xEF53).to_bytes(2, "little"))),  # s_magic, superblock at 1 KiB
+    Registered("btrfs", "btrfs", (0x10040, b"_BHRfS_M")),  # the superblock's magic, at 64 KiB
+    Registered("iso9660", "iso9660", (0x8001, b"CD001")),  # the first volume descriptor's identifier
 )
 
 
 def open_filesystem(disk: Disk) -> Filesystem | None:
-    """The first filesystem in `TYPES` whose probe claims the volume, opened; None when none does."""
-    for kind in TYPES:
-        if kind.probe(disk):
-            return kind.open(disk)
+    """The first filesystem in `REGISTERED` whose probe claims the volume, opened; None when none
+    does. A filesystem's module is imported only for a volume that carries its signature."""
+    for entry in REGISTERED:
+        if entry.carried_by(disk):
+            kind = entry.load()
+            if kind.probe(disk):
+                return kind.open(disk)
     return None
 
 

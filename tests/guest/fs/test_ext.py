@@ -14,7 +14,7 @@ import pytest
 from introspect.errors import BudgetExceeded, ImageError, TruncatedImage
 from introspect.formats.raw import RawGuestView
 from introspect.guest.disk import Disk
-from introspect.guest.fs import TYPES, base, ext, open_filesystem
+from introspect.guest.fs import REGISTERED, base, ext, open_filesystem
 from introspect.guest.fs.base import (
     CorruptFilesystem,
     Kind,
@@ -104,7 +104,7 @@ def block_size(path: Path) -> int:
 
 
 def test_ext_is_registered() -> None:
-    assert ext.FILESYSTEM in TYPES
+    assert ext.FILESYSTEM in [entry.load() for entry in REGISTERED]
 
 
 @pytest.mark.parametrize("name", IMAGES)

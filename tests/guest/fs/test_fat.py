@@ -134,7 +134,7 @@ def test_a_lookup_in_an_esp_is_cheap(group: Path) -> None:
 
 
 def test_open_filesystem_picks_vfat(group: Path) -> None:
-    assert next(kind.name for kind in filesystems.TYPES) == "vfat"
+    assert next(entry.name for entry in filesystems.REGISTERED) == "vfat"
     with metered(image(group, 12)) as (disk, _):
         found = filesystems.open_filesystem(disk)
         assert found is not None and found.name == "vfat"
