@@ -68,7 +68,7 @@ _UFS_MAGIC_OFFSET = 0x55C  # fs_magic in struct fs
 _UFS_MAGICS = (0x00011954, 0x19540119)  # FS_UFS1_MAGIC, FS_UFS2_MAGIC
 
 #: (offset, magic, name) as libblkid's superblocks/*.c probe them, in the order tried; names as
-#: `blkid -o export` prints TYPE. Filesystems `TYPES` reads are here too: a volume whose superblock
+#: `blkid -o export` prints TYPE. Filesystems `REGISTERED` reads are here too: a volume whose superblock
 #: is too damaged to open is still named.
 SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"LUKS\xba\xbe", "crypto_LUKS"),
