@@ -26,7 +26,6 @@ keystone peer is up 6 s after it was asked for.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import grp
 import hashlib
@@ -43,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from tests.glance.peer import Log, PeerError, _drop_old_venvs, _run, free_port
+from tests.glance.peer import Log, PeerError, _drop_old_venvs, _run, free_port, spawn_uwsgi, wait_answering
 from tests.processes import stop_group
 
 HERE = Path(__file__).resolve().parent
@@ -220,36 +219,22 @@ class Keystone:
         )
         env = {**os.environ, "OS_KEYSTONE_CONFIG_DIR": str(etc)}
         env.pop("PYTHONPATH", None)
-        with self.log_file.open("ab") as out:
-            self.process = subprocess.Popen(
-                [self.venv / "bin" / "uwsgi", "--ini", ini],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self.process = spawn_uwsgi(self.venv, ini, env, self.log_file)
         self.timings["spawn"] = time.monotonic() - started
         self._started = started
 
     def wait(self) -> None:
         """Until GET /v3 answers."""
         assert self.process is not None, "spawn() first"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise PeerError(
-                    f"keystone exited during start-up (exit {self.process.returncode}): see {self.log_file}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.auth_url, timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise PeerError(
-                    f"keystone did not answer {self.auth_url} in {START_TIMEOUT:.0f} s: see {self.log_file}"
-                )
-            time.sleep(0.05)
+        wait_answering(
+            self.auth_url,
+            (200,),
+            what="keystone",
+            process=self.process,
+            log_file=self.log_file,
+            give_up=self.stop,
+            timeout=START_TIMEOUT,
+        )
         self.timings["start"] = time.monotonic() - self._started
 
     def stop(self) -> None:

@@ -170,6 +170,45 @@ def _drop_old_venvs(current: Path, pattern: str = "glance-venv-*") -> None:
         (old.parent / f"{old.name}.lock").unlink(missing_ok=True)
 
 
+def spawn_uwsgi(venv: Path, ini: Path, env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    """`uwsgi --ini INI` from `venv`, its output appended to `log_file`, leading a process group of
+    its own (the tests stop the master and its workers together: `stop_group`)."""
+    with log_file.open("ab") as out:
+        return subprocess.Popen(
+            [venv / "bin" / "uwsgi", "--ini", ini],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def wait_answering(
+    url: str,
+    statuses: tuple[int, ...],
+    *,
+    what: str,
+    process: subprocess.Popen[bytes],
+    log_file: Path,
+    give_up: Callable[[], None],
+    timeout: float = START_TIMEOUT,
+) -> None:
+    """Until GET `url` answers with one of `statuses`. The server exiting first, or `timeout`
+    seconds passing (then `give_up()` stops it), is one PeerError that names its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise PeerError(f"{what} exited during start-up (exit {process.returncode}): see {log_file}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code in statuses:
+                return
+        if time.monotonic() > deadline:
+            give_up()
+            raise PeerError(f"{what} did not answer {url} in {timeout:.0f} s: see {log_file}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -315,32 +354,17 @@ class Deployment:
         log_file = self.directory / "log" / f"uwsgi-{port}.log"
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        with log_file.open("ab") as out:
-            process = subprocess.Popen(
-                [self.venv / "bin" / "uwsgi", "--ini", ini],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        process = spawn_uwsgi(self.venv, ini, env, log_file)
         api = Api(url=url, port=port, process=process, log_file=log_file, etc=etc)
         self.apis.append(api)
-        deadline = started + START_TIMEOUT
-        while True:
-            if not api.alive:
-                raise PeerError(
-                    f"glance-api exited during start-up (exit {process.returncode}): see {log_file}"
-                )
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/versions", timeout=2).status_code in (200, 300):
-                    break
-            if time.monotonic() > deadline:
-                api.kill()
-                raise PeerError(
-                    f"glance-api did not answer {url}/versions in {START_TIMEOUT:.0f} s: see {log_file}"
-                )
-            time.sleep(0.05)
+        wait_answering(
+            f"{url}/versions",
+            (200, 300),
+            what="glance-api",
+            process=process,
+            log_file=log_file,
+            give_up=api.kill,
+        )
         if self.tls is not None:
             api.front = Front.start(self.directory / "log", free_port(), port, self.tls.server_pem)
             api.url = api.front.url
