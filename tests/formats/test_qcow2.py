@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -431,6 +432,21 @@ def test_reads_past_the_head_are_metered(group: Path, tmp_path: Path) -> None:
     )
 
 
+def _cut_at(
+    tmp_path: Path, data: bytes, end: int, keeps: tuple[int, ...]
+) -> Iterator[tuple[int, introspect.Report]]:
+    """The image cut at its end (`qemu-img check`'s image-end-offset: nothing is missing, no
+    finding), then each report of it cut at `keeps`."""
+    for keep in (end, *keeps):
+        cut = tmp_path / f"cut-{keep}.qcow2"
+        cut.write_bytes(data[:keep])
+        report = introspect.inspect(cut)
+        if keep >= end:
+            assert report.ok and report.findings == [], report.findings
+        else:
+            yield keep, report
+
+
 @pytest.mark.parametrize("refcount_bits", [16, 1, 64])
 def test_a_cut_qcow2_with_2m_clusters_is_truncated_from_the_refcounts_after_its_end(
     tmp_path: Path, refcount_bits: int
@@ -462,13 +478,7 @@ def test_a_cut_qcow2_with_2m_clusters_is_truncated_from_the_refcounts_after_its_
     end, data = json.loads(checked.stdout)["image-end-offset"], image.read_bytes()
     assert qcow2.QCowHeader.unpack(data).cluster_bits == 21
     cluster = 2 << 20
-    for keep in (end, end - cluster, end - cluster - 512, end - 3 * cluster):
-        cut = tmp_path / f"cut-{keep}.qcow2"
-        cut.write_bytes(data[:keep])
-        report = introspect.inspect(cut)
-        if keep >= end:
-            assert report.ok and report.findings == [], report.findings
-            continue
+    for keep, report in _cut_at(tmp_path, data, end, (end - cluster, end - cluster - 512, end - 3 * cluster)):
         assert report.verdict == Verdict.REJECTED, (keep, report.findings)
         assert codes(report) == ["image.truncated"]
         first_missing = -(-keep // cluster) * cluster
@@ -491,13 +501,7 @@ def test_a_cut_qcow2_is_truncated_where_its_refcounts_say_clusters_are(tmp_path:
     data = path.read_bytes()
     cluster = qcow2.QCowHeader.unpack(data).cluster_bits
     last_cluster = end - (1 << cluster)
-    for keep in (end, last_cluster, last_cluster - 512, end // 2):
-        cut = tmp_path / f"cut-{keep}.qcow2"
-        cut.write_bytes(data[:keep])
-        report = introspect.inspect(cut)
-        if keep >= end:
-            assert report.ok and report.findings == [], report.findings
-            continue
+    for keep, report in _cut_at(tmp_path, data, end, (last_cluster, last_cluster - 512, end // 2)):
         if keep == end // 2:  # the L1 or L2 tables are gone too: cannot be parsed at all
             assert report.verdict in (Verdict.REJECTED, Verdict.ERROR)
             assert codes(report) == ["image.truncated"]
