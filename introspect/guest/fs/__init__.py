@@ -37,15 +37,22 @@ class Registered:
         return disk.read_upto(offset, len(magic), f"{self.name} signature") == magic
 
 
+# Signatures of the filesystems read here, which `SIGNATURES` below lists too.
+_NTFS = (3, b"NTFS    ")  # the boot sector's OEM ID
+_XFS = (0, b"XFSB")  # sb_magicnum
+_EXT = (0x438, (0xEF53).to_bytes(2, "little"))  # s_magic, in the superblock at 1 KiB
+_BTRFS = (0x10040, b"_BHRfS_M")  # the superblock's magic, at 64 KiB
+_ISO9660 = (0x8001, b"CD001")  # the first volume descriptor's standard identifier
+
 #: The filesystems read, probed in this order: those whose signature is in the first sector
 #: first (a probe costs one cached block), ISO 9660 last (a hybrid ISO's partitions are read first).
 REGISTERED: tuple[Registered, ...] = (
     Registered("vfat", "fat", None),
-    Registered("ntfs", "ntfs", (3, b"NTFS    ")),  # the boot sector's OEM ID
-    Registered("xfs", "xfs", (0, b"XFSB")),  # sb_magicnum
-    Registered("ext", "ext", (0x438, (0xEF53).to_bytes(2, "little"))),  # s_magic, superblock at 1 KiB
-    Registered("btrfs", "btrfs", (0x10040, b"_BHRfS_M")),  # the superblock's magic, at 64 KiB
-    Registered("iso9660", "iso9660", (0x8001, b"CD001")),  # the first volume descriptor's identifier
+    Registered("ntfs", "ntfs", _NTFS),
+    Registered("xfs", "xfs", _XFS),
+    Registered("ext", "ext", _EXT),
+    Registered("btrfs", "btrfs", _BTRFS),
+    Registered("iso9660", "iso9660", _ISO9660),
 )
 
 
@@ -79,14 +86,14 @@ SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
         for end in _PAGE_ENDS
         for magic in (b"S1SUSPEND", b"S2SUSPEND", b"ULSUSPEND")
     ),
-    (0, b"XFSB", "xfs"),
-    (0x10040, b"_BHRfS_M", "btrfs"),
-    (3, b"NTFS    ", "ntfs"),
+    (*_XFS, "xfs"),
+    (*_BTRFS, "btrfs"),
+    (*_NTFS, "ntfs"),
     (3, b"EXFAT   ", "exfat"),
     (0x52, b"FAT32   ", "vfat"),
     (0x36, b"FAT16   ", "vfat"),
     (0x36, b"FAT12   ", "vfat"),
-    (0x8001, b"CD001", "iso9660"),
+    (*_ISO9660, "iso9660"),
     (0, b"\0\0\0ReFS\0", "ReFS"),
     (0x400, b"H+", "hfsplus"),
     (0x400, b"HX", "hfsplus"),
