@@ -110,11 +110,12 @@ def main() -> None:
             p["key"]: p
             for p in json.loads(introspect("images", "show", image_id, "--json", show=False))["properties"]
         }
-        key = next((k for k in OVERRIDABLE if k in props), next(iter(props), "os_distro"))
+        key = next((k for k in OVERRIDABLE if k in props), "os_distro")
         introspected = props[key]["value"] if key in props else None
         value = admin_value(key, introspected)
         print(f"\n# {chosen['name']}: an admin overrides {key} (introspected: {introspected})")
-        introspect("images", "set", image_id, f"{key}={value}", "os_distro=debian")
+        also = () if key == "os_distro" else ("os_distro=debian",)
+        introspect("images", "set", image_id, f"{key}={value}", *also)
         print("\n# re-run every image: the admin's values win, the introspected ones are refreshed")
         introspect("rerun", "--all")
         after = {
