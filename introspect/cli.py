@@ -322,7 +322,6 @@ def inspect_command(
     from introspect.inspector import inspect as inspect_image
     from introspect.output import RowWriter, make_console, print_table
     from introspect.report import Report
-    from introspect.streaming import StreamSource
 
     output = chosen(output, as_json)
     machine = output in ("json", "yaml")
@@ -361,6 +360,8 @@ def inspect_command(
             continue
         try:
             if path == STDIN:
+                from introspect.streaming import StreamSource  # it imports the OVA reader
+
                 stdin = StreamSource(sys.stdin.buffer, STDIN_NAME, digests=policy.verify_manifest)
                 report = inspect_image(
                     stdin, expect=expect, policy=policy, guest=budget is not None, guest_budget=budget
@@ -490,9 +491,8 @@ RULE_FIELDS = ("code", "severity", "summary", "names_files")
 def rules(output: str, columns: tuple[str, ...], as_json: bool) -> None:
     """List every rule a finding can come from, with its default severity (`summary`: what fired;
     `names_files`: the image names a file outside itself, which no policy changes)."""
-    import introspect.policyfile  # noqa: F401  # it imports every module that declares rules
     from introspect.output import emit, make_console, print_table
-    from introspect.safety import RULES
+    from introspect.policyfile import known_rules
 
     output = chosen(output, as_json)
     machine = output in ("json", "yaml")
@@ -504,7 +504,7 @@ def rules(output: str, columns: tuple[str, ...], as_json: bool) -> None:
             "summary": rule.summary,
             "names_files": rule.names_files,
         }
-        for code, rule in sorted(RULES.items())
+        for code, rule in sorted(known_rules().items())
     )
     if output == "table":
         print_table(rows, picked, make_console())

@@ -7,16 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from introspect.formats import PROBED, RAW
+from introspect.formats import RAW, claiming
 from introspect.formats.base import Format, Head
 from introspect.formats.partitions import table_in_head
 
 #: Pairs that are one real thing, not a polyglot. Partition tables are not probed formats (a
 #: hybrid ISO's MBR or GPT is a detail of the ISO), so nothing needs listing here today.
 COMPATIBLE: frozenset[frozenset[str]] = frozenset()
-#: Formats whose data always starts at offset 0 (`Format.data_at_zero` is True: raw, ISO): a
-#: partition table at the start is their content, so it is not even looked for.
-HOSTS_PARTITION_TABLES = frozenset(f.name for f in (*PROBED, RAW) if f.data_at_zero is True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +49,13 @@ class Detection:
 
 
 def detect(head: Head) -> Detection:
-    matches = [fmt for fmt in PROBED if fmt.probe(head)]
+    """The formats claiming the head, and for a format whose data does not always start at offset 0
+    (`Format.data_at_zero` is not True: raw and ISO have theirs there, so a partition table at the
+    start is their content and is not even looked for), the table a raw reader would find."""
+    matches = claiming(head)
     if not matches:
-        return Detection(RAW, ())
+        return Detection(RAW.load(), ())
     first, *rest = matches
     others = tuple(f for f in rest if frozenset({first.name, f.name}) not in COMPATIBLE)
-    table = None if first.name in HOSTS_PARTITION_TABLES else table_in_head(head.data)
+    table = None if first.data_at_zero is True else table_in_head(head.data)
     return Detection(first, others, table)

@@ -26,10 +26,9 @@ from typing import IO, TYPE_CHECKING, Any
 from introspect import containers, qemu
 from introspect import properties as props
 from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
-from introspect.containers.compressed import UNKNOWN_END, HeadOfStream
 from introspect.detect import detect
 from introspect.errors import BytesNotKept, ImageError, SourceError, UsageError
-from introspect.formats import BY_NAME, canonical_name, satisfies
+from introspect.formats import BY_NAME, REGISTERED, canonical_name, satisfies
 from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers/catalog/records.py
 from introspect.formats.base import Format, Head, Inspection
 from introspect.guest.model import GuestDetails
@@ -72,7 +71,7 @@ Source = str | os.PathLike[str] | IO[bytes] | ByteSource
 NOT_LOCAL = "<not a local file>"
 
 #: Formats whose virtual size is the file's size: unknown in a member whose end is unknown.
-SIZED_BY_FILE = frozenset(name for name, fmt in BY_NAME.items() if fmt.sized_by_file)
+SIZED_BY_FILE = frozenset(entry.name for entry in REGISTERED if entry.sized_by_file)
 
 
 def inspect(
@@ -388,7 +387,12 @@ def _inspect_container(
     if member is None:
         return unopened(list(unpacked.findings), unpacked.details)
     findings = list(unpacked.findings)
-    inner = member.source if member.complete else _EndUnknown(member.source)
+    if member.complete:
+        inner = member.source
+    else:  # only a compression wrapper has members it cannot reach the end of
+        from introspect.containers.compressed import EndUnknown
+
+        inner = EndUnknown(member.source)
     report = _inspect(
         Reader(inner),
         name=name,
@@ -475,25 +479,6 @@ def _inspect_container(
     )
 
 
-class _EndUnknown(ByteSource):
-    """A member whose end is unknown (a decompressed head whose image goes on): it claims the largest size."""
-
-    def __init__(self, head: ByteSource) -> None:
-        self._head = head
-        self.name = head.name
-
-    @property
-    def size(self) -> int:
-        return UNKNOWN_END
-
-    def pread(self, offset: int, length: int) -> bytes:
-        return self._head.pread(offset, length)
-
-    def unmetered(self) -> ByteSource:
-        """The guest pass reads the head as `HeadOfStream`: a read past it is refused, never short."""
-        return HeadOfStream(self._head.unmetered())
-
-
 def _inside(finding: Finding, fmt: Format[Any]) -> Finding:
     """Partition table advice (`sgdisk -e`...) read through a format's mapping is for the disk
     inside the image, never the image file, which a partitioning tool would corrupt."""
@@ -567,7 +552,7 @@ def _mismatch_message(expect: str, found: Format[Any]) -> str:
     """What to do when the declared disk_format is not the content's: declare what it is (when
     Glance has a word for it), or convert to what was declared, with the name qemu-img writes it by
     (`vpc`, not `vhd`); an ISO is mastered, never converted to."""
-    declared = BY_NAME[expect]
+    declared = BY_NAME[expect].load()
     message = f"declared as {expect} but the content is {found.name}"
     if found.name == "luks" and expect == "raw":
         return (

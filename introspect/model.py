@@ -1,7 +1,7 @@
 """Pydantic models shared by every format: findings, severities, verdicts, geometry.
 
-The Report itself lives in `introspect.report`, because its `details` field is the union of every
-format's details model and those models import from here.
+The Report itself lives in `introspect.report`, because its `details` field is validated by every
+format's details model (the one its `format` names) and those models import from here.
 """
 
 from __future__ import annotations

@@ -8,29 +8,41 @@ another. This module needs the library alone (the import plugin runs inside Glan
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-# The modules that declare rules as they are imported (every format and container, through the
-# inspector; the stream reader), so that RULES holds every code a policy may name, whichever
-# reader imports this module first.
-import introspect.inspector
-import introspect.streaming  # noqa: F401
 from introspect.errors import UsageError
 from introspect.model import Severity
-from introspect.safety import RULES, Policy
+from introspect.safety import RULES, Policy, Rule
 from introspect.text import literal
 
 LEVELS = ", ".join(level.value for level in Severity)
 
 
+@functools.cache
+def known_rules() -> Mapping[str, Rule]:
+    """Every rule a finding can come from. Rules are declared as their modules are imported, and
+    a format's module is imported only for a file that carries its signature: this imports every
+    module that declares rules (every format and container, the inspector, the stream reader)
+    first, so a policy can name any code whichever images this process has seen."""
+    import introspect.inspector
+    import introspect.streaming  # noqa: F401
+    from introspect.formats import every_format
+
+    every_format()
+    return RULES
+
+
 def check_rule_code(code: str, where: str) -> str:
     """A rule code, or a glob (`vmdk.*`) matching at least one: an unknown one would silently
     change nothing."""
-    if code in RULES or any(fnmatch.fnmatchcase(known, code) for known in RULES):
+    rules = known_rules()
+    if code in rules or any(fnmatch.fnmatchcase(known, code) for known in rules):
         return code
     raise UsageError(f"{where}: unknown rule code {literal(repr(code))}: `introspect rules` lists the codes")
 

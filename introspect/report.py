@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Union
+import importlib
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
-from introspect.containers.ova import OvaDetails
-from introspect.formats import ALL
+from introspect.formats import BY_NAME, every_format
 from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Frozen, Verdict
+
+if TYPE_CHECKING:
+    from introspect.containers.ova import OvaDetails
 
 #: Bumped whenever a parser or a property mapping changes what it reports, so that
 #: `introspect rerun --inspector-older-than N` can find images inspected by older code.
@@ -21,11 +33,86 @@ from introspect.model import Finding, Frozen, Verdict
 #: guest's own filesystems, for every format with a guest view.
 INSPECTOR_VERSION = 4
 
+
+class _ByFormat:
+    """`details`: the details model of the format their `format` field names, imported only when
+    a value names it (a Report of a qcow2 never builds the VMDK models). Serialized as the model
+    they are; the JSON schema is the union of every registered format's model, told apart by
+    `format` (every format loaded, only when a schema is asked for)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _details_of_named_format,
+            serialization=core_schema.wrap_serializer_function_ser_schema(
+                lambda value, serialize: serialize(value), schema=core_schema.any_schema()
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        models = {fmt.name: _core_schema(fmt.details) for fmt in every_format()}
+        return handler(core_schema.tagged_union_schema(models, discriminator="format"))
+
+
+class _Imported:
+    """A field whose model lives in a module imported only when a value needs it (an OVA's
+    `container`: the OVA reader and the OVF parser are not loaded for a bare qcow2)."""
+
+    def __init__(self, module: str, model: str) -> None:
+        self.module, self.model = module, model
+
+    def load(self) -> type[BaseModel]:
+        model: type[BaseModel] = getattr(importlib.import_module(self.module), self.model)
+        return model
+
+    def validate(self, value: Any) -> BaseModel:
+        model = self.load()
+        return value if type(value) is model else model.model_validate(value)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            self.validate,
+            serialization=core_schema.wrap_serializer_function_ser_schema(
+                lambda value, serialize: serialize(value), schema=core_schema.any_schema()
+            ),
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        model = _core_schema(self.load())
+        # As a definition and a reference to it: the model in `$defs`, as a model field's would be.
+        reference = core_schema.definition_reference_schema(model["ref"])
+        return handler(core_schema.definitions_schema(reference, [model]))
+
+
+def _core_schema(model: type[BaseModel]) -> CoreSchema:
+    """A model's core schema, built now if its build was deferred (`Frozen` defers it)."""
+    model.model_rebuild()
+    return model.__pydantic_core_schema__
+
+
+def _details_of_named_format(value: Any) -> BaseModel:
+    if isinstance(value, BaseModel):
+        name = getattr(value, "format", None)
+    elif isinstance(value, dict):
+        name = value.get("format")
+    else:  # a ValueError: pydantic makes it a ValidationError (a TypeError would escape)
+        raise ValueError("details are an object with a `format` field")  # noqa: TRY004
+    entry = BY_NAME.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"details of an unknown format {name!r}; known: {', '.join(sorted(BY_NAME))}")
+    model: type[BaseModel] = entry.load().details
+    return value if type(value) is model else model.model_validate(value)
+
+
 if TYPE_CHECKING:
     Details = BaseModel
+    Container = OvaDetails
 else:
-    #: Every registered format's details model, told apart by its `format` field.
-    Details = Annotated[Union[tuple(f.details for f in ALL)], Field(discriminator="format")]  # noqa: UP007
+    Details = Annotated[BaseModel, _ByFormat()]
+    Container = Annotated[BaseModel, _Imported("introspect.containers.ova", "OvaDetails")]
 
 
 class Report(Frozen):
@@ -48,7 +135,7 @@ class Report(Frozen):
     bytes_read: int
     reads: int
     inspector_version: str = str(INSPECTOR_VERSION)
-    container: OvaDetails | None = Field(
+    container: Container | None = Field(
         None,
         description="what an OVA (or a bare OVF descriptor) says of itself: its entries, its descriptor, "
         "the boot disk and its controller, the manifest; left out of the JSON for other images",

@@ -27,6 +27,6 @@ def test_same_format_and_virtual_size_as_qemu_img(record):
     image = record.with_name(record.name.removesuffix(".qemu-img.json"))
     report = introspect.inspect(image)
     assert report.format is not None
-    assert BY_NAME[report.format].qemu_name == info["format"], report.findings
+    assert BY_NAME[report.format].load().qemu_name == info["format"], report.findings
     if report.container_format == "bare":
         assert report.virtual_size == info["virtual-size"], report.findings

@@ -11,9 +11,9 @@ import time
 import pytest
 
 import introspect
-from introspect import detect, inspector, qemu
+from introspect import inspector, qemu
 from introspect.containers import compressed
-from introspect.formats import ALL, qcow2
+from introspect.formats import every_format, qcow2
 from introspect.model import Severity, Verdict
 from introspect.safety import Policy
 from tests.conftest import fixture_group
@@ -22,8 +22,7 @@ from tests.tools import qemu_info
 
 def replace_qcow2_parser(monkeypatch, parser):
     """Detection hands qcow2 files to `parser` instead of the real one (for the two tests below)."""
-    swapped = tuple(dataclasses.replace(f, inspect=parser) if f is qcow2.FORMAT else f for f in detect.PROBED)
-    monkeypatch.setattr(detect, "PROBED", swapped)
+    monkeypatch.setattr(qcow2, "FORMAT", dataclasses.replace(qcow2.FORMAT, inspect=parser))
 
 
 def make(tmp_path, fmt: str, size: str, *options: str):
@@ -313,10 +312,9 @@ def test_a_partitioned_disk_in_any_container_is_one_thing(image):
 
 def test_a_partition_table_is_content_only_where_the_format_says_its_disk_starts():
     """`Format.data_at_zero`: raw and ISO always, a VHD when its footer says fixed, nothing else."""
-    always = sorted(f.name for f in ALL if f.data_at_zero is True)
-    decided = sorted(f.name for f in ALL if callable(f.data_at_zero))
+    always = sorted(f.name for f in every_format() if f.data_at_zero is True)
+    decided = sorted(f.name for f in every_format() if callable(f.data_at_zero))
     assert (always, decided) == (["iso", "raw"], ["vhd"])
-    assert detect.HOSTS_PARTITION_TABLES == frozenset(always)
 
 
 @pytest.mark.parametrize(

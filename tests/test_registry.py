@@ -1,6 +1,7 @@
-"""The format registry: one module and its line in `introspect.formats` are all a format needs;
-everything else (the Report's details union, the names `expect` accepts, what satisfies a
-declared format) is derived from it."""
+"""The format registry: one module and its entry in `introspect.formats.REGISTERED` are all a
+format needs; everything else (the Report's details, the names `expect` accepts, what satisfies a
+declared format) is derived from it, and a format's module is imported only for a file that
+carries one of its registered signatures, which are its module's own constants."""
 
 from __future__ import annotations
 
@@ -14,29 +15,147 @@ import pytest
 from pydantic import BaseModel
 
 import introspect
-from introspect.formats import ALL, BY_NAME, PROBED
-from introspect.report import Details, Report
-from tests.conftest import FIXTURES
+from introspect.formats import (
+    BY_NAME,
+    PROBED,
+    RAW,
+    REGISTERED,
+    bochs,
+    cloop,
+    dmg,
+    every_format,
+    iso,
+    luks,
+    parallels,
+    qcow2,
+    qed,
+    vdi,
+    vhd,
+    vhdx,
+    vmdk,
+)
+from introspect.formats.base import Head
+from introspect.report import Report
+from introspect.sources import HEAD_SIZE, TAIL_SIZE
+from tests.conftest import FIXTURES, ROOT
 
 SIDECARS = (".json", ".txt", ".err", ".built", ".sh", ".py")
 
+#: Each format's signatures as its own module's constants and structures place them.
+ISO_IDENTIFIER_AT = iso.VOLUME_DESCRIPTOR_SET_SECTOR * iso.SECTOR_SIZE + iso.VolumeDescriptor.offset_of(
+    "standard_identifier"
+)
+OWN_SIGNATURES = {
+    "qcow2": {(0, qcow2.QCOW_MAGIC)},
+    "qcow": {(0, qcow2.QCOW_MAGIC)},
+    "qed": {(0, qed.QED_MAGIC)},
+    "vmdk": {(0, vmdk.MAGIC), (0, vmdk.COWD_MAGIC), *((0, first) for first in vmdk.DESCRIPTOR_FIRST_BYTES)},
+    "vhdx": {(0, vhdx.FILE_TYPE_SIGNATURE)},
+    "vhd": {
+        (0, vhd.FOOTER_COOKIE),
+        (-vhd.FOOTER_SIZE, vhd.FOOTER_COOKIE),
+        (-vhd.OLD_FOOTER_SIZE, vhd.FOOTER_COOKIE),
+    },
+    "vdi": {(vdi.VdiPreHeader.offset_of("signature"), vdi.VDI_IMAGE_SIGNATURE.to_bytes(4, "little"))},
+    "ploop": {(0, magic) for magic in parallels.SIGNATURES},
+    "luks": {(0, luks.LUKS_MAGIC)},
+    "bochs": {(0, bochs.HEADER_MAGIC + b"\0")},
+    "cloop": {(0, cloop.VERSION_LINE.pattern.split(b"(")[0].replace(b"\\n", b"\n"))},
+    "dmg": {(-dmg.KOLY_SIZE, dmg.KOLY_SIGNATURE)},
+    "iso": {(ISO_IDENTIFIER_AT, iso.STANDARD_IDENTIFIER), (ISO_IDENTIFIER_AT, iso.UDF_BEGIN)},
+    "raw": set(),
+}
 
-@pytest.mark.parametrize("fmt", ALL, ids=lambda f: f.name)
+
+def _fixture_files():
+    return sorted(p for p in FIXTURES.rglob("*") if p.is_file() and not p.name.endswith(SIDECARS))
+
+
+def test_each_signature_is_its_module_s_own():
+    assert {entry.name: set(entry.signatures) for entry in REGISTERED} == OWN_SIGNATURES
+    assert {entry.name: entry.load().name for entry in REGISTERED} == {name: name for name in OWN_SIGNATURES}
+    assert (*PROBED, RAW) == REGISTERED and not RAW.signatures
+
+
+def test_no_probe_claims_a_file_its_signatures_do_not_start():
+    """Every tool-made fixture's head and tail (hybrid ISOs, VMDK descriptors, fixed VHDs, DMGs...):
+    whenever a format's probe claims it, one of its registered signatures is there, so the probe
+    would have been asked."""
+    claimed = set()
+    for path in _fixture_files():
+        with path.open("rb") as file:
+            data = file.read(HEAD_SIZE)
+            size = path.stat().st_size
+            file.seek(max(0, size - TAIL_SIZE))
+            head = Head(data, file.read(TAIL_SIZE), size)
+        for entry in PROBED:
+            if entry.load().probe(head):
+                claimed.add(entry.name)
+                assert entry.carried_by(head), (entry.name, path)
+    assert claimed == {entry.name for entry in PROBED}
+
+
+@pytest.mark.parametrize("fmt", every_format(), ids=lambda f: f.name)
 def test_every_format_declares_its_details_and_properties(fmt):
     assert issubclass(fmt.details, BaseModel)
     assert fmt.details.model_fields["format"].default == fmt.name
     assert callable(fmt.properties)
     assert fmt.checks is not None or fmt.no_checks_because
-    assert BY_NAME[fmt.name] is fmt
+    assert BY_NAME[fmt.name].load() is fmt
 
 
-def test_the_details_union_is_exactly_the_registry():
-    union, discriminator = typing.get_args(Details)
-    assert set(typing.get_args(union)) == {f.details for f in ALL}
-    assert discriminator.discriminator == "format"
+def test_the_details_schema_is_exactly_the_registry():
     schema = Report.model_json_schema()
-    mapping = schema["properties"]["details"]["anyOf"][0]["discriminator"]["mapping"]
-    assert set(mapping) == set(BY_NAME)
+    union = schema["properties"]["details"]["anyOf"][0]
+    assert union["discriminator"]["propertyName"] == "format"
+    assert set(union["discriminator"]["mapping"]) == set(BY_NAME)
+    assert {ref["$ref"] for ref in union["oneOf"]} == {
+        f"#/$defs/{f.details.__name__}" for f in every_format()
+    }
+
+
+def test_details_are_validated_by_the_model_of_the_format_they_name(tmp_path):
+    path = tmp_path / "disk.vhd"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", str(path), "64M"], check=True)
+    report = introspect.inspect(path)
+    data = report.model_dump(mode="json")
+    assert type(Report.model_validate(data).details) is type(report.details)
+    with pytest.raises(ValueError, match="details of an unknown format 'vhdz'"):
+        Report.model_validate({**data, "details": {**data["details"], "format": "vhdz"}})
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        Report.model_validate({**data, "details": {**data["details"], "surprise": 1}})
+    with pytest.raises(ValueError, match="details are an object with a `format` field"):
+        Report.model_validate({**data, "details": ["vhd"]})
+
+
+@pytest.mark.parametrize(
+    ("image", "formats"),
+    [
+        ("one.qcow2", ["qcow", "qcow2"]),  # qcow2 imports qcow's shared header
+        ("one.vhd", ["vhd"]),
+        ("one.raw", ["raw"]),
+    ],
+)
+def test_an_image_imports_the_modules_of_its_format_only(tmp_path, image, formats):
+    """qemu-img's image, inspected in a new process: of the format and container modules, those
+    of its own format (and the partition and block-map helpers every format with a guest uses)."""
+    path = tmp_path / image
+    fmt = {"vhd": "vpc"}.get(path.suffix[1:], path.suffix[1:])
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), "64M"], check=True)
+    code = f"""
+import sys
+import introspect
+report = introspect.inspect({str(path)!r})
+print(report.format, report.verdict)
+print(" ".join(sorted(m.split(".", 2)[2] for m in sys.modules if m.startswith(("introspect.formats.", "introspect.containers.")))))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    found, modules = result.stdout.splitlines()
+    assert found == f"{path.suffix[1:]} ok"
+    assert modules.split() == sorted(["base", "blockmap", "partitions", *formats])
 
 
 def test_a_declared_model_must_carry_the_format_name():
@@ -57,10 +176,10 @@ def test_a_declared_model_must_carry_the_format_name():
 
 
 def test_every_report_round_trips_through_json():
-    """Every tool-made fixture's Report, parsed back from its JSON, is the same Report: the details
-    union from the registry validates every format's details (and every format has a fixture)."""
+    """Every tool-made fixture's Report, parsed back from its JSON, is the same Report: each format's
+    details are validated by its own model (and every format has a fixture)."""
     seen = set()
-    for path in sorted(p for p in FIXTURES.rglob("*") if p.is_file() and not p.name.endswith(SIDECARS)):
+    for path in _fixture_files():
         report = introspect.inspect(path)
         assert Report.model_validate_json(report.model_dump_json()) == report, path
         if report.details is not None:
@@ -138,7 +257,6 @@ FORMAT = Format(
     no_checks_because="a toy names no other file",
     details=ToyDetails,
     properties=properties,
-    satisfies=frozenset({"raw"}),
 )
 '''
 #: ...and what it reports, through the same inspect() as every format.
@@ -157,19 +275,18 @@ print("ok")
 
 
 def test_a_new_format_is_one_module_and_its_registry_line(tmp_path):
-    """Copy the package, add the module and the one registry entry (its import and its place in
-    PROBED: the order decides only which of two claiming formats is parsed), and nothing else."""
+    """Copy the package, add the module and its one registry entry (its place in the probe order,
+    which decides only which of two claiming formats is parsed; its signature; what it satisfies),
+    and nothing else."""
     package = tmp_path / "introspect"
     shutil.copytree(introspect.__path__[0], package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "formats" / "toy.py").write_text(textwrap.dedent(TOY_MODULE))
     registry = package / "formats" / "__init__.py"
     text = registry.read_text()
-    assert text.count("    vmdk,\n") == 1 and text.count("    dmg.FORMAT,\n") == 1
-    registry.write_text(
-        text.replace("    vmdk,\n", "    vmdk,\n    toy,\n").replace(
-            "    dmg.FORMAT,\n", "    dmg.FORMAT,\n    toy.FORMAT,\n"
-        )
-    )
+    line = '    Registered("dmg", "dmg", ((-512, b"koly"),)),\n'
+    assert text.count(line) == 1
+    toy = '    Registered("toy", "toy", ((0, b"TOYDISK1"),), satisfies=frozenset({"raw"})),\n'
+    registry.write_text(text.replace(line, line + toy))
     result = subprocess.run(
         [sys.executable, "-c", TOY_CHECK],
         cwd=tmp_path,
@@ -179,4 +296,3 @@ def test_a_new_format_is_one_module_and_its_registry_line(tmp_path):
         check=False,
     )
     assert result.stdout == "ok\n", result.stderr
-    assert len(PROBED) + 1 == len(ALL)  # raw is the one format never probed

@@ -3,7 +3,9 @@
 `CONTAINERS` is the registry: the compression wrappers (`introspect.containers.compressed`: gzip,
 xz, zstd, bz2), OVA packages and bare OVF descriptors (`introspect.containers.ova`, the descriptor
 read by `introspect.containers.ovf`). Adding a container is its module (one `Container` per kind
-it opens, see `introspect.containers.base`) and its line here.
+it opens, see `introspect.containers.base`) and its entry here, with the pattern every head its
+`sniff` claims starts with: a container's module is imported only for a head that matches it (a
+bare qcow2 does not import the tar walker, the OVF parser, lzma or bz2).
 
 The inspector has one path for every container: when a container's `sniff` claims the head, it
 `open`s it through the metered reader, inspects the boot member through the same function as any
@@ -33,9 +35,11 @@ OVA (`containers/ova.py`, a POSIX tar whose first header has `ustar` at offset 2
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from introspect.containers import compressed, ova
 from introspect.containers.base import (
     DEPTH,
     MAX_CONTAINER_DEPTH,
@@ -46,17 +50,43 @@ from introspect.containers.base import (
     Unpacked,
 )
 
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A container kind: its `container_format` word, where its `Container` is (`module`'s
+    `attribute`), and `signature`, what every head its `sniff` claims starts with (its module's
+    own constants: tests/containers/test_containers.py checks them)."""
+
+    name: str
+    module: str
+    attribute: str
+    signature: re.Pattern[bytes]
+
+    def load(self) -> Container:
+        """The container itself, its module imported on first use."""
+        container: Container = getattr(importlib.import_module(f"{__name__}.{self.module}"), self.attribute)
+        return container
+
+    def carried_by(self, head: bytes) -> bool:
+        return self.signature.match(head) is not None
+
+
+#: The first header's ustar magic, 257 bytes into a tar (OVA, and a tar holding disk.raw).
+USTAR_SIGNATURE = re.compile(rb"(?s).{257}ustar")
+#: An XML declaration or element (after a BOM and blanks) starts a bare OVF descriptor.
+XML_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<[?!A-Za-z]")
+
 #: Every container, sniffed in this order (their signatures cannot overlap).
-CONTAINERS: tuple[Container, ...] = (
-    compressed.GZIP,
-    compressed.XZ,
-    compressed.ZSTD,
-    compressed.BZ2,
-    ova.OVA,
-    ova.TAR,
-    ova.OVF,
+CONTAINERS: tuple[Registered, ...] = (
+    Registered("gzip", "compressed", "GZIP", re.compile(rb"\x1f\x8b")),
+    Registered("xz", "compressed", "XZ", re.compile(rb"\xfd7zXZ\x00")),
+    Registered("zstd", "compressed", "ZSTD", re.compile(rb"\x28\xb5\x2f\xfd")),
+    Registered("bz2", "compressed", "BZ2", re.compile(rb"BZh")),
+    Registered("ova", "ova", "OVA", USTAR_SIGNATURE),
+    Registered("tar", "ova", "TAR", USTAR_SIGNATURE),
+    Registered("ovf", "ova", "OVF", XML_START),
 )
-BY_NAME: dict[str, Container] = {c.name: c for c in CONTAINERS}
+BY_NAME: dict[str, Registered] = {c.name: c for c in CONTAINERS}
 
 __all__ = [
     "BY_NAME",
@@ -64,9 +94,12 @@ __all__ = [
     "DEPTH",
     "MAX_CONTAINER_DEPTH",
     "MEMBER",
+    "USTAR_SIGNATURE",
+    "XML_START",
     "Container",
     "Member",
     "ReaderSource",
+    "Registered",
     "Unpacked",
     "sniff",
     "sniff_all",
@@ -80,5 +113,10 @@ def sniff(head: bytes) -> Container | None:
 
 def sniff_all(head: bytes) -> Iterator[Container]:
     """Every container whose signature starts the head, in order: one may decline the file (a tar
-    is an OVA only with an OVF descriptor), and the next is asked."""
-    return (container for container in CONTAINERS if container.sniff(head))
+    is an OVA only with an OVF descriptor), and the next is asked. A container's module is
+    imported only when the head matches its registered signature."""
+    return (
+        container
+        for entry in CONTAINERS
+        if entry.carried_by(head) and (container := entry.load()).sniff(head)
+    )

@@ -204,6 +204,25 @@ class HeadOfStream(ByteSource):
         return data
 
 
+class EndUnknown(ByteSource):
+    """A member whose end is unknown (a decompressed head whose image goes on): it claims the largest size."""
+
+    def __init__(self, head: ByteSource) -> None:
+        self._head = head
+        self.name = head.name
+
+    @property
+    def size(self) -> int:
+        return UNKNOWN_END
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._head.pread(offset, length)
+
+    def unmetered(self) -> ByteSource:
+        """The guest pass reads the head as `HeadOfStream`: a read past it is refused, never short."""
+        return HeadOfStream(self._head.unmetered())
+
+
 def guest_source(member: Member) -> ByteSource:
     """What a format's guest view of `member` reads: the member itself when it is whole, else its
     head, past which reads raise `NotDecompressed` (see the module docstring)."""

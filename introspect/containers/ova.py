@@ -46,11 +46,11 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from introspect.containers import ovf
+from introspect.containers import XML_START, ovf
 from introspect.containers.base import Container, Member, MemberReport, ReaderSource, Unpacked
 from introspect.decode import KIB, MIB
 from introspect.errors import BadField, ImageError, TruncatedImage
-from introspect.formats import PROBED
+from introspect.formats import claiming
 from introspect.formats.base import Head
 from introspect.formats.vmdk import VmdkDetails
 from introspect.formats.vmdk_descriptor import QUOTE_LENGTH
@@ -628,7 +628,7 @@ def polyglot(reader: Reader) -> list[Finding]:
     """A tar's first bytes that are also another format's header (a pax header's name field is
     free bytes: "QFI\xfb" and a version make it a qcow2 to qemu): the file reads as two things."""
     head = Head(reader.head(), reader.tail(), reader.size)
-    others = [fmt.name for fmt in PROBED if fmt.probe(head)]
+    others = [fmt.name for fmt in claiming(head)]
     if not others:
         return []
     return [
@@ -997,12 +997,10 @@ TAR = Container(name="tar", sniff=sniff_ova, open=open_tar, partial=_never_parti
 
 # --- A bare descriptor -----------------------------------------------------------------------
 
-#: An XML declaration or element, then an OVF envelope namespace within the head.
-_XML_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<[?!A-Za-z]")
-
 
 def sniff_ovf(head: bytes) -> bool:
-    return _XML_START.match(head) is not None and any(ns.encode() in head for ns in ovf.OVF_NAMESPACES)
+    """An XML declaration or element, then an OVF envelope namespace within the head."""
+    return XML_START.match(head) is not None and any(ns.encode() in head for ns in ovf.OVF_NAMESPACES)
 
 
 def open_ovf(reader: Reader, policy: Policy) -> Unpacked:

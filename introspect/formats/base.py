@@ -9,16 +9,12 @@ its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
   details model; raise an `ImageError` when the image cannot be parsed.
 - `checks`: safety rules over the details (backing files, extents...). A format with nothing to
   check says so with `checks=None` and a reason in `no_checks_because`.
-- `details`: the details model. Its `format` field is a `Literal` of the format's name: the
-  Report's `details` union is built from every registered format's model, keyed by that field.
+- `details`: the details model. Its `format` field is a `Literal` of the format's name: a
+  Report's `details` are validated by the model of the format that field names.
 - `properties(details)`: the format's own facts as catalog properties (Glance/Nova names where
   they exist, else `introspect_<name>`), most useful first; `disk_format` is added by
   `introspect.properties`, which merges this layer with the container's (and later the guest's).
   Mappings several formats share (firmware, geometry, header numbers) are helpers there.
-- `satisfies`: declared `disk_format` words this content also satisfies (an ISO is a `raw` image
-  to everyone who reads it byte by byte); `introspect.satisfies()` reads them.
-- `sized_by_file`: the virtual size is the file's size (raw, ISO), so it is unknown when only a
-  head of the image can be read (inside a compressed stream).
 - `guest`: how to read the guest's disk through this format, or None (see below).
 - `data_at_zero`: whether the guest's disk is the file's own bytes from offset 0 (`True` for raw
   and ISO, a test of the parsed details for a format where only some images are: a fixed VHD).
@@ -29,8 +25,9 @@ its pydantic details model, and its rules, then exports `FORMAT`, a `Format`:
   the blkx tables that would say so are not parsed, so a table there stays a polyglot; a flat VMDK
   extent or a ploop's data carries no signature of its own or keeps a header at 0.
 
-Adding a format is this one module plus its entry in `introspect.formats` (its import, its place
-in `PROBED`).
+Adding a format is this one module plus its entry in `introspect.formats.REGISTERED` (its place
+in the probe order, the signatures its probe needs, and what it satisfies), which imports the
+module only for a file that carries one of those signatures.
 
 The guest view (`guest`, a `GuestOpener`) is the hook the guest layer (partition tables, LVM,
 filesystems: `introspect.guest`) reads the disk the VM sees through. `guest(reader, details)`
@@ -125,8 +122,6 @@ class Format(Generic[DetailsT]):
     no_checks_because: str = ""
     details: type[DetailsT]
     properties: PropertyMap[DetailsT]
-    satisfies: frozenset[str] = frozenset()
-    sized_by_file: bool = False
     guest: GuestOpener[DetailsT] | None = None
     data_at_zero: bool | DataAtZero[DetailsT] = False
 

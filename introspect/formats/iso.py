@@ -646,8 +646,6 @@ FORMAT = Format(
     "structural findings come from the parse",
     details=IsoDetails,
     properties=properties,
-    satisfies=frozenset({"raw"}),
-    sized_by_file=True,
     guest=guest_view,
     data_at_zero=True,
 )

@@ -283,7 +283,6 @@ FORMAT = Format(
     "what its content says (partition tables, libmagic) is judged while parsing",
     details=RawDetails,
     properties=properties,
-    sized_by_file=True,
     guest=guest_view,
     data_at_zero=True,
 )

@@ -364,13 +364,15 @@ def probe(head: Head) -> bool:
 #: The probe judges the first bytes only: a descriptor's header lines (version, CID, createType)
 #: come first, and the parser checks the whole text anyway.
 PROBE_WINDOW = 4096
+#: What a descriptor can begin with: its `#` comments, `version=`, or blank space before either.
+DESCRIPTOR_FIRST_BYTES = (b"#", b"v", b" ", b"\t", b"\r", b"\n")
 
 
 def _looks_like_descriptor(data: bytes) -> bool:
     """A file that opens with `# Disk DescriptorFile` (whatever follows: binary after it makes a
     broken descriptor, not a raw disk), or text (NUL padding allowed at the end) whose leading
     comments include that line or whose first other line is `version=N`, and that says `createType=`."""
-    if data[:1] not in (b"#", b"v", b" ", b"\t", b"\r", b"\n"):
+    if data[:1] not in DESCRIPTOR_FIRST_BYTES:
         return False
     if DESCRIPTOR_MARKER.match(data.lstrip(b" \t\r\n")[:PROBE_MARKER_WINDOW]):
         return True

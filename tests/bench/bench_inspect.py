@@ -200,7 +200,7 @@ def main() -> None:
     }
     oslo = bench_oslo(pairs, qemu_sizes)
     agree = sum(
-        BY_NAME[r.format].qemu_name == fmt and r.virtual_size == qemu_sizes[p]
+        BY_NAME[r.format].load().qemu_name == fmt and r.virtual_size == qemu_sizes[p]
         for (p, fmt), r in zip(pairs, reports.values(), strict=True)
         if r.format
     )

@@ -62,7 +62,7 @@ def bench_extract_and_qemu(pairs: list[tuple[Path, introspect.Report]]) -> tuple
     start = time.perf_counter()
     for path, report in pairs:
         disk = report.container.boot_disk.file_href
-        qemu = BY_NAME[report.format].qemu_name or report.format
+        qemu = BY_NAME[report.format].load().qemu_name or report.format
         with tempfile.TemporaryDirectory() as scratch:
             subprocess.run(["tar", "-xf", str(path), "-C", scratch, disk], check=True)
             subprocess.run(

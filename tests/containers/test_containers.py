@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import gzip
 import subprocess
+import sys
+import types
 
 import pytest
 
 import introspect
 from introspect import containers
-from introspect.containers import MAX_CONTAINER_DEPTH, Container, Member, ReaderSource, Unpacked
+from introspect.containers import (
+    MAX_CONTAINER_DEPTH,
+    Container,
+    Member,
+    ReaderSource,
+    Unpacked,
+    compressed,
+    ova,
+)
 from introspect.model import Severity, Verdict
 from introspect.sources import HEAD_SIZE, BytesSource, Reader, SliceSource
-from tests.conftest import fixture_group
+from tests.conftest import FIXTURES, fixture_group
 
 
 def qcow2(tmp_path, size="1G"):
@@ -36,12 +46,43 @@ def wrap(path, *tools):
 def test_the_registry_names_each_container_once():
     assert [c.name for c in containers.CONTAINERS] == ["gzip", "xz", "zstd", "bz2", "ova", "tar", "ovf"]
     assert set(containers.BY_NAME) == {c.name for c in containers.CONTAINERS}
+    assert all(entry.load().name == name for name, entry in containers.BY_NAME.items())
+
+
+def test_each_signature_is_its_module_s_own():
+    """What each registered pattern matches is its module's own magic, where its sniff looks."""
+    own = {
+        "gzip": bytes((compressed.GZIP_ID1, compressed.GZIP_ID2)),
+        "xz": compressed.XZ_MAGIC,
+        "zstd": compressed.ZSTD_MAGIC,
+        "bz2": compressed.BZIP2_MAGIC,
+        "ova": bytes(ova.TarHeader.offset_of("magic")) + ova.USTAR,
+        "tar": bytes(ova.TarHeader.offset_of("magic")) + ova.USTAR,
+    }
+    for name, magic in own.items():
+        entry = containers.BY_NAME[name]
+        assert entry.carried_by(magic) and not entry.carried_by(magic[:-1]), name
+    assert containers.BY_NAME["ovf"].carried_by(b'\xef\xbb\xbf <?xml version="1.0"?>')
+
+
+def test_no_sniff_claims_a_head_its_signature_does_not_start():
+    """Every tool-made fixture's head: whenever a container's sniff claims it, its registered
+    signature is there, so the sniff would have been asked."""
+    claimed = set()
+    for path in sorted(p for p in FIXTURES.rglob("*") if p.is_file()):
+        with path.open("rb") as file:
+            head = file.read(HEAD_SIZE)
+        for entry in containers.CONTAINERS:
+            if entry.load().sniff(head):
+                claimed.add(entry.name)
+                assert entry.carried_by(head), (entry.name, path)
+    assert claimed == set(containers.BY_NAME)
 
 
 @pytest.mark.parametrize(("suffix", "name"), [("gz", "gzip"), ("xz", "xz"), ("zst", "zstd"), ("bz2", "bz2")])
 def test_sniff_names_the_container_tools_made(suffix, name):
     head = (fixture_group("named") / f"wrapped-1g3m.qcow2.{suffix}").read_bytes()[:HEAD_SIZE]
-    assert containers.sniff(head) is containers.BY_NAME[name]
+    assert containers.sniff(head) is containers.BY_NAME[name].load()
     assert containers.sniff((fixture_group("named") / "wrapped-1g3m.qcow2").read_bytes()[:HEAD_SIZE]) is None
 
 
@@ -108,8 +149,13 @@ def test_a_new_container_is_its_declaration_and_its_registry_line(tmp_path, monk
     disk = qcow2(tmp_path, "3G")
     archive = tmp_path / "appliance.ova"
     subprocess.run(["tar", "--format=ustar", "-cf", str(archive), "-C", str(tmp_path), disk.name], check=True)
-    # Ahead of the registry's own OVA container, which would claim the tar (and find no OVF in it).
-    monkeypatch.setattr(containers, "CONTAINERS", (TAR, *containers.CONTAINERS))
+    # Its module, and its entry ahead of the registry's own OVA container, which would claim the
+    # tar (and find no OVF in it).
+    module = types.ModuleType("introspect.containers.toy_tar")
+    module.TAR = TAR
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    entry = containers.Registered("ova", "toy_tar", "TAR", containers.USTAR_SIGNATURE)
+    monkeypatch.setattr(containers, "CONTAINERS", (entry, *containers.CONTAINERS))
     report = introspect.inspect(archive)
     plain = introspect.inspect(disk)
     assert (report.format, report.container_format, report.verdict) == ("qcow2", "ova", Verdict.OK)

@@ -45,7 +45,7 @@ def member_view(name: str, suffix: str):
     member = unpacked.boot_member
     assert isinstance(member, Member)
     reader = Reader(guest_source(member), GUEST_BUDGET)
-    return BY_NAME[report.format].guest(reader, report.details), member, reader
+    return BY_NAME[report.format].load().guest(reader, report.details), member, reader
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
@@ -109,7 +109,7 @@ def test_an_ova_member_is_read_in_place_through_the_archive():
         member = unpacked.boot_member
         assert member is not None
         assert member.name == "disk-stream.vmdk"
-        view = BY_NAME["vmdk"].guest(Reader(member.source, GUEST_BUDGET), report.details)
+        view = BY_NAME["vmdk"].load().guest(Reader(member.source, GUEST_BUDGET), report.details)
         assert view.size == layout().size
         assert_reads_like_source(view)
         assert archive.reads <= 64

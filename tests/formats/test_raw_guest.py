@@ -8,7 +8,7 @@ import json
 import pytest
 
 import introspect
-from introspect.formats import ALL, partitions, raw
+from introspect.formats import every_format, partitions, raw
 from introspect.sources import Budget, FileSource, Reader
 from tests.conftest import fixture_group
 from tests.tools import recorded
@@ -76,4 +76,4 @@ def test_the_view_reads_within_the_guest_budget(tmp_path):
 def test_every_format_that_maps_its_data_has_a_guest_view():
     """Those without one cannot be read block by block: bochs, cloop and dmg (compressed chunks
     indexed by tables the header pass does not parse); luks has an opener that says why not."""
-    assert {f.name for f in ALL if f.guest is None} == {"bochs", "cloop", "dmg"}
+    assert {f.name for f in every_format() if f.guest is None} == {"bochs", "cloop", "dmg"}

@@ -128,7 +128,7 @@ def opened(image: Path, budget: Budget = GUEST_BUDGET) -> Iterator[tuple[GuestVi
     assert details is not None
     with FileSource(image) as source:
         reader = Reader(source, budget)
-        view = BY_NAME[details.format].guest(reader, details)
+        view = BY_NAME[details.format].load().guest(reader, details)
         assert view is not None
         yield view, reader
 
@@ -141,6 +141,6 @@ def derived(data: bytes | bytearray, details: BaseModel | None = None) -> tuple[
         details = introspect.inspect(source).details
     assert details is not None
     reader = Reader(source, GUEST_BUDGET)
-    view = BY_NAME[details.format].guest(reader, details)
+    view = BY_NAME[details.format].load().guest(reader, details)
     assert view is not None
     return view, reader

@@ -88,7 +88,7 @@ def open_view(path: Path | str, budget: Budget = GUEST_BUDGET, source: ByteSourc
     report = introspect.inspect(source if source is not None else path)
     assert report.details is not None, report.findings
     reader = Reader(source if source is not None else FileSource(path), budget)
-    return BY_NAME[report.format].guest(reader, report.details), reader
+    return BY_NAME[report.format].load().guest(reader, report.details), reader
 
 
 def assert_reads_like_source(view: Any, names: list[str] | None = None) -> None:
@@ -119,7 +119,7 @@ def survives_mutations(name: str, start: int, end: int, *, count: int = 12, seed
         if report.details is None:
             continue
         try:
-            view = BY_NAME[report.format].guest(Reader(mutated, GUEST_BUDGET), report.details)
+            view = BY_NAME[report.format].load().guest(Reader(mutated, GUEST_BUDGET), report.details)
             viewed += 1
             for offset, length in checks().values():
                 assert len(view.read(offset, length)) == length

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from introspect.policyfile import known_rules
 from introspect.report import INSPECTOR_VERSION
-from introspect.safety import RULES
 from introspect.sources import ByteSource
 from workers.catalog import (
     CatalogBackend,
@@ -125,11 +125,12 @@ def record_of(image: Mapping[str, Any]) -> ImageRecord:
     marker = Marker.read(image)
     claim = _claim_of(image)
     codes = [code for code in str(image.get("introspect_findings") or "").split(",") if code]
+    rules = known_rules()
     findings = [
         {
             "code": code,
-            "severity": str(RULES[code].severity) if code in RULES else "warn",
-            "message": RULES[code].summary if code in RULES else code,
+            "severity": str(rules[code].severity) if code in rules else "warn",
+            "message": rules[code].summary if code in rules else code,
         }
         for code in codes
     ]
