@@ -20,8 +20,8 @@ from introspect.formats.partitions import (
     Mbr,
     read_partition_table,
 )
-from introspect.guest import lvm
 from introspect.guest.disk import Disk
+from introspect.guest.fs import SIGNATURES
 from introspect.guest.model import Volume
 from introspect.model import Finding
 from introspect.safety import GUEST_VOLUME_CUT
@@ -30,6 +30,9 @@ from introspect.safety import GUEST_VOLUME_CUT
 DISK_DEVICE = "/dev/sda"
 #: LVM2's label, read from each partition (and the whole disk): a PV's content is its LVs.
 LVM2_MEMBER = "LVM2_member"
+#: Where blkid finds that label (its type, "LVM2 001", in one of the first four sectors): the LVM
+#: reader is imported only for a disk with a volume that carries one.
+LVM2_LABELS = tuple((offset, magic) for offset, magic, name in SIGNATURES if name == LVM2_MEMBER)
 
 
 @dataclass(slots=True)
@@ -52,6 +55,11 @@ def find_volumes(disk: Disk) -> Volumes:
         partitions = [(Volume(device=DISK_DEVICE, start=0, size=disk.size), disk)]
     else:
         partitions = list(_partitions(disk, table, volumes.findings))
+    if not any(_carries_lvm2_label(part) for _, part in partitions):
+        volumes.found.extend(partitions)
+        return volumes
+    from introspect.guest import lvm
+
     found = lvm.scan(partitions)
     for volume, part in partitions:
         uuid = found.members.get(volume.device)
@@ -61,6 +69,10 @@ def find_volumes(disk: Disk) -> Volumes:
     volumes.found.extend(found.volumes)
     volumes.findings.extend(found.findings)
     return volumes
+
+
+def _carries_lvm2_label(disk: Disk) -> bool:
+    return any(disk.read_upto(offset, len(magic), "LVM2 label") == magic for offset, magic in LVM2_LABELS)
 
 
 def _partitions(disk: Disk, table: Mbr | Gpt, findings: list[Finding]) -> Iterator[tuple[Volume, Disk]]:

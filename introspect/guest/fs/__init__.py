@@ -1,9 +1,9 @@
 """The filesystems the guest layer reads, and `identify` for those it only names.
 
 Adding a filesystem is one module exporting `FILESYSTEM` (see `introspect.guest.fs.base`) plus
-its entry in `REGISTERED`, with the signature every volume it reads carries: a module is imported
-only when a volume carries its signature, so an image pays for the filesystems it holds (a blank
-disk or an ext4 root does not import the NTFS, XFS, Btrfs and ISO 9660 readers).
+its entry in `REGISTERED`, with the signatures every volume it reads carries one of: a module is
+imported only when a volume carries its signature, so an image pays for the filesystems it holds
+(a blank disk imports none of the readers, an ext4 root the ext reader alone).
 """
 
 from __future__ import annotations
@@ -18,23 +18,22 @@ from introspect.guest.fs.base import Filesystem, FilesystemType
 @dataclass(frozen=True, slots=True)
 class Registered:
     """A filesystem `open_filesystem` reads: blkid's name for it, its module under this package,
-    and `signature`, (offset, bytes) that every volume its probe accepts carries (its module's own
-    constants: tests/guest/fs/test_registry.py checks them); None when the probe needs no fixed
-    bytes (a FAT boot sector is recognised by its BPB alone), so it is always asked."""
+    and `signatures`, (offset, bytes) of which every volume its probe accepts carries one (its
+    module's own constants: tests/guest/fs/test_registry.py checks them)."""
 
     name: str
     module: str
-    signature: tuple[int, bytes] | None
+    signatures: tuple[tuple[int, bytes], ...]
 
     def load(self) -> FilesystemType:
         filesystem: FilesystemType = importlib.import_module(f"{__name__}.{self.module}").FILESYSTEM
         return filesystem
 
     def carried_by(self, disk: Disk) -> bool:
-        if self.signature is None:
-            return True
-        offset, magic = self.signature
-        return disk.read_upto(offset, len(magic), f"{self.name} signature") == magic
+        return any(
+            disk.read_upto(offset, len(magic), f"{self.name} signature") == magic
+            for offset, magic in self.signatures
+        )
 
 
 # Signatures of the filesystems read here, which `SIGNATURES` below lists too.
@@ -43,16 +42,19 @@ _XFS = (0, b"XFSB")  # sb_magicnum
 _EXT = (0x438, (0xEF53).to_bytes(2, "little"))  # s_magic, in the superblock at 1 KiB
 _BTRFS = (0x10040, b"_BHRfS_M")  # the superblock's magic, at 64 KiB
 _ISO9660 = (0x8001, b"CD001")  # the first volume descriptor's standard identifier
+# A FAT boot sector: its 0x55 0xAA signature, or a type string libblkid accepts without it
+# (BS_FilSysType of FAT12/16, at 0x36, or of FAT32, at 0x52: "FAT12   ", "MSDOS"...).
+_FAT = ((510, b"\x55\xaa"), *((at, word) for at in (0x36, 0x52) for word in (b"FAT", b"MSDOS", b"MSWIN")))
 
 #: The filesystems read, probed in this order: those whose signature is in the first sector
 #: first (a probe costs one cached block), ISO 9660 last (a hybrid ISO's partitions are read first).
 REGISTERED: tuple[Registered, ...] = (
-    Registered("vfat", "fat", None),
-    Registered("ntfs", "ntfs", _NTFS),
-    Registered("xfs", "xfs", _XFS),
-    Registered("ext", "ext", _EXT),
-    Registered("btrfs", "btrfs", _BTRFS),
-    Registered("iso9660", "iso9660", _ISO9660),
+    Registered("vfat", "fat", _FAT),
+    Registered("ntfs", "ntfs", (_NTFS,)),
+    Registered("xfs", "xfs", (_XFS,)),
+    Registered("ext", "ext", (_EXT,)),
+    Registered("btrfs", "btrfs", (_BTRFS,)),
+    Registered("iso9660", "iso9660", (_ISO9660,)),
 )
 
 

@@ -1,5 +1,6 @@
-"""The filesystem registry: each entry's signature is its module's own constants, and a volume
-imports the reader of its filesystem only (FAT's, which has no signature, is always asked)."""
+"""The filesystem registry: each entry's signatures are its module's own constants, and a volume
+imports the reader of its filesystem only (and FAT's for a volume whose first sector ends in the
+boot signature 0x55 0xAA, as an NTFS one does: FAT is asked first)."""
 
 from __future__ import annotations
 
@@ -14,38 +15,48 @@ from introspect.formats.iso import (
     VOLUME_DESCRIPTOR_SET_SECTOR,
     VolumeDescriptor,
 )
-from introspect.guest.fs import REGISTERED, btrfs, ext, ntfs, xfs
+from introspect.guest.fs import REGISTERED, btrfs, ext, fat, ntfs, xfs
 from tests.conftest import ROOT, fixture_group
 
 #: Each module's signature as its own constants and structures place it.
 OWN_SIGNATURES = {
-    "vfat": None,
-    "ntfs": (ntfs.NtfsBootSector.offset_of("oem_id"), ntfs.OEM_ID),
-    "xfs": (xfs.XfsDsb.offset_of("sb_magicnum"), xfs.XFS_SB_MAGIC),
-    "ext": (ext.MAGIC_OFFSET, ext.EXT4_SUPER_MAGIC.to_bytes(2, "little")),
-    "btrfs": (btrfs.BTRFS_SUPER_INFO_OFFSET + btrfs.BtrfsSuperBlock.offset_of("magic"), btrfs.BTRFS_MAGIC),
-    "iso9660": (
-        VOLUME_DESCRIPTOR_SET_SECTOR * SECTOR_SIZE + VolumeDescriptor.offset_of("standard_identifier"),
-        STANDARD_IDENTIFIER,
-    ),
+    "vfat": {
+        (fat.SIGNATURE_OFFSET, fat.SIGNATURE),
+        *(
+            (extension.OFFSET + extension.offset_of("BS_FilSysType"), word)
+            for extension in (fat.Fat16Extension, fat.Fat32Extension)
+            for word in {kind.rstrip(b" ").rstrip(b"0123456789") for kind in fat.FILESYSTEM_TYPES}
+        ),
+    },
+    "ntfs": {(ntfs.NtfsBootSector.offset_of("oem_id"), ntfs.OEM_ID)},
+    "xfs": {(xfs.XfsDsb.offset_of("sb_magicnum"), xfs.XFS_SB_MAGIC)},
+    "ext": {(ext.MAGIC_OFFSET, ext.EXT4_SUPER_MAGIC.to_bytes(2, "little"))},
+    "btrfs": {(btrfs.BTRFS_SUPER_INFO_OFFSET + btrfs.BtrfsSuperBlock.offset_of("magic"), btrfs.BTRFS_MAGIC)},
+    "iso9660": {
+        (
+            VOLUME_DESCRIPTOR_SET_SECTOR * SECTOR_SIZE + VolumeDescriptor.offset_of("standard_identifier"),
+            STANDARD_IDENTIFIER,
+        )
+    },
 }
 
 
 def test_each_signature_is_its_module_s_own():
-    assert {entry.name: entry.signature for entry in REGISTERED} == OWN_SIGNATURES
+    assert {entry.name: set(entry.signatures) for entry in REGISTERED} == OWN_SIGNATURES
     assert {entry.name: entry.load().name for entry in REGISTERED} == {name: name for name in OWN_SIGNATURES}
 
 
 @pytest.mark.parametrize(
     ("group", "name", "imported"),
     [
-        ("volext4", "ext2-4k.img", ["base", "ext", "fat"]),
+        ("volext4", "ext2-4k.img", ["base", "ext"]),
         ("fatntfsiso", "fat16.img", ["base", "fat"]),
         ("fatntfsiso", "ntfs.img", ["base", "fat", "ntfs"]),
     ],
 )
 def test_a_volume_imports_the_reader_of_its_filesystem_only(group, name, imported):
-    """mkfs's volume, opened in a new process: the fs modules loaded are its own and FAT's."""
+    """mkfs's volume, opened in a new process: the fs modules loaded are its own, and FAT's
+    (asked first) when its boot sector ends in 0x55 0xAA."""
     path = fixture_group(group) / name
     code = f"""
 import sys
