@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -63,8 +64,9 @@ class Registered:
     signature: re.Pattern[bytes]
 
     def load(self) -> Container:
-        """The container itself, its module imported on first use."""
-        container: Container = getattr(importlib.import_module(f"{__name__}.{self.module}"), self.attribute)
+        """The container itself, its module imported on first use (then a lookup in sys.modules)."""
+        path = f"{__name__}.{self.module}"
+        container: Container = getattr(sys.modules.get(path) or importlib.import_module(path), self.attribute)
         return container
 
     def carried_by(self, head: bytes) -> bool:
