@@ -32,9 +32,11 @@ def known_rules() -> Mapping[str, Rule]:
     first, so a policy can name any code whichever images this process has seen."""
     import introspect.inspector
     import introspect.streaming  # noqa: F401
+    from introspect.containers import every_container
     from introspect.formats import every_format
 
     every_format()
+    every_container()
     return RULES
 
 

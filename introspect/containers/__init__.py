@@ -103,9 +103,15 @@ __all__ = [
     "ReaderSource",
     "Registered",
     "Unpacked",
+    "every_container",
     "sniff",
     "sniff_all",
 ]
+
+
+def every_container() -> tuple[Container, ...]:
+    """Every registered container, loaded (for what needs them all: every rule, tests)."""
+    return tuple(entry.load() for entry in CONTAINERS)
 
 
 def sniff(head: bytes) -> Container | None:
