@@ -4,6 +4,7 @@ brings them, instead of a traceback."""
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.util import find_spec
 
@@ -13,6 +14,11 @@ from introspect import DISTRIBUTION
 #: imported) up front, so that a missing one is this line whichever command runs.
 NEEDS = ("click", "rich")
 
+#: pydantic looks for plugins by scanning every installed distribution's entry points when it
+#: builds its first model (~10 ms of a cold `introspect inspect`); the command has none to load.
+#: Set PYDANTIC_DISABLE_PLUGINS yourself (to "" to let every plugin load) and it is kept.
+PYDANTIC_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+
 
 def main() -> None:
     missing = next((package for package in NEEDS if find_spec(package) is None), None)
@@ -21,6 +27,7 @@ def main() -> None:
             f"Error: the command line needs the {missing} package: pip install '{DISTRIBUTION}[cli]'\n"
         )
         sys.exit(2)
+    os.environ.setdefault(PYDANTIC_PLUGINS, "__all__")
     from introspect.cli import main as command
 
     command()

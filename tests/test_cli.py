@@ -181,6 +181,48 @@ def test_schema_is_the_reports_json_schema():
     ].keys()
 
 
+#: A pydantic plugin, as a distribution declares one (entry point group `pydantic`): loading it
+#: leaves a mark.
+MARKER_PLUGIN = """
+import os, pathlib
+pathlib.Path(os.environ["PLUGIN_MARK"]).write_text("loaded")
+
+
+class Plugin:
+    def new_schema_validator(self, schema, schema_type, path, kind, config, settings):
+        return None, None, None
+
+
+plugin = Plugin()
+"""
+
+
+@pytest.mark.parametrize(("setting", "loaded"), [(None, False), ("", True), ("other", True)])
+def test_the_command_loads_no_pydantic_plugin_unless_told(tmp_path, setting, loaded):
+    """A cold `introspect inspect` does not scan every installed distribution for pydantic plugins;
+    PYDANTIC_DISABLE_PLUGINS set by the user is kept ("" or a list of other names: this one loads)."""
+    site = tmp_path / "site"
+    (site / "marker_plugin-1.0.dist-info").mkdir(parents=True)
+    (site / "marker_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: marker-plugin\nVersion: 1.0\n"
+    )
+    (site / "marker_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[pydantic]\nmarker = marker_plugin:plugin\n"
+    )
+    (site / "marker_plugin.py").write_text(MARKER_PLUGIN)
+    mark = tmp_path / "mark"
+    env = process_env(PLUGIN_MARK=str(mark))
+    env["PYTHONPATH"] += os.pathsep + str(site)
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    result = subprocess.run(
+        [INTROSPECT, "inspect", str(qcow2(tmp_path))], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert mark.exists() is loaded
+
+
 def imported(tmp_path, *args: str) -> set[str]:
     """The modules an `introspect ARGS...` process had imported when it ended."""
     listing = tmp_path / "modules.txt"
