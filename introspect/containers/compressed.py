@@ -183,29 +183,10 @@ class NotDecompressed(BytesNotKept):
         )
 
 
-class HeadOfStream(ByteSource):
-    """A decompressed head whose image goes on, as the guest pass reads it: its end is unknown
-    (`UNKNOWN_END`), its head is served, and a read past the head raises `NotDecompressed` where a
-    header parser is given a short read (`introspect.inspector` keeps that view for the header
-    pass, whose parsers check tables against the end of the file)."""
-
-    def __init__(self, head: ByteSource) -> None:
-        self._head = head
-        self.name = head.name
-
-    @property
-    def size(self) -> int:
-        return UNKNOWN_END
-
-    def pread(self, offset: int, length: int) -> bytes:
-        data = self._head.pread(offset, length)
-        if len(data) < length:
-            raise NotDecompressed(offset, length, self._head.size)
-        return data
-
-
 class EndUnknown(ByteSource):
-    """A member whose end is unknown (a decompressed head whose image goes on): it claims the largest size."""
+    """A member whose end is unknown (a decompressed head whose image goes on), as the header pass
+    reads it: it claims the largest size (`UNKNOWN_END`), and a read past the head comes back short,
+    which a header parser checking a table against the end of the file reports."""
 
     def __init__(self, head: ByteSource) -> None:
         self._head = head
@@ -221,6 +202,17 @@ class EndUnknown(ByteSource):
     def unmetered(self) -> ByteSource:
         """The guest pass reads the head as `HeadOfStream`: a read past it is refused, never short."""
         return HeadOfStream(self._head.unmetered())
+
+
+class HeadOfStream(EndUnknown):
+    """A decompressed head whose image goes on, as the guest pass reads it: its head is served, and
+    a read past it raises `NotDecompressed` where the header pass's view (`EndUnknown`) is short."""
+
+    def pread(self, offset: int, length: int) -> bytes:
+        data = self._head.pread(offset, length)
+        if len(data) < length:
+            raise NotDecompressed(offset, length, self._head.size)
+        return data
 
 
 def guest_source(member: Member) -> ByteSource:
