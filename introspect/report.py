@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 #: guest's own filesystems, for every format with a guest view.
 INSPECTOR_VERSION = 4
 
+#: How a lazily typed field is serialized: as the model its value is (pydantic's `Any` does that).
+_AS_ITS_OWN_MODEL = core_schema.wrap_serializer_function_ser_schema(
+    lambda value, serialize: serialize(value), schema=core_schema.any_schema()
+)
+
 
 class _ByFormat:
     """`details`: the details model of the format their `format` field names, imported only when
@@ -43,9 +48,7 @@ class _ByFormat:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(
             _details_of_named_format,
-            serialization=core_schema.wrap_serializer_function_ser_schema(
-                lambda value, serialize: serialize(value), schema=core_schema.any_schema()
-            ),
+            serialization=_AS_ITS_OWN_MODEL,
         )
 
     def __get_pydantic_json_schema__(
@@ -73,9 +76,7 @@ class _Imported:
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
         return core_schema.no_info_plain_validator_function(
             self.validate,
-            serialization=core_schema.wrap_serializer_function_ser_schema(
-                lambda value, serialize: serialize(value), schema=core_schema.any_schema()
-            ),
+            serialization=_AS_ITS_OWN_MODEL,
         )
 
     def __get_pydantic_json_schema__(
