@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import typing
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -159,6 +160,45 @@ print(" ".join(sorted(m.split(".", 1)[1] for m in sys.modules if m.startswith(("
     assert found == f"{path.suffix[1:]} ok"
     helpers = ["containers.base", "formats.base"]  # the Container and Format types
     assert modules.split() == sorted([*helpers, *(f"formats.{name}" for name in formats)])
+
+
+def test_threads_inspecting_at_once_each_load_their_format_whole(tmp_path):
+    """The first inspections of a process, in threads at once (as Glance's import plugin runs in
+    its API's threads): each format's and container's module is imported by one of them while the
+    others wait for it, and none sees a module whose body has not run yet (a lookup in sys.modules
+    would: "partially initialized module ... has no attribute 'FORMAT'")."""
+    made = []
+    for fmt, suffix in (("qcow2", "qcow2"), ("vpc", "vhd"), ("vhdx", "vhdx"), ("vdi", "vdi"), ("qed", "qed")):
+        for copy in range(3):
+            path = tmp_path / f"{copy}.{suffix}"
+            subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), "64M"], check=True)
+            made.append(str(path))
+    for copy in range(3):  # and a container's module: gzip's
+        subprocess.run(["gzip", "-k", f"{copy}.qcow2"], cwd=tmp_path, check=True)
+        made.append(str(tmp_path / f"{copy}.qcow2.gz"))
+    code = f"""
+import threading
+import introspect
+paths = {made!r}
+barrier = threading.Barrier(len(paths))
+found = {{}}
+def run(path):
+    barrier.wait()
+    found[path] = introspect.inspect(path, guest=False)
+threads = [threading.Thread(target=run, args=(path,)) for path in paths]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(" ".join(f"{{found[p].format}}:{{found[p].verdict}}" for p in paths))
+"""
+    for _ in range(3):  # fresh processes: the race is on the first import
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert result.returncode == 0 and not result.stderr, result.stderr
+        expected = [f"{Path(path.removesuffix('.gz')).suffix[1:]}:ok" for path in made]
+        assert result.stdout.split() == expected
 
 
 def test_a_declared_model_must_carry_the_format_name():

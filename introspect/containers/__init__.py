@@ -35,9 +35,7 @@ OVA (`containers/ova.py`, a POSIX tar whose first header has `ustar` at offset 2
 
 from __future__ import annotations
 
-import importlib
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -50,6 +48,7 @@ from introspect.containers.base import (
     ReaderSource,
     Unpacked,
 )
+from introspect.formats import imported
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +63,8 @@ class Registered:
     signature: re.Pattern[bytes]
 
     def load(self) -> Container:
-        """The container itself, its module imported on first use (then a lookup in sys.modules)."""
-        path = f"{__name__}.{self.module}"
-        container: Container = getattr(sys.modules.get(path) or importlib.import_module(path), self.attribute)
+        """The container itself, its module imported on first use (then a dict lookup)."""
+        container: Container = getattr(imported(f"{__name__}.{self.module}"), self.attribute)
         return container
 
     def carried_by(self, head: bytes) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,19 +41,32 @@ class Registered:
     sized_by_file: bool = False
 
     def load(self) -> Format[Any]:
-        """The format itself, its module imported on first use."""
-        fmt: Format[Any] = importlib.import_module(f"{__name__}.{self.module}").FORMAT
+        """The format itself, its module imported on first use (then a dict lookup)."""
+        fmt: Format[Any] = imported(f"{__name__}.{self.module}").FORMAT
         return fmt
 
     def carried_by(self, head: Head) -> bool:
         """Could the probe claim this head? (No signature present: it cannot, unloaded.)"""
         for offset, magic in self.signatures:
-            found = (
-                head.data[offset : offset + len(magic)] if offset >= 0 else head.tail[offset:][: len(magic)]
-            )
-            if found == magic:
+            if offset >= 0:
+                if head.data.startswith(magic, offset):
+                    return True
+            elif head.tail.startswith(magic, max(0, len(head.tail) + offset)):  # as tail[offset:] starts
                 return True
         return False
+
+
+#: Modules whose import has completed, by name. Not sys.modules: another thread's import puts a
+#: module there before its body has run (import_module waits for it; a lookup there would not).
+_IMPORTED: dict[str, ModuleType] = {}
+
+
+def imported(name: str) -> ModuleType:
+    """The module `name`, imported once (a registry's `load` runs for every file inspected)."""
+    module = _IMPORTED.get(name)
+    if module is None:
+        module = _IMPORTED[name] = importlib.import_module(name)
+    return module
 
 
 _QCOW_MAGIC = (0, b"QFI\xfb")  # qcow and qcow2 share it; the version tells them apart
