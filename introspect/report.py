@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
@@ -16,7 +15,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from introspect.formats import BY_NAME, every_format
+from introspect.formats import BY_NAME, every_format, imported
 from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Frozen, Verdict
 
@@ -66,7 +65,7 @@ class _Imported:
         self.module, self.model = module, model
 
     def load(self) -> type[BaseModel]:
-        model: type[BaseModel] = getattr(importlib.import_module(self.module), self.model)
+        model: type[BaseModel] = getattr(imported(self.module), self.model)
         return model
 
     def validate(self, value: Any) -> BaseModel:

@@ -8,9 +8,9 @@ imported only when a volume carries its signature, so an image pays for the file
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
+from introspect.formats import imported
 from introspect.guest.disk import Disk
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
@@ -26,7 +26,7 @@ class Registered:
     signatures: tuple[tuple[int, bytes], ...]
 
     def load(self) -> FilesystemType:
-        filesystem: FilesystemType = importlib.import_module(f"{__name__}.{self.module}").FILESYSTEM
+        filesystem: FilesystemType = imported(f"{__name__}.{self.module}").FILESYSTEM
         return filesystem
 
     def carried_by(self, disk: Disk) -> bool:
