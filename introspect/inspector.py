@@ -8,9 +8,9 @@ policy, and merge the layers' properties. An image that cannot be parsed yields 
 verdict; only a caller's mistake (a path that does not exist) or a failing source (OSError or
 SourceError: a disk or network fault, which says nothing of the image) raises.
 
-Reports are assembled with `Report.model_construct`: every value is already what its field
-holds (details, findings and guest facts are models their makers validated; the rest are plain
-str and int). Validating them again would check nothing new, and would build the Report's
+Reports are assembled as `Report.model_construct` makes them (`report.assembled`): every value
+is already what its field holds (details, findings and guest facts are models their makers
+validated; the rest are plain str and int). Validating them again would check nothing new, and would build the Report's
 validator, every format's details with it, on the first inspection of a process (tens of ms of
 `introspect inspect one.qcow2`). tests/test_registry.py checks, over every fixture, that
 validation gives back the same Report.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from introspect import containers, qemu
@@ -33,7 +32,7 @@ from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers
 from introspect.formats.base import Format, Head, Inspection
 from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Severity, Verdict
-from introspect.report import Report
+from introspect.report import Report, assembled
 from introspect.safety import (
     CONTAINER_MISMATCH,
     DEFAULT_POLICY,
@@ -99,7 +98,8 @@ def inspect(
     """
     if expect is not None and canonical_name(expect) not in BY_NAME:
         raise UsageError(f"unknown format {expect!r}; known: {', '.join(sorted(BY_NAME))}")
-    with _opened(source) as byte_source:
+    byte_source = _source_of(source)
+    try:
         reader = Reader(byte_source, budget)
         path = os.fspath(source) if isinstance(source, str | os.PathLike) else None
         if path is not None and is_url(path):
@@ -112,6 +112,9 @@ def inspect(
             cross_check_path=(path or NOT_LOCAL) if cross_check else None,
             guest_budget=(guest_budget or GUEST_BUDGET) if guest else None,
         )
+    finally:
+        if byte_source is not source:
+            byte_source.close()  # ours to close; a caller's ByteSource or open file is theirs
     return (
         report
         if expect_container is None
@@ -163,25 +166,16 @@ def _check_container(report: Report, declared: str, policy: Policy) -> Report:
     )
 
 
-def _report(**fields: Any) -> Report:
-    """A Report of values already checked (see the module docstring). `members` is given: for a
-    field with a default_factory, `model_construct` asks `inspect.signature` of the factory on
-    every call, which cost more than the rest of the Report."""
-    return Report.model_construct(set(fields), **{"members": [], **fields})
-
-
-@contextmanager
-def _opened(source: Source) -> Iterator[ByteSource]:
+def _source_of(source: Source) -> ByteSource:
+    """The ByteSource to read `source` through (a plain function, not a context manager: a
+    generator's set-up and tear-down cost more than a small image's parse)."""
     if isinstance(source, ByteSource):
-        yield source
-    elif isinstance(source, str) and is_url(source):
-        with HttpSource(source) as remote:
-            yield remote
-    elif isinstance(source, str | os.PathLike):
-        with FileSource(source) as opened:
-            yield opened
-    else:
-        yield OpenFileSource(source)
+        return source
+    if isinstance(source, str) and is_url(source):
+        return HttpSource(source)
+    if isinstance(source, str | os.PathLike):
+        return FileSource(source)
+    return OpenFileSource(source)
 
 
 def _inspect(
@@ -204,7 +198,7 @@ def _inspect(
                 )
             ]
         )
-        return _report(
+        return assembled(
             source=name,
             format=None,
             size=0,
@@ -258,7 +252,7 @@ def _inspect(
     if inspection is not None and cross_check_path is not None:
         findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, named_files)))
     parsed = inspection is not None
-    return _report(
+    return assembled(
         source=name,
         format=fmt.name,
         size=reader.size,
@@ -342,7 +336,7 @@ def _inspect_container(
     (a tar that is not an OVA), which is then inspected as an image."""
 
     def unopened(findings: list[Finding], details: Any = None) -> Report:
-        return _report(
+        return assembled(
             source=name,
             format=None,
             container_format=container.name,
