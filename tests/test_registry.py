@@ -13,6 +13,8 @@ import typing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import introspect
@@ -22,6 +24,7 @@ from introspect.formats import (
     RAW,
     REGISTERED,
     bochs,
+    carried,
     cloop,
     dmg,
     every_format,
@@ -36,9 +39,9 @@ from introspect.formats import (
     vmdk,
 )
 from introspect.formats.base import Head
-from introspect.report import Report
+from introspect.report import Report, assembled
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, fixture_group
 
 SIDECARS = (".json", ".txt", ".err", ".built", ".sh", ".py")
 
@@ -93,7 +96,20 @@ def test_no_probe_claims_a_file_its_signatures_do_not_start():
             if entry.load().probe(head):
                 claimed.add(entry.name)
                 assert entry.carried_by(head), (entry.name, path)
+        assert carried(head) == {entry.name for entry in PROBED if entry.carried_by(head)}, path
     assert claimed == {entry.name for entry in PROBED}
+
+
+@given(st.binary(max_size=40), st.binary(max_size=40))
+def test_signatures_found_by_first_byte_are_each_entry_s_own(start, tail):
+    """`carried` (the signatures looked up by the head's first byte) against each entry's
+    `carried_by`, over heads starting with or holding a signature, and tails ending with one."""
+    for entry in PROBED:
+        for offset, magic in entry.signatures:
+            data = (start + bytes(max(0, offset)))[: max(0, offset)] + magic + start if offset >= 0 else start
+            end = tail + magic + bytes(-offset - len(magic)) if offset < 0 else tail
+            head = Head(data, end, len(data))
+            assert carried(head) == {e.name for e in PROBED if e.carried_by(head)}
 
 
 @pytest.mark.parametrize("fmt", every_format(), ids=lambda f: f.name)
@@ -230,6 +246,22 @@ def test_every_report_round_trips_through_json():
     assert seen == set(BY_NAME)
 
 
+def test_a_report_is_assembled_as_model_construct_makes_it():
+    """`assembled` (the inspector's Reports) gives what `Report.model_construct` gives: the same
+    fields, defaults, fields set and JSON, with a new `members` list each time; and a Report it
+    lacks a required field of is an error, not a half-made Report."""
+    report = introspect.inspect(fixture_group("qcow") / "v3-7m.qcow2", guest=False)
+    given = {name: getattr(report, name) for name in report.model_fields_set}
+    made, constructed = assembled(**given), Report.model_construct(set(given), **given)
+    assert made == constructed == report
+    assert made.__dict__ == constructed.__dict__ and list(made.__dict__) == list(Report.model_fields)
+    assert made.model_fields_set == constructed.model_fields_set == set(given)
+    assert made.model_dump_json() == constructed.model_dump_json() == report.model_dump_json()
+    assert made.members is not assembled(**given).members
+    with pytest.raises(TypeError, match="a Report needs verdict"):
+        assembled(**{name: value for name, value in given.items() if name != "verdict"})
+
+
 @pytest.mark.parametrize(
     ("declared", "found", "ok"),
     [
@@ -305,7 +337,7 @@ FORMAT = Format(
 #: ...and what it reports, through the same inspect() as every format.
 TOY_CHECK = """
 import introspect, struct
-from introspect.report import Report
+from introspect.report import Report, assembled
 path = "disk.toy"
 open(path, "wb").write(struct.pack("<8s Q", b"TOYDISK1", 1 << 30) + bytes(4096))
 report = introspect.inspect(path, expect="raw")

@@ -113,10 +113,44 @@ SATISFIES: dict[str, frozenset[str]] = {
 ALIASES: dict[str, str] = {"vpc": "vhd", "parallels": "ploop", "qcow2": "qcow2"}
 
 
+#: The signatures at offset 0, by their first byte, and the others: what `claiming` tests, so that
+#: a head is compared with the few signatures its first byte allows rather than with every format's.
+_AT_START: dict[int, list[tuple[bytes, Registered]]] = {}
+_ELSEWHERE: list[tuple[int, bytes, Registered]] = []
+for _entry in PROBED:
+    for _offset, _magic in _entry.signatures:
+        if _offset == 0:
+            _AT_START.setdefault(_magic[0], []).append((_magic, _entry))
+        else:
+            _ELSEWHERE.append((_offset, _magic, _entry))
+
+
+def carried(head: Head) -> set[str]:
+    """The names of the probed formats whose signature the head carries: `Registered.carried_by`
+    of each, found by the head's first byte and the few signatures elsewhere."""
+    data, tail = head.data, head.tail
+    names = (
+        {entry.name for magic, entry in _AT_START.get(data[0], ()) if data.startswith(magic)}
+        if data
+        else set()
+    )
+    for offset, magic, entry in _ELSEWHERE:
+        if entry.name not in names and (
+            data.startswith(magic, offset)
+            if offset > 0
+            else tail.startswith(magic, max(0, len(tail) + offset))
+        ):
+            names.add(entry.name)
+    return names
+
+
 def claiming(head: Head) -> list[Format[Any]]:
     """The probed formats whose probe claims this head, in probe order (a module is imported only
     when the head carries one of its signatures)."""
-    return [fmt for entry in PROBED if entry.carried_by(head) and (fmt := entry.load()).probe(head)]
+    names = carried(head)
+    if not names:
+        return []
+    return [fmt for entry in PROBED if entry.name in names and (fmt := entry.load()).probe(head)]
 
 
 def every_format() -> tuple[Format[Any], ...]:
