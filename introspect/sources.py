@@ -88,18 +88,25 @@ class FileSource(ByteSource):
         except OSError as error:
             raise UsageError(f"{self.name}: {error.strerror}") from None
         try:
-            _refuse_special(self.name, os.fstat(self._fd).st_mode)
+            opened = os.fstat(self._fd)
+            _refuse_special(self.name, opened.st_mode)
         except UsageError:
             os.close(self._fd)
             raise
-        self._size = os.lseek(self._fd, 0, os.SEEK_END)
+        # A block device's size is its end; a regular file's is in the stat already.
+        self._size = opened.st_size if stat.S_ISREG(opened.st_mode) else os.lseek(self._fd, 0, os.SEEK_END)
 
     @property
     def size(self) -> int:
         return self._size
 
     def pread(self, offset: int, length: int) -> bytes:
-        chunks = []
+        first = os.pread(self._fd, length, offset) if length > 0 else b""
+        if len(first) == length or not first:
+            return first  # all of it in one read, as a regular file gives it, or the end
+        chunks = [first]
+        offset += len(first)
+        length -= len(first)
         while length > 0:
             chunk = os.pread(self._fd, length, offset)
             if not chunk:
@@ -125,6 +132,8 @@ _SPECIAL = (
 
 
 def _refuse_special(name: str, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return  # what nearly every path names: asked first
     for test, what in _SPECIAL:
         if test(mode):
             raise UsageError(f"{name}: {what}")
