@@ -61,16 +61,17 @@ def _all_zeros(data: bytes, start: int, end: int) -> bool:
     return data.endswith(_zeros(end - start), start, end)
 
 
-def end_of_data(data: bytes) -> int:
-    """`len(data.rstrip(b"\\0"))`: where the data ends before trailing zero bytes. Mapping tables and
-    refcount blocks are mostly zeros after their last entry: windows from the end, doubling, are
-    compared with zeros until one is not; that one is halved down to 4 KiB, which one big-integer
-    conversion measures. ~2 µs for a 64 KiB table, where `rstrip` tests each byte (~100 µs)."""
-    end, size = len(data), _WINDOW
+def end_of_data(data: bytes, first: int = 0, stop: int | None = None) -> int:
+    """`len(data[first:stop].rstrip(b"\\0"))` (without copying the slice): where the data ends
+    before trailing zero bytes. Mapping tables and refcount blocks are mostly zeros after their
+    last entry: windows from the end, doubling, are compared with zeros until one is not; that one
+    is halved down to 4 KiB, which one big-integer conversion measures. ~2 µs for a 64 KiB table,
+    where `rstrip` tests each byte (~100 µs)."""
+    end, size = len(data) if stop is None else min(stop, len(data)), _WINDOW
     while True:
-        if not end:
+        if end <= first:
             return 0
-        start = max(0, end - size)
+        start = max(first, end - size)
         if not _all_zeros(data, start, end):
             break
         end, size = start, min(2 * size, _LARGEST_WINDOW)
@@ -80,18 +81,24 @@ def end_of_data(data: bytes) -> int:
             end = middle
         else:
             start = middle
-    return start + (int.from_bytes(data[start:end], "little").bit_length() + 7) // 8
+    return start - first + (int.from_bytes(data[start:end], "little").bit_length() + 7) // 8
 
 
 #: The array type code of unsigned 32-bit numbers on this machine.
 _U32 = next(code for code in "ILH" if array(code).itemsize == 4)
 
 
-def largest_u32le(data: bytes) -> int:
-    """The largest of the little-endian unsigned 32-bit numbers `data` holds (its length a multiple
-    of 4), 0 when it holds none: one array and one `max` in C, where unpacking each number to a
-    tuple took ~0.1 µs a number (a VMDK's grain tables hold thousands)."""
+def u32s(data: bytes, byteorder: Literal["little", "big"]) -> array[int]:
+    """The unsigned 32-bit numbers `data` holds (its length a multiple of 4), as an array that C
+    code scans (`max`, `filter`): unpacking each number to a tuple took ~0.1 µs a number, and
+    mapping tables hold thousands."""
     numbers = array(_U32, data)
-    if sys.byteorder == "big":
+    if sys.byteorder != byteorder:
         numbers.byteswap()
-    return max(numbers, default=0)
+    return numbers
+
+
+def largest_u32le(data: bytes) -> int:
+    """The largest of the little-endian unsigned 32-bit numbers `data` holds, 0 when it holds none
+    (a VMDK's grain tables)."""
+    return max(u32s(data, "little"), default=0)

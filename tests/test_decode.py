@@ -61,6 +61,18 @@ def test_end_of_data_is_where_rstrip_ends_the_data(data, zeros):
     assert decode.end_of_data(padded) == len(padded.rstrip(b"\0"))
 
 
+@given(
+    st.binary(max_size=2 * decode.KIB),
+    st.integers(0, 20 * decode.KIB),
+    st.binary(max_size=64),
+    st.integers(0, 10 * decode.KIB),
+    st.integers(0, 30 * decode.KIB),
+)
+def test_end_of_data_of_a_slice_is_that_of_the_slice_copied(data, zeros, after, first, stop):
+    whole = bytes(first) + data + bytes(zeros) + after
+    assert decode.end_of_data(whole, first, stop) == len(whole[first:stop].rstrip(b"\0"))
+
+
 def test_end_of_data_at_window_edges():
     window = 4 * decode.KIB
     for end in (0, 1, window - 1, window, window + 1, 3 * window, 16 * window):
