@@ -612,6 +612,8 @@ BAT_STATE_BITS = 3
 BAT_STATE_MASK = (1 << BAT_STATE_BITS) - 1
 BAT_FILE_OFFSET_SHIFT = 20
 PRESENT_STATES = frozenset({6, 7})
+#: A BAT entry's first byte -> 1 when its state is one of PRESENT_STATES (a `bytes.translate` table).
+_PRESENT_BY_FIRST_BYTE = bytes(int(byte & BAT_STATE_MASK in PRESENT_STATES) for byte in range(256))
 
 
 def _blocks_past_the_end(
@@ -627,14 +629,17 @@ def _blocks_past_the_end(
     except TruncatedImage as error:
         return [TRUNCATED.finding(f"the VHDX block allocation table runs past the end of the file: {error}")]
     chunk_ratio = SECTORS_PER_CHUNK * logical_sector_size // block_size
-    ends = [
-        (
-            (entry >> BAT_FILE_OFFSET_SHIFT) * MIB,
-            MIB if index % (chunk_ratio + 1) == chunk_ratio else block_size,
-        )
-        for index, (entry,) in enumerate(struct.iter_unpack("<Q", data))
-        if entry & BAT_STATE_MASK in PRESENT_STATES
-    ]
+    # Only the entries of blocks present are unpacked, found by their state (the low bits of each
+    # little-endian entry's first byte) in C: qemu marks every block of a new disk ZERO, and a
+    # 1 TiB disk's BAT unpacked whole took ~3 ms.
+    present = data[::BAT_ENTRY_SIZE].translate(_PRESENT_BY_FIRST_BYTE)
+    ends = []
+    index = present.find(1)
+    while index >= 0:
+        (entry,) = struct.unpack_from("<Q", data, index * BAT_ENTRY_SIZE)
+        size = MIB if index % (chunk_ratio + 1) == chunk_ratio else block_size
+        ends.append(((entry >> BAT_FILE_OFFSET_SHIFT) * MIB, size))
+        index = present.find(1, index + 1)
     if not ends:
         return []
     start, size = max(ends, key=lambda block: block[0] + block[1])
