@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from introspect.decode import MIB, end_of_data
 from introspect.model import Finding, Frozen, Severity
@@ -191,16 +191,19 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     header: dict[str, str] = {}
     header_positions: dict[str, int] = {}
     ddb: dict[str, str] = {}
-    extents: list[VmdkExtent] = []
+    extents: list[dict[str, Any]] = []  # VmdkExtent's fields
     problems = _Problems({})
     position = 0
     for line in lines:
-        line_start = position + len(line) - len(line.lstrip())
+        line_position = position
         position += len(line) + 1
         stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        if not stripped or stripped[0] == "#":
             continue
-        if (extent_match := EXTENT_LINE.fullmatch(stripped)) is not None:
+        # An extent line has no `=` outside its quoted name, and a key line's key has no blank:
+        # no line is both, so the `=` only says which pattern to try first.
+        key_match = KEY_LINE.fullmatch(stripped) if "=" in stripped else None
+        if key_match is None and (extent_match := EXTENT_LINE.fullmatch(stripped)) is not None:
             extent = _extent(extent_match, problems, stripped)
             if extent is None:
                 continue
@@ -208,7 +211,7 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
                 problems.add("too_many_extents", stripped)
                 continue
             extents.append(extent)
-        elif (key_match := KEY_LINE.fullmatch(stripped)) is not None:
+        elif key_match is not None:
             key, value = key_match["key"], _unquote(key_match["value"])
             if key in header or key in ddb:
                 problems.add("duplicate", stripped)
@@ -224,7 +227,7 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
                     problems.add("too_long", stripped)
                     value = value[:MAX_VALUE_LENGTH]
                 header[key] = value
-                header_positions[key] = line_start
+                header_positions[key] = line_position + len(line) - len(line.lstrip())
             else:
                 problems.add("unknown_key", stripped)
         else:
@@ -265,20 +268,22 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _extent(match: re.Match[str], problems: _Problems, line: str) -> VmdkExtent | None:
+def _extent(match: re.Match[str], problems: _Problems, line: str) -> dict[str, Any] | None:
+    """An extent line's VmdkExtent fields, which VmdkDescriptor validates with the rest (one
+    validation for the descriptor, not one more per extent)."""
     access = EXTENT_ACCESS.get(match["access"])
     kind, name, offset = match["type"], match["name"], match["offset"]
     if access is None or kind not in EXTENT_TYPES or (name is None) != (kind == "ZERO"):
         problems.add("syntax", line)
         return None
-    return VmdkExtent(
-        access=access,
-        sectors=int(match["sectors"]),
-        type=kind,
-        file_name=name[:MAX_NAME_LENGTH] if name is not None else None,
-        file_name_truncated=name is not None and len(name) > MAX_NAME_LENGTH,
-        offset=int(offset) if offset is not None else None,
-    )
+    return {
+        "access": access,
+        "sectors": int(match["sectors"]),
+        "type": kind,
+        "file_name": name[:MAX_NAME_LENGTH] if name is not None else None,
+        "file_name_truncated": name is not None and len(name) > MAX_NAME_LENGTH,
+        "offset": int(offset) if offset is not None else None,
+    }
 
 
 def _problem_findings(problems: _Problems) -> Iterator[Finding]:
