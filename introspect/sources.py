@@ -447,7 +447,7 @@ class Reader:
 
     def keep(self, offset: int, data: bytes) -> None:
         """Remember bytes already read (the head, the tail) so parsers re-read them for free."""
-        if (offset, len(data)) not in {(start, len(kept)) for start, kept in self._cache}:
+        if not any(start == offset and len(kept) == len(data) for start, kept in self._cache):
             self._cache.append((offset, data))
 
     def head(self) -> bytes:
