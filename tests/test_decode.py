@@ -86,3 +86,9 @@ def test_end_of_data_at_window_edges():
 def test_largest_u32le_is_the_largest_number_struct_reads(numbers):
     data = struct.pack(f"<{len(numbers)}I", *numbers)
     assert decode.largest_u32le(data) == max(numbers, default=0)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300))
+def test_u32s_are_the_numbers_struct_reads_in_either_byte_order(numbers):
+    assert list(decode.u32s(struct.pack(f">{len(numbers)}I", *numbers), "big")) == numbers
+    assert list(decode.u32s(struct.pack(f"<{len(numbers)}I", *numbers), "little")) == numbers
