@@ -10,10 +10,10 @@ SourceError: a disk or network fault, which says nothing of the image) raises.
 
 Reports are assembled as `Report.model_construct` makes them (`report.assembled`): every value
 is already what its field holds (details, findings and guest facts are models their makers
-validated; the rest are plain str and int). Validating them again would check nothing new, and would build the Report's
-validator, every format's details with it, on the first inspection of a process (tens of ms of
-`introspect inspect one.qcow2`). tests/test_registry.py checks, over every fixture, that
-validation gives back the same Report.
+validated; the rest are plain str and int). Validating them again would check nothing new, and
+would build the Report's validator, every format's details with it, on the first inspection of a
+process (tens of ms of `introspect inspect one.qcow2`). tests/test_registry.py checks, over every
+fixture, that validation gives back the same Report.
 """
 
 from __future__ import annotations
