@@ -631,7 +631,7 @@ def _blocks_past_the_end(
     chunk_ratio = SECTORS_PER_CHUNK * logical_sector_size // block_size
     # Only the entries of blocks present are unpacked, found by their state (the low bits of each
     # little-endian entry's first byte) in C: qemu marks every block of a new disk ZERO, and a
-    # 1 TiB disk's BAT unpacked whole took ~3 ms.
+    # 1 TiB disk's BAT (33,024 entries) unpacked whole took ~1 ms.
     present = data[::BAT_ENTRY_SIZE].translate(_PRESENT_BY_FIRST_BYTE)
     ends = []
     index = present.find(1)
