@@ -32,7 +32,6 @@ from introspect.vocabulary import NAMESPACE, metadefs_namespace
 # rich, the guest pass each cost a command that does not use them tens of milliseconds).
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.text import Text
 
     from introspect.model import Severity
     from introspect.report import Report
@@ -247,23 +246,22 @@ def _guest_word(report: Report) -> str:
     )
 
 
-def _row(report: Report) -> tuple[Text, ...]:
-    """One table row. Every cell is literal Text, its control characters escaped: names and values
-    come from images and users, and are never read as markup or terminal sequences."""
-    from rich.text import Text
-
+def _cells(report: Report) -> tuple[str, ...]:
+    """One table row's cells, in `_Rows.COLUMNS` order. Every cell is literal, its control
+    characters escaped: names and values come from images and users, and are never read as markup
+    or terminal sequences."""
     from introspect.model import Severity
 
     shown = ", ".join(report.properties[k] for k in SHOWN_PROPERTIES if k in report.properties)
     codes = ", ".join(f.code for f in report.findings if f.severity != Severity.INFO)
     return (
-        Text(literal(report.source)),
-        Text(report.format or "-"),
-        Text(_human(report.virtual_size)),
-        Text(report.verdict.value, style=VERDICT_STYLE[report.verdict]),
-        Text(literal(shown)),
-        Text(literal(_guest_word(report))),
-        Text(literal(codes)),
+        literal(report.source),
+        report.format or "-",
+        _human(report.virtual_size),
+        report.verdict.value,
+        literal(shown),
+        literal(_guest_word(report)),
+        literal(codes),
     )
 
 
@@ -333,8 +331,8 @@ def inspect_command(
     budget = None if no_guest else _guest_budget(guest_budget)
     if verify_manifest:
         policy = policy.model_copy(update={"verify_manifest": True})
-    # Consoles (rich) only where they print: JSON lines and error-free runs never import rich.
-    out = _table_console() if output == "table" else None
+    # rich only where it prints: rows in a terminal, errors, a table of -c columns. JSON lines, rows
+    # into a pipe and error-free runs never import it.
     err: Console | None = None
 
     def error(line: str) -> None:
@@ -346,11 +344,10 @@ def inspect_command(
     failed = usage_failed = False
     targets = list(_paths(paths))
     whole = output == "json" and not columns  # the Report's own JSON, as `--json` always printed
-    rows = (
-        _Rows(out, [STDIN_NAME if t == STDIN else t for t in targets if not isinstance(t, EmptyDirectory)])
-        if out is not None and not columns
-        else None
-    )
+    rows: _Rows | _PipedRows | None = None
+    if output == "table" and not columns:
+        names = [STDIN_NAME if t == STDIN else t for t in targets if not isinstance(t, EmptyDirectory)]
+        rows = _Rows(names) if sys.stdout.isatty() else _PipedRows(names)
     writer = RowWriter(output, picked) if output != "table" and not whole else None
     picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
     for path in targets:
@@ -397,29 +394,18 @@ def inspect_command(
             continue
         if rows is None:
             picked_rows.append(report.model_dump(mode="json"))
-        else:
-            rows.add(report)
-        if verbose and out is not None:
+            continue
+        rows.add(report)
+        if verbose:
             for f in report.findings:
-                out.print(
-                    f"{literal(report.source)}: {f.severity} {f.code}: {literal(f.message)}",
-                    markup=False,
-                    soft_wrap=True,  # one line a finding, whatever its length: scripts read them
-                )
+                rows.say(f"{literal(report.source)}: {f.severity} {f.code}: {literal(f.message)}")
     if picked_rows:
         print_table(picked_rows, picked, make_console())
     sys.exit(USAGE_ERROR if usage_failed else 1 if failed else 0)
 
 
-#: The width of `inspect`'s rows into a pipe or a file (its image column takes what is left).
-PIPED_WIDTH = 240
-
-
-def _table_console() -> Console:
-    """Rows for people: the terminal's width, or PIPED_WIDTH columns into a pipe."""
-    from rich.console import Console
-
-    return Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+#: A terminal at least this wide gets the widths rows have into a pipe (`_Rows.UNWRAPPED`).
+WIDE_TERMINAL = 240
 
 
 def _error_console() -> Console:
@@ -430,8 +416,9 @@ def _error_console() -> Console:
 
 
 class _Rows:
-    """The table, printed a row at a time as each image is done: every row is its own table
-    with the same fixed column widths, so they line up under one header."""
+    """The table in a terminal, printed a row at a time as each image is done: every row is its own
+    rich table with the same fixed column widths, so they line up under one header, and a long cell
+    wraps inside its column."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "image",
@@ -450,14 +437,16 @@ class _Rows:
         "guest": 22,
     }
 
-    #: Into a pipe or a file, each row one line: the longest words the column can hold
-    #: ("streamOptimized, lsiLogicsas, uefi"); a terminal's rows wrap there instead.
+    #: Into a pipe or a file, and in a wide terminal: the longest words the column can hold
+    #: ("streamOptimized, lsiLogicsas, uefi"); a narrower terminal's rows wrap there instead.
     UNWRAPPED: ClassVar[dict[str, int]] = {"vmware / firmware": 34}
 
-    def __init__(self, console: Console, paths: list[str]) -> None:
-        self.console = console
-        fixed = {**self.FIXED, **(self.UNWRAPPED if console.width >= PIPED_WIDTH else {})}
-        room = console.width - sum(fixed.values()) - 2 * len(self.COLUMNS) - 20
+    def __init__(self, paths: list[str]) -> None:
+        from rich.console import Console
+
+        self.console = Console(highlight=False)
+        fixed = {**self.FIXED, **(self.UNWRAPPED if self.console.width >= WIDE_TERMINAL else {})}
+        room = self.console.width - sum(fixed.values()) - 2 * len(self.COLUMNS) - 20
         self.widths = {
             **fixed,
             "image": max(5, min(max((len(p) for p in paths), default=5), max(room, 20))),
@@ -466,13 +455,52 @@ class _Rows:
 
     def add(self, report: Report) -> None:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, pad_edge=False, header_style="bold", show_header=not self.header_printed)
         for column in self.COLUMNS:
             table.add_column(column, width=self.widths.get(column), overflow="fold")
-        table.add_row(*_row(report))
+        cells = [Text(cell) for cell in _cells(report)]
+        cells[3].stylize(VERDICT_STYLE[report.verdict])
+        table.add_row(*cells)
         self.console.print(table)
         self.header_printed = True
+
+    def say(self, line: str) -> None:
+        """A line under the rows (a finding's message), whole whatever its length."""
+        self.console.print(line, markup=False, soft_wrap=True)
+
+
+class _PipedRows:
+    """The table into a pipe or a file: each image is one line whatever its lengths, that grep
+    finds whole and `cut`/`awk` split, written and flushed as each image is done. The columns
+    line up as in a terminal: the image column as wide as the longest name, the others as
+    `_Rows` sets them (a longer cell pushes the rest of its own line along, never onto the next);
+    no style, no trailing spaces. Written without rich, which a script's call need not import."""
+
+    GAP = "  "  # between columns, as a rich table without a box has them
+
+    def __init__(self, paths: list[str]) -> None:
+        fixed = {**_Rows.FIXED, **_Rows.UNWRAPPED}
+        image = max([len("image"), *(len(literal(p)) for p in paths)])
+        self.widths = [image, *(fixed[column] for column in _Rows.COLUMNS[1:-1])]
+        self.header_printed = False
+
+    def _line(self, cells: tuple[str, ...]) -> str:
+        padded = (cell.ljust(width) for cell, width in zip(cells, self.widths, strict=False))
+        return (self.GAP.join([*padded, cells[-1]])).rstrip() + "\n"
+
+    def add(self, report: Report) -> None:
+        if not self.header_printed:
+            sys.stdout.write(self._line(_Rows.COLUMNS))
+            self.header_printed = True
+        sys.stdout.write(self._line(_cells(report)))
+        sys.stdout.flush()  # each row as soon as its image is done
+
+    def say(self, line: str) -> None:
+        """A line under the rows (a finding's message)."""
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 @main.command()

@@ -108,6 +108,58 @@ def test_piped_rows_are_one_line_each_with_the_longest_vmware_words(tmp_path):
     assert "streamOptimized, lsiLogicsas, bios " in second and second.startswith(str(fixture_group("ova")))
 
 
+def test_piped_rows_stay_one_line_whatever_the_path_and_line_up(tmp_path):
+    """A path longer than any terminal: into a pipe its row is still one line, the columns line up
+    under the header, and no line ends in spaces."""
+    deep = tmp_path / ("d" * 200) / ("e" * 150)
+    deep.mkdir(parents=True)
+    long, short = qcow2(deep, "long.qcow2", "1G"), qcow2(tmp_path, "short.qcow2", "2G")
+    result = run("inspect", str(long), str(short))
+    assert result.returncode == 0, result.stderr
+    header, first, second = result.stdout.splitlines()
+    assert first.startswith(f"{long}  ") and second.startswith(f"{short}  ")
+    column = header.index("format")
+    assert column == len(str(long)) + 2
+    assert first[column:].split()[:5] == ["qcow2", "1.0", "GiB", "ok", "none"]
+    assert second[column:].split()[:5] == ["qcow2", "2.0", "GiB", "ok", "none"]
+    assert all(line == line.rstrip() for line in result.stdout.splitlines())
+
+
+def test_rows_in_a_terminal_are_rich_tables_with_the_verdict_coloured(tmp_path):
+    """In a terminal (a pseudo-terminal here, 200 columns wide) rows are rich tables: the header in
+    bold, the verdict in its colour, a row a line at that width."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    image = qcow2(tmp_path)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    env = {k: v for k, v in process_env().items() if k not in ("NO_COLOR", "COLUMNS", "TERM")}
+    with subprocess.Popen([INTROSPECT, "inspect", str(image)], stdout=terminal, stderr=subprocess.PIPE,
+                          env={**env, "TERM": "xterm-256color"}) as process:  # fmt: skip
+        os.close(terminal)
+        output = b""
+        while chunk := _read_pty(controller):
+            output += chunk
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    os.close(controller)
+    text = output.decode()
+    assert "\x1b[1m" in text and "image" in text  # the header, bold
+    assert "\x1b[32mok" in text  # the verdict, green
+    row = next(line for line in text.splitlines() if str(image) in line)
+    assert "qcow2" in row and "1.0 GiB" in row
+
+
+def _read_pty(fd: int) -> bytes:
+    """What the program wrote to its terminal, b"" once it closed it (Linux says EIO)."""
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
 def test_verbose_prints_the_message(tmp_path):
     empty = tmp_path / "empty.img"
     empty.touch()
