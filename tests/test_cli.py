@@ -295,7 +295,7 @@ def imported(tmp_path, *args: str) -> set[str]:
 def test_a_command_imports_what_it_uses_and_no_more(tmp_path):
     """Start-up is most of a single inspection: `--help` lists every command (the pipeline's too)
     from their declarations, without the formats, pydantic, rich or the pipeline's packages; JSON
-    lines need no rich; a qcow2 needs no other format's libraries."""
+    lines and rows into a pipe need no rich; a qcow2 needs no other format's libraries."""
     image = qcow2(tmp_path)
     helped = imported(tmp_path, "--help")
     heavy = {
@@ -314,7 +314,8 @@ def test_a_command_imports_what_it_uses_and_no_more(tmp_path):
     # the libraries of other formats' parsers (an OVF's XML, an installer's INI, VHDX's and
     # Btrfs's CRC-32C) and of raw files (libmagic) are loaded by the inspections that use them
     assert not as_json & {"rich", "magic", "defusedxml", "configparser", "google_crc32c", "workers.commands"}
-    assert "rich" in imported(tmp_path, "inspect", str(image))
+    assert "rich" not in imported(tmp_path, "inspect", str(image))  # rows into a pipe: plain lines
+    assert "rich" in imported(tmp_path, "inspect", "-c", "format", str(image))  # a table of -c columns
 
 
 def test_rules_lists_every_code():

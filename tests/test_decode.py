@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
+import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +33,19 @@ def test_uuid_be_keeps_network_order_where_guid_swaps_the_first_three_fields():
     raw = bytes(range(16))
     assert decode.uuid_be(raw) == "00010203-0405-0607-0809-0a0b0c0d0e0f"
     assert decode.guid(raw) == "03020100-0504-0706-0809-0a0b0c0d0e0f"
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_guid_and_uuid_be_are_what_the_uuid_module_makes(raw):
+    assert decode.guid(raw) == str(uuid.UUID(bytes_le=raw))
+    assert decode.uuid_be(raw) == str(uuid.UUID(bytes=raw))
+
+
+@given(st.binary(max_size=32).filter(lambda raw: len(raw) != 16))
+def test_guid_and_uuid_be_refuse_any_other_length_as_the_uuid_module_does(raw):
+    for decoder in (decode.guid, decode.uuid_be):
+        with pytest.raises(ValueError, match="16 bytes"):
+            decoder(raw)
 
 
 def test_padded_text_reads_a_real_vhd_footer():
@@ -86,6 +101,20 @@ def test_end_of_data_at_window_edges():
 def test_largest_u32le_is_the_largest_number_struct_reads(numbers):
     data = struct.pack(f"<{len(numbers)}I", *numbers)
     assert decode.largest_u32le(data) == max(numbers, default=0)
+
+
+@given(
+    st.lists(st.integers(0, 2**32 - 1), max_size=600),
+    st.integers(0, 2000),
+    st.integers(0, 8),
+    st.integers(0, 8),
+)
+def test_largest_u32le_of_a_window_with_trailing_zero_entries(numbers, zeros, before, after):
+    """A grain table inside a larger read: zero entries after its numbers, other bytes around it."""
+    table = struct.pack(f"<{len(numbers) + zeros}I", *numbers, *[0] * zeros)
+    data = b"\xff" * 4 * before + table + b"\xff" * 4 * after
+    start = 4 * before
+    assert decode.largest_u32le(data, start, start + len(table)) == max(numbers, default=0)
 
 
 @given(st.lists(st.integers(0, 2**32 - 1), max_size=300))

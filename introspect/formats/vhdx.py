@@ -395,7 +395,8 @@ def probe(head: Head) -> bool:
 
 
 def _header(section: bytes, offset: int) -> VhdxHeader:
-    data = section[offset - HEADERS_READ_OFFSET :][:HEADER_SIZE]
+    start = offset - HEADERS_READ_OFFSET
+    data = section[start : start + HEADER_SIZE]
     h = VhdxHeaderRecord.unpack(data)
     checksum_valid = crc32c_valid(data, HEADER_CHECKSUM_OFFSET, h.checksum)
     return VhdxHeader(
@@ -432,7 +433,8 @@ def _current_header(section: bytes, headers: list[VhdxHeader]) -> int:
     if first.sequence_number != second.sequence_number:
         return 0 if first.sequence_number > second.sequence_number else 1
     # Disk2vhd writes two identical headers; qemu accepts that, and only that, tie.
-    raw = [section[o - HEADERS_READ_OFFSET :][: VhdxHeaderRecord.SIZE] for o in HEADER_OFFSETS]
+    starts = [o - HEADERS_READ_OFFSET for o in HEADER_OFFSETS]
+    raw = [section[start : start + VhdxHeaderRecord.SIZE] for start in starts]
     if raw[0] != raw[1]:
         raise BadField(
             INVALID,
@@ -446,7 +448,8 @@ def _current_header(section: bytes, headers: list[VhdxHeader]) -> int:
 
 
 def _region_table(section: bytes, offset: int) -> tuple[VhdxRegionTable, bytes]:
-    data = section[offset - HEADERS_READ_OFFSET :][:REGION_TABLE_SIZE]
+    start = offset - HEADERS_READ_OFFSET
+    data = section[start : start + REGION_TABLE_SIZE]
     h = RegionTableHeader.unpack(data)
     checksum_valid = crc32c_valid(data, REGION_TABLE_CHECKSUM_OFFSET, h.checksum)
     table = VhdxRegionTable(

@@ -581,9 +581,12 @@ def _last_grain(reader: Reader, header: SparseExtentHeader) -> tuple[int, int] |
     else:
         data = reader.read(first, last - first, "grain tables")
     # Unallocated (0) and zeroed (1) entries are the two smallest: the largest entry is the last
-    # grain unless it is one of them.
+    # grain unless it is one of them. Tables past the last nonzero byte of their span hold only
+    # zeros (all of a new disk's): they are skipped unread.
+    starts = [t * SECTOR_SIZE - first for t in tables]
+    used_end = starts[0] + end_of_data(data, starts[0], starts[-1] + gt_bytes)
     largest = max(
-        largest_u32le(data[t * SECTOR_SIZE - first : t * SECTOR_SIZE - first + gt_bytes]) for t in tables
+        (largest_u32le(data, start, start + gt_bytes) for start in starts if start < used_end), default=0
     )
     if largest in (GTE_UNALLOCATED, GTE_ZEROED):
         return None
