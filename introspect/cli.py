@@ -440,17 +440,32 @@ class _Rows:
     #: Into a pipe or a file, and in a wide terminal: the longest words the column can hold
     #: ("streamOptimized, lsiLogicsas, uefi"); a narrower terminal's rows wrap there instead.
     UNWRAPPED: ClassVar[dict[str, int]] = {"vmware / firmware": 34}
+    #: What the findings column keeps at least when the image column takes the rest.
+    FINDINGS_ROOM = 20
+    #: In a terminal too narrow for FIXED (80 columns is): the short columns keep the width of
+    #: their longest value ("qcow2", "1023.9 GiB", "rejected"), never folded; the vmware and guest
+    #: columns get a fifth of the rest each (at least NARROWEST), and the image and findings
+    #: columns share what is left, 3 to 2: the image says which row it is, the findings why.
+    SHORT: ClassVar[dict[str, int]] = {"format": 6, "virtual size": 10, "verdict": 8}
+    NARROWEST = 8
 
     def __init__(self, paths: list[str]) -> None:
         from rich.console import Console
 
         self.console = Console(highlight=False)
-        fixed = {**self.FIXED, **(self.UNWRAPPED if self.console.width >= WIDE_TERMINAL else {})}
-        room = self.console.width - sum(fixed.values()) - 2 * len(self.COLUMNS) - 20
-        self.widths = {
-            **fixed,
-            "image": max(5, min(max((len(p) for p in paths), default=5), max(room, 20))),
-        }
+        width = self.console.width
+        fixed = {**self.FIXED, **(self.UNWRAPPED if width >= WIDE_TERMINAL else {})}
+        longest = max(5, max((len(p) for p in paths), default=5))
+        gaps = 2 * (len(self.COLUMNS) - 1)
+        left = width - sum(self.SHORT.values()) - gaps
+        side = {c: min(fixed[c], max(self.NARROWEST, left // 5)) for c in ("vmware / firmware", "guest")}
+        left -= sum(side.values())
+        image = max(self.NARROWEST, min(longest, left * 3 // 5))
+        narrow = {**self.SHORT, **side, "image": image, "findings": max(self.NARROWEST, left - image)}
+        room = width - sum(fixed.values()) - gaps - self.FINDINGS_ROOM
+        # FIXED's widths as long as they leave the image column no narrower than the shares would
+        wide = room >= self.FINDINGS_ROOM and min(longest, room) >= image
+        self.widths = {**fixed, "image": min(longest, room)} if wide else narrow
         self.header_printed = False
 
     def add(self, report: Report) -> None:

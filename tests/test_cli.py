@@ -125,31 +125,42 @@ def test_piped_rows_stay_one_line_whatever_the_path_and_line_up(tmp_path):
     assert all(line == line.rstrip() for line in result.stdout.splitlines())
 
 
-def test_rows_in_a_terminal_are_rich_tables_with_the_verdict_coloured(tmp_path):
-    """In a terminal (a pseudo-terminal here, 200 columns wide) rows are rich tables: the header in
-    bold, the verdict in its colour, a row a line at that width."""
+@pytest.mark.parametrize("width", [80, 200])
+def test_rows_in_a_terminal_are_rich_tables_that_fit_it(tmp_path, width):
+    """In a terminal (a pseudo-terminal here) rows are rich tables: the header in bold, the verdict
+    in its colour. In 80 columns, too, every line fits the terminal, the short cells and headers
+    are whole words, and the long ones wrap inside their columns."""
     import fcntl
     import pty
+    import re
     import struct
     import termios
 
-    image = qcow2(tmp_path)
+    deep = tmp_path / ("long-directory-name-" * 3)
+    deep.mkdir()
+    image = qcow2(deep)
+    base = qcow2(tmp_path, "base.qcow2")
+    child = qcow2(tmp_path, "child.qcow2", "1G", "-b", str(base), "-F", "qcow2")
     controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
     env = {k: v for k, v in process_env().items() if k not in ("NO_COLOR", "COLUMNS", "TERM")}
-    with subprocess.Popen([INTROSPECT, "inspect", str(image)], stdout=terminal, stderr=subprocess.PIPE,
-                          env={**env, "TERM": "xterm-256color"}) as process:  # fmt: skip
+    with subprocess.Popen([INTROSPECT, "inspect", str(image), str(child)], stdout=terminal,
+                          stderr=subprocess.PIPE, env={**env, "TERM": "xterm-256color"}) as process:  # fmt: skip
         os.close(terminal)
         output = b""
         while chunk := _read_pty(controller):
             output += chunk
-        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+        assert process.wait(timeout=60) == 1, process.stderr.read() if process.stderr else ""
     os.close(controller)
     text = output.decode()
-    assert "\x1b[1m" in text and "image" in text  # the header, bold
-    assert "\x1b[32mok" in text  # the verdict, green
-    row = next(line for line in text.splitlines() if str(image) in line)
-    assert "qcow2" in row and "1.0 GiB" in row
+    assert "\x1b[1m" in text  # the header, bold
+    assert "\x1b[32mok" in text and "\x1b[31mrejected" in text  # the verdicts, green and red
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in text.replace("\r", "").split("\n")]
+    assert all(len(line) <= width for line in lines)
+    words = [line.split() for line in lines]
+    assert any({"format", "verdict", "findings"} <= set(w) for w in words)
+    assert any(w[1:4] == ["qcow2", "1.0", "GiB"] and w[4] == "ok" for w in words if len(w) > 4)
+    assert any(w[1:5] == ["qcow2", "1.0", "GiB", "rejected"] for w in words if len(w) > 4)
 
 
 def _read_pty(fd: int) -> bytes:
