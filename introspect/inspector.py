@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from introspect import containers, qemu
+from introspect import containers
 from introspect import properties as props
 from introspect.containers import DEPTH, MAX_CONTAINER_DEPTH, MEMBER, Container
 from introspect.detect import detect
@@ -529,6 +529,8 @@ def _cross_check(
                 "which qemu-img would open"
             )
         ]
+    from introspect import qemu  # (here: only --cross-check runs qemu-img)
+
     return qemu.cross_check(path, fmt.qemu_name, inspection.virtual_size)
 
 
