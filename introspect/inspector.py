@@ -8,12 +8,11 @@ policy, and merge the layers' properties. An image that cannot be parsed yields 
 verdict; only a caller's mistake (a path that does not exist) or a failing source (OSError or
 SourceError: a disk or network fault, which says nothing of the image) raises.
 
-Reports are assembled as `Report.model_construct` makes them (`report.assembled`): every value
-is already what its field holds (details, findings and guest facts are models their makers
-validated; the rest are plain str and int). Validating them again would check nothing new, and
-would build the Report's validator, every format's details with it, on the first inspection of a
-process (tens of ms of `introspect inspect one.qcow2`). tests/test_registry.py checks, over every
-fixture, that validation gives back the same Report.
+Reports, like every output model, are built without validation (see `introspect.model.Frozen`):
+every value is already what its field holds, as mypy checks where each is passed. Validating them
+again would check nothing new, and would build the Report's validator, every format's details
+with it, on the first inspection of a process (tens of ms of `introspect inspect one.qcow2`).
+tests/test_registry.py checks, over every fixture, that validation gives back the same Report.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from introspect.formats import SATISFIES as SATISFIES  # re-exported for workers
 from introspect.formats.base import Format, Head, Inspection
 from introspect.guest.model import GuestDetails
 from introspect.model import Finding, Severity, Verdict
-from introspect.report import Report, assembled
+from introspect.report import Report
 from introspect.safety import (
     CONTAINER_MISMATCH,
     DEFAULT_POLICY,
@@ -198,7 +197,7 @@ def _inspect(
                 )
             ]
         )
-        return assembled(
+        return Report(
             source=name,
             format=None,
             size=0,
@@ -252,7 +251,7 @@ def _inspect(
     if inspection is not None and cross_check_path is not None:
         findings.extend(policy.apply(_cross_check(cross_check_path, fmt, inspection, named_files)))
     parsed = inspection is not None
-    return assembled(
+    return Report(
         source=name,
         format=fmt.name,
         size=reader.size,
@@ -336,7 +335,7 @@ def _inspect_container(
     (a tar that is not an OVA), which is then inspected as an image."""
 
     def unopened(findings: list[Finding], details: Any = None) -> Report:
-        return assembled(
+        return Report(
             source=name,
             format=None,
             container_format=container.name,

@@ -173,33 +173,3 @@ class Report(Frozen):
     @property
     def ok(self) -> bool:
         return self.verdict == Verdict.OK
-
-
-#: Every field of a Report in order, with its default (a required field's is a marker), and the
-#: fields whose default is made anew for each Report (`members`' list).
-_REQUIRED = object()
-_TEMPLATE: dict[str, Any] = {
-    name: field.default if field.default_factory is None else None
-    for name, field in Report.model_fields.items()
-}
-_TEMPLATE.update((name, _REQUIRED) for name, field in Report.model_fields.items() if field.is_required())
-_REQUIRED_NAMES = frozenset(name for name, value in _TEMPLATE.items() if value is _REQUIRED)
-_FACTORIES = {
-    name: field.default_factory for name, field in Report.model_fields.items() if field.default_factory
-}
-
-
-def assembled(**fields: Any) -> Report:
-    """A Report of values already checked, as `Report.model_construct` makes it (its documented
-    instance attributes set, no validation), in a fifth of the time: model_construct looks at each
-    field's alias and default on every call, which cost a small image's inspection more than its
-    parse. Every field without a default must be given."""
-    if not _REQUIRED_NAMES <= fields.keys():
-        raise TypeError(f"a Report needs {', '.join(sorted(_REQUIRED_NAMES - fields.keys()))}")
-    values = {**_TEMPLATE, **{name: make() for name, make in _FACTORIES.items()}, **fields}  # type: ignore[call-arg]
-    report = Report.__new__(Report)
-    object.__setattr__(report, "__dict__", values)
-    object.__setattr__(report, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(report, "__pydantic_extra__", None)
-    object.__setattr__(report, "__pydantic_private__", None)
-    return report

@@ -11,8 +11,9 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from introspect.model import Finding, Frozen, Severity, Verdict
 
@@ -152,6 +153,13 @@ class Policy(Frozen):
     #: distribution's word is no guest id; os_type, os_version and introspect_os_id are still written.
     guest_os_distro: bool = True
 
+    def __init__(self, /, **data: Any) -> None:
+        """An operator's decision, written in code: validated, as a policy file is (output models
+        are built unvalidated: see `Frozen`)."""
+        BaseModel.__init__(self, **data)
+
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # (see Frozen.__init__)
+
     def severity_of(self, finding: Finding) -> Severity:
         if finding.code in self.severity:
             return self.severity[finding.code]
@@ -183,4 +191,4 @@ class Policy(Frozen):
         return Verdict.OK
 
 
-DEFAULT_POLICY = Policy()
+DEFAULT_POLICY = Policy.model_construct()  # its own defaults: nothing to validate

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 import introspect
 from introspect.formats import (
@@ -39,7 +39,9 @@ from introspect.formats import (
     vmdk,
 )
 from introspect.formats.base import Head
-from introspect.report import Report, assembled
+from introspect.model import Frozen, Severity
+from introspect.report import Report
+from introspect.safety import Policy
 from introspect.sources import HEAD_SIZE, TAIL_SIZE
 from tests.conftest import FIXTURES, ROOT, fixture_group
 
@@ -246,20 +248,43 @@ def test_every_report_round_trips_through_json():
     assert seen == set(BY_NAME)
 
 
-def test_a_report_is_assembled_as_model_construct_makes_it():
-    """`assembled` (the inspector's Reports) gives what `Report.model_construct` gives: the same
-    fields, defaults, fields set and JSON, with a new `members` list each time; and a Report it
-    lacks a required field of is an error, not a half-made Report."""
+def test_an_output_model_is_built_as_model_construct_builds_it():
+    """Output models (`Frozen`: the Report, details, findings) are built unvalidated, as
+    `model_construct` builds them: the same fields in order, defaults, fields set and JSON, and a
+    fresh default list each time; a required field missing or an unknown one is an error, not a
+    half-made model."""
     report = introspect.inspect(fixture_group("qcow") / "v3-7m.qcow2", guest=False)
     given = {name: getattr(report, name) for name in report.model_fields_set}
-    made, constructed = assembled(**given), Report.model_construct(set(given), **given)
+    made, constructed = Report(**given), Report.model_construct(set(given), **given)
     assert made == constructed == report
     assert made.__dict__ == constructed.__dict__ and list(made.__dict__) == list(Report.model_fields)
     assert made.model_fields_set == constructed.model_fields_set == set(given)
     assert made.model_dump_json() == constructed.model_dump_json() == report.model_dump_json()
-    assert made.members is not assembled(**given).members
-    with pytest.raises(TypeError, match="a Report needs verdict"):
-        assembled(**{name: value for name, value in given.items() if name != "verdict"})
+    assert made.members is not Report(**given).members
+    with pytest.raises(TypeError, match=r"Report: missing \['verdict'\], unknown \[\]"):
+        Report(**{name: value for name, value in given.items() if name != "verdict"})
+    with pytest.raises(TypeError, match=r"Report: missing \[\], unknown \['verdicts'\]"):
+        Report(**given, verdicts="ok")
+
+
+def test_a_mutable_default_is_a_copy_for_each_model_as_pydantic_makes_it():
+    class Listed(Frozen):
+        names: list[str] = ["a"]  # noqa: RUF012  (pydantic copies it; so must Frozen's constructor)
+        mapped: dict[str, int] = Field(default_factory=dict)
+
+    first, second = Listed(), Listed()
+    first.names.append("b")
+    first.mapped["b"] = 1
+    assert second.names == ["a"] and second.mapped == {} and Listed.model_construct().names == ["a"]
+
+
+def test_a_policy_written_in_code_is_validated():
+    """Policy is an operator's input, not an output model: its constructor validates."""
+    assert Policy(severity={"image.empty": "warn"}).severity == {"image.empty": Severity.WARN}
+    with pytest.raises(ValidationError):
+        Policy(max_virtual_size="a lot")
+    with pytest.raises(ValidationError):
+        Policy(severities={})
 
 
 @pytest.mark.parametrize(
@@ -337,7 +362,7 @@ FORMAT = Format(
 #: ...and what it reports, through the same inspect() as every format.
 TOY_CHECK = """
 import introspect, struct
-from introspect.report import Report, assembled
+from introspect.report import Report
 path = "disk.toy"
 open(path, "wb").write(struct.pack("<8s Q", b"TOYDISK1", 1 << 30) + bytes(4096))
 report = introspect.inspect(path, expect="raw")

@@ -71,10 +71,18 @@ MAX_ELEMENTS = 200_000
 MAX_TEXT = 1024
 
 #: Envelope namespaces: DSP0243 1.x and 2.x, and VMware's OVF 0.9.
-OVF_NAMESPACES = {
+OvfVersion = Literal["0.9", "1.x", "2.x"]
+OVF_NAMESPACES: dict[str, OvfVersion] = {
     "http://schemas.dmtf.org/ovf/envelope/1": "1.x",
     "http://schemas.dmtf.org/ovf/envelope/2": "2.x",
     "http://www.vmware.com/schema/ovf/1/envelope": "0.9",
+}
+#: The VirtualHardwareSection's device elements, by their local name.
+DeviceElement = Literal["Item", "StorageItem", "EthernetPortItem"]
+DEVICE_ELEMENTS: dict[str, DeviceElement] = {
+    "Item": "Item",
+    "StorageItem": "StorageItem",
+    "EthernetPortItem": "EthernetPortItem",
 }
 VMW_NS = "http://www.vmware.com/schema/ovf"
 VBOX_NS = "http://www.virtualbox.org/ovf/machine"
@@ -120,7 +128,7 @@ class OvfDisk(Frozen):
 class OvfDevice(Frozen):
     """One `Item`, `StorageItem` or `EthernetPortItem` of a VirtualHardwareSection."""
 
-    element: Literal["Item", "StorageItem", "EthernetPortItem"]
+    element: DeviceElement
     instance_id: str | None = None
     resource_type: int | None = None
     resource_subtypes: list[str] = Field(default_factory=list)
@@ -159,7 +167,7 @@ class OvfVirtualSystem(Frozen):
 class OvfDescriptor(Frozen):
     """What the descriptor states; `ovf_version` is told by the Envelope's namespace."""
 
-    ovf_version: Literal["0.9", "1.x", "2.x"]
+    ovf_version: OvfVersion
     version_attribute: str | None = None
     files: list[OvfFile] = Field(default_factory=list)
     disks: list[OvfDisk] = Field(default_factory=list)
@@ -318,7 +326,7 @@ def _events(data: bytes) -> Iterator[tuple[str, Element]]:
 
 def _parse(data: bytes) -> OvfDescriptor:
     ovf_ns = ""
-    version: str | None = None
+    version: OvfVersion | None = None
     version_attribute: str | None = None
     files: list[OvfFile] = []
     disks: list[OvfDisk] = []
@@ -407,10 +415,10 @@ def _parse(data: bytes) -> OvfDescriptor:
                 if _local(child.tag) == "VirtualSystemType" and child.text:
                     system.system_types = [t[:MAX_TEXT] for t in child.text.split()][:16]
             element.clear()
-        elif kind in ("Item", "StorageItem", "EthernetPortItem") and system is not None:
+        elif kind in DEVICE_ELEMENTS and system is not None:
             if len(system.devices) >= MAX_DEVICES:
                 raise _too_many("hardware items", MAX_DEVICES)
-            system.devices.append(_device(kind, element))
+            system.devices.append(_device(DEVICE_ELEMENTS[kind], element))
             element.clear()
         elif kind in ("Config", "ExtraConfig") and _namespace(element.tag) == VMW_NS and system is not None:
             key, value = _text(element.get(f"{{{VMW_NS}}}key")), _text(element.get(f"{{{VMW_NS}}}value"))
@@ -459,7 +467,7 @@ def _disk(element: Element, ovf_ns: str) -> OvfDisk:
     )
 
 
-def _device(kind: str, element: Element) -> OvfDevice:
+def _device(kind: DeviceElement, element: Element) -> OvfDevice:
     fields: dict[str, str] = {}
     for child in element:
         name = _local(child.tag)

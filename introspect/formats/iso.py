@@ -28,7 +28,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -375,16 +375,14 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[IsoDetails]:
     el_torito = _el_torito(reader, catalog, findings) if catalog is not None else None
     table, table_findings = read_partition_table(reader)
     findings.extend(table_findings)
-    details = IsoDetails.model_validate(
-        {
-            "descriptors": volumes.descriptors,
-            **primary,
-            **_joliet(volumes.joliet),
-            "el_torito": el_torito,
-            "udf": volumes.udf,
-            "partition_table": table,
-            "firmware": _firmware(el_torito, table),
-        }
+    details = IsoDetails(
+        descriptors=volumes.descriptors,
+        **primary,
+        **_joliet(volumes.joliet),
+        el_torito=el_torito,
+        udf=volumes.udf,
+        partition_table=table,
+        firmware=_firmware(el_torito, table),
     )
     return Inspection(details=details, virtual_size=qemu_virtual_size(reader.size), findings=findings)
 
@@ -469,7 +467,7 @@ def _both(le: int, be: bytes, name: str, findings: list[Finding]) -> int:
     return le
 
 
-def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding]) -> dict[str, object]:
+def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding]) -> dict[str, Any]:
     space = _both(pvd.volume_space_size, pvd.volume_space_size_be, "volume space size", findings)
     block = _both(pvd.logical_block_size, pvd.logical_block_size_be, "logical block size", findings)
     volume_size: int | None = space * block
@@ -513,7 +511,7 @@ def _primary(pvd: VolumeDescriptorBody, file_size: int, findings: list[Finding])
     }
 
 
-def _joliet(svd: VolumeDescriptorBody | None) -> dict[str, object]:
+def _joliet(svd: VolumeDescriptorBody | None) -> dict[str, Any]:
     """The first Joliet SVD's UCS-2 level and volume identifier (UTF-16BE)."""
     if svd is None:
         return {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from introspect.decode import MIB, end_of_data
 from introspect.model import Finding, Frozen, Severity
@@ -191,7 +191,7 @@ def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     header: dict[str, str] = {}
     header_positions: dict[str, int] = {}
     ddb: dict[str, str] = {}
-    extents: list[dict[str, Any]] = []  # VmdkExtent's fields
+    extents: list[VmdkExtent] = []
     problems = _Problems({})
     position = 0
     for line in lines:
@@ -268,22 +268,21 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _extent(match: re.Match[str], problems: _Problems, line: str) -> dict[str, Any] | None:
-    """An extent line's VmdkExtent fields, which VmdkDescriptor validates with the rest (one
-    validation for the descriptor, not one more per extent)."""
+def _extent(match: re.Match[str], problems: _Problems, line: str) -> VmdkExtent | None:
+    """An extent line, or None (and a syntax problem) when it names no known access or type."""
     access = EXTENT_ACCESS.get(match["access"])
     kind, name, offset = match["type"], match["name"], match["offset"]
     if access is None or kind not in EXTENT_TYPES or (name is None) != (kind == "ZERO"):
         problems.add("syntax", line)
         return None
-    return {
-        "access": access,
-        "sectors": int(match["sectors"]),
-        "type": kind,
-        "file_name": name[:MAX_NAME_LENGTH] if name is not None else None,
-        "file_name_truncated": name is not None and len(name) > MAX_NAME_LENGTH,
-        "offset": int(offset) if offset is not None else None,
-    }
+    return VmdkExtent(
+        access=access,
+        sectors=int(match["sectors"]),
+        type=kind,
+        file_name=name[:MAX_NAME_LENGTH] if name is not None else None,
+        file_name_truncated=name is not None and len(name) > MAX_NAME_LENGTH,
+        offset=int(offset) if offset is not None else None,
+    )
 
 
 def _problem_findings(problems: _Problems) -> Iterator[Finding]:

@@ -11,7 +11,9 @@ Every input is inspected four ways, each through `introspect.inspect()` on bytes
   offsets and sizes from the header land inside "the file".
 
 A failure is any exception out of `inspect()` (a Report must come back whatever the bytes), an
-`introspect.internal_error` finding (our bug, caught by the net), reads past the budget, or one
+`introspect.internal_error` finding (our bug, caught by the net), a Report that does not validate
+back to itself from its JSON (output models are built unvalidated: every value must already be
+of its field's type, whatever the bytes made of it), reads past the budget, or one
 inspection taking more than MAX_SECONDS of CPU (the inspection's work, not the scheduler's: on a
 shared machine a niced fuzzer waits for a CPU, and a unit measured 1.4 s of wall time while the
 same bytes take 10 ms; inputs are in memory, so a hang is CPU too, and libFuzzer's own -timeout
@@ -30,6 +32,7 @@ from pathlib import Path
 import zstandard
 
 import introspect
+from introspect.report import Report
 from introspect.sources import Budget, ByteSource, BytesSource, FileSource
 from tests.conftest import FIXTURES
 
@@ -114,6 +117,12 @@ def check(source: ByteSource) -> None:
     elapsed = time.process_time() - started
     if "introspect.internal_error" in {finding.code for finding in report.findings}:
         raise FuzzFailure(f"internal error: {report.findings}")
+    try:
+        again = Report.model_validate_json(report.model_dump_json(warnings="error"))
+    except Exception as error:
+        raise FuzzFailure(f"the Report does not validate: {type(error).__name__}: {error}") from error
+    if again != report:
+        raise FuzzFailure(f"the Report validates to another: {report!r}")
     budget = Budget()
     if report.reads > budget.max_reads or report.bytes_read > budget.max_bytes:
         raise FuzzFailure(f"over budget: {report.reads} reads, {report.bytes_read} bytes")
