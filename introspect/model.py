@@ -34,11 +34,12 @@ class Frozen(BaseModel):
     """Base of every output model: immutable, and unknown fields are a bug, not extra data.
 
     Built from values introspect computed itself, an output model is constructed without
-    validation, as `model_construct` constructs one (its fields, defaults and fields set), in about
-    a microsecond: the types of those values are checked where they are passed, by mypy (pydantic's
-    plugin with `init_typed`, `init_forbid_extra`), and tests/test_registry.py checks that every
-    fixture's Report validates back to itself. Validating cost ~2.5 µs a model, a dozen models an
-    image, and building each model's validator on its first use cost a single call ~20 ms
+    validation, as `model_construct` constructs one (its fields, defaults and fields set): the
+    types of those values are checked where they are passed, by mypy (pydantic's plugin with
+    `init_typed` and `init_forbid_extra`); tests/test_registry.py checks that every fixture's Report
+    validates back to itself, and the fuzzer that every Report does. A model costs about a
+    microsecond either way (nested ones a little more this way: each is built in Python); what this
+    saves is the validators: building each model's on its first use cost a single call ~20 ms
     (importlib.metadata with it, for pydantic's plugin loader). What comes from outside (JSON, a
     database row, a policy file) is validated still: `model_validate*` never calls `__init__`. A
     model an operator writes in code (`Policy`) validates in its own `__init__`.
