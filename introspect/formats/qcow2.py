@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -820,10 +821,14 @@ def _feature_names(reader: Reader, offset: int, length: int) -> list[FeatureName
     """The feature name table's entries (every image qemu 2.x or later writes has eight or more)."""
     count = min(length // FeatureNameEntry.SIZE, MAX_FEATURE_NAMES)
     table = reader.read(offset, count * FeatureNameEntry.SIZE, "qcow2 feature name table")
-    return [
-        FeatureName(type=FEATURE_TYPES.get(e.type, f"type {e.type}"), bit=e.bit, name=c_string(e.name))
-        for e in unpack_array(FeatureNameEntry, table, count)
-    ]
+    return [_feature_name(e.type, e.bit, e.name) for e in unpack_array(FeatureNameEntry, table, count)]
+
+
+@lru_cache(maxsize=MAX_FEATURE_NAMES)
+def _feature_name(kind: int, bit: int, name: bytes) -> FeatureName:
+    """One entry of a feature name table, made once: qemu writes the same table into every image
+    (a FeatureName holds a string and two numbers, and is immutable: it can be shared)."""
+    return FeatureName(type=FEATURE_TYPES.get(kind, f"type {kind}"), bit=bit, name=c_string(name))
 
 
 def _bitmaps(reader: Reader, offset: int, length: int, v3: QCowHeaderV3, cluster_size: int) -> Bitmaps:
