@@ -34,6 +34,7 @@ never call (they build structures with `unpack`; tests compare and print them).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar, dataclass_transform
@@ -146,12 +147,22 @@ class _StructureType(type):
             FIELDS=tuple(fields),
             _OFFSETS=offsets,
             _AT=namespace.get("OFFSET", 0),
+            _GET_VALUES=_values_getter(fields),
         )
         made = super().__new__(mcls, name, bases, namespace, **kwargs)
         # Fields only: the methods are Structure's (see the module docstring).
         cls: Any = dataclasses.dataclass(init=False, repr=False, eq=False)(made)
         cls._make = _maker(cls, fields)
         return cls
+
+
+def _values_getter(fields: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """`get(obj)`: the tuple of the fields' values, read in C (a VHD's footer and its copy, 18 fields
+    each, are compared on every inspection)."""
+    if len(fields) > 1:
+        return operator.attrgetter(*fields)
+    get = operator.attrgetter(*fields) if fields else None
+    return staticmethod(lambda obj: (get(obj),) if get is not None else ())
 
 
 def _maker(cls: type, fields: list[str]) -> Callable[[tuple[Any, ...]], Any]:
@@ -202,7 +213,7 @@ class Structure(metaclass=_StructureType):
             object.__setattr__(self, key, values[key])
 
     def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, key) for key in self.FIELDS)
+        return type(self)._GET_VALUES(self)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.FIELDS)
@@ -228,6 +239,7 @@ class Structure(metaclass=_StructureType):
     _OFFSETS: ClassVar[dict[str, int]]
     _AT: ClassVar[int]
     _make: ClassVar[Callable[[tuple[Any, ...]], Any]]
+    _GET_VALUES: ClassVar[Callable[[Any], tuple[Any, ...]]]
 
     @classmethod
     def unpack(cls, data: Buffer, offset: int | None = None) -> Self:
