@@ -160,9 +160,11 @@ def _values_getter(fields: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     """`get(obj)`: the tuple of the fields' values, read in C (a VHD's footer and its copy, 18 fields
     each, are compared on every inspection)."""
     if len(fields) > 1:
-        return operator.attrgetter(*fields)
-    get = operator.attrgetter(*fields) if fields else None
-    return staticmethod(lambda obj: (get(obj),) if get is not None else ())
+        return operator.attrgetter(*fields)  # a tuple of the values
+    if fields:
+        one = operator.attrgetter(fields[0])  # the value itself: made a tuple of one
+        return staticmethod(lambda obj: (one(obj),))
+    return staticmethod(lambda obj: ())
 
 
 def _maker(cls: type, fields: list[str]) -> Callable[[tuple[Any, ...]], Any]:

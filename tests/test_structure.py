@@ -17,6 +17,7 @@ from introspect.structure import (
     chars,
     pack,
     pad,
+    u8,
     u32,
     unpack_array,
 )
@@ -156,3 +157,25 @@ def test_declaration_mistakes_are_refused_when_the_class_is_made():
     assert Base.offset_of("reserved") == 4  # reserved bytes have a place, not an attribute
     with pytest.raises(KeyError, match="Base has no field 'size'"):
         Base.offset_of("size")
+
+
+class _OneField(BigEndianStructure):
+    value: int = u32()
+
+
+class _TwoFields(BigEndianStructure):
+    value: int = u32()
+    flag: int = u8()
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "other"),
+    [(_OneField, b"\0\0\0\1", b"\0\0\0\2"), (_TwoFields, b"\0\0\0\1\2", b"\0\0\0\1\3")],
+)
+def test_structures_are_equal_by_their_values_whatever_their_number_of_fields(kind, data, other):
+    """Equality and hash come from the tuple of the fields' values, one field or several."""
+    first, again, different = kind.unpack(data), kind.unpack(data), kind.unpack(other)
+    assert first._values() == tuple(getattr(first, name) for name in kind.FIELDS)
+    assert first == again and hash(first) == hash(again)
+    assert first != different
+    assert (first == data) is False  # another type: not equal, not an error
