@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from introspect import DISTRIBUTION
+from introspect.command import started
 from introspect.decode import GIB, KIB, MIB
 from introspect.output import USAGE_ERROR, BadInput, chosen, output_options, pick_columns
 from introspect.sources import GUEST_BUDGET, Budget
@@ -45,6 +46,7 @@ SHOWN_PROPERTIES = ("vmware_disktype", "vmware_adaptertype", "hw_firmware_type")
 VERDICT_STYLE = {"ok": "green", "rejected": "red", "error": "magenta"}
 #: The entry point group other packages declare their commands in (see `PluginGroup`).
 PLUGINS = "introspect.commands"
+INSPECT = "inspect"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +142,14 @@ class PluginGroup(click.Group):
 
 @click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name=DISTRIBUTION, prog_name="introspect")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Read what VM disk images say about themselves, and keep it as image properties."""
+    # The console script pauses the collector for start-up (`introspect.command`): `inspect` ends
+    # start-up after its first image (whose format and guest modules are imported on the way),
+    # every other command here, before it runs.
+    if ctx.invoked_subcommand != INSPECT:
+        started()
 
 
 def _human(size: int | None) -> str:
@@ -269,7 +277,7 @@ def _cells(report: Report) -> tuple[str, ...]:
 INSPECT_COLUMNS = ("source", "format", "container_format", "virtual_size", "verdict")
 
 
-@main.command("inspect")
+@main.command(INSPECT)
 @click.argument("paths", nargs=-1, required=True)
 @output_options
 @click.option("--expect", metavar="FORMAT", help="The disk_format the images were declared with.")
@@ -350,7 +358,9 @@ def inspect_command(
         rows = _Rows(names) if sys.stdout.isatty() else _PipedRows(names)
     writer = RowWriter(output, picked) if output != "table" and not whole else None
     picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
-    for path in targets:
+    for done, path in enumerate(targets):
+        if done:
+            started()  # the first image's imports are made: start-up is over (`introspect.command`)
         if isinstance(path, EmptyDirectory):
             error(f"Error: {literal(path)}: the directory holds no file to inspect")
             failed = True
