@@ -88,6 +88,16 @@ def test_end_of_data_of_a_slice_is_that_of_the_slice_copied(data, zeros, after, 
     assert decode.end_of_data(whole, first, stop) == len(whole[first:stop].rstrip(b"\0"))
 
 
+@given(st.integers(0, 80 * decode.KIB), st.integers(0, 80 * decode.KIB), st.integers(1, 255))
+def test_all_zeros_is_whether_every_byte_is_zero(length, at, byte):
+    zeros = bytes(length)
+    assert decode.all_zeros(zeros)
+    if length:
+        marked = bytearray(zeros)
+        marked[at % length] = byte
+        assert not decode.all_zeros(bytes(marked))
+
+
 def test_end_of_data_at_window_edges():
     window = 4 * decode.KIB
     for end in (0, 1, window - 1, window, window + 1, 3 * window, 16 * window):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from introspect.decode import all_zeros
 from introspect.errors import TruncatedImage
 from introspect.formats.base import Format, Head, Inspection
 from introspect.formats.partitions import (
@@ -135,7 +136,7 @@ def _magic(*, mime: bool) -> magic.Magic:
 def describe(head: bytes) -> str:
     """libmagic's description of the bytes. All zeros (a blank disk, as `qemu-img create -f raw`
     makes) match no magic at all: libmagic says "data", and is spared the ~0.5 ms of asking."""
-    if head.count(0) == len(head):
+    if all_zeros(head):
         return UNNAMED_DATA
     return str(_magic(mime=False).from_buffer(head))[:MAX_DESCRIPTION]
 
