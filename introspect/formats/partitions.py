@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from introspect.decode import guid, utf16_c_string
+from introspect.decode import end_of_data, guid, utf16_c_string
 from introspect.model import Finding, Firmware, Frozen, Severity
 from introspect.safety import rule
 from introspect.sources import Reader
@@ -616,9 +616,12 @@ def _entry_array(
 def _gpt_partitions(array: bytes, fields: GptHeaderFields, findings: list[Finding]) -> Iterator[GptPartition]:
     size = fields.size_of_partition_entry
     outside: list[int] = []
-    for index in range(len(array) // size if size else 0):
+    # Tools fill the array from its start: the entries after the last nonzero byte are all unused
+    # (most of the 128), and are not walked at all.
+    used = -(-end_of_data(array) // size) if size else 0
+    for index in range(min(len(array) // size, used) if size else 0):
         if array.startswith(UNUSED_ENTRY_GUID, index * size):
-            continue  # most of the 128 entries: skipped before unpacking
+            continue  # a gap between used entries: skipped before unpacking
         entry = GptPartitionEntry.unpack(array, index * size)
         type_guid = guid(entry.partition_type_guid)
         number = index + 1
