@@ -53,6 +53,7 @@ from introspect.formats.vmdk_descriptor import (
     QUOTE_LENGTH,
     VmdkDescriptor,
     VmdkExtent,
+    descriptor_text,
     number,
     parse_descriptor,
 )
@@ -376,8 +377,8 @@ def _looks_like_descriptor(data: bytes) -> bool:
         return False
     if DESCRIPTOR_MARKER.match(data.lstrip(b" \t\r\n")[:PROBE_MARKER_WINDOW]):
         return True
-    text = data[:PROBE_WINDOW].rstrip(b"\0")
-    if len(text.translate(None, CONTROL_BYTES)) != len(text) or b"createType" not in text:
+    text, nul = descriptor_text(data[:PROBE_WINDOW])
+    if nul is not None or len(text.translate(None, CONTROL_BYTES)) != len(text) or b"createType" not in text:
         return False
     for line in text.split(b"\n", PROBE_MAX_LINES)[:PROBE_MAX_LINES]:
         stripped = line.strip()
@@ -417,7 +418,9 @@ def _check_text(data: bytes) -> None:
     """A descriptor file is text: a control byte (a NUL other than the padding at the end) in what
     qemu reads of it means it is a broken or hand-spliced file, which no reader can be trusted to
     see the same way."""
-    text = data[: end_of_data(data)]
+    text, nul = descriptor_text(data)
+    if nul is not None:
+        text = data[: end_of_data(data)]  # the NUL and what follows it are judged too
     if len(text.translate(None, CONTROL_BYTES)) == len(text):
         return
     at = next(i for i, byte in enumerate(text) if byte in BINARY_BYTES)

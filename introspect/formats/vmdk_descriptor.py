@@ -163,16 +163,37 @@ class _Problems:
         return count, repr(first[:QUOTE_LENGTH])
 
 
+#: qemu rewrites the CID in place at a VMDK's first write (block/vmdk.c, vmdk_write_cid: over the
+#: descriptor it read, then written back whole). A new random CID with fewer hex digits than the
+#: one `create` wrote (qemu does not pad them: about 1 conversion in 50 to 100) leaves the old
+#: text's last bytes after the new text's NUL: at most 6 (a CID is 1 to 8 digits), and they repeat
+#: the end of the text, since what follows the CID line is unchanged.
+MAX_CID_LEFTOVER = 6
+
+
+def descriptor_text(raw: bytes) -> tuple[bytes, int | None]:
+    """The descriptor text as qemu reads it (to its first NUL, NUL padding left out), and the offset
+    of that NUL when more follows it than qemu's own CID-rewrite leftover: other readers may read
+    on past it (None: nothing does)."""
+    raw = raw[: end_of_data(raw)]
+    nul = raw.find(b"\0")
+    if nul < 0:
+        return raw, None
+    text, after = raw[:nul], raw[nul + 1 :]
+    if len(after) <= MAX_CID_LEFTOVER and text.endswith(after):
+        return text, None
+    return text, nul
+
+
 def parse_descriptor(raw: bytes) -> tuple[VmdkDescriptor, list[Finding]]:
     """Parse descriptor text line by line with an allow-list; every count and length is capped.
 
-    Trailing NUL padding (a sector-padded descriptor) is stripped; text after an inner NUL is not
-    parsed (qemu stops there too) and is a finding."""
+    Trailing NUL padding (a sector-padded descriptor) is left out, and so are the few bytes qemu's
+    CID rewrite leaves after a NUL; text after an inner NUL is not parsed (qemu stops there too)
+    and is a finding."""
     findings: list[Finding] = []
-    raw = raw[: end_of_data(raw)]
-    nul = raw.find(b"\0")
-    if nul >= 0:
-        raw = raw[:nul]
+    raw, nul = descriptor_text(raw)
+    if nul is not None:
         findings.append(
             DESCRIPTOR_SYNTAX.finding(
                 f"the descriptor has a NUL byte at {nul} followed by more data: qemu stops reading there, "
