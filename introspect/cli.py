@@ -12,11 +12,10 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import click
 
@@ -49,8 +48,7 @@ PLUGINS = "introspect.commands"
 INSPECT = "inspect"
 
 
-@dataclass(frozen=True, slots=True)
-class LazyCommand:
+class LazyCommand(NamedTuple):
     """A plugin's command as `introspect --help` lists it, without importing it: `target` is where
     the click command is (`module:attribute`, imported when the command runs), `help` the first
     paragraph of its help (all the listing shows of it), `needs` the packages it cannot import

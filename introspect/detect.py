@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -16,8 +15,7 @@ from introspect.formats.partitions import table_in_head
 COMPATIBLE: frozenset[frozenset[str]] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Detection:
+class Detection(NamedTuple):
     """The format to parse, any other format whose signature is also present, and the partition
     table ("gpt"/"mbr") a raw reader would find in a file that is not raw."""
 

@@ -37,8 +37,7 @@ Mappings several formats share are the helpers below, called by the formats' own
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from introspect.model import Firmware, Geometry
 
@@ -48,8 +47,7 @@ if TYPE_CHECKING:
 Layer = Literal["format", "container", "guest"]
 
 
-@dataclass(frozen=True, slots=True)
-class Merged:
+class Merged(NamedTuple):
     """Merged properties: the values (what the catalog gets) and the layers they came from, which
     say (worked out when asked, off the hot path) which layer gave each key and what was replaced."""
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -20,8 +19,7 @@ from introspect.model import Finding, Frozen, Severity, Verdict
 RULES: dict[str, Rule] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """A named check. `summary` says what fired, for `introspect rules` and the README.
     `names_files`: the image names (or may name) a file outside itself, which qemu-img would open;
     a safety fact that no policy changes, so it alone decides whether qemu-img may look.

@@ -17,9 +17,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, NamedTuple, Self
 
 from introspect.decode import KIB, MIB
 from introspect.errors import BudgetExceeded, SourceError, TruncatedImage, UsageError
@@ -388,8 +387,7 @@ def is_url(name: str) -> bool:
     return name.startswith(("http://", "https://"))
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
+class Budget(NamedTuple):
     """How much one inspection may read. A well-formed image of any format needs far less."""
 
     max_bytes: int = 8 * MIB

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from introspect.containers.base import (
     DEPTH,
@@ -51,8 +51,7 @@ from introspect.containers.base import (
 from introspect.formats import imported
 
 
-@dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(NamedTuple):
     """A container kind: its `container_format` word, where its `Container` is (`module`'s
     `attribute`), and `signature`, what every head its `sniff` claims starts with (its module's
     own constants: tests/containers/test_containers.py checks them)."""

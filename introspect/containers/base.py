@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pydantic import BaseModel
 
@@ -30,8 +30,7 @@ MEMBER = rule(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """One file inside a container, to inspect as an image of its own.
 
     `source` is a slice of the container's bytes (`SliceSource` over a `ReaderSource`, so every

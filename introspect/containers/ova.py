@@ -37,7 +37,6 @@ descriptor's (`introspect.containers.ovf`).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import hashlib
 import itertools
 import re
@@ -716,8 +715,7 @@ def verify(
     if hashed is None:
         total = sum(entry.size for _, entry in listed if entry is not None)
         chunks = sum(-(-entry.size // VERIFY_CHUNK) for _, entry in listed if entry is not None)
-        reader.budget = dataclasses.replace(
-            reader.budget,
+        reader.budget = reader.budget._replace(
             max_bytes=reader.budget.max_bytes + total,
             max_reads=reader.budget.max_reads + chunks,
             max_read_size=max(reader.budget.max_read_size, VERIFY_CHUNK),

@@ -15,16 +15,14 @@ the other thirteen formats' models. Everything else is derived from the registry
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from introspect.formats.base import Format, Head
 
 
-@dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(NamedTuple):
     """A format: its `format` word and module, and `signatures`, the (offset, bytes) its probe
     needs one of before it can claim a file (its module's own constants, which
     tests/test_registry.py checks): an offset from the start of the head, or, negative, from the

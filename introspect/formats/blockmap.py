@@ -31,6 +31,7 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from introspect.decode import KIB
 from introspect.errors import BudgetExceeded, TruncatedImage
@@ -113,8 +114,7 @@ def bitmap_runs(
         yield run_start, end, run_set
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
+class Span(NamedTuple):
     """`length` bytes of a block from `start` (offsets within the block; the defaults: the whole
     block): in the file at `file_offset`, or `data[start:start + length]` when `data` holds the
     block's bytes (a decompressed cluster), or zeros when neither is given."""

@@ -8,15 +8,14 @@ imported only when a volume carries its signature, so an image pays for the file
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from introspect.formats import imported
 from introspect.guest.disk import Disk
 from introspect.guest.fs.base import Filesystem, FilesystemType
 
 
-@dataclass(frozen=True, slots=True)
-class Registered:
+class Registered(NamedTuple):
     """A filesystem `open_filesystem` reads: blkid's name for it, its module under this package,
     and `signatures`, (offset, bytes) of which every volume its probe accepts carries one (its
     module's own constants: tests/guest/fs/test_registry.py checks them)."""

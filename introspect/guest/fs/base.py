@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from introspect.errors import ImageError
 from introspect.guest.disk import Disk
@@ -58,8 +58,7 @@ class Kind(StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
+class Node(NamedTuple):
     """One file, directory or link. `id` is the filesystem's own handle (an inode number, an MFT
     record, a directory entry's first cluster); `size` is in bytes, as the filesystem states it."""
 
