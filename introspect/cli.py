@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import click
 
 from introspect import DISTRIBUTION
-from introspect.command import started
 from introspect.decode import GIB, KIB, MIB
 from introspect.output import USAGE_ERROR, BadInput, chosen, output_options, pick_columns
 from introspect.sources import GUEST_BUDGET, Budget
+from introspect.startup import started
 from introspect.text import literal
 from introspect.vocabulary import NAMESPACE, metadefs_namespace
 
@@ -143,7 +143,7 @@ class PluginGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Read what VM disk images say about themselves, and keep it as image properties."""
-    # The console script pauses the collector for start-up (`introspect.command`): `inspect` ends
+    # The console script pauses the collector for start-up (`introspect.startup`): `inspect` ends
     # start-up after its first image (whose format and guest modules are imported on the way),
     # every other command here, before it runs.
     if ctx.invoked_subcommand != INSPECT:
@@ -358,7 +358,7 @@ def inspect_command(
     picked_rows: list[dict[str, Any]] = []  # a table of -c columns, printed when all are done
     for done, path in enumerate(targets):
         if done:
-            started()  # the first image's imports are made: start-up is over (`introspect.command`)
+            started()  # the first image's imports are made: start-up is over (`introspect.startup`)
         if isinstance(path, EmptyDirectory):
             error(f"Error: {literal(path)}: the directory holds no file to inspect")
             failed = True
