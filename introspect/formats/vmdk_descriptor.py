@@ -165,7 +165,7 @@ class _Problems:
 
 #: qemu rewrites the CID in place at a VMDK's first write (block/vmdk.c, vmdk_write_cid: over the
 #: descriptor it read, then written back whole). A new random CID with fewer hex digits than the
-#: one `create` wrote (qemu does not pad them: about 1 conversion in 50 to 100) leaves the old
+#: one `create` wrote (qemu does not pad them: about 1 conversion in 100 here) leaves the old
 #: text's last bytes after the new text's NUL: at most 6 (a CID is 1 to 8 digits), and they repeat
 #: the end of the text, since what follows the CID line is unchanged.
 MAX_CID_LEFTOVER = 6

@@ -379,7 +379,7 @@ def test_what_qemus_cid_rewrite_leaves_after_the_nul_is_qemus_own_output(group: 
     """qemu-img rewrites the CID in place at a VMDK's first write: a new CID with fewer digits
     leaves the end of the old text after the new text's NUL (fixtures/make/vmdk.sh converts until
     it does, in a sparse extent and in a descriptor file). That is no broken descriptor: it reads
-    as qemu reads it, with no finding about its text (1 in 50 to 100 of qemu-img's VMDKs were
+    as qemu reads it, with no finding about its text (about 1 in 100 of qemu-img's VMDKs were
     rejected, or an error)."""
     path = image(group, name)
     text, after = recorded(path, "descriptor.txt"), recorded(path, "after-nul.txt")
