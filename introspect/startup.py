@@ -2,7 +2,7 @@
 
 Start-up makes tens of thousands of objects (modules, classes, functions) that live as long as the
 process: the collector's passes over them while they are made, and its full collection at exit, find
-nothing to free (~12 ms of a cold `introspect inspect`). So `introspect.command` pauses the collector
+nothing to free (~10 ms of a cold `introspect inspect`). So `introspect.command` pauses the collector
 (`pause`) until the command says start-up is over (`started`); what start-up made is then frozen out
 of every later collection, and at exit everything is (`exiting`): the process's memory goes back to
 the system whole, as Instagram's servers skip that last collection. A library, or a test calling the
