@@ -415,9 +415,9 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[VmdkDetails]:
 
 
 def _check_text(data: bytes) -> None:
-    """A descriptor file is text: a control byte (a NUL other than the padding at the end) in what
-    qemu reads of it means it is a broken or hand-spliced file, which no reader can be trusted to
-    see the same way."""
+    """A descriptor file is text: a control byte (a NUL other than the padding at the end, or than
+    the one qemu's CID rewrite leaves before a few bytes of the text's end) in what qemu reads of it
+    means it is a broken or hand-spliced file, which no reader can be trusted to see the same way."""
     text, nul = descriptor_text(data)
     if nul is not None:
         text = data[: end_of_data(data)]  # the NUL and what follows it are judged too
