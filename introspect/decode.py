@@ -103,6 +103,10 @@ def end_of_data(data: bytes, first: int = 0, stop: int | None = None) -> int:
 _U32 = next(code for code in "ILH" if array(code).itemsize == 4)
 
 
+#: ...and of unsigned 64-bit ones.
+_U64 = next(code for code in "LQ" if array(code).itemsize == 8)
+
+
 def u32s(data: bytes, byteorder: Literal["little", "big"]) -> array[int]:
     """The unsigned 32-bit numbers `data` holds (its length a multiple of 4), as an array that C
     code scans (`max`, `filter`): unpacking each number to a tuple took ~0.1 µs a number, and
@@ -124,3 +128,16 @@ def largest_u32le(data: bytes, start: int = 0, stop: int | None = None) -> int:
     if used == 0:
         return 0
     return max(u32s(data[start : start + (used + 3) // 4 * 4], "little"))
+
+
+def nonzero_u64le(data: bytes) -> list[int]:
+    """The nonzero little-endian unsigned 64-bit numbers `data` holds (a multiple of 8 bytes long),
+    in order (a qed L1 or L2 table's allocated entries). The zeros after the last nonzero entry are
+    measured, never unpacked, and the rest are filtered in C: a table is mostly zeros."""
+    used = end_of_data(data)
+    if used == 0:
+        return []
+    numbers = array(_U64, data[: (used + 7) // 8 * 8])
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    return list(filter(None, numbers))

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 #: 4: the guest pass: os_type, os_distro, os_version, architecture, hw_firmware_type... from the
 #: guest's own filesystems, for every format with a guest view.
 #: 5: what qemu's in-place CID rewrite leaves after a VMDK descriptor's NUL is no finding (1 in
-#: about 100 of qemu-img's VMDKs were rejected, or an error, for it).
+#: about 100 of qemu-img's VMDKs were rejected, or an error, for it); a cut qed is image.truncated
+#: (its L2 tables and data clusters are checked against the end of the file).
 INSPECTOR_VERSION = 5
 
 #: How a lazily typed field is serialized: as the model its value is (pydantic's `Any` does that).

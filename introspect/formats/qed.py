@@ -15,14 +15,14 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from introspect.decode import c_string
+from introspect.decode import c_string, nonzero_u64le
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.formats.blockmap import BlockMappedView, Span, Table
 from introspect.formats.qcow2 import FeatureBits, feature_bits
 from introspect.model import Finding, Frozen, Severity
 from introspect.properties import header_properties
-from introspect.safety import Policy, rule
+from introspect.safety import TRUNCATED, Policy, rule
 from introspect.sources import Reader
 from introspect.structure import LittleEndianStructure, chars, u32, u64
 
@@ -55,6 +55,11 @@ TABLE_ENTRY_SIZE = 8
 MAX_HEADER_BYTES = 2**32 - 1
 #: qemu reads the backing file name into a PATH_MAX (4096-byte) buffer, NUL included.
 MAX_BACKING_FILENAME_SIZE = 4095
+
+#: The cut-image check reads the L1 table and the L2 tables it points to when together they fit
+#: this: a default qed's (64 KiB clusters, 4-cluster tables) L1 table and three L2 tables, 6 GiB of
+#: the guest's disk.
+MAX_TABLES_READ = 1 << 20
 
 #: Feature bits ("Feature bits").
 BACKING_FILE_BIT = 0
@@ -175,7 +180,42 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
         backing_filename_size=header.backing_filename_size,
         backing_format=NO_PROBE_FORMAT if no_probe else None,
     )
-    return Inspection(details, header.image_size, list(_structural_findings(details)))
+    findings = [*_structural_findings(details), *_clusters_past_the_end(reader, header)]
+    return Inspection(details, header.image_size, findings)
+
+
+def _clusters_past_the_end(reader: Reader, header: QEDHeader) -> list[Finding]:
+    """L2 tables and data clusters the tables place past the end of the file: a cut upload (qemu
+    allocates both at the end of the file as the guest writes, a whole cluster at a time). The L1
+    table is one read and each L2 table one more, when together they fit `MAX_TABLES_READ`; past
+    that, only the L2 tables' places are checked."""
+    length = header.table_size * header.cluster_size
+    if length > MAX_TABLES_READ:
+        return []
+    l2_offsets = nonzero_u64le(reader.read(header.l1_table_offset, length, "qed L1 table"))
+    if not l2_offsets:
+        return []
+    last = max(l2_offsets)
+    if last + length > reader.size:
+        return [_cut("an L2 table", last, length, reader.size)]
+    if (len(l2_offsets) + 1) * length > MAX_TABLES_READ:
+        return []
+    data = [
+        offset
+        for l2_offset in l2_offsets
+        for offset in nonzero_u64le(reader.read(l2_offset, length, "qed L2 table"))
+        if offset != QED_CLUSTER_ZERO
+    ]
+    if data and (end := max(data) + header.cluster_size) > reader.size:
+        return [_cut("a data cluster", end - header.cluster_size, header.cluster_size, reader.size)]
+    return []
+
+
+def _cut(what: str, offset: int, length: int, size: int) -> Finding:
+    return TRUNCATED.finding(
+        f"the qed tables place {what} at bytes {offset}..{offset + length}, but the file ends at {size}: "
+        "the image was cut short (a partial upload or download); upload it again"
+    )
 
 
 def _check_l1_table(reader: Reader, header: QEDHeader, header_bytes: int) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,17 @@ from introspect.formats import qed
 from introspect.formats.qed import QEDHeader
 from introspect.model import Severity, Verdict
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, rewrite
+from tests.tools import qemu_info, recorded, rewrite
 
-IMAGES = ["qed-1g3m", "qed-1t", "qed-small-clusters", "qed-base", "qed-backed", "qed-backed-raw"]
+IMAGES = [
+    "qed-1g3m",
+    "qed-1t",
+    "qed-small-clusters",
+    "qed-base",
+    "qed-backed",
+    "qed-backed-raw",
+    "qed-written",
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +77,9 @@ def test_reads_do_not_depend_on_virtual_size(group: Path) -> None:
     b = introspect.inspect(image(group, "qed-1t"))
     assert b.virtual_size == 1 << 40
     assert (a.reads, a.bytes_read) == (b.reads, b.bytes_read)
-    assert b.reads <= 2
-    assert b.bytes_read <= 64 * 1024 + 512
+    header = QEDHeader.unpack(image(group, "qed-1t").read_bytes())
+    assert b.reads <= 3  # the head, the tail, the L1 table (the cut-image check)
+    assert b.bytes_read <= 64 * 1024 + 512 + header.table_size * header.cluster_size
 
 
 @pytest.mark.parametrize(
@@ -172,6 +184,56 @@ def test_image_cut_before_its_l1_table_is_truncated(group: Path, tmp_path: Path)
         f"the qed L1 table needs bytes {header.l1_table_offset}..{end} but the file ends at "
         f"{header.l1_table_offset + 8}"
     )
+
+
+def qemu_img_check(path: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        ["qemu-img", "check", "-f", "qed", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    checked: dict[str, Any] = json.loads(result.stdout)
+    return checked
+
+
+def test_a_written_image_cut_past_its_l1_table_is_truncated(group: Path, tmp_path: Path) -> None:
+    """qemu allocates a qed's L2 tables and data clusters at the end of the file as the guest
+    writes (qemu-io wrote three clusters, `qemu-img map` says where): whole, the image is ok; cut
+    inside or before its last data cluster, or inside its L2 table, it is `image.truncated`, where
+    `qemu-img check` finds corruptions."""
+    whole = image(group, "qed-written")
+    data = whole.read_bytes()
+    assert qemu_img_check(whole).get("corruptions", 0) == 0
+    assert (report := introspect.inspect(whole)).verdict == Verdict.OK, report.findings
+    header = QEDHeader.unpack(data)
+    cluster, table = header.cluster_size, header.table_size * header.cluster_size
+    (l2_table,) = struct.unpack_from("<Q", data, header.l1_table_offset)  # the file's one L2 table
+    clusters = sorted(
+        entry["offset"] for entry in json.loads(recorded(whole, "qemu-img-map.json")) if entry["data"]
+    )
+    assert clusters[-1] + cluster == len(data)  # the last thing qemu allocated is a data cluster
+    cuts = {
+        len(data) - 1: ("a data cluster", clusters[-1], cluster),
+        clusters[-1]: ("a data cluster", clusters[-1], cluster),
+        clusters[-2] + 100: ("a data cluster", clusters[-1], cluster),
+        l2_table + table - 8: ("an L2 table", l2_table, table),
+        l2_table: ("an L2 table", l2_table, table),
+    }
+    for size, (what, offset, length) in cuts.items():
+        path = tmp_path / f"cut-{size}.qed"
+        path.write_bytes(data[:size])
+        # qemu-img check counts an entry that points at or past the end as a corruption; a cluster
+        # that starts before the end and is cut is not its concern (qemu reads the rest as zeros).
+        pointing_past = any(start >= size for start in [l2_table, *clusters])
+        assert (qemu_img_check(path).get("corruptions", 0) > 0) == pointing_past, size
+        report = introspect.inspect(path)
+        assert report.verdict == Verdict.REJECTED, size
+        assert codes(report) == ["image.truncated"], size
+        assert report.findings[0].message == (
+            f"the qed tables place {what} at bytes {offset}..{offset + length}, but the file ends at {size}: "
+            "the image was cut short (a partial upload or download); upload it again"
+        )
 
 
 def test_truncated_header_is_an_error(tmp_path: Path, group: Path) -> None:
