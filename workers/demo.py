@@ -3,7 +3,8 @@ inline: no broker, no services), driven through the real `introspect` command.
 
 Shows: import -> properties -> admin override -> re-run -> override kept -> unset -> the
 introspected value is back -> history -> the audit of declared vs found (`rerun --dry-run`).
-Images: made here with qemu-img (or, without it, taken from a built fixtures/ directory).
+Images: made here with sgdisk, mkfs.ext4 and qemu-img, a Linux disk among them (or, without them,
+taken from a built fixtures/ directory).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INTROSPECT = str(Path(sys.executable).with_name("introspect"))
-#: What qemu-img makes when fixtures/build is absent: name -> `qemu-img create` arguments.
+#: The Linux disk the demo makes (see `linux_disk`), and its size.
+LINUX_DISK = "linux.qcow2"
+LINUX_DISK_SIZE = 64 * 1024 * 1024
+#: Where its one partition starts (sgdisk's default alignment), and its filesystem's size.
+PARTITION_START = 1024 * 1024
+FILESYSTEM_SIZE = 60 * 1024 * 1024
+#: os-release(5): where this machine's is.
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+#: What qemu-img makes beside it: name -> `qemu-img create` arguments.
 RECIPES: dict[str, list[str]] = {
-    "debian.qcow2": ["-f", "qcow2", "{path}", "1027M"],
     "appliance.vmdk": [
         "-f",
         "vmdk",
@@ -31,7 +39,7 @@ RECIPES: dict[str, list[str]] = {
         "129M",
     ],
     "legacy.vhd": ["-f", "vpc", "{path}", "7M"],
-    "layered.qcow2": ["-f", "qcow2", "-b", "debian.qcow2", "-F", "qcow2", "{path}"],
+    "layered.qcow2": ["-f", "qcow2", "-b", LINUX_DISK, "-F", "qcow2", "{path}"],
 }
 #: Keys worth overriding in the demo, in order of preference (the first one the image has), and
 #: the value an admin sets, unless it is the introspected one (then the key's next choice).
@@ -51,13 +59,44 @@ def admin_value(key: str, introspected: str | None) -> str:
     return second if introspected == first else first
 
 
+def linux_disk(path: Path) -> None:
+    """A small GPT disk whose ext4 partition holds this machine's own os-release and shell (what
+    the guest pass reads to name a Linux root), made as users make disks, with sgdisk and
+    `mkfs.ext4 -d` (no mount, no root needed), and converted to qcow2 by qemu-img."""
+    with tempfile.TemporaryDirectory(prefix="introspect-demo-disk-") as scratch:
+        root = Path(scratch) / "root"
+        (root / "etc").mkdir(parents=True)
+        (root / "bin").mkdir()
+        release = next(path for path in map(Path, OS_RELEASE) if path.exists())
+        shutil.copyfile(release.resolve(), root / "etc" / "os-release")
+        shutil.copyfile(Path("/bin/sh").resolve(), root / "bin" / "sh")
+        filesystem, disk = Path(scratch) / "root.ext4", Path(scratch) / "disk.raw"
+        for file, size in ((filesystem, FILESYSTEM_SIZE), (disk, LINUX_DISK_SIZE)):
+            with file.open("wb") as made:
+                made.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-L", "root", "-d", str(root), str(filesystem)], check=True)
+        # (sgdisk -q writes nothing to a disk that has no table yet)
+        subprocess.run(
+            ["sgdisk", "-n", f"1:{PARTITION_START // 512}:0", "-t", "1:8300", str(disk)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        with disk.open("r+b") as raw, filesystem.open("rb") as data:
+            raw.seek(PARTITION_START)
+            shutil.copyfileobj(data, raw)
+        subprocess.run(
+            ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(disk), str(path)], check=True
+        )
+
+
 def images(directory: Path) -> list[Path]:
-    """A few ordinary images made here with qemu-img; without qemu-img, a few from fixtures/build."""
-    if shutil.which("qemu-img") is not None:
+    """A Linux disk and a few ordinary images made here; without qemu-img, a few from fixtures/build."""
+    if all(shutil.which(tool) is not None for tool in ("qemu-img", "sgdisk", "mkfs.ext4")):
+        linux_disk(directory / LINUX_DISK)
         for name, recipe in RECIPES.items():
             args = [arg.format(path=directory / name) for arg in recipe]
             subprocess.run(["qemu-img", "create", "-q", *args], check=True, cwd=directory)
-        return [directory / name for name in RECIPES]
+        return [directory / LINUX_DISK, *(directory / name for name in RECIPES)]
     built = sorted((ROOT / "fixtures" / "build").glob("*/*.qemu-img.json"))
     if not built:
         raise SystemExit("the demo needs qemu-img (Debian package qemu-utils) or a built fixtures/ directory")
@@ -99,6 +138,12 @@ def main() -> None:
         records = [
             json.loads(line) for line in introspect("images", "list", "--json", show=False).splitlines()
         ]
+        linux = next((record for record in records if record["name"] == LINUX_DISK), None)
+        if linux is not None:
+            print(
+                f"\n# {LINUX_DISK}: what the guest pass read in its partition (os-release, /bin/sh's ELF header)"
+            )
+            introspect("images", "show", linux["id"])
         chosen = records[0]
         for record in records:
             shown = json.loads(introspect("images", "show", record["id"], "--json", show=False))

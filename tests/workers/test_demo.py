@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import platform
 import re
 import subprocess
 import sys
@@ -40,3 +42,31 @@ def test_the_demo_runs_to_the_end(tmp_path: Path):
     assert back and back[1] != overridden[2], out
     assert out.rstrip().endswith(f"demo done; catalog and store kept in {tmp_path / 'data'}")
     assert (tmp_path / "data").is_dir()
+    # The Linux disk holds this machine's os-release and shell: the guest pass says what they say.
+    release = dict(
+        line.split("=", 1)
+        for line in Path("/etc/os-release").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    env = {k: v for k, v in process_env().items() if not k.startswith("INTROSPECT_")}
+    env["INTROSPECT_DATA_DIR"] = str(tmp_path / "data")
+
+    def introspect(*arguments: str) -> str:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("introspect")), *arguments],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    (linux,) = [
+        r
+        for r in map(json.loads, introspect("images", "list", "--json").splitlines())
+        if r["name"] == "linux.qcow2"
+    ]
+    shown = json.loads(introspect("images", "show", linux["id"], "--json"))
+    found = {p["key"]: p["value"] for p in shown["properties"]}
+    assert found["os_type"] == "linux"
+    assert found["introspect_os_id"] == release["ID"].strip('"')
+    assert found["os_version"] == release["VERSION_ID"].strip('"')
+    assert found["architecture"] == platform.machine()
+    assert "# linux.qcow2: what the guest pass read in its partition" in out
