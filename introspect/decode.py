@@ -130,6 +130,21 @@ def largest_u32le(data: bytes, start: int = 0, stop: int | None = None) -> int:
     return max(u32s(data[start : start + (used + 3) // 4 * 4], "little"))
 
 
+def largest_u64le(data: bytes) -> int:
+    """The largest of the little-endian unsigned 64-bit numbers `data` holds (a multiple of 8 bytes
+    long), 0 when it holds none (a qed L2 table's furthest cluster). The zeros after the last
+    nonzero entry are measured, never unpacked; of the rest, the zeros are filtered out in C before
+    the others are compared (comparing each of a full 32 Ki-entry table took ~0.4 ms, filtering
+    first ~0.25)."""
+    used = end_of_data(data)
+    if used == 0:
+        return 0
+    numbers = array(_U64, data[: (used + 7) // 8 * 8])
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    return max(filter(None, numbers), default=0)
+
+
 def nonzero_u64le(data: bytes) -> list[int]:
     """The nonzero little-endian unsigned 64-bit numbers `data` holds (a multiple of 8 bytes long),
     in order (a qed L1 or L2 table's allocated entries). The zeros after the last nonzero entry are

@@ -104,6 +104,12 @@ def test_nonzero_u64le_are_the_nonzero_entries_in_order(numbers, zeros):
     assert decode.nonzero_u64le(data) == [n for n in numbers if n]
 
 
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=600), st.integers(0, 300))
+def test_largest_u64le_is_the_largest_number_struct_reads(numbers, zeros):
+    data = struct.pack(f"<{len(numbers)}Q", *numbers) + bytes(8 * zeros)
+    assert decode.largest_u64le(data) == max(numbers, default=0)
+
+
 def test_end_of_data_at_window_edges():
     window = 4 * decode.KIB
     for end in (0, 1, window - 1, window, window + 1, 3 * window, 16 * window):

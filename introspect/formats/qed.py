@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from introspect.decode import c_string, nonzero_u64le
+from introspect.decode import c_string, largest_u64le, nonzero_u64le
 from introspect.errors import BadField, TruncatedImage
 from introspect.formats.base import Format, Head, Inspection, backing_file_finding
 from introspect.formats.blockmap import BlockMappedView, Span, Table
@@ -56,9 +56,8 @@ MAX_HEADER_BYTES = 2**32 - 1
 #: qemu reads the backing file name into a PATH_MAX (4096-byte) buffer, NUL included.
 MAX_BACKING_FILENAME_SIZE = 4095
 
-#: The cut-image check reads the L1 table and the L2 tables it points to when together they fit
-#: this: a default qed's (64 KiB clusters, 4-cluster tables) L1 table and three L2 tables, 6 GiB of
-#: the guest's disk.
+#: The cut-image check reads the table entries that map the guest's disk when together they fit
+#: this: with a default qed's 64 KiB clusters and 4-cluster tables, 8 GiB of the guest's disk.
 MAX_TABLES_READ = 1 << 20
 
 #: Feature bits ("Feature bits").
@@ -186,28 +185,33 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
 
 def _clusters_past_the_end(reader: Reader, header: QEDHeader) -> list[Finding]:
     """L2 tables and data clusters the tables place past the end of the file: a cut upload (qemu
-    allocates both at the end of the file as the guest writes, a whole cluster at a time). The L1
-    table is one read and each L2 table one more, when together they fit `MAX_TABLES_READ`; past
-    that, only the L2 tables' places are checked."""
+    allocates both at the end of the file as the guest writes, a whole cluster at a time). Only the
+    entries that map the guest's disk are read (the guest's reads and writes reach no other): the L1 table's first ones in
+    one read, and of each L2 table they point to, one read more; past `MAX_TABLES_READ` together,
+    only the L2 tables' places are checked."""
     length = header.table_size * header.cluster_size
-    if length > MAX_TABLES_READ:
+    entries = length // TABLE_ENTRY_SIZE
+    clusters = -(-header.image_size // header.cluster_size)  # the guest's disk, in clusters
+    l1_used = -(-clusters // entries)  # at most `entries`: `inspect` checked image_size
+    if l1_used * TABLE_ENTRY_SIZE > MAX_TABLES_READ:
         return []
-    l2_offsets = nonzero_u64le(reader.read(header.l1_table_offset, length, "qed L1 table"))
+    l1 = reader.read(header.l1_table_offset, l1_used * TABLE_ENTRY_SIZE, "qed L1 table")
+    l2_offsets = nonzero_u64le(l1)
     if not l2_offsets:
         return []
     last = max(l2_offsets)
     if last + length > reader.size:
         return [_cut("an L2 table", last, length, reader.size)]
-    if (len(l2_offsets) + 1) * length > MAX_TABLES_READ:
+    # Each L2 table maps `entries` clusters; the last one only what is left of the disk.
+    reads = [(offset, length) for offset in l2_offsets]
+    if l1[-TABLE_ENTRY_SIZE:].strip(b"\0"):
+        reads[-1] = (reads[-1][0], (clusters - (l1_used - 1) * entries) * TABLE_ENTRY_SIZE)
+    if len(l1) + sum(size for _, size in reads) > MAX_TABLES_READ:
         return []
-    data = [
-        offset
-        for l2_offset in l2_offsets
-        for offset in nonzero_u64le(reader.read(l2_offset, length, "qed L2 table"))
-        if offset != QED_CLUSTER_ZERO
-    ]
-    if data and (end := max(data) + header.cluster_size) > reader.size:
-        return [_cut("a data cluster", end - header.cluster_size, header.cluster_size, reader.size)]
+    # The furthest entry: a data cluster's offset, or 1 when every entry says "reads as zeros".
+    furthest = max(largest_u64le(reader.read(offset, size, "qed L2 table")) for offset, size in reads)
+    if furthest > QED_CLUSTER_ZERO and furthest + header.cluster_size > reader.size:
+        return [_cut("a data cluster", furthest, header.cluster_size, reader.size)]
     return []
 
 
