@@ -57,8 +57,11 @@ MAX_HEADER_BYTES = 2**32 - 1
 MAX_BACKING_FILENAME_SIZE = 4095
 
 #: The cut-image check reads the table entries that map the guest's disk when together they fit
-#: this: with a default qed's 64 KiB clusters and 4-cluster tables, 8 GiB of the guest's disk.
+#: this: with a default qed's 64 KiB clusters and 4-cluster tables, 8 GiB of the guest's disk...
 MAX_TABLES_READ = 1 << 20
+#: ...in at most this many reads of L2 tables, well inside the header pass's 64 (small clusters
+#: make small tables: 4 KiB clusters in 2-cluster tables map 4 MiB of disk a table).
+MAX_L2_READS = 32
 
 #: Feature bits ("Feature bits").
 BACKING_FILE_BIT = 0
@@ -188,7 +191,7 @@ def _clusters_past_the_end(reader: Reader, header: QEDHeader) -> list[Finding]:
     allocates both at the end of the file as the guest writes, a whole cluster at a time). Only the
     entries that map the guest's disk are read (the guest's reads and writes reach no other): the L1 table's first ones in
     one read, and of each L2 table they point to, one read more; past `MAX_TABLES_READ` together,
-    only the L2 tables' places are checked."""
+    or `MAX_L2_READS` tables, only the L2 tables' places are checked."""
     length = header.table_size * header.cluster_size
     entries = length // TABLE_ENTRY_SIZE
     clusters = -(-header.image_size // header.cluster_size)  # the guest's disk, in clusters
@@ -206,7 +209,7 @@ def _clusters_past_the_end(reader: Reader, header: QEDHeader) -> list[Finding]:
     reads = [(offset, length) for offset in l2_offsets]
     if l1[-TABLE_ENTRY_SIZE:].strip(b"\0"):
         reads[-1] = (reads[-1][0], (clusters - (l1_used - 1) * entries) * TABLE_ENTRY_SIZE)
-    if len(l1) + sum(size for _, size in reads) > MAX_TABLES_READ:
+    if len(reads) > MAX_L2_READS or len(l1) + sum(size for _, size in reads) > MAX_TABLES_READ:
         return []
     # The furthest entry: a data cluster's offset, or 1 when every entry says "reads as zeros".
     furthest = max(largest_u64le(reader.read(offset, size, "qed L2 table")) for offset, size in reads)

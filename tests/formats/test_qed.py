@@ -25,6 +25,7 @@ IMAGES = [
     "qed-backed",
     "qed-backed-raw",
     "qed-written",
+    "qed-many-tables",
 ]
 
 
@@ -254,6 +255,34 @@ def test_a_written_image_cut_past_its_l1_table_is_truncated(group: Path, tmp_pat
             f"the qed tables place {what} at bytes {offset}..{offset + length}, but the file ends at {size}: "
             "the image was cut short (a partial upload or download); upload it again"
         )
+
+
+def test_many_small_tables_are_checked_by_their_places_within_the_budget(group: Path, tmp_path: Path) -> None:
+    """4 KiB clusters in 2-cluster tables: qemu-io wrote 512 bytes at every 4 MiB of a 400 MiB disk,
+    which gave it 100 L2 tables, and `qemu-img check` finds it clean. More tables than
+    `MAX_L2_READS` are not read one by one (the header pass has 64 reads): their places are checked,
+    and the image is ok. Cut inside its last L2 table, it is `image.truncated`."""
+    path = image(group, "qed-many-tables")
+    data = path.read_bytes()
+    header = QEDHeader.unpack(data)
+    entries = header.table_size * header.cluster_size // 8
+    tables = [t for t in struct.unpack_from(f"<{entries}Q", data, header.l1_table_offset) if t]
+    assert len(tables) == 100 > qed.MAX_L2_READS
+    assert qemu_img_check(path).get("corruptions", 0) == 0
+    report = introspect.inspect(path, guest=False)
+    assert report.verdict == Verdict.OK, report.findings
+    assert header.l1_table_offset + 8 * len(tables) <= 64 * 1024
+    assert report.reads == 2  # the head (the L1 table's entries are in it) and the tail
+    cut = tmp_path / "cut.qed"
+    size = max(tables) + 100
+    cut.write_bytes(data[:size])
+    report = introspect.inspect(cut, guest=False)
+    assert codes(report) == ["image.truncated"]
+    table = header.table_size * header.cluster_size
+    assert report.findings[0].message.startswith(
+        f"the qed tables place an L2 table at bytes {max(tables)}..{max(tables) + table}, but the file "
+        f"ends at {size}"
+    )
 
 
 def test_truncated_header_is_an_error(tmp_path: Path, group: Path) -> None:
