@@ -622,14 +622,93 @@ def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3)
         return []
     per_block = cluster_size * 8 >> v3.refcount_order
     cluster = (last * per_block + used) * cluster_size
-    if cluster < reader.size:
+    if cluster + cluster_size <= reader.size:
         return []
+    if cluster < reader.size:  # the file ends inside it
+        return _last_cluster_cut(reader, header, v3, cluster, window[:table_length])
     return [
         TRUNCATED.finding(
             f"the qcow2 refcounts count a cluster in use at byte {cluster}, but the file ends at {reader.size}: "
-            "the image was cut short (a partial upload or download); upload it again"
+            f"{CUT_SHORT}"
         )
     ]
+
+
+CUT_SHORT = "the image was cut short (a partial upload or download); upload it again"
+#: `_last_cluster_cut` reads the active L1 entries that map the disk and the L2 tables they point
+#: to when together they fit this (16 L2 tables of 64 KiB clusters: 8 GiB of the guest's disk)...
+MAX_TABLES_READ = 1 << 20
+#: ...in at most this many reads of L2 tables, well inside the header pass's 64.
+MAX_L2_READS = 32
+#: Standard cluster descriptor byte 0 (big-endian): bit 62, a compressed cluster.
+COMPRESSED_FLAG_BYTE = 0x40
+
+
+def _last_cluster_cut(
+    reader: Reader, header: QCowHeader, v3: QCowHeaderV3, cluster: int, refcount_table: bytes
+) -> list[Finding]:
+    """The file ends inside `cluster`, the last one its refcounts count in use. qemu writes some
+    structures at their exact length (the L1 table, the snapshot table, a compressed cluster's
+    data), which may end a file mid-cluster; but L2 tables, refcount blocks and data clusters whole
+    (a data cluster with extended L2 entries up to its last allocated subcluster). So the file was
+    cut only when that cluster is found to be one of the second kind: an L2 table the L1 table
+    points to, a refcount block the refcount table points to, or a data cluster an L2 entry maps.
+    What is not found (beyond the read limits, a snapshot's tables) is not a finding."""
+    cluster_size = 1 << header.cluster_bits
+    l1_end = header.l1_table_offset + header.l1_size * L1E_SIZE
+    if header.l1_table_offset <= cluster < l1_end:
+        return []  # the L1 table (`_check_tables` checked it is inside the file)
+    needle = cluster.to_bytes(8, "big")
+    if _aligned_find(refcount_table, needle, REFTABLE_ENTRY_SIZE) is not None:
+        return [_cut("qcow2 refcount table places a refcount block", cluster, cluster_size, reader.size)]
+    extended = bool(v3.incompatible_features & INCOMPAT_EXTENDED_L2)
+    entry_size = EXTENDED_L2E_SIZE if extended else L2E_SIZE
+    per_table = cluster_size // entry_size
+    l1_used = -(-header.size // (per_table * cluster_size))  # the L1 entries that map the disk
+    if l1_used * L1E_SIZE > MAX_TABLES_READ:
+        return []
+    l1 = reader.read(header.l1_table_offset, l1_used * L1E_SIZE, "qcow2 L1 table")
+    l2_tables = [entry & OFFSET_MASK for entry in struct.unpack(f">{l1_used}Q", l1) if entry & OFFSET_MASK]
+    if cluster in l2_tables:
+        return [_cut("qcow2 L1 table places an L2 table", cluster, cluster_size, reader.size)]
+    if v3.incompatible_features & INCOMPAT_DATA_FILE:
+        return []  # data clusters are in the external data file
+    if len(l2_tables) > MAX_L2_READS or len(l1) + len(l2_tables) * cluster_size > MAX_TABLES_READ:
+        return []
+    # A standard descriptor mapping `cluster`: flags in byte 0 (not compressed), then its offset,
+    # whose low byte (bits 0-8, the zero flag among them) is 0: a zero-flagged cluster is never read.
+    for offset in l2_tables:
+        if offset + cluster_size > reader.size:
+            continue  # cut itself: the refcount check names what lies past the end
+        table = reader.read(offset, cluster_size, "qcow2 L2 table")
+        at = _aligned_find(table, needle[1:], entry_size, 1)
+        if at is None or table[at] & COMPRESSED_FLAG_BYTE:
+            continue
+        end = cluster + cluster_size
+        if extended:
+            allocated = int.from_bytes(table[at + L2E_SIZE : at + EXTENDED_L2E_SIZE], "big") & ALL_SUBCLUSTERS
+            end = cluster + allocated.bit_length() * (cluster_size // SUBCLUSTERS)
+        if end > reader.size:
+            return [_cut("qcow2 L2 tables place a data cluster", cluster, end - cluster, reader.size)]
+        return []
+    return []
+
+
+def _aligned_find(data: bytes, needle: bytes, stride: int, skip: int = 0) -> int | None:
+    """Where the `stride`-byte entry of `data` whose bytes from `skip` on start with `needle`
+    begins, or None (found in C, with `find`; a match across entries is passed over)."""
+    found = data.find(needle, skip)
+    while found >= 0:
+        if (found - skip) % stride == 0:
+            return found - skip
+        found = data.find(needle, found + 1)
+    return None
+
+
+def _cut(what: str, offset: int, length: int, size: int) -> Finding:
+    return TRUNCATED.finding(
+        f"the {what} at bytes {offset}..{offset + length}, but the file ends at {size}: {CUT_SHORT}"
+    )
 
 
 def _clusters_just_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> list[Finding]:
@@ -664,7 +743,7 @@ def _clusters_just_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHead
     return [
         TRUNCATED.finding(
             f"the qcow2 refcounts count a cluster in use at byte {cluster}, but the file ends at {reader.size}: "
-            "the image was cut short (a partial upload or download); upload it again"
+            f"{CUT_SHORT}"
         )
     ]
 

@@ -29,7 +29,7 @@ IMAGES = [
     "aes", "backed", "base", "bitmap", "cluster-2m", "cluster-512", "data-file", "data-file-raw",
     "extended-l2", "hl104", "lazy-refcounts", "luks", "refcount-1", "refcount-64", "size-unaligned",
     "snapshot", "v2-129m", "v2-1g3m", "v2-1t", "v2-backed", "v2-cluster-512", "v3-1g3m", "v3-1t",
-    "v3-7m", "zstd",
+    "v3-7m", "zstd", "written", "written-extended-l2", "compressed",
 ]  # fmt: skip
 #: qemu-img's `compat` word for each header version.
 COMPAT_VERSION = {"0.10": 2, "1.1": 3}
@@ -493,7 +493,7 @@ def test_a_cut_qcow2_is_truncated_where_its_refcounts_say_clusters_are(tmp_path:
     """qemu-img convert of partitioned disks (fixtures/make/partitioned.sh); `qemu-img check` said
     where its allocated clusters end (image-end-offset). Cut at or before the start of the last
     cluster, the refcounts count a cluster past the end; cut at that end, nothing is missing. (A cut
-    inside the last cluster is not seen: a compressed cluster may legitimately end the file early.)"""
+    inside the last cluster: see the written images' test below.)"""
     import json
 
     path = fixture_group("partitioned") / name
@@ -511,3 +511,103 @@ def test_a_cut_qcow2_is_truncated_where_its_refcounts_say_clusters_are(tmp_path:
         assert report.findings[0].message.startswith("the qcow2 refcounts count a cluster in use at byte ")
         assert f"but the file ends at {keep}" in report.findings[0].message
         assert report.reads <= 3
+
+
+def qemu_img_check(path: Path) -> dict[str, Any]:
+    import json
+    import subprocess
+
+    checked = subprocess.run(
+        ["qemu-img", "check", "-f", "qcow2", "--output=json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    result: dict[str, Any] = json.loads(checked.stdout)
+    return result
+
+
+@pytest.mark.parametrize("name", ["written", "written-extended-l2", "partitioned"])
+def test_a_qcow2_cut_inside_its_last_data_cluster_is_truncated(
+    group: Path, tmp_path: Path, name: str
+) -> None:
+    """qemu allocates a data cluster whole at the end of the file (qemu-io wrote three places of
+    `written`; qemu-img convert made `partitioned/gpt.qcow2`), or with extended L2 entries up to its
+    last subcluster written (`written-extended-l2`: 4 KiB of a 128 KiB cluster, and the file ends
+    there). Cut anywhere inside that cluster's bytes, the file has lost data: `image.truncated`,
+    naming the cluster where `qemu-img map` puts the last data and ending it where `qemu-img check`
+    says the image ends. qemu-img check itself reports no error (it reads the missing bytes as
+    zeros)."""
+    import json
+
+    path = fixture_group("partitioned") / "gpt.qcow2" if name == "partitioned" else image(group, name)
+    data = path.read_bytes()
+    cluster_size = qemu_info(path)["cluster-size"]
+    end = qemu_img_check(path)["image-end-offset"]  # where the last cluster in use ends
+    cluster = (end - 1) // cluster_size * cluster_size
+    if name != "partitioned":
+        extents = [e for e in json.loads(recorded(path, "qemu-img-map.json")) if e["data"]]
+        last = max(extents, key=lambda e: e["offset"])
+        assert last["offset"] == cluster  # the last cluster in use holds the last data
+        if name == "written-extended-l2":
+            end = last["offset"] + last["length"]  # the subclusters written, then the file ends
+            assert len(data) % cluster_size
+    assert end == len(data)
+    report = introspect.inspect(path, guest=False)
+    assert report.verdict == Verdict.OK and report.findings == [], report.findings
+    for keep in (end - 1, end - 512, (cluster + end) // 2, cluster + 1):
+        cut = tmp_path / f"cut-{keep}.qcow2"
+        cut.write_bytes(data[:keep])
+        assert qemu_img_check(cut)["check-errors"] == 0
+        report = introspect.inspect(cut, guest=False)
+        assert report.verdict == Verdict.REJECTED, keep
+        assert codes(report) == ["image.truncated"], keep
+        assert report.findings[0].message == (
+            f"the qcow2 L2 tables place a data cluster at bytes {cluster}..{end}, but the file ends at {keep}: "
+            "the image was cut short (a partial upload or download); upload it again"
+        )
+
+
+def test_compressed_clusters_may_end_the_file_mid_cluster(group: Path) -> None:
+    """qemu-img convert -c writes each cluster's data as long as it compresses to (`qemu-img map`
+    gives compressed data no offset): the file ends inside its last cluster, and is whole."""
+    import json
+
+    path = image(group, "compressed")
+    extents = [e for e in json.loads(recorded(path, "qemu-img-map.json")) if e["data"]]
+    assert extents and all("offset" not in e for e in extents)
+    assert path.stat().st_size % qemu_info(path)["cluster-size"]
+    assert qemu_img_check(path)["check-errors"] == 0
+    report = introspect.inspect(path, guest=False)
+    assert report.verdict == Verdict.OK and report.findings == [], report.findings
+
+
+def test_many_l2_tables_are_not_read_one_by_one(tmp_path: Path) -> None:
+    """512-byte clusters make 512-byte L2 tables: qemu-io writing 512 bytes at every 64 KiB of an
+    8 MiB disk gives it 128 of them. Cut inside its last data cluster, the tables are not read one by
+    one past `MAX_L2_READS`: the header pass stays within its 64 reads (the cut goes unnamed)."""
+    import subprocess
+
+    path = tmp_path / "many.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", str(path), "8M"], check=True
+    )
+    writes = [arg for i in range(128) for arg in ("-c", f"write -P {i + 1} {i * 64}k 512")]
+    subprocess.run(["qemu-io", "-f", "qcow2", *writes, str(path)], check=True, capture_output=True)
+    l1_entries = sum(1 for e in qcow2_l1(path) if e)
+    assert l1_entries > qcow2.MAX_L2_READS
+    data = path.read_bytes()
+    cut = tmp_path / "cut.qcow2"
+    cut.write_bytes(data[:-1])
+    assert introspect.inspect(path, guest=False).verdict == Verdict.OK
+    report = introspect.inspect(cut, guest=False)
+    assert "image.read_budget" not in codes(report)
+    assert report.verdict != Verdict.ERROR and report.reads <= 4, report.findings
+
+
+def qcow2_l1(path: Path) -> list[int]:
+    import struct
+
+    data = path.read_bytes()
+    header = QCowHeader.unpack(data)
+    return list(struct.unpack_from(f">{header.l1_size}Q", data, header.l1_table_offset))
