@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 #: 5: what qemu's in-place CID rewrite leaves after a VMDK descriptor's NUL is no finding (1 in
 #: about 100 of qemu-img's VMDKs were rejected, or an error, for it); a cut qed is image.truncated
 #: (its L2 tables and data clusters are checked against the end of the file).
-INSPECTOR_VERSION = 5
+#: 6: a qcow2 cut inside its last data cluster, L2 table or refcount block is image.truncated; a
+#: qed of many small L2 tables is no longer image.read_budget.
+INSPECTOR_VERSION = 6
 
 #: How a lazily typed field is serialized: as the model its value is (pydantic's `Any` does that).
 _AS_ITS_OWN_MODEL = core_schema.simple_ser_schema("any")
