@@ -696,12 +696,19 @@ def _last_cluster_cut(
 
 def _aligned_find(data: bytes, needle: bytes, stride: int, skip: int = 0) -> int | None:
     """Where the `stride`-byte entry of `data` whose bytes from `skip` on start with `needle`
-    begins, or None (found in C, with `find`; a match across entries is passed over)."""
-    found = data.find(needle, skip)
+    begins, or None. `find` looks for the needle's nonzero middle only: tables are mostly zeros,
+    which a needle of leading or trailing zeros would match at every byte (~0.3 ms a 128 KiB
+    table, against ~10 µs); each hit is then checked whole and aligned."""
+    core = needle.strip(b"\0")
+    if not core:
+        return None
+    lead = needle.index(core[0])
+    found = data.find(core, skip + lead)
     while found >= 0:
-        if (found - skip) % stride == 0:
-            return found - skip
-        found = data.find(needle, found + 1)
+        start = found - lead
+        if (start - skip) % stride == 0 and data.startswith(needle, start):
+            return start - skip
+        found = data.find(core, found + 1)
     return None
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import introspect
 from introspect.formats import qcow2
@@ -611,3 +613,26 @@ def qcow2_l1(path: Path) -> list[int]:
     data = path.read_bytes()
     header = QCowHeader.unpack(data)
     return list(struct.unpack_from(f">{header.l1_size}Q", data, header.l1_table_offset))
+
+
+@given(
+    st.lists(
+        st.sampled_from([0, 0, 0, 1, 0x200, 0x10000, 0x0C0000, 0x12340000, 0x80000000000C0000]), max_size=64
+    ),
+    st.sampled_from([1, 0x200, 0x10000, 0x0C0000, 0x12340000]),
+    st.sampled_from([(8, 0), (8, 1), (16, 1)]),
+)
+def test_aligned_find_is_the_first_aligned_entry_that_matches(entries, value, layout):
+    """Against a plain walk over the entries: matches across entries never count."""
+    stride, skip = layout
+    data = b"".join(e.to_bytes(8, "big") + (bytes(8) if stride == 16 else b"") for e in entries)
+    needle = value.to_bytes(8, "big")[skip:]
+    expected = next(
+        (
+            i * stride
+            for i in range(len(entries))
+            if data[i * stride + skip : i * stride + skip + len(needle)] == needle
+        ),
+        None,
+    )
+    assert qcow2._aligned_find(data, needle, stride, skip) == expected
