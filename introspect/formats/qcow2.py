@@ -10,8 +10,10 @@ leaves open (cluster sizes, table sizes, name lengths), the limit is named after
 
 Everything the parse needs lies in the first cluster (header, extensions, backing file name),
 which the reader already holds for any cluster of 64 KiB or less: a parse costs no reads beyond
-the head, whatever the virtual size. The guest view reads the L1 and L2 tables a page at a time
-as lookups need them (`introspect.formats.blockmap`); snapshot tables are never read.
+the head, whatever the virtual size. The cut-image checks read the refcount table and a refcount
+block, and, of a file that ends inside its last cluster in use (a compressed image), the L1 and L2
+tables. The guest view reads the L1 and L2 tables a page at a time as lookups need them
+(`introspect.formats.blockmap`); snapshot tables are never read.
 """
 
 from __future__ import annotations
@@ -599,7 +601,8 @@ REFT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00
 def _clusters_past_the_end(reader: Reader, header: QCowHeader, v3: QCowHeaderV3) -> list[Finding]:
     """Clusters the refcounts say are in use but that start past the end of the file: a cut upload
     (qemu writes the refcount structures ahead of the data they count). The refcount table and the
-    refcount block after it are one read, the last refcount block another if it is elsewhere."""
+    refcount block after it are one read, the last refcount block another if it is elsewhere. A
+    file that ends inside the last cluster in use is `_last_cluster_cut`'s question."""
     cluster_size = 1 << header.cluster_bits
     table_length = header.refcount_table_clusters * cluster_size
     if table_length + cluster_size > MAX_REFCOUNT_READ:

@@ -189,9 +189,9 @@ def inspect(reader: Reader, policy: Policy) -> Inspection[QedDetails]:
 def _clusters_past_the_end(reader: Reader, header: QEDHeader) -> list[Finding]:
     """L2 tables and data clusters the tables place past the end of the file: a cut upload (qemu
     allocates both at the end of the file as the guest writes, a whole cluster at a time). Only the
-    entries that map the guest's disk are read (the guest's reads and writes reach no other): the L1 table's first ones in
-    one read, and of each L2 table they point to, one read more; past `MAX_TABLES_READ` together,
-    or `MAX_L2_READS` tables, only the L2 tables' places are checked."""
+    entries that map the guest's disk are read (the guest's reads and writes reach no other): the
+    L1 table's first ones in one read, and of each L2 table they point to, one read more; past
+    `MAX_TABLES_READ` together, or `MAX_L2_READS` tables, only the L2 tables' places are checked."""
     length = header.table_size * header.cluster_size
     entries = length // TABLE_ENTRY_SIZE
     clusters = -(-header.image_size // header.cluster_size)  # the guest's disk, in clusters
