@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +17,19 @@ S = TypeVar("S", bound=Structure)
 def qemu_info(image: Path) -> dict[str, Any]:
     """`qemu-img info -f FMT --output=json IMAGE`, as recorded by fixtures/lib.sh at build time."""
     return json.loads(image.with_name(image.name + ".qemu-img.json").read_text())
+
+
+def qemu_img_check(image: Path, fmt: str) -> dict[str, Any]:
+    """`qemu-img check -f FMT --output=json IMAGE`, run now (on a copy a test cut, say); its JSON is
+    printed whatever it finds, with a nonzero exit status when it finds corruptions."""
+    checked = subprocess.run(
+        ["qemu-img", "check", "-f", fmt, "--output=json", str(image)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    result: dict[str, Any] = json.loads(checked.stdout)
+    return result
 
 
 def recorded(image: Path, suffix: str) -> str:

@@ -24,7 +24,7 @@ from introspect.model import Severity, Verdict
 from introspect.sources import Budget
 from introspect.structure import pack
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded, rewrite
+from tests.tools import qemu_img_check, qemu_info, recorded, rewrite
 
 #: Every qcow2 image of fixtures/make/qcow.sh that qemu-img opened (zstd-hl104 it refuses).
 IMAGES = [
@@ -515,20 +515,6 @@ def test_a_cut_qcow2_is_truncated_where_its_refcounts_say_clusters_are(tmp_path:
         assert report.reads <= 3
 
 
-def qemu_img_check(path: Path) -> dict[str, Any]:
-    import json
-    import subprocess
-
-    checked = subprocess.run(
-        ["qemu-img", "check", "-f", "qcow2", "--output=json", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    result: dict[str, Any] = json.loads(checked.stdout)
-    return result
-
-
 @pytest.mark.parametrize("name", ["written", "written-extended-l2", "partitioned"])
 def test_a_qcow2_cut_inside_its_last_data_cluster_is_truncated(
     group: Path, tmp_path: Path, name: str
@@ -545,7 +531,7 @@ def test_a_qcow2_cut_inside_its_last_data_cluster_is_truncated(
     path = fixture_group("partitioned") / "gpt.qcow2" if name == "partitioned" else image(group, name)
     data = path.read_bytes()
     cluster_size = qemu_info(path)["cluster-size"]
-    end = qemu_img_check(path)["image-end-offset"]  # where the last cluster in use ends
+    end = qemu_img_check(path, "qcow2")["image-end-offset"]  # where the last cluster in use ends
     cluster = (end - 1) // cluster_size * cluster_size
     if name != "partitioned":
         extents = [e for e in json.loads(recorded(path, "qemu-img-map.json")) if e["data"]]
@@ -560,7 +546,7 @@ def test_a_qcow2_cut_inside_its_last_data_cluster_is_truncated(
     for keep in (end - 1, end - 512, (cluster + end) // 2, cluster + 1):
         cut = tmp_path / f"cut-{keep}.qcow2"
         cut.write_bytes(data[:keep])
-        assert qemu_img_check(cut)["check-errors"] == 0
+        assert qemu_img_check(cut, "qcow2")["check-errors"] == 0
         report = introspect.inspect(cut, guest=False)
         assert report.verdict == Verdict.REJECTED, keep
         assert codes(report) == ["image.truncated"], keep
@@ -579,7 +565,7 @@ def test_compressed_clusters_may_end_the_file_mid_cluster(group: Path) -> None:
     extents = [e for e in json.loads(recorded(path, "qemu-img-map.json")) if e["data"]]
     assert extents and all("offset" not in e for e in extents)
     assert path.stat().st_size % qemu_info(path)["cluster-size"]
-    assert qemu_img_check(path)["check-errors"] == 0
+    assert qemu_img_check(path, "qcow2")["check-errors"] == 0
     report = introspect.inspect(path, guest=False)
     assert report.verdict == Verdict.OK and report.findings == [], report.findings
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from introspect.formats import qed
 from introspect.formats.qed import QEDHeader
 from introspect.model import Severity, Verdict
 from tests.conftest import fixture_group
-from tests.tools import qemu_info, recorded, rewrite
+from tests.tools import qemu_img_check, qemu_info, recorded, rewrite
 
 IMAGES = [
     "qed-1g3m",
@@ -207,17 +206,6 @@ def test_image_cut_before_its_l1_table_is_truncated(group: Path, tmp_path: Path)
     )
 
 
-def qemu_img_check(path: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        ["qemu-img", "check", "-f", "qed", "--output=json", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    checked: dict[str, Any] = json.loads(result.stdout)
-    return checked
-
-
 def test_a_written_image_cut_past_its_l1_table_is_truncated(group: Path, tmp_path: Path) -> None:
     """qemu allocates a qed's L2 tables and data clusters at the end of the file as the guest
     writes (qemu-io wrote three clusters, `qemu-img map` says where): whole, the image is ok; cut
@@ -225,7 +213,7 @@ def test_a_written_image_cut_past_its_l1_table_is_truncated(group: Path, tmp_pat
     `qemu-img check` finds corruptions."""
     whole = image(group, "qed-written")
     data = whole.read_bytes()
-    assert qemu_img_check(whole).get("corruptions", 0) == 0
+    assert qemu_img_check(whole, "qed").get("corruptions", 0) == 0
     assert (report := introspect.inspect(whole)).verdict == Verdict.OK, report.findings
     header = QEDHeader.unpack(data)
     cluster, table = header.cluster_size, header.table_size * header.cluster_size
@@ -247,7 +235,7 @@ def test_a_written_image_cut_past_its_l1_table_is_truncated(group: Path, tmp_pat
         # qemu-img check counts an entry that points at or past the end as a corruption; a cluster
         # that starts before the end and is cut is not its concern (qemu reads the rest as zeros).
         pointing_past = any(start >= size for start in [l2_table, *clusters])
-        assert (qemu_img_check(path).get("corruptions", 0) > 0) == pointing_past, size
+        assert (qemu_img_check(path, "qed").get("corruptions", 0) > 0) == pointing_past, size
         report = introspect.inspect(path)
         assert report.verdict == Verdict.REJECTED, size
         assert codes(report) == ["image.truncated"], size
@@ -268,7 +256,7 @@ def test_many_small_tables_are_checked_by_their_places_within_the_budget(group: 
     entries = header.table_size * header.cluster_size // 8
     tables = [t for t in struct.unpack_from(f"<{entries}Q", data, header.l1_table_offset) if t]
     assert len(tables) == 100 > qed.MAX_L2_READS
-    assert qemu_img_check(path).get("corruptions", 0) == 0
+    assert qemu_img_check(path, "qed").get("corruptions", 0) == 0
     report = introspect.inspect(path, guest=False)
     assert report.verdict == Verdict.OK, report.findings
     assert header.l1_table_offset + 8 * len(tables) <= 64 * 1024
